@@ -1,0 +1,1 @@
+//! `tritter-model`: the Tritter / BitNet b1.58 transformer.

@@ -1,0 +1,2 @@
+//! `tritter`: the command-line entry point.
+fn main() {}
