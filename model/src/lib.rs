@@ -1,1 +1,25 @@
-//! `tritter-model`: the Tritter / BitNet b1.58 transformer.
+//! `tritter-model`: the Tritter / BitNet b1.58 transformer — config, BitLinear, attention with a
+//! KV cache, generation, checkpoints (HF BitNet packed and bf16 layouts).
+//!
+//! The crate never touches the terminal: it returns values and events; the binary prints.
+
+pub mod bitlinear;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod generation;
+pub mod norm;
+pub mod quant;
+pub mod rope;
+pub mod sampling;
+pub mod transformer;
+pub mod weights;
+
+pub use bitlinear::{BitLinear, BitWeights, PackedLinear};
+pub use checkpoint::{load_model, save_checkpoint, Checkpoint};
+pub use config::{Activation, Config, NormPlacement, WeightFormat};
+pub use error::{Error, Result};
+pub use generation::{generate, GenerateOptions, GenerationStats, StopReason};
+pub use sampling::{Sampler, SamplingParams};
+pub use transformer::{KvCache, Transformer};
+pub use weights::{Params, TensorStore, WeightSource};

@@ -1,0 +1,150 @@
+//! Checkpoints on disk: a directory with `config.json`, `model.safetensors` (or shards listed in
+//! `model.safetensors.index.json`), `tokenizer.json` and an optional `tokenizer_config.json`.
+//!
+//! Loads HF BitNet checkpoints in both published forms — packed (`bitlinear` / `autobitlinear`
+//! `offline`: uint8 `[out/4, in]` + `weight_scale`) and full-precision master weights
+//! (`autobitlinear` / `online`). Tritter saves its own checkpoints in the packed `bitlinear` form,
+//! so HF transformers loads them too. Saving is atomic: a temporary directory is written and
+//! fsynced, then renamed over the target.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::quant;
+use crate::transformer::Transformer;
+use crate::weights::{param_shapes, CheckpointSource, Params, TensorStore};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tritter_kernels::TernaryMatrix;
+
+/// A loaded inference checkpoint.
+pub struct Checkpoint {
+    pub config: Config,
+    pub model: Transformer,
+    pub dir: PathBuf,
+}
+
+/// Loads `dir` for inference (weights packed for the ternary kernels).
+pub fn load_model(dir: &Path, device: &Device) -> Result<Checkpoint> {
+    if !dir.is_dir() {
+        return Err(Error::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found"),
+        ));
+    }
+    let config = Config::from_json_file(&dir.join("config.json"))?;
+    let store = TensorStore::load_dir(dir, device)?;
+    let mut src = CheckpointSource::new(store, &config);
+    let model = Transformer::load(&config, &mut src, device)?;
+    Ok(Checkpoint {
+        config,
+        model,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// Whether `name` is the weight of a BitLinear layer.
+fn is_bitlinear_weight(name: &str) -> bool {
+    name.starts_with("model.layers.")
+        && name.ends_with("_proj.weight")
+        && (name.contains(".self_attn.") || name.contains(".mlp."))
+}
+
+/// The tensors of a packed (HF `bitlinear` / `offline`) checkpoint for these latent parameters.
+pub fn packed_tensors(cfg: &Config, params: &Params) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::new();
+    for (name, shape) in param_shapes(cfg) {
+        let var = params
+            .get(&name)
+            .ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        let t = var.as_tensor().to_dtype(DType::F32)?;
+        if is_bitlinear_weight(&name) {
+            let (n, k) = (shape[0], shape[1]);
+            let (q, s) = quant::ternarize(&t)?;
+            let vals: Vec<i8> = q.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as i8).collect();
+            let m = TernaryMatrix::from_ternary(&vals, n, k).map_err(|e| Error::Kernel(e.to_string()))?;
+            let packed = Tensor::from_vec(m.to_hf_packed(), (n.div_ceil(4), k), &Device::Cpu)?;
+            let base = name.trim_end_matches(".weight");
+            out.insert(format!("{base}.weight_scale"), Tensor::new(&[s], &Device::Cpu)?);
+            out.insert(name, packed);
+        } else {
+            out.insert(name, t.to_device(&Device::Cpu)?);
+        }
+    }
+    Ok(out)
+}
+
+fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Writes a directory atomically: `fill` writes files into a temporary sibling directory, which
+/// is fsynced and renamed to `dir` (replacing an existing one). A crash at any point leaves either
+/// the old directory or the new one, never a partial one under `dir`'s name.
+pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let name = dir
+        .file_name()
+        .ok_or_else(|| Error::Invalid(format!("{} has no directory name", dir.display())))?
+        .to_string_lossy()
+        .to_string();
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&tmp)?;
+    sync_dir(&tmp)?;
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let had_old = dir.exists();
+    if had_old {
+        fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    sync_dir(parent)?;
+    if had_old {
+        fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Saves latent parameters as a packed inference checkpoint in `dir` (atomically), with the
+/// tokenizer files copied from `tokenizer_dir` when given.
+pub fn save_checkpoint(dir: &Path, cfg: &Config, params: &Params, tokenizer_dir: Option<&Path>) -> Result<()> {
+    let tensors = packed_tensors(cfg, params)?;
+    let config_json = serde_json::to_string_pretty(&cfg.to_config_file())
+        .map_err(|e| Error::Invalid(format!("config serialisation: {e}")))?;
+    write_dir_atomically(dir, |tmp| {
+        write_file_synced(&tmp.join("config.json"), config_json.as_bytes())?;
+        let st = tmp.join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &st).map_err(|e| Error::Safetensors {
+            path: st.clone(),
+            msg: e.to_string(),
+        })?;
+        fs::File::open(&st).and_then(|f| f.sync_all()).map_err(|e| Error::io(&st, e))?;
+        if let Some(td) = tokenizer_dir {
+            for f in ["tokenizer.json", "tokenizer_config.json"] {
+                let from = td.join(f);
+                if from.exists() {
+                    let bytes = fs::read(&from).map_err(|e| Error::io(&from, e))?;
+                    write_file_synced(&tmp.join(f), &bytes)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,103 @@
+//! Autoregressive generation: prefill the prompt into the KV cache, then decode token by token,
+//! streaming each token to a callback, until a stop token, the token limit, the context limit, a
+//! cancellation flag or the callback asks to stop.
+
+use crate::error::Result;
+use crate::sampling::{Sampler, SamplingParams};
+use crate::transformer::{KvCache, Transformer};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Options of one generation.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_new_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Token ids that end the reply (not emitted).
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    StopToken,
+    MaxTokens,
+    ContextFull,
+    Cancelled,
+    Callback,
+}
+
+/// Counts and timings of one generation.
+#[derive(Debug, Clone)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated: Vec<u32>,
+    pub stop: StopReason,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+}
+
+impl GenerationStats {
+    /// Decode speed (tokens after the first / decode time).
+    pub fn decode_tokens_per_s(&self) -> f64 {
+        if self.decode_s > 0.0 {
+            self.generated.len().saturating_sub(1) as f64 / self.decode_s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Generates a continuation of `prompt` with a fresh cache. `on_token` receives each new token;
+/// returning `ControlFlow::Break` stops.
+pub fn generate(
+    model: &Transformer,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    cancel: &AtomicBool,
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<GenerationStats> {
+    let mut cache: KvCache = model.new_cache();
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    let limit = model.config().max_position_embeddings;
+    let mut seen: Vec<u32> = prompt.to_vec();
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt.len(),
+        generated: vec![],
+        stop: StopReason::MaxTokens,
+        prefill_s: 0.0,
+        decode_s: 0.0,
+    };
+    let t0 = Instant::now();
+    let mut logits = model.forward_last(prompt, &mut cache)?;
+    stats.prefill_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    for _ in 0..opts.max_new_tokens {
+        if cancel.load(Ordering::Relaxed) {
+            stats.stop = StopReason::Cancelled;
+            break;
+        }
+        let next = sampler.sample(&logits, &seen)?;
+        if opts.stop_tokens.contains(&next) {
+            stats.stop = StopReason::StopToken;
+            break;
+        }
+        stats.generated.push(next);
+        seen.push(next);
+        if on_token(next).is_break() {
+            stats.stop = StopReason::Callback;
+            break;
+        }
+        if cache.len() + 1 > limit {
+            stats.stop = StopReason::ContextFull;
+            break;
+        }
+        if stats.generated.len() == opts.max_new_tokens {
+            break;
+        }
+        logits = model.forward_last(&[next], &mut cache)?;
+    }
+    stats.decode_s = t1.elapsed().as_secs_f64();
+    Ok(stats)
+}

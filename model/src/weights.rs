@@ -1,0 +1,372 @@
+//! Where a model's tensors come from: a checkpoint's safetensors (HF BitNet layouts, packed or
+//! full precision) for inference, or a [`Params`] store of trainable variables.
+//!
+//! The names are HF transformers' BitNet names (`model.layers.N.self_attn.q_proj.weight`, ...);
+//! they appear only here and in the layer constructors.
+
+use crate::bitlinear::{BitWeights, PackedLinear};
+use crate::config::{Config, WeightFormat};
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor, Var};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tritter_kernels::TernaryMatrix;
+
+/// Supplies the tensors a model is built from.
+pub trait WeightSource {
+    /// A full-precision tensor (embedding, norm, head) as f32 with the given shape.
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// The weights of a BitLinear `[out, in]` named `name` (without the `.weight` suffix).
+    fn bitlinear(&mut self, name: &str, out: usize, inp: usize) -> Result<BitWeights>;
+    /// Whether a tensor is present (for optional tensors).
+    fn contains(&self, name: &str) -> bool;
+}
+
+/// The tensors of a checkpoint, read from one or more safetensors files.
+#[derive(Debug)]
+pub struct TensorStore {
+    tensors: HashMap<String, Tensor>,
+}
+
+fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    // Parse first with the safetensors crate for a precise message on truncated / corrupt files.
+    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+impl TensorStore {
+    /// Loads `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let mut tensors = HashMap::new();
+        if single.exists() {
+            tensors = read_safetensors(&single, device)?;
+        } else if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
+                path: index.clone(),
+                msg: format!("invalid JSON: {e}"),
+            })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::Safetensors {
+                    path: index.clone(),
+                    msg: "no `weight_map` object".into(),
+                })?;
+            let mut files: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
+            files.sort_unstable();
+            files.dedup();
+            for f in files {
+                tensors.extend(read_safetensors(&dir.join(f), device)?);
+            }
+        } else {
+            return Err(Error::io(
+                single,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no model.safetensors in checkpoint"),
+            ));
+        }
+        Ok(Self { tensors })
+    }
+
+    pub fn from_map(tensors: HashMap<String, Tensor>) -> Self {
+        Self { tensors }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    /// The tensor `name` (any dtype).
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))
+    }
+
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        self.tensors
+            .remove(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))
+    }
+
+    /// A float tensor of the given shape, converted to f32.
+    pub fn float(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.get(name)?;
+        check_shape(name, t, shape)?;
+        check_float(name, t)?;
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+pub(crate) fn check_shape(name: &str, t: &Tensor, shape: &[usize]) -> Result<()> {
+    if t.dims() != shape {
+        return Err(Error::BadShape {
+            name: name.to_string(),
+            got: t.dims().to_vec(),
+            expected: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+fn check_float(name: &str, t: &Tensor) -> Result<()> {
+    match t.dtype() {
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64 => Ok(()),
+        other => Err(Error::BadDtype {
+            name: name.to_string(),
+            got: format!("{other:?}"),
+            expected: "a float dtype (F32, F16, BF16)".into(),
+        }),
+    }
+}
+
+fn scalar_f32(name: &str, t: &Tensor) -> Result<f32> {
+    check_float(name, t)?;
+    if t.elem_count() != 1 {
+        return Err(Error::BadShape {
+            name: name.to_string(),
+            got: t.dims().to_vec(),
+            expected: vec![1],
+        });
+    }
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0])
+}
+
+/// Reads a packed `[ceil(out/4), in]` uint8 weight into a ternary matrix.
+pub fn unpack_hf(name: &str, t: &Tensor, out: usize, inp: usize) -> Result<TernaryMatrix> {
+    check_shape(name, t, &[out.div_ceil(4), inp])?;
+    let bytes = t.flatten_all()?.to_vec1::<u8>()?;
+    TernaryMatrix::from_hf_packed(&bytes, out, inp).map_err(|e| match e {
+        tritter_kernels::KernelError::Value(_) => Error::BadTernaryCode(name.to_string()),
+        other => Error::Kernel(format!("{name}: {other}")),
+    })
+}
+
+/// Inference weights from a checkpoint, in the layout its `quantization_config` names.
+pub struct CheckpointSource {
+    store: TensorStore,
+    format: WeightFormat,
+}
+
+impl CheckpointSource {
+    pub fn new(store: TensorStore, cfg: &Config) -> Self {
+        Self {
+            store,
+            format: cfg.weight_format,
+        }
+    }
+}
+
+impl WeightSource for CheckpointSource {
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.store.float(name, shape)?;
+        self.store.take(name)?;
+        Ok(t)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.store.tensors.contains_key(name)
+    }
+
+    fn bitlinear(&mut self, name: &str, out: usize, inp: usize) -> Result<BitWeights> {
+        let wname = format!("{name}.weight");
+        let w = self.store.take(&wname)?;
+        if w.dtype() == DType::U8 {
+            let m = unpack_hf(&wname, &w, out, inp)?;
+            let sname = format!("{name}.weight_scale");
+            let s = scalar_f32(&sname, self.store.get(&sname)?)?;
+            let scale = match self.format {
+                // autobitlinear offline multiplies by weight_scale instead of dividing.
+                WeightFormat::PackedAutoBitLinear => 1.0 / s,
+                WeightFormat::PackedBitLinear | WeightFormat::Online => s,
+            };
+            return Ok(BitWeights::Packed(PackedLinear::new(m, scale)?));
+        }
+        if self.format != WeightFormat::Online {
+            return Err(Error::BadDtype {
+                name: wname,
+                got: format!("{:?}", w.dtype()),
+                expected: "U8 (packed ternary, as quantization_config says offline)".into(),
+            });
+        }
+        check_shape(&wname, &w, &[out, inp])?;
+        check_float(&wname, &w)?;
+        Ok(BitWeights::Packed(PackedLinear::from_latent(&w.to_dtype(DType::F32)?)?))
+    }
+}
+
+/// Trainable parameters by name, in a deterministic (sorted) order.
+#[derive(Debug, Default)]
+pub struct Params {
+    vars: BTreeMap<String, Var>,
+}
+
+impl Params {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, name: &str, t: Tensor) -> Result<()> {
+        let v = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+        self.vars.insert(name.to_string(), v);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Var> {
+        self.vars.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.vars.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// Random initialisation for training from scratch: normal(0, std) for matrices, ones for
+    /// norms; deterministic for a seed.
+    pub fn init(cfg: &Config, seed: u64, std: f32, device: &Device) -> Result<Self> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut p = Params::new();
+        for (name, shape) in param_shapes(cfg) {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = if name.contains("norm") {
+                vec![1.0; n]
+            } else {
+                (0..n)
+                    .map(|_| {
+                        // Box–Muller from two uniforms.
+                        let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
+                        let u2: f32 = rng.random::<f32>();
+                        std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+                    })
+                    .collect()
+            };
+            p.insert(&name, Tensor::from_vec(data, shape, device)?)?;
+        }
+        Ok(p)
+    }
+
+    /// Latent parameters from a checkpoint: float tensors as they are, packed ternary weights as
+    /// `W_q / weight_scale` (the starting point of QAT from a packed model).
+    pub fn from_store(cfg: &Config, store: &TensorStore) -> Result<Self> {
+        let mut p = Params::new();
+        for (name, shape) in param_shapes(cfg) {
+            let t = store.get(&name)?;
+            if t.dtype() == DType::U8 {
+                let (out, inp) = (shape[0], shape[1]);
+                let m = unpack_hf(&name, t, out, inp)?;
+                let base = name.trim_end_matches(".weight");
+                let sname = format!("{base}.weight_scale");
+                let s = scalar_f32(&sname, store.get(&sname)?)?;
+                let s = match cfg.weight_format {
+                    WeightFormat::PackedAutoBitLinear => 1.0 / s,
+                    _ => s,
+                };
+                let vals: Vec<f32> = m.to_ternary().into_iter().map(|v| v as f32 / s).collect();
+                p.insert(&name, Tensor::from_vec(vals, (out, inp), t.device())?)?;
+            } else {
+                p.insert(&name, store.float(&name, &shape)?)?;
+            }
+        }
+        Ok(p)
+    }
+
+    /// Writes every parameter as f32 safetensors (latent master weights).
+    pub fn save_safetensors(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&map, path).map_err(|e| Error::Safetensors {
+            path: PathBuf::from(path),
+            msg: e.to_string(),
+        })
+    }
+}
+
+impl WeightSource for &Params {
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let v = self
+            .vars
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+        check_shape(name, v.as_tensor(), shape)?;
+        Ok(v.as_tensor().clone())
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
+
+    fn bitlinear(&mut self, name: &str, out: usize, inp: usize) -> Result<BitWeights> {
+        Ok(BitWeights::Latent(self.dense(&format!("{name}.weight"), &[out, inp])?))
+    }
+}
+
+/// The parameter names and shapes of a model with this config (HF BitNet names).
+pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+    let q = cfg.num_heads * cfg.head_dim;
+    let kv = cfg.num_kv_heads * cfg.head_dim;
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+    for l in 0..cfg.num_layers {
+        let p = format!("model.layers.{l}");
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
+        out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
+        out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+        out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
+        if cfg.mlp_gated {
+            out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        }
+        out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+        if cfg.norm_placement == crate::config::NormPlacement::Subln {
+            out.push((format!("{p}.self_attn.attn_sub_norm.weight"), vec![q]));
+            out.push((format!("{p}.mlp.ffn_sub_norm.weight"), vec![i]));
+        }
+        if cfg.qk_norm {
+            out.push((format!("{p}.self_attn.q_norm.weight"), vec![cfg.head_dim]));
+            out.push((format!("{p}.self_attn.k_norm.weight"), vec![cfg.head_dim]));
+        }
+        if cfg.bitlinear_rms_norm.is_some() {
+            let mut lin = vec![
+                ("self_attn.q_proj", h),
+                ("self_attn.k_proj", h),
+                ("self_attn.v_proj", h),
+                ("self_attn.o_proj", q),
+                ("mlp.up_proj", h),
+                ("mlp.down_proj", i),
+            ];
+            if cfg.mlp_gated {
+                lin.push(("mlp.gate_proj", h));
+            }
+            for (n, d) in lin {
+                out.push((format!("{p}.{n}.rms_norm.weight"), vec![d]));
+            }
+        }
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    out
+}
