@@ -333,24 +333,25 @@ class RefBitNet:
     quantisers are written as x + (q(x) - x).detach(), an autograd graph independent of HF's
     WeightQuant/ActQuant Functions, used to cross-check HF's gradients."""
 
-    def __init__(self, ckpt: Path, tensors: dict[str, torch.Tensor] | None = None):
+    def __init__(self, ckpt: Path, tensors: dict[str, torch.Tensor] | None = None,
+                 dtype: torch.dtype = torch.float32):
         self.c = read_config(ckpt)
         raw = tensors if tensors is not None else load_file(str(ckpt / "model.safetensors"))
-        self.w = {k: (v if v.dtype == torch.uint8 else v.float()) for k, v in raw.items()}
+        self.w = {k: (v if v.dtype == torch.uint8 else v.to(dtype)) for k, v in raw.items()}
         self.record: list[torch.Tensor] = []  # activation values x*scale before rounding
 
     def linear(self, x: torch.Tensor, prefix: str, ste: bool) -> torch.Tensor:
         w = self.w[prefix + ".weight"]
         if w.dtype == torch.uint8 and self.c["linear_class"] == "bitlinear":  # packed, divide
-            wq = my_unpack(w)
-            ws = self.w[prefix + ".weight_scale"].float()
+            wq = my_unpack(w).to(x.dtype)
+            ws = self.w[prefix + ".weight_scale"]
             xs = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
             self.record.append((x * xs).detach().flatten())
             xq = (x * xs).round().clamp(-128, 127)
             return (xq @ wq.T) / (ws * xs)
         if w.dtype == torch.uint8:  # autobitlinear offline, packed: multiply
-            wq = my_unpack(w)
-            ws = self.w[prefix + ".weight_scale"].float()
+            wq = my_unpack(w).to(x.dtype)
+            ws = self.w[prefix + ".weight_scale"]
             xs = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-5)
             self.record.append((x * xs).detach().flatten())
             xq = (x * xs).round().clamp(-128, 127) / xs
@@ -372,8 +373,8 @@ class RefBitNet:
 
     def rope(self, x: torch.Tensor, t: int) -> torch.Tensor:
         d = x.shape[-1]
-        inv = 1.0 / (self.c["theta"] ** (torch.arange(0, d, 2, dtype=torch.float32) / d))
-        ang = torch.arange(t, dtype=torch.float32)[:, None] * inv[None, :]
+        inv = 1.0 / (self.c["theta"] ** (torch.arange(0, d, 2, dtype=x.dtype) / d))
+        ang = torch.arange(t, dtype=x.dtype)[:, None] * inv[None, :]
         cos, sin = torch.cat([ang, ang], -1).cos(), torch.cat([ang, ang], -1).sin()
         rot = torch.cat([-x[..., d // 2:], x[..., : d // 2]], -1)
         return x * cos + rot * sin
@@ -523,6 +524,12 @@ def build_forward_case(spec: Spec, out_dir: Path) -> dict:
     err_ref = rel_err(ref_logits, logits)
     if err_ref > SELF_TOL:
         raise AssertionError(f"{spec.name}: re-implementation differs from HF by {err_ref:.3e}")
+    # 1b. the same in float64: every rounding differs, yet no int8/ternary code may flip
+    with torch.no_grad():
+        ref64_logits = RefBitNet(out_dir, dtype=torch.float64).forward(ids[None])[0].float()
+    err_ref64 = rel_err(ref64_logits, logits)
+    if err_ref64 > SELF_TOL:
+        raise AssertionError(f"{spec.name}: float64 re-implementation differs from HF by {err_ref64:.3e}")
     # 2. SDPA attention agrees with eager
     err_sdpa = rel_err(hf_logits(out_dir, ids, "sdpa"), logits)
     if err_sdpa > SELF_TOL:
@@ -566,7 +573,9 @@ def build_forward_case(spec: Spec, out_dir: Path) -> dict:
                      ".eval(); model(input_ids=ids[None], use_cache=False).logits[0]",
         "hf_modules": info,
         "hf_save_pretrained_roundtrip": layout,
-        "self_checks": {"reimplementation_max_rel_err": err_ref, "sdpa_vs_eager_max_rel_err": err_sdpa},
+        "self_checks": {"reimplementation_max_rel_err": err_ref,
+                        "float64_reimplementation_max_rel_err": err_ref64,
+                        "sdpa_vs_eager_max_rel_err": err_sdpa},
         "max_abs_logit": max_logit,
         "min_activation_margin_to_rounding_tie": act_margin,
         "min_weight_margin_to_rounding_threshold": weight_margin(tensors),
