@@ -28,7 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # HF's bitnet integration decorates unpack/activation-quant helpers with @torch.compile. On CPU that
@@ -82,7 +82,6 @@ class Spec:
     embed_std: float = 0.12
     linear_std: float = 0.05
     grad: bool = False
-    extra: dict = field(default_factory=dict)
 
     @property
     def head_dim(self) -> int:
@@ -505,6 +504,28 @@ def settle_seed(spec: Spec, min_margin: float = 1e-5) -> Spec:
     raise RuntimeError(f"{spec.name}: no seed with weight margin >= {min_margin}")
 
 
+def hf_notes(spec: Spec) -> list[str]:
+    """The HF 5.24 behaviours a loader of this case depends on (details in tests/golden/README.md)."""
+    notes = [
+        "RoPE theta: HF 5.x writes rope_parameters {rope_theta, rope_type: default}; a legacy top-level "
+        "rope_theta is still read; default 500000 when neither is present",
+        "head_dim = getattr(config, 'head_dim', hidden_size // num_attention_heads); no head_dim key here",
+        "lm_head is never quantised (get_keys_to_not_convert: tied keys, last module, output embeddings); "
+        + ("tied: no lm_head.weight on disk, logits = h @ embed_tokens.weight^T" if spec.tied
+           else "untied: lm_head.weight is a plain float Linear"),
+        "rounding is torch.round: half to even",
+    ]
+    if spec.kind == "packed":
+        notes.append("BitLinear: y = (x_q @ W_q^T) / (weight_scale * x_scale), weight_scale = 1/mean|W| in bf16")
+    elif spec.kind == "packed_auto":
+        notes.append("AutoBitLinear offline: weights unpacked at load; y = (x_q/x_scale) @ W_q^T * weight_scale, "
+                     "weight_scale = mean|W| in bf16; HF leaves embeddings/norms bf16 under dtype=float32 "
+                     "(cast to f32 here) and cannot save_pretrained this model")
+    else:
+        notes.append("AutoBitLinear online: y = ActQuant(x) @ WeightQuant(W)^T, both quantisers in f32, STE backward")
+    return notes
+
+
 def build_forward_case(spec: Spec, out_dir: Path) -> dict:
     spec = settle_seed(spec)
     if out_dir.exists():
@@ -572,6 +593,7 @@ def build_forward_case(spec: Spec, out_dir: Path) -> dict:
         "reference": "BitNetForCausalLM.from_pretrained(dir, dtype=torch.float32, attn_implementation='eager')"
                      ".eval(); model(input_ids=ids[None], use_cache=False).logits[0]",
         "hf_modules": info,
+        "hf_notes": hf_notes(spec),
         "hf_save_pretrained_roundtrip": layout,
         "self_checks": {"reimplementation_max_rel_err": err_ref,
                         "float64_reimplementation_max_rel_err": err_ref64,
@@ -675,6 +697,7 @@ def build_grad_case(spec: Spec, out_dir: Path) -> dict:
                   "rms_norm_eps": spec.rms_eps, "batch": spec.batch, "seq_len": spec.seq_len},
         "reference": "from_pretrained(dir, dtype=float32, attn_implementation='eager').train(); "
                      "out = model(input_ids=ids, labels=ids); out.loss.backward()",
+        "hf_notes": hf_notes(spec),
         "loss": float(loss),
         "sgd": {**SGD, "semantics": "torch.optim.SGD, no momentum, no decay: p -= lr * grad; same batch "
                                     "every step; sgd_losses[k] = loss before step k, last = after the last step",
