@@ -12,7 +12,10 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u32>().with_context(|| format!("--ids: `{t}` is not a token id")))
+        .map(|t| {
+            t.parse::<u32>()
+                .with_context(|| format!("--ids: `{t}` is not a token id"))
+        })
         .collect::<Result<Vec<u32>>>()?;
     if ids.is_empty() {
         bail!("--ids: no token ids given");
@@ -25,9 +28,14 @@ pub fn run(model_dir: &Path, ids: &str, out: &Path, device: &Device) -> Result<(
     let ck = tritter_model::load_model(model_dir, device)
         .with_context(|| format!("loading model from {}", model_dir.display()))?;
     let t = Tensor::from_slice(&ids, (1, ids.len()), device)?;
-    let logits = ck.model.forward(&t, None)?.squeeze(0)?.to_device(&Device::Cpu)?;
+    let logits = ck
+        .model
+        .forward(&t, None)?
+        .squeeze(0)?
+        .to_device(&Device::Cpu)?;
     let mut map = HashMap::new();
     map.insert("logits".to_string(), logits);
-    candle_core::safetensors::save(&map, out).with_context(|| format!("writing {}", out.display()))?;
+    candle_core::safetensors::save(&map, out)
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }

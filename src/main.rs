@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "tritter", version, about = "Offline terminal coding assistant with an in-process ternary LLM")]
+#[command(
+    name = "tritter",
+    version,
+    about = "Offline terminal coding assistant with an in-process ternary LLM"
+)]
 struct Cli {
     /// Model checkpoint directory (config.json, model.safetensors, tokenizer.json).
     #[arg(long, global = true)]

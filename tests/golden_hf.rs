@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use tritter_model::{load_model, Config, Params, TensorStore, Transformer};
 
 fn golden(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case)
 }
 
 fn expected(dir: &Path) -> HashMap<String, Tensor> {
@@ -16,8 +18,21 @@ fn expected(dir: &Path) -> HashMap<String, Tensor> {
 }
 
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let m = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let m = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     d / m.max(1e-12)
 }
 
@@ -41,7 +56,11 @@ fn check_logits(case: &str) {
     let err = rel_err(&got, want);
     eprintln!("{case}: max|Δlogit|/max|logit| = {err:.2e}");
     assert!(err <= 1e-4, "{case}: relative logit error {err}");
-    assert_eq!(argmax_rows(&got), argmax_rows(want), "{case}: argmax differs");
+    assert_eq!(
+        argmax_rows(&got),
+        argmax_rows(want),
+        "{case}: argmax differs"
+    );
 
     // Incremental decoding through the KV cache equals the full forward.
     let idv = ids.to_vec1::<u32>().unwrap();
@@ -50,14 +69,25 @@ fn check_logits(case: &str) {
     let mut rows = vec![];
     let first = ck
         .model
-        .forward(&Tensor::new(&idv[..split], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), Some(&mut cache))
+        .forward(
+            &Tensor::new(&idv[..split], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+            Some(&mut cache),
+        )
         .unwrap()
         .squeeze(0)
         .unwrap();
     rows.push(first);
     for &id in &idv[split..] {
         let l = ck.model.forward_last(&[id], &mut cache).unwrap();
-        rows.push(Tensor::new(l.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap());
+        rows.push(
+            Tensor::new(l.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+        );
     }
     let inc = Tensor::cat(&rows, 0).unwrap();
     let err = rel_err(&inc, want);
@@ -107,7 +137,10 @@ fn check_grads(case: &str) {
     let want_loss = exp["loss"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
     let got_loss = loss.to_scalar::<f32>().unwrap();
     eprintln!("{case}: loss {got_loss} vs HF {want_loss}");
-    assert!(((got_loss - want_loss) / want_loss).abs() < 1e-5, "{case}: loss {got_loss} vs {want_loss}");
+    assert!(
+        ((got_loss - want_loss) / want_loss).abs() < 1e-5,
+        "{case}: loss {got_loss} vs {want_loss}"
+    );
     let grads = loss.backward().unwrap();
     let mut worst = 0f32;
     for (name, var) in params.iter() {
@@ -119,7 +152,10 @@ fn check_grads(case: &str) {
         worst = worst.max(err);
         assert!(err <= 1e-4, "{case}: gradient of {name} off by {err}");
     }
-    eprintln!("{case}: worst gradient error {worst:.2e} over {} tensors", params.len());
+    eprintln!(
+        "{case}: worst gradient error {worst:.2e} over {} tensors",
+        params.len()
+    );
 }
 
 #[test]

@@ -27,7 +27,10 @@ impl TernaryMatrix {
     /// From row-major values in -1..=1.
     pub fn from_ternary(values: &[i8], n: usize, k: usize) -> Result<Self, KernelError> {
         if values.len() != n * k {
-            return Err(KernelError::Shape(format!("{} values for a {n}x{k} matrix", values.len())));
+            return Err(KernelError::Shape(format!(
+                "{} values for a {n}x{k} matrix",
+                values.len()
+            )));
         }
         let row_bytes = k.div_ceil(4);
         let mut codes = vec![0u8; n * row_bytes];
@@ -40,7 +43,12 @@ impl TernaryMatrix {
                 codes[r * row_bytes + c / 4] |= ((v + 1) as u8) << (2 * (c % 4));
             }
         }
-        Ok(Self { n, k, codes, row_bytes })
+        Ok(Self {
+            n,
+            k,
+            codes,
+            row_bytes,
+        })
     }
 
     /// From the HF BitNet packed layout: uint8 `[ceil(n/4), k]`, byte `[r, c]` holds in bits

@@ -45,7 +45,8 @@ impl PackedLinear {
             .into_iter()
             .map(|v| v as i8)
             .collect();
-        let m = TernaryMatrix::from_ternary(&vals, n, k).map_err(|e| Error::Kernel(e.to_string()))?;
+        let m =
+            TernaryMatrix::from_ternary(&vals, n, k).map_err(|e| Error::Kernel(e.to_string()))?;
         Self::new(m, s)
     }
 
@@ -135,7 +136,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 33) as f32 / (1u64 << 31) as f32) - 0.5
             })
             .collect()
@@ -147,9 +150,24 @@ mod tests {
         let w = Tensor::from_vec(lcg(n * k, 1), (n, k), &Device::Cpu).unwrap();
         let x = Tensor::from_vec(lcg(m * k, 2), (m, k), &Device::Cpu).unwrap();
         let latent = BitLinear::new(BitWeights::Latent(w.clone()), None);
-        let packed = BitLinear::new(BitWeights::Packed(PackedLinear::from_latent(&w).unwrap()), None);
-        let a = latent.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = packed.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let packed = BitLinear::new(
+            BitWeights::Packed(PackedLinear::from_latent(&w).unwrap()),
+            None,
+        );
+        let a = latent
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = packed
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for (u, v) in a.iter().zip(&b) {
             assert!((u - v).abs() <= 1e-5 * (1.0 + u.abs()), "{u} vs {v}");
         }

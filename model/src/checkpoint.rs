@@ -31,7 +31,10 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Checkpoint> {
     if !dir.is_dir() {
         return Err(Error::io(
             dir,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "checkpoint directory not found",
+            ),
         ));
     }
     let config = Config::from_json_file(&dir.join("config.json"))?;
@@ -63,11 +66,20 @@ pub fn packed_tensors(cfg: &Config, params: &Params) -> Result<HashMap<String, T
         if is_bitlinear_weight(&name) {
             let (n, k) = (shape[0], shape[1]);
             let (q, s) = quant::ternarize(&t)?;
-            let vals: Vec<i8> = q.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as i8).collect();
-            let m = TernaryMatrix::from_ternary(&vals, n, k).map_err(|e| Error::Kernel(e.to_string()))?;
+            let vals: Vec<i8> = q
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(|v| v as i8)
+                .collect();
+            let m = TernaryMatrix::from_ternary(&vals, n, k)
+                .map_err(|e| Error::Kernel(e.to_string()))?;
             let packed = Tensor::from_vec(m.to_hf_packed(), (n.div_ceil(4), k), &Device::Cpu)?;
             let base = name.trim_end_matches(".weight");
-            out.insert(format!("{base}.weight_scale"), Tensor::new(&[s], &Device::Cpu)?);
+            out.insert(
+                format!("{base}.weight_scale"),
+                Tensor::new(&[s], &Device::Cpu)?,
+            );
             out.insert(name, packed);
         } else {
             out.insert(name, t.to_device(&Device::Cpu)?);
@@ -124,7 +136,12 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
 
 /// Saves latent parameters as a packed inference checkpoint in `dir` (atomically), with the
 /// tokenizer files copied from `tokenizer_dir` when given.
-pub fn save_checkpoint(dir: &Path, cfg: &Config, params: &Params, tokenizer_dir: Option<&Path>) -> Result<()> {
+pub fn save_checkpoint(
+    dir: &Path,
+    cfg: &Config,
+    params: &Params,
+    tokenizer_dir: Option<&Path>,
+) -> Result<()> {
     let tensors = packed_tensors(cfg, params)?;
     let config_json = serde_json::to_string_pretty(&cfg.to_config_file())
         .map_err(|e| Error::Invalid(format!("config serialisation: {e}")))?;
@@ -135,7 +152,9 @@ pub fn save_checkpoint(dir: &Path, cfg: &Config, params: &Params, tokenizer_dir:
             path: st.clone(),
             msg: e.to_string(),
         })?;
-        fs::File::open(&st).and_then(|f| f.sync_all()).map_err(|e| Error::io(&st, e))?;
+        fs::File::open(&st)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&st, e))?;
         if let Some(td) = tokenizer_dir {
             for f in ["tokenizer.json", "tokenizer_config.json"] {
                 let from = td.join(f);

@@ -185,7 +185,10 @@ fn required(key: &str, v: Option<usize>) -> Result<usize> {
     match v {
         Some(0) => Err(Error::config(key, "must be greater than 0")),
         Some(n) => Ok(n),
-        None => Err(Error::config(key, "missing (a positive integer is required)")),
+        None => Err(Error::config(
+            key,
+            "missing (a positive integer is required)",
+        )),
     }
 }
 
@@ -214,14 +217,19 @@ impl TryFrom<ConfigFile> for Config {
                 if hidden_size % num_heads != 0 {
                     return Err(Error::config(
                         "hidden_size",
-                        format!("{hidden_size} is not divisible by num_attention_heads {num_heads}"),
+                        format!(
+                            "{hidden_size} is not divisible by num_attention_heads {num_heads}"
+                        ),
                     ));
                 }
                 hidden_size / num_heads
             }
         };
         if head_dim % 2 != 0 {
-            return Err(Error::config("head_dim", format!("{head_dim} must be even for RoPE")));
+            return Err(Error::config(
+                "head_dim",
+                format!("{head_dim} must be even for RoPE"),
+            ));
         }
         let act = f.hidden_act.as_deref().unwrap_or("relu2");
         let activation = match act {
@@ -242,7 +250,10 @@ impl TryFrom<ConfigFile> for Config {
         }
         if let Some(s) = &f.rope_scaling {
             if !s.is_null() {
-                return Err(Error::config("rope_scaling", "RoPE scaling is not supported"));
+                return Err(Error::config(
+                    "rope_scaling",
+                    "RoPE scaling is not supported",
+                ));
             }
         }
         let rope_theta = match (&f.rope_parameters, f.rope_theta) {
@@ -266,7 +277,10 @@ impl TryFrom<ConfigFile> for Config {
         }
         let rms_norm_eps = f.rms_norm_eps.unwrap_or(1e-5);
         if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
-            return Err(Error::config("rms_norm_eps", "must be a non-negative number"));
+            return Err(Error::config(
+                "rms_norm_eps",
+                "must be a non-negative number",
+            ));
         }
         let (weight_format, bitlinear_rms_norm) = match &f.quantization_config {
             None => (WeightFormat::Online, None),
@@ -277,30 +291,32 @@ impl TryFrom<ConfigFile> for Config {
                         format!("`{}` is not supported (expected bitnet)", q.quant_method),
                     ));
                 }
-                let fmt = match (q.linear_class.as_str(), q.quantization_mode.as_str()) {
-                    ("bitlinear", "offline") => WeightFormat::PackedBitLinear,
-                    ("autobitlinear", "offline") => WeightFormat::PackedAutoBitLinear,
-                    ("autobitlinear", "online") => WeightFormat::Online,
-                    (c, m) => {
-                        return Err(Error::config(
+                let fmt =
+                    match (q.linear_class.as_str(), q.quantization_mode.as_str()) {
+                        ("bitlinear", "offline") => WeightFormat::PackedBitLinear,
+                        ("autobitlinear", "offline") => WeightFormat::PackedAutoBitLinear,
+                        ("autobitlinear", "online") => WeightFormat::Online,
+                        (c, m) => return Err(Error::config(
                             "quantization_config",
-                            format!("linear_class `{c}` with quantization_mode `{m}` is not supported"),
-                        ))
-                    }
-                };
-                let norm = q
-                    .use_rms_norm
-                    .then(|| q.rms_norm_eps.unwrap_or(1e-6));
+                            format!(
+                                "linear_class `{c}` with quantization_mode `{m}` is not supported"
+                            ),
+                        )),
+                    };
+                let norm = q.use_rms_norm.then(|| q.rms_norm_eps.unwrap_or(1e-6));
                 (fmt, norm)
             }
         };
         let bos = ids_of("bos_token_id", &f.bos_token_id)?;
         let pad = ids_of("pad_token_id", &f.pad_token_id)?;
         let attention_mode = f.attention_mode.clone().unwrap_or_else(|| "causal".into());
-        if !["causal", "bidirectional", "prefix_lm", "embedding"].contains(&attention_mode.as_str()) {
+        if !["causal", "bidirectional", "prefix_lm", "embedding"].contains(&attention_mode.as_str())
+        {
             return Err(Error::config(
                 "attention_mode",
-                format!("`{attention_mode}` (expected causal, bidirectional, prefix_lm or embedding)"),
+                format!(
+                    "`{attention_mode}` (expected causal, bidirectional, prefix_lm or embedding)"
+                ),
             ));
         }
         Ok(Config {
@@ -425,7 +441,14 @@ impl Config {
         }
     }
 
-    fn base(vocab: usize, hidden: usize, inter: usize, layers: usize, heads: usize, kv: usize) -> Self {
+    fn base(
+        vocab: usize,
+        hidden: usize,
+        inter: usize,
+        layers: usize,
+        heads: usize,
+        kv: usize,
+    ) -> Self {
         Config {
             vocab_size: vocab,
             hidden_size: hidden,
@@ -529,7 +552,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_attention_heads":2}"#;
+        let t =
+            r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_attention_heads":2}"#;
         let e = Config::from_json_str(t).unwrap_err().to_string();
         assert!(e.contains("num_hidden_layers"), "{e}");
         let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
@@ -543,7 +567,10 @@ mod tests {
         let e = Config::from_json_str("{not json").unwrap_err().to_string();
         assert!(e.contains("invalid JSON"), "{e}");
         let t = r#"{"vocab_size":"many","hidden_size":8}"#;
-        assert!(Config::from_json_str(t).unwrap_err().to_string().contains("vocab_size"));
+        assert!(Config::from_json_str(t)
+            .unwrap_err()
+            .to_string()
+            .contains("vocab_size"));
     }
 
     #[test]

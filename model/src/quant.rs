@@ -64,8 +64,11 @@ mod tests {
 
     #[test]
     fn rounding_is_half_to_even() {
-        let x = Tensor::new(&[0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999, 126.5, 127.5], &Device::Cpu)
-            .unwrap();
+        let x = Tensor::new(
+            &[0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999, 126.5, 127.5],
+            &Device::Cpu,
+        )
+        .unwrap();
         let r = round_ties_even(&x).unwrap().to_vec1::<f32>().unwrap();
         let want: Vec<f32> = [0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999, 126.5, 127.5]
             .iter()
@@ -77,18 +80,27 @@ mod tests {
     #[test]
     fn act_quant_matches_the_scalar_statement() {
         let vals = [0.3f32, -1.7, 2.0, 0.0, -0.01, 1.23456];
-        let x = Tensor::new(&vals, &Device::Cpu).unwrap().reshape((1, 6)).unwrap();
+        let x = Tensor::new(&vals, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 6))
+            .unwrap();
         let (q, s) = act_quant(&x).unwrap();
         let s = s.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
         let m = 2.0f32;
         assert_eq!(s, 127f32 / m);
-        let want: Vec<f32> = vals.iter().map(|v| (v * (127f32 / m)).round_ties_even()).collect();
+        let want: Vec<f32> = vals
+            .iter()
+            .map(|v| (v * (127f32 / m)).round_ties_even())
+            .collect();
         assert_eq!(q.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want);
         // all-zero row: scale from the 1e-5 clamp, values 0
         let z = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
         let (q, s) = act_quant(&z).unwrap();
         assert_eq!(q.sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
-        assert_eq!(s.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0], 127f32 / 1e-5);
+        assert_eq!(
+            s.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0],
+            127f32 / 1e-5
+        );
     }
 
     #[test]

@@ -5,83 +5,75 @@
 use crate::error::Result;
 use candle_core::{Device, Tensor, D};
 
-/// Precomputed cos/sin tables for positions `0..max_pos`.
+/// RoPE for one head size; cos/sin are computed for the positions each call needs, so any
+/// position works (as in HF, which does not enforce `max_position_embeddings`).
 #[derive(Debug, Clone)]
 pub struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-    max_pos: usize,
+    inv_freq: Vec<f32>,
+    head_dim: usize,
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, theta: f64, max_pos: usize, device: &Device) -> Result<Self> {
-        let half = head_dim / 2;
+    pub fn new(head_dim: usize, theta: f64) -> Self {
         // HF: inv_freq = 1 / theta ** (arange(0, dim, 2).float() / dim), computed in f32.
-        let inv: Vec<f32> = (0..half)
+        let inv_freq = (0..head_dim / 2)
             .map(|i| 1f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
             .collect();
-        let mut cos = Vec::with_capacity(max_pos * head_dim);
-        let mut sin = Vec::with_capacity(max_pos * head_dim);
-        for p in 0..max_pos {
+        Self { inv_freq, head_dim }
+    }
+
+    fn tables(
+        &self,
+        positions: impl Iterator<Item = usize>,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        let mut n = 0;
+        for p in positions {
+            n += 1;
             for _half in 0..2 {
-                for f in &inv {
-                    let a = p as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
+                for f in &self.inv_freq {
+                    let (s, c) = (p as f32 * f).sin_cos();
+                    cos.push(c);
+                    sin.push(s);
                 }
             }
         }
-        Ok(Self {
-            cos: Tensor::from_vec(cos, (max_pos, head_dim), device)?,
-            sin: Tensor::from_vec(sin, (max_pos, head_dim), device)?,
-            max_pos,
-        })
+        Ok((
+            Tensor::from_vec(cos, (n, self.head_dim), device)?,
+            Tensor::from_vec(sin, (n, self.head_dim), device)?,
+        ))
     }
 
-    pub fn max_positions(&self) -> usize {
-        self.max_pos
-    }
-
-    /// Rotates `x` `[B, H, T, D]` whose tokens sit at positions `offset..offset+T`.
-    pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let (_b, _h, t, d) = x.dims4()?;
-        if offset + t > self.max_pos {
-            return Err(crate::Error::TooLong {
-                len: offset + t,
-                limit: self.max_pos,
-            });
-        }
-        let cos = self.cos.narrow(0, offset, t)?.to_dtype(x.dtype())?;
-        let sin = self.sin.narrow(0, offset, t)?.to_dtype(x.dtype())?;
+    fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let d = x.dim(D::Minus1)?;
+        let cos = cos.to_dtype(x.dtype())?;
+        let sin = sin.to_dtype(x.dtype())?;
         let x1 = x.narrow(D::Minus1, 0, d / 2)?;
         let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
         let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
         Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
     }
 
+    /// Rotates `x` `[B, H, T, D]` whose tokens sit at positions `offset..offset+T`.
+    pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let (_b, _h, t, _d) = x.dims4()?;
+        let (cos, sin) = self.tables(offset..offset + t, x.device())?;
+        Self::rotate(x, &cos, &sin)
+    }
+
     /// Rotates `x` `[B, H, T, D]` with explicit positions (one per token), for rolling caches.
     pub fn apply_positions(&self, x: &Tensor, positions: &[usize]) -> Result<Tensor> {
-        let (_b, _h, t, d) = x.dims4()?;
+        let (_b, _h, t, _d) = x.dims4()?;
         if positions.len() != t {
             return Err(crate::Error::Invalid(format!(
                 "{} positions for {t} tokens",
                 positions.len()
             )));
         }
-        if let Some(&p) = positions.iter().find(|&&p| p >= self.max_pos) {
-            return Err(crate::Error::TooLong {
-                len: p + 1,
-                limit: self.max_pos,
-            });
-        }
-        let idx: Vec<u32> = positions.iter().map(|&p| p as u32).collect();
-        let idx = Tensor::new(idx.as_slice(), x.device())?;
-        let cos = self.cos.index_select(&idx, 0)?.to_dtype(x.dtype())?;
-        let sin = self.sin.index_select(&idx, 0)?.to_dtype(x.dtype())?;
-        let x1 = x.narrow(D::Minus1, 0, d / 2)?;
-        let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
-        let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-        Ok((x.broadcast_mul(&cos)? + rot.broadcast_mul(&sin)?)?)
+        let (cos, sin) = self.tables(positions.iter().copied(), x.device())?;
+        Self::rotate(x, &cos, &sin)
     }
 }
 
@@ -92,11 +84,17 @@ mod tests {
     #[test]
     fn rotation_matches_scalar_formula_and_preserves_norm() {
         let d = 8;
-        let rope = Rope::new(d, 10_000.0, 16, &Device::Cpu).unwrap();
+        let rope = Rope::new(d, 10_000.0);
         let v: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin()).collect();
         let x = Tensor::from_vec(v.clone(), (1, 1, 1, d), &Device::Cpu).unwrap();
         let pos = 5usize;
-        let y = rope.apply(&x, pos).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = rope
+            .apply(&x, pos)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         for i in 0..d / 2 {
             let f = 1f32 / 10_000f32.powf((2 * i) as f32 / d as f32);
             let (s, c) = (pos as f32 * f).sin_cos();
@@ -104,7 +102,13 @@ mod tests {
             let b = v[i + d / 2] * c + v[i] * s;
             assert!((y[i] - a).abs() < 1e-5 && (y[i + d / 2] - b).abs() < 1e-5);
         }
-        let y2 = rope.apply_positions(&x, &[pos]).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y2 = rope
+            .apply_positions(&x, &[pos])
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(y, y2);
     }
 }

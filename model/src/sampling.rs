@@ -46,10 +46,16 @@ impl SamplingParams {
 
     fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::Invalid(format!("temperature {} must be ≥ 0", self.temperature)));
+            return Err(Error::Invalid(format!(
+                "temperature {} must be ≥ 0",
+                self.temperature
+            )));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(Error::Invalid(format!("top_p {} must be in (0, 1]", self.top_p)));
+            return Err(Error::Invalid(format!(
+                "top_p {} must be in (0, 1]",
+                self.top_p
+            )));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
             return Err(Error::Invalid(format!(
@@ -92,7 +98,11 @@ impl Sampler {
                 let i = t as usize;
                 if i < l.len() && !done[i] {
                     done[i] = true;
-                    l[i] = if l[i] > 0.0 { l[i] / p.repetition_penalty } else { l[i] * p.repetition_penalty };
+                    l[i] = if l[i] > 0.0 {
+                        l[i] / p.repetition_penalty
+                    } else {
+                        l[i] * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -172,11 +182,25 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_and_same_seed_same_draws() {
         let logits: Vec<f32> = (0..50).map(|i| ((i * 7919) % 13) as f32 * 0.3).collect();
-        let mut s = Sampler::new(SamplingParams { top_k: 1, repetition_penalty: 1.0, ..Default::default() }).unwrap();
+        let mut s = Sampler::new(SamplingParams {
+            top_k: 1,
+            repetition_penalty: 1.0,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(s.sample(&logits, &[]).unwrap(), argmax(&logits));
         let draw = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed, temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 }).unwrap();
-            (0..20).map(|_| s.sample(&logits, &[]).unwrap()).collect::<Vec<_>>()
+            let mut s = Sampler::new(SamplingParams {
+                seed,
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                repetition_penalty: 1.0,
+            })
+            .unwrap();
+            (0..20)
+                .map(|_| s.sample(&logits, &[]).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
     }
@@ -184,7 +208,14 @@ mod tests {
     #[test]
     fn frequencies_follow_softmax_and_top_p_cuts_the_tail() {
         let logits = [2.0f32, 1.0, 0.0, -3.0];
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0, seed: 3 }).unwrap();
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repetition_penalty: 1.0,
+            seed: 3,
+        })
+        .unwrap();
         let n = 20_000;
         let mut counts = [0usize; 4];
         for _ in 0..n {
@@ -197,7 +228,14 @@ mod tests {
             assert!((p - f).abs() < 0.015, "token {i}: p {p} f {f}");
         }
         // p = [0.66, 0.24, 0.09, 0.004]: top_p 0.8 keeps the first two only.
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.8, repetition_penalty: 1.0, seed: 3 }).unwrap();
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.8,
+            repetition_penalty: 1.0,
+            seed: 3,
+        })
+        .unwrap();
         for _ in 0..2000 {
             assert!(s.sample(&logits, &[]).unwrap() < 2);
         }
@@ -205,7 +243,15 @@ mod tests {
 
     #[test]
     fn bad_params_are_rejected() {
-        assert!(Sampler::new(SamplingParams { top_p: 0.0, ..Default::default() }).is_err());
-        assert!(Sampler::new(SamplingParams { temperature: -1.0, ..Default::default() }).is_err());
+        assert!(Sampler::new(SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Sampler::new(SamplingParams {
+            temperature: -1.0,
+            ..Default::default()
+        })
+        .is_err());
     }
 }

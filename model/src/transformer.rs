@@ -80,10 +80,19 @@ struct Attention {
     causal: bool,
 }
 
-fn bitlinear(src: &mut dyn WeightSource, cfg: &Config, name: &str, out: usize, inp: usize) -> Result<BitLinear> {
+fn bitlinear(
+    src: &mut dyn WeightSource,
+    cfg: &Config,
+    name: &str,
+    out: usize,
+    inp: usize,
+) -> Result<BitLinear> {
     let w = src.bitlinear(name, out, inp)?;
     let norm = match cfg.bitlinear_rms_norm {
-        Some(eps) => Some(RmsNorm::new(src.dense(&format!("{name}.rms_norm.weight"), &[inp])?, eps)),
+        Some(eps) => Some(RmsNorm::new(
+            src.dense(&format!("{name}.rms_norm.weight"), &[inp])?,
+            eps,
+        )),
         None => None,
     };
     Ok(BitLinear::new(w, norm))
@@ -95,7 +104,10 @@ impl Attention {
         let q = cfg.num_heads * d;
         let kv = cfg.num_kv_heads * d;
         let norm = |src: &mut dyn WeightSource, n: &str, dim: usize| -> Result<RmsNorm> {
-            Ok(RmsNorm::new(src.dense(&format!("{p}.{n}.weight"), &[dim])?, cfg.rms_norm_eps))
+            Ok(RmsNorm::new(
+                src.dense(&format!("{p}.{n}.weight"), &[dim])?,
+                cfg.rms_norm_eps,
+            ))
         };
         Ok(Self {
             q_proj: bitlinear(src, cfg, &format!("{p}.q_proj"), q, h)?,
@@ -106,8 +118,16 @@ impl Attention {
                 NormPlacement::Subln => Some(norm(src, "attn_sub_norm", q)?),
                 _ => None,
             },
-            q_norm: if cfg.qk_norm { Some(norm(src, "q_norm", d)?) } else { None },
-            k_norm: if cfg.qk_norm { Some(norm(src, "k_norm", d)?) } else { None },
+            q_norm: if cfg.qk_norm {
+                Some(norm(src, "q_norm", d)?)
+            } else {
+                None
+            },
+            k_norm: if cfg.qk_norm {
+                Some(norm(src, "k_norm", d)?)
+            } else {
+                None
+            },
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: d,
@@ -146,8 +166,12 @@ impl Attention {
         let rep = h / hkv;
         let (k, v) = if rep > 1 {
             (
-                k.unsqueeze(2)?.expand((b, hkv, rep, s, d))?.reshape((b, h, s, d))?,
-                v.unsqueeze(2)?.expand((b, hkv, rep, s, d))?.reshape((b, h, s, d))?,
+                k.unsqueeze(2)?
+                    .expand((b, hkv, rep, s, d))?
+                    .reshape((b, h, s, d))?,
+                v.unsqueeze(2)?
+                    .expand((b, hkv, rep, s, d))?
+                    .reshape((b, h, s, d))?,
             )
         } else {
             (k, v)
@@ -232,14 +256,24 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, rope: &Rope, offset: usize, cache: Option<(&mut KvCache, usize)>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        offset: usize,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
         match self.placement {
             NormPlacement::Pre | NormPlacement::Subln => {
-                let h = (x + self.attn.forward(&self.norm1.forward(x)?, rope, offset, cache)?)?;
+                let h = (x + self
+                    .attn
+                    .forward(&self.norm1.forward(x)?, rope, offset, cache)?)?;
                 Ok((&h + self.mlp.forward(&self.norm2.forward(&h)?)?)?)
             }
             NormPlacement::SwinNorm => {
-                let h = (x + self.norm1.forward(&self.attn.forward(x, rope, offset, cache)?)?)?;
+                let h = (x + self
+                    .norm1
+                    .forward(&self.attn.forward(x, rope, offset, cache)?)?)?;
                 Ok((&h + self.norm2.forward(&self.mlp.forward(&h)?)?)?)
             }
         }
@@ -268,7 +302,10 @@ impl Transformer {
             blocks.push(Block {
                 attn: Attention::load(src, cfg, &format!("{p}.self_attn"))?,
                 mlp: Mlp::load(src, cfg, &format!("{p}.mlp"))?,
-                norm1: RmsNorm::new(src.dense(&format!("{p}.input_layernorm.weight"), &[h])?, cfg.rms_norm_eps),
+                norm1: RmsNorm::new(
+                    src.dense(&format!("{p}.input_layernorm.weight"), &[h])?,
+                    cfg.rms_norm_eps,
+                ),
                 norm2: RmsNorm::new(
                     src.dense(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
                     cfg.rms_norm_eps,
@@ -282,7 +319,7 @@ impl Transformer {
         } else {
             Some(src.dense("lm_head.weight", &[v, h])?)
         };
-        let rope = Rope::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings.max(1), device)?;
+        let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
         Ok(Self {
             cfg: cfg.clone(),
             embed,
@@ -318,11 +355,18 @@ impl Transformer {
         }
         let (b, t) = ids.dims2()?;
         let idx = ids.to_dtype(DType::U32)?.flatten_all()?;
-        Ok(self.embed.index_select(&idx, 0)?.reshape((b, t, self.cfg.hidden_size))?)
+        Ok(self
+            .embed
+            .index_select(&idx, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?)
     }
 
     /// Final-normed hidden states `[B, T, C]` for input embeddings `[B, T, C]`.
-    pub fn hidden_from_embeds(&self, x: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn hidden_from_embeds(
+        &self,
+        x: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (_b, t, c) = x.dims3()?;
         if c != self.cfg.hidden_size {
             return Err(Error::Invalid(format!(
@@ -331,12 +375,6 @@ impl Transformer {
             )));
         }
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        if offset + t > self.rope.max_positions() {
-            return Err(Error::TooLong {
-                len: offset + t,
-                limit: self.rope.max_positions(),
-            });
-        }
         let mut h = x.clone();
         for (l, block) in self.blocks.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, l));
@@ -374,18 +412,26 @@ impl Transformer {
         let t = Tensor::from_slice(ids, (1, ids.len()), &self.device)?;
         let h = self.hidden_from_embeds(&self.embed(&t)?, Some(cache))?;
         let last = h.narrow(1, ids.len() - 1, 1)?;
-        Ok(self.logits_from_hidden(&last)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(self
+            .logits_from_hidden(&last)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// Mean next-token cross-entropy of ids `[B, T]` (HF causal-LM loss: labels = ids shifted).
     pub fn loss(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t < 2 {
-            return Err(Error::Invalid("loss needs at least 2 tokens per sequence".into()));
+            return Err(Error::Invalid(
+                "loss needs at least 2 tokens per sequence".into(),
+            ));
         }
         let logits = self.forward(&ids.narrow(1, 0, t - 1)?, None)?;
         let targets = ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
-        cross_entropy(&logits.reshape((b * (t - 1), self.cfg.vocab_size))?, &targets.flatten_all()?)
+        cross_entropy(
+            &logits.reshape((b * (t - 1), self.cfg.vocab_size))?,
+            &targets.flatten_all()?,
+        )
     }
 }
 

@@ -51,10 +51,11 @@ impl TensorStore {
             tensors = read_safetensors(&single, device)?;
         } else if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Safetensors {
-                path: index.clone(),
-                msg: format!("invalid JSON: {e}"),
-            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Safetensors {
+                    path: index.clone(),
+                    msg: format!("invalid JSON: {e}"),
+                })?;
             let map = v
                 .get("weight_map")
                 .and_then(|m| m.as_object())
@@ -71,7 +72,10 @@ impl TensorStore {
         } else {
             return Err(Error::io(
                 single,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no model.safetensors in checkpoint"),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model.safetensors in checkpoint",
+                ),
             ));
         }
         Ok(Self { tensors })
@@ -200,7 +204,9 @@ impl WeightSource for CheckpointSource {
         }
         check_shape(&wname, &w, &[out, inp])?;
         check_float(&wname, &w)?;
-        Ok(BitWeights::Packed(PackedLinear::from_latent(&w.to_dtype(DType::F32)?)?))
+        Ok(BitWeights::Packed(PackedLinear::from_latent(
+            &w.to_dtype(DType::F32)?,
+        )?))
     }
 }
 
@@ -316,7 +322,9 @@ impl WeightSource for &Params {
     }
 
     fn bitlinear(&mut self, name: &str, out: usize, inp: usize) -> Result<BitWeights> {
-        Ok(BitWeights::Latent(self.dense(&format!("{name}.weight"), &[out, inp])?))
+        Ok(BitWeights::Latent(
+            self.dense(&format!("{name}.weight"), &[out, inp])?,
+        ))
     }
 }
 
