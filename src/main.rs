@@ -1,2 +1,51 @@
-//! `tritter`: the command-line entry point.
-fn main() {}
+//! `tritter`: the command-line entry point. Parses the command line, then runs the TUI or the
+//! headless `-p` mode; every error is printed as one line (the whole cause chain) with exit code 1.
+
+mod app;
+mod app_commands;
+mod attach;
+mod cli;
+mod clipboard;
+mod codepane;
+mod commands;
+mod config;
+mod engine;
+mod engine_scripted;
+mod files;
+mod headless;
+mod highlight;
+mod markdown;
+mod outline;
+mod prompt;
+mod session;
+mod theme;
+mod tui;
+mod ui;
+mod worker;
+
+#[cfg(test)]
+mod ui_tests;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tui::restore_terminal();
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("tritter: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    match cli.prompt.as_deref() {
+        Some(p) => headless::run(&cli, p),
+        None => tui::run(&cli),
+    }
+}
