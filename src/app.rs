@@ -16,7 +16,10 @@ use ratatui_textarea::TextArea;
 use crate::codepane::{FileView, PaneContent};
 use crate::commands::{self, Command, CompletionSources, Completions};
 use crate::config::Config;
-use crate::engine::{Attachment, ChatMessage, ContextSnippet, EngineInfo, GenEvent, GenRequest, Role, Sampling, TokenCounter};
+use crate::engine::{
+    Attachment, ChatMessage, ContextSnippet, EngineInfo, GenEvent, GenRequest, Role, Sampling,
+    TokenCounter,
+};
 use crate::theme::Theme;
 
 /// Pastes larger than this (bytes) or longer than `BIG_PASTE_LINES` become a context chip instead
@@ -77,7 +80,9 @@ pub enum Action {
     ScrollChat(i32),
     PopupMove(i32),
     /// Tab (or Enter on a popup): take the selected completion.
-    Complete { then_submit: bool },
+    Complete {
+        then_submit: bool,
+    },
     OutlineMove(isize),
     CodeScroll(isize),
     AddSymbol,
@@ -279,7 +284,8 @@ impl App {
                 KeyCode::Tab => return Some(Action::Complete { then_submit: false }),
                 KeyCode::Enter if !alt && !shift => {
                     let token = self.cursor_prefix()[p.completions.start..].to_string();
-                    let chosen = &p.completions.items[p.selected.min(p.completions.items.len() - 1)];
+                    let chosen =
+                        &p.completions.items[p.selected.min(p.completions.items.len() - 1)];
                     if chosen.insert != token {
                         let then_submit = !chosen.insert.ends_with(' ')
                             && !chosen.insert.ends_with('/')
@@ -303,7 +309,12 @@ impl App {
     /// The cursor line of the composer up to the cursor.
     fn cursor_prefix(&self) -> String {
         let ratatui_textarea::DataCursor(row, col) = self.composer.cursor();
-        let line = self.composer.lines().get(row).map(String::as_str).unwrap_or("");
+        let line = self
+            .composer
+            .lines()
+            .get(row)
+            .map(String::as_str)
+            .unwrap_or("");
         line.chars().take(col).collect()
     }
 
@@ -332,7 +343,10 @@ impl App {
     }
 
     fn theme_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = crate::theme::builtin_names().into_iter().map(String::from).collect();
+        let mut v: Vec<String> = crate::theme::builtin_names()
+            .into_iter()
+            .map(String::from)
+            .collect();
         if let Some(dir) = &self.paths.config_dir {
             if let Ok(rd) = std::fs::read_dir(dir.join("themes")) {
                 for e in rd.flatten() {
@@ -366,7 +380,10 @@ impl App {
             }
             Action::Interrupt => {
                 let now = Instant::now();
-                if self.ctrl_c_at.is_some_and(|t| now.duration_since(t) < QUIT_WINDOW) {
+                if self
+                    .ctrl_c_at
+                    .is_some_and(|t| now.duration_since(t) < QUIT_WINDOW)
+                {
                     self.effects.push(Effect::Quit);
                     return;
                 }
@@ -442,7 +459,9 @@ impl App {
 
     fn complete(&mut self) {
         let Some(p) = self.popup.take() else { return };
-        let Some(item) = p.completions.items.get(p.selected) else { return };
+        let Some(item) = p.completions.items.get(p.selected) else {
+            return;
+        };
         let prefix = self.cursor_prefix();
         let n = prefix[p.completions.start..].chars().count();
         for _ in 0..n {
@@ -459,7 +478,10 @@ impl App {
         let text = text.replace("\r\n", "\n").replace('\r', "\n");
         let lines = text.lines().count();
         if text.len() > BIG_PASTE_BYTES || lines > BIG_PASTE_LINES {
-            let label = format!("pasted text ({lines} lines, {})", crate::files::human_bytes(text.len() as u64));
+            let label = format!(
+                "pasted text ({lines} lines, {})",
+                crate::files::human_bytes(text.len() as u64)
+            );
             self.pending_context.push(ContextSnippet { label, text });
         } else {
             self.composer.insert_str(&text);
@@ -468,7 +490,9 @@ impl App {
     }
 
     fn add_symbol(&mut self) {
-        let Some(PaneContent::File(f)) = self.pane.as_ref() else { return };
+        let Some(PaneContent::File(f)) = self.pane.as_ref() else {
+            return;
+        };
         let snippet = match f.symbol_snippet() {
             Some(s) => s,
             None => f.file_snippet(),
@@ -476,7 +500,11 @@ impl App {
         let file_label = f.display.clone();
         // A symbol replaces the whole file it came from.
         self.pending_context.retain(|c| c.label != file_label);
-        if !self.pending_context.iter().any(|c| c.label == snippet.label) {
+        if !self
+            .pending_context
+            .iter()
+            .any(|c| c.label == snippet.label)
+        {
             self.pending_context.push(snippet);
         }
         self.focus = Focus::Composer;
@@ -514,7 +542,10 @@ impl App {
             }
             return;
         }
-        if trimmed.is_empty() && self.pending_context.is_empty() && self.pending_attachments.is_empty() {
+        if trimmed.is_empty()
+            && self.pending_context.is_empty()
+            && self.pending_attachments.is_empty()
+        {
             return;
         }
         if self.busy() {
@@ -550,7 +581,9 @@ impl App {
             .attachments
             .iter()
             .filter_map(|a| match a.kind {
-                crate::engine::AttachmentKind::Image { .. } if !info.accepts_images => Some("image"),
+                crate::engine::AttachmentKind::Image { .. } if !info.accepts_images => {
+                    Some("image")
+                }
                 crate::engine::AttachmentKind::Audio { .. } if !info.accepts_audio => Some("audio"),
                 _ => None,
             })
@@ -560,7 +593,9 @@ impl App {
         if not_sent {
             sent.attachments.clear();
         }
-        let budget = info.context_limit.saturating_sub(self.config.max_new_tokens);
+        let budget = info
+            .context_limit
+            .saturating_sub(self.config.max_new_tokens);
         let messages = match crate::prompt::fit(&self.history_with(sent), &self.counter, budget) {
             Ok((m, notes)) => {
                 for n in notes {
@@ -610,7 +645,10 @@ impl App {
         let mut v: Vec<ChatMessage> = self
             .entries
             .iter()
-            .filter(|e| e.kind == EntryKind::Message && !(e.msg.role == Role::Assistant && e.msg.content.is_empty()))
+            .filter(|e| {
+                e.kind == EntryKind::Message
+                    && !(e.msg.role == Role::Assistant && e.msg.content.is_empty())
+            })
             .map(|e| {
                 let mut m = e.msg.clone();
                 if e.not_sent {
@@ -654,7 +692,9 @@ impl App {
             } => {
                 self.gen = GenState::Idle;
                 self.tok_per_s = Some(tok_per_s);
-                let mut stats = format!("{tokens} tokens · {tok_per_s:.1} tok/s · first token {first_token_ms:.0} ms");
+                let mut stats = format!(
+                    "{tokens} tokens · {tok_per_s:.1} tok/s · first token {first_token_ms:.0} ms"
+                );
                 if cancelled {
                     stats.push_str(" · stopped");
                 }
@@ -679,7 +719,9 @@ impl App {
     }
 
     fn autosave(&mut self) {
-        let Some(dir) = self.paths.data_dir.clone() else { return };
+        let Some(dir) = self.paths.data_dir.clone() else {
+            return;
+        };
         if let Err(e) = crate::session::save(&dir, &self.session_name, &self.messages()) {
             self.error(format!("autosave failed: {e:#}"));
         }

@@ -49,7 +49,11 @@ pub fn run(app: &mut App, cmd: Command) {
             match crate::attach::load_image(&path) {
                 Ok((att, img)) => {
                     let label = crate::attach::chip_label(&att);
-                    match app.picker.new_protocol(img, ratatui::layout::Size::new(40, 16), ratatui_image::Resize::Fit(None)) {
+                    match app.picker.new_protocol(
+                        img,
+                        ratatui::layout::Size::new(40, 16),
+                        ratatui_image::Resize::Fit(None),
+                    ) {
                         Ok(protocol) => {
                             app.pane = Some(PaneContent::Image {
                                 label: label.clone(),
@@ -76,10 +80,15 @@ pub fn run(app: &mut App, cmd: Command) {
                 Ok(att) => {
                     let label = crate::attach::chip_label(&att);
                     let wave = match att.data.as_deref() {
-                        Some(MediaData::Mono { samples, .. }) => crate::attach::waveform(samples, 120),
+                        Some(MediaData::Mono { samples, .. }) => {
+                            crate::attach::waveform(samples, 120)
+                        }
                         _ => Vec::new(),
                     };
-                    app.pane = Some(PaneContent::Audio { label: label.clone(), wave });
+                    app.pane = Some(PaneContent::Audio {
+                        label: label.clone(),
+                        wave,
+                    });
                     app.pane_visible = true;
                     app.pending_attachments.push(att);
                     if app.engine.as_ref().is_ok_and(|i| !i.accepts_audio) {
@@ -96,7 +105,10 @@ pub fn run(app: &mut App, cmd: Command) {
             let blocks: Vec<_> = app
                 .entries
                 .iter()
-                .filter(|e| e.kind == crate::app::EntryKind::Message && e.msg.role == crate::engine::Role::Assistant)
+                .filter(|e| {
+                    e.kind == crate::app::EntryKind::Message
+                        && e.msg.role == crate::engine::Role::Assistant
+                })
                 .flat_map(|e| crate::markdown::code_blocks(&e.msg.content))
                 .collect();
             if blocks.is_empty() {
@@ -106,7 +118,10 @@ pub fn run(app: &mut App, cmd: Command) {
             let n = if n == 0 { blocks.len() } else { n };
             match blocks.get(n - 1) {
                 Some(b) => app.effects.push(Effect::Copy(b.code.clone())),
-                None => app.error(format!("there is no code block {n} (there are {})", blocks.len())),
+                None => app.error(format!(
+                    "there is no code block {n} (there are {})",
+                    blocks.len()
+                )),
             }
         }
         Command::Model => {
@@ -126,9 +141,15 @@ pub fn run(app: &mut App, cmd: Command) {
         }
         Command::Latent(v) => {
             app.latent = v.unwrap_or(!app.latent);
-            app.notice(format!("latent reasoning mode {}", if app.latent { "on" } else { "off" }));
+            app.notice(format!(
+                "latent reasoning mode {}",
+                if app.latent { "on" } else { "off" }
+            ));
         }
-        Command::Theme(None) => app.notice(format!("theme: {} (try /theme light, dark, high-contrast)", app.theme.name)),
+        Command::Theme(None) => app.notice(format!(
+            "theme: {} (try /theme light, dark, high-contrast)",
+            app.theme.name
+        )),
         Command::Theme(Some(name)) => {
             let dir = app.paths.config_dir.as_ref().map(|d| d.join("themes"));
             match Theme::load(&name, dir.as_deref()) {

@@ -26,7 +26,8 @@ pub const MAX_AUDIO_BYTES: u64 = 50 * 1024 * 1024;
 pub const MAX_AUDIO_SECONDS: f64 = 600.0;
 
 fn check_size(path: &Path, limit: u64) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     if meta.is_dir() {
         anyhow::bail!("{} is a directory, not a file", path.display());
     }
@@ -85,7 +86,10 @@ pub fn load_image(path: &Path) -> anyhow::Result<(Attachment, image::DynamicImag
     Ok((
         Attachment {
             path: path.to_path_buf(),
-            kind: AttachmentKind::Image { width: w, height: h },
+            kind: AttachmentKind::Image {
+                width: w,
+                height: h,
+            },
             data: Some(Arc::new(data)),
         },
         img,
@@ -95,15 +99,22 @@ pub fn load_image(path: &Path) -> anyhow::Result<(Attachment, image::DynamicImag
 /// Loads WAV, FLAC or MP3 audio, downmixed to mono.
 pub fn load_audio(path: &Path) -> anyhow::Result<Attachment> {
     check_size(path, MAX_AUDIO_BYTES)?;
-    let bad = |e: SymError| anyhow::anyhow!("{} is not readable WAV/FLAC/MP3 audio: {e}", path.display());
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let bad =
+        |e: SymError| anyhow::anyhow!("{} is not readable WAV/FLAC/MP3 audio: {e}", path.display());
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
     let probed = symphonia::default::get_probe()
-        .format(&hint, mss, &FormatOptions::default(), &MetadataOptions::default())
+        .format(
+            &hint,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
         .map_err(bad)?;
     let mut format = probed.format;
     let track = format
@@ -165,7 +176,10 @@ pub fn load_audio(path: &Path) -> anyhow::Result<Attachment> {
     let seconds = mono.len() as f64 / f64::from(sample_rate);
     Ok(Attachment {
         path: path.to_path_buf(),
-        kind: AttachmentKind::Audio { seconds, sample_rate },
+        kind: AttachmentKind::Audio {
+            seconds,
+            sample_rate,
+        },
         data: Some(Arc::new(MediaData::Mono {
             sample_rate,
             samples: mono,
@@ -197,8 +211,14 @@ pub fn chip_label(a: &Attachment) -> String {
         .unwrap_or_else(|| a.path.display().to_string());
     match &a.kind {
         AttachmentKind::Image { width, height } => format!("img {name} {width}×{height}"),
-        AttachmentKind::Audio { seconds, sample_rate } => {
-            format!("audio {name} {seconds:.1}s {:.1}kHz", f64::from(*sample_rate) / 1000.0)
+        AttachmentKind::Audio {
+            seconds,
+            sample_rate,
+        } => {
+            format!(
+                "audio {name} {seconds:.1}s {:.1}kHz",
+                f64::from(*sample_rate) / 1000.0
+            )
         }
     }
 }
@@ -234,7 +254,11 @@ pub(crate) mod tests {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -252,7 +276,13 @@ pub(crate) mod tests {
         v.extend_from_slice(&chunk);
         v.extend_from_slice(&crc32(&chunk).to_be_bytes());
         // An IDAT holding an empty zlib stream, then IEND: enough for a decoder to read the header.
-        for (kind, data) in [(&b"IDAT"[..], &[0x78u8, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..]), (&b"IEND"[..], &[][..])] {
+        for (kind, data) in [
+            (
+                &b"IDAT"[..],
+                &[0x78u8, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..],
+            ),
+            (&b"IEND"[..], &[][..]),
+        ] {
             let mut c = kind.to_vec();
             c.extend_from_slice(data);
             v.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -271,10 +301,17 @@ pub(crate) mod tests {
     fn a_png_loads_with_its_pixels() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.png");
-        let img = image::RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 7]));
+        let img =
+            image::RgbImage::from_fn(3, 2, |x, y| image::Rgb([x as u8 * 10, y as u8 * 20, 7]));
         img.save(&p).unwrap();
         let (a, _) = load_image(&p).unwrap();
-        assert_eq!(a.kind, AttachmentKind::Image { width: 3, height: 2 });
+        assert_eq!(
+            a.kind,
+            AttachmentKind::Image {
+                width: 3,
+                height: 2
+            }
+        );
         match a.data.as_deref() {
             Some(MediaData::Rgb8 { pixels, .. }) => assert_eq!(&pixels[..6], &[0, 0, 7, 10, 0, 7]),
             other => panic!("{other:?}"),
@@ -304,8 +341,16 @@ pub(crate) mod tests {
         s.extend((0..4000).map(|i| if i % 2 == 0 { 16384 } else { -16384 }));
         std::fs::write(&p, wav_bytes(8000, &s)).unwrap();
         let a = load_audio(&p).unwrap();
-        assert_eq!(a.kind, AttachmentKind::Audio { seconds: 1.0, sample_rate: 8000 });
-        let Some(MediaData::Mono { samples, .. }) = a.data.as_deref() else { panic!() };
+        assert_eq!(
+            a.kind,
+            AttachmentKind::Audio {
+                seconds: 1.0,
+                sample_rate: 8000
+            }
+        );
+        let Some(MediaData::Mono { samples, .. }) = a.data.as_deref() else {
+            panic!()
+        };
         assert_eq!(waveform(samples, 4), vec![0, 0, 50, 50]);
         assert_eq!(chip_label(&a), "audio t.wav 1.0s 8.0kHz");
     }

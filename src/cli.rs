@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "tritter", version, about = "Offline terminal coding assistant with an in-process ternary language model")]
+#[command(
+    name = "tritter",
+    version,
+    about = "Offline terminal coding assistant with an in-process ternary language model"
+)]
 pub struct Cli {
     /// Model directory (config.json, model.safetensors, tokenizer.json); default: the built-in model.
     #[arg(long, value_name = "DIR")]

@@ -44,7 +44,8 @@ pub struct Clipboard {
 impl Clipboard {
     /// Copies `text`; returns how ("system clipboard" or "OSC 52").
     pub fn copy(&mut self, text: &str, mode: ClipboardMode) -> anyhow::Result<&'static str> {
-        let remote = std::env::var_os("SSH_CONNECTION").is_some() || std::env::var_os("SSH_TTY").is_some();
+        let remote =
+            std::env::var_os("SSH_CONNECTION").is_some() || std::env::var_os("SSH_TTY").is_some();
         let tmux = std::env::var_os("TMUX").is_some();
         let try_system = match mode {
             ClipboardMode::System => true,

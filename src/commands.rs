@@ -10,15 +10,27 @@ use crate::files::complete_path;
 pub const COMMANDS: [(&str, &str, &str); 12] = [
     ("/help", "", "keys and commands"),
     ("/clear", "", "start a new conversation"),
-    ("/file", "PATH", "open a file in the code pane and add it to the next prompt"),
+    (
+        "/file",
+        "PATH",
+        "open a file in the code pane and add it to the next prompt",
+    ),
     ("/img", "PATH", "attach a PNG/JPEG image"),
     ("/audio", "PATH", "attach WAV/FLAC/MP3 audio"),
     ("/copy", "N", "copy code block N to the clipboard"),
     ("/model", "", "what model is running"),
     ("/latent", "[on|off]", "toggle latent-reasoning mode"),
-    ("/theme", "NAME", "switch theme (dark, light, high-contrast, ...)"),
+    (
+        "/theme",
+        "NAME",
+        "switch theme (dark, light, high-contrast, ...)",
+    ),
     ("/save", "[NAME]", "save this conversation"),
-    ("/load", "[NAME]", "load a saved conversation (newest if no name)"),
+    (
+        "/load",
+        "[NAME]",
+        "load a saved conversation (newest if no name)",
+    ),
     ("/quit", "", "leave (Ctrl+C twice does too)"),
 ];
 
@@ -72,7 +84,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
             }
             match arg.parse::<usize>() {
                 Ok(n) if n >= 1 => Ok(Command::Copy(n)),
-                _ => Err(format!("/copy needs a code block number (1, 2, ...), not {arg:?}")),
+                _ => Err(format!(
+                    "/copy needs a code block number (1, 2, ...), not {arg:?}"
+                )),
             }
         }
         "/model" => none(Command::Model),
@@ -122,8 +136,16 @@ pub fn complete(line: &str, src: &CompletionSources) -> Option<Completions> {
                     .iter()
                     .filter(|(n, _, _)| n.starts_with(line))
                     .map(|(n, a, h)| Candidate {
-                        insert: if a.is_empty() { n.to_string() } else { format!("{n} ") },
-                        detail: if a.is_empty() { h.to_string() } else { format!("{a}  {h}") },
+                        insert: if a.is_empty() {
+                            n.to_string()
+                        } else {
+                            format!("{n} ")
+                        },
+                        detail: if a.is_empty() {
+                            h.to_string()
+                        } else {
+                            format!("{a}  {h}")
+                        },
                     })
                     .collect();
                 return (!items.is_empty()).then_some(Completions { start: 0, items });
@@ -131,16 +153,24 @@ pub fn complete(line: &str, src: &CompletionSources) -> Option<Completions> {
             Some((cmd, arg)) => {
                 let start = cmd.len() + 1;
                 let words: Vec<Candidate> = match cmd {
-                    "/file" | "/img" | "/image" | "/audio" => complete_path(src.cwd, arg, MAX_ITEMS)
-                        .into_iter()
-                        .map(|p| Candidate { insert: p, detail: String::new() })
-                        .collect(),
+                    "/file" | "/img" | "/image" | "/audio" => {
+                        complete_path(src.cwd, arg, MAX_ITEMS)
+                            .into_iter()
+                            .map(|p| Candidate {
+                                insert: p,
+                                detail: String::new(),
+                            })
+                            .collect()
+                    }
                     "/theme" => names(src.themes, arg, "theme"),
                     "/load" => names(src.sessions, arg, "session"),
                     "/latent" => names(&["on".to_string(), "off".to_string()], arg, ""),
                     _ => Vec::new(),
                 };
-                return (!words.is_empty()).then_some(Completions { start, items: words });
+                return (!words.is_empty()).then_some(Completions {
+                    start,
+                    items: words,
+                });
             }
         }
     }
@@ -199,9 +229,15 @@ mod tests {
         check("/save", Command::Save(None));
         check("  /quit  ", Command::Quit);
         assert_eq!(parse("/file"), Err("/file needs a PATH".into()));
-        assert_eq!(parse("/copy x"), Err("/copy needs a code block number (1, 2, ...), not \"x\"".into()));
+        assert_eq!(
+            parse("/copy x"),
+            Err("/copy needs a code block number (1, 2, ...), not \"x\"".into())
+        );
         assert_eq!(parse("/quit now"), Err("/quit takes no argument".into()));
-        assert_eq!(parse("/bogus"), Err("unknown command /bogus (try /help)".into()));
+        assert_eq!(
+            parse("/bogus"),
+            Err("unknown command /bogus (try /help)".into())
+        );
     }
 
     #[test]
@@ -248,6 +284,9 @@ mod tests {
 
     #[test]
     fn mentions_are_found() {
-        assert_eq!(mentions("look at @src/a.rs, and @b.py. not a@b or @"), vec!["src/a.rs", "b.py"]);
+        assert_eq!(
+            mentions("look at @src/a.rs, and @b.py. not a@b or @"),
+            vec!["src/a.rs", "b.py"]
+        );
     }
 }

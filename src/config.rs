@@ -66,7 +66,12 @@ impl Config {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| format!(" (line {})", text[..s.start.min(text.len())].matches('\n').count() + 1))
+                .map(|s| {
+                    format!(
+                        " (line {})",
+                        text[..s.start.min(text.len())].matches('\n').count() + 1
+                    )
+                })
                 .unwrap_or_default();
             anyhow::anyhow!("config {origin}{line}: {}", e.message())
         })?;
@@ -80,10 +85,16 @@ impl Config {
             anyhow::bail!("config {origin}: `max_new_tokens` must be at least 1");
         }
         if !(0.0..=5.0).contains(&cfg.temperature) {
-            anyhow::bail!("config {origin}: `temperature` = {} is out of range 0..=5", cfg.temperature);
+            anyhow::bail!(
+                "config {origin}: `temperature` = {} is out of range 0..=5",
+                cfg.temperature
+            );
         }
         if !(0.0..=1.0).contains(&cfg.top_p) || cfg.top_p == 0.0 {
-            anyhow::bail!("config {origin}: `top_p` = {} is out of range (0, 1]", cfg.top_p);
+            anyhow::bail!(
+                "config {origin}: `top_p` = {} is out of range (0, 1]",
+                cfg.top_p
+            );
         }
         Ok(cfg)
     }
@@ -110,7 +121,9 @@ pub fn config_dir() -> anyhow::Result<PathBuf> {
     }
     project_dirs()
         .map(|p| p.config_dir().to_path_buf())
-        .ok_or_else(|| anyhow::anyhow!("cannot find a home folder for the config; set {CONFIG_DIR_VAR}"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("cannot find a home folder for the config; set {CONFIG_DIR_VAR}")
+        })
 }
 
 /// The data folder: `$TRITTER_DATA_DIR`, else the platform's (e.g. `~/.local/share/tritter`).
@@ -120,7 +133,9 @@ pub fn data_dir() -> anyhow::Result<PathBuf> {
     }
     project_dirs()
         .map(|p| p.data_dir().to_path_buf())
-        .ok_or_else(|| anyhow::anyhow!("cannot find a home folder for sessions; set {DATA_DIR_VAR}"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("cannot find a home folder for sessions; set {DATA_DIR_VAR}")
+        })
 }
 
 #[cfg(test)]
@@ -130,7 +145,11 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults_and_fields_parse() {
         assert_eq!(Config::parse("t", "").unwrap(), Config::default());
-        let c = Config::parse("t", "theme = \"light\"\nlatent = true\nclipboard = \"osc52\"\n").unwrap();
+        let c = Config::parse(
+            "t",
+            "theme = \"light\"\nlatent = true\nclipboard = \"osc52\"\n",
+        )
+        .unwrap();
         assert_eq!(c.theme, "light");
         assert!(c.latent);
         assert_eq!(c.clipboard, ClipboardMode::Osc52);
@@ -138,11 +157,20 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let e = Config::parse("t", "theme = \"dark\"\nthem = \"light\"\n").unwrap_err().to_string();
-        assert!(e.contains("unknown field `them`") && e.contains("line 2"), "{e}");
-        let e = Config::parse("t", "code_pane_percent = 95\n").unwrap_err().to_string();
+        let e = Config::parse("t", "theme = \"dark\"\nthem = \"light\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown field `them`") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = Config::parse("t", "code_pane_percent = 95\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("code_pane_percent"), "{e}");
-        let e = Config::parse("t", "clipboard = \"x11\"\n").unwrap_err().to_string();
+        let e = Config::parse("t", "clipboard = \"x11\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x11"), "{e}");
     }
 

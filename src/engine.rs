@@ -39,7 +39,11 @@ pub enum AttachmentKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum MediaData {
     /// 8-bit RGB, row-major, `width * height * 3` bytes.
-    Rgb8 { width: u32, height: u32, pixels: Vec<u8> },
+    Rgb8 {
+        width: u32,
+        height: u32,
+        pixels: Vec<u8>,
+    },
     /// Mono samples in [-1, 1].
     Mono { sample_rate: u32, samples: Vec<f32> },
 }
@@ -112,9 +116,13 @@ pub struct GenRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub enum GenEvent {
     /// The prompt after formatting was this many tokens (sent once, before the first token).
-    Prompt { tokens: usize },
+    Prompt {
+        tokens: usize,
+    },
     /// The next piece of the reply.
-    Token { text: String },
+    Token {
+        text: String,
+    },
     /// The reply ended (stop token, length limit or cancellation).
     Done {
         tokens: usize,
@@ -169,14 +177,18 @@ pub const TEST_ENGINE_VAR: &str = "TRITTER_TEST_ENGINE";
 pub fn load(opts: &EngineOptions) -> anyhow::Result<Box<dyn Engine>> {
     match std::env::var(TEST_ENGINE_VAR).ok().as_deref() {
         Some("echo") => Ok(Box::new(crate::engine_scripted::ScriptedEngine::from_env())),
-        Some(other) => anyhow::bail!("{TEST_ENGINE_VAR}={other:?} is not a known test engine (known: echo)"),
+        Some(other) => {
+            anyhow::bail!("{TEST_ENGINE_VAR}={other:?} is not a known test engine (known: echo)")
+        }
         None => {
             let what = match &opts.model_dir {
                 Some(dir) => format!("model directory {}", dir.display()),
                 None => "the built-in tritter-tiny model".to_string(),
             };
             let device = opts.device.as_deref().unwrap_or("cpu");
-            anyhow::bail!("cannot load {what} on {device}: this build has no model engine wired in yet")
+            anyhow::bail!(
+                "cannot load {what} on {device}: this build has no model engine wired in yet"
+            )
         }
     }
 }

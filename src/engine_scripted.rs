@@ -80,8 +80,9 @@ impl Engine for ScriptedEngine {
             context_limit: 2048,
             accepts_images: false,
             accepts_audio: false,
-            description: "a scripted test engine that echoes the prompt; it is not a language model"
-                .to_string(),
+            description:
+                "a scripted test engine that echoes the prompt; it is not a language model"
+                    .to_string(),
         }
     }
 
@@ -99,13 +100,22 @@ impl Engine for ScriptedEngine {
         let prompt: usize = req
             .messages
             .iter()
-            .map(|m| approx_tokens(&m.content) + m.context.iter().map(|c| approx_tokens(&c.text)).sum::<usize>())
+            .map(|m| {
+                approx_tokens(&m.content)
+                    + m.context
+                        .iter()
+                        .map(|c| approx_tokens(&c.text))
+                        .sum::<usize>()
+            })
             .sum();
         sink(GenEvent::Prompt { tokens: prompt });
         let mut first_token_ms = 0.0;
         let mut n = 0;
         let mut cancelled = false;
-        for piece in Self::pieces(&Self::reply_for(req)).into_iter().take(req.max_new_tokens) {
+        for piece in Self::pieces(&Self::reply_for(req))
+            .into_iter()
+            .take(req.max_new_tokens)
+        {
             if cancel.load(Ordering::Relaxed) {
                 cancelled = true;
                 break;
@@ -182,7 +192,15 @@ mod tests {
         let mut e = ScriptedEngine::new(Duration::ZERO);
         let cancel = AtomicBool::new(true);
         let mut events = Vec::new();
-        e.generate(&req("x", 100), &cancel, &mut |ev| events.push(ev)).unwrap();
-        assert!(matches!(events.last(), Some(GenEvent::Done { tokens: 0, cancelled: true, .. })));
+        e.generate(&req("x", 100), &cancel, &mut |ev| events.push(ev))
+            .unwrap();
+        assert!(matches!(
+            events.last(),
+            Some(GenEvent::Done {
+                tokens: 0,
+                cancelled: true,
+                ..
+            })
+        ));
     }
 }

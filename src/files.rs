@@ -9,7 +9,8 @@ pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
 
 /// Reads a text file or says clearly why it cannot be shown.
 pub fn read_text_file(path: &Path) -> anyhow::Result<String> {
-    let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     if meta.is_dir() {
         anyhow::bail!("{} is a directory, not a file", path.display());
     }
@@ -21,13 +22,17 @@ pub fn read_text_file(path: &Path) -> anyhow::Result<String> {
             human_bytes(MAX_FILE_BYTES)
         );
     }
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     check_text(path, bytes)
 }
 
 fn check_text(path: &Path, bytes: Vec<u8>) -> anyhow::Result<String> {
     if bytes[..bytes.len().min(8192)].contains(&0) {
-        anyhow::bail!("{} looks like a binary file (it contains NUL bytes); not opened", path.display());
+        anyhow::bail!(
+            "{} looks like a binary file (it contains NUL bytes); not opened",
+            path.display()
+        );
     }
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
@@ -89,10 +94,16 @@ pub fn complete_path(cwd: &Path, prefix: &str, limit: usize) -> Vec<String> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            if !name.starts_with(name_part) || (name.starts_with('.') && !name_part.starts_with('.')) {
+            if !name.starts_with(name_part)
+                || (name.starts_with('.') && !name_part.starts_with('.'))
+            {
                 return None;
             }
-            let slash = if e.file_type().ok()?.is_dir() { "/" } else { "" };
+            let slash = if e.file_type().ok()?.is_dir() {
+                "/"
+            } else {
+                ""
+            };
             Some(format!("{dir_part}{name}{slash}"))
         })
         .collect();
@@ -140,7 +151,10 @@ mod tests {
         std::fs::write(dir.path().join("setup.py"), "").unwrap();
         std::fs::write(dir.path().join(".hidden"), "").unwrap();
         assert_eq!(complete_path(dir.path(), "s", 10), vec!["setup.py", "src/"]);
-        assert_eq!(complete_path(dir.path(), "src/", 10), vec!["src/lib.rs", "src/main.rs"]);
+        assert_eq!(
+            complete_path(dir.path(), "src/", 10),
+            vec!["src/lib.rs", "src/main.rs"]
+        );
         assert_eq!(complete_path(dir.path(), "src/m", 10), vec!["src/main.rs"]);
         assert_eq!(complete_path(dir.path(), "", 10), vec!["setup.py", "src/"]);
         assert_eq!(complete_path(dir.path(), ".h", 10), vec![".hidden"]);

@@ -7,7 +7,9 @@ use std::sync::atomic::AtomicBool;
 
 use crate::cli::Cli;
 use crate::config::Config;
-use crate::engine::{self, AttachmentKind, ChatMessage, EngineOptions, GenEvent, GenRequest, Role, Sampling};
+use crate::engine::{
+    self, AttachmentKind, ChatMessage, EngineOptions, GenEvent, GenRequest, Role, Sampling,
+};
 
 pub fn run(cli: &Cli, prompt_arg: &str) -> anyhow::Result<()> {
     let config = match crate::config::config_dir() {
@@ -45,11 +47,16 @@ pub fn run(cli: &Cli, prompt_arg: &str) -> anyhow::Result<()> {
             AttachmentKind::Audio { .. } => (!info.accepts_audio).then_some("audio"),
         };
         if let Some(kind) = refused {
-            anyhow::bail!("this model ({}) takes no {kind} input; {} was not sent", info.model_name, a.path.display());
+            anyhow::bail!(
+                "this model ({}) takes no {kind} input; {} was not sent",
+                info.model_name,
+                a.path.display()
+            );
         }
     }
     let budget = info.context_limit.saturating_sub(config.max_new_tokens);
-    let (messages, _notes) = crate::prompt::fit(&[msg], &engine.token_counter(), budget).map_err(anyhow::Error::msg)?;
+    let (messages, _notes) =
+        crate::prompt::fit(&[msg], &engine.token_counter(), budget).map_err(anyhow::Error::msg)?;
     let req = GenRequest {
         messages,
         latent: config.latent,

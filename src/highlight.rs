@@ -9,7 +9,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use syntect::easy::HighlightLines;
 use syntect::highlighting::{
-    Color as SColor, FontStyle, ScopeSelectors, StyleModifier, Theme as STheme, ThemeItem, ThemeSettings,
+    Color as SColor, FontStyle, ScopeSelectors, StyleModifier, Theme as STheme, ThemeItem,
+    ThemeSettings,
 };
 use syntect::parsing::{SyntaxReference, SyntaxSet};
 use syntect::util::LinesWithEndings;
@@ -62,7 +63,11 @@ pub fn syntect_theme(theme: &Theme) -> STheme {
                 style: StyleModifier {
                     foreground: Some(scolor(*rgb)),
                     background: None,
-                    font_style: if *italic { Some(FontStyle::ITALIC) } else { None },
+                    font_style: if *italic {
+                        Some(FontStyle::ITALIC)
+                    } else {
+                        None
+                    },
                 },
             })
         })
@@ -119,7 +124,11 @@ pub fn highlight(code: &str, lang: &str, theme: &Theme, bg: Option<Color>) -> Ve
                     if text.is_empty() {
                         return None;
                     }
-                    let mut s = Style::default().fg(Color::Rgb(st.foreground.r, st.foreground.g, st.foreground.b));
+                    let mut s = Style::default().fg(Color::Rgb(
+                        st.foreground.r,
+                        st.foreground.g,
+                        st.foreground.b,
+                    ));
                     if st.font_style.contains(FontStyle::ITALIC) {
                         s = s.add_modifier(Modifier::ITALIC);
                     }
@@ -129,7 +138,10 @@ pub fn highlight(code: &str, lang: &str, theme: &Theme, bg: Option<Color>) -> Ve
                     Some(Span::styled(expand_tabs(text), with_bg(s)))
                 })
                 .collect(),
-            None => vec![Span::styled(expand_tabs(line.trim_end_matches(['\n', '\r'])), with_bg(plain))],
+            None => vec![Span::styled(
+                expand_tabs(line.trim_end_matches(['\n', '\r'])),
+                with_bg(plain),
+            )],
         };
         out.push(Line::from(spans));
     }
@@ -172,10 +184,16 @@ mod tests {
         assert_eq!(find_syntax("rs").map(|s| s.name.as_str()), Some("Rust"));
         let t = Theme::light();
         let lines = highlight("def f():\n    return 1\n", "python", &t, None);
-        assert_eq!(color_of(&lines, "def"), Some(t.syntax_color(t.syntax.keyword)));
+        assert_eq!(
+            color_of(&lines, "def"),
+            Some(t.syntax_color(t.syntax.keyword))
+        );
         let plain = highlight("a\tb\n", "no-such-lang", &t, Some(Color::Black));
         assert_eq!(plain[0].spans[0].content, "a    b");
-        assert_eq!(plain[0].spans[0].style.fg, Some(t.syntax_color(t.syntax.text)));
+        assert_eq!(
+            plain[0].spans[0].style.fg,
+            Some(t.syntax_color(t.syntax.text))
+        );
         assert_eq!(plain[0].spans[0].style.bg, Some(Color::Black));
     }
 }

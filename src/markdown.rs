@@ -84,7 +84,8 @@ impl Renderer<'_> {
         if self.cur.is_empty() {
             self.cur = self.prefix();
             if let Some(marker) = self.pending_item.take() {
-                self.cur.push(Span::styled(marker, Style::default().fg(self.theme.accent)));
+                self.cur
+                    .push(Span::styled(marker, Style::default().fg(self.theme.accent)));
             } else if !self.lists.is_empty() {
                 self.cur.push(Span::raw("  "));
             }
@@ -107,9 +108,15 @@ impl Renderer<'_> {
     }
 
     fn end_code(&mut self) {
-        let Some(block) = self.code.take() else { return };
+        let Some(block) = self.code.take() else {
+            return;
+        };
         self.next_block += 1;
-        let label = if block.lang.is_empty() { "code".to_string() } else { block.lang.clone() };
+        let label = if block.lang.is_empty() {
+            "code".to_string()
+        } else {
+            block.lang.clone()
+        };
         self.lines.push(Line::from(vec![
             Span::styled(format!("[{}] ", self.next_block), self.theme.title()),
             Span::styled(label, self.theme.dim()),
@@ -136,7 +143,10 @@ impl Renderer<'_> {
                 }
             },
             Event::Code(t) => {
-                let st = self.style().fg(self.theme.syntax_color(self.theme.syntax.string)).bg(self.theme.code_bg);
+                let st = self
+                    .style()
+                    .fg(self.theme.syntax_color(self.theme.syntax.string))
+                    .bg(self.theme.code_bg);
                 self.push_text(&t, st)
             }
             Event::SoftBreak => {
@@ -146,7 +156,8 @@ impl Renderer<'_> {
             Event::HardBreak => self.flush(),
             Event::Rule => {
                 self.flush();
-                self.lines.push(Line::styled("─".repeat(24), self.theme.dim()));
+                self.lines
+                    .push(Line::styled("─".repeat(24), self.theme.dim()));
             }
             Event::Html(t) | Event::InlineHtml(t) => {
                 let st = self.theme.dim();
@@ -177,7 +188,9 @@ impl Renderer<'_> {
                     HeadingLevel::H2 => "## ",
                     _ => "### ",
                 };
-                let st = Style::default().fg(self.theme.heading).add_modifier(Modifier::BOLD);
+                let st = Style::default()
+                    .fg(self.theme.heading)
+                    .add_modifier(Modifier::BOLD);
                 self.styles.push(st);
                 self.push_text(hashes, st);
             }
@@ -208,12 +221,18 @@ impl Renderer<'_> {
                 };
                 self.pending_item = Some(marker);
             }
-            Tag::Emphasis => self.styles.push(self.style().add_modifier(Modifier::ITALIC)),
-            Tag::Strong => self.styles.push(self.style().add_modifier(Modifier::BOLD)),
-            Tag::Strikethrough => self.styles.push(self.style().add_modifier(Modifier::CROSSED_OUT)),
-            Tag::Link { .. } | Tag::Image { .. } => self
+            Tag::Emphasis => self
                 .styles
-                .push(self.style().fg(self.theme.link).add_modifier(Modifier::UNDERLINED)),
+                .push(self.style().add_modifier(Modifier::ITALIC)),
+            Tag::Strong => self.styles.push(self.style().add_modifier(Modifier::BOLD)),
+            Tag::Strikethrough => self
+                .styles
+                .push(self.style().add_modifier(Modifier::CROSSED_OUT)),
+            Tag::Link { .. } | Tag::Image { .. } => self.styles.push(
+                self.style()
+                    .fg(self.theme.link)
+                    .add_modifier(Modifier::UNDERLINED),
+            ),
             Tag::HtmlBlock
             | Tag::FootnoteDefinition(_)
             | Tag::DefinitionList
@@ -255,7 +274,11 @@ impl Renderer<'_> {
                 }
             }
             TagEnd::Item => self.flush(),
-            TagEnd::Emphasis | TagEnd::Strong | TagEnd::Strikethrough | TagEnd::Link | TagEnd::Image => {
+            TagEnd::Emphasis
+            | TagEnd::Strong
+            | TagEnd::Strikethrough
+            | TagEnd::Link
+            | TagEnd::Image => {
                 self.styles.pop();
             }
             TagEnd::HtmlBlock
@@ -276,7 +299,12 @@ impl Renderer<'_> {
 
 /// Renders markdown to lines. Code blocks are numbered from `first_block + 1`; the second value is
 /// how many code blocks the text had.
-pub fn render(text: &str, theme: &Theme, base: Style, first_block: usize) -> (Vec<Line<'static>>, usize) {
+pub fn render(
+    text: &str,
+    theme: &Theme,
+    base: Style,
+    first_block: usize,
+) -> (Vec<Line<'static>>, usize) {
     let mut r = Renderer {
         theme,
         lines: Vec::new(),
@@ -288,7 +316,10 @@ pub fn render(text: &str, theme: &Theme, base: Style, first_block: usize) -> (Ve
         next_block: first_block,
         pending_item: None,
     };
-    for ev in Parser::new_ext(text, Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS) {
+    for ev in Parser::new_ext(
+        text,
+        Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS,
+    ) {
         r.event(ev);
     }
     r.end_code();
@@ -382,8 +413,14 @@ mod tests {
         assert_eq!(
             b,
             vec![
-                CodeBlock { lang: "rust".into(), code: "fn x() {}\n".into() },
-                CodeBlock { lang: "py".into(), code: "print(1)\n".into() },
+                CodeBlock {
+                    lang: "rust".into(),
+                    code: "fn x() {}\n".into()
+                },
+                CodeBlock {
+                    lang: "py".into(),
+                    code: "print(1)\n".into()
+                },
             ]
         );
     }
@@ -415,7 +452,11 @@ mod tests {
         );
         let bold = lines[2].spans.iter().find(|s| s.content == "bold").unwrap();
         assert!(bold.style.add_modifier.contains(Modifier::BOLD));
-        let kw = lines[13].spans.iter().find(|s| s.content.contains("let")).unwrap();
+        let kw = lines[13]
+            .spans
+            .iter()
+            .find(|s| s.content.contains("let"))
+            .unwrap();
         assert_eq!(kw.style.fg, Some(t.syntax_color(t.syntax.keyword)));
         assert_eq!(kw.style.bg, Some(t.code_bg));
     }

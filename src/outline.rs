@@ -108,7 +108,11 @@ fn walk_rust(node: Node, src: &[u8], depth: usize, in_impl: bool, out: &mut Vec<
         let name = || text(child.child_by_field_name("name"), src);
         match child.kind() {
             "function_item" | "function_signature_item" => {
-                let kind = if in_impl { SymbolKind::Method } else { SymbolKind::Function };
+                let kind = if in_impl {
+                    SymbolKind::Method
+                } else {
+                    SymbolKind::Function
+                };
                 push(out, kind, name(), child, depth);
             }
             "struct_item" => push(out, SymbolKind::Struct, name(), child, depth),
@@ -119,7 +123,10 @@ fn walk_rust(node: Node, src: &[u8], depth: usize, in_impl: bool, out: &mut Vec<
                 } else {
                     let ty = text(child.child_by_field_name("type"), src);
                     match child.child_by_field_name("trait") {
-                        Some(tr) => (SymbolKind::Impl, format!("{} for {ty}", text(Some(tr), src))),
+                        Some(tr) => (
+                            SymbolKind::Impl,
+                            format!("{} for {ty}", text(Some(tr), src)),
+                        ),
                         None => (SymbolKind::Impl, ty),
                     }
                 };
@@ -151,7 +158,11 @@ fn walk_python(node: Node, src: &[u8], depth: usize, in_class: bool, out: &mut V
         let name = text(def.child_by_field_name("name"), src);
         match def.kind() {
             "function_definition" => {
-                let kind = if in_class { SymbolKind::Method } else { SymbolKind::Function };
+                let kind = if in_class {
+                    SymbolKind::Method
+                } else {
+                    SymbolKind::Function
+                };
                 push(out, kind, name, child, depth);
                 if let Some(body) = def.child_by_field_name("body") {
                     walk_python(body, src, depth + 1, false, out);

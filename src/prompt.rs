@@ -41,7 +41,11 @@ fn truncation_note(keep: usize, total: usize) -> String {
     format!("\n[... truncated: {keep} of {total} lines fit the context budget]\n")
 }
 
-fn cut_snippet(s: &ContextSnippet, count: &TokenCounter, budget: usize) -> Option<(ContextSnippet, bool)> {
+fn cut_snippet(
+    s: &ContextSnippet,
+    count: &TokenCounter,
+    budget: usize,
+) -> Option<(ContextSnippet, bool)> {
     let note_cost = count(&truncation_note(usize::MAX, usize::MAX)) + count(&s.label) + 4;
     if budget <= note_cost {
         return None;
@@ -68,7 +72,11 @@ fn cut_snippet(s: &ContextSnippet, count: &TokenCounter, budget: usize) -> Optio
 /// Fits `messages` (the last one being the new user message) into `budget` tokens. Returns the
 /// messages to send and notes for the user about what was cut; an error if the new message's own
 /// text does not fit.
-pub fn fit(messages: &[ChatMessage], count: &TokenCounter, budget: usize) -> Result<(Vec<ChatMessage>, Vec<String>), String> {
+pub fn fit(
+    messages: &[ChatMessage],
+    count: &TokenCounter,
+    budget: usize,
+) -> Result<(Vec<ChatMessage>, Vec<String>), String> {
     let Some((last, history)) = messages.split_last() else {
         return Ok((Vec::new(), Vec::new()));
     };
@@ -91,7 +99,10 @@ pub fn fit(messages: &[ChatMessage], count: &TokenCounter, budget: usize) -> Res
                 }
                 newest.context.push(cut);
             }
-            None => notes.push(format!("{} did not fit the model's context and was left out", s.label)),
+            None => notes.push(format!(
+                "{} did not fit the model's context and was left out",
+                s.label
+            )),
         }
     }
     let mut kept = Vec::new();
@@ -105,7 +116,9 @@ pub fn fit(messages: &[ChatMessage], count: &TokenCounter, budget: usize) -> Res
     }
     let dropped = history.len() - kept.len();
     if dropped > 0 {
-        notes.push(format!("the {dropped} oldest messages no longer fit the context and were not sent"));
+        notes.push(format!(
+            "the {dropped} oldest messages no longer fit the context and were not sent"
+        ));
     }
     kept.reverse();
     kept.push(newest);
@@ -128,7 +141,10 @@ mod tests {
         let text = "aaaa\nbbbb\ncccc\n";
         for budget in 0..20 {
             let n = fit_lines(text, &bytes(), budget);
-            let naive = (0..=3).rev().find(|&k| text.lines().take(k).map(|l| l.len() + 1).sum::<usize>() <= budget).unwrap();
+            let naive = (0..=3)
+                .rev()
+                .find(|&k| text.lines().take(k).map(|l| l.len() + 1).sum::<usize>() <= budget)
+                .unwrap();
             assert_eq!(n, naive, "budget {budget}");
         }
     }
@@ -140,11 +156,18 @@ mod tests {
         let recent = ChatMessage::new(Role::Assistant, "y".repeat(10));
         let mut new = ChatMessage::new(Role::User, "question");
         let file: String = (0..50).map(|i| format!("line {i:02}\n")).collect();
-        new.context.push(ContextSnippet { label: "f.rs".into(), text: file });
+        new.context.push(ContextSnippet {
+            label: "f.rs".into(),
+            text: file,
+        });
         // The new message's files come first: the big file is cut to what is left, then history.
         let (msgs, notes) = fit(&[old.clone(), recent.clone(), new.clone()], &c, 200).unwrap();
         let snip = &msgs.last().unwrap().context[0];
-        assert!(snip.text.contains("truncated") && snip.text.starts_with("line 00\n"), "{}", snip.text);
+        assert!(
+            snip.text.contains("truncated") && snip.text.starts_with("line 00\n"),
+            "{}",
+            snip.text
+        );
         assert!(notes.iter().any(|n| n.contains("f.rs was cut")));
         let total: usize = msgs.iter().map(|m| cost(m, &c)).sum();
         assert!(total <= 200 + 16, "{total}");
@@ -153,12 +176,23 @@ mod tests {
         let (msgs, notes) = fit(&[old, recent.clone(), new], &c, 150).unwrap();
         assert_eq!(msgs.len(), 2, "{notes:?}");
         assert_eq!(msgs[0], recent);
-        assert_eq!(notes, vec!["the 1 oldest messages no longer fit the context and were not sent"]);
+        assert_eq!(
+            notes,
+            vec!["the 1 oldest messages no longer fit the context and were not sent"]
+        );
     }
 
     #[test]
     fn an_oversized_message_is_an_error() {
-        let e = fit(&[ChatMessage::new(Role::User, "z".repeat(500))], &bytes(), 100).unwrap_err();
-        assert!(e.contains("508 tokens") && e.contains("budget of 100"), "{e}");
+        let e = fit(
+            &[ChatMessage::new(Role::User, "z".repeat(500))],
+            &bytes(),
+            100,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("508 tokens") && e.contains("budget of 100"),
+            "{e}"
+        );
     }
 }

@@ -25,7 +25,9 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -37,7 +39,8 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 pub fn save(data_dir: &Path, name: &str, messages: &[ChatMessage]) -> anyhow::Result<PathBuf> {
     check_name(name)?;
     let dir = sessions_dir(data_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(format!("{name}.json"));
     let tmp = dir.join(format!(".{name}.json.tmp"));
     let file = SessionFile {
@@ -45,8 +48,10 @@ pub fn save(data_dir: &Path, name: &str, messages: &[ChatMessage]) -> anyhow::Re
         messages: messages.to_vec(),
     };
     let text = serde_json::to_string_pretty(&file)?;
-    std::fs::write(&tmp, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    std::fs::write(&tmp, text)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(path)
 }
 
@@ -58,10 +63,14 @@ pub fn load(data_dir: &Path, name: &str) -> anyhow::Result<Vec<ChatMessage>> {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("no saved session named {name:?}"),
         _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
     })?;
-    let file: SessionFile =
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("session file {} is corrupt: {e}", path.display()))?;
+    let file: SessionFile = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("session file {} is corrupt: {e}", path.display()))?;
     if file.version != VERSION {
-        anyhow::bail!("session file {} has version {}, expected {VERSION}", path.display(), file.version);
+        anyhow::bail!(
+            "session file {} has version {}, expected {VERSION}",
+            path.display(),
+            file.version
+        );
     }
     Ok(file.messages)
 }
@@ -111,7 +120,10 @@ mod tests {
         });
         m.attachments.push(Attachment {
             path: "x.png".into(),
-            kind: AttachmentKind::Image { width: 2, height: 3 },
+            kind: AttachmentKind::Image {
+                width: 2,
+                height: 3,
+            },
             data: None,
         });
         let msgs = vec![m, ChatMessage::new(Role::Assistant, "hello")];

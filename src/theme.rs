@@ -10,7 +10,10 @@ use serde::Deserialize;
 const BUILTIN: [(&str, &str); 3] = [
     ("dark", include_str!("../themes/dark.toml")),
     ("light", include_str!("../themes/light.toml")),
-    ("high-contrast", include_str!("../themes/high-contrast.toml")),
+    (
+        "high-contrast",
+        include_str!("../themes/high-contrast.toml"),
+    ),
 ];
 
 /// The names of the themes built into the binary.
@@ -102,7 +105,9 @@ fn parse_rgb(key: &str, s: &str) -> anyhow::Result<[u8; 3]> {
     let hex = s
         .strip_prefix('#')
         .filter(|h| h.len() == 6 && h.chars().all(|c| c.is_ascii_hexdigit()))
-        .ok_or_else(|| anyhow::anyhow!("`{key}` = {s:?} is not a colour of the form \"#rrggbb\""))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!("`{key}` = {s:?} is not a colour of the form \"#rrggbb\"")
+        })?;
     let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16);
     Ok([byte(0)?, byte(2)?, byte(4)?])
 }
@@ -120,8 +125,10 @@ fn parse_color(key: &str, s: &str) -> anyhow::Result<Color> {
 impl Theme {
     /// Parses a theme file's text; errors name the key that is wrong.
     pub fn parse(name: &str, text: &str) -> anyhow::Result<Self> {
-        let f: ThemeFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("theme {name}: {}", e.message()))?;
-        let c = |k: &str, v: &str| parse_color(k, v).map_err(|e| anyhow::anyhow!("theme {name}: {e}"));
+        let f: ThemeFile =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("theme {name}: {}", e.message()))?;
+        let c =
+            |k: &str, v: &str| parse_color(k, v).map_err(|e| anyhow::anyhow!("theme {name}: {e}"));
         let s = |k: &str, v: &str| {
             parse_rgb(&format!("syntax.{k}"), v).map_err(|e| anyhow::anyhow!("theme {name}: {e}"))
         };
@@ -170,10 +177,12 @@ impl Theme {
                 return Self::parse(name, &text);
             }
         }
-        let (_, text) = BUILTIN
-            .iter()
-            .find(|(n, _)| *n == name)
-            .ok_or_else(|| anyhow::anyhow!("unknown theme {name:?} (built in: {})", builtin_names().join(", ")))?;
+        let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown theme {name:?} (built in: {})",
+                builtin_names().join(", ")
+            )
+        })?;
         Self::parse(name, text)
     }
 
@@ -194,10 +203,16 @@ impl Theme {
         Style::default().fg(self.dim)
     }
     pub fn border(&self, focused: bool) -> Style {
-        Style::default().fg(if focused { self.border_focus } else { self.border })
+        Style::default().fg(if focused {
+            self.border_focus
+        } else {
+            self.border
+        })
     }
     pub fn title(&self) -> Style {
-        Style::default().fg(self.accent).add_modifier(Modifier::BOLD)
+        Style::default()
+            .fg(self.accent)
+            .add_modifier(Modifier::BOLD)
     }
     pub fn status(&self) -> Style {
         Style::default().fg(self.status_fg).bg(self.status_bg)
@@ -209,7 +224,9 @@ impl Theme {
         Style::default().fg(self.fg).bg(self.popup_bg)
     }
     pub fn selected(&self) -> Style {
-        Style::default().bg(self.selection_bg).add_modifier(Modifier::BOLD)
+        Style::default()
+            .bg(self.selection_bg)
+            .add_modifier(Modifier::BOLD)
     }
     pub fn role(&self, role: crate::engine::Role) -> Style {
         let c = match role {
@@ -259,7 +276,9 @@ mod tests {
     #[test]
     fn a_user_theme_file_overrides_the_builtin() {
         let dir = tempfile::tempdir().unwrap();
-        let text = BUILTIN[0].1.replace("accent = \"#88c0d0\"", "accent = \"#010203\"");
+        let text = BUILTIN[0]
+            .1
+            .replace("accent = \"#88c0d0\"", "accent = \"#010203\"");
         std::fs::write(dir.path().join("dark.toml"), text).unwrap();
         let t = Theme::load("dark", Some(dir.path())).unwrap();
         assert_eq!(t.accent, Color::Rgb(1, 2, 3));

@@ -13,10 +13,12 @@ use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{
-    self, DisableBracketedPaste, EnableBracketedPaste, Event, KeyboardEnhancementFlags, PopKeyboardEnhancementFlags,
-    PushKeyboardEnhancementFlags,
+    self, DisableBracketedPaste, EnableBracketedPaste, Event, KeyboardEnhancementFlags,
+    PopKeyboardEnhancementFlags, PushKeyboardEnhancementFlags,
 };
-use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 
@@ -44,7 +46,12 @@ pub fn restore_terminal() {
     if ENHANCED_KEYS.swap(false, Ordering::SeqCst) {
         let _ = crossterm::execute!(out, PopKeyboardEnhancementFlags);
     }
-    let _ = crossterm::execute!(out, DisableBracketedPaste, LeaveAlternateScreen, crossterm::cursor::Show);
+    let _ = crossterm::execute!(
+        out,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        crossterm::cursor::Show
+    );
     let _ = disable_raw_mode();
     let _ = out.flush();
 }
@@ -64,12 +71,16 @@ fn enter() -> anyhow::Result<(Guard, Terminal<CrosstermBackend<Stdout>>)> {
         restore_terminal();
         prev(info);
     }));
-    enable_raw_mode().map_err(|e| anyhow::anyhow!("cannot switch the terminal to raw mode: {e}"))?;
+    enable_raw_mode()
+        .map_err(|e| anyhow::anyhow!("cannot switch the terminal to raw mode: {e}"))?;
     ACTIVE.store(true, Ordering::SeqCst);
     let guard = Guard;
     let mut out = stdout();
     crossterm::execute!(out, EnterAlternateScreen, EnableBracketedPaste)?;
-    if matches!(crossterm::terminal::supports_keyboard_enhancement(), Ok(true)) {
+    if matches!(
+        crossterm::terminal::supports_keyboard_enhancement(),
+        Ok(true)
+    ) {
         crossterm::execute!(
             out,
             PushKeyboardEnhancementFlags(KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES)
@@ -146,7 +157,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         None => None,
     };
     if cli.resume {
-        let latest = data_dir.as_deref().and_then(|d| crate::session::list(d).into_iter().next());
+        let latest = data_dir
+            .as_deref()
+            .and_then(|d| crate::session::list(d).into_iter().next());
         match (latest, data_dir.as_deref()) {
             (Some(name), Some(dir)) => match crate::session::load(dir, &name) {
                 Ok(m) => {
@@ -167,13 +180,15 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     let itx = tx.clone();
-    std::thread::Builder::new().name("tritter-input".into()).spawn(move || {
-        while let Ok(ev) = event::read() {
-            if itx.send(AppEvent::Term(ev)).is_err() {
-                break;
+    std::thread::Builder::new()
+        .name("tritter-input".into())
+        .spawn(move || {
+            while let Ok(ev) = event::read() {
+                if itx.send(AppEvent::Term(ev)).is_err() {
+                    break;
+                }
             }
-        }
-    })?;
+        })?;
     drop(tx);
 
     let mut clipboard = crate::clipboard::Clipboard::default();
@@ -195,7 +210,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        let wait = if dirty { FRAME.saturating_sub(last_draw.elapsed()) } else { Duration::from_millis(250) };
+        let wait = if dirty {
+            FRAME.saturating_sub(last_draw.elapsed())
+        } else {
+            Duration::from_millis(250)
+        };
         let first = match rx.recv_timeout(wait) {
             Ok(ev) => Some(ev),
             Err(RecvTimeoutError::Timeout) => {
@@ -205,7 +224,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        for ev in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+        for ev in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
             dirty = true;
             match ev {
                 AppEvent::Term(Event::Key(k)) => {
@@ -218,7 +240,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                     pending_keys.push((Instant::now(), app.busy()));
                     app.update(Action::Paste(s));
                 }
-                AppEvent::Term(Event::Resize(..) | Event::FocusGained | Event::FocusLost | Event::Mouse(_)) => {}
+                AppEvent::Term(
+                    Event::Resize(..) | Event::FocusGained | Event::FocusLost | Event::Mouse(_),
+                ) => {}
                 AppEvent::Gen(ev) => app.update(Action::Gen(ev)),
             }
             for eff in std::mem::take(&mut app.effects) {
@@ -229,7 +253,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                                 app.update(Action::Gen(GenEvent::Error(format!("{e:#}"))));
                             }
                         }
-                        None => app.update(Action::Gen(GenEvent::Error("no model is loaded".into()))),
+                        None => {
+                            app.update(Action::Gen(GenEvent::Error("no model is loaded".into())))
+                        }
                     },
                     Effect::Copy(text) => {
                         let lines = text.lines().count();
@@ -247,8 +273,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     drop(terminal);
     restore_terminal();
     if let Some(path) = std::env::var_os(LATENCY_LOG_VAR) {
-        std::fs::write(&path, latency.report() + "\n")
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", std::path::Path::new(&path).display()))?;
+        std::fs::write(&path, latency.report() + "\n").map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write {}: {e}",
+                std::path::Path::new(&path).display()
+            )
+        })?;
     }
     if let Some(w) = worker {
         w.shutdown();

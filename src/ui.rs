@@ -21,7 +21,9 @@ pub fn draw(app: &App, f: &mut Frame) {
         return;
     }
     let chips = chip_spans(app);
-    let composer_h = (app.composer.lines().len() as u16 + 2).clamp(3, 10).min(area.height.saturating_sub(1));
+    let composer_h = (app.composer.lines().len() as u16 + 2)
+        .clamp(3, 10)
+        .min(area.height.saturating_sub(1));
     let chips_h = u16::from(!chips.is_empty() && area.height >= 8);
     let rows = Layout::default()
         .direction(Direction::Vertical)
@@ -59,11 +61,17 @@ pub fn draw(app: &App, f: &mut Frame) {
 fn chip_spans(app: &App) -> Vec<Span<'static>> {
     let mut v = Vec::new();
     for c in &app.pending_context {
-        v.push(Span::styled(format!(" {} ", short(&c.label, 40)), app.theme.chip()));
+        v.push(Span::styled(
+            format!(" {} ", short(&c.label, 40)),
+            app.theme.chip(),
+        ));
         v.push(Span::raw(" "));
     }
     for a in &app.pending_attachments {
-        v.push(Span::styled(format!(" {} ", crate::attach::chip_label(a)), app.theme.chip()));
+        v.push(Span::styled(
+            format!(" {} ", crate::attach::chip_label(a)),
+            app.theme.chip(),
+        ));
         v.push(Span::raw(" "));
     }
     v
@@ -73,7 +81,14 @@ fn short(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
-        let tail: String = s.chars().rev().take(max.saturating_sub(1)).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = s
+            .chars()
+            .rev()
+            .take(max.saturating_sub(1))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("…{tail}")
     }
 }
@@ -88,7 +103,10 @@ fn welcome(app: &App) -> Vec<Line<'static>> {
         Ok(i) => {
             v.push(Line::from(vec![
                 Span::styled("model ", t.dim()),
-                Span::raw(format!("{} on {} · {} tokens of context", i.model_name, i.device, i.context_limit)),
+                Span::raw(format!(
+                    "{} on {} · {} tokens of context",
+                    i.model_name, i.device, i.context_limit
+                )),
             ]));
             v.push(Line::styled(i.description.clone(), t.dim()));
         }
@@ -99,12 +117,20 @@ fn welcome(app: &App) -> Vec<Line<'static>> {
         "Enter sends · Shift+Enter/Alt+Enter/Ctrl+J newline · Esc stops a reply · /help lists commands",
         t.dim(),
     ));
-    v.push(Line::styled("@path or /file PATH adds code · /img, /audio attach · Ctrl+C twice quits", t.dim()));
+    v.push(Line::styled(
+        "@path or /file PATH adds code · /img, /audio attach · Ctrl+C twice quits",
+        t.dim(),
+    ));
     v
 }
 
 /// The wrapped lines of one entry (without the cache).
-fn entry_lines(app: &App, e: &Entry, width: u16, first_block: usize) -> (Vec<Line<'static>>, usize) {
+fn entry_lines(
+    app: &App,
+    e: &Entry,
+    width: u16,
+    first_block: usize,
+) -> (Vec<Line<'static>>, usize) {
     let t = &app.theme;
     let inner = width.saturating_sub(2).max(1);
     let indent = |lines: Vec<Line<'static>>| -> Vec<Line<'static>> {
@@ -120,11 +146,30 @@ fn entry_lines(app: &App, e: &Entry, width: u16, first_block: usize) -> (Vec<Lin
     let mut blocks = 0;
     match e.kind {
         EntryKind::Notice | EntryKind::Error => {
-            let st = if e.kind == EntryKind::Error { t.error() } else { t.notice() };
-            let lines: Vec<Line<'static>> = e.msg.content.lines().map(|l| Line::styled(l.to_string(), st)).collect();
+            let st = if e.kind == EntryKind::Error {
+                t.error()
+            } else {
+                t.notice()
+            };
+            let lines: Vec<Line<'static>> = e
+                .msg
+                .content
+                .lines()
+                .map(|l| Line::styled(l.to_string(), st))
+                .collect();
             let mut w = markdown::wrap(&lines, width.saturating_sub(2).max(1));
             if let Some(first) = w.first_mut() {
-                first.spans.insert(0, Span::styled(if e.kind == EntryKind::Error { "✗ " } else { "• " }, st));
+                first.spans.insert(
+                    0,
+                    Span::styled(
+                        if e.kind == EntryKind::Error {
+                            "✗ "
+                        } else {
+                            "• "
+                        },
+                        st,
+                    ),
+                );
             }
             for l in w.iter_mut().skip(1) {
                 l.spans.insert(0, Span::raw("  "));
@@ -137,14 +182,22 @@ fn entry_lines(app: &App, e: &Entry, width: u16, first_block: usize) -> (Vec<Lin
                 Role::Assistant => app.model_name().to_string(),
                 Role::System => "system".to_string(),
             };
-            out.push(Line::from(vec![Span::styled("▌ ", t.role(e.msg.role)), Span::styled(who, t.role(e.msg.role))]));
+            out.push(Line::from(vec![
+                Span::styled("▌ ", t.role(e.msg.role)),
+                Span::styled(who, t.role(e.msg.role)),
+            ]));
             let body = match e.msg.role {
                 Role::Assistant => {
                     let (lines, n) = markdown::render(&e.msg.content, t, t.base(), first_block);
                     blocks = n;
                     lines
                 }
-                Role::User | Role::System => e.msg.content.lines().map(|l| Line::raw(l.to_string())).collect(),
+                Role::User | Role::System => e
+                    .msg
+                    .content
+                    .lines()
+                    .map(|l| Line::raw(l.to_string()))
+                    .collect(),
             };
             out.extend(indent(body));
             let mut chips: Vec<Span<'static>> = vec![Span::raw("  ")];
@@ -218,7 +271,9 @@ fn draw_pane(app: &App, f: &mut Frame, area: Rect) {
     let focused = app.focus == Focus::CodePane;
     let title = match &app.pane {
         Some(PaneContent::File(v)) => v.display.clone(),
-        Some(PaneContent::Image { label, .. }) | Some(PaneContent::Audio { label, .. }) => label.clone(),
+        Some(PaneContent::Image { label, .. }) | Some(PaneContent::Audio { label, .. }) => {
+            label.clone()
+        }
         None => String::new(),
     };
     let block = Block::default()
@@ -239,7 +294,10 @@ fn draw_pane(app: &App, f: &mut Frame, area: Rect) {
             let h = inner.height.min(8);
             let spark_area = Rect { height: h, ..inner };
             f.render_widget(
-                Sparkline::default().data(wave.as_slice()).max(100).style(Style::default().fg(app.theme.accent)),
+                Sparkline::default()
+                    .data(wave.as_slice())
+                    .max(100)
+                    .style(Style::default().fg(app.theme.accent)),
                 spark_area,
             );
         }
@@ -268,9 +326,17 @@ fn draw_file(app: &App, f: &mut Frame, area: Rect, v: &FileView, focused: bool) 
             })
             .collect();
         let mut state = ListState::default().with_selected(Some(v.selected));
-        let hl = if focused { t.selected() } else { Style::default().add_modifier(Modifier::BOLD) };
+        let hl = if focused {
+            t.selected()
+        } else {
+            Style::default().add_modifier(Modifier::BOLD)
+        };
         let list = List::new(items)
-            .block(Block::default().borders(Borders::BOTTOM).border_style(t.border(false)))
+            .block(
+                Block::default()
+                    .borders(Borders::BOTTOM)
+                    .border_style(t.border(false)),
+            )
             .highlight_style(hl)
             .highlight_symbol("› ");
         f.render_stateful_widget(list, parts[0], &mut state);
@@ -284,9 +350,19 @@ fn draw_file(app: &App, f: &mut Frame, area: Rect, v: &FileView, focused: bool) 
     }
     let digits = v.lines.len().max(1).to_string().len();
     let sel = v.outline.get(v.selected);
-    for (i, l) in v.lines.iter().enumerate().skip(v.scroll).take(usize::from(code_area.height)) {
+    for (i, l) in v
+        .lines
+        .iter()
+        .enumerate()
+        .skip(v.scroll)
+        .take(usize::from(code_area.height))
+    {
         let in_sel = sel.is_some_and(|s| (s.start_line..=s.end_line).contains(&i));
-        let num_style = if in_sel { Style::default().fg(t.accent) } else { t.dim() };
+        let num_style = if in_sel {
+            Style::default().fg(t.accent)
+        } else {
+            t.dim()
+        };
         let mut spans = vec![Span::styled(format!("{:>digits$} ", i + 1), num_style)];
         spans.extend(l.spans.iter().cloned());
         lines.push(Line::from(spans));
@@ -340,7 +416,11 @@ fn draw_popup(app: &App, f: &mut Frame, main: Rect, composer: Rect) {
         .collect();
     let mut state = ListState::default().with_selected(Some(p.selected));
     let list = List::new(list_items)
-        .block(Block::default().borders(Borders::ALL).border_style(app.theme.border(true)))
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .border_style(app.theme.border(true)),
+        )
         .style(app.theme.popup())
         .highlight_style(app.theme.selected());
     f.render_widget(Clear, area);
@@ -359,8 +439,14 @@ fn draw_status(app: &App, f: &mut Frame, area: Rect) {
         (GenState::Streaming, true) => "streaming",
         (GenState::Stopping, true) => "stopping…",
     };
-    let tps = app.tok_per_s.map(|v| format!("{v:.1} tok/s")).unwrap_or_else(|| "- tok/s".into());
-    let hint = if app.ctrl_c_at.is_some_and(|t| t.elapsed() < crate::app::QUIT_WINDOW) {
+    let tps = app
+        .tok_per_s
+        .map(|v| format!("{v:.1} tok/s"))
+        .unwrap_or_else(|| "- tok/s".into());
+    let hint = if app
+        .ctrl_c_at
+        .is_some_and(|t| t.elapsed() < crate::app::QUIT_WINDOW)
+    {
         "Ctrl+C again to quit"
     } else if app.busy() {
         "Esc stops"
@@ -373,5 +459,8 @@ fn draw_status(app: &App, f: &mut Frame, area: Rect) {
         app.context_used,
         if app.latent { "on" } else { "off" },
     );
-    f.render_widget(Paragraph::new(Line::styled(text, app.theme.status())).style(app.theme.status()), area);
+    f.render_widget(
+        Paragraph::new(Line::styled(text, app.theme.status())).style(app.theme.status()),
+        area,
+    );
 }

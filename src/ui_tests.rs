@@ -69,9 +69,15 @@ fn take_request(app: &mut App) -> GenRequest {
 fn events_for(req: &GenRequest) -> Vec<GenEvent> {
     let mut e = ScriptedEngine::new(Duration::ZERO);
     let mut v = Vec::new();
-    e.generate(req, &AtomicBool::new(false), &mut |ev| v.push(ev)).unwrap();
+    e.generate(req, &AtomicBool::new(false), &mut |ev| v.push(ev))
+        .unwrap();
     // Fixed numbers keep the snapshot stable.
-    if let Some(GenEvent::Done { tok_per_s, first_token_ms, .. }) = v.last_mut() {
+    if let Some(GenEvent::Done {
+        tok_per_s,
+        first_token_ms,
+        ..
+    }) = v.last_mut()
+    {
         *tok_per_s = 25.0;
         *first_token_ms = 40.0;
     }
@@ -112,7 +118,9 @@ fn snapshot_streamed_exchange_with_highlighted_code() {
     let theme = Theme::dark();
     let mut found = false;
     for y in 0..buf.area.height {
-        let row: String = (0..buf.area.width).map(|x| buf[(x, y)].symbol().to_string()).collect();
+        let row: String = (0..buf.area.width)
+            .map(|x| buf[(x, y)].symbol().to_string())
+            .collect();
         if let Some(col) = row.find("let answer") {
             let cell = &buf[(col as u16, y)];
             assert_eq!(cell.fg, theme.syntax_color(theme.syntax.keyword));
@@ -142,13 +150,26 @@ fn snapshot_code_pane_with_outline_and_symbol_to_context() {
     insta::assert_snapshot!("code_pane_outline", render(&app, 90, 24).backend());
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     assert_eq!(app.focus, Focus::Composer);
-    assert_eq!(app.pending_context.len(), 1, "the symbol replaces the whole file");
-    assert_eq!(app.pending_context[0].label, "demo.rs: method new (lines 4-6)");
-    assert_eq!(app.pending_context[0].text, "    fn new() -> Self {\n        Counter { n: 0 }\n    }\n");
+    assert_eq!(
+        app.pending_context.len(),
+        1,
+        "the symbol replaces the whole file"
+    );
+    assert_eq!(
+        app.pending_context[0].label,
+        "demo.rs: method new (lines 4-6)"
+    );
+    assert_eq!(
+        app.pending_context[0].text,
+        "    fn new() -> Self {\n        Counter { n: 0 }\n    }\n"
+    );
     type_str(&mut app, "explain");
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     let req = take_request(&mut app);
-    assert_eq!(req.messages.last().unwrap().context[0].label, "demo.rs: method new (lines 4-6)");
+    assert_eq!(
+        req.messages.last().unwrap().context[0].label,
+        "demo.rs: method new (lines 4-6)"
+    );
 }
 
 #[test]
@@ -170,18 +191,29 @@ fn snapshot_command_popup_and_completion() {
 #[test]
 fn snapshot_attachment_chip_and_refusal() {
     let dir = tempfile::tempdir().unwrap();
-    let img = image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([(x * 30) as u8, (y * 30) as u8, 128]));
+    let img = image::RgbImage::from_fn(8, 8, |x, y| {
+        image::Rgb([(x * 30) as u8, (y * 30) as u8, 128])
+    });
     img.save(dir.path().join("cat.png")).unwrap();
-    let mut s: Vec<i16> = (0..8000).map(|i| ((i as f32 * 0.05).sin() * 8000.0 * (i as f32 / 8000.0)) as i16).collect();
+    let mut s: Vec<i16> = (0..8000)
+        .map(|i| ((i as f32 * 0.05).sin() * 8000.0 * (i as f32 / 8000.0)) as i16)
+        .collect();
     s.truncate(8000);
-    std::fs::write(dir.path().join("hum.wav"), crate::attach::tests::wav_bytes(8000, &s)).unwrap();
+    std::fs::write(
+        dir.path().join("hum.wav"),
+        crate::attach::tests::wav_bytes(8000, &s),
+    )
+    .unwrap();
     let mut app = app_in(dir.path());
     app.update(Action::Paste("/img cat.png".into()));
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     // The preview (ratatui-image, half-block protocol in tests) is drawn in the pane.
     let t = render(&app, 90, 20);
     let screen = format!("{}", t.backend());
-    assert!(screen.contains("img cat.png 8×8") && screen.contains('▀'), "{screen}");
+    assert!(
+        screen.contains("img cat.png 8×8") && screen.contains('▀'),
+        "{screen}"
+    );
     app.update(Action::Paste("/audio hum.wav".into()));
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     assert_eq!(app.pending_attachments.len(), 2);
@@ -189,8 +221,14 @@ fn snapshot_attachment_chip_and_refusal() {
     type_str(&mut app, "what is this?");
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     let req = take_request(&mut app);
-    assert!(req.messages.iter().all(|m| m.attachments.is_empty()), "not sent to a text-only model");
-    let notice = app.entries.iter().any(|e| e.msg.content.contains("takes no image or audio input"));
+    assert!(
+        req.messages.iter().all(|m| m.attachments.is_empty()),
+        "not sent to a text-only model"
+    );
+    let notice = app
+        .entries
+        .iter()
+        .any(|e| e.msg.content.contains("takes no image or audio input"));
     assert!(notice, "the refusal is said plainly");
 }
 
@@ -211,7 +249,10 @@ fn snapshot_tiny_terminal_and_resizing_never_panics() {
     type_str(&mut app, "/");
     insta::assert_snapshot!("tiny_terminal", render(&app, 20, 5).backend());
     let mut t = Terminal::new(TestBackend::new(120, 40)).unwrap();
-    for (w, h) in (1..=120).step_by(7).flat_map(|w| (1..=40).step_by(3).map(move |h| (w, h))) {
+    for (w, h) in (1..=120)
+        .step_by(7)
+        .flat_map(|w| (1..=40).step_by(3).map(move |h| (w, h)))
+    {
         t.backend_mut().resize(w, h);
         t.resize(ratatui::layout::Rect::new(0, 0, w, h)).unwrap();
         t.draw(|f| crate::ui::draw(&app, f)).unwrap();
@@ -240,22 +281,32 @@ fn enter_sends_and_three_chords_insert_newlines() {
 fn a_one_megabyte_paste_becomes_a_chip_fast_and_is_cut_to_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = app_in(dir.path());
-    let big: String = (0..30_000).map(|i| format!("line number {i:05} of the paste...\n")).collect();
+    let big: String = (0..30_000)
+        .map(|i| format!("line number {i:05} of the paste...\n"))
+        .collect();
     assert!(big.len() > 1_000_000);
     let start = Instant::now();
     app.update(Action::Paste(big.clone()));
     render(&app, 80, 24);
     let took = start.elapsed();
-    assert!(took < Duration::from_millis(500), "paste + frame took {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "paste + frame took {took:?}"
+    );
     assert!(app.composer.is_empty());
     assert_eq!(app.pending_context.len(), 1);
-    assert!(app.pending_context[0].label.starts_with("pasted text (30000 lines"));
+    assert!(app.pending_context[0]
+        .label
+        .starts_with("pasted text (30000 lines"));
     type_str(&mut app, "summarize");
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     let req = take_request(&mut app);
     let ctx = &req.messages.last().unwrap().context[0];
     let budget = 2048 - app.config.max_new_tokens;
-    assert!(ctx.text.len().div_ceil(4) <= budget, "snippet is within the budget");
+    assert!(
+        ctx.text.len().div_ceil(4) <= budget,
+        "snippet is within the budget"
+    );
     assert!(ctx.text.contains("truncated"));
     assert!(big.starts_with(ctx.text.lines().next().unwrap()));
 }
@@ -267,7 +318,9 @@ fn esc_stops_the_reply_and_ctrl_c_twice_quits() {
     type_str(&mut app, "hi");
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     let _ = take_request(&mut app);
-    app.update(Action::Gen(GenEvent::Token { text: "partial".into() }));
+    app.update(Action::Gen(GenEvent::Token {
+        text: "partial".into(),
+    }));
     press(&mut app, KeyCode::Esc, KeyModifiers::NONE);
     assert!(app.cancel.load(Ordering::Relaxed));
     assert_eq!(app.gen, GenState::Stopping);
@@ -278,7 +331,14 @@ fn esc_stops_the_reply_and_ctrl_c_twice_quits() {
         cancelled: true,
     }));
     assert_eq!(app.gen, GenState::Idle);
-    assert!(app.entries.last().unwrap().stats.as_deref().unwrap().ends_with("stopped"));
+    assert!(app
+        .entries
+        .last()
+        .unwrap()
+        .stats
+        .as_deref()
+        .unwrap()
+        .ends_with("stopped"));
 
     press(&mut app, KeyCode::Char('c'), KeyModifiers::CONTROL);
     assert!(app.effects.is_empty(), "one Ctrl+C does not quit");
@@ -297,19 +357,30 @@ fn copy_names_the_nth_code_block_and_mentions_add_files() {
     let req = take_request(&mut app);
     let ctx = &req.messages.last().unwrap().context;
     assert_eq!(ctx.len(), 1);
-    assert_eq!((ctx[0].label.as_str(), ctx[0].text.as_str()), ("a.py", "def f():\n    return 1\n"));
+    assert_eq!(
+        (ctx[0].label.as_str(), ctx[0].text.as_str()),
+        ("a.py", "def f():\n    return 1\n")
+    );
     for ev in events_for(&req) {
         app.update(Action::Gen(ev));
     }
     type_str(&mut app, "/copy 1");
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
-    let code = crate::markdown::code_blocks(&ScriptedEngine::reply_for(&req))[0].code.clone();
+    let code = crate::markdown::code_blocks(&ScriptedEngine::reply_for(&req))[0]
+        .code
+        .clone();
     assert_eq!(app.effects, vec![Effect::Copy(code)]);
     app.effects.clear();
     type_str(&mut app, "/copy 7");
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     assert!(app.effects.is_empty());
-    assert!(app.entries.last().unwrap().msg.content.contains("no code block 7"));
+    assert!(app
+        .entries
+        .last()
+        .unwrap()
+        .msg
+        .content
+        .contains("no code block 7"));
 }
 
 #[test]
@@ -317,12 +388,24 @@ fn binary_and_missing_files_give_messages_not_crashes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("b.bin"), [0u8, 1, 2]).unwrap();
     let mut app = app_in(dir.path());
-    for cmd in ["/file b.bin", "/file nope.rs", "/img nope.png", "/audio b.bin", "/copy", "/load"] {
+    for cmd in [
+        "/file b.bin",
+        "/file nope.rs",
+        "/img nope.png",
+        "/audio b.bin",
+        "/copy",
+        "/load",
+    ] {
         app.update(Action::Paste(cmd.into()));
         app.popup = None;
         press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
         let last = app.entries.last().unwrap();
-        assert_eq!(last.kind, crate::app::EntryKind::Error, "{cmd}: {}", last.msg.content);
+        assert_eq!(
+            last.kind,
+            crate::app::EntryKind::Error,
+            "{cmd}: {}",
+            last.msg.content
+        );
     }
     render(&app, 60, 20);
 }

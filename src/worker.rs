@@ -28,11 +28,15 @@ impl Worker {
             .spawn(move || {
                 for req in rx {
                     let mut sink = |ev: GenEvent| emit(ev);
-                    let res = std::panic::catch_unwind(AssertUnwindSafe(|| engine.generate(&req, &cancel, &mut sink)));
+                    let res = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        engine.generate(&req, &cancel, &mut sink)
+                    }));
                     match res {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => emit(GenEvent::Error(format!("{e:#}"))),
-                        Err(_) => emit(GenEvent::Error("the engine crashed (panic) during generation".into())),
+                        Err(_) => emit(GenEvent::Error(
+                            "the engine crashed (panic) during generation".into(),
+                        )),
                     }
                 }
             })?;
@@ -80,9 +84,13 @@ mod tests {
     fn streams_events_from_another_thread() {
         let (tx, rx) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let w = Worker::spawn(Box::new(ScriptedEngine::new(Duration::ZERO)), cancel, move |ev| {
-            let _ = tx.send((std::thread::current().name().map(String::from), ev));
-        })
+        let w = Worker::spawn(
+            Box::new(ScriptedEngine::new(Duration::ZERO)),
+            cancel,
+            move |ev| {
+                let _ = tx.send((std::thread::current().name().map(String::from), ev));
+            },
+        )
         .unwrap();
         w.send(req()).unwrap();
         let mut text = String::new();
@@ -107,7 +115,12 @@ mod tests {
         fn token_counter(&self) -> TokenCounter {
             Arc::new(|t: &str| t.len())
         }
-        fn generate(&mut self, _: &GenRequest, _: &AtomicBool, _: &mut dyn FnMut(GenEvent)) -> anyhow::Result<()> {
+        fn generate(
+            &mut self,
+            _: &GenRequest,
+            _: &AtomicBool,
+            _: &mut dyn FnMut(GenEvent),
+        ) -> anyhow::Result<()> {
             panic!("boom")
         }
     }
@@ -115,9 +128,13 @@ mod tests {
     #[test]
     fn an_engine_panic_becomes_an_error_event() {
         let (tx, rx) = mpsc::channel();
-        let w = Worker::spawn(Box::new(Panicky), Arc::new(AtomicBool::new(false)), move |ev| {
-            let _ = tx.send(ev);
-        })
+        let w = Worker::spawn(
+            Box::new(Panicky),
+            Arc::new(AtomicBool::new(false)),
+            move |ev| {
+                let _ = tx.send(ev);
+            },
+        )
         .unwrap();
         w.send(req()).unwrap();
         let ev = rx.recv_timeout(Duration::from_secs(10)).unwrap();

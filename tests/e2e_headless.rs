@@ -40,22 +40,40 @@ fn expected_reply(first_line: &str) -> String {
 #[test]
 fn p_streams_the_reply_to_stdout_and_exits_0() {
     let out = tritter(&["-p", "hello there"], None, true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected_reply("hello there"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        expected_reply("hello there")
+    );
     assert!(out.stderr.is_empty());
 }
 
 #[test]
 fn p_dash_reads_the_prompt_from_stdin() {
     let out = tritter(&["-p", "-"], Some("from stdin\nsecond line\n"), true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected_reply("from stdin"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        expected_reply("from stdin")
+    );
 }
 
 #[test]
 fn json_prints_one_object() {
     let out = tritter(&["-p", "json please", "--json"], None, true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -70,16 +88,28 @@ fn assert_one_line_error(out: &Output, needle: &str) {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("tritter: ") && err.contains(needle), "{err}");
+    assert!(
+        err.starts_with("tritter: ") && err.contains(needle),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 
 #[test]
 fn errors_are_one_line_with_a_nonzero_exit() {
     // No engine wired into this build: a message, not a crash.
-    assert_one_line_error(&tritter(&["-p", "hi"], None, false), "cannot load the built-in tritter-tiny model");
-    assert_one_line_error(&tritter(&["-p", "-"], Some("   \n"), true), "the prompt is empty");
-    assert_one_line_error(&tritter(&["-p", "x", "--img", "/no/such.png"], None, true), "cannot open /no/such.png");
+    assert_one_line_error(
+        &tritter(&["-p", "hi"], None, false),
+        "cannot load the built-in tritter-tiny model",
+    );
+    assert_one_line_error(
+        &tritter(&["-p", "-"], Some("   \n"), true),
+        "the prompt is empty",
+    );
+    assert_one_line_error(
+        &tritter(&["-p", "x", "--img", "/no/such.png"], None, true),
+        "cannot open /no/such.png",
+    );
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("a.png");
     image::RgbImage::new(2, 2).save(&png).unwrap();

@@ -14,7 +14,10 @@ struct Tmux {
 
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().expect("tmux is installed");
+        let out = Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux is installed");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     fn send(&self, keys: &[&str]) {
@@ -35,7 +38,10 @@ impl Tmux {
             if s.contains(needle) {
                 return s;
             }
-            assert!(start.elapsed() < timeout, "timed out waiting for {needle:?}; screen:\n{s}");
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {needle:?}; screen:\n{s}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -43,13 +49,18 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.session]).output();
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.session])
+            .output();
     }
 }
 
 fn start(dir: &Path, delay_ms: u32, latency_log: &Path) -> Tmux {
     assert!(
-        Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()),
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
         "tmux is not installed (the e2e test needs it; .ci/run installs it)"
     );
     let session = format!("tritter-e2e-{}", std::process::id());
@@ -62,7 +73,19 @@ fn start(dir: &Path, delay_ms: u32, latency_log: &Path) -> Tmux {
         log = latency_log.display(),
     );
     let status = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &session, "-x", "100", "-y", "30", "sh", "-c", &script])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            &script,
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -74,7 +97,10 @@ fn type_stream_stop_quit_in_a_real_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("latency.json");
     let t = start(dir.path(), 40, &log);
-    t.wait_for("Tritter — an offline coding assistant", Duration::from_secs(20));
+    t.wait_for(
+        "Tritter — an offline coding assistant",
+        Duration::from_secs(20),
+    );
     t.wait_for("scripted-echo", Duration::from_secs(5));
 
     // A prompt, and the reply streams in.
@@ -106,11 +132,21 @@ fn type_stream_stop_quit_in_a_real_terminal() {
     t.send(&["Enter"]);
     let s = t.wait_for("EXIT-CODE=", Duration::from_secs(20));
     assert!(s.contains("EXIT-CODE=0"), "{s}");
-    assert!(s.contains("BEFORE-TRITTER"), "the shell screen was restored:\n{s}");
+    assert!(
+        s.contains("BEFORE-TRITTER"),
+        "the shell screen was restored:\n{s}"
+    );
     assert!(!s.contains("You said"), "the app's screen is gone:\n{s}");
 
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
     eprintln!("keystroke-to-frame latency: {report}");
-    assert!(report["keys_while_streaming"].as_u64().unwrap() >= 6, "{report}");
-    assert!(report["streaming_p95_ms"].as_f64().unwrap() < 100.0, "{report}");
+    assert!(
+        report["keys_while_streaming"].as_u64().unwrap() >= 6,
+        "{report}"
+    );
+    assert!(
+        report["streaming_p95_ms"].as_f64().unwrap() < 100.0,
+        "{report}"
+    );
 }
