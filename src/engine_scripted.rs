@@ -11,14 +11,18 @@ use crate::engine::{Engine, EngineInfo, GenEvent, GenRequest, Role, TokenCounter
 
 /// Per-token delay in milliseconds for the scripted engine (makes streaming visible in tests).
 pub const DELAY_VAR: &str = "TRITTER_TEST_DELAY_MS";
+/// Repeats the reply's code section this many times (long replies for latency measurements).
+pub const REPEAT_VAR: &str = "TRITTER_TEST_REPEAT";
 
 pub struct ScriptedEngine {
     delay: Duration,
+    repeat: usize,
 }
 
 impl ScriptedEngine {
+    #[cfg(test)]
     pub fn new(delay: Duration) -> Self {
-        Self { delay }
+        Self { delay, repeat: 1 }
     }
 
     pub fn from_env() -> Self {
@@ -26,11 +30,25 @@ impl ScriptedEngine {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        Self::new(Duration::from_millis(ms))
+        let repeat = std::env::var(REPEAT_VAR)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+            .clamp(1, 10_000);
+        Self {
+            delay: Duration::from_millis(ms),
+            repeat,
+        }
     }
 
     /// The full reply for a request.
+    #[cfg(test)]
     pub fn reply_for(req: &GenRequest) -> String {
+        Self::reply_repeated(req, 1)
+    }
+
+    /// The reply with its code section `repeat` times.
+    pub fn reply_repeated(req: &GenRequest, repeat: usize) -> String {
         let last = req
             .messages
             .iter()
@@ -39,8 +57,11 @@ impl ScriptedEngine {
             .map(|m| m.content.as_str())
             .unwrap_or("");
         let first_line = last.lines().next().unwrap_or("");
-        let mut s = format!("You said: **{first_line}**\n\nHere is some code:\n\n");
-        s.push_str("```rust\nfn main() {\n    let answer = 42; // the answer\n    println!(\"{answer}\");\n}\n```\n");
+        let mut s = format!("You said: **{first_line}**\n\n");
+        for _ in 0..repeat.max(1) {
+            s.push_str("Here is some code:\n\n");
+            s.push_str("```rust\nfn main() {\n    let answer = 42; // the answer\n    println!(\"{answer}\");\n}\n```\n");
+        }
         if req.latent {
             s.push_str("\n(latent mode was on)\n");
         }
@@ -112,7 +133,7 @@ impl Engine for ScriptedEngine {
         let mut first_token_ms = 0.0;
         let mut n = 0;
         let mut cancelled = false;
-        for piece in Self::pieces(&Self::reply_for(req))
+        for piece in Self::pieces(&Self::reply_repeated(req, self.repeat))
             .into_iter()
             .take(req.max_new_tokens)
         {

@@ -3,7 +3,7 @@
 //! follow the TextMate scope-naming conventions that syntect's bundled grammars use.
 
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -15,7 +15,7 @@ use syntect::highlighting::{
 use syntect::parsing::{SyntaxReference, SyntaxSet};
 use syntect::util::LinesWithEndings;
 
-use crate::theme::Theme;
+use crate::theme::{SyntaxColors, Theme};
 
 /// Past this many lines a file is shown unhighlighted (keeps opening big files fast).
 pub const MAX_HIGHLIGHT_LINES: usize = 5000;
@@ -83,6 +83,23 @@ pub fn syntect_theme(theme: &Theme) -> STheme {
     }
 }
 
+/// `syntect_theme`, memoised for the last palette used (rendering highlights many blocks a frame).
+fn cached_syntect_theme(theme: &Theme) -> STheme {
+    static LAST: Mutex<Option<(SyntaxColors, STheme)>> = Mutex::new(None);
+    let mut last = match LAST.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match &*last {
+        Some((cols, t)) if *cols == theme.syntax => t.clone(),
+        _ => {
+            let t = syntect_theme(theme);
+            *last = Some((theme.syntax, t.clone()));
+            t
+        }
+    }
+}
+
 fn find_syntax(lang: &str) -> Option<&'static SyntaxReference> {
     let set = syntaxes();
     let lang = lang.trim().to_ascii_lowercase();
@@ -109,7 +126,7 @@ pub fn highlight(code: &str, lang: &str, theme: &Theme, bg: Option<Color>) -> Ve
         None => st,
     };
     let mut out = Vec::new();
-    let stheme = syntect_theme(theme);
+    let stheme = cached_syntect_theme(theme);
     let mut hl = find_syntax(lang).map(|syn| HighlightLines::new(syn, &stheme));
     for (i, line) in LinesWithEndings::from(code).enumerate() {
         let ranges = match hl.as_mut() {

@@ -33,6 +33,8 @@ use crate::worker::Worker;
 pub const FRAME: Duration = Duration::from_millis(33);
 /// Writes keystroke-to-frame latency figures here at exit (measurement, see docs/TUI.md).
 pub const LATENCY_LOG_VAR: &str = "TRITTER_LATENCY_LOG";
+/// Test hook: panic right after the first frame, to check the terminal is restored on panic.
+pub const TEST_PANIC_VAR: &str = "TRITTER_TEST_PANIC";
 
 static ENHANCED_KEYS: AtomicBool = AtomicBool::new(false);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -196,9 +198,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let mut pending_keys: Vec<(Instant, bool)> = Vec::new();
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
+    let test_panic = std::env::var_os(TEST_PANIC_VAR).is_some();
     'main: loop {
         if dirty && (!pending_keys.is_empty() || last_draw.elapsed() >= FRAME) {
             terminal.draw(|f| crate::ui::draw(&app, f))?;
+            if test_panic {
+                panic!("{TEST_PANIC_VAR} is set: panicking after the first frame");
+            }
             last_draw = Instant::now();
             dirty = false;
             for (t, streaming) in pending_keys.drain(..) {

@@ -56,6 +56,20 @@ impl Drop for Tmux {
 }
 
 fn start(dir: &Path, delay_ms: u32, latency_log: &Path) -> Tmux {
+    start_with(dir, delay_ms, latency_log, "")
+}
+
+fn start_with(dir: &Path, delay_ms: u32, latency_log: &Path, extra_env: &str) -> Tmux {
+    start_sized(dir, delay_ms, latency_log, extra_env, (100, 30))
+}
+
+fn start_sized(
+    dir: &Path,
+    delay_ms: u32,
+    latency_log: &Path,
+    extra_env: &str,
+    size: (u16, u16),
+) -> Tmux {
     assert!(
         Command::new("tmux")
             .arg("-V")
@@ -63,12 +77,12 @@ fn start(dir: &Path, delay_ms: u32, latency_log: &Path) -> Tmux {
             .is_ok_and(|o| o.status.success()),
         "tmux is not installed (the e2e test needs it; .ci/run installs it)"
     );
-    let session = format!("tritter-e2e-{}", std::process::id());
+    let session = format!("tritter-e2e-{}-{}", std::process::id(), extra_env.len());
     let bin = env!("CARGO_BIN_EXE_tritter");
     let script = format!(
         "cd '{d}' && echo BEFORE-TRITTER && TRITTER_TEST_ENGINE=echo TRITTER_TEST_DELAY_MS={delay_ms} \
-         TRITTER_CONFIG_DIR='{d}' TRITTER_DATA_DIR='{d}' TRITTER_LATENCY_LOG='{log}' '{bin}'; \
-         echo EXIT-CODE=$?; sleep 600",
+         TRITTER_CONFIG_DIR='{d}' TRITTER_DATA_DIR='{d}' TRITTER_LATENCY_LOG='{log}' {extra_env} '{bin}'; \
+         echo EXIT-CODE=$?; echo STTY=$(stty -a | grep -o -- '-*icanon'); sleep 600",
         d = dir.display(),
         log = latency_log.display(),
     );
@@ -79,9 +93,9 @@ fn start(dir: &Path, delay_ms: u32, latency_log: &Path) -> Tmux {
             "-s",
             &session,
             "-x",
-            "100",
+            &size.0.to_string(),
             "-y",
-            "30",
+            &size.1.to_string(),
             "sh",
             "-c",
             &script,
@@ -124,6 +138,25 @@ fn type_stream_stop_quit_in_a_real_terminal() {
     let s = t.wait_for("stopped", Duration::from_secs(20));
     assert!(s.contains("ready"), "{s}");
 
+    // A 1 MB bracketed paste arrives as one event and becomes a chip, not 30000 typed lines.
+    let big: String = (0..30_000)
+        .map(|i| format!("pasted line {i:05} .........\n"))
+        .collect();
+    let paste_file = dir.path().join("paste.txt");
+    std::fs::write(&paste_file, &big).unwrap();
+    t.cmd(&["load-buffer", "-b", "big", paste_file.to_str().unwrap()]);
+    let start = Instant::now();
+    t.cmd(&["paste-buffer", "-p", "-d", "-b", "big", "-t", &t.session]);
+    t.wait_for("pasted text (30000 lines", Duration::from_secs(20));
+    eprintln!("1 MB paste to chip on screen: {:?}", start.elapsed());
+    t.send(&["BSpace"]);
+
+    // Shrinking to 20x5 and back does not crash the app.
+    t.cmd(&["resize-window", "-t", &t.session, "-x", "20", "-y", "5"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.cmd(&["resize-window", "-t", &t.session, "-x", "100", "-y", "30"]);
+    t.wait_for("latent off", Duration::from_secs(10));
+
     // Quit: exit code 0 and the shell's screen is back.
     for _ in 0..6 {
         t.send(&["BSpace"]);
@@ -149,4 +182,56 @@ fn type_stream_stop_quit_in_a_real_terminal() {
         report["streaming_p95_ms"].as_f64().unwrap() < 100.0,
         "{report}"
     );
+}
+
+#[test]
+fn a_panic_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start_with(
+        dir.path(),
+        0,
+        &dir.path().join("l.json"),
+        "TRITTER_TEST_PANIC=1",
+    );
+    let s = t.wait_for("STTY=", Duration::from_secs(20));
+    assert!(s.contains("EXIT-CODE=101"), "{s}");
+    assert!(s.contains("STTY=icanon"), "raw mode was switched off:\n{s}");
+    assert!(
+        s.contains("BEFORE-TRITTER"),
+        "the shell screen was restored:\n{s}"
+    );
+    assert!(
+        s.contains("panicking after the first frame"),
+        "the panic message is shown:\n{s}"
+    );
+    assert!(
+        !s.contains("Tritter — an offline"),
+        "the app's screen is gone:\n{s}"
+    );
+}
+
+/// The measurement in docs/TUI.md: keystroke-to-frame latency (key event read → frame flushed)
+/// while a long reply streams at about 200 tokens/s in a 160x50 terminal. Run with
+/// `cargo test -p tritter --test e2e_tmux -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement, prints figures"]
+fn measure_keystroke_latency_while_streaming() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("latency.json");
+    let t = start_sized(dir.path(), 5, &log, "TRITTER_TEST_REPEAT=20", (160, 50));
+    t.wait_for("scripted-echo", Duration::from_secs(20));
+    t.type_text("stream a long reply");
+    t.send(&["Enter"]);
+    t.wait_for("streaming", Duration::from_secs(20));
+    let mut typed = 0;
+    while !t.screen().contains("first token") && typed < 400 {
+        t.type_text("x");
+        typed += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.send(&["C-c"]);
+    t.send(&["C-c"]);
+    t.wait_for("EXIT-CODE=", Duration::from_secs(20));
+    let report = std::fs::read_to_string(&log).unwrap();
+    eprintln!("keys typed: {typed}; latency report: {report}");
 }
