@@ -34,6 +34,15 @@ fn scolor(rgb: [u8; 3]) -> SColor {
     }
 }
 
+/// Loads the grammars on a background thread, so the first highlighted block does not stall a frame.
+pub fn warm_up() {
+    let _ = std::thread::Builder::new()
+        .name("tritter-syntax".into())
+        .spawn(|| {
+            syntaxes();
+        });
+}
+
 /// Builds a syntect theme from our palette.
 pub fn syntect_theme(theme: &Theme) -> STheme {
     let s = &theme.syntax;

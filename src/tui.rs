@@ -131,6 +131,7 @@ impl Latency {
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let config_dir = crate::config::config_dir()?;
     let config = Config::load(&config_dir)?;
+    crate::highlight::warm_up();
     let theme_name = cli.theme.clone().unwrap_or_else(|| config.theme.clone());
     let theme = Theme::load(&theme_name, Some(&config_dir.join("themes")))?;
     let data_dir = crate::config::data_dir().ok();

@@ -60,7 +60,7 @@ fn start(dir: &Path, delay_ms: u32, latency_log: &Path) -> Tmux {
 }
 
 fn start_with(dir: &Path, delay_ms: u32, latency_log: &Path, extra_env: &str) -> Tmux {
-    start_sized(dir, delay_ms, latency_log, extra_env, (100, 30))
+    start_sized(dir, delay_ms, latency_log, extra_env, (100, 30), "")
 }
 
 fn start_sized(
@@ -69,6 +69,7 @@ fn start_sized(
     latency_log: &Path,
     extra_env: &str,
     size: (u16, u16),
+    args: &str,
 ) -> Tmux {
     assert!(
         Command::new("tmux")
@@ -77,11 +78,13 @@ fn start_sized(
             .is_ok_and(|o| o.status.success()),
         "tmux is not installed (the e2e test needs it; .ci/run installs it)"
     );
-    let session = format!("tritter-e2e-{}-{}", std::process::id(), extra_env.len());
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let session = format!("tritter-e2e-{}-{n}", std::process::id());
     let bin = env!("CARGO_BIN_EXE_tritter");
     let script = format!(
         "cd '{d}' && echo BEFORE-TRITTER && TRITTER_TEST_ENGINE=echo TRITTER_TEST_DELAY_MS={delay_ms} \
-         TRITTER_CONFIG_DIR='{d}' TRITTER_DATA_DIR='{d}' TRITTER_LATENCY_LOG='{log}' {extra_env} '{bin}'; \
+         TRITTER_CONFIG_DIR='{d}' TRITTER_DATA_DIR='{d}' TRITTER_LATENCY_LOG='{log}' {extra_env} '{bin}' {args}; \
          echo EXIT-CODE=$?; echo STTY=$(stty -a | grep -o -- '-*icanon'); sleep 600",
         d = dir.display(),
         log = latency_log.display(),
@@ -218,7 +221,7 @@ fn a_panic_restores_the_terminal() {
 fn measure_keystroke_latency_while_streaming() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("latency.json");
-    let t = start_sized(dir.path(), 5, &log, "TRITTER_TEST_REPEAT=20", (160, 50));
+    let t = start_sized(dir.path(), 5, &log, "TRITTER_TEST_REPEAT=20", (160, 50), "");
     t.wait_for("scripted-echo", Duration::from_secs(20));
     t.type_text("stream a long reply");
     t.send(&["Enter"]);
@@ -234,4 +237,28 @@ fn measure_keystroke_latency_while_streaming() {
     t.wait_for("EXIT-CODE=", Duration::from_secs(20));
     let report = std::fs::read_to_string(&log).unwrap();
     eprintln!("keys typed: {typed}; latency report: {report}");
+}
+
+#[test]
+fn resume_reopens_the_last_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("l.json");
+    let t = start(dir.path(), 0, &log);
+    t.wait_for("scripted-echo", Duration::from_secs(20));
+    t.type_text("remember the walrus");
+    t.send(&["Enter"]);
+    t.wait_for("first token", Duration::from_secs(20));
+    t.type_text("/quit");
+    t.send(&["Enter"]);
+    t.wait_for("EXIT-CODE=0", Duration::from_secs(20));
+    drop(t);
+    let t = start_sized(dir.path(), 0, &log, "", (100, 30), "--resume");
+    let s = t.wait_for("resumed session", Duration::from_secs(20));
+    assert!(
+        s.contains("remember the walrus") && s.contains("You said: remember the walrus"),
+        "{s}"
+    );
+    t.type_text("/quit");
+    t.send(&["Enter"]);
+    t.wait_for("EXIT-CODE=0", Duration::from_secs(20));
 }
