@@ -152,6 +152,8 @@ pub struct App {
     pub picker: Picker,
     pub effects: Vec<Effect>,
     pub cache: RefCell<Vec<Option<CachedEntry>>>,
+    /// How far the chat could scroll at the last frame (set by `ui::draw`, bounds `chat_scroll`).
+    pub max_chat_scroll: std::cell::Cell<usize>,
     next_version: u64,
 }
 
@@ -193,6 +195,7 @@ impl App {
             picker: Picker::halfblocks(),
             effects: Vec::new(),
             cache: RefCell::new(Vec::new()),
+            max_chat_scroll: std::cell::Cell::new(0),
             next_version: 1,
         };
         app.reset_composer();
@@ -413,7 +416,8 @@ impl App {
                 self.pane_percent = (self.pane_percent as i16 + d).clamp(20, 80) as u16;
             }
             Action::ScrollChat(d) => {
-                self.chat_scroll = (self.chat_scroll as i64 + i64::from(d)).max(0) as usize;
+                let max = self.max_chat_scroll.get() as i64;
+                self.chat_scroll = (self.chat_scroll as i64 + i64::from(d)).clamp(0, max) as usize;
             }
             Action::PopupMove(d) => {
                 if let Some(p) = self.popup.as_mut() {

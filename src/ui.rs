@@ -261,6 +261,7 @@ fn draw_chat(app: &App, f: &mut Frame, area: Rect) {
     let lines = chat_lines(app, inner.width);
     let h = usize::from(inner.height);
     let max_scroll = lines.len().saturating_sub(h);
+    app.max_chat_scroll.set(max_scroll);
     let scroll = app.chat_scroll.min(max_scroll);
     let start = lines.len().saturating_sub(h + scroll);
     let visible: Vec<Line> = lines.into_iter().skip(start).take(h).collect();

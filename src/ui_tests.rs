@@ -111,6 +111,15 @@ fn snapshot_streamed_exchange_with_highlighted_code() {
         app.update(Action::Gen(ev));
     }
     assert_eq!(app.gen, GenState::Idle);
+    // PgUp scrolls back by at most what there is; PgDn returns to the bottom.
+    render(&app, 70, 10);
+    press(&mut app, KeyCode::PageUp, KeyModifiers::NONE);
+    assert_eq!(app.chat_scroll, app.max_chat_scroll.get());
+    assert!(app.chat_scroll > 0);
+    let top = format!("{}", render(&app, 70, 10).backend());
+    assert!(top.contains("▌ you"), "{top}");
+    press(&mut app, KeyCode::PageDown, KeyModifiers::NONE);
+    assert_eq!(app.chat_scroll, 0);
     let t = render(&app, 70, 22);
     insta::assert_snapshot!("exchange_done", t.backend());
     // The code block's keyword `let` is drawn in the theme's keyword colour on the code background.
