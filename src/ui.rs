@@ -289,7 +289,7 @@ fn draw_pane(app: &App, f: &mut Frame, area: Rect) {
     match &app.pane {
         Some(PaneContent::File(v)) => draw_file(app, f, inner, v, focused),
         Some(PaneContent::Image { protocol, .. }) => {
-            f.render_widget(Image::new(protocol.as_ref()), inner);
+            f.render_widget(Image::new(protocol.as_ref()).allow_clipping(true), inner);
         }
         Some(PaneContent::Audio { wave, .. }) => {
             let h = inner.height.min(8);
