@@ -1,74 +1,55 @@
-//! `tritter`: the command-line entry point. Parses the CLI and dispatches; errors are printed as
-//! one line with their whole chain.
+//! `tritter`: the command-line entry point. Parses the command line, then runs the TUI or the
+//! headless `-p` mode; every error is printed as one line (the whole cause chain) with exit code 1.
 
+mod app;
+mod app_commands;
+mod attach;
+mod cli;
+mod clipboard;
+mod codepane;
+mod commands;
+mod config;
+mod engine;
+mod engine_scripted;
+mod files;
+mod headless;
+mod highlight;
 mod logits;
+mod markdown;
+mod outline;
+mod prompt;
+mod session;
+mod theme;
+mod tui;
+mod ui;
+mod worker;
 
-use anyhow::{bail, Result};
-use candle_core::Device;
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+#[cfg(test)]
+mod ui_tests;
+
 use std::process::ExitCode;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "tritter",
-    version,
-    about = "Offline terminal coding assistant with an in-process ternary LLM"
-)]
-struct Cli {
-    /// Model checkpoint directory (config.json, model.safetensors, tokenizer.json).
-    #[arg(long, global = true)]
-    model: Option<PathBuf>,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, global = true, default_value = "cpu")]
-    device: String,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Write the f32 logits [T, V] of one forward pass over token ids (conformance probe).
-    Logits {
-        /// Comma-separated token ids, e.g. 1,2,3.
-        #[arg(long)]
-        ids: String,
-        /// Output safetensors file (tensor `logits`).
-        #[arg(long)]
-        out: PathBuf,
-    },
-}
-
-fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            bail!("--device {s}: this build has no CUDA support (build with --features cuda)")
-        }
-        other => bail!("--device: unknown device `{other}` (expected cpu, cuda or cuda:N)"),
-    }
-}
-
-fn run() -> Result<()> {
-    let cli = Cli::parse();
-    let device = parse_device(&cli.device)?;
-    match cli.command {
-        Some(Command::Logits { ids, out }) => {
-            let Some(model) = cli.model else {
-                bail!("logits: --model DIR is required");
-            };
-            logits::run(&model, &ids, &out, &device)
-        }
-        None => bail!("the interactive app is not built yet; try `tritter logits --help`"),
-    }
-}
+use clap::Parser;
 
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tritter: error: {e:#}");
+            tui::restore_terminal();
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("tritter: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = cli::Cli::parse();
+    if let Some(cmd) = &cli.command {
+        return cli::run_command(&cli, cmd);
+    }
+    match cli.prompt.as_deref() {
+        Some(p) => headless::run(&cli, p),
+        None => tui::run(&cli),
     }
 }

@@ -1,0 +1,80 @@
+//! The command line (clap). `tritter` alone opens the TUI; `-p` runs one prompt headless.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tritter",
+    version,
+    about = "Offline terminal coding assistant with an in-process ternary language model"
+)]
+pub struct Cli {
+    /// Model directory (config.json, model.safetensors, tokenizer.json); default: the built-in model.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Compute device: cpu or cuda[:N].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Reopen the most recent saved conversation.
+    #[arg(long)]
+    pub resume: bool,
+    /// Run one prompt without the TUI and stream the reply to stdout; `-p -` reads it from stdin.
+    #[arg(short = 'p', long = "prompt", value_name = "PROMPT")]
+    pub prompt: Option<String>,
+    /// With -p: print one JSON object {reply, tokens, tok_per_s, first_token_ms, model} instead.
+    #[arg(long, requires = "prompt")]
+    pub json: bool,
+    /// With -p: attach an image (PNG/JPEG).
+    #[arg(long, value_name = "FILE", requires = "prompt")]
+    pub img: Vec<PathBuf>,
+    /// With -p: attach audio (WAV/FLAC/MP3).
+    #[arg(long, value_name = "FILE", requires = "prompt")]
+    pub audio: Vec<PathBuf>,
+    /// Colour theme (overrides config.toml).
+    #[arg(long, value_name = "NAME")]
+    pub theme: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands beside the TUI and `-p`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the f32 logits [T, V] of one forward pass over token ids (conformance probe).
+    Logits {
+        /// Comma-separated token ids, e.g. 1,2,3.
+        #[arg(long)]
+        ids: String,
+        /// Output safetensors file (tensor `logits`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Parses `--device`.
+pub fn parse_device(s: Option<&str>) -> Result<Device> {
+    match s.unwrap_or("cpu") {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            bail!("--device {s}: this build has no CUDA support (build with --features cuda)")
+        }
+        other => bail!("--device: unknown device `{other}` (expected cpu, cuda or cuda:N)"),
+    }
+}
+
+/// Runs a subcommand.
+pub fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
+    let device = parse_device(cli.device.as_deref())?;
+    match cmd {
+        Command::Logits { ids, out } => {
+            let Some(model) = &cli.model else {
+                bail!("logits: --model DIR is required");
+            };
+            crate::logits::run(model, ids, out, &device)
+        }
+    }
+}

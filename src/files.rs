@@ -1,0 +1,170 @@
+//! Reading source files for the code pane and the prompt context: size limit, binary detection
+//! (a NUL byte in the first 8 KiB, as git does), UTF-8 validation with the offset of the first bad
+//! byte, and `@path` / path completion helpers.
+
+use std::path::{Path, PathBuf};
+
+/// Files larger than this are refused (the model's context could never hold them anyway).
+pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Reads a text file or says clearly why it cannot be shown.
+pub fn read_text_file(path: &Path) -> anyhow::Result<String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    if meta.is_dir() {
+        anyhow::bail!("{} is a directory, not a file", path.display());
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        anyhow::bail!(
+            "{} is too large to open ({} > {} limit)",
+            path.display(),
+            human_bytes(meta.len()),
+            human_bytes(MAX_FILE_BYTES)
+        );
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    check_text(path, bytes)
+}
+
+fn check_text(path: &Path, bytes: Vec<u8>) -> anyhow::Result<String> {
+    if bytes[..bytes.len().min(8192)].contains(&0) {
+        anyhow::bail!(
+            "{} looks like a binary file (it contains NUL bytes); not opened",
+            path.display()
+        );
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not UTF-8 text (invalid byte at offset {}); not opened",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// "1.5 MiB"-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Expands a leading `~/` to the home folder.
+pub fn expand_home(p: &str) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    PathBuf::from(p)
+}
+
+/// Paths that complete `prefix` (relative to `cwd` unless absolute): entries of its folder whose
+/// names start with its last component; folders end in `/`. Hidden entries only when asked for with
+/// a leading dot. Sorted, at most `limit`.
+pub fn complete_path(cwd: &Path, prefix: &str, limit: usize) -> Vec<String> {
+    let (dir_part, name_part) = match prefix.rfind('/') {
+        Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+        None => ("", prefix),
+    };
+    let dir = if dir_part.is_empty() {
+        cwd.to_path_buf()
+    } else {
+        let d = expand_home(dir_part);
+        if d.is_absolute() {
+            d
+        } else {
+            cwd.join(d)
+        }
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if !name.starts_with(name_part)
+                || (name.starts_with('.') && !name_part.starts_with('.'))
+            {
+                return None;
+            }
+            let slash = if e.file_type().ok()?.is_dir() {
+                "/"
+            } else {
+                ""
+            };
+            Some(format!("{dir_part}{name}{slash}"))
+        })
+        .collect();
+    out.sort();
+    out.truncate(limit);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_binary_non_utf8_and_huge_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("a.rs"), "fn main() {}\n").unwrap();
+        assert_eq!(read_text_file(&p("a.rs")).unwrap(), "fn main() {}\n");
+
+        std::fs::write(p("b.bin"), [1u8, 2, 0, 3]).unwrap();
+        let e = read_text_file(&p("b.bin")).unwrap_err().to_string();
+        assert!(e.contains("binary"), "{e}");
+
+        std::fs::write(p("c.txt"), b"ok\xffno").unwrap();
+        let e = read_text_file(&p("c.txt")).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8") && e.contains("offset 2"), "{e}");
+
+        let f = std::fs::File::create(p("d.txt")).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap();
+        let e = read_text_file(&p("d.txt")).unwrap_err().to_string();
+        assert!(e.contains("too large") && e.contains("2.0 MiB"), "{e}");
+
+        let e = read_text_file(&p("missing")).unwrap_err().to_string();
+        assert!(e.contains("cannot open"), "{e}");
+        let e = read_text_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("directory"), "{e}");
+    }
+
+    #[test]
+    fn path_completion() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/main.rs"), "").unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        std::fs::write(dir.path().join("setup.py"), "").unwrap();
+        std::fs::write(dir.path().join(".hidden"), "").unwrap();
+        assert_eq!(complete_path(dir.path(), "s", 10), vec!["setup.py", "src/"]);
+        assert_eq!(
+            complete_path(dir.path(), "src/", 10),
+            vec!["src/lib.rs", "src/main.rs"]
+        );
+        assert_eq!(complete_path(dir.path(), "src/m", 10), vec!["src/main.rs"]);
+        assert_eq!(complete_path(dir.path(), "", 10), vec!["setup.py", "src/"]);
+        assert_eq!(complete_path(dir.path(), ".h", 10), vec![".hidden"]);
+        assert!(complete_path(dir.path(), "nope/x", 10).is_empty());
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

@@ -1,0 +1,198 @@
+//! Fitting a conversation into the model's context budget before it goes to the engine (which
+//! formats it with the checkpoint's chat template). The newest user message must fit whole; its
+//! context snippets (files, symbols, pastes) are cut by whole lines to what is left, oldest history
+//! is dropped first. Token counts come from the engine's own tokenizer.
+
+use crate::engine::{ChatMessage, ContextSnippet, TokenCounter};
+
+/// Tokens a message costs besides its text (role markers, separators) — a small safety margin.
+const PER_MESSAGE_OVERHEAD: usize = 8;
+
+fn cost(m: &ChatMessage, count: &TokenCounter) -> usize {
+    PER_MESSAGE_OVERHEAD
+        + count(&m.content)
+        + m.context
+            .iter()
+            .map(|c| count(&c.label) + count(&c.text) + 4)
+            .sum::<usize>()
+}
+
+/// The longest whole-line prefix of `text` that counts at most `budget` tokens. Byte-level BPE
+/// gives at most one token per byte, so the prefix search starts from `budget` bytes.
+fn fit_lines(text: &str, count: &TokenCounter, budget: usize) -> usize {
+    let mut ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
+    if !text.is_empty() && !text.ends_with('\n') {
+        ends.push(text.len());
+    }
+    let fits = |n: usize| n == 0 || count(&text[..ends[n - 1]]) <= budget;
+    let (mut lo, mut hi) = (0usize, ends.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+fn truncation_note(keep: usize, total: usize) -> String {
+    format!("\n[... truncated: {keep} of {total} lines fit the context budget]\n")
+}
+
+fn cut_snippet(
+    s: &ContextSnippet,
+    count: &TokenCounter,
+    budget: usize,
+) -> Option<(ContextSnippet, bool)> {
+    let note_cost = count(&truncation_note(usize::MAX, usize::MAX)) + count(&s.label) + 4;
+    if budget <= note_cost {
+        return None;
+    }
+    let total_lines = s.text.lines().count();
+    let keep = fit_lines(&s.text, count, budget - note_cost);
+    if keep >= total_lines {
+        return Some((s.clone(), false));
+    }
+    if keep == 0 {
+        return None;
+    }
+    let mut text: String = s.text.lines().take(keep).collect::<Vec<_>>().join("\n");
+    text.push_str(&truncation_note(keep, total_lines));
+    Some((
+        ContextSnippet {
+            label: s.label.clone(),
+            text,
+        },
+        true,
+    ))
+}
+
+/// Fits `messages` (the last one being the new user message) into `budget` tokens. Returns the
+/// messages to send and notes for the user about what was cut; an error if the new message's own
+/// text does not fit.
+pub fn fit(
+    messages: &[ChatMessage],
+    count: &TokenCounter,
+    budget: usize,
+) -> Result<(Vec<ChatMessage>, Vec<String>), String> {
+    let Some((last, history)) = messages.split_last() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut notes = Vec::new();
+    let own = PER_MESSAGE_OVERHEAD + count(&last.content);
+    if own > budget {
+        return Err(format!(
+            "the message is {own} tokens, more than the model's budget of {budget} tokens; shorten it"
+        ));
+    }
+    let mut left = budget - own;
+    let mut newest = last.clone();
+    newest.context.clear();
+    for s in &last.context {
+        match cut_snippet(s, count, left) {
+            Some((cut, truncated)) => {
+                left = left.saturating_sub(count(&cut.text) + count(&cut.label) + 4);
+                if truncated {
+                    notes.push(format!("{} was cut to fit the model's context", s.label));
+                }
+                newest.context.push(cut);
+            }
+            None => notes.push(format!(
+                "{} did not fit the model's context and was left out",
+                s.label
+            )),
+        }
+    }
+    let mut kept = Vec::new();
+    for m in history.iter().rev() {
+        let c = cost(m, count);
+        if c > left {
+            break;
+        }
+        left -= c;
+        kept.push(m.clone());
+    }
+    let dropped = history.len() - kept.len();
+    if dropped > 0 {
+        notes.push(format!(
+            "the {dropped} oldest messages no longer fit the context and were not sent"
+        ));
+    }
+    kept.reverse();
+    kept.push(newest);
+    Ok((kept, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Role;
+    use std::sync::Arc;
+
+    /// One token per byte: an independent, exact model of byte-level worst case.
+    fn bytes() -> TokenCounter {
+        Arc::new(|t: &str| t.len())
+    }
+
+    #[test]
+    fn fit_lines_is_the_longest_fitting_prefix() {
+        let text = "aaaa\nbbbb\ncccc\n";
+        for budget in 0..20 {
+            let n = fit_lines(text, &bytes(), budget);
+            let naive = (0..=3)
+                .rev()
+                .find(|&k| text.lines().take(k).map(|l| l.len() + 1).sum::<usize>() <= budget)
+                .unwrap();
+            assert_eq!(n, naive, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn history_is_dropped_oldest_first_and_snippets_cut() {
+        let c = bytes();
+        let old = ChatMessage::new(Role::User, "x".repeat(100));
+        let recent = ChatMessage::new(Role::Assistant, "y".repeat(10));
+        let mut new = ChatMessage::new(Role::User, "question");
+        let file: String = (0..50).map(|i| format!("line {i:02}\n")).collect();
+        new.context.push(ContextSnippet {
+            label: "f.rs".into(),
+            text: file,
+        });
+        // The new message's files come first: the big file is cut to what is left, then history.
+        let (msgs, notes) = fit(&[old.clone(), recent.clone(), new.clone()], &c, 200).unwrap();
+        let snip = &msgs.last().unwrap().context[0];
+        assert!(
+            snip.text.contains("truncated") && snip.text.starts_with("line 00\n"),
+            "{}",
+            snip.text
+        );
+        assert!(notes.iter().any(|n| n.contains("f.rs was cut")));
+        let total: usize = msgs.iter().map(|m| cost(m, &c)).sum();
+        assert!(total <= 200 + 16, "{total}");
+        // A small file leaves room for the newest history, and the oldest goes first.
+        new.context[0].text = "line 00\n".into();
+        let (msgs, notes) = fit(&[old, recent.clone(), new], &c, 150).unwrap();
+        assert_eq!(msgs.len(), 2, "{notes:?}");
+        assert_eq!(msgs[0], recent);
+        assert_eq!(
+            notes,
+            vec!["the 1 oldest messages no longer fit the context and were not sent"]
+        );
+    }
+
+    #[test]
+    fn an_oversized_message_is_an_error() {
+        let e = fit(
+            &[ChatMessage::new(Role::User, "z".repeat(500))],
+            &bytes(),
+            100,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("508 tokens") && e.contains("budget of 100"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! End-to-end tests of `tritter -p`: the real binary, its stdout, stderr and exit code.
+//! They run the scripted test engine (`TRITTER_TEST_ENGINE=echo`), which is not a model; the reply
+//! it must stream is fixed, so the output is checked exactly. (To be switched to the built-in model
+//! once it is wired in.)
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn tritter(args: &[&str], stdin: Option<&str>, echo: bool) -> Output {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tritter"));
+    cmd.args(args)
+        .env("TRITTER_CONFIG_DIR", cfg.path())
+        .env("TRITTER_DATA_DIR", cfg.path())
+        .env_remove("TRITTER_TEST_DELAY_MS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if echo {
+        cmd.env("TRITTER_TEST_ENGINE", "echo");
+    } else {
+        cmd.env_remove("TRITTER_TEST_ENGINE");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// The scripted engine's reply (kept in step with `engine_scripted::ScriptedEngine::reply_for`).
+fn expected_reply(first_line: &str) -> String {
+    format!(
+        "You said: **{first_line}**\n\nHere is some code:\n\n```rust\nfn main() {{\n    let answer = 42; // the answer\n    println!(\"{{answer}}\");\n}}\n```\n"
+    )
+}
+
+#[test]
+fn p_streams_the_reply_to_stdout_and_exits_0() {
+    let out = tritter(&["-p", "hello there"], None, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        expected_reply("hello there")
+    );
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn p_dash_reads_the_prompt_from_stdin() {
+    let out = tritter(&["-p", "-"], Some("from stdin\nsecond line\n"), true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        expected_reply("from stdin")
+    );
+}
+
+#[test]
+fn json_prints_one_object() {
+    let out = tritter(&["-p", "json please", "--json"], None, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["reply"], expected_reply("json please"));
+    assert!(v["tokens"].as_u64().unwrap() > 10);
+    assert!(v["tok_per_s"].as_f64().unwrap() >= 0.0);
+    assert!(v["first_token_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["model"], "scripted-echo");
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tritter: ") && err.contains(needle),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn errors_are_one_line_with_a_nonzero_exit() {
+    // No engine wired into this build: a message, not a crash.
+    assert_one_line_error(
+        &tritter(&["-p", "hi"], None, false),
+        "cannot load the built-in tritter-tiny model",
+    );
+    assert_one_line_error(
+        &tritter(&["-p", "-"], Some("   \n"), true),
+        "the prompt is empty",
+    );
+    assert_one_line_error(
+        &tritter(&["-p", "x", "--img", "/no/such.png"], None, true),
+        "cannot open /no/such.png",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("a.png");
+    image::RgbImage::new(2, 2).save(&png).unwrap();
+    assert_one_line_error(
+        &tritter(&["-p", "x", "--img", png.to_str().unwrap()], None, true),
+        "takes no image input",
+    );
+}
