@@ -1,3 +1,33 @@
 //! `tritter-kernels`: ternary (BitNet b1.58) weight packing, int8 activation quantisation and
 //! CPU GEMV/GEMM kernels. Works on plain slices; never allocates tensors (the model crate wraps
-//! these in candle ops).
+//! these in candle ops). SIMD paths are chosen at run time and equal the scalar specification
+//! bit for bit.
+//!
+//! - [`format`]: the T2 block format, [`TernaryMatrix`], Hugging Face layout conversion.
+//! - [`quant`]: per-token int8 activation quantisation ([`quantize_row_i8`]).
+//! - [`kernels`]: integer [`gemv`]/[`gemm`], the f32 BitLinear product [`ternary_matmul`], and
+//!   forced-ISA variants for tests and benchmarks.
+
+mod error;
+pub mod format;
+pub mod kernels;
+pub mod quant;
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+#[path = "x86/mod.rs"]
+mod arch;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "portable.rs"]
+mod arch;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::KernelError;
+pub use format::{BlockT2, TernaryMatrix};
+pub use kernels::{
+    available_isas, best_isa, gemm, gemm_with, gemv, gemv_with, ternary_matmul,
+    ternary_matmul_with, Isa,
+};
+pub use quant::{quantize_row_i8, quantize_row_i8_scalar};
