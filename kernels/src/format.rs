@@ -35,8 +35,10 @@ use crate::KernelError;
 pub const PANEL_ROWS: usize = 16;
 /// Columns (input features) per block.
 pub const BLOCK_K: usize = 16;
-/// Largest `k` accepted: `|Σ (w+1)·x| ≤ 2·128·k` must stay below 2^31 in the i32 accumulators.
-pub const MAX_K: usize = 1 << 22;
+/// Largest `k` accepted (262 144). Keeps every i32 accumulator exact: `|Σ (w+1)·x| ≤ 2·128·k`,
+/// and the GEMV tile's plane accumulators, which carry an extra factor of up to 64, stay
+/// below 2^30 (see `x86::avx512::tile_vnni_gemv`).
+pub const MAX_K: usize = 1 << 18;
 
 /// One cache line of packed ternary codes: 16 rows × 16 columns, 2 bits each.
 #[repr(C, align(64))]
@@ -94,7 +96,7 @@ impl TernaryMatrix {
             return Err(KernelError::BadShape {
                 n,
                 k,
-                reason: "k exceeds 2^22, the bound that keeps i32 accumulators exact",
+                reason: "k exceeds 2^18, the bound that keeps i32 accumulators exact",
             });
         }
         let nb = k.div_ceil(BLOCK_K);

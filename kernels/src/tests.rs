@@ -75,6 +75,24 @@ fn extreme_activations_do_not_overflow() {
 }
 
 #[test]
+fn largest_k_does_not_overflow() {
+    let (n, k) = (17, format::MAX_K);
+    for (wv, xv) in [(1i8, -128i8), (-1, -128), (1, 127), (-1, 127)] {
+        let mat = TernaryMatrix::from_ternary(&vec![wv; n * k], n, k).unwrap();
+        let want = vec![i32::from(wv) * i32::from(xv) * k as i32; n];
+        for &isa in available_isas() {
+            let mut got = vec![0i32; n];
+            gemv_with(isa, &mat, &vec![xv; k], &mut got).unwrap();
+            assert_eq!(got, want, "{isa:?} w={wv} x={xv}");
+        }
+    }
+    assert!(matches!(
+        TernaryMatrix::from_ternary(&vec![0; k + 1], 1, k + 1),
+        Err(KernelError::BadShape { .. })
+    ));
+}
+
+#[test]
 fn ternary_matmul_matches_reference_statement() {
     let (n, k, m) = (37, 70, 20);
     let w: Vec<f32> = (0..n * k)

@@ -36,7 +36,8 @@ unsafe fn bcast4(p: *const i8) -> __m512i {
 }
 
 /// One panel × `M` tokens with `vpdpbusd`; `A` accumulator sets spread the four planes so that
-/// few-token tiles are not bound by the instruction's latency (A = 4 for M = 1).
+/// few-token tiles are not bound by the instruction's latency (A = 2 for M = 2, 3;
+/// one token uses [`tile_vnni_gemv`]).
 ///
 /// Overflow: each `vpdpbusd` adds four products `c·x` with `c ≤ 2`, `|x| ≤ 128` (≤ 1024) to an
 /// i32 lane; over `k ≤ 2^22` columns the sum stays below 2^31 (`format::MAX_K`).
@@ -76,6 +77,46 @@ pub(crate) unsafe fn tile_vnni<const M: usize, const A: usize>(
         // SAFETY: out[t] is 16 i32 = 64 bytes; storeu has no alignment need.
         unsafe { _mm512_storeu_si512(out[t].as_mut_ptr().cast(), s) };
     }
+    out
+}
+
+/// One panel × one token with `vpdpbusd`, without shifts: plane `i` is masked in place
+/// (`v & (3 << 2i)`, the code times `4^i`) into its own accumulator, which therefore holds
+/// `4^i ·` (that plane's dot product); an exact arithmetic shift right by `2i` undoes the
+/// factor at the end. Four ANDs and four `vpdpbusd` per 64-byte block instead of eleven ops.
+///
+/// Overflow: a masked code is at most `2 · 64 = 128` (fits u8); a `vpdpbusd` adds four
+/// products `≤ 128 · 128` per lane (≤ 2^16), one per 16 columns, so `k ≤ 2^18`
+/// (`format::MAX_K`) keeps every accumulator below 2^30.
+///
+/// # Safety
+/// CPU has AVX-512 F/BW/VNNI; `blocks` points to `nb` blocks; `xp` to `nb · 16` activations.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(crate) unsafe fn tile_vnni_gemv(
+    blocks: *const BlockT2,
+    nb: usize,
+    xp: *const i8,
+    sums: &[i32; 1],
+) -> [[i32; 16]; 1] {
+    let masks = [0x03u8, 0x0c, 0x30, 0xc0].map(|m| _mm512_set1_epi8(m as i8));
+    let mut acc = [_mm512_setzero_si512(); 4];
+    for b in 0..nb {
+        // SAFETY: b < nb blocks, each 64-byte aligned.
+        let v = unsafe { _mm512_load_si512(blocks.add(b).cast()) };
+        for (i, (a, mask)) in acc.iter_mut().zip(&masks).enumerate() {
+            // SAFETY: block b's activations are xp[16b .. 16b + 16]; 4i + 4 ≤ 16.
+            let xv = unsafe { bcast4(xp.add(b * BLOCK_K + 4 * i)) };
+            *a = _mm512_dpbusd_epi32(*a, _mm512_and_si512(v, *mask), xv);
+        }
+    }
+    let s = _mm512_add_epi32(
+        _mm512_add_epi32(acc[0], _mm512_srai_epi32::<2>(acc[1])),
+        _mm512_add_epi32(_mm512_srai_epi32::<4>(acc[2]), _mm512_srai_epi32::<6>(acc[3])),
+    );
+    let s = _mm512_sub_epi32(s, _mm512_set1_epi32(sums[0]));
+    let mut out = [[0i32; 16]; 1];
+    // SAFETY: out[0] is 64 bytes.
+    unsafe { _mm512_storeu_si512(out[0].as_mut_ptr().cast(), s) };
     out
 }
 

@@ -108,7 +108,7 @@ pub(crate) unsafe fn run_tile<S: Sink>(
         (Isa::Avx2, 2) => go!(2, avx2::tile::<2>),
         (Isa::Avx2, 3) => go!(3, avx2::tile::<3>),
         (Isa::Avx2, 4) => go!(4, avx2::tile::<4>),
-        (Isa::Avx512Vnni, 1) => go!(1, avx512::tile_vnni::<1, 4>),
+        (Isa::Avx512Vnni, 1) => go!(1, avx512::tile_vnni_gemv),
         (Isa::Avx512Vnni, 2) => go!(2, avx512::tile_vnni::<2, 2>),
         (Isa::Avx512Vnni, 3) => go!(3, avx512::tile_vnni::<3, 2>),
         (Isa::Avx512Vnni, 4) => go!(4, avx512::tile_vnni::<4, 1>),
