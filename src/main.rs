@@ -1,2 +1,4 @@
 //! `tritter`: the command-line entry point.
+pub mod bench_kernels;
+
 fn main() {}

@@ -111,7 +111,10 @@ pub(crate) unsafe fn tile_vnni_gemv(
     }
     let s = _mm512_add_epi32(
         _mm512_add_epi32(acc[0], _mm512_srai_epi32::<2>(acc[1])),
-        _mm512_add_epi32(_mm512_srai_epi32::<4>(acc[2]), _mm512_srai_epi32::<6>(acc[3])),
+        _mm512_add_epi32(
+            _mm512_srai_epi32::<4>(acc[2]),
+            _mm512_srai_epi32::<6>(acc[3]),
+        ),
     );
     let s = _mm512_sub_epi32(s, _mm512_set1_epi32(sums[0]));
     let mut out = [[0i32; 16]; 1];
