@@ -213,6 +213,7 @@ pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [i8]) -> (f32, i32) {
         // SAFETY: masked load/store touch only the tail's in-bounds lanes.
         let q = quant(unsafe { _mm512_maskz_loadu_ps(tail_mask, x.as_ptr().add(full)) });
         vsum = _mm512_add_epi32(vsum, _mm512_maskz_mov_epi32(tail_mask, q));
+        // SAFETY: the mask stores only the tail's in-bounds bytes of `out`.
         unsafe {
             _mm512_mask_cvtsepi32_storeu_epi8(out.as_mut_ptr().add(full).cast(), tail_mask, q)
         };
