@@ -397,8 +397,12 @@ mod tests {
         assert_eq!(scale, 1.0 / mean);
         // 0.5·1.2 = 0.6 → 1; -1.8 → -1; 0.3 → 0; 0; 2.4 → 1; -0.9 → -1
         assert_eq!(m.to_ternary(), vec![1, -1, 0, 0, 1, -1]);
+        // mean|W| = 1 exactly, scale 1: ±0.5 are ties and go to 0 (even), 1.5 → 2 → clamp 1.
+        let (t, tscale) = TernaryMatrix::from_f32_absmean(&[0.5, -0.5, 1.5, 1.5], 1, 4).unwrap();
+        assert_eq!(tscale, 1.0);
+        assert_eq!(t.to_ternary(), vec![0, 0, 1, 1]);
         let (z, zscale) = TernaryMatrix::from_f32_absmean(&[0.0; 4], 2, 2).unwrap();
-        assert_eq!(zscale, 1e5);
+        assert_eq!(zscale, 1.0 / 1e-5f32);
         assert_eq!(z.to_ternary(), vec![0; 4]);
     }
 }
