@@ -3,9 +3,10 @@
 //! the same sitting (the machines are shared and noisy).
 //!
 //! Shapes are BitNet b1.58 2B4T's (n × k): attention/FFN projections and the LM head for GEMV
-//! (batch 1), the projections for GEMM at batch 512. Times are medians of repeated calls after
-//! a warm-up; the copy figure is the best of several passes (STREAM convention: read + write
-//! bytes counted).
+//! (batch 1), the projections for GEMM at batch 512. Each figure is the best of repeated calls
+//! after a warm-up (the copy figure too, STREAM convention: read + write bytes counted): on a
+//! shared machine the best call is the one least disturbed by other processes, and ternary and
+//! f32 are measured alike. The medians are reported beside them (`*_median`).
 
 use std::time::{Duration, Instant};
 
@@ -47,8 +48,9 @@ impl ReportConfig {
 
 /// Runs the kernel benchmarks on a rayon pool of `threads` threads (candle's CPU matmul runs
 /// inside the same pool) and returns one JSON object: `isa`, `threads`, `copy_gbps`, `gemv`
-/// (`shape`, `ternary_us`, `f32_us`, `ternary_gbps`, `speedup_vs_f32`, `ternary_vs_copy`) and
-/// `gemm` (`shape`, `batch`, `ternary_gflops`, `f32_gflops`, `speedup_vs_f32`).
+/// (`shape`, `ternary_us`, `f32_us`, `ternary_gbps`, `speedup_vs_f32`, `ternary_vs_copy`,
+/// `ternary_us_median`, `f32_us_median`) and `gemm` (`shape`, `batch`, `ternary_gflops`,
+/// `f32_gflops`, `speedup_vs_f32`, `ternary_gflops_median`, `f32_gflops_median`).
 pub fn kernels_report(threads: usize) -> Result<Value> {
     report(threads, &ReportConfig::full())
 }
@@ -66,8 +68,9 @@ fn report(threads: usize, cfg: &ReportConfig) -> Result<Value> {
             let w = random_ternary(n, k)?;
             let x = activations(k);
             let mut y = vec![0f32; n];
-            let ternary_us = median_us(cfg.min_time, || ternary_matmul(&w, 1.0, &x, 1, &mut y))?;
-            let f32_us = candle_matmul_us(1, n, k, cfg.min_time)?;
+            let (ternary_us, ternary_med) =
+                time_us(cfg.min_time, || ternary_matmul(&w, 1.0, &x, 1, &mut y))?;
+            let (f32_us, f32_med) = candle_matmul_us(1, n, k, cfg.min_time)?;
             let ternary_gbps = w.packed_bytes() as f64 / ternary_us / 1e3;
             gemv.push(json!({
                 "shape": [n, k],
@@ -76,6 +79,8 @@ fn report(threads: usize, cfg: &ReportConfig) -> Result<Value> {
                 "ternary_gbps": ternary_gbps,
                 "speedup_vs_f32": f32_us / ternary_us,
                 "ternary_vs_copy": ternary_gbps / copy_gbps,
+                "ternary_us_median": ternary_med,
+                "f32_us_median": f32_med,
             }));
         }
         let mut gemm = Vec::new();
@@ -84,8 +89,9 @@ fn report(threads: usize, cfg: &ReportConfig) -> Result<Value> {
             let w = random_ternary(n, k)?;
             let x = activations(m * k);
             let mut y = vec![0f32; m * n];
-            let ternary_us = median_us(cfg.min_time, || ternary_matmul(&w, 1.0, &x, m, &mut y))?;
-            let f32_us = candle_matmul_us(m, n, k, cfg.min_time)?;
+            let (ternary_us, ternary_med) =
+                time_us(cfg.min_time, || ternary_matmul(&w, 1.0, &x, m, &mut y))?;
+            let (f32_us, f32_med) = candle_matmul_us(m, n, k, cfg.min_time)?;
             let flop = 2.0 * (m * n * k) as f64;
             gemm.push(json!({
                 "shape": [n, k],
@@ -93,6 +99,8 @@ fn report(threads: usize, cfg: &ReportConfig) -> Result<Value> {
                 "ternary_gflops": flop / ternary_us / 1e3,
                 "f32_gflops": flop / f32_us / 1e3,
                 "speedup_vs_f32": f32_us / ternary_us,
+                "ternary_gflops_median": flop / ternary_med / 1e3,
+                "f32_gflops_median": flop / f32_med / 1e3,
             }));
         }
         Ok(json!({
@@ -123,9 +131,9 @@ fn copy_bandwidth(bytes: usize, passes: usize) -> f64 {
     2.0 * bytes as f64 / best / 1e9
 }
 
-/// Median wall time of `f` in µs: one warm-up call, then calls until `min_time` has passed
-/// (at least 5).
-fn median_us<E>(min_time: Duration, mut f: impl FnMut() -> Result<(), E>) -> Result<f64>
+/// Best and median wall time of `f` in µs: one warm-up call, then calls until `min_time` has
+/// passed (at least 5).
+fn time_us<E>(min_time: Duration, mut f: impl FnMut() -> Result<(), E>) -> Result<(f64, f64)>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -138,15 +146,15 @@ where
         samples.push(t.elapsed().as_secs_f64() * 1e6);
     }
     samples.sort_by(f64::total_cmp);
-    Ok(samples[samples.len() / 2])
+    Ok((samples[0], samples[samples.len() / 2]))
 }
 
-/// Median time of candle's CPU f32 matmul `[m, k] × [k, n]` in µs.
-fn candle_matmul_us(m: usize, n: usize, k: usize, min_time: Duration) -> Result<f64> {
+/// Best and median time of candle's CPU f32 matmul `[m, k] × [k, n]` in µs.
+fn candle_matmul_us(m: usize, n: usize, k: usize, min_time: Duration) -> Result<(f64, f64)> {
     let dev = Device::Cpu;
     let a = Tensor::rand(-1f32, 1f32, (m, k), &dev)?;
     let b = Tensor::rand(-1f32, 1f32, (k, n), &dev)?;
-    median_us(min_time, || {
+    time_us(min_time, || {
         a.matmul(&b).map(|c| drop(std::hint::black_box(c)))
     })
 }
@@ -198,6 +206,8 @@ mod tests {
                 g["f32_us"].as_f64().unwrap(),
             );
             assert!(t > 0.0 && f > 0.0);
+            assert!(g["ternary_us_median"].as_f64().unwrap() >= t);
+            assert!(g["f32_us_median"].as_f64().unwrap() >= f);
             assert!((g["speedup_vs_f32"].as_f64().unwrap() - f / t).abs() < 1e-9 * (f / t));
         }
         // 20 rows pad to 2 panels of 16; 100 columns to 7 blocks of 16: 14 blocks of 64 bytes.
