@@ -14,10 +14,10 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Model directory (config.json, model.safetensors, tokenizer.json); default: the built-in model.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", global = true)]
     pub model: Option<PathBuf>,
     /// Compute device: cpu or cuda[:N].
-    #[arg(long, value_name = "DEVICE")]
+    #[arg(long, value_name = "DEVICE", global = true)]
     pub device: Option<String>,
     /// Reopen the most recent saved conversation.
     #[arg(long)]

@@ -150,7 +150,7 @@ pub fn unpack_hf(name: &str, t: &Tensor, out: usize, inp: usize) -> Result<Terna
     check_shape(name, t, &[out.div_ceil(4), inp])?;
     let bytes = t.flatten_all()?.to_vec1::<u8>()?;
     TernaryMatrix::from_hf_packed(&bytes, out, inp).map_err(|e| match e {
-        tritter_kernels::KernelError::Value(_) => Error::BadTernaryCode(name.to_string()),
+        tritter_kernels::KernelError::BadCode { .. } => Error::BadTernaryCode(name.to_string()),
         other => Error::Kernel(format!("{name}: {other}")),
     })
 }

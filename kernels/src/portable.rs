@@ -1,0 +1,42 @@
+//! Back end for targets without x86-64 SIMD kernels: no SIMD instruction set is reported, so
+//! every call runs the scalar specification (`crate::scalar`).
+
+use std::ops::Range;
+
+use crate::format::TernaryMatrix;
+use crate::kernels::Sink;
+use crate::Isa;
+
+/// No SIMD instruction sets on this target.
+pub(crate) fn detect() -> Vec<Isa> {
+    Vec::new()
+}
+
+/// Tokens per tile: the scalar path packs one token per tile.
+pub(crate) fn tile_tokens(_isa: Isa) -> usize {
+    1
+}
+
+/// No SIMD quantiser here.
+///
+/// # Safety
+/// None needed; `unsafe` only to match the x86-64 back end's signature.
+pub(crate) unsafe fn quantize_row(_isa: Isa, _x: &[f32], _out: &mut [i8]) -> Option<(f32, i32)> {
+    None
+}
+
+/// No SIMD tiles here: always `false`, so the caller runs the scalar tile.
+///
+/// # Safety
+/// None needed; `unsafe` only to match the x86-64 back end's signature.
+pub(crate) unsafe fn run_tile<S: Sink>(
+    _isa: Isa,
+    _w: &TernaryMatrix,
+    _xp: &[i8],
+    _sums: &[i32],
+    _t0: usize,
+    _panels: Range<usize>,
+    _sink: &S,
+) -> bool {
+    false
+}

@@ -1,0 +1,156 @@
+//! AVX2 kernels on T2 blocks: a `vpmaddubsw` tile (the two 32-byte halves of a block are rows
+//! 0..8 and 8..16) and the AVX2 activation quantiser. Must equal `crate::scalar` bit for bit.
+
+use std::arch::x86_64::*;
+
+use crate::format::{BlockT2, BLOCK_K};
+
+/// Code planes of one 32-byte half block: plane `i` = codes of columns `4i..4i+4`, 8 rows.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn planes(v: __m256i) -> [__m256i; 4] {
+    let mask = _mm256_set1_epi8(3);
+    [
+        _mm256_and_si256(v, mask),
+        _mm256_and_si256(_mm256_srli_epi16::<2>(v), mask),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask),
+        _mm256_and_si256(_mm256_srli_epi16::<6>(v), mask),
+    ]
+}
+
+/// One panel × `M` tokens (M ≤ 4 keeps 2·M accumulators in the 16 ymm registers).
+///
+/// Overflow: `vpmaddubsw` sums two products `c·x` (`c ≤ 2`, `|x| ≤ 128`): ≤ 512, no
+/// saturation; four planes add to ≤ 2048 in i16, then `vpmaddwd` widens to i32.
+///
+/// # Safety
+/// CPU has AVX2; `blocks` points to `nb` blocks; `xp` to `nb · M · 16` bytes in the packed tile
+/// layout.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn tile<const M: usize>(
+    blocks: *const BlockT2,
+    nb: usize,
+    xp: *const i8,
+    sums: &[i32; M],
+) -> [[i32; 16]; M] {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); 2]; M];
+    let mut xb = xp;
+    for b in 0..nb {
+        // SAFETY: b < nb; each block is 64 aligned bytes, read as two 32-byte halves.
+        let (lo, hi) = unsafe {
+            let p = blocks.add(b).cast::<__m256i>();
+            (_mm256_load_si256(p), _mm256_load_si256(p.add(1)))
+        };
+        let (pl_lo, pl_hi) = (planes(lo), planes(hi));
+        for (t, a) in acc.iter_mut().enumerate() {
+            let mut s_lo = _mm256_setzero_si256();
+            let mut s_hi = _mm256_setzero_si256();
+            for i in 0..4 {
+                // SAFETY: (i·M + t)·4 + 4 ≤ M·16 bytes of this block's activations.
+                let xv = _mm256_set1_epi32(unsafe {
+                    xb.add((i * M + t) * 4).cast::<i32>().read_unaligned()
+                });
+                s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(pl_lo[i], xv));
+                s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(pl_hi[i], xv));
+            }
+            a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(s_lo, ones));
+            a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(s_hi, ones));
+        }
+        // SAFETY: stays within (or one past) the tile.
+        xb = unsafe { xb.add(M * BLOCK_K) };
+    }
+    let mut out = [[0i32; 16]; M];
+    for t in 0..M {
+        let s = _mm256_set1_epi32(sums[t]);
+        // SAFETY: out[t] is 16 i32; each store writes 8 of them.
+        unsafe {
+            _mm256_storeu_si256(out[t].as_mut_ptr().cast(), _mm256_sub_epi32(acc[t][0], s));
+            _mm256_storeu_si256(
+                out[t].as_mut_ptr().add(8).cast(),
+                _mm256_sub_epi32(acc[t][1], s),
+            );
+        }
+    }
+    out
+}
+
+/// Horizontal max of 8 floats.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hmax(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_shuffle_ps::<1>(m, m));
+    _mm_cvtss_f32(m)
+}
+
+/// AVX2 form of `crate::quant::quantize_row_i8_scalar`; returns `(scale, Σ q)`. Bit-exact for
+/// the reasons given for the AVX-512 form; the tail (< 32 values) runs the scalar statement.
+///
+/// # Safety
+/// CPU has AVX2; `x.len() == out.len()`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [i8]) -> (f32, i32) {
+    let len = x.len();
+    let full = len / 32 * 32;
+    let sign = _mm256_set1_ps(-0.0);
+    let mut vmax = _mm256_setzero_ps();
+    for i in (0..len / 8 * 8).step_by(8) {
+        // SAFETY: i + 8 ≤ len.
+        let v = unsafe { _mm256_loadu_ps(x.as_ptr().add(i)) };
+        vmax = _mm256_max_ps(_mm256_andnot_ps(sign, v), vmax);
+    }
+    let mut absmax = hmax(vmax);
+    for v in &x[len / 8 * 8..] {
+        absmax = absmax.max(v.abs());
+    }
+    let scale = 127.0f32 / absmax.max(1e-5);
+    let vs = _mm256_set1_ps(scale);
+    let lo = _mm256_set1_ps(-128.0);
+    let hi = _mm256_set1_ps(127.0);
+    // Undo the lane interleave of packs_epi32 + packs_epi16 (see the loop).
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    let mut vsum = _mm256_setzero_si256();
+    let quant = |p: *const f32| {
+        // SAFETY: callers pass p with 8 readable floats.
+        let v = unsafe { _mm256_loadu_ps(p) };
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(v, vs),
+        );
+        _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
+    };
+    for i in (0..full).step_by(32) {
+        let p = x[i..i + 32].as_ptr();
+        // SAFETY: p..p+32 lie in x (sliced above).
+        let (a, b, c, d) = unsafe {
+            (
+                quant(p),
+                quant(p.add(8)),
+                quant(p.add(16)),
+                quant(p.add(24)),
+            )
+        };
+        vsum = _mm256_add_epi32(
+            vsum,
+            _mm256_add_epi32(_mm256_add_epi32(a, b), _mm256_add_epi32(c, d)),
+        );
+        // packs work per 128-bit lane: result dwords are a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7.
+        let ab = _mm256_packs_epi32(a, b);
+        let cd = _mm256_packs_epi32(c, d);
+        let q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+        // SAFETY: out[i..i + 32] is in bounds.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), q) };
+    }
+    let sum128 = _mm_add_epi32(
+        _mm256_castsi256_si128(vsum),
+        _mm256_extracti128_si256::<1>(vsum),
+    );
+    let sum64 = _mm_add_epi32(sum128, _mm_unpackhi_epi64(sum128, sum128));
+    let mut sum = _mm_cvtsi128_si32(_mm_add_epi32(sum64, _mm_shuffle_epi32::<1>(sum64)));
+    for (q, &v) in out[full..].iter_mut().zip(&x[full..]) {
+        *q = (v * scale).round_ties_even().clamp(-128.0, 127.0) as i8;
+        sum += i32::from(*q);
+    }
+    (scale, sum)
+}
