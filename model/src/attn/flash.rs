@@ -35,7 +35,7 @@ pub struct AttnShape {
 
 impl AttnShape {
     fn validate(&self) -> Result<()> {
-        if self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return Err(config_err(
                 "attention heads",
                 format!(

@@ -267,7 +267,7 @@ impl KvCache {
     /// An empty cache; rejects inconsistent configurations with a message naming the setting.
     pub fn new(cfg: KvCacheConfig) -> Result<Self> {
         let (h, d) = (cfg.kv_heads, cfg.head_dim);
-        if h == 0 || d == 0 || d % 2 != 0 {
+        if h == 0 || d == 0 || !d.is_multiple_of(2) {
             return Err(config_err(
                 "kv cache shape",
                 format!("kv_heads ({h}) must be > 0 and head_dim ({d}) even and > 0"),
@@ -288,7 +288,11 @@ impl KvCache {
             KvKind::Bf16 => Recent::Bf16(Blocks::new()),
             KvKind::Int4 { group, residual } => {
                 let vg = group.min(d);
-                if group < 2 || group % 2 != 0 || d % vg != 0 || residual < group {
+                if group < 2
+                    || !group.is_multiple_of(2)
+                    || !d.is_multiple_of(vg)
+                    || residual < group
+                {
                     return Err(config_err(
                         "int4 kv cache",
                         format!(

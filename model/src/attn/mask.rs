@@ -138,13 +138,7 @@ impl Mask {
             Mask::Causal => causal(),
             Mask::SlidingWindow(w) => {
                 let max_dist = q1.abs_diff(k0).max(k1.abs_diff(q0));
-                let min_dist = if k0 > q1 {
-                    k0 - q1
-                } else if q0 > k1 {
-                    q0 - k1
-                } else {
-                    0
-                };
+                let min_dist = k0.saturating_sub(q1).max(q0.saturating_sub(k1));
                 if max_dist < *w {
                     TileKind::Full
                 } else if min_dist >= *w {
@@ -422,7 +416,9 @@ mod tests {
     }
 
     /// Each primitive and combination against an independent closure written from its definition.
-    fn cases() -> Vec<(&'static str, Mask, Box<dyn Fn(usize, usize) -> bool>)> {
+    type Case = (&'static str, Mask, Box<dyn Fn(usize, usize) -> bool>);
+
+    fn cases() -> Vec<Case> {
         let d = docs();
         let d2 = d.clone();
         vec![
