@@ -210,7 +210,8 @@ pub fn attention_report(threads: usize) -> anyhow::Result<Value> {
         let int4 = kv.get("int4").and_then(Value::as_f64).unwrap_or(f64::NAN);
         Ok(json!({
             "shape": {"heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM,
-                      "window": WINDOW, "sinks": SINKS, "threads": threads},
+                      "window": WINDOW, "sinks": SINKS, "threads": threads,
+                      "tile_kernels": tritter_model::attn::tile_kernel_name()},
             "copy_bandwidth_gbs": bw,
             "decode": decode,
             "prefill": prefill,

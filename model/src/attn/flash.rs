@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use super::kv::{KvCache, TileScratch};
 use super::mask::{BlockMask, BlockMaskCache, Mask};
+use super::tile;
 use super::{check_len, config_err, Result};
 
 /// Default query tile (rows per task).
@@ -108,6 +109,7 @@ pub fn attention_prefill_blocks(
     }
     let group = heads / kv_heads;
     let (tq, tk) = (bm.tile_q, bm.tile_k);
+    let kern = tile::kernels();
     out.par_chunks_mut(q_len * d)
         .enumerate()
         .for_each(|(h, out_h)| {
@@ -120,29 +122,37 @@ pub fn attention_prefill_blocks(
                 .enumerate()
                 .for_each(|(qt, acc)| {
                     let rows = acc.len() / d;
+                    let q_rows = &q_h[qt * tq * d..][..rows * d];
+                    let q0 = bm.q_offset + qt * tq;
                     acc.fill(0.0);
                     let mut m = vec![f32::NEG_INFINITY; rows];
                     let mut l = vec![0f32; rows];
-                    let mut s = vec![0f32; tk];
+                    let mut s_buf = vec![0f32; rows * tk];
                     for e in bm.row(qt) {
                         let k0 = e.k_tile as usize * tk;
                         let kn = tk.min(kv_len - k0);
                         let keys = &k_h[k0 * d..][..kn * d];
                         let vals = &v_h[k0 * d..][..kn * d];
-                        for i in 0..rows {
-                            let qi = &q_h[(qt * tq + i) * d..][..d];
-                            let q_pos = bm.q_offset + qt * tq + i;
-                            let sr = &mut s[..kn];
-                            for (j, (sj, kj)) in sr.iter_mut().zip(keys.chunks_exact(d)).enumerate()
-                            {
-                                *sj = if !e.partial || mask.allowed(q_pos, k0 + j) {
-                                    dot(qi, kj) * scale
-                                } else {
-                                    f32::NEG_INFINITY
-                                };
+                        let s = &mut s_buf[..rows * kn];
+                        (kern.scores)(q_rows, keys, d, scale, s);
+                        if e.partial {
+                            for (i, sr) in s.chunks_exact_mut(kn).enumerate() {
+                                for (j, x) in sr.iter_mut().enumerate() {
+                                    if !mask.allowed(q0 + i, k0 + j) {
+                                        *x = f32::NEG_INFINITY;
+                                    }
+                                }
                             }
-                            online_update(&mut m[i], &mut l[i], &mut acc[i * d..][..d], sr, vals);
                         }
+                        for (i, sr) in s.chunks_exact_mut(kn).enumerate() {
+                            tile::online_softmax_row(
+                                &mut m[i],
+                                &mut l[i],
+                                &mut acc[i * d..][..d],
+                                sr,
+                            );
+                        }
+                        (kern.accumulate)(s, vals, d, acc);
                     }
                     finish_rows(acc, &l, d);
                 });
@@ -175,6 +185,7 @@ pub fn attention_decode(
     check_len("decode out", heads * d, out.len())?;
     let group = heads / kv_heads;
     let sink_table = cache.sink_rotation();
+    let kern = tile::kernels();
     out.par_chunks_mut(group * d)
         .enumerate()
         .for_each(|(kvh, acc)| {
@@ -182,7 +193,7 @@ pub fn attention_decode(
             let qg = &q[kvh * group * d..][..group * d];
             let mut m = vec![f32::NEG_INFINITY; group];
             let mut l = vec![0f32; group];
-            let mut s = Vec::new();
+            let mut s_buf = Vec::new();
             let mut scratch = TileScratch::default();
             cache.visit_head(
                 kvh,
@@ -190,14 +201,13 @@ pub fn attention_decode(
                 sink_table.as_deref(),
                 &mut |keys, vals| {
                     let n = keys.len() / d;
-                    s.resize(n, 0.0);
-                    for g in 0..group {
-                        let qi = &qg[g * d..][..d];
-                        for (sj, kj) in s.iter_mut().zip(keys.chunks_exact(d)) {
-                            *sj = dot(qi, kj) * scale;
-                        }
-                        online_update(&mut m[g], &mut l[g], &mut acc[g * d..][..d], &mut s, vals);
+                    s_buf.resize(group * n, 0.0);
+                    let s = &mut s_buf[..group * n];
+                    (kern.scores)(qg, keys, d, scale, s);
+                    for (g, sr) in s.chunks_exact_mut(n).enumerate() {
+                        tile::online_softmax_row(&mut m[g], &mut l[g], &mut acc[g * d..][..d], sr);
                     }
+                    (kern.accumulate)(s, vals, d, acc);
                 },
             );
             finish_rows(acc, &l, d);
@@ -205,58 +215,11 @@ pub fn attention_decode(
     Ok(())
 }
 
-/// Folds one tile of scores (`-inf` = masked) into a row's running max, sum and accumulator.
-#[inline]
-fn online_update(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32], vals: &[f32]) {
-    let tile_max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if tile_max == f32::NEG_INFINITY {
-        return;
-    }
-    let m_new = m.max(tile_max);
-    if *m != f32::NEG_INFINITY && *m < m_new {
-        let corr = (*m - m_new).exp();
-        *l *= corr;
-        acc.iter_mut().for_each(|a| *a *= corr);
-    }
-    *m = m_new;
-    let d = acc.len();
-    for (sj, vj) in s.iter().zip(vals.chunks_exact(d)) {
-        if *sj == f32::NEG_INFINITY {
-            continue;
-        }
-        let p = (*sj - m_new).exp();
-        *l += p;
-        for (a, x) in acc.iter_mut().zip(vj) {
-            *a += p * x;
-        }
-    }
-}
-
 fn finish_rows(acc: &mut [f32], l: &[f32], d: usize) {
     for (row, &li) in acc.chunks_exact_mut(d).zip(l) {
         let inv = if li > 0.0 { 1.0 / li } else { 0.0 };
         row.iter_mut().for_each(|x| *x *= inv);
     }
-}
-
-/// Dot product with eight independent partial sums so the compiler can vectorise it.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -14,6 +14,13 @@ pub mod mask;
 pub mod mode;
 pub mod reference;
 mod rope;
+mod tile;
+#[cfg(target_arch = "x86_64")]
+#[path = "tile_x86.rs"]
+mod tile_arch;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "tile_other.rs"]
+mod tile_arch;
 
 pub use flash::{attention_decode, attention_prefill, attention_prefill_blocks, AttnShape};
 pub use kv::{KvCache, KvCacheConfig, KvKind};
@@ -64,4 +71,9 @@ pub(crate) fn config_err(what: &'static str, why: impl Into<String>) -> AttnErro
         what,
         why: why.into(),
     }
+}
+
+/// Name of the tile kernels chosen for this CPU (`avx512`, `avx2` or `scalar`).
+pub fn tile_kernel_name() -> &'static str {
+    tile::kernels().name
 }
