@@ -203,7 +203,7 @@ pub struct Plan {
     pub vision: u64,
     /// KV cache of all layers.
     pub kv_cache: u64,
-    /// KV bytes per token per layer (amortised, at this context).
+    /// KV bytes per cached token per layer (the cache holds `min(context, window)` tokens).
     pub kv_bytes_per_token_per_layer: f64,
     /// Activations of one prefill chunk plus logits.
     pub activations: u64,
@@ -333,7 +333,7 @@ pub fn plan(dims: &ModelDims, opts: &PlanOptions) -> Result<Plan, PlanError> {
         vision,
         kv_cache,
         kv_bytes_per_token_per_layer: kv_cache as f64
-            / (dims.layers as f64 * opts.context.max(1) as f64),
+            / (dims.layers as f64 * cached_tokens(opts).max(1) as f64),
         activations,
         overhead: opts.overhead,
         total,
@@ -341,6 +341,13 @@ pub fn plan(dims: &ModelDims, opts: &PlanOptions) -> Result<Plan, PlanError> {
         fits,
         max_context,
     })
+}
+
+fn cached_tokens(opts: &PlanOptions) -> usize {
+    match opts.window {
+        0 => opts.context,
+        w => opts.context.min(w),
+    }
 }
 
 /// Live activations of one prefill chunk of `chunk` tokens in f32: residual stream, normed input,
@@ -383,7 +390,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, PlanError> {
 }
 
 fn gb(b: u64) -> String {
-    format!("{:.2} GB", b as f64 / 1e9)
+    if b < 100_000_000 {
+        format!("{:.1} MB", b as f64 / 1e6)
+    } else {
+        format!("{:.2} GB", b as f64 / 1e9)
+    }
 }
 
 /// Human-readable plan.
@@ -410,8 +421,9 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
         s += &format!("  {name:<16} {:>10}\n", gb(b));
     }
     s += &format!(
-        "  KV per token per layer: {:.0} bytes\n",
-        p.kv_bytes_per_token_per_layer
+        "  KV per cached token per layer: {:.0} bytes; budget = {:.2} GiB\n",
+        p.kv_bytes_per_token_per_layer,
+        p.budget as f64 / (1u64 << 30) as f64
     );
     s += &match p.max_context {
         None => "  fits: any context (the rolling window keeps the KV cache constant)\n".into(),
@@ -471,10 +483,13 @@ pub fn roadmap_comparison() -> String {
     );
     s += &line("total (full 128K cache)", "~12.2 GB", full.total);
     s += &line("total (4K window)", "-", win.total);
-    s += "  differences: the roadmap's 8.4 GB equals 128K tokens x 32 layers x 2 (K,V) x 1024\n";
+    s += "  differences: the roadmap's 8.4 GB equals 128,000 tokens x 32 layers x 2 (K,V) x 1024\n";
     s += "  channels (8 kv heads x 128) x 1 byte, i.e. 8 bits per element, and it ignores the\n";
     s += "  window; INT4 with f16 group scales costs 4.5 bits per element here, and with a 4K\n";
-    s += "  window the cache holds only 4K tokens, so the KV line drops to ~0.15 GB. The roadmap\n";
+    s += &format!(
+        "  window the cache holds only 4K tokens, so the KV line drops to {}. The roadmap\n",
+        gb(win.kv_cache)
+    );
     s +=
         "  counts only ternary weights (at log2(3) bits); embeddings stay f16 (BitNet keeps them\n";
     s += "  in high precision). Activations are one 512-token prefill chunk here; the roadmap's\n";

@@ -5,7 +5,8 @@
 
 use tritter_model::attn::reference::attention_naive;
 use tritter_model::attn::{
-    attention_decode, attention_prefill, AttnShape, KvCache, KvCacheConfig, KvKind, Mask,
+    attention_cached, attention_decode, attention_prefill, AttnShape, KvCache, KvCacheConfig,
+    KvKind, Mask,
 };
 use tritter_model::plan::kv_layer_bytes;
 
@@ -315,6 +316,49 @@ fn int4_cache_is_under_three_tenths_of_f16_per_token() {
     let marginal = per_kind[1].1 / per_kind[0].1;
     assert!(amortised <= 0.3, "int4/f16 amortised at 32K = {amortised}");
     assert!(marginal <= 0.29, "int4/f16 marginal = {marginal}");
+}
+
+/// A new turn's chunk attends over the cached conversation exactly like a causal prefill of the
+/// whole sequence (rows of the chunk only).
+#[test]
+fn chunked_prefill_over_cache_matches_naive() {
+    let (heads, h, d) = (4, 2, 16);
+    for (window, sinks, a, b) in [
+        (0, 0, 100, 37),
+        (0, 0, 0, 20),
+        (64, 4, 10, 40),
+        (64, 0, 20, 30),
+    ] {
+        let t = a + b;
+        let k = rand_vec(h * t * d, 21);
+        let v = rand_vec(h * t * d, 22);
+        let q = rand_vec(heads * b * d, 23);
+        let part = |x: &[f32], from: usize, to: usize| -> Vec<f32> {
+            (0..h)
+                .flat_map(|hh| x[(hh * t + from) * d..(hh * t + to) * d].to_vec())
+                .collect()
+        };
+        let mut c = KvCache::new(cfg(KvKind::F32, window, sinks, None)).unwrap();
+        c.append(&part(&k, 0, a), &part(&v, 0, a), a).unwrap();
+        c.append(&part(&k, a, t), &part(&v, a, t), b).unwrap();
+        let mut got = vec![0f32; q.len()];
+        attention_cached(&q, heads, b, &c, 0.3, &mut got).unwrap();
+        let shape = AttnShape {
+            heads,
+            kv_heads: h,
+            q_len: b,
+            kv_len: t,
+            head_dim: d,
+        };
+        let want = attention_naive(&q, &k, &v, shape, 0.3, a, |qp, kp| {
+            kp <= qp && (window == 0 || kp < sinks || qp - kp < window - sinks)
+        });
+        let e = max_err(&want, &got);
+        assert!(
+            e < 1e-5,
+            "window {window} sinks {sinks} a {a} b {b}: err {e}"
+        );
+    }
 }
 
 #[test]

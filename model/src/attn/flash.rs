@@ -171,41 +171,84 @@ pub fn attention_decode(
     scale: f32,
     out: &mut [f32],
 ) -> Result<()> {
-    let kv_heads = cache.config().kv_heads;
-    let d = cache.config().head_dim;
+    attention_cached(q, heads, 1, cache, scale, out)
+}
+
+/// Attention of the newest `n` cached tokens (append their k/v first) over the cache: `q` and
+/// `out` are `[heads, n, head_dim]`; query `i` sits at absolute position `seen - n + i` and sees
+/// cached keys at positions up to its own, within the cache's window (`window - sinks` recent
+/// positions, plus the sinks). Used for chunked prefill of a new turn over an existing cache and,
+/// with `n = 1`, for decode. If appending the chunk rolled the window, the earlier queries see the
+/// cache as it is now (keys the chunk evicted are gone) and the sinks carry the last query's shift.
+pub fn attention_cached(
+    q: &[f32],
+    heads: usize,
+    n: usize,
+    cache: &KvCache,
+    scale: f32,
+    out: &mut [f32],
+) -> Result<()> {
+    let cfg = cache.config();
+    let (kv_heads, d) = (cfg.kv_heads, cfg.head_dim);
     AttnShape {
         heads,
         kv_heads,
-        q_len: 1,
+        q_len: n,
         kv_len: cache.len(),
         head_dim: d,
     }
     .validate()?;
-    check_len("decode q", heads * d, q.len())?;
-    check_len("decode out", heads * d, out.len())?;
+    check_len("cached attention q", heads * n * d, q.len())?;
+    check_len("cached attention out", heads * n * d, out.len())?;
+    if n > cache.seen() {
+        return Err(config_err(
+            "cached attention",
+            format!("{n} queries but only {} tokens were appended", cache.seen()),
+        ));
+    }
     let group = heads / kv_heads;
+    let rows = group * n;
+    let q_first = cache.seen() - n;
+    let n_sinks = if cfg.window > 0 { cfg.sinks } else { 0 };
+    let recent = match cfg.window {
+        0 => usize::MAX,
+        w => w - n_sinks,
+    };
     let sink_table = cache.sink_rotation();
     let kern = tile::kernels();
-    out.par_chunks_mut(group * d)
+    out.par_chunks_mut(rows * d)
         .enumerate()
         .for_each(|(kvh, acc)| {
             acc.fill(0.0);
-            let qg = &q[kvh * group * d..][..group * d];
-            let mut m = vec![f32::NEG_INFINITY; group];
-            let mut l = vec![0f32; group];
+            let qg = &q[kvh * rows * d..][..rows * d];
+            let mut m = vec![f32::NEG_INFINITY; rows];
+            let mut l = vec![0f32; rows];
             let mut s_buf = Vec::new();
             let mut scratch = TileScratch::default();
             cache.visit_head(
                 kvh,
                 &mut scratch,
                 sink_table.as_deref(),
-                &mut |keys, vals| {
-                    let n = keys.len() / d;
-                    s_buf.resize(group * n, 0.0);
-                    let s = &mut s_buf[..group * n];
+                &mut |keys, vals, k0| {
+                    let kn = keys.len() / d;
+                    s_buf.resize(rows * kn, 0.0);
+                    let s = &mut s_buf[..rows * kn];
                     (kern.scores)(qg, keys, d, scale, s);
-                    for (g, sr) in s.chunks_exact_mut(n).enumerate() {
-                        tile::online_softmax_row(&mut m[g], &mut l[g], &mut acc[g * d..][..d], sr);
+                    // Row r is query (r % n) of its head; the newest query sees every key.
+                    if n > 1 {
+                        for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
+                            let qp = q_first + r % n;
+                            for (j, x) in sr.iter_mut().enumerate() {
+                                let kp = k0 + j;
+                                let sink = kp < n_sinks;
+                                if kp > qp || (!sink && qp - kp >= recent) {
+                                    *x = f32::NEG_INFINITY;
+                                }
+                            }
+                        }
+                    }
+                    for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
+                        tile::online_softmax_row(&mut m[r], &mut l[r], &mut acc[r * d..][..d], sr);
                     }
                     (kern.accumulate)(s, vals, d, acc);
                 },

@@ -437,18 +437,20 @@ impl KvCache {
         }
     }
 
-    /// Calls `f(keys, values)` on f32 tiles `[n][head_dim]` covering every visible token of kv head
-    /// `head` (order unspecified: sinks, then oldest to newest). INT4 tiles are dequantised into
+    /// Calls `f(keys, values, pos)` on f32 tiles `[n][head_dim]` covering every visible token of kv
+    /// head `head`, sinks first, then oldest to newest; `pos` is the absolute position of the
+    /// tile's first token (tiles are contiguous in position). INT4 tiles are dequantised into
     /// `scratch`; sink keys are rotated by `sink_table` when given.
     pub fn visit_head(
         &self,
         head: usize,
         scratch: &mut TileScratch,
         sink_table: Option<&[(f32, f32)]>,
-        f: &mut dyn FnMut(&[f32], &[f32]),
+        f: &mut dyn FnMut(&[f32], &[f32], usize),
     ) {
         let d = self.cfg.head_dim;
         let h = self.cfg.kv_heads;
+        let mut pos = self.seen - self.recent_len();
         if self.sink_len > 0 {
             let n_sinks = self.sink_k.len() / (h * d);
             let base = head * n_sinks * d;
@@ -461,11 +463,15 @@ impl KvCache {
                     for row in scratch.k.chunks_exact_mut(d) {
                         RopeShift::apply(t, row);
                     }
-                    f(&scratch.k, vals);
+                    f(&scratch.k, vals, 0);
                 }
-                None => f(keys, vals),
+                None => f(keys, vals, 0),
             }
         }
+        let f = &mut |k: &[f32], v: &[f32]| {
+            f(k, v, pos);
+            pos += k.len() / d;
+        };
         match &self.recent {
             Recent::F32(b) => visit_float(b, head, d, scratch, f),
             Recent::F16(b) => visit_float(b, head, d, scratch, f),
@@ -511,7 +517,7 @@ impl KvCache {
         let (mut ks, mut vs) = (Vec::new(), Vec::new());
         let table = self.sink_rotation();
         let mut scratch = TileScratch::default();
-        self.visit_head(head, &mut scratch, table.as_deref(), &mut |k, v| {
+        self.visit_head(head, &mut scratch, table.as_deref(), &mut |k, v, _| {
             ks.extend_from_slice(k);
             vs.extend_from_slice(v);
         });

@@ -22,7 +22,9 @@ mod tile_arch;
 #[path = "tile_other.rs"]
 mod tile_arch;
 
-pub use flash::{attention_decode, attention_prefill, attention_prefill_blocks, AttnShape};
+pub use flash::{
+    attention_cached, attention_decode, attention_prefill, attention_prefill_blocks, AttnShape,
+};
 pub use kv::{KvCache, KvCacheConfig, KvKind};
 pub use mask::{BlockMask, BlockMaskCache, Mask, TileKind};
 pub use mode::{mean_pool, AttentionMode, MaskSpec};
