@@ -164,6 +164,9 @@ impl Elem for bf16 {
     }
 }
 
+/// Callback of [`KvCache::visit_head`]: `(keys, values, first_position)`.
+pub type TileVisitor<'a> = dyn FnMut(&[f32], &[f32], usize) + 'a;
+
 /// Reusable buffers for viewing a cache (one per worker thread).
 #[derive(Default, Debug)]
 pub struct TileScratch {
@@ -446,7 +449,7 @@ impl KvCache {
         head: usize,
         scratch: &mut TileScratch,
         sink_table: Option<&[(f32, f32)]>,
-        f: &mut dyn FnMut(&[f32], &[f32], usize),
+        f: &mut TileVisitor<'_>,
     ) {
         let d = self.cfg.head_dim;
         let h = self.cfg.kv_heads;
