@@ -32,6 +32,38 @@ fn fill(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// CPU time of this process in ns (sum of its threads' run time from `/proc/self/task/*/schedstat`;
+/// `None` off Linux). On a shared machine CPU time is the stable measure of work; wall time is not.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0u64;
+    for e in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = e.ok()?.path().join("schedstat");
+        let text = std::fs::read_to_string(path).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// (best wall seconds, mean CPU seconds) over `reps` calls of `f`, after one warm-up call.
+fn timed(
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, Option<f64>)> {
+    f()?;
+    let cpu0 = process_cpu_ns();
+    let mut best = f64::INFINITY;
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    let cpu = match (cpu0, process_cpu_ns()) {
+        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / 1e9 / reps as f64),
+        _ => None,
+    };
+    Ok((best, cpu))
+}
+
 /// Best-of-`reps` seconds of `f`, after one warm-up call.
 fn best_of(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
     f()?;
@@ -78,12 +110,8 @@ fn decode_rows(kind: KvKind, window: usize, bw: f64) -> anyhow::Result<(Vec<Valu
         while cache.seen() < ctx {
             cache.append(&k, &v, chunk)?;
         }
-        // Aim for ~60 ms of measurement per point.
-        let probe = best_of(1, || {
-            Ok(attention_decode(&q, HEADS, &cache, scale, &mut out)?)
-        })?;
-        let reps = ((0.06 / probe) as usize).clamp(2, 30);
-        let t = best_of(reps, || {
+        // The same number of calls at every point (best-of-N favours points with more calls).
+        let (t, cpu) = timed(8, || {
             Ok(attention_decode(&q, HEADS, &cache, scale, &mut out)?)
         })?;
         let bytes = cache.bytes_used() as f64;
@@ -94,6 +122,7 @@ fn decode_rows(kind: KvKind, window: usize, bw: f64) -> anyhow::Result<(Vec<Valu
             "cache": kind.name(),
             "cached_tokens": cache.len(),
             "us_per_token": t * 1e6,
+            "cpu_us_per_token": cpu.map(|c| c * 1e6),
             "cache_read_gbs": bytes / t / 1e9,
             "of_copy_bandwidth": bytes / t / 1e9 / bw,
         }));
@@ -130,7 +159,7 @@ fn prefill_rows() -> anyhow::Result<Vec<Value>> {
             0 => Mask::causal(),
             w => Mask::streaming(SINKS, w)?,
         };
-        let t = best_of(1, || {
+        let (t, cpu) = timed(1, || {
             Ok(attention_prefill(
                 &q, &k, &v, shape, &mask, scale, 0, &mut out,
             )?)
@@ -140,6 +169,7 @@ fn prefill_rows() -> anyhow::Result<Vec<Value>> {
             "window": window,
             "heads": heads,
             "us_per_token": t * 1e6 / ctx as f64,
+            "cpu_us_per_token": cpu.map(|c| c * 1e6 / ctx as f64),
         }));
     }
     Ok(rows)
@@ -175,13 +205,29 @@ fn kv_bytes() -> anyhow::Result<serde_json::Map<String, Value>> {
     Ok(m)
 }
 
-fn ratio(rows: &[Value], window: usize, cache: &str, num: usize, den: usize) -> Option<f64> {
+fn ratio(
+    rows: &[Value],
+    key: &str,
+    window: usize,
+    cache: &str,
+    num: usize,
+    den: usize,
+) -> Option<f64> {
     let at = |ctx: usize| {
         rows.iter()
             .find(|r| r["context"] == ctx && r["window"] == window && r["cache"] == cache)
-            .and_then(|r| r["us_per_token"].as_f64())
+            .and_then(|r| r[key].as_f64())
     };
     Some(at(num)? / at(den)?)
+}
+
+fn ratio_kinds(rows: &[Value], window: usize, ctx: usize) -> Option<f64> {
+    let at = |cache: &str| {
+        rows.iter()
+            .find(|r| r["context"] == ctx && r["window"] == window && r["cache"] == cache)
+            .and_then(|r| r["cpu_us_per_token"].as_f64())
+    };
+    Some(at("int4")? / at("f16")?)
 }
 
 /// The attention benchmark report (see the module docs); runs on a pool of `threads` threads and
@@ -218,9 +264,13 @@ pub fn attention_report(threads: usize) -> anyhow::Result<Value> {
             "kv_bytes_per_token_per_layer": kv,
             "kv_bytes_per_token_per_layer_at_64k": bytes_64k,
             "ratios": {
-                "decode_window_64k_over_4k_f16": ratio(&decode, WINDOW, "f16", 65536, 4096),
-                "decode_window_64k_over_4k_int4": ratio(&decode, WINDOW, "int4", 65536, 4096),
-                "decode_full_64k_over_4k_f16": ratio(&decode, 0, "f16", 65536, 4096),
+                "decode_window_64k_over_4k_f16": ratio(&decode, "us_per_token", WINDOW, "f16", 65536, 4096),
+                "decode_window_64k_over_4k_int4": ratio(&decode, "us_per_token", WINDOW, "int4", 65536, 4096),
+                "decode_full_64k_over_4k_f16": ratio(&decode, "us_per_token", 0, "f16", 65536, 4096),
+                "cpu_decode_window_64k_over_4k_f16": ratio(&decode, "cpu_us_per_token", WINDOW, "f16", 65536, 4096),
+                "cpu_decode_window_64k_over_4k_int4": ratio(&decode, "cpu_us_per_token", WINDOW, "int4", 65536, 4096),
+                "cpu_decode_full_64k_over_4k_f16": ratio(&decode, "cpu_us_per_token", 0, "f16", 65536, 4096),
+                "cpu_decode_window_int4_over_f16_64k": ratio_kinds(&decode, WINDOW, 65536),
                 "kv_int4_over_f16": int4 / f16,
             },
         }))

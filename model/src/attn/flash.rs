@@ -36,7 +36,7 @@ pub struct AttnShape {
 
 impl AttnShape {
     fn validate(&self) -> Result<()> {
-        if self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
+        if self.kv_heads == 0 || self.heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             return Err(config_err(
                 "attention heads",
                 format!(
@@ -200,6 +200,9 @@ pub fn attention_cached(
     .validate()?;
     check_len("cached attention q", heads * n * d, q.len())?;
     check_len("cached attention out", heads * n * d, out.len())?;
+    if n == 0 {
+        return Ok(());
+    }
     if n > cache.seen() {
         return Err(config_err(
             "cached attention",

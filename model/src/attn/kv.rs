@@ -443,7 +443,8 @@ impl KvCache {
     /// Calls `f(keys, values, pos)` on f32 tiles `[n][head_dim]` covering every visible token of kv
     /// head `head`, sinks first, then oldest to newest; `pos` is the absolute position of the
     /// tile's first token (tiles are contiguous in position). INT4 tiles are dequantised into
-    /// `scratch`; sink keys are rotated by `sink_table` when given.
+    /// `scratch`; sink keys are rotated by `sink_table` when given. A `head` out of range visits
+    /// nothing.
     pub fn visit_head(
         &self,
         head: usize,
@@ -453,6 +454,9 @@ impl KvCache {
     ) {
         let d = self.cfg.head_dim;
         let h = self.cfg.kv_heads;
+        if head >= h {
+            return;
+        }
         let mut pos = self.seen - self.recent_len();
         if self.sink_len > 0 {
             let n_sinks = self.sink_k.len() / (h * d);

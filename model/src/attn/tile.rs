@@ -155,7 +155,7 @@ mod tests {
     }
 
     fn check_kernels(k: &Kernels) {
-        for (rows, n, d) in [(4, 64, 128), (3, 7, 20), (64, 64, 64), (1, 1, 2)] {
+        for (rows, n, d) in [(4, 64, 128), (3, 7, 20), (64, 64, 64), (1, 1, 2), (2, 7, 32), (5, 9, 96)] {
             let q = data(rows * d, 1);
             let keys = data(n * d, 2);
             let mut s1 = vec![0f32; rows * n];
