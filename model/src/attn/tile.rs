@@ -120,16 +120,31 @@ pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &
         acc.iter_mut().for_each(|a| *a *= corr);
     }
     *m = m_new;
-    let mut sum = 0f32;
     for x in s.iter_mut() {
-        *x = if *x == f32::NEG_INFINITY {
-            0.0
-        } else {
-            (*x - m_new).exp()
-        };
-        sum += *x;
+        let e = exp_nonpositive(*x - m_new);
+        *x = if *x == f32::NEG_INFINITY { 0.0 } else { e };
     }
-    *l += sum;
+    *l += s.iter().sum::<f32>();
+}
+
+/// `exp(x)` for `x <= 0` (inputs below -87 give ≈1e-38 instead of underflowing), branch-free so
+/// the softmax loop vectorises: `x = n·ln2 + r` with `|r| <= ln2/2`, a degree-6 Taylor polynomial
+/// for `exp(r)` (relative error < 2e-7) and `2^n` assembled in the exponent bits.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 0.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    p * scale
 }
 
 #[cfg(test)]
@@ -146,6 +161,20 @@ mod tests {
     }
 
     #[test]
+    fn fast_exp_matches_libm() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            let got = exp_nonpositive(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1000.0) < 1e-37);
+    }
+
+    #[test]
     fn dispatched_kernels_match_generic_spec() {
         let mut all = super::super::tile_arch::available();
         all.push(*kernels());
@@ -155,7 +184,14 @@ mod tests {
     }
 
     fn check_kernels(k: &Kernels) {
-        for (rows, n, d) in [(4, 64, 128), (3, 7, 20), (64, 64, 64), (1, 1, 2), (2, 7, 32), (5, 9, 96)] {
+        for (rows, n, d) in [
+            (4, 64, 128),
+            (3, 7, 20),
+            (64, 64, 64),
+            (1, 1, 2),
+            (2, 7, 32),
+            (5, 9, 96),
+        ] {
             let q = data(rows * d, 1);
             let keys = data(n * d, 2);
             let mut s1 = vec![0f32; rows * n];
