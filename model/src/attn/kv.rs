@@ -5,7 +5,8 @@
 //! Layout: tokens live in blocks of [`FLOAT_BLOCK`] (float kinds) or `group` (INT4) tokens, each
 //! block `[kv_heads][block][head_dim]`; the rolling window evicts token by token by advancing a
 //! dead prefix in the oldest block and recycling a block once all its tokens are dead, so memory
-//! is constant once the window is full (`window` + at most one block + the INT4 residual).
+//! is constant once the window has rolled past its first block (`window` + at most two blocks + the
+//! INT4 residual).
 //!
 //! Positions (StreamingLLM): keys are appended already rotated with their absolute position (the
 //! ordinary RoPE of the model), values as they are. Recent keys then have the same query-key
