@@ -120,6 +120,22 @@ impl Mask {
         }
     }
 
+    /// Dense additive bias `[q_len, kv_len]` (0 where allowed, `-inf` elsewhere) for the
+    /// differentiable training path, which cannot use the fused kernels; inference never builds it.
+    pub fn additive_bias(&self, q_len: usize, kv_len: usize, q_offset: usize) -> Vec<f32> {
+        let mut out = Vec::with_capacity(q_len * kv_len);
+        for i in 0..q_len {
+            out.extend((0..kv_len).map(|j| {
+                if self.allowed(q_offset + i, j) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
+        }
+        out
+    }
+
     /// Classifies the rectangle of query positions `q` × key positions `k` (both non-empty).
     pub fn classify(&self, q: Range<usize>, k: Range<usize>) -> TileKind {
         debug_assert!(!q.is_empty() && !k.is_empty());
@@ -549,6 +565,14 @@ mod tests {
         assert_eq!(cache.len(), 2);
         cache.get(&m, 50, 100, 0, 16, 16).unwrap();
         assert!(cache.len() <= 2);
+    }
+
+    #[test]
+    fn additive_bias_marks_disallowed_pairs() {
+        let b = Mask::causal().additive_bias(3, 4, 1);
+        let want = [0.0, 0.0, f32::NEG_INFINITY, f32::NEG_INFINITY];
+        assert_eq!(&b[..4], &want);
+        assert_eq!(&b[8..], &[0.0; 4]);
     }
 
     #[test]
