@@ -4,6 +4,7 @@
 mod app;
 mod app_commands;
 mod attach;
+pub mod bench_attn;
 pub mod bench_kernels;
 mod cli;
 mod clipboard;

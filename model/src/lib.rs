@@ -3,12 +3,14 @@
 //!
 //! The crate never touches the terminal: it returns values and events; the binary prints.
 
+pub mod attn;
 pub mod bitlinear;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod generation;
 pub mod norm;
+pub mod plan;
 pub mod quant;
 pub mod rope;
 pub mod sampling;

@@ -1,0 +1,238 @@
+//! KIVI-style asymmetric INT4 quantisation of KV cache blocks (Liu et al., "KIVI: A Tuning-Free
+//! Asymmetric 2bit Quantization for KV Cache", 2024, here at 4 bits): keys are quantised per
+//! channel over a group of `G` tokens (outlier channels get their own range), values per token
+//! over groups of `vg` channels. Each group stores an f16 minimum and an f16 step; codes are
+//! `round((x - min) / step)` in `0..=15`, two per byte (low nibble = even channel). The f16
+//! rounding of min/step is folded into the codes, so every element is reconstructed within
+//! `step / 2` plus the f16 rounding of the minimum (tests check that bound).
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+/// Levels of a 4-bit code.
+const LEVELS: f32 = 15.0;
+
+/// f16 (min, step) covering `[lo, hi]` with 16 levels; the step is rounded up so the top code
+/// still reaches `hi`.
+fn min_step(lo: f32, hi: f32) -> (f16, f16) {
+    let min_h = f16::from_f32(lo);
+    let base = min_h.to_f32();
+    let range = (hi - base).max(0.0);
+    if range == 0.0 {
+        return (min_h, f16::ZERO);
+    }
+    let mut step_h = f16::from_f32(range / LEVELS);
+    if step_h.to_f32() * LEVELS + base < hi {
+        step_h = f16::from_bits(step_h.to_bits() + 1);
+    }
+    (min_h, step_h)
+}
+
+#[inline]
+fn code(x: f32, base: f32, inv_step: f32) -> u8 {
+    ((x - base) * inv_step).round().clamp(0.0, LEVELS) as u8
+}
+
+#[inline]
+fn inv(step: f32) -> f32 {
+    if step > 0.0 {
+        1.0 / step
+    } else {
+        0.0
+    }
+}
+
+/// Quantises a key group `src` `[g][d]` per channel into `codes` `[g][d/2]`, `mins`/`steps` `[d]`.
+pub fn quantize_keys(src: &[f32], d: usize, codes: &mut [u8], mins: &mut [f16], steps: &mut [f16]) {
+    let g = src.len() / d;
+    for c in 0..d {
+        let (lo, hi) = (0..g)
+            .map(|t| src[t * d + c])
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
+                (a.min(x), b.max(x))
+            });
+        let (m, s) = min_step(lo, hi);
+        mins[c] = m;
+        steps[c] = s;
+    }
+    for t in 0..g {
+        let row = &src[t * d..][..d];
+        let out = &mut codes[t * d / 2..][..d / 2];
+        for (i, o) in out.iter_mut().enumerate() {
+            let (c0, c1) = (2 * i, 2 * i + 1);
+            let a = code(row[c0], mins[c0].to_f32(), inv(steps[c0].to_f32()));
+            let b = code(row[c1], mins[c1].to_f32(), inv(steps[c1].to_f32()));
+            *o = a | (b << 4);
+        }
+    }
+}
+
+/// Inverse of [`quantize_keys`] for tokens `from..g` of the group, into `dst` `[(g-from)][d]`;
+/// `tmp` is scratch for the f32 minima and steps.
+pub fn dequantize_keys(
+    codes: &[u8],
+    d: usize,
+    mins: &[f16],
+    steps: &[f16],
+    from: usize,
+    dst: &mut [f32],
+    tmp: &mut Vec<f32>,
+) {
+    tmp.resize(2 * d, 0.0);
+    let (m, s) = tmp.split_at_mut(d);
+    mins.convert_to_f32_slice(m);
+    steps.convert_to_f32_slice(s);
+    for (t, row) in dst.chunks_exact_mut(d).enumerate() {
+        let src = &codes[(from + t) * d / 2..][..d / 2];
+        for (i, &b) in src.iter().enumerate() {
+            row[2 * i] = (b & 15) as f32 * s[2 * i] + m[2 * i];
+            row[2 * i + 1] = (b >> 4) as f32 * s[2 * i + 1] + m[2 * i + 1];
+        }
+    }
+}
+
+/// Quantises value tokens `src` `[g][d]` per token in groups of `vg` channels into `codes`
+/// `[g][d/2]`, `mins`/`steps` `[g][d/vg]`.
+pub fn quantize_values(
+    src: &[f32],
+    d: usize,
+    vg: usize,
+    codes: &mut [u8],
+    mins: &mut [f16],
+    steps: &mut [f16],
+) {
+    let per_tok = d / vg;
+    for (t, row) in src.chunks_exact(d).enumerate() {
+        for (gi, chunk) in row.chunks_exact(vg).enumerate() {
+            let (lo, hi) = chunk
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                    (a.min(x), b.max(x))
+                });
+            let (m, s) = min_step(lo, hi);
+            mins[t * per_tok + gi] = m;
+            steps[t * per_tok + gi] = s;
+        }
+        let out = &mut codes[t * d / 2..][..d / 2];
+        for (i, o) in out.iter_mut().enumerate() {
+            let gi = t * per_tok + 2 * i / vg; // vg is even, so both channels share a group
+            let (base, is) = (mins[gi].to_f32(), inv(steps[gi].to_f32()));
+            *o = code(row[2 * i], base, is) | (code(row[2 * i + 1], base, is) << 4);
+        }
+    }
+}
+
+/// Inverse of [`quantize_values`] for tokens `from..g`, into `dst` `[(g-from)][d]`.
+pub fn dequantize_values(
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    mins: &[f16],
+    steps: &[f16],
+    from: usize,
+    dst: &mut [f32],
+) {
+    let per_tok = d / vg;
+    for (t, row) in dst.chunks_exact_mut(d).enumerate() {
+        let tok = from + t;
+        let src = &codes[tok * d / 2..][..d / 2];
+        for (gi, (out, bytes)) in row
+            .chunks_exact_mut(vg)
+            .zip(src.chunks_exact(vg / 2))
+            .enumerate()
+        {
+            let m = mins[tok * per_tok + gi].to_f32();
+            let s = steps[tok * per_tok + gi].to_f32();
+            for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+                pair[0] = (b & 15) as f32 * s + m;
+                pair[1] = (b >> 4) as f32 * s + m;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                // Channel 3 is an outlier channel (keys have those; KIVI's reason for per-channel).
+                if i % 16 == 3 {
+                    40.0 + 10.0 * u
+                } else {
+                    u
+                }
+            })
+            .collect()
+    }
+
+    /// |x - x̂| ≤ step/2 + f16 rounding of the minimum (half an f16 ulp, ≤ 2^-11 relative).
+    fn bound(step: f16, min: f16) -> f32 {
+        step.to_f32() * 0.5 * (1.0 + 1e-5) + min.to_f32().abs() * 2f32.powi(-11) + 1e-6
+    }
+
+    #[test]
+    fn key_roundtrip_error_is_bounded_per_channel() {
+        let (g, d) = (32, 16);
+        let x = data(g * d, 7);
+        let mut codes = vec![0u8; g * d / 2];
+        let (mut mins, mut steps) = (vec![f16::ZERO; d], vec![f16::ZERO; d]);
+        quantize_keys(&x, d, &mut codes, &mut mins, &mut steps);
+        let mut y = vec![0f32; g * d];
+        dequantize_keys(&codes, d, &mins, &steps, 0, &mut y, &mut Vec::new());
+        for t in 0..g {
+            for c in 0..d {
+                let e = (x[t * d + c] - y[t * d + c]).abs();
+                assert!(e <= bound(steps[c], mins[c]), "t{t} c{c}: {e}");
+            }
+        }
+        // The outlier channel does not widen the others' steps.
+        assert!(steps[0].to_f32() < 0.15 && steps[3].to_f32() > 1.0);
+        // Partial dequantisation (tokens from 5) equals the tail of the full one.
+        let mut z = vec![0f32; (g - 5) * d];
+        dequantize_keys(&codes, d, &mins, &steps, 5, &mut z, &mut Vec::new());
+        assert_eq!(&y[5 * d..], &z[..]);
+    }
+
+    #[test]
+    fn value_roundtrip_error_is_bounded_per_token_group() {
+        let (g, d, vg) = (8, 32, 16);
+        let x: Vec<f32> = data(g * d, 9).iter().map(|v| v * 0.1).collect();
+        let mut codes = vec![0u8; g * d / 2];
+        let n = g * d / vg;
+        let (mut mins, mut steps) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
+        quantize_values(&x, d, vg, &mut codes, &mut mins, &mut steps);
+        let mut y = vec![0f32; g * d];
+        dequantize_values(&codes, d, vg, &mins, &steps, 0, &mut y);
+        for t in 0..g {
+            for c in 0..d {
+                let gi = t * (d / vg) + c / vg;
+                let e = (x[t * d + c] - y[t * d + c]).abs();
+                assert!(e <= bound(steps[gi], mins[gi]), "t{t} c{c}: {e}");
+                // And relative to the group's range: at most 1/30 of it (+ f16 slack).
+                let r = x[t * d + c / vg * vg..][..vg]
+                    .iter()
+                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                assert!(e <= (r.1 - r.0) / 30.0 * 1.01 + 1e-4, "t{t} c{c}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn constant_groups_are_exact_up_to_f16() {
+        let x = vec![0.25f32; 4 * 8];
+        let mut codes = vec![0u8; 16];
+        let (mut m, mut s) = (vec![f16::ZERO; 8], vec![f16::ZERO; 8]);
+        quantize_keys(&x, 8, &mut codes, &mut m, &mut s);
+        let mut y = vec![0f32; 32];
+        dequantize_keys(&codes, 8, &m, &s, 0, &mut y, &mut Vec::new());
+        assert!(y.iter().all(|&v| v == 0.25));
+    }
+}

@@ -1,0 +1,688 @@
+//! Per-layer KV cache on slices: f32 / f16 / bf16 storage or KIVI-style INT4 (keys per channel,
+//! values per token, groups of `group` tokens/channels, the newest `residual` tokens kept in f32),
+//! optionally a rolling window with StreamingLLM attention sinks (Xiao et al., 2023).
+//!
+//! Layout: tokens live in blocks of [`FLOAT_BLOCK`] (float kinds) or `group` (INT4) tokens, each
+//! block `[kv_heads][block][head_dim]`; the rolling window evicts token by token by advancing a
+//! dead prefix in the oldest block and recycling a block once all its tokens are dead, so memory
+//! is constant once the window has rolled past its first block (`window` + at most two blocks + the
+//! INT4 residual).
+//!
+//! Positions (StreamingLLM): keys are appended already rotated with their absolute position (the
+//! ordinary RoPE of the model), values as they are. Recent keys then have the same query-key
+//! distances as in the StreamingLLM reference, which rotates pre-RoPE keys with their *index in
+//! the cache*, because the recent tokens are contiguous and end at the query. Only the sinks
+//! differ: once `e` tokens have been evicted, [`KvCache::sink_rotation`] rotates the (f32) sink
+//! keys by `e` more positions on every view, giving them the cache-index distance of the reference.
+//! The decode kernel applies it; no other key is re-rotated.
+
+use std::collections::VecDeque;
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+
+use super::int4;
+use super::rope::RopeShift;
+use super::{check_len, config_err, Result};
+
+/// Tokens per block of the float kinds.
+pub const FLOAT_BLOCK: usize = 64;
+
+/// Storage kind of a KV cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KvKind {
+    /// 4 bytes per element.
+    F32,
+    /// IEEE half, 2 bytes per element.
+    F16,
+    /// bfloat16, 2 bytes per element.
+    Bf16,
+    /// KIVI INT4: `group` tokens per key group and channels per value group (32 or 64), the
+    /// newest `residual` tokens (≥ `group`) kept in f32.
+    Int4 {
+        /// Group size.
+        group: usize,
+        /// Full-precision recent tokens.
+        residual: usize,
+    },
+}
+
+impl KvKind {
+    /// INT4 with KIVI's defaults scaled to 4 bits: group 64, residual 128.
+    pub const INT4: KvKind = KvKind::Int4 {
+        group: 64,
+        residual: 128,
+    };
+
+    /// Parses `f32`, `f16`, `bf16`, `int4` (group 64, residual 128) or `int4-gG[-rR]`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || {
+            config_err(
+                "kv cache kind",
+                format!("{s:?} (expected f32, f16, bf16, int4 or int4-g32[-r128])"),
+            )
+        };
+        match s {
+            "f32" => return Ok(KvKind::F32),
+            "f16" => return Ok(KvKind::F16),
+            "bf16" => return Ok(KvKind::Bf16),
+            "int4" => return Ok(KvKind::INT4),
+            _ => {}
+        }
+        let rest = s.strip_prefix("int4-g").ok_or_else(bad)?;
+        let (g, r) = match rest.split_once("-r") {
+            Some((g, r)) => (g, Some(r)),
+            None => (rest, None),
+        };
+        let group = g.parse().map_err(|_| bad())?;
+        let residual = match r {
+            Some(r) => r.parse().map_err(|_| bad())?,
+            None => 2 * group,
+        };
+        Ok(KvKind::Int4 { group, residual })
+    }
+
+    /// Short name (`f16`, `int4`, `int4-g32-r64`, ...).
+    pub fn name(&self) -> String {
+        match *self {
+            KvKind::F32 => "f32".into(),
+            KvKind::F16 => "f16".into(),
+            KvKind::Bf16 => "bf16".into(),
+            k if k == KvKind::INT4 => "int4".into(),
+            KvKind::Int4 { group, residual } => format!("int4-g{group}-r{residual}"),
+        }
+    }
+
+    /// Bytes per stored token per kv head for keys + values, excluding the INT4 residual and the
+    /// block rounding (the planner adds those).
+    pub fn bytes_per_token_head(&self, head_dim: usize) -> f64 {
+        let d = head_dim as f64;
+        match *self {
+            KvKind::F32 => 8.0 * d,
+            KvKind::F16 | KvKind::Bf16 => 4.0 * d,
+            KvKind::Int4 { group, .. } => {
+                let vg = group.min(head_dim) as f64;
+                // codes d/2 each; key min+step (2 × f16) per channel per group of `group` tokens;
+                // value min+step per `vg` channels per token.
+                d + 4.0 * d / group as f64 + 4.0 * d / vg
+            }
+        }
+    }
+}
+
+/// Configuration of one layer's cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvCacheConfig {
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Head dimension (even; a multiple of the INT4 value group when it is larger).
+    pub head_dim: usize,
+    /// Storage kind.
+    pub kind: KvKind,
+    /// Rolling window in tokens, sinks included; 0 keeps every token.
+    pub window: usize,
+    /// Attention sinks kept forever when the window rolls (StreamingLLM uses 4); needs `window`.
+    pub sinks: usize,
+    /// RoPE base of the model; sinks are shifted to their cache positions only when set.
+    pub rope_theta: Option<f32>,
+}
+
+/// Conversion of a storage element type from/to f32 slices.
+trait Elem: Copy + Default + Send + Sync + 'static {
+    fn store(src: &[f32], dst: &mut [Self]);
+    /// `src` as f32, converted into `scratch` unless it already is f32.
+    fn view<'a>(src: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32];
+}
+
+impl Elem for f32 {
+    fn store(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn view<'a>(src: &'a [f32], _: &'a mut Vec<f32>) -> &'a [f32] {
+        src
+    }
+}
+
+impl Elem for f16 {
+    fn store(src: &[f32], dst: &mut [f16]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn view<'a>(src: &'a [f16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        scratch.resize(src.len(), 0.0);
+        src.convert_to_f32_slice(scratch);
+        scratch
+    }
+}
+
+impl Elem for bf16 {
+    fn store(src: &[f32], dst: &mut [bf16]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn view<'a>(src: &'a [bf16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        scratch.resize(src.len(), 0.0);
+        src.convert_to_f32_slice(scratch);
+        scratch
+    }
+}
+
+/// Callback of [`KvCache::visit_head`]: `(keys, values, first_position)`.
+pub type TileVisitor<'a> = dyn FnMut(&[f32], &[f32], usize) + 'a;
+
+/// Reusable buffers for viewing a cache (one per worker thread).
+#[derive(Default, Debug)]
+pub struct TileScratch {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+/// Token-ordered blocks with a dead prefix in the oldest one.
+#[derive(Debug)]
+struct Blocks<B> {
+    blocks: VecDeque<B>,
+    spare: Option<B>,
+    dead: usize,
+    /// Tokens written into the newest block.
+    last_len: usize,
+}
+
+impl<B> Blocks<B> {
+    fn new() -> Self {
+        Blocks {
+            blocks: VecDeque::new(),
+            spare: None,
+            dead: 0,
+            last_len: 0,
+        }
+    }
+
+    fn len(&self, block: usize) -> usize {
+        match self.blocks.len() {
+            0 => 0,
+            n => (n - 1) * block + self.last_len - self.dead,
+        }
+    }
+
+    /// Drops the oldest live token; recycles its block when all of the block's tokens are dead.
+    fn evict_one(&mut self, block: usize) {
+        self.dead += 1;
+        if self.dead == block && self.blocks.len() > 1 {
+            self.spare = self.blocks.pop_front();
+            self.dead = 0;
+        }
+    }
+
+    /// (live range start, live range end) of block `i`.
+    fn live(&self, i: usize, block: usize) -> (usize, usize) {
+        let start = if i == 0 { self.dead } else { 0 };
+        let end = if i + 1 == self.blocks.len() {
+            self.last_len
+        } else {
+            block
+        };
+        (start, end)
+    }
+}
+
+#[derive(Debug)]
+struct FBlock<T> {
+    k: Vec<T>,
+    v: Vec<T>,
+}
+
+#[derive(Debug)]
+struct QBlock {
+    kc: Vec<u8>,
+    km: Vec<f16>,
+    ks: Vec<f16>,
+    vc: Vec<u8>,
+    vm: Vec<f16>,
+    vs: Vec<f16>,
+}
+
+#[derive(Debug)]
+enum Recent {
+    F32(Blocks<FBlock<f32>>),
+    F16(Blocks<FBlock<f16>>),
+    Bf16(Blocks<FBlock<bf16>>),
+    Int4 {
+        q: Blocks<QBlock>,
+        /// f32 `[kv_heads][residual][d]`, the newest `tail_len` tokens.
+        tail_k: Vec<f32>,
+        tail_v: Vec<f32>,
+        tail_len: usize,
+    },
+}
+
+/// One layer's KV cache. See the module docs for layout and position handling.
+#[derive(Debug)]
+pub struct KvCache {
+    cfg: KvCacheConfig,
+    recent: Recent,
+    /// f32 `[kv_heads][sinks][d]` (only with a window).
+    sink_k: Vec<f32>,
+    sink_v: Vec<f32>,
+    sink_len: usize,
+    seen: usize,
+    rope: Option<RopeShift>,
+}
+
+impl KvCache {
+    /// An empty cache; rejects inconsistent configurations with a message naming the setting.
+    pub fn new(cfg: KvCacheConfig) -> Result<Self> {
+        let (h, d) = (cfg.kv_heads, cfg.head_dim);
+        if h == 0 || d == 0 || !d.is_multiple_of(2) {
+            return Err(config_err(
+                "kv cache shape",
+                format!("kv_heads ({h}) must be > 0 and head_dim ({d}) even and > 0"),
+            ));
+        }
+        if cfg.window > 0 && cfg.sinks >= cfg.window {
+            return Err(config_err(
+                "kv cache sinks",
+                format!(
+                    "sinks ({}) must be below the window ({})",
+                    cfg.sinks, cfg.window
+                ),
+            ));
+        }
+        let recent = match cfg.kind {
+            KvKind::F32 => Recent::F32(Blocks::new()),
+            KvKind::F16 => Recent::F16(Blocks::new()),
+            KvKind::Bf16 => Recent::Bf16(Blocks::new()),
+            KvKind::Int4 { group, residual } => {
+                let vg = group.min(d);
+                if group < 2
+                    || !group.is_multiple_of(2)
+                    || !d.is_multiple_of(vg)
+                    || residual < group
+                {
+                    return Err(config_err(
+                        "int4 kv cache",
+                        format!(
+                            "group ({group}) must be even, divide head_dim ({d}) or exceed it, \
+                             and residual ({residual}) must be at least the group"
+                        ),
+                    ));
+                }
+                let cap = cfg.window.saturating_sub(cfg.sinks);
+                if cfg.window > 0 && cap < residual + group {
+                    return Err(config_err(
+                        "int4 kv cache",
+                        format!(
+                            "the rolling part of the window ({cap}) must hold residual ({residual}) \
+                             + group ({group}) tokens"
+                        ),
+                    ));
+                }
+                Recent::Int4 {
+                    q: Blocks::new(),
+                    tail_k: vec![0.0; h * residual * d],
+                    tail_v: vec![0.0; h * residual * d],
+                    tail_len: 0,
+                }
+            }
+        };
+        let n_sinks = if cfg.window > 0 { cfg.sinks } else { 0 };
+        Ok(KvCache {
+            rope: cfg.rope_theta.map(|t| RopeShift::new(d, t)),
+            sink_k: vec![0.0; h * n_sinks * d],
+            sink_v: vec![0.0; h * n_sinks * d],
+            sink_len: 0,
+            seen: 0,
+            recent,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KvCacheConfig {
+        &self.cfg
+    }
+
+    /// Tokens currently visible to attention.
+    pub fn len(&self) -> usize {
+        self.sink_len + self.recent_len()
+    }
+
+    /// Whether the cache holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tokens appended since creation (the next token's absolute position).
+    pub fn seen(&self) -> usize {
+        self.seen
+    }
+
+    /// Tokens evicted by the rolling window.
+    pub fn evicted(&self) -> usize {
+        self.seen - self.len()
+    }
+
+    /// Empties the cache, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.sink_len = 0;
+        self.seen = 0;
+        match &mut self.recent {
+            Recent::F32(b) => reset(b),
+            Recent::F16(b) => reset(b),
+            Recent::Bf16(b) => reset(b),
+            Recent::Int4 { q, tail_len, .. } => {
+                reset(q);
+                *tail_len = 0;
+            }
+        }
+    }
+
+    /// Bytes held by the cache's buffers (allocated capacity, spare blocks included).
+    pub fn bytes_used(&self) -> usize {
+        fn fb<T>(b: &Blocks<FBlock<T>>) -> usize {
+            let one = |x: &FBlock<T>| (x.k.capacity() + x.v.capacity()) * size_of::<T>();
+            b.blocks.iter().map(one).sum::<usize>() + b.spare.as_ref().map_or(0, one)
+        }
+        let recent = match &self.recent {
+            Recent::F32(b) => fb(b),
+            Recent::F16(b) => fb(b),
+            Recent::Bf16(b) => fb(b),
+            Recent::Int4 {
+                q, tail_k, tail_v, ..
+            } => {
+                let one = |x: &QBlock| {
+                    x.kc.capacity()
+                        + x.vc.capacity()
+                        + 2 * (x.km.capacity()
+                            + x.ks.capacity()
+                            + x.vm.capacity()
+                            + x.vs.capacity())
+                };
+                q.blocks.iter().map(one).sum::<usize>()
+                    + q.spare.as_ref().map_or(0, one)
+                    + 4 * (tail_k.capacity() + tail_v.capacity())
+            }
+        };
+        recent + 4 * (self.sink_k.capacity() + self.sink_v.capacity())
+    }
+
+    /// Appends `n` tokens: `k` and `v` are `[kv_heads, n, head_dim]`, keys already rotated with
+    /// their absolute positions `seen()..seen()+n`. Evicts from the rolling window as needed.
+    pub fn append(&mut self, k: &[f32], v: &[f32], n: usize) -> Result<()> {
+        let (h, d) = (self.cfg.kv_heads, self.cfg.head_dim);
+        check_len("kv append keys", h * n * d, k.len())?;
+        check_len("kv append values", h * n * d, v.len())?;
+        let n_sinks = self.sink_k.len() / (h * d);
+        let cap = self.cfg.window.saturating_sub(n_sinks);
+        for t in 0..n {
+            let row = |hh: usize| (hh * n + t) * d..(hh * n + t + 1) * d;
+            if self.sink_len < n_sinks {
+                for hh in 0..h {
+                    let dst = (hh * n_sinks + self.sink_len) * d;
+                    self.sink_k[dst..dst + d].copy_from_slice(&k[row(hh)]);
+                    self.sink_v[dst..dst + d].copy_from_slice(&v[row(hh)]);
+                }
+                self.sink_len += 1;
+            } else {
+                self.push_recent(|hh| (&k[row(hh)], &v[row(hh)]));
+                if self.cfg.window > 0 && self.recent_len() > cap {
+                    self.evict_recent();
+                }
+            }
+            self.seen += 1;
+        }
+        Ok(())
+    }
+
+    /// RoPE table that moves sink keys to their StreamingLLM cache positions (`evicted()` more
+    /// positions); `None` when no shift is needed or the cache has no RoPE base.
+    pub fn sink_rotation(&self) -> Option<Vec<(f32, f32)>> {
+        match (&self.rope, self.sink_len, self.evicted()) {
+            (Some(r), s, e) if s > 0 && e > 0 => Some(r.table(e)),
+            _ => None,
+        }
+    }
+
+    /// Calls `f(keys, values, pos)` on f32 tiles `[n][head_dim]` covering every visible token of kv
+    /// head `head`, sinks first, then oldest to newest; `pos` is the absolute position of the
+    /// tile's first token (tiles are contiguous in position). INT4 tiles are dequantised into
+    /// `scratch`; sink keys are rotated by `sink_table` when given. A `head` out of range visits
+    /// nothing.
+    pub fn visit_head(
+        &self,
+        head: usize,
+        scratch: &mut TileScratch,
+        sink_table: Option<&[(f32, f32)]>,
+        f: &mut TileVisitor<'_>,
+    ) {
+        let d = self.cfg.head_dim;
+        let h = self.cfg.kv_heads;
+        if head >= h {
+            return;
+        }
+        let mut pos = self.seen - self.recent_len();
+        if self.sink_len > 0 {
+            let n_sinks = self.sink_k.len() / (h * d);
+            let base = head * n_sinks * d;
+            let keys = &self.sink_k[base..base + self.sink_len * d];
+            let vals = &self.sink_v[base..base + self.sink_len * d];
+            match sink_table {
+                Some(t) => {
+                    scratch.k.clear();
+                    scratch.k.extend_from_slice(keys);
+                    for row in scratch.k.chunks_exact_mut(d) {
+                        RopeShift::apply(t, row);
+                    }
+                    f(&scratch.k, vals, 0);
+                }
+                None => f(keys, vals, 0),
+            }
+        }
+        let f = &mut |k: &[f32], v: &[f32]| {
+            f(k, v, pos);
+            pos += k.len() / d;
+        };
+        match &self.recent {
+            Recent::F32(b) => visit_float(b, head, d, scratch, f),
+            Recent::F16(b) => visit_float(b, head, d, scratch, f),
+            Recent::Bf16(b) => visit_float(b, head, d, scratch, f),
+            Recent::Int4 {
+                q,
+                tail_k,
+                tail_v,
+                tail_len,
+            } => {
+                let (group, residual) = self.int4_params();
+                let vg = group.min(d);
+                let per_tok = d / vg;
+                for (i, blk) in q.blocks.iter().enumerate() {
+                    let (s, e) = q.live(i, group);
+                    let n = e - s;
+                    scratch.k.resize(n * d, 0.0);
+                    scratch.v.resize(n * d, 0.0);
+                    let kc = &blk.kc[head * group * d / 2..][..group * d / 2];
+                    let km = &blk.km[head * d..][..d];
+                    let ks = &blk.ks[head * d..][..d];
+                    int4::dequantize_keys(kc, d, km, ks, s, &mut scratch.k, &mut scratch.tmp);
+                    let vc = &blk.vc[head * group * d / 2..][..group * d / 2];
+                    let vm = &blk.vm[head * group * per_tok..][..group * per_tok];
+                    let vs = &blk.vs[head * group * per_tok..][..group * per_tok];
+                    int4::dequantize_values(vc, d, vg, vm, vs, s, &mut scratch.v);
+                    f(&scratch.k, &scratch.v);
+                }
+                if *tail_len > 0 {
+                    let base = head * residual * d;
+                    f(
+                        &tail_k[base..base + tail_len * d],
+                        &tail_v[base..base + tail_len * d],
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every visible token of kv head `head` as f32 `(keys, values)` `[len][head_dim]`, in the
+    /// order of [`KvCache::visit_head`], sink keys shifted as the decode kernel sees them.
+    pub fn to_f32(&self, head: usize) -> (Vec<f32>, Vec<f32>) {
+        let (mut ks, mut vs) = (Vec::new(), Vec::new());
+        let table = self.sink_rotation();
+        let mut scratch = TileScratch::default();
+        self.visit_head(head, &mut scratch, table.as_deref(), &mut |k, v, _| {
+            ks.extend_from_slice(k);
+            vs.extend_from_slice(v);
+        });
+        (ks, vs)
+    }
+
+    fn int4_params(&self) -> (usize, usize) {
+        match self.cfg.kind {
+            KvKind::Int4 { group, residual } => (group, residual),
+            _ => (FLOAT_BLOCK, 0),
+        }
+    }
+
+    fn recent_len(&self) -> usize {
+        match &self.recent {
+            Recent::F32(b) => b.len(FLOAT_BLOCK),
+            Recent::F16(b) => b.len(FLOAT_BLOCK),
+            Recent::Bf16(b) => b.len(FLOAT_BLOCK),
+            Recent::Int4 { q, tail_len, .. } => q.len(self.int4_params().0) + tail_len,
+        }
+    }
+
+    fn evict_recent(&mut self) {
+        let group = self.int4_params().0;
+        match &mut self.recent {
+            Recent::F32(b) => b.evict_one(FLOAT_BLOCK),
+            Recent::F16(b) => b.evict_one(FLOAT_BLOCK),
+            Recent::Bf16(b) => b.evict_one(FLOAT_BLOCK),
+            // The window holds at least residual + group tokens, so the live tokens past the
+            // residual tail lie in quantised blocks.
+            Recent::Int4 { q, .. } => q.evict_one(group),
+        }
+    }
+
+    fn push_recent<'a>(&mut self, row: impl Fn(usize) -> (&'a [f32], &'a [f32])) {
+        let (h, d) = (self.cfg.kv_heads, self.cfg.head_dim);
+        let (group, residual) = self.int4_params();
+        match &mut self.recent {
+            Recent::F32(b) => push_float(b, h, d, row),
+            Recent::F16(b) => push_float(b, h, d, row),
+            Recent::Bf16(b) => push_float(b, h, d, row),
+            Recent::Int4 {
+                q,
+                tail_k,
+                tail_v,
+                tail_len,
+            } => {
+                if *tail_len == residual {
+                    flush_group(q, tail_k, tail_v, h, d, group, residual);
+                    *tail_len -= group;
+                }
+                for hh in 0..h {
+                    let (k, v) = row(hh);
+                    let dst = (hh * residual + *tail_len) * d;
+                    tail_k[dst..dst + d].copy_from_slice(k);
+                    tail_v[dst..dst + d].copy_from_slice(v);
+                }
+                *tail_len += 1;
+            }
+        }
+    }
+}
+
+fn reset<B>(b: &mut Blocks<B>) {
+    if b.spare.is_none() {
+        b.spare = b.blocks.pop_front();
+    }
+    b.blocks.clear();
+    b.dead = 0;
+    b.last_len = 0;
+}
+
+fn push_float<'a, T: Elem>(
+    b: &mut Blocks<FBlock<T>>,
+    h: usize,
+    d: usize,
+    row: impl Fn(usize) -> (&'a [f32], &'a [f32]),
+) {
+    if b.blocks.is_empty() || b.last_len == FLOAT_BLOCK {
+        let blk = b.spare.take().unwrap_or_else(|| FBlock {
+            k: vec![T::default(); h * FLOAT_BLOCK * d],
+            v: vec![T::default(); h * FLOAT_BLOCK * d],
+        });
+        b.blocks.push_back(blk);
+        b.last_len = 0;
+    }
+    let t = b.last_len;
+    if let Some(blk) = b.blocks.back_mut() {
+        for hh in 0..h {
+            let (k, v) = row(hh);
+            let dst = (hh * FLOAT_BLOCK + t) * d;
+            T::store(k, &mut blk.k[dst..dst + d]);
+            T::store(v, &mut blk.v[dst..dst + d]);
+        }
+    }
+    b.last_len += 1;
+}
+
+fn visit_float<T: Elem>(
+    b: &Blocks<FBlock<T>>,
+    head: usize,
+    d: usize,
+    scratch: &mut TileScratch,
+    f: &mut dyn FnMut(&[f32], &[f32]),
+) {
+    for (i, blk) in b.blocks.iter().enumerate() {
+        let (s, e) = b.live(i, FLOAT_BLOCK);
+        let range = (head * FLOAT_BLOCK + s) * d..(head * FLOAT_BLOCK + e) * d;
+        let k = T::view(&blk.k[range.clone()], &mut scratch.k);
+        let v = T::view(&blk.v[range], &mut scratch.v);
+        f(k, v);
+    }
+}
+
+/// Quantises the oldest `group` tail tokens of every head into a new block and shifts the rest of
+/// the tail to the front.
+fn flush_group(
+    q: &mut Blocks<QBlock>,
+    tail_k: &mut [f32],
+    tail_v: &mut [f32],
+    h: usize,
+    d: usize,
+    group: usize,
+    residual: usize,
+) {
+    let vg = group.min(d);
+    let per_tok = d / vg;
+    let mut blk = q.spare.take().unwrap_or_else(|| QBlock {
+        kc: vec![0; h * group * d / 2],
+        km: vec![f16::ZERO; h * d],
+        ks: vec![f16::ZERO; h * d],
+        vc: vec![0; h * group * d / 2],
+        vm: vec![f16::ZERO; h * group * per_tok],
+        vs: vec![f16::ZERO; h * group * per_tok],
+    });
+    for hh in 0..h {
+        let base = hh * residual * d;
+        let cr = hh * group * d / 2..(hh + 1) * group * d / 2;
+        let vr = hh * group * per_tok..(hh + 1) * group * per_tok;
+        int4::quantize_keys(
+            &tail_k[base..base + group * d],
+            d,
+            &mut blk.kc[cr.clone()],
+            &mut blk.km[hh * d..(hh + 1) * d],
+            &mut blk.ks[hh * d..(hh + 1) * d],
+        );
+        int4::quantize_values(
+            &tail_v[base..base + group * d],
+            d,
+            vg,
+            &mut blk.vc[cr],
+            &mut blk.vm[vr.clone()],
+            &mut blk.vs[vr],
+        );
+        tail_k.copy_within(base + group * d..base + residual * d, base);
+        tail_v.copy_within(base + group * d..base + residual * d, base);
+    }
+    q.blocks.push_back(blk);
+    q.last_len = group;
+}

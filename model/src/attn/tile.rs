@@ -1,0 +1,230 @@
+//! Inner tile kernels shared by prefill and decode: scores of a block of query rows against a
+//! tile of keys, and the probability-weighted sum of a tile of values. The generic functions are
+//! the specification; `tile_x86` compiles the same bodies with AVX2+FMA / AVX-512 enabled and
+//! [`kernels`] picks the best once at run time. With `FMA = true` every multiply-add is one fused
+//! operation in a fixed order, so the SIMD builds equal the generic build bit for bit.
+
+use std::sync::OnceLock;
+
+/// `s[r * n + j] = scale · q[r] · k[j]` for `rows` query rows (`q` `[rows][d]`) and `n` keys.
+pub(crate) type ScoresFn = fn(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]);
+/// `acc[r] += Σ_j p[r * n + j] · v[j]` for `rows` rows (`acc` `[rows][d]`), `n` values.
+pub(crate) type AccumulateFn = fn(p: &[f32], vals: &[f32], d: usize, acc: &mut [f32]);
+
+/// The tile kernels chosen for this CPU.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kernels {
+    pub scores: ScoresFn,
+    pub accumulate: AccumulateFn,
+    pub name: &'static str,
+}
+
+/// Detected once per process.
+pub(crate) fn kernels() -> &'static Kernels {
+    static K: OnceLock<Kernels> = OnceLock::new();
+    K.get_or_init(|| {
+        super::tile_arch::detect().unwrap_or(Kernels {
+            scores: scores_generic::<false>,
+            accumulate: accumulate_generic::<false>,
+            name: "scalar",
+        })
+    })
+}
+
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// Dot product in 16 independent lanes (summed pairwise at the end), then the tail.
+#[inline(always)]
+pub(crate) fn dot_generic<const FMA: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let ca = a.chunks_exact(16);
+    let cb = b.chunks_exact(16);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            lanes[l] = madd::<FMA>(x[l], y[l], lanes[l]);
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail = madd::<FMA>(*x, *y, tail);
+    }
+    let mut w = 8;
+    while w > 0 {
+        for l in 0..w {
+            lanes[l] += lanes[l + w];
+        }
+        w /= 2;
+    }
+    lanes[0] + tail
+}
+
+#[inline(always)]
+pub(crate) fn scores_generic<const FMA: bool>(
+    q: &[f32],
+    keys: &[f32],
+    d: usize,
+    scale: f32,
+    s: &mut [f32],
+) {
+    let n = keys.len() / d;
+    for (j, k) in keys.chunks_exact(d).enumerate() {
+        for (r, qr) in q.chunks_exact(d).enumerate() {
+            s[r * n + j] = dot_generic::<FMA>(qr, k) * scale;
+        }
+    }
+}
+
+#[inline(always)]
+pub(crate) fn accumulate_generic<const FMA: bool>(
+    p: &[f32],
+    vals: &[f32],
+    d: usize,
+    acc: &mut [f32],
+) {
+    let n = vals.len() / d;
+    for (j, v) in vals.chunks_exact(d).enumerate() {
+        for (r, a) in acc.chunks_exact_mut(d).enumerate() {
+            let pj = p[r * n + j];
+            if pj == 0.0 {
+                continue;
+            }
+            for (x, y) in a.iter_mut().zip(v) {
+                *x = madd::<FMA>(pj, *y, *x);
+            }
+        }
+    }
+}
+
+/// Folds one row of scores (`-inf` = masked) into the row's running max `m`, sum `l` and
+/// accumulator `acc` (rescaled when the max grows); leaves the probabilities `exp(s - m)` in `s`
+/// for [`AccumulateFn`]. FlashAttention-2's online softmax.
+#[inline]
+pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) {
+    let tile_max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if tile_max == f32::NEG_INFINITY {
+        s.fill(0.0);
+        return;
+    }
+    let m_new = m.max(tile_max);
+    if *m != f32::NEG_INFINITY && *m < m_new {
+        let corr = (*m - m_new).exp();
+        *l *= corr;
+        acc.iter_mut().for_each(|a| *a *= corr);
+    }
+    *m = m_new;
+    for x in s.iter_mut() {
+        let e = exp_nonpositive(*x - m_new);
+        *x = if *x == f32::NEG_INFINITY { 0.0 } else { e };
+    }
+    *l += s.iter().sum::<f32>();
+}
+
+/// `exp(x)` for `x <= 0` (inputs below -87 give ≈1e-38 instead of underflowing), branch-free so
+/// the softmax loop vectorises: `x = n·ln2 + r` with `|r| <= ln2/2`, a degree-6 Taylor polynomial
+/// for `exp(r)` (relative error < 2e-7) and `2^n` assembled in the exponent bits.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 0.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    p * scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / 16777216.0
+                    - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_exp_matches_libm() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            let got = exp_nonpositive(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn dispatched_kernels_match_generic_spec() {
+        let mut all = super::super::tile_arch::available();
+        all.push(*kernels());
+        for k in &all {
+            check_kernels(k);
+        }
+    }
+
+    fn check_kernels(k: &Kernels) {
+        for (rows, n, d) in [
+            (4, 64, 128),
+            (3, 7, 20),
+            (64, 64, 64),
+            (1, 1, 2),
+            (2, 7, 32),
+            (5, 9, 96),
+        ] {
+            let q = data(rows * d, 1);
+            let keys = data(n * d, 2);
+            let mut s1 = vec![0f32; rows * n];
+            let mut s2 = s1.clone();
+            (k.scores)(&q, &keys, d, 0.3, &mut s1);
+            let fma = k.name != "scalar";
+            if fma {
+                scores_generic::<true>(&q, &keys, d, 0.3, &mut s2);
+                assert_eq!(s1, s2, "{} scores bit-exact", k.name);
+            } else {
+                scores_generic::<false>(&q, &keys, d, 0.3, &mut s2);
+                assert_eq!(s1, s2);
+            }
+            // Against a plain f64 dot product.
+            for r in 0..rows {
+                for j in 0..n {
+                    let want: f64 = (0..d)
+                        .map(|c| q[r * d + c] as f64 * keys[j * d + c] as f64)
+                        .sum::<f64>()
+                        * 0.3;
+                    assert!((s1[r * n + j] as f64 - want).abs() < 1e-4);
+                }
+            }
+            let p = data(rows * n, 3);
+            let mut a1 = data(rows * d, 4);
+            let mut a2 = a1.clone();
+            (k.accumulate)(&p, &keys, d, &mut a1);
+            if fma {
+                accumulate_generic::<true>(&p, &keys, d, &mut a2);
+            } else {
+                accumulate_generic::<false>(&p, &keys, d, &mut a2);
+            }
+            assert_eq!(a1, a2, "{} accumulate bit-exact", k.name);
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! x86-64 builds of the tile kernels of [`super::tile`] with AVX-512F+FMA or AVX2+FMA
+//! intrinsics, chosen at run time by `is_x86_feature_detected!`. They follow the generic spec's
+//! order exactly (16 lanes, lane `l` sums elements `l mod 16` with fused multiply-adds, then the
+//! halving reduction 8/4/2/1, then the tail), so they equal `scores_generic::<true>` and
+//! `accumulate_generic::<true>` bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::tile::Kernels;
+
+/// # Safety
+/// The CPU must support AVX-512F; `a` and `b` have the same length.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n16 = a.len() / 16 * 16;
+    let mut acc = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < n16 {
+        // SAFETY: i + 16 <= n16 <= len of both slices.
+        let (x, y) = unsafe {
+            (
+                _mm512_loadu_ps(a.as_ptr().add(i)),
+                _mm512_loadu_ps(b.as_ptr().add(i)),
+            )
+        };
+        acc = _mm512_fmadd_ps(x, y, acc);
+        i += 16;
+    }
+    let mut tail = 0f32;
+    for j in n16..a.len() {
+        tail = a[j].mul_add(b[j], tail);
+    }
+    // Halving reduction: (l, l+8), then (l, l+4), (l, l+2), (l, l+1).
+    reduce16(acc) + tail
+}
+
+/// Sums eight lanes as (l, l+4), (l, l+2), (l, l+1).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn reduce8(v: __m256) -> f32 {
+    let a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let b = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    let c = _mm_add_ss(b, _mm_shuffle_ps(b, b, 1));
+    _mm_cvtss_f32(c)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA; `a` and `b` have the same length.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let n16 = a.len() / 16 * 16;
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    while i < n16 {
+        // SAFETY: i + 16 <= n16 <= len of both slices.
+        unsafe {
+            acc0 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+                acc0,
+            );
+            acc1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+                acc1,
+            );
+        }
+        i += 16;
+    }
+    let mut tail = 0f32;
+    for j in n16..a.len() {
+        tail = a[j].mul_add(b[j], tail);
+    }
+    reduce8(_mm256_add_ps(acc0, acc1)) + tail
+}
+
+/// # Safety
+/// The CPU must support AVX-512F; `acc` and `v` have the same length.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn axpy_avx512(p: f32, v: &[f32], acc: &mut [f32]) {
+    let n16 = acc.len() / 16 * 16;
+    let pv = _mm512_set1_ps(p);
+    let mut i = 0;
+    while i < n16 {
+        // SAFETY: i + 16 <= n16 <= len of both slices.
+        unsafe {
+            let a = acc.as_mut_ptr().add(i);
+            _mm512_storeu_ps(
+                a,
+                _mm512_fmadd_ps(pv, _mm512_loadu_ps(v.as_ptr().add(i)), _mm512_loadu_ps(a)),
+            );
+        }
+        i += 16;
+    }
+    for j in n16..acc.len() {
+        acc[j] = p.mul_add(v[j], acc[j]);
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA; `acc` and `v` have the same length.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(p: f32, v: &[f32], acc: &mut [f32]) {
+    let n8 = acc.len() / 8 * 8;
+    let pv = _mm256_set1_ps(p);
+    let mut i = 0;
+    while i < n8 {
+        // SAFETY: i + 8 <= n8 <= len of both slices.
+        unsafe {
+            let a = acc.as_mut_ptr().add(i);
+            _mm256_storeu_ps(
+                a,
+                _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.as_ptr().add(i)), _mm256_loadu_ps(a)),
+            );
+        }
+        i += 8;
+    }
+    for j in n8..acc.len() {
+        acc[j] = p.mul_add(v[j], acc[j]);
+    }
+}
+
+/// Sixteen-lane reduction of [`dot_avx512`]: (l, l+8), then [`reduce8`].
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn reduce16(acc: __m512) -> f32 {
+    let lo = _mm512_castps512_ps256(acc);
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    reduce8(_mm256_add_ps(lo, hi))
+}
+
+/// Scores of each query row against four keys at a time (each query chunk loaded once for four
+/// keys); per pair the same lane order as [`dot_avx512`]. Needs `d % 16 == 0`.
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA; `q` is `[rows][d]`, `keys` `[n][d]`, `s` `[rows][n]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn scores_blocked_avx512(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]) {
+    let n = keys.len() / d;
+    let n4 = n / 4 * 4;
+    for (r, qr) in q.chunks_exact(d).enumerate() {
+        let sr = &mut s[r * n..(r + 1) * n];
+        let mut j = 0;
+        while j < n4 {
+            let (mut a0, mut a1, mut a2, mut a3) = (
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+                _mm512_setzero_ps(),
+            );
+            let k = keys.as_ptr();
+            let mut c = 0;
+            while c < d {
+                // SAFETY: c + 16 <= d and j + 3 < n, so every load stays inside `qr` / `keys`.
+                unsafe {
+                    let qv = _mm512_loadu_ps(qr.as_ptr().add(c));
+                    a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add(j * d + c)), a0);
+                    a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add((j + 1) * d + c)), a1);
+                    a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add((j + 2) * d + c)), a2);
+                    a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add((j + 3) * d + c)), a3);
+                }
+                c += 16;
+            }
+            sr[j] = reduce16(a0) * scale;
+            sr[j + 1] = reduce16(a1) * scale;
+            sr[j + 2] = reduce16(a2) * scale;
+            sr[j + 3] = reduce16(a3) * scale;
+            j += 4;
+        }
+        for (jj, x) in sr.iter_mut().enumerate().skip(n4) {
+            // SAFETY: same features as this function; both slices are `d` long.
+            *x = unsafe { dot_avx512(qr, &keys[jj * d..(jj + 1) * d]) } * scale;
+        }
+    }
+}
+
+/// `acc[r] += Σ_j p[r][j] · v[j]` with 64 columns of a row held in four registers across all keys
+/// (same per-element operation order as the generic spec). Needs `d % 64 == 0`.
+///
+/// # Safety
+/// The CPU must support AVX-512F and FMA; `acc` is `[rows][d]`, `vals` `[n][d]`, `p` `[rows][n]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn accumulate_blocked_avx512(p: &[f32], vals: &[f32], d: usize, acc: &mut [f32]) {
+    let n = vals.len() / d;
+    for (r, row) in acc.chunks_exact_mut(d).enumerate() {
+        let pr = &p[r * n..(r + 1) * n];
+        for c in (0..d).step_by(64) {
+            let a = row[c..c + 64].as_mut_ptr();
+            // SAFETY: `a` points at 64 floats of `row`; every `v` pointer at 64 floats of `vals`
+            // (c + 64 <= d, j < n).
+            unsafe {
+                let mut r0 = _mm512_loadu_ps(a);
+                let mut r1 = _mm512_loadu_ps(a.add(16));
+                let mut r2 = _mm512_loadu_ps(a.add(32));
+                let mut r3 = _mm512_loadu_ps(a.add(48));
+                for (j, &pj) in pr.iter().enumerate() {
+                    if pj == 0.0 {
+                        continue;
+                    }
+                    let pv = _mm512_set1_ps(pj);
+                    let v = vals.as_ptr().add(j * d + c);
+                    r0 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v), r0);
+                    r1 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v.add(16)), r1);
+                    r2 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v.add(32)), r2);
+                    r3 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v.add(48)), r3);
+                }
+                _mm512_storeu_ps(a, r0);
+                _mm512_storeu_ps(a.add(16), r1);
+                _mm512_storeu_ps(a.add(32), r2);
+                _mm512_storeu_ps(a.add(48), r3);
+            }
+        }
+    }
+}
+
+/// AVX2 form of [`accumulate_blocked_avx512`]: 32 columns in four registers. Needs `d % 32 == 0`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; shapes as for [`accumulate_blocked_avx512`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_blocked_avx2(p: &[f32], vals: &[f32], d: usize, acc: &mut [f32]) {
+    let n = vals.len() / d;
+    for (r, row) in acc.chunks_exact_mut(d).enumerate() {
+        let pr = &p[r * n..(r + 1) * n];
+        for c in (0..d).step_by(32) {
+            let a = row[c..c + 32].as_mut_ptr();
+            // SAFETY: `a` points at 32 floats of `row`; every `v` pointer at 32 floats of `vals`
+            // (c + 32 <= d, j < n).
+            unsafe {
+                let mut r0 = _mm256_loadu_ps(a);
+                let mut r1 = _mm256_loadu_ps(a.add(8));
+                let mut r2 = _mm256_loadu_ps(a.add(16));
+                let mut r3 = _mm256_loadu_ps(a.add(24));
+                for (j, &pj) in pr.iter().enumerate() {
+                    if pj == 0.0 {
+                        continue;
+                    }
+                    let pv = _mm256_set1_ps(pj);
+                    let v = vals.as_ptr().add(j * d + c);
+                    r0 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v), r0);
+                    r1 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8)), r1);
+                    r2 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(16)), r2);
+                    r3 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(24)), r3);
+                }
+                _mm256_storeu_ps(a, r0);
+                _mm256_storeu_ps(a.add(8), r1);
+                _mm256_storeu_ps(a.add(16), r2);
+                _mm256_storeu_ps(a.add(24), r3);
+            }
+        }
+    }
+}
+
+macro_rules! tile_fns {
+    ($scores:ident, $accumulate:ident, $scores_impl:ident, $accumulate_impl:ident,
+     $dot:ident, $axpy:ident, $blocked:ident, $block:literal, $scores_blocked:expr, $feat:literal) => {
+        /// # Safety
+        /// The CPU must support the features of
+        #[doc = $feat]
+        #[target_feature(enable = $feat)]
+        unsafe fn $scores_impl(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]) {
+            if let Some(blocked) = $scores_blocked {
+                if d.is_multiple_of(16) {
+                    // SAFETY: same features as this function; d is a multiple of 16.
+                    return unsafe { blocked(q, keys, d, scale, s) };
+                }
+            }
+            let n = keys.len() / d;
+            for (j, k) in keys.chunks_exact(d).enumerate() {
+                for (r, qr) in q.chunks_exact(d).enumerate() {
+                    // SAFETY: same features as this function; both slices are `d` long.
+                    s[r * n + j] = unsafe { $dot(qr, k) } * scale;
+                }
+            }
+        }
+
+        /// # Safety
+        /// The CPU must support the features of
+        #[doc = $feat]
+        #[target_feature(enable = $feat)]
+        unsafe fn $accumulate_impl(p: &[f32], vals: &[f32], d: usize, acc: &mut [f32]) {
+            if d.is_multiple_of($block) {
+                // SAFETY: same features as this function; d is a multiple of the block.
+                return unsafe { $blocked(p, vals, d, acc) };
+            }
+            let n = vals.len() / d;
+            for (j, v) in vals.chunks_exact(d).enumerate() {
+                for (r, a) in acc.chunks_exact_mut(d).enumerate() {
+                    let pj = p[r * n + j];
+                    if pj != 0.0 {
+                        // SAFETY: same features as this function; `a` and `v` are `d` long.
+                        unsafe { $axpy(pj, v, a) };
+                    }
+                }
+            }
+        }
+
+        /// Safe entry point; only handed out by [`detect`] after the features were detected.
+        fn $scores(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]) {
+            // SAFETY: `detect` returns this function only after detecting the features.
+            unsafe { $scores_impl(q, keys, d, scale, s) }
+        }
+
+        /// Safe entry point; only handed out by [`detect`] after the features were detected.
+        fn $accumulate(p: &[f32], vals: &[f32], d: usize, acc: &mut [f32]) {
+            // SAFETY: `detect` returns this function only after detecting the features.
+            unsafe { $accumulate_impl(p, vals, d, acc) }
+        }
+    };
+}
+
+tile_fns!(
+    scores_avx512,
+    accumulate_avx512,
+    scores_avx512_impl,
+    accumulate_avx512_impl,
+    dot_avx512,
+    axpy_avx512,
+    accumulate_blocked_avx512,
+    64,
+    Some(scores_blocked_avx512 as unsafe fn(&[f32], &[f32], usize, f32, &mut [f32])),
+    "avx512f,avx2,fma"
+);
+tile_fns!(
+    scores_avx2,
+    accumulate_avx2,
+    scores_avx2_impl,
+    accumulate_avx2_impl,
+    dot_avx2,
+    axpy_avx2,
+    accumulate_blocked_avx2,
+    32,
+    None::<unsafe fn(&[f32], &[f32], usize, f32, &mut [f32])>,
+    "avx2,fma"
+);
+
+/// The best kernels this CPU supports, or `None` for the generic scalar build.
+pub(crate) fn detect() -> Option<Kernels> {
+    let fma = is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2");
+    if fma && is_x86_feature_detected!("avx512f") {
+        return Some(Kernels {
+            scores: scores_avx512,
+            accumulate: accumulate_avx512,
+            name: "avx512",
+        });
+    }
+    if fma {
+        return Some(Kernels {
+            scores: scores_avx2,
+            accumulate: accumulate_avx2,
+            name: "avx2",
+        });
+    }
+    None
+}
+
+/// Every kernel set this CPU supports (tests check each against the generic spec).
+#[cfg(test)]
+pub(crate) fn available() -> Vec<Kernels> {
+    let fma = is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2");
+    let mut v = Vec::new();
+    if fma && is_x86_feature_detected!("avx512f") {
+        v.push(Kernels {
+            scores: scores_avx512,
+            accumulate: accumulate_avx512,
+            name: "avx512",
+        });
+    }
+    if fma {
+        v.push(Kernels {
+            scores: scores_avx2,
+            accumulate: accumulate_avx2,
+            name: "avx2",
+        });
+    }
+    v
+}
