@@ -39,13 +39,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dir", nargs="?", default=sysconfig.get_paths()["stdlib"])
     ap.add_argument("--rust-json", help="reuse this dedup_bench output instead of running it")
+    ap.add_argument("--profile", default="release", help="cargo profile for dedup_bench")
     args = ap.parse_args()
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = args.rust_json or os.path.join(root, "target", "dedup_bench.json")
     if not args.rust_json:
-        cmd = ["cargo", "run", "--release", "-q", "-p", "tritter-model", "--example",
-               "dedup_bench", "--", args.dir, out]
+        cmd = ["cargo", "run", "--profile", args.profile, "-q", "-p", "tritter-model",
+               "--example", "dedup_bench", "--", args.dir, out]
         subprocess.run(cmd, cwd=root, check=True)
     rust = json.load(open(out))
     p = rust["params"]
@@ -56,28 +57,36 @@ def main():
         with open(path, "rb") as f:
             texts.append(f.read().decode("utf-8"))
 
-    start = time.perf_counter()
-    lsh = MinHashLSH(threshold=t, num_perm=p["num_perm"], params=(p["bands"], p["rows"]))
-    sets, mhs = [], []
-    for i, text in enumerate(texts):
-        s = shingles(text, n, lower)
-        sets.append(s)
-        if not s:
-            mhs.append(None)
-            continue
-        m = MinHash(num_perm=p["num_perm"], seed=p["seed"])
-        m.update_batch([x.encode("utf-8") for x in s])
-        mhs.append(m)
-        lsh.insert(i, m)
-    py_pairs = set()
-    for i, m in enumerate(mhs):
-        if m is None:
-            continue
-        for j in lsh.query(m):
-            if j > i and m.jaccard(mhs[j]) >= t:
-                py_pairs.add((paths[i], paths[j]))
-    py_s = time.perf_counter() - start
-    signed = sum(m is not None for m in mhs)
+    def run_datasketch(seed):
+        start = time.perf_counter()
+        lsh = MinHashLSH(threshold=t, num_perm=p["num_perm"], params=(p["bands"], p["rows"]))
+        sets, mhs = [], []
+        for i, text in enumerate(texts):
+            s = shingles(text, n, lower)
+            sets.append(s)
+            if not s:
+                mhs.append(None)
+                continue
+            m = MinHash(num_perm=p["num_perm"], seed=seed)
+            m.update_batch([x.encode("utf-8") for x in s])
+            mhs.append(m)
+            lsh.insert(i, m)
+        pairs = set()
+        for i, m in enumerate(mhs):
+            if m is None:
+                continue
+            for j in lsh.query(m):
+                if j > i and m.jaccard(mhs[j]) >= t:
+                    pairs.add((paths[i], paths[j]))
+        return pairs, time.perf_counter() - start, sets
+
+    py_pairs, py_s, sets = run_datasketch(p["seed"])
+    # The same implementation at another seed: how much two correct runs differ by chance.
+    py_pairs2, _, _ = run_datasketch(p["seed"] + 1)
+    signed = sum(bool(x) for x in sets)
+
+    def agreement(x, y):
+        return len(x & y) / len(x | y) if x | y else 1.0
 
     rs_pairs = {(a, b) for a, b, _ in rust["pairs"]}
     both, only_rs, only_py = rs_pairs & py_pairs, rs_pairs - py_pairs, py_pairs - rs_pairs
@@ -90,6 +99,11 @@ def main():
 
     def above(pairs):
         return sum(exact(q) >= t for q in pairs)
+
+    bins = [(0.0, 0.6), (0.6, t), (t, 0.8), (0.8, 1.01)]
+
+    def binned(pairs):
+        return [sum(lo <= exact(q) < hi for q in pairs) for lo, hi in bins]
 
     rs_rate = rust["minhash_lsh_kept"]["docs_per_s"]
     rs1_rate = rust["minhash_lsh_kept"]["docs_per_s_1_thread"]
@@ -104,9 +118,14 @@ def main():
         "pairs_both": len(both),
         "pairs_only_rust": len(only_rs),
         "pairs_only_datasketch": len(only_py),
-        "pair_agreement_jaccard": len(both) / len(union) if union else 1.0,
+        "pair_agreement_jaccard": agreement(rs_pairs, py_pairs),
+        "datasketch_seed_vs_seed_agreement": agreement(py_pairs, py_pairs2),
         "exact_jaccard_ge_threshold": {
             "both": above(both), "only_rust": above(only_rs), "only_datasketch": above(only_py),
+        },
+        "by_exact_jaccard": {
+            "bins": ["<0.6", "0.6-%g" % t, "%g-0.8" % t, ">=0.8"],
+            "both": binned(both), "only_rust": binned(only_rs), "only_datasketch": binned(only_py),
         },
         "rust_full_docs_per_s": rust["full"]["docs_per_s"],
         "rust_threads": rust["threads"],

@@ -3,6 +3,7 @@
 //! for `scripts/bench_dedup.py` to compare with datasketch.
 //!
 //! `cargo run --release -p tritter-model --example dedup_bench -- DIR OUT.json`
+//! (files under `site-packages/` are skipped: they are not the standard library).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -128,6 +129,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut issues = 0u64;
     for ev in open_source(0, &src, fcfg.max_bytes) {
         match ev {
+            // The standard library only: third-party packages are not part of it.
+            SourceEvent::Doc(d) if d.path.contains("/site-packages/") => {}
             SourceEvent::Doc(d) => docs.push((d.path, d.bytes)),
             SourceEvent::TooLarge { .. } => too_large += 1,
             SourceEvent::Issue(_) => issues += 1,

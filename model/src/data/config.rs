@@ -3,7 +3,7 @@
 //!
 //! Every field has a documented default; unknown keys are errors (`deny_unknown_fields`). Filter
 //! defaults follow the StarCoder / The Stack cleaning rules (max line length 1000, mean line length
-//! 100, alphanumeric fraction 0.25, a 1 MiB file-size cap, auto-generated markers in the first
+//! 100, alphanumeric fraction 0.25, a 1 MiB file-size cap, generator markers in the first
 //! lines); near-dedup defaults follow the BigCode MinHash-LSH setup (5-word shingles, 256
 //! permutations, Jaccard threshold 0.7). [`DataConfig::validate`] checks the values; the
 //! pipeline calls it before it reads anything.
@@ -365,10 +365,12 @@ impl DataConfig {
         match (d.bands, d.rows) {
             (None, None) => {}
             (Some(b), Some(r)) if b > 0 && r > 0 && b * r <= d.num_perm => {}
-            (Some(b), Some(r)) => return bad(format!(
+            (Some(b), Some(r)) => {
+                return bad(format!(
                 "data.dedup.bands × rows = {b} × {r} must be positive and at most num_perm ({})",
                 d.num_perm
-            )),
+            ))
+            }
             _ => return bad("data.dedup.bands and rows must be given together".into()),
         }
         let t = &self.tokenizer;
