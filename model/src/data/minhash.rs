@@ -93,7 +93,7 @@ pub struct MinHasher {
 impl MinHasher {
     /// `num_perm` permutations drawn from `seed`.
     pub fn new(num_perm: usize, seed: u64) -> MinHasher {
-        let mut g = SplitMix64::new(seed ^ 0x4D49_4E48_4153_48);
+        let mut g = SplitMix64::new(seed ^ 0x004D_494E_4841_5348);
         let mut a = Vec::with_capacity(num_perm);
         let mut b = Vec::with_capacity(num_perm);
         for _ in 0..num_perm {

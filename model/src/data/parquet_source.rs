@@ -6,7 +6,6 @@
 //! without `content` is one issue; a row that fails to decode ends the file with one issue that
 //! counts the rows lost.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +33,6 @@ pub(crate) struct ParquetSource {
     walk: Walk,
     languages: Vec<Language>,
     current: Option<OpenFile>,
-    pending: VecDeque<SourceEvent>,
 }
 
 impl ParquetSource {
@@ -44,7 +42,6 @@ impl ParquetSource {
             walk,
             languages,
             current: None,
-            pending: VecDeque::new(),
         }
     }
 
@@ -121,9 +118,6 @@ impl Iterator for ParquetSource {
     type Item = SourceEvent;
     fn next(&mut self) -> Option<SourceEvent> {
         loop {
-            if let Some(ev) = self.pending.pop_front() {
-                return Some(ev);
-            }
             let Some(file) = self.current.as_mut() else {
                 match self.walk.next()? {
                     WalkItem::Issue(i) => return Some(SourceEvent::Issue(i)),

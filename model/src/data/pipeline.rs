@@ -275,7 +275,7 @@ fn run(
     progress.finish(Stage::NearDedup);
 
     // Train/val split by seeded content hash.
-    let split_key = |m: &DocMeta| hash_bytes(cfg.seed ^ 0x5350_4C49_54, &m.hash.to_le_bytes());
+    let split_key = |m: &DocMeta| hash_bytes(cfg.seed ^ 0x0053_504C_4954, &m.hash.to_le_bytes());
     let mut is_val: Vec<bool> = metas
         .iter()
         .map(|m| unit_interval(split_key(m)) < cfg.val_fraction)
