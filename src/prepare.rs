@@ -20,20 +20,18 @@ struct Bars {
 
 impl Progress for Bars {
     fn start(&self, stage: Stage, total: Option<u64>) {
-        let bar = match total {
-            Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template(
-                    "{msg:24} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template(
-                    "{spinner} {msg:24} [{elapsed_precise}] {pos} docs ({per_sec})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            ),
+        let template = match (total, stage) {
+            (Some(_), _) => "{msg:24} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len}",
+            (None, Stage::Read) => "{spinner} {msg:24} [{elapsed_precise}] {human_pos} documents",
+            (None, _) => "{spinner} {msg:24} [{elapsed_precise}]",
         };
+        let bar = match total {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new_spinner(),
+        }
+        .with_style(
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
         bar.set_message(stage.name());
         bar.enable_steady_tick(Duration::from_millis(200));
         if let Ok(mut slot) = self.bar.lock() {
