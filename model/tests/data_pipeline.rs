@@ -306,3 +306,24 @@ fn config_rejects_unknown_keys_and_bad_values() {
     assert_eq!(ok.filter.max_line_length, 1000);
     assert_eq!(ok.seq_len, 2048);
 }
+
+#[test]
+fn loading_the_saved_tokenizer_reproduces_the_shards() {
+    let c = corpus();
+    let cfg = config(&c.src);
+    let (r1, r2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let m1 = prepare(&cfg, r1.path(), &NoProgress).unwrap();
+    assert!(m1.tokenizer.trained);
+    let mut loaded = cfg.clone();
+    loaded.tokenizer.path = Some(r1.path().join("data/tokenizer.json"));
+    let m2 = prepare(&loaded, r2.path(), &NoProgress).unwrap();
+    assert!(!m2.tokenizer.trained);
+    assert_eq!(m2.tokenizer.special_tokens, m1.tokenizer.special_tokens);
+    assert_eq!(m2.tokenizer.vocab_size, m1.tokenizer.vocab_size);
+    assert_eq!(m2.tokens, m1.tokens);
+    for f in ["train/shard-00000.bin", "val/shard-00000.bin"] {
+        let a = std::fs::read(r1.path().join("data").join(f)).unwrap();
+        let b = std::fs::read(r2.path().join("data").join(f)).unwrap();
+        assert!(a == b, "{f} differs");
+    }
+}

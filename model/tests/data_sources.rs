@@ -207,3 +207,37 @@ vocab_size = 300
         .any(|i| i.path.ends_with("nocontent.parquet") && i.message.contains("content")));
     assert_eq!(m.tokens.train_documents, 2);
 }
+
+#[test]
+fn jsonl_fields_language_selection_and_max_docs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.jsonl");
+    std::fs::write(
+        &path,
+        "{\"content\": \"a = 1\\n\", \"lang\": \"Python\", \"path\": \"x/a.py\"}\n\
+         {\"content\": \"fn b() {}\\n\", \"language\": \"Rust\"}\n\
+         {\"content\": \"c = 3\\n\", \"lang\": \"python\", \"extra\": [1, 2]}\n\
+         {\"content\": \"no lang\\n\"}\n",
+    )
+    .unwrap();
+    let (docs, issues, skipped) = collect(&source(SourceKind::Jsonl, &path, vec![]));
+    assert!(issues.is_empty());
+    assert_eq!(skipped, 0);
+    let shown = path.display().to_string();
+    let paths: Vec<String> = docs.iter().map(|d| d.0.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "x/a.py".to_string(),
+            format!("{shown}:2"),
+            format!("{shown}:3"),
+            format!("{shown}:4")
+        ]
+    );
+    let (docs, _, skipped) = collect(&source(SourceKind::Jsonl, &path, vec![Language::Python]));
+    assert_eq!(docs.len(), 2);
+    assert_eq!(skipped, 2);
+    let mut limited = source(SourceKind::Jsonl, &path, vec![]);
+    limited.max_docs = Some(3);
+    assert_eq!(collect(&limited).0.len(), 3);
+}
