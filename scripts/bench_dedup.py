@@ -47,7 +47,7 @@ def main():
     if not args.rust_json:
         cmd = ["cargo", "run", "--profile", args.profile, "-q", "-p", "tritter-model",
                "--example", "dedup_bench", "--", args.dir, out]
-        subprocess.run(cmd, cwd=root, check=True)
+        subprocess.run(cmd, cwd=root, check=True, stdout=sys.stderr)
     rust = json.load(open(out))
     p = rust["params"]
     n, lower, t = p["shingle_size"], p["lowercase"], p["threshold"]
