@@ -1,6 +1,6 @@
 //! Quality filters of the StarCoder / The Stack cleaning recipe: size bounds, binary and
-//! non-UTF-8 content, maximum and mean line length, alphanumeric fraction, auto-generated
-//! markers in the first lines.
+//! non-UTF-8 content, maximum and mean line length, alphanumeric fraction, generator
+//! markers in the first lines (files written by code generators).
 //!
 //! Must match the StarCoder definitions: line lengths are in characters of the lines split at
 //! `\n` (a trailing `\r` counts), mean = characters / lines, alphanumeric fraction = alphanumeric
