@@ -37,6 +37,12 @@ pub struct Cli {
     /// Colour theme (overrides config.toml).
     #[arg(long, value_name = "NAME")]
     pub theme: Option<String>,
+    /// Train or QAT a model from a config (TOML).
+    #[arg(long, value_name = "CONFIG.toml")]
+    pub train: Option<PathBuf>,
+    /// With --train: only run the data pipeline (filter, dedup, tokenizer, shards) and exit.
+    #[arg(long, requires = "train")]
+    pub prepare_only: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

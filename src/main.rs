@@ -19,6 +19,7 @@ mod highlight;
 mod logits;
 mod markdown;
 mod outline;
+mod prepare;
 mod prompt;
 mod session;
 mod theme;
@@ -47,6 +48,12 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
+    if let Some(config) = &cli.train {
+        if cli.prepare_only {
+            return prepare::prepare(config);
+        }
+        anyhow::bail!("--train: training is not available in this build yet; use --prepare-only");
+    }
     if let Some(cmd) = &cli.command {
         return cli::run_command(&cli, cmd);
     }
