@@ -2,6 +2,7 @@
 //! one line with their whole chain.
 
 mod logits;
+mod prepare;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -22,6 +23,12 @@ struct Cli {
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
+    /// Training config (TOML): train or QAT a model.
+    #[arg(long, value_name = "CONFIG")]
+    train: Option<PathBuf>,
+    /// With --train: only run the data pipeline (filter, dedup, tokenizer, shards) and exit.
+    #[arg(long, requires = "train")]
+    prepare_only: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -52,6 +59,12 @@ fn parse_device(s: &str) -> Result<Device> {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     let device = parse_device(&cli.device)?;
+    if let Some(config) = &cli.train {
+        if cli.prepare_only {
+            return prepare::prepare(config);
+        }
+        bail!("training is not implemented yet; use --prepare-only");
+    }
     match cli.command {
         Some(Command::Logits { ids, out }) => {
             let Some(model) = cli.model else {

@@ -6,6 +6,7 @@
 pub mod bitlinear;
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod error;
 pub mod generation;
 pub mod norm;
@@ -13,6 +14,7 @@ pub mod quant;
 pub mod rope;
 pub mod sampling;
 pub mod transformer;
+pub mod vocab;
 pub mod weights;
 
 pub use bitlinear::{BitLinear, BitWeights, PackedLinear};
