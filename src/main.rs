@@ -3,6 +3,7 @@
 
 mod logits;
 mod prepare;
+mod train_cli;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
@@ -29,6 +30,12 @@ struct Cli {
     /// With --train: only run the data pipeline (filter, dedup, tokenizer, shards) and exit.
     #[arg(long, requires = "train")]
     prepare_only: bool,
+    /// With --train: continue from the newest checkpoint of the run directory.
+    #[arg(long, requires = "train")]
+    resume: bool,
+    /// With --train: override a config key, e.g. --set train.steps=100 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "train")]
+    overrides: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -63,7 +70,7 @@ fn run() -> Result<()> {
         if cli.prepare_only {
             return prepare::prepare(config);
         }
-        bail!("training is not implemented yet; use --prepare-only");
+        return train_cli::train(config, &cli.overrides, cli.resume);
     }
     match cli.command {
         Some(Command::Logits { ids, out }) => {

@@ -13,6 +13,7 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 pub mod sampling;
+pub mod train;
 pub mod transformer;
 pub mod vocab;
 pub mod weights;
