@@ -4,14 +4,14 @@
 # this project's own dependency tree in the cargo registry. Records every source and its licence,
 # trains the tokenizer and the model, evaluates on held-out files and writes assets/default-model/.
 #
-#   scripts/train-default.sh            # STEPS=1200 PY_FILES=700 RS_FILES=900 by default
+#   scripts/train-default.sh            # STEPS=360 PY_FILES=700 RS_FILES=900 by default
 #   STEPS=300 scripts/train-default.sh  # shorter
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 RUN=${RUN:-$ROOT/target/runs/default-model}
 CORPUS=$RUN/corpus
-STEPS=${STEPS:-1200}
+STEPS=${STEPS:-360}
 PY_FILES=${PY_FILES:-700}
 RS_FILES=${RS_FILES:-900}
 PYTHON=${PYTHON:-python3}
@@ -108,10 +108,11 @@ warmup = 50
 decay = "two_stage"
 min_lr_ratio = 0.05
 [eval]
-every = 200
+every = 120
 batches = 16
+samples = ["def fibonacci(n):", "fn main() {", "import os\n", "impl fmt::Display for"]
 [checkpoint]
-every = 200
+every = 120
 keep = 2
 [data]
 seq_len = 256
@@ -142,5 +143,6 @@ TOML
 mkdir -p "$OUT"
 cp "$RUN/final/config.json" "$RUN/final/model.safetensors" "$RUN/final/tokenizer.json" "$OUT/"
 cp "$RUN/SOURCES.md" "$OUT/SOURCES.md"
+cp "$RUN/samples.txt" "$OUT/samples.txt"
 grep '"val_loss"' "$RUN/metrics.jsonl" | tail -1 > "$OUT/eval.json"
 du -sh "$OUT"

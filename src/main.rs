@@ -36,6 +36,9 @@ struct Cli {
     /// With --train: override a config key, e.g. --set train.steps=100 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE", requires = "train")]
     overrides: Vec<String>,
+    /// With --train: redraw RUN/loss.png from metrics.jsonl and exit.
+    #[arg(long, requires = "train")]
+    plot: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,6 +72,9 @@ fn run() -> Result<()> {
     if let Some(config) = &cli.train {
         if cli.prepare_only {
             return prepare::prepare(config);
+        }
+        if cli.plot {
+            return train_cli::plot(config, &cli.overrides);
         }
         return train_cli::train(config, &cli.overrides, cli.resume);
     }

@@ -84,8 +84,8 @@ impl Observer for Bar {
 impl Bar {
     fn println(&self, s: String) {
         match &self.bar {
-            Some(b) => b.println(s),
-            None => eprintln!("{s}"),
+            Some(b) if !b.is_hidden() => b.println(s),
+            _ => eprintln!("{s}"),
         }
     }
 }
@@ -128,5 +128,18 @@ pub fn train(config: &Path, overrides: &[String], resume: bool) -> anyhow::Resul
     if let Some(d) = out.final_dir {
         eprintln!("model: {}", d.display());
     }
+    Ok(())
+}
+
+/// Run `--train CONFIG --plot`: redraw `loss.png` of the run directory.
+pub fn plot(config: &Path, overrides: &[String]) -> anyhow::Result<()> {
+    let cfg = TrainConfig::load(config, overrides)?;
+    if !tritter_model::train::plot::plot_run(&cfg.run.dir)? {
+        anyhow::bail!(
+            "{}: no training rows to plot",
+            cfg.run.dir.join("metrics.jsonl").display()
+        );
+    }
+    eprintln!("wrote {}", cfg.run.dir.join("loss.png").display());
     Ok(())
 }

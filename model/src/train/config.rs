@@ -210,6 +210,10 @@ pub struct EvalSection {
     pub every: u64,
     /// Validation micro-batches per evaluation (the first ones of the split). Default 8.
     pub batches: usize,
+    /// Prompts completed greedily by the exported model at the end (`samples.txt`). Default none.
+    pub samples: Vec<String>,
+    /// Tokens generated per sample. Default 48.
+    pub sample_tokens: usize,
 }
 
 impl Default for EvalSection {
@@ -217,6 +221,8 @@ impl Default for EvalSection {
         EvalSection {
             every: 100,
             batches: 8,
+            samples: Vec::new(),
+            sample_tokens: 48,
         }
     }
 }

@@ -10,6 +10,8 @@
 
 pub mod config;
 pub mod optim;
+pub mod plot;
+pub mod sample;
 pub mod state;
 pub mod trainer;
 

@@ -492,7 +492,28 @@ impl Trainer {
             let dir = self.cfg.run.dir.join("final");
             self.export(&dir)?;
             obs.event(&Event::Note(format!("exported {}", dir.display())));
+            if !self.cfg.eval.samples.is_empty() {
+                let samples = super::sample::complete(
+                    &dir,
+                    &self.cfg.eval.samples,
+                    self.cfg.eval.sample_tokens,
+                    &self.device,
+                )?;
+                let mut text = String::new();
+                for (p, c) in &samples {
+                    text.push_str(&format!("=== prompt: {p:?}\n{p}{c}\n\n"));
+                }
+                let sp = self.cfg.run.dir.join("samples.txt");
+                fs::write(&sp, &text).map_err(|e| TrainError::io(&sp, e))?;
+                obs.event(&Event::Note(format!("samples:\n{text}")));
+            }
             final_dir = Some(dir);
+        }
+        if super::plot::plot_run(&self.cfg.run.dir)? {
+            obs.event(&Event::Note(format!(
+                "plotted {}",
+                self.cfg.run.dir.join("loss.png").display()
+            )));
         }
         Ok(Outcome {
             step: self.state.step,
