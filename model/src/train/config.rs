@@ -368,11 +368,17 @@ impl TrainConfig {
                 self.data.seq_len, t.seq_len
             )));
         }
-        if !(t.grad_clip >= 0.0) {
+        if t.grad_clip.is_nan() || t.grad_clip < 0.0 {
             return Err(bad("train.grad_clip must be >= 0"));
         }
         let o = &self.optim;
-        if !(o.lr > 0.0) || !(o.eps > 0.0) || !(o.weight_decay >= 0.0) {
+        if o.lr.is_nan()
+            || o.lr <= 0.0
+            || o.eps.is_nan()
+            || o.eps <= 0.0
+            || o.weight_decay.is_nan()
+            || o.weight_decay < 0.0
+        {
             return Err(bad(
                 "optim.lr and optim.eps must be > 0, optim.weight_decay >= 0",
             ));
@@ -392,7 +398,7 @@ impl TrainConfig {
         if self.checkpoint.keep == 0 {
             return Err(bad("checkpoint.keep must be at least 1"));
         }
-        if !(self.model.init_std > 0.0) {
+        if self.model.init_std.is_nan() || self.model.init_std <= 0.0 {
             return Err(bad("model.init_std must be > 0"));
         }
         Ok(())

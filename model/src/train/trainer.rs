@@ -401,7 +401,7 @@ impl Trainer {
             // 2. Evaluation and checkpoint when due (not again right after a resume).
             if self.state.step != start_step {
                 let every = self.cfg.eval.every;
-                if every > 0 && self.state.step % every == 0 {
+                if every > 0 && self.state.step.is_multiple_of(every) {
                     if let Some(r) = self.evaluate()? {
                         write_row(&mut metrics, &metrics_path, &r)?;
                         val_loss = Some(r.val_loss);
@@ -409,7 +409,7 @@ impl Trainer {
                     }
                 }
                 let every = self.cfg.checkpoint.every;
-                if every > 0 && self.state.step % every == 0 {
+                if every > 0 && self.state.step.is_multiple_of(every) {
                     self.checkpoint(obs)?;
                 }
             }
