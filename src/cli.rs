@@ -19,7 +19,7 @@ pub struct Cli {
     /// Compute device: cpu or cuda[:N].
     #[arg(long, value_name = "DEVICE", global = true)]
     pub device: Option<String>,
-    /// Reopen the most recent saved conversation.
+    /// Reopen the most recent saved conversation; with --train, continue from the newest checkpoint.
     #[arg(long)]
     pub resume: bool,
     /// Run one prompt without the TUI and stream the reply to stdout; `-p -` reads it from stdin.
@@ -43,6 +43,12 @@ pub struct Cli {
     /// With --train: only run the data pipeline (filter, dedup, tokenizer, shards) and exit.
     #[arg(long, requires = "train")]
     pub prepare_only: bool,
+    /// With --train: override a config key, e.g. --set train.steps=100 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "train")]
+    pub overrides: Vec<String>,
+    /// With --train: redraw RUN/loss.png from metrics.jsonl and exit.
+    #[arg(long, requires = "train")]
+    pub plot: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

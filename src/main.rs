@@ -25,6 +25,7 @@ mod prepare;
 mod prompt;
 mod session;
 mod theme;
+mod train_cli;
 mod tui;
 mod ui;
 mod worker;
@@ -54,7 +55,10 @@ fn run() -> anyhow::Result<()> {
         if cli.prepare_only {
             return prepare::prepare(config);
         }
-        anyhow::bail!("--train: training is not available in this build yet; use --prepare-only");
+        if cli.plot {
+            return train_cli::plot(config, &cli.overrides);
+        }
+        return train_cli::train(config, &cli.overrides, cli.resume);
     }
     if let Some(cmd) = &cli.command {
         return cli::run_command(&cli, cmd);

@@ -85,6 +85,9 @@ impl PackedLinear {
 pub enum BitWeights {
     Latent(Tensor),
     Packed(PackedLinear),
+    /// Full-precision weights used as they are (no quantisation of weights or activations): the
+    /// trainer's non-quantised baseline and full-precision warm-up.
+    Dense(Tensor),
 }
 
 /// A BitLinear layer (no bias).
@@ -123,6 +126,7 @@ impl BitLinear {
                 let wq = quant::weight_quant_ste(w)?;
                 Ok(xq.broadcast_matmul(&wq.t()?)?)
             }
+            BitWeights::Dense(w) => Ok(x.broadcast_matmul(&w.t()?)?),
         }
     }
 }

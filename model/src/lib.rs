@@ -15,6 +15,7 @@ pub mod plan;
 pub mod quant;
 pub mod rope;
 pub mod sampling;
+pub mod train;
 pub mod transformer;
 pub mod vocab;
 pub mod weights;

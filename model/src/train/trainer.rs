@@ -1,0 +1,559 @@
+//! The training loop. Read top to bottom: per step the learning rate, then evaluation and
+//! checkpointing when due, the micro-steps (forward, loss, backward, accumulate), clipping, the
+//! AdamW step and the log record.
+//!
+//! Exactness of resume rests on three things: the data stream is a pure function of (seed,
+//! position) — epoch `e` visits the training split in a permutation seeded by `seed` and `e` —
+//! the checkpoint holds every tensor the update reads (weights and both moments), and nothing
+//! else draws random numbers.
+
+use super::config::TrainConfig;
+use super::optim::{self, AdamW, AdamWParams};
+use super::state::{self, TrainState};
+use super::{FullPrecision, TrainError};
+use crate::checkpoint::save_checkpoint;
+use crate::config::{Config, WeightFormat};
+use crate::data::{Sequence, ShardSet, Split, SplitReader};
+use crate::transformer::Transformer;
+use crate::weights::Params;
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// One optimiser step's log record (a row of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// Steps completed including this one (1-based).
+    pub step: u64,
+    /// Mean training loss of the step's micro-batches.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    /// Training tokens consumed so far.
+    pub tokens: u64,
+    /// Whether the BitLinear layers ran ternary.
+    pub ternary: bool,
+}
+
+/// An evaluation record (a row of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRecord {
+    pub step: u64,
+    pub val_loss: f64,
+    pub val_ppl: f64,
+    pub val_tokens: u64,
+}
+
+/// What the loop reports.
+pub enum Event<'a> {
+    /// The loop starts at `step` of `total`.
+    Start {
+        step: u64,
+        total: u64,
+        params: usize,
+    },
+    Step(&'a StepRecord),
+    Eval(&'a EvalRecord),
+    Checkpoint {
+        step: u64,
+        dir: &'a Path,
+    },
+    /// Free-form note (resume, interruption, export).
+    Note(String),
+}
+
+/// Receives the loop's events (the binary's progress bar; tests record losses).
+pub trait Observer {
+    fn event(&mut self, e: &Event);
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Steps completed in total (including before a resume).
+    pub step: u64,
+    /// Losses of the steps run in this invocation.
+    pub losses: Vec<f64>,
+    /// The last validation loss.
+    pub val_loss: Option<f64>,
+    /// Stopped early by the stop flag (Ctrl-C); the state was checkpointed.
+    pub interrupted: bool,
+    /// The exported inference checkpoint, when the run finished.
+    pub final_dir: Option<PathBuf>,
+    /// Mean training throughput of this invocation.
+    pub tokens_per_s: f64,
+}
+
+/// Deterministic, seekable order of training sequences.
+struct Stream {
+    reader: SplitReader,
+    seed: u64,
+    perm: Option<(u64, Vec<u64>)>,
+}
+
+impl Stream {
+    fn index(&mut self, pos: u64) -> u64 {
+        let len = self.reader.len();
+        let epoch = pos / len;
+        if self.perm.as_ref().map(|p| p.0) != Some(epoch) {
+            let mut v: Vec<u64> = (0..len).collect();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            v.shuffle(&mut rng);
+            self.perm = Some((epoch, v));
+        }
+        self.perm.as_ref().map_or(0, |p| p.1[(pos % len) as usize])
+    }
+}
+
+fn batch_tensor(
+    reader: &mut SplitReader,
+    indices: &[u64],
+    t: usize,
+    device: &Device,
+) -> Result<Tensor, TrainError> {
+    let mut seq = Sequence::default();
+    let mut ids = Vec::with_capacity(indices.len() * t);
+    for &i in indices {
+        reader.read(i, &mut seq)?;
+        ids.extend_from_slice(&seq.tokens[..t.min(seq.tokens.len())]);
+    }
+    let b = indices.len();
+    Ok(Tensor::from_vec(ids, (b, t), device)?)
+}
+
+/// Vocabulary size and special ids from the prepared data's manifest.
+fn data_vocab(data_dir: &Path) -> Result<(usize, serde_json::Value), TrainError> {
+    let p = data_dir.join("manifest.json");
+    let text = fs::read(&p).map_err(|e| TrainError::io(&p, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", p.display())))?;
+    let vocab = v["tokenizer"]["vocab_size"]
+        .as_u64()
+        .ok_or_else(|| TrainError::Config(format!("{}: no tokenizer.vocab_size", p.display())))?;
+    Ok((vocab as usize, v["tokenizer"]["special_tokens"].clone()))
+}
+
+/// The model config of a run: from `model.init`'s or `model.config`'s `config.json`, or the
+/// preset with the overrides, and the data's vocabulary.
+pub fn model_config(cfg: &TrainConfig, data_dir: &Path) -> Result<Config, TrainError> {
+    let (vocab, specials) = data_vocab(data_dir)?;
+    let mut c = if let Some(init) = &cfg.model.init {
+        Config::from_json_file(&init.join("config.json"))?
+    } else if let Some(path) = &cfg.model.config {
+        Config::from_json_file(path)?
+    } else {
+        let mut c = Config::preset(&cfg.model.preset)?;
+        let m = &cfg.model;
+        if m.hidden_size > 0 {
+            c.hidden_size = m.hidden_size;
+            c.head_dim = m.hidden_size / c.num_heads;
+        }
+        if m.num_layers > 0 {
+            c.num_layers = m.num_layers;
+        }
+        if m.intermediate_size > 0 {
+            c.intermediate_size = m.intermediate_size;
+        }
+        c.vocab_size = vocab;
+        let id = |k: &str| specials[k].as_u64().map(|v| v as u32);
+        c.bos_token_id = id("<|bos|>");
+        c.eos_token_ids = id("<|eos|>").into_iter().collect();
+        c.pad_token_id = id("<|pad|>");
+        c
+    };
+    if c.vocab_size != vocab {
+        return Err(TrainError::Config(format!(
+            "the model's vocabulary has {} ids but the data's tokenizer has {vocab}: use the \
+             checkpoint's tokenizer (data.tokenizer.path)",
+            c.vocab_size
+        )));
+    }
+    c.max_position_embeddings = c.max_position_embeddings.max(cfg.seq_len());
+    c.weight_format = WeightFormat::PackedBitLinear;
+    Ok(c)
+}
+
+/// Parse `cpu`, `cuda`, `cuda:N`.
+pub fn device(name: &str) -> Result<Device, TrainError> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let n = s
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), |n| n.parse::<usize>())
+                .map_err(|_| TrainError::Config(format!("train.device: bad ordinal in `{s}`")))?;
+            Ok(Device::new_cuda(n)?)
+        }
+        other => Err(TrainError::Config(format!(
+            "train.device: unknown device `{other}` (expected cpu, cuda or cuda:N)"
+        ))),
+    }
+}
+
+/// A training run over prepared data (`run.dir/data/`).
+pub struct Trainer {
+    cfg: TrainConfig,
+    model_cfg: Config,
+    params: Params,
+    opt: AdamW,
+    state: TrainState,
+    device: Device,
+    train: Stream,
+    val: SplitReader,
+    data_dir: PathBuf,
+}
+
+impl Trainer {
+    /// Set up the run: resume from the newest checkpoint when `resume` and one exists, else
+    /// initialise (randomly, or from `model.init`). Requires the data pipeline's output.
+    pub fn new(cfg: TrainConfig, resume: bool) -> Result<Self, TrainError> {
+        let device = device(&cfg.train.device)?;
+        let data_dir = cfg.run.dir.join("data");
+        let shards = ShardSet::open(&data_dir)?;
+        let train = shards.split(Split::Train);
+        if train.is_empty() {
+            return Err(TrainError::Config(
+                "the training split has no sequences".into(),
+            ));
+        }
+        let val = shards.split(Split::Val);
+        let model_cfg = model_config(&cfg, &data_dir)?;
+        let hp = AdamWParams {
+            beta1: cfg.optim.betas[0],
+            beta2: cfg.optim.betas[1],
+            eps: cfg.optim.eps,
+            weight_decay: cfg.optim.weight_decay,
+        };
+        let ckpts = cfg.run.dir.join("checkpoints");
+        let found = if resume { state::latest(&ckpts)? } else { None };
+        let (params, opt, st) = match found {
+            Some((_, dir)) => {
+                let l = state::load(&dir, &model_cfg, &device)?;
+                if l.state.seed != cfg.run.seed {
+                    return Err(TrainError::Checkpoint(format!(
+                        "{} was written with seed {}, the config says {}",
+                        dir.display(),
+                        l.state.seed,
+                        cfg.run.seed
+                    )));
+                }
+                let mut opt = AdamW::new(&l.params, hp, optim::default_decay)?;
+                opt.restore(l.state.step, l.moments)?;
+                (l.params, opt, l.state)
+            }
+            None => {
+                let params = match &cfg.model.init {
+                    Some(dir) => {
+                        let store = crate::TensorStore::load_dir(dir, &device)?;
+                        Params::from_store(&model_cfg, &store)?
+                    }
+                    None => Params::init(&model_cfg, cfg.run.seed, cfg.model.init_std, &device)?,
+                };
+                let opt = AdamW::new(&params, hp, optim::default_decay)?;
+                let st = TrainState {
+                    step: 0,
+                    data_pos: 0,
+                    tokens: 0,
+                    seed: cfg.run.seed,
+                };
+                (params, opt, st)
+            }
+        };
+        Ok(Trainer {
+            train: Stream {
+                reader: train,
+                seed: cfg.run.seed,
+                perm: None,
+            },
+            cfg,
+            model_cfg,
+            params,
+            opt,
+            state: st,
+            device,
+            val,
+            data_dir,
+        })
+    }
+
+    /// The model config.
+    pub fn model_config(&self) -> &Config {
+        &self.model_cfg
+    }
+
+    /// The trainable parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// Counters (step, data position, tokens).
+    pub fn state(&self) -> TrainState {
+        self.state
+    }
+
+    fn total_steps(&self) -> u64 {
+        let per_step =
+            (self.cfg.train.batch_size * self.cfg.train.grad_accum * self.cfg.seq_len()) as u64;
+        match self.cfg.train.tokens {
+            Some(t) => self.cfg.train.steps.min(t.div_ceil(per_step).max(1)),
+            None => self.cfg.train.steps,
+        }
+    }
+
+    fn model(&self, ternary: bool) -> Result<Transformer, TrainError> {
+        Ok(if ternary {
+            Transformer::load(&self.model_cfg, &mut &self.params, &self.device)?
+        } else {
+            Transformer::load(
+                &self.model_cfg,
+                &mut FullPrecision(&self.params),
+                &self.device,
+            )?
+        })
+    }
+
+    /// Mean validation loss over the first `eval.batches` micro-batches of the held-out split.
+    pub fn evaluate(&mut self) -> Result<Option<EvalRecord>, TrainError> {
+        let len = self.val.len();
+        if len == 0 || self.cfg.eval.batches == 0 {
+            return Ok(None);
+        }
+        let model = self.model(self.cfg.ternary_at(self.state.step))?;
+        let (b, t) = (self.cfg.train.batch_size as u64, self.cfg.seq_len());
+        let mut sum = 0f64;
+        for k in 0..self.cfg.eval.batches as u64 {
+            let idx: Vec<u64> = (0..b).map(|j| (k * b + j) % len).collect();
+            let ids = batch_tensor(&mut self.val, &idx, t, &self.device)?;
+            sum += model.loss(&ids)?.to_scalar::<f32>()? as f64;
+        }
+        let val_loss = sum / self.cfg.eval.batches as f64;
+        Ok(Some(EvalRecord {
+            step: self.state.step,
+            val_loss,
+            val_ppl: val_loss.exp(),
+            val_tokens: self.cfg.eval.batches as u64 * b * (t as u64 - 1),
+        }))
+    }
+
+    fn checkpoint(&self, obs: &mut dyn Observer) -> Result<(), TrainError> {
+        let root = self.cfg.run.dir.join("checkpoints");
+        let dir = state::step_dir(&root, self.state.step);
+        state::save(&dir, &self.state, &self.params, self.opt.moments())?;
+        state::prune(&root, self.cfg.checkpoint.keep)?;
+        obs.event(&Event::Checkpoint {
+            step: self.state.step,
+            dir: &dir,
+        });
+        Ok(())
+    }
+
+    /// Export the packed ternary inference checkpoint (with the data's tokenizer) to `dir`.
+    pub fn export(&self, dir: &Path) -> Result<(), TrainError> {
+        save_checkpoint(dir, &self.model_cfg, &self.params, Some(&self.data_dir))?;
+        Ok(())
+    }
+
+    /// Run until `train.steps` (or the token budget), the stop flag, or — for tests that
+    /// simulate a kill — `max_new_steps` steps of this invocation (then no final export).
+    pub fn run(
+        &mut self,
+        obs: &mut dyn Observer,
+        stop: &AtomicBool,
+        max_new_steps: Option<u64>,
+    ) -> Result<Outcome, TrainError> {
+        let total = self.total_steps();
+        let metrics_path = self.cfg.run.dir.join("metrics.jsonl");
+        let mut metrics = open_metrics(&metrics_path, self.state.step)?;
+        obs.event(&Event::Start {
+            step: self.state.step,
+            total,
+            params: self.params.len(),
+        });
+        let start_step = self.state.step;
+        let (b, accum, t) = (
+            self.cfg.train.batch_size,
+            self.cfg.train.grad_accum,
+            self.cfg.seq_len(),
+        );
+        let mut losses = Vec::new();
+        let mut val_loss = None;
+        let mut interrupted = false;
+        let run_start = Instant::now();
+        let mut run_tokens = 0u64;
+        while self.state.step < total {
+            // 1. Learning rate (and weight decay, off in stage 2 of the two-stage schedule).
+            let (lr, decay_on) = optim::lr_at(
+                &self.cfg.schedule,
+                self.cfg.optim.lr,
+                self.state.step,
+                total,
+            );
+            // 2. Evaluation and checkpoint when due (not again right after a resume).
+            if self.state.step != start_step {
+                let every = self.cfg.eval.every;
+                if every > 0 && self.state.step.is_multiple_of(every) {
+                    if let Some(r) = self.evaluate()? {
+                        write_row(&mut metrics, &metrics_path, &r)?;
+                        val_loss = Some(r.val_loss);
+                        obs.event(&Event::Eval(&r));
+                    }
+                }
+                let every = self.cfg.checkpoint.every;
+                if every > 0 && self.state.step.is_multiple_of(every) {
+                    self.checkpoint(obs)?;
+                }
+            }
+            if stop.load(Ordering::SeqCst) {
+                if self.state.step != start_step {
+                    self.checkpoint(obs)?;
+                }
+                obs.event(&Event::Note(format!(
+                    "interrupted: checkpointed at step {}",
+                    self.state.step
+                )));
+                interrupted = true;
+                break;
+            }
+            if max_new_steps.is_some_and(|m| self.state.step - start_step >= m) {
+                interrupted = true;
+                break;
+            }
+            // 3. Micro-steps: forward, loss, backward, accumulate.
+            let t0 = Instant::now();
+            let ternary = self.cfg.ternary_at(self.state.step);
+            let model = self.model(ternary)?;
+            let mut grads = std::collections::BTreeMap::new();
+            let mut loss_sum = 0f64;
+            for _ in 0..accum {
+                let idx: Vec<u64> = (0..b as u64)
+                    .map(|j| self.train.index(self.state.data_pos + j))
+                    .collect();
+                self.state.data_pos += b as u64;
+                let ids = batch_tensor(&mut self.train.reader, &idx, t, &self.device)?;
+                let loss = model.loss(&ids)?;
+                let lv = loss.to_scalar::<f32>()?;
+                if !lv.is_finite() {
+                    let last = state::latest(&self.cfg.run.dir.join("checkpoints"))?
+                        .map_or("none written yet".to_string(), |(_, p)| {
+                            p.display().to_string()
+                        });
+                    return Err(TrainError::NonFinite {
+                        step: self.state.step + 1,
+                        loss: lv,
+                        last,
+                    });
+                }
+                loss_sum += lv as f64;
+                let g = (loss / accum as f64)?.backward()?;
+                optim::accumulate(&mut grads, optim::collect_grads(&self.params, &g)?)?;
+            }
+            // 4. Clip.
+            let grad_norm = optim::clip_grad_norm(&mut grads, self.cfg.train.grad_clip)?;
+            // 5. Step.
+            self.opt.step(&self.params, &grads, lr, decay_on)?;
+            drop(model);
+            self.state.step += 1;
+            let step_tokens = (b * accum * t) as u64;
+            self.state.tokens += step_tokens;
+            run_tokens += step_tokens;
+            // 6. Log.
+            let rec = StepRecord {
+                step: self.state.step,
+                loss: loss_sum / accum as f64,
+                lr,
+                grad_norm,
+                tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                tokens: self.state.tokens,
+                ternary,
+            };
+            write_row(&mut metrics, &metrics_path, &rec)?;
+            losses.push(rec.loss);
+            obs.event(&Event::Step(&rec));
+        }
+        let tokens_per_s = run_tokens as f64 / run_start.elapsed().as_secs_f64().max(1e-9);
+        let mut final_dir = None;
+        if !interrupted {
+            if let Some(r) = self.evaluate()? {
+                write_row(&mut metrics, &metrics_path, &r)?;
+                val_loss = Some(r.val_loss);
+                obs.event(&Event::Eval(&r));
+            }
+            self.checkpoint(obs)?;
+            let dir = self.cfg.run.dir.join("final");
+            self.export(&dir)?;
+            obs.event(&Event::Note(format!("exported {}", dir.display())));
+            if !self.cfg.eval.samples.is_empty() {
+                let samples = super::sample::complete(
+                    &dir,
+                    &self.cfg.eval.samples,
+                    self.cfg.eval.sample_tokens,
+                    &self.device,
+                )?;
+                let mut text = String::new();
+                for (p, c) in &samples {
+                    text.push_str(&format!("=== prompt: {p:?}\n{p}{c}\n\n"));
+                }
+                let sp = self.cfg.run.dir.join("samples.txt");
+                fs::write(&sp, &text).map_err(|e| TrainError::io(&sp, e))?;
+                obs.event(&Event::Note(format!("samples:\n{text}")));
+            }
+            final_dir = Some(dir);
+        }
+        if super::plot::plot_run(&self.cfg.run.dir)? {
+            obs.event(&Event::Note(format!(
+                "plotted {}",
+                self.cfg.run.dir.join("loss.png").display()
+            )));
+        }
+        Ok(Outcome {
+            step: self.state.step,
+            losses,
+            val_loss,
+            interrupted,
+            final_dir,
+            tokens_per_s,
+        })
+    }
+}
+
+/// Open `metrics.jsonl` for appending, first dropping rows past `step` (left by a run that was
+/// killed after its last checkpoint).
+fn open_metrics(path: &Path, step: u64) -> Result<fs::File, TrainError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    }
+    let kept: Vec<String> = match fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s <= step)
+            })
+            .map(str::to_string)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut f = fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
+    for l in kept {
+        writeln!(f, "{l}").map_err(|e| TrainError::io(path, e))?;
+    }
+    Ok(f)
+}
+
+fn write_row(f: &mut fs::File, path: &Path, row: &impl Serialize) -> Result<(), TrainError> {
+    let line = serde_json::to_string(row)
+        .map_err(|e| TrainError::Config(format!("metrics serialisation: {e}")))?;
+    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,133 @@
+//! `tritter --train` through the real binary on `scripts/tiny.toml`: a short run exports a model
+//! `load_model` reads and writes the documented metrics; Ctrl-C checkpoints and exits 0; after
+//! kill -9 `--resume` finishes the run with every step logged once.
+
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+fn tiny() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tiny.toml")
+}
+
+fn train(run: &Path, sets: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tritter"));
+    c.arg("--train").arg(tiny());
+    c.arg("--set").arg(format!("run.dir=\"{}\"", run.display()));
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    c
+}
+
+fn rows(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn tiny_run_writes_metrics_and_a_loadable_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = train(&run, &["train.steps=12", "eval.every=6"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rows(&run);
+    let steps: Vec<_> = rows.iter().filter(|r| r.get("loss").is_some()).collect();
+    assert_eq!(steps.len(), 12);
+    for r in &steps {
+        for k in ["step", "loss", "lr", "grad_norm", "tokens_per_s"] {
+            assert!(r[k].is_number(), "row without {k}: {r}");
+        }
+    }
+    let evals: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get("val_loss").is_some())
+        .collect();
+    assert_eq!(evals.len(), 2, "eval at step 6 and at the end");
+    let ck = tritter_model::load_model(&run.join("final"), &Device::Cpu).unwrap();
+    assert_eq!(ck.config.hidden_size, 64);
+    // The exported model's loss on a training sequence is finite.
+    let ids = candle_core::Tensor::new(&[[1u32, 40, 41, 42, 43, 44]], &Device::Cpu).unwrap();
+    let l = ck.model.loss(&ids).unwrap().to_scalar::<f32>().unwrap();
+    assert!(l.is_finite());
+    // Bad override: one clear line, non-zero exit.
+    let out = train(&run, &["train.stepz=3"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stepz"), "{err}");
+}
+
+#[test]
+fn ctrl_c_checkpoints_and_exits_zero_then_kill_9_and_resume_finish() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let sets = ["train.steps=400", "checkpoint.every=5", "eval.every=0"];
+    // Ctrl-C: the step in flight finishes, a checkpoint is written, exit status 0.
+    let mut child = train(&run, &sets).spawn().unwrap();
+    wait_for("3 steps", || rows(&run).len() >= 3);
+    signal(&child, "-INT");
+    let st = child.wait().unwrap();
+    assert!(st.success(), "Ctrl-C exit status {st:?}");
+    let logged = rows(&run).len() as u64;
+    let ck = run.join("checkpoints").join(format!("step-{logged:08}"));
+    assert!(
+        ck.join("state.json").is_file(),
+        "no checkpoint at step {logged}"
+    );
+
+    // kill -9 after a later checkpoint, then resume to the end (shortened to 30 steps).
+    let mut child = train(&run, &sets).arg("--resume").spawn().unwrap();
+    wait_for("a later checkpoint", || {
+        rows(&run).len() as u64 >= logged + 7
+    });
+    signal(&child, "-KILL");
+    let _ = child.wait();
+    let out = train(
+        &run,
+        &["train.steps=30", "checkpoint.every=5", "eval.every=0"],
+    )
+    .arg("--resume")
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: Vec<u64> = rows(&run)
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=30).collect::<Vec<_>>(), "each step logged once");
+    tritter_model::load_model(&run.join("final"), &Device::Cpu).unwrap();
+}
