@@ -173,10 +173,9 @@ pub struct EngineOptions {
 pub const TEST_ENGINE_VAR: &str = "TRITTER_TEST_ENGINE";
 
 /// Picks the engine for this run. `TRITTER_TEST_ENGINE=echo` gives the scripted test engine;
-/// otherwise the model-backed engine, which this build does not contain yet, so that is an error the
-/// callers show as a message.
+/// otherwise the model-backed engine: `--model DIR`, or the built-in default model.
 pub fn load(opts: &EngineOptions) -> anyhow::Result<Box<dyn Engine>> {
-    match std::env::var(TEST_ENGINE_VAR).ok().as_deref() {
+    match std::env::var(TEST_ENGINE_VAR).ok().as_deref().filter(|v| !v.is_empty()) {
         Some("echo") => Ok(Box::new(crate::engine_scripted::ScriptedEngine::from_env())),
         Some(other) => {
             anyhow::bail!("{TEST_ENGINE_VAR}={other:?} is not a known test engine (known: echo)")
@@ -189,9 +188,7 @@ pub fn load(opts: &EngineOptions) -> anyhow::Result<Box<dyn Engine>> {
                     crate::engine_model::ModelEngine::load_dir(dir, &device, device_name)
                         .with_context(|| format!("loading model {}", dir.display()))?,
                 )),
-                None => anyhow::bail!(
-                    "this build has no built-in model; start with --model DIR (a checkpoint directory)"
-                ),
+                None => Ok(Box::new(crate::default_model::load(&device, device_name)?)),
             }
         }
     }

@@ -12,6 +12,7 @@ mod clipboard;
 mod codepane;
 mod commands;
 mod config;
+mod default_model;
 mod engine;
 mod engine_model;
 mod engine_scripted;

@@ -1,7 +1,6 @@
 //! End-to-end tests of `tritter -p`: the real binary, its stdout, stderr and exit code.
-//! They run the scripted test engine (`TRITTER_TEST_ENGINE=echo`), which is not a model; the reply
-//! it must stream is fixed, so the output is checked exactly. (To be switched to the built-in model
-//! once it is wired in.)
+//! Most run the scripted test engine (`TRITTER_TEST_ENGINE=echo`, not a model) so the streamed
+//! reply can be checked exactly; `built_in_model_*` runs the real built-in model.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -117,4 +116,29 @@ fn errors_are_one_line_with_a_nonzero_exit() {
         &tritter(&["-p", "x", "--img", png.to_str().unwrap()], None, true),
         "takes no image input",
     );
+}
+
+/// The built-in model (no test engine): `-p`, `-p -` and `--json` give the same seeded reply.
+#[test]
+fn built_in_model_answers_p_stdin_and_json_alike() {
+    let prompt = "def add(a, b):";
+    let plain = tritter(&["-p", prompt], None, false);
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let plain = String::from_utf8(plain.stdout).unwrap();
+    assert!(!plain.trim().is_empty(), "empty reply");
+
+    let piped = tritter(&["-p", "-"], Some(prompt), false);
+    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert_eq!(String::from_utf8(piped.stdout).unwrap(), plain);
+
+    let json = tritter(&["-p", prompt, "--json"], None, false);
+    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    let text = String::from_utf8(json.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["model"], "tritter-tiny");
+    assert_eq!(v["reply"].as_str().unwrap().trim_end(), plain.trim_end());
+    assert!(v["tokens"].as_u64().unwrap() > 0);
+    assert!(v["tok_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["first_token_ms"].as_f64().unwrap() > 0.0);
 }
