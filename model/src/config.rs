@@ -291,18 +291,19 @@ impl TryFrom<ConfigFile> for Config {
                         format!("`{}` is not supported (expected bitnet)", q.quant_method),
                     ));
                 }
-                let fmt =
-                    match (q.linear_class.as_str(), q.quantization_mode.as_str()) {
-                        ("bitlinear", "offline") => WeightFormat::PackedBitLinear,
-                        ("autobitlinear", "offline") => WeightFormat::PackedAutoBitLinear,
-                        ("autobitlinear", "online") => WeightFormat::Online,
-                        (c, m) => return Err(Error::config(
+                let fmt = match (q.linear_class.as_str(), q.quantization_mode.as_str()) {
+                    ("bitlinear", "offline") => WeightFormat::PackedBitLinear,
+                    ("autobitlinear", "offline") => WeightFormat::PackedAutoBitLinear,
+                    ("autobitlinear", "online") => WeightFormat::Online,
+                    (c, m) => {
+                        return Err(Error::config(
                             "quantization_config",
                             format!(
                                 "linear_class `{c}` with quantization_mode `{m}` is not supported"
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
                 let norm = q.use_rms_norm.then(|| q.rms_norm_eps.unwrap_or(1e-6));
                 (fmt, norm)
             }
