@@ -14,6 +14,7 @@ pub mod infer;
 pub mod norm;
 pub mod plan;
 pub mod quant;
+pub mod random;
 pub mod rope;
 pub mod sampling;
 pub mod transformer;
