@@ -5,11 +5,13 @@
 //!
 //! - [`format`]: the T2 block format, [`TernaryMatrix`], Hugging Face layout conversion.
 //! - [`quant`]: per-token int8 activation quantisation ([`quantize_row_i8`]).
+//! - [`head`]: f16 GEMV for LM heads ([`gemv_f16`]).
 //! - [`kernels`]: integer [`gemv`]/[`gemm`], the f32 BitLinear product [`ternary_matmul`], and
 //!   forced-ISA variants for tests and benchmarks.
 
 mod error;
 pub mod format;
+pub mod head;
 pub mod kernels;
 pub mod quant;
 mod scalar;
@@ -26,6 +28,7 @@ mod tests;
 
 pub use error::KernelError;
 pub use format::{BlockT2, TernaryMatrix};
+pub use head::{gemv_f16, gemv_f16_isa, gemv_f16_scalar};
 pub use kernels::{
     available_isas, best_isa, gemm, gemm_with, gemv, gemv_with, ternary_matmul,
     ternary_matmul_with, Isa,

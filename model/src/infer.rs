@@ -9,12 +9,14 @@
 //! head, which dominates decode of large-vocabulary models.
 
 use crate::attn::{self, AttentionMode, AttnShape, KvCacheConfig, KvKind, MaskSpec};
+use crate::bitlinear::{BitLinear, BitWeights};
+use crate::config::Activation;
 use crate::config::{Config, NormPlacement};
 use crate::error::{Error, Result};
-use crate::transformer::{Attention, Block, Transformer};
+use crate::norm::RmsNorm;
+use crate::transformer::{Attention, Block, Mlp, Transformer};
 use candle_core::{DType, Tensor};
 use half::f16;
-use rayon::prelude::*;
 
 /// Sinks kept when `use_attention_sinks` is set (StreamingLLM's choice).
 pub const DEFAULT_SINKS: usize = 4;
@@ -171,74 +173,132 @@ impl Head {
     }
 }
 
-/// `out[r] = Σ_c w[r, c] · x[c]` for f16 rows; rows in parallel, 32-wide f32 partial sums.
+/// `out[r] = Σ_c w[r, c] · x[c]` for f16 rows (`tritter_kernels::gemv_f16`).
 pub fn gemv_f16(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<()> {
-    let c = x.len();
-    if c == 0 || w.len() != out.len() * c {
-        return Err(Error::Invalid(format!(
-            "f16 GEMV: weights hold {} values, expected {} rows × {c}",
-            w.len(),
-            out.len()
-        )));
-    }
-    const CHUNK: usize = 256;
-    out.par_chunks_mut(16).enumerate().for_each(|(i, o)| {
-        let mut buf = [0f32; CHUNK];
-        for (j, y) in o.iter_mut().enumerate() {
-            let row = &w[(i * 16 + j) * c..][..c];
-            let mut acc = [0f32; 32];
-            for (wc, xc) in row.chunks(CHUNK).zip(x.chunks(CHUNK)) {
-                let b = &mut buf[..wc.len()];
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(wc, b);
-                for (wb, xb) in b.chunks(32).zip(xc.chunks(32)) {
-                    for ((a, p), q) in acc.iter_mut().zip(wb).zip(xb) {
-                        *a += p * q;
-                    }
-                }
-            }
-            *y = acc.iter().sum();
-        }
-    });
-    Ok(())
+    tritter_kernels::gemv_f16(w, x, out).map_err(|e| Error::Kernel(format!("f16 head: {e}")))
 }
 
-fn to_heads(t: &Tensor, heads: usize, len: usize, d: usize) -> Result<Vec<f32>> {
-    // [1, T, H, D] → [H, T, D]
-    Ok(t.reshape((len, heads, d))?
-        .transpose(0, 1)?
-        .contiguous()?
+/// `w · x / sqrt(mean(x²) + eps)` over rows of `dim` (as `RmsNorm::forward`, on slices).
+fn rms_rows(x: &mut [f32], dim: usize, w: &[f32], eps: f64) {
+    for row in x.chunks_exact_mut(dim) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let inv = 1.0 / (ms + eps as f32).sqrt();
+        for (v, g) in row.iter_mut().zip(w) {
+            *v = *v * inv * g;
+        }
+    }
+}
+
+fn norm_vec(n: &RmsNorm) -> Result<Vec<f32>> {
+    Ok(n.weight()
+        .to_dtype(DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?)
 }
 
+fn rms(n: &RmsNorm, x: &[f32], dim: usize) -> Result<Vec<f32>> {
+    let mut y = x.to_vec();
+    rms_rows(&mut y, dim, &norm_vec(n)?, n.eps());
+    Ok(y)
+}
+
+/// A BitLinear on `m` rows of `x`: packed weights straight on the kernels, latent ones through
+/// the candle form.
+fn linear(l: &BitLinear, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    let k = x.len() / m.max(1);
+    let normed;
+    let x = match l.norm() {
+        Some(n) => {
+            normed = rms(n, x, k)?;
+            &normed[..]
+        }
+        None => x,
+    };
+    match l.weights() {
+        BitWeights::Packed(p) => {
+            let w = p.matrix();
+            if w.k() != k {
+                return Err(Error::Invalid(format!(
+                    "BitLinear input has {k} features, weights expect {}",
+                    w.k()
+                )));
+            }
+            let mut out = vec![0f32; m * w.n()];
+            tritter_kernels::ternary_matmul(w, p.weight_scale(), x, m, &mut out)
+                .map_err(|e| Error::Kernel(e.to_string()))?;
+            Ok(out)
+        }
+        BitWeights::Latent(_) => {
+            let t = Tensor::from_slice(x, (m, k), &candle_core::Device::Cpu)?;
+            let plain = BitLinear::new(l.weights().clone(), None);
+            Ok(plain.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+        }
+    }
+}
+
+/// `[T, H, D]` → `[H, T, D]`.
+fn to_heads(x: &[f32], t: usize, h: usize, d: usize) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    for i in 0..t {
+        for j in 0..h {
+            y[(j * t + i) * d..][..d].copy_from_slice(&x[(i * h + j) * d..][..d]);
+        }
+    }
+    y
+}
+
+/// HF rotate-half RoPE of `[H, T, D]` at positions `offset..offset+T` (as `Rope::apply`).
+fn rope_heads(x: &mut [f32], t: usize, d: usize, theta: f64, offset: usize) {
+    let half = d / 2;
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1f32 / (theta as f32).powf((2 * i) as f32 / d as f32))
+        .collect();
+    let tables: Vec<(f32, f32)> = (0..t)
+        .flat_map(|p| {
+            let pos = (offset + p) as f32;
+            inv.iter().map(move |f| (pos * f).sin_cos())
+        })
+        .collect();
+    for (r, row) in x.chunks_exact_mut(d).enumerate() {
+        let tab = &tables[(r % t) * half..][..half];
+        for (i, &(s, c)) in tab.iter().enumerate() {
+            let (a, b) = (row[i], row[i + half]);
+            row[i] = a * c - b * s;
+            row[i + half] = b * c + a * s;
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
 impl Attention {
-    /// Attention of `x` `[1, T, C]` appended to `cache` (keys rotated at absolute positions).
+    /// Attention of `x` `[T, C]` appended to `cache` (keys rotated at absolute positions).
     fn forward_infer(
         &self,
-        x: &Tensor,
-        rope: &crate::rope::Rope,
+        x: &[f32],
+        t: usize,
+        theta: f64,
         cache: &mut attn::KvCache,
         spec: &MaskSpec,
-    ) -> Result<Tensor> {
-        let t = x.dim(1)?;
+    ) -> Result<Vec<f32>> {
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x)?.reshape((1, t, h, d))?;
-        let k = self.k_proj.forward(x)?.reshape((1, t, hkv, d))?;
-        let v = self.v_proj.forward(x)?.reshape((1, t, hkv, d))?;
-        let q = match &self.q_norm {
-            Some(n) => n.forward(&q)?,
-            None => q,
-        };
-        let k = match &self.k_norm {
-            Some(n) => n.forward(&k)?,
-            None => k,
-        };
+        let mut q = linear(&self.q_proj, x, t)?;
+        let mut k = linear(&self.k_proj, x, t)?;
+        let v = linear(&self.v_proj, x, t)?;
+        if let Some(n) = &self.q_norm {
+            rms_rows(&mut q, d, &norm_vec(n)?, n.eps());
+        }
+        if let Some(n) = &self.k_norm {
+            rms_rows(&mut k, d, &norm_vec(n)?, n.eps());
+        }
         let offset = cache.seen();
-        let q = rope.apply(&q.transpose(1, 2)?.contiguous()?, offset)?;
-        let k = rope.apply(&k.transpose(1, 2)?.contiguous()?, offset)?;
-        let qv = q.flatten_all()?.to_vec1::<f32>()?;
-        let kv = k.flatten_all()?.to_vec1::<f32>()?;
-        let vv = to_heads(&v, hkv, t, d)?;
+        let mut qv = to_heads(&q, t, h, d);
+        let mut kv = to_heads(&k, t, hkv, d);
+        let vv = to_heads(&v, t, hkv, d);
+        rope_heads(&mut qv, t, d, theta, offset);
+        rope_heads(&mut kv, t, d, theta, offset);
         let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; h * t * d];
         if cache.seen() == 0 {
@@ -257,51 +317,96 @@ impl Attention {
             cache.append(&kv, &vv, t).map_err(attn_err)?;
             attn::attention_cached(&qv, h, t, cache, scale, &mut out).map_err(attn_err)?;
         }
-        let y = Tensor::from_vec(out, (h, t, d), x.device())?
-            .transpose(0, 1)?
-            .reshape((1, t, h * d))?;
-        let y = match &self.sub_norm {
-            Some(n) => n.forward(&y)?,
-            None => y,
+        // [H, T, D] → [T, H·D]
+        let mut y = vec![0f32; t * h * d];
+        for j in 0..h {
+            for i in 0..t {
+                y[(i * h + j) * d..][..d].copy_from_slice(&out[(j * t + i) * d..][..d]);
+            }
+        }
+        if let Some(n) = &self.sub_norm {
+            rms_rows(&mut y, h * d, &norm_vec(n)?, n.eps());
+        }
+        linear(&self.o_proj, &y, t)
+    }
+}
+
+impl Mlp {
+    fn forward_infer(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
+        let act = |v: f32| match self.act {
+            Activation::Relu2 => {
+                let r = v.max(0.0);
+                r * r
+            }
+            Activation::Silu => v / (1.0 + (-v).exp()),
         };
-        self.o_proj.forward(&y)
+        let mut hdn = linear(&self.up, x, t)?;
+        match &self.gate {
+            Some(g) => {
+                let gv = linear(g, x, t)?;
+                hdn.iter_mut().zip(&gv).for_each(|(u, g)| *u *= act(*g));
+            }
+            None => hdn.iter_mut().for_each(|u| *u = act(*u)),
+        }
+        if let Some(n) = &self.sub_norm {
+            let dim = hdn.len() / t.max(1);
+            rms_rows(&mut hdn, dim, &norm_vec(n)?, n.eps());
+        }
+        linear(&self.down, &hdn, t)
     }
 }
 
 impl Block {
     fn forward_infer(
         &self,
-        x: &Tensor,
-        rope: &crate::rope::Rope,
+        x: &mut [f32],
+        t: usize,
+        theta: f64,
         cache: &mut attn::KvCache,
         spec: &MaskSpec,
-    ) -> Result<Tensor> {
+    ) -> Result<()> {
+        let c = x.len() / t.max(1);
         match self.placement {
             NormPlacement::Pre | NormPlacement::Subln => {
                 let a = self
                     .attn
-                    .forward_infer(&self.norm1.forward(x)?, rope, cache, spec)?;
-                let h = (x + a)?;
-                Ok((&h + self.mlp.forward(&self.norm2.forward(&h)?)?)?)
+                    .forward_infer(&rms(&self.norm1, x, c)?, t, theta, cache, spec)?;
+                add(x, &a);
+                let f = self.mlp.forward_infer(&rms(&self.norm2, x, c)?, t)?;
+                add(x, &f);
             }
             NormPlacement::SwinNorm => {
-                let a = self.attn.forward_infer(x, rope, cache, spec)?;
-                let h = (x + self.norm1.forward(&a)?)?;
-                Ok((&h + self.norm2.forward(&self.mlp.forward(&h)?)?)?)
+                let a = self.attn.forward_infer(x, t, theta, cache, spec)?;
+                add(x, &rms(&self.norm1, &a, c)?);
+                let f = self.mlp.forward_infer(x, t)?;
+                add(x, &rms(&self.norm2, &f, c)?);
             }
         }
+        Ok(())
     }
 }
 
 impl Transformer {
     /// The inference path: final-normed hidden `[1, T, C]` for embeddings `[1, T, C]`.
     pub(crate) fn hidden_cached(&self, x: &Tensor, cache: &mut InferenceCache) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
+        let (b, t, c) = x.dims3()?;
         if b != 1 {
             return Err(Error::Invalid(format!(
                 "the cached inference path runs one sequence, got a batch of {b}"
             )));
         }
+        let xv = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let h = self.hidden_rows(xv, t, cache)?;
+        Ok(Tensor::from_vec(h, (1, t, c), x.device())?)
+    }
+
+    /// The inference path on rows: final-normed hidden `[T, C]` for embeddings `[T, C]`.
+    pub(crate) fn hidden_rows(
+        &self,
+        mut x: Vec<f32>,
+        t: usize,
+        cache: &mut InferenceCache,
+    ) -> Result<Vec<f32>> {
         if cache.layers.len() != self.blocks.len() {
             return Err(Error::Invalid(format!(
                 "cache has {} layers, model has {}",
@@ -313,12 +418,17 @@ impl Transformer {
             cache.prefix_len = t;
         }
         let spec = cache.spec();
-        let x = x.to_dtype(DType::F32)?;
-        let mut h = x;
+        let theta = self.cfg.rope_theta;
         for (block, c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            h = block.forward_infer(&h, &self.rope, c, &spec)?;
+            block.forward_infer(&mut x, t, theta, c, &spec)?;
         }
-        self.norm.forward(&h)
+        rms_rows(
+            &mut x,
+            self.cfg.hidden_size,
+            &norm_vec(&self.norm)?,
+            self.norm.eps(),
+        );
+        Ok(x)
     }
 
     /// Chooses the LM head of [`Transformer::forward_last`]: `"f32"` or `"f16"`.

@@ -204,8 +204,8 @@ pub(crate) struct Mlp {
     pub(crate) gate: Option<BitLinear>,
     pub(crate) up: BitLinear,
     pub(crate) down: BitLinear,
-    sub_norm: Option<RmsNorm>,
-    act: Activation,
+    pub(crate) sub_norm: Option<RmsNorm>,
+    pub(crate) act: Activation,
 }
 
 impl Mlp {
@@ -440,12 +440,10 @@ impl Transformer {
             return Err(Error::Invalid("no tokens to run".into()));
         }
         let t = Tensor::from_slice(ids, (1, ids.len()), &self.device)?;
-        let h = self.hidden_cached(&self.embed(&t)?, cache)?;
-        let last = h
-            .narrow(1, ids.len() - 1, 1)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        self.head_logits(&last)
+        let x = self.embed(&t)?.flatten_all()?.to_vec1::<f32>()?;
+        let h = self.hidden_rows(x, ids.len(), cache)?;
+        let c = self.cfg.hidden_size;
+        self.head_logits(&h[(ids.len() - 1) * c..])
     }
 
     /// Mean next-token cross-entropy of ids `[B, T]` (HF causal-LM loss: labels = ids shifted).
