@@ -38,7 +38,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "bitnet-b1.58-2b4t",
             cfg: Config::bitnet_b158_2b4t(),
-            heads: &["f32", "f16"],
+            heads: &["f32", "f16", "int8"],
             prompt: 128,
             decode: 32,
             reps: 2,

@@ -162,6 +162,8 @@ pub enum Head {
     F32,
     /// An f16 copy `[V, C]`, GEMV with f32 accumulation.
     F16(Vec<f16>),
+    /// An int8 copy with one scale per row (a quarter of the f32 bytes).
+    Int8(tritter_kernels::I8Rows),
 }
 
 impl Head {
@@ -169,6 +171,7 @@ impl Head {
         match self {
             Head::F32 => "f32",
             Head::F16(_) => "f16",
+            Head::Int8(_) => "int8",
         }
     }
 }
@@ -431,7 +434,8 @@ impl Transformer {
         Ok(x)
     }
 
-    /// Chooses the LM head of [`Transformer::forward_last`]: `"f32"` or `"f16"`.
+    /// Chooses the LM head of [`Transformer::forward_last`]: `"f32"`, `"f16"` or `"int8"`
+    /// (per-row absmax scales).
     pub fn set_head(&mut self, kind: &str) -> Result<()> {
         self.head = match kind {
             "f32" => Head::F32,
@@ -439,9 +443,17 @@ impl Transformer {
                 let w = self.lm_head.as_ref().unwrap_or(&self.embed);
                 Head::F16(w.to_dtype(DType::F16)?.flatten_all()?.to_vec1::<f16>()?)
             }
+            "int8" => {
+                let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+                let v = w.flatten_all()?.to_vec1::<f32>()?;
+                Head::Int8(
+                    tritter_kernels::I8Rows::quantize(&v, self.cfg.hidden_size)
+                        .map_err(|e| Error::Kernel(format!("int8 head: {e}")))?,
+                )
+            }
             other => {
                 return Err(Error::Invalid(format!(
-                    "unknown head precision `{other}` (expected f32 or f16)"
+                    "unknown head precision `{other}` (expected f32, f16 or int8)"
                 )))
             }
         };
@@ -456,9 +468,10 @@ impl Transformer {
     /// Bytes of the LM head read per decoded token.
     pub fn head_bytes(&self) -> usize {
         let (v, c) = (self.cfg.vocab_size, self.cfg.hidden_size);
-        match self.head {
+        match &self.head {
             Head::F32 => v * c * 4,
             Head::F16(_) => v * c * 2,
+            Head::Int8(q) => q.bytes(),
         }
     }
 
@@ -494,6 +507,19 @@ impl Transformer {
     pub(crate) fn head_logits(&self, h: &[f32]) -> Result<Vec<f32>> {
         match &self.head {
             Head::F32 => {
+                let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+                let (storage, layout) = w.storage_and_layout();
+                if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
+                    (&*storage, layout.contiguous_offsets())
+                {
+                    if let Ok(all) = cpu.as_slice::<f32>() {
+                        let mut out = vec![0f32; self.cfg.vocab_size];
+                        tritter_kernels::gemv_f32(&all[a..b], h, &mut out)
+                            .map_err(|e| Error::Kernel(format!("f32 head: {e}")))?;
+                        return Ok(out);
+                    }
+                }
+                drop(storage);
                 let x = Tensor::from_slice(h, (1, h.len()), self.device())?;
                 Ok(self
                     .logits_from_hidden(&x)?
@@ -503,6 +529,12 @@ impl Transformer {
             Head::F16(w) => {
                 let mut out = vec![0f32; self.cfg.vocab_size];
                 gemv_f16(w, h, &mut out)?;
+                Ok(out)
+            }
+            Head::Int8(q) => {
+                let mut out = vec![0f32; self.cfg.vocab_size];
+                tritter_kernels::gemv_i8(q, h, &mut out)
+                    .map_err(|e| Error::Kernel(format!("int8 head: {e}")))?;
                 Ok(out)
             }
         }
