@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// Who wrote a message.
@@ -181,14 +182,17 @@ pub fn load(opts: &EngineOptions) -> anyhow::Result<Box<dyn Engine>> {
             anyhow::bail!("{TEST_ENGINE_VAR}={other:?} is not a known test engine (known: echo)")
         }
         None => {
-            let what = match &opts.model_dir {
-                Some(dir) => format!("model directory {}", dir.display()),
-                None => "the built-in tritter-tiny model".to_string(),
-            };
-            let device = opts.device.as_deref().unwrap_or("cpu");
-            anyhow::bail!(
-                "cannot load {what} on {device}: this build has no model engine wired in yet"
-            )
+            let device_name = opts.device.as_deref().unwrap_or("cpu");
+            let device = crate::cli::parse_device(Some(device_name))?;
+            match &opts.model_dir {
+                Some(dir) => Ok(Box::new(
+                    crate::engine_model::ModelEngine::load_dir(dir, &device, device_name)
+                        .with_context(|| format!("loading model {}", dir.display()))?,
+                )),
+                None => anyhow::bail!(
+                    "this build has no built-in model; start with --model DIR (a checkpoint directory)"
+                ),
+            }
         }
     }
 }

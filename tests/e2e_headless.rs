@@ -97,10 +97,10 @@ fn assert_one_line_error(out: &Output, needle: &str) {
 
 #[test]
 fn errors_are_one_line_with_a_nonzero_exit() {
-    // No engine wired into this build: a message, not a crash.
+    // A missing model: a message naming it, not a crash.
     assert_one_line_error(
-        &tritter(&["-p", "hi"], None, false),
-        "cannot load the built-in tritter-tiny model",
+        &tritter(&["-p", "hi", "--model", "/no/such/model"], None, false),
+        "/no/such/model",
     );
     assert_one_line_error(
         &tritter(&["-p", "-"], Some("   \n"), true),

@@ -48,6 +48,24 @@ pub fn load_model(dir: &Path, device: &Device) -> Result<Checkpoint> {
     })
 }
 
+/// Loads a checkpoint held in memory (config.json text and model.safetensors bytes), e.g. the
+/// default model embedded in the binary.
+pub fn load_model_from_bytes(
+    config_json: &str,
+    safetensors: &[u8],
+    device: &Device,
+) -> Result<Checkpoint> {
+    let config = Config::from_json_str(config_json)?;
+    let store = TensorStore::from_bytes(safetensors, "model.safetensors", device)?;
+    let mut src = CheckpointSource::new(store, &config);
+    let model = Transformer::load(&config, &mut src, device)?;
+    Ok(Checkpoint {
+        config,
+        model,
+        dir: PathBuf::new(),
+    })
+}
+
 /// Whether `name` is the weight of a BitLinear layer.
 fn is_bitlinear_weight(name: &str) -> bool {
     name.starts_with("model.layers.")

@@ -22,7 +22,7 @@ pub mod vocab;
 pub mod weights;
 
 pub use bitlinear::{BitLinear, BitWeights, PackedLinear};
-pub use checkpoint::{load_model, save_checkpoint, Checkpoint};
+pub use checkpoint::{load_model, load_model_from_bytes, save_checkpoint, Checkpoint};
 pub use config::{Activation, Config, NormPlacement, WeightFormat};
 pub use error::{Error, Result};
 pub use generation::{generate, GenerateOptions, GenerationStats, StopReason};

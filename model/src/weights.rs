@@ -30,12 +30,20 @@ pub struct TensorStore {
 
 fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_safetensors(&bytes, path, device)
+}
+
+fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
     // Parse first with the safetensors crate for a precise message on truncated / corrupt files.
-    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+    safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
-    candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::Safetensors {
+    candle_core::safetensors::load_buffer(bytes, device).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })
@@ -79,6 +87,14 @@ impl TensorStore {
             ));
         }
         Ok(Self { tensors })
+    }
+
+    /// Parses safetensors bytes held in memory (e.g. a model embedded in the binary); `name` is
+    /// used in error messages.
+    pub fn from_bytes(bytes: &[u8], name: &str, device: &Device) -> Result<Self> {
+        Ok(Self {
+            tensors: parse_safetensors(bytes, Path::new(name), device)?,
+        })
     }
 
     pub fn from_map(tensors: HashMap<String, Tensor>) -> Self {
