@@ -3,8 +3,8 @@
 //! weights directly, never from f32 masters), next to the kernel report of the same process
 //! (`copy_gbps`, `gemv`, `gemm`) so the bandwidth bound is measured in the same sitting.
 //!
-//! The bound: bytes read per decoded token (packed ternary weights + the LM head at its precision
-//! + the KV cache) ÷ copy bandwidth (STREAM copy, read + write counted, as in the kernel report).
+//! The bound: bytes read per decoded token (packed ternary weights, the LM head at its precision
+//! and the KV cache) ÷ copy bandwidth (STREAM copy, read + write counted, as in the kernel report).
 //! Prefill and decode figures are the best of a few repetitions (shared, noisy machines).
 
 use std::time::Instant;

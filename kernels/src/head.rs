@@ -291,7 +291,7 @@ pub struct I8Rows {
 impl I8Rows {
     /// Quantises row-major f32 rows of length `k` (round to nearest).
     pub fn quantize(w: &[f32], k: usize) -> Result<Self, KernelError> {
-        if k == 0 || w.len() % k != 0 {
+        if k == 0 || !w.len().is_multiple_of(k) {
             return Err(KernelError::BadLength {
                 what: "w",
                 expected: k.max(1) * (w.len() / k.max(1)),
