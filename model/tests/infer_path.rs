@@ -262,3 +262,56 @@ fn cache_options_follow_config() {
     let cfg = Config::from_json_str(&v.to_string()).unwrap();
     assert_eq!(CacheOptions::from_config(&cfg).sinks, 0);
 }
+
+fn small_random(window: usize, sinks: bool) -> Transformer {
+    let mut c = Config::tritter_tiny();
+    c.vocab_size = 61;
+    c.hidden_size = 32;
+    c.intermediate_size = 40;
+    c.num_layers = 2;
+    c.num_heads = 2;
+    c.num_kv_heads = 1;
+    c.head_dim = 16;
+    c.max_position_embeddings = 64;
+    c.sliding_window_size = window;
+    c.use_attention_sinks = sinks;
+    let mut src = tritter_model::random::RandomSource::new(5, &Device::Cpu);
+    Transformer::load(&c, &mut src, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn generation_with_a_window_runs_past_the_context_at_constant_memory() {
+    use std::sync::atomic::AtomicBool;
+    use tritter_model::{generate, GenerateOptions, SamplingParams, StopReason};
+    let opts = GenerateOptions {
+        max_new_tokens: 200,
+        sampling: SamplingParams::greedy(),
+        stop_tokens: vec![],
+    };
+    let stop = AtomicBool::new(false);
+    let full = generate(&small_random(0, false), &[1, 2, 3], &opts, &stop, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(full.stop, StopReason::ContextFull);
+    for sinks in [false, true] {
+        let m = small_random(16, sinks);
+        let s = generate(&m, &[1, 2, 3], &opts, &stop, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!((s.stop, s.generated.len()), (StopReason::MaxTokens, 200));
+        // The cache generate uses (from config) holds the window, whatever the length.
+        let mut cache = m.new_cache();
+        assert_eq!(cache.options().sinks, if sinks { 4 } else { 0 });
+        let mut sizes = vec![];
+        for (i, &t) in s.generated.iter().enumerate() {
+            m.forward_last(&[t], &mut cache).unwrap();
+            if i == 99 || i == 199 {
+                sizes.push(cache.bytes());
+            }
+        }
+        assert_eq!(cache.len(), 16);
+        assert_eq!(sizes[0], sizes[1]);
+    }
+}
