@@ -65,6 +65,39 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Run a benchmark report: kernels, decode or attention.
+    Bench {
+        /// What to measure.
+        #[arg(value_enum)]
+        what: crate::bench::BenchWhat,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Plan memory for a model preset: weights, KV cache, activations against a budget.
+    Plan {
+        /// Model preset (tritter-tiny, tritter-7b, bitnet-b1.58-2b4t).
+        #[arg(long)]
+        preset: String,
+        /// Context length in tokens.
+        #[arg(long)]
+        context: usize,
+        /// Memory budget, e.g. 16GiB or 8GB.
+        #[arg(long, default_value = "16GiB")]
+        budget: String,
+        /// Rolling attention window in tokens (0 = full attention); plans 4 sinks with it.
+        #[arg(long, default_value_t = 0)]
+        window: usize,
+        /// KV cache kind: f32, f16, bf16, int4 (or int4-gG-rR).
+        #[arg(long, default_value = "f16")]
+        kv: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses `--device`.
@@ -88,5 +121,25 @@ pub fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             };
             crate::logits::run(model, ids, out, &device)
         }
+        Command::Bench {
+            what,
+            json,
+            threads,
+        } => crate::bench::run(*what, *json, *threads),
+        Command::Plan {
+            preset,
+            context,
+            budget,
+            window,
+            kv,
+            json,
+        } => crate::plan_cli::run(&crate::plan_cli::PlanArgs {
+            preset: preset.clone(),
+            context: *context,
+            budget: budget.clone(),
+            window: *window,
+            kv: kv.clone(),
+            json: *json,
+        }),
     }
 }

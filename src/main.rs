@@ -4,7 +4,9 @@
 mod app;
 mod app_commands;
 mod attach;
+mod bench;
 pub mod bench_attn;
+pub mod bench_decode;
 pub mod bench_kernels;
 mod chat_format;
 mod cli;
@@ -22,6 +24,7 @@ mod highlight;
 mod logits;
 mod markdown;
 mod outline;
+mod plan_cli;
 mod prepare;
 mod prompt;
 mod session;

@@ -5,11 +5,13 @@
 //!
 //! - [`format`]: the T2 block format, [`TernaryMatrix`], Hugging Face layout conversion.
 //! - [`quant`]: per-token int8 activation quantisation ([`quantize_row_i8`]).
+//! - [`head`]: LM-head GEMVs: f16 ([`gemv_f16`]), f32 ([`gemv_f32`]), int8 per row ([`gemv_i8`]).
 //! - [`kernels`]: integer [`gemv`]/[`gemm`], the f32 BitLinear product [`ternary_matmul`], and
 //!   forced-ISA variants for tests and benchmarks.
 
 mod error;
 pub mod format;
+pub mod head;
 pub mod kernels;
 pub mod quant;
 mod scalar;
@@ -26,6 +28,9 @@ mod tests;
 
 pub use error::KernelError;
 pub use format::{BlockT2, TernaryMatrix};
+pub use head::{
+    gemv_f16, gemv_f16_isa, gemv_f16_scalar, gemv_f32, gemv_i8, gemv_i8_scalar, I8Rows,
+};
 pub use kernels::{
     available_isas, best_isa, gemm, gemm_with, gemv, gemv_with, ternary_matmul,
     ternary_matmul_with, Isa,

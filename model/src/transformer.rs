@@ -3,25 +3,28 @@
 //! Tritter's own: norm placement (pre-norm, Chameleon swin-norm, BitNet SubLN), QK-Norm, gated
 //! or ungated ReLU² / SwiGLU MLPs, tied or untied head.
 //!
-//! Shapes: ids `[B, T]`, hidden `[B, T, C]`, heads `[B, H, T, D]`. The KV cache stores keys after
-//! RoPE, so incremental decoding equals the full forward.
+//! Shapes: ids `[B, T]`, hidden `[B, T, C]`, heads `[B, H, T, D]`. Caches store keys after RoPE,
+//! so incremental decoding equals the full forward. `forward(ids, None)` is the differentiable
+//! candle path; with a cache the single-sequence inference path in `infer.rs` runs instead.
 
 use crate::bitlinear::BitLinear;
 use crate::config::{Activation, Config, NormPlacement};
 use crate::error::{Error, Result};
+pub use crate::infer::{CacheOptions, InferenceCache as KvCache};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
 use crate::weights::WeightSource;
 use candle_core::{DType, Device, Tensor, D};
 
-/// Per-layer key/value cache (f32, keys after RoPE).
+/// Per-layer key/value cache of the candle path (f32 tensors, keys after RoPE), used by
+/// [`Transformer::forward_tensor_cache`]; inference uses [`crate::infer::InferenceCache`].
 #[derive(Debug, Clone, Default)]
-pub struct KvCache {
+pub struct TensorKvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
     len: usize,
 }
 
-impl KvCache {
+impl TensorKvCache {
     pub fn new(num_layers: usize) -> Self {
         Self {
             layers: vec![None; num_layers],
@@ -66,17 +69,17 @@ impl KvCache {
     }
 }
 
-struct Attention {
-    q_proj: BitLinear,
-    k_proj: BitLinear,
-    v_proj: BitLinear,
-    o_proj: BitLinear,
-    sub_norm: Option<RmsNorm>,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
+pub(crate) struct Attention {
+    pub(crate) q_proj: BitLinear,
+    pub(crate) k_proj: BitLinear,
+    pub(crate) v_proj: BitLinear,
+    pub(crate) o_proj: BitLinear,
+    pub(crate) sub_norm: Option<RmsNorm>,
+    pub(crate) q_norm: Option<RmsNorm>,
+    pub(crate) k_norm: Option<RmsNorm>,
+    pub(crate) num_heads: usize,
+    pub(crate) num_kv_heads: usize,
+    pub(crate) head_dim: usize,
     causal: bool,
 }
 
@@ -140,7 +143,7 @@ impl Attention {
         x: &Tensor,
         rope: &Rope,
         offset: usize,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<(&mut TensorKvCache, usize)>,
     ) -> Result<Tensor> {
         let (b, t, _c) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -197,12 +200,12 @@ impl Attention {
     }
 }
 
-struct Mlp {
-    gate: Option<BitLinear>,
-    up: BitLinear,
-    down: BitLinear,
-    sub_norm: Option<RmsNorm>,
-    act: Activation,
+pub(crate) struct Mlp {
+    pub(crate) gate: Option<BitLinear>,
+    pub(crate) up: BitLinear,
+    pub(crate) down: BitLinear,
+    pub(crate) sub_norm: Option<RmsNorm>,
+    pub(crate) act: Activation,
 }
 
 impl Mlp {
@@ -234,7 +237,7 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let hdn = match &self.gate {
             Some(g) => (self.act(&g.forward(x)?)? * self.up.forward(x)?)?,
             None => self.act(&self.up.forward(x)?)?,
@@ -247,12 +250,12 @@ impl Mlp {
     }
 }
 
-struct Block {
-    attn: Attention,
-    mlp: Mlp,
-    norm1: RmsNorm,
-    norm2: RmsNorm,
-    placement: NormPlacement,
+pub(crate) struct Block {
+    pub(crate) attn: Attention,
+    pub(crate) mlp: Mlp,
+    pub(crate) norm1: RmsNorm,
+    pub(crate) norm2: RmsNorm,
+    pub(crate) placement: NormPlacement,
 }
 
 impl Block {
@@ -261,7 +264,7 @@ impl Block {
         x: &Tensor,
         rope: &Rope,
         offset: usize,
-        cache: Option<(&mut KvCache, usize)>,
+        cache: Option<(&mut TensorKvCache, usize)>,
     ) -> Result<Tensor> {
         match self.placement {
             NormPlacement::Pre | NormPlacement::Subln => {
@@ -282,13 +285,15 @@ impl Block {
 
 /// The decoder-only transformer with its LM head.
 pub struct Transformer {
-    cfg: Config,
-    embed: Tensor,
-    blocks: Vec<Block>,
-    norm: RmsNorm,
-    lm_head: Option<Tensor>,
-    rope: Rope,
+    pub(crate) cfg: Config,
+    pub(crate) embed: Tensor,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) norm: RmsNorm,
+    pub(crate) lm_head: Option<Tensor>,
+    pub(crate) rope: Rope,
     device: Device,
+    /// Reduced-precision copy of the LM head for the inference path (`set_head`).
+    pub(crate) head: crate::infer::Head,
 }
 
 impl Transformer {
@@ -328,6 +333,7 @@ impl Transformer {
             lm_head,
             rope,
             device: device.clone(),
+            head: crate::infer::Head::F32,
         })
     }
 
@@ -339,9 +345,15 @@ impl Transformer {
         &self.device
     }
 
-    /// A fresh KV cache for this model.
+    /// A fresh inference cache with the options of `config.json` (f32, window, sinks).
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.num_layers)
+        self.new_cache_with(&CacheOptions::from_config(&self.cfg))
+            .unwrap_or_else(|_| KvCache::unbounded(&self.cfg))
+    }
+
+    /// A fresh inference cache with explicit options (kind, window, sinks).
+    pub fn new_cache_with(&self, opts: &CacheOptions) -> Result<KvCache> {
+        KvCache::new(&self.cfg, opts)
     }
 
     /// Token embeddings `[B, T, C]` of ids `[B, T]` (u32), checking the ids' range.
@@ -361,32 +373,49 @@ impl Transformer {
             .reshape((b, t, self.cfg.hidden_size))?)
     }
 
-    /// Final-normed hidden states `[B, T, C]` for input embeddings `[B, T, C]`.
-    pub fn hidden_from_embeds(
-        &self,
-        x: &Tensor,
-        mut cache: Option<&mut KvCache>,
-    ) -> Result<Tensor> {
-        let (_b, t, c) = x.dims3()?;
+    fn check_channels(&self, x: &Tensor) -> Result<()> {
+        let c = x.dims3()?.2;
         if c != self.cfg.hidden_size {
             return Err(Error::Invalid(format!(
                 "input embeddings have {c} channels, model has {}",
                 self.cfg.hidden_size
             )));
         }
-        let offset = cache.as_ref().map_or(0, |c| c.len());
+        Ok(())
+    }
+
+    /// Final-normed hidden states `[B, T, C]` for input embeddings `[B, T, C]`. Without a cache
+    /// this is the full (training) forward on candle ops; with one it is the inference path for
+    /// a single sequence (B = 1) on the fused attention kernels, appending to the cache.
+    pub fn hidden_from_embeds(&self, x: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.check_channels(x)?;
+        match cache {
+            Some(c) => self.hidden_cached(x, c),
+            None => {
+                let mut h = x.clone();
+                for block in &self.blocks {
+                    h = block.forward(&h, &self.rope, 0, None)?;
+                }
+                self.norm.forward(&h)
+            }
+        }
+    }
+
+    /// Final-normed hidden states through the candle path with a tensor cache (any batch size;
+    /// the reference the inference path is tested against).
+    pub fn hidden_tensor_cache(&self, x: &Tensor, cache: &mut TensorKvCache) -> Result<Tensor> {
+        self.check_channels(x)?;
+        let t = x.dim(1)?;
+        let offset = cache.len();
         let mut h = x.clone();
         for (l, block) in self.blocks.iter().enumerate() {
-            let c = cache.as_deref_mut().map(|c| (c, l));
-            h = block.forward(&h, &self.rope, offset, c)?;
+            h = block.forward(&h, &self.rope, offset, Some((&mut *cache, l)))?;
         }
-        if let Some(c) = cache {
-            c.len += t;
-        }
+        cache.len += t;
         self.norm.forward(&h)
     }
 
-    /// Logits `[B, T, V]` from final hidden states.
+    /// Logits `[B, T, V]` from final hidden states (f32 head, candle matmul).
     pub fn logits_from_hidden(&self, h: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
         Ok(h.broadcast_matmul(&w.t()?)?)
@@ -398,24 +427,23 @@ impl Transformer {
         self.logits_from_hidden(&h)
     }
 
-    /// Logits `[B, T, V]` for ids `[B, T]`, appending to `cache` when given.
+    /// Logits `[B, T, V]` for ids `[B, T]`, appending to `cache` when given (then B = 1).
     pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         let x = self.embed(ids)?;
         self.forward_embeds(&x, cache)
     }
 
-    /// Logits `[V]` of the last position for a single sequence of ids (prefill / decode step).
+    /// Logits `[V]` of the last position for a single sequence of ids (prefill / decode step),
+    /// on the inference path, with the head chosen by [`Transformer::set_head`].
     pub fn forward_last(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         if ids.is_empty() {
             return Err(Error::Invalid("no tokens to run".into()));
         }
         let t = Tensor::from_slice(ids, (1, ids.len()), &self.device)?;
-        let h = self.hidden_from_embeds(&self.embed(&t)?, Some(cache))?;
-        let last = h.narrow(1, ids.len() - 1, 1)?;
-        Ok(self
-            .logits_from_hidden(&last)?
-            .flatten_all()?
-            .to_vec1::<f32>()?)
+        let x = self.embed(&t)?.flatten_all()?.to_vec1::<f32>()?;
+        let h = self.hidden_rows(x, ids.len(), cache)?;
+        let c = self.cfg.hidden_size;
+        self.head_logits(&h[(ids.len() - 1) * c..])
     }
 
     /// Mean next-token cross-entropy of ids `[B, T]` (HF causal-LM loss: labels = ids shifted).

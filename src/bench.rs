@@ -1,0 +1,45 @@
+//! `tritter bench kernels|decode|attention [--json] [--threads N]`: runs one of the benchmark
+//! reports (`bench_kernels`, `bench_decode`, `bench_attn`) and prints it as one JSON object or as
+//! indented JSON / a short table for people.
+
+use anyhow::Result;
+use clap::ValueEnum;
+
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// Ternary GEMV/GEMM vs f32 and copy bandwidth.
+    Kernels,
+    /// End-to-end prefill/decode of random tritter-tiny and 2B4T-shaped models.
+    Decode,
+    /// Fused attention and KV caches.
+    Attention,
+}
+
+/// Threads to use: the flag, or every core.
+pub fn threads_or_default(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(what: BenchWhat, json: bool, threads: Option<usize>) -> Result<()> {
+    let threads = threads_or_default(threads);
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    let report = match what {
+        BenchWhat::Kernels => crate::bench_kernels::kernels_report(threads)?,
+        BenchWhat::Decode => crate::bench_decode::decode_report(threads)?,
+        BenchWhat::Attention => crate::bench_attn::attention_report(threads)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if what == BenchWhat::Decode {
+        print!("{}", crate::bench_decode::decode_text(&report));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,59 @@
+//! `tritter plan` and `tritter bench` on the command line: the plan is one JSON object with the
+//! library planner's figures, bad flags give a one-line error naming them.
+
+use std::process::Command;
+
+fn tritter(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tritter"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn plan_json_is_one_object_with_the_planner_figures() {
+    let out = tritter(&[
+        "plan",
+        "--preset",
+        "tritter-7b",
+        "--context",
+        "131072",
+        "--budget",
+        "16GiB",
+        "--window",
+        "4096",
+        "--kv",
+        "int4",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1);
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let dims = tritter_model::plan::ModelDims::tritter_7b();
+    let mut o = tritter_model::plan::PlanOptions::new(131_072);
+    o.window = 4096;
+    o.sinks = 4;
+    o.kv = tritter_model::attn::KvKind::INT4;
+    let want = tritter_model::plan::plan(&dims, &o).unwrap();
+    assert_eq!(v["total"].as_u64(), Some(want.total));
+    assert_eq!(v["fits"].as_bool(), Some(want.fits));
+}
+
+#[test]
+fn bad_flags_are_named() {
+    let out = tritter(&["plan", "--preset", "huge", "--context", "10"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--preset huge") && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = tritter(&["bench", "everything"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernels"));
+}
