@@ -231,7 +231,7 @@ fn linear(l: &BitLinear, x: &[f32], m: usize) -> Result<Vec<f32>> {
                 .map_err(|e| Error::Kernel(e.to_string()))?;
             Ok(out)
         }
-        BitWeights::Latent(_) => {
+        BitWeights::Latent(_) | BitWeights::Dense(_) => {
             let t = Tensor::from_slice(x, (m, k), &candle_core::Device::Cpu)?;
             let plain = BitLinear::new(l.weights().clone(), None);
             Ok(plain.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
