@@ -31,8 +31,10 @@ pub fn description() -> String {
 
 /// Loads the embedded model.
 pub fn load(device: &Device, device_name: &str) -> Result<ModelEngine> {
-    let ck = tritter_model::load_model_from_bytes(CONFIG, WEIGHTS, device).context("loading the built-in model")?;
-    let tokenizer = Tokenizer::from_bytes(TOKENIZER).map_err(|e| anyhow!("built-in tokenizer: {e}"))?;
+    let ck = tritter_model::load_model_from_bytes(CONFIG, WEIGHTS, device)
+        .context("loading the built-in model")?;
+    let tokenizer =
+        Tokenizer::from_bytes(TOKENIZER).map_err(|e| anyhow!("built-in tokenizer: {e}"))?;
     Ok(ModelEngine::new(
         ck.model,
         tokenizer,
@@ -53,7 +55,10 @@ mod tests {
     fn built_in_model_loads_and_generates() {
         let mut eng = load(&Device::Cpu, "cpu").unwrap();
         assert_eq!(eng.info().model_name, "tritter-tiny");
-        assert!(eng.info().description.contains("does not follow instructions"));
+        assert!(eng
+            .info()
+            .description
+            .contains("does not follow instructions"));
         let req = GenRequest {
             messages: vec![ChatMessage::new(Role::User, "def add(a, b):")],
             latent: false,

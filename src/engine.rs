@@ -175,7 +175,11 @@ pub const TEST_ENGINE_VAR: &str = "TRITTER_TEST_ENGINE";
 /// Picks the engine for this run. `TRITTER_TEST_ENGINE=echo` gives the scripted test engine;
 /// otherwise the model-backed engine: `--model DIR`, or the built-in default model.
 pub fn load(opts: &EngineOptions) -> anyhow::Result<Box<dyn Engine>> {
-    match std::env::var(TEST_ENGINE_VAR).ok().as_deref().filter(|v| !v.is_empty()) {
+    match std::env::var(TEST_ENGINE_VAR)
+        .ok()
+        .as_deref()
+        .filter(|v| !v.is_empty())
+    {
         Some("echo") => Ok(Box::new(crate::engine_scripted::ScriptedEngine::from_env())),
         Some(other) => {
             anyhow::bail!("{TEST_ENGINE_VAR}={other:?} is not a known test engine (known: echo)")

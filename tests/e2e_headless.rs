@@ -123,16 +123,28 @@ fn errors_are_one_line_with_a_nonzero_exit() {
 fn built_in_model_answers_p_stdin_and_json_alike() {
     let prompt = "def add(a, b):";
     let plain = tritter(&["-p", prompt], None, false);
-    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
     let plain = String::from_utf8(plain.stdout).unwrap();
     assert!(!plain.trim().is_empty(), "empty reply");
 
     let piped = tritter(&["-p", "-"], Some(prompt), false);
-    assert!(piped.status.success(), "{}", String::from_utf8_lossy(&piped.stderr));
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
     assert_eq!(String::from_utf8(piped.stdout).unwrap(), plain);
 
     let json = tritter(&["-p", prompt, "--json"], None, false);
-    assert!(json.status.success(), "{}", String::from_utf8_lossy(&json.stderr));
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
     let text = String::from_utf8(json.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();

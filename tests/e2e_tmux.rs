@@ -1,8 +1,8 @@
 //! End-to-end test of the interactive app in a real terminal: tmux runs the binary, the test types
 //! a prompt, watches the reply stream, stops a second reply with Esc, quits with /quit and checks
-//! exit code 0 and that the shell's screen came back. It uses the scripted test engine
-//! (`TRITTER_TEST_ENGINE=echo`, not a model; to be switched to the built-in model once it is wired
-//! in). Needs tmux (`.ci/run` installs it); without tmux the test fails with that message.
+//! exit code 0 and that the shell's screen came back. Most tests use the scripted test engine
+//! (`TRITTER_TEST_ENGINE=echo`, not a model) for exact screens; `built_in_model_*` runs the real
+//! built-in model. Needs tmux (`.ci/run` installs it); without tmux the test fails with that message.
 
 use std::path::Path;
 use std::process::Command;
@@ -261,4 +261,36 @@ fn resume_reopens_the_last_conversation() {
     t.type_text("/quit");
     t.send(&["Enter"]);
     t.wait_for("EXIT-CODE=0", Duration::from_secs(20));
+}
+
+/// The real built-in model in a real terminal: start, type a prompt, see the reply stream,
+/// Esc stops it, /quit exits 0 and restores the screen.
+#[test]
+fn built_in_model_streams_and_stops_in_a_real_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("latency.json");
+    // An empty TRITTER_TEST_ENGINE (set after the default one) selects the real model.
+    let t = start_with(dir.path(), 0, &log, "TRITTER_TEST_ENGINE=");
+    t.wait_for(
+        "Tritter — an offline coding assistant",
+        Duration::from_secs(30),
+    );
+    t.wait_for("tritter-tiny", Duration::from_secs(30));
+    t.type_text("def add(a, b):");
+    t.send(&["Enter"]);
+    t.wait_for("· streaming ·", Duration::from_secs(60));
+    t.send(&["Escape"]);
+    // The reply's footer: stopped by Esc (or, on a very fast machine, already complete).
+    let s = t.wait_for("first token", Duration::from_secs(60));
+    eprintln!("after Esc:\n{s}");
+    assert!(s.contains("def add(a, b):") && s.contains("tok/s"), "{s}");
+    t.wait_for("· ready ·", Duration::from_secs(20));
+    t.type_text("/quit");
+    t.send(&["Enter"]);
+    let s = t.wait_for("EXIT-CODE=", Duration::from_secs(20));
+    assert!(s.contains("EXIT-CODE=0"), "{s}");
+    assert!(
+        s.contains("BEFORE-TRITTER"),
+        "the shell screen was restored:\n{s}"
+    );
 }
