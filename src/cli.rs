@@ -56,6 +56,11 @@ pub struct Cli {
 /// Subcommands beside the TUI and `-p`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print a text embedding (mean-pooled hidden states) as JSON.
+    Embed {
+        /// The text to embed.
+        text: String,
+    },
     /// Write the f32 logits [T, V] of one forward pass over token ids (conformance probe).
     Logits {
         /// Comma-separated token ids, e.g. 1,2,3.
@@ -115,6 +120,7 @@ pub fn parse_device(s: Option<&str>) -> Result<Device> {
 pub fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
     let device = parse_device(cli.device.as_deref())?;
     match cmd {
+        Command::Embed { text } => crate::embed::run(cli.model.as_deref(), text, &device),
         Command::Logits { ids, out } => {
             let Some(model) = &cli.model else {
                 bail!("logits: --model DIR is required");

@@ -29,14 +29,20 @@ pub fn description() -> String {
     )
 }
 
-/// Loads the embedded model.
-pub fn load(device: &Device, device_name: &str) -> Result<ModelEngine> {
+/// The embedded model and its tokenizer.
+pub fn parts(device: &Device) -> Result<(tritter_model::Transformer, Tokenizer)> {
     let ck = tritter_model::load_model_from_bytes(CONFIG, WEIGHTS, device)
         .context("loading the built-in model")?;
     let tokenizer =
         Tokenizer::from_bytes(TOKENIZER).map_err(|e| anyhow!("built-in tokenizer: {e}"))?;
+    Ok((ck.model, tokenizer))
+}
+
+/// Loads the embedded model.
+pub fn load(device: &Device, device_name: &str) -> Result<ModelEngine> {
+    let (model, tokenizer) = parts(device)?;
     Ok(ModelEngine::new(
-        ck.model,
+        model,
         tokenizer,
         ChatFormat::tritter(),
         "tritter-tiny".into(),

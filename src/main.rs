@@ -15,6 +15,7 @@ mod codepane;
 mod commands;
 mod config;
 mod default_model;
+mod embed;
 mod engine;
 mod engine_model;
 mod engine_scripted;

@@ -1,4 +1,4 @@
-//! `tritter plan` and `tritter bench` on the command line: the plan is one JSON object with the
+//! `tritter plan`, `tritter bench` and `tritter embed` on the command line: the plan is one JSON object with the
 //! library planner's figures, bad flags give a one-line error naming them.
 
 use std::process::Command;
@@ -56,4 +56,23 @@ fn bad_flags_are_named() {
     let out = tritter(&["bench", "everything"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kernels"));
+}
+
+#[test]
+fn embed_prints_one_json_object_with_the_model_width() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tritter"))
+        .args(["embed", "def f(x): return x"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dim"], 256);
+    assert_eq!(v["embedding"].as_array().unwrap().len(), 256);
+    assert!(v["tokens"].as_u64().unwrap() > 0);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_tritter"))
+        .args(["embed", "  "])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("empty"));
 }

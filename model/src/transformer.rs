@@ -134,7 +134,9 @@ impl Attention {
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: d,
-            causal: matches!(cfg.attention_mode.as_str(), "causal"),
+            // `bidirectional` and `embedding` attend both ways. `prefix_lm` needs the prompt length,
+            // which only the inference path knows (its first chunk); this full forward is causal.
+            causal: !matches!(cfg.attention_mode.as_str(), "bidirectional" | "embedding"),
         })
     }
 
@@ -444,6 +446,17 @@ impl Transformer {
         let h = self.hidden_rows(x, ids.len(), cache)?;
         let c = self.cfg.hidden_size;
         self.head_logits(&h[(ids.len() - 1) * c..])
+    }
+
+    /// A text embedding: the mean over positions of the final-normed hidden states of ids `[1, T]`
+    /// (attention is bidirectional when the config's `attention_mode` is `embedding`).
+    pub fn embedding(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::Invalid("no tokens to embed".into()));
+        }
+        let t = Tensor::from_slice(ids, (1, ids.len()), &self.device)?;
+        let h = self.hidden_from_embeds(&self.embed(&t)?, None)?;
+        Ok(h.squeeze(0)?.mean(0)?.to_vec1::<f32>()?)
     }
 
     /// Mean next-token cross-entropy of ids `[B, T]` (HF causal-LM loss: labels = ids shifted).
