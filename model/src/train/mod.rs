@@ -39,6 +39,8 @@ pub enum TrainError {
         source: std::io::Error,
     },
     /// A training checkpoint is missing, malformed or does not fit the model.
+    #[error("loss plot: {0}")]
+    Plot(String),
     #[error("training checkpoint: {0}")]
     Checkpoint(String),
     /// The loss became NaN or infinite.
