@@ -58,7 +58,7 @@ fn run() -> anyhow::Result<()> {
     let cli = cli::Cli::parse();
     if let Some(config) = &cli.train {
         if cli.prepare_only {
-            return prepare::prepare(config);
+            return prepare::prepare(config, &cli.overrides);
         }
         if cli.plot {
             return train_cli::plot(config, &cli.overrides);

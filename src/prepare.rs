@@ -5,11 +5,10 @@
 //! table (see `tritter_model::data::DataConfig`); other sections belong to the trainer and are
 //! ignored here. Relative paths in the config are relative to the config file's directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use tritter_model::data::{self, DataConfig, Issue, Progress, Stage};
 
@@ -64,48 +63,19 @@ impl Progress for Bars {
     }
 }
 
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+/// Run the data pipeline for the training config `config` (with `--set` overrides applied; paths
+/// relative to the config file) and print a summary.
+pub fn prepare(config: &Path, overrides: &[String]) -> anyhow::Result<()> {
+    let cfg = tritter_model::train::TrainConfig::load(config, overrides)?;
+    run_pipeline(&cfg.data, &cfg.run.dir)
 }
 
-/// Parse the training config into the run directory and the `[data]` section, with relative
-/// paths resolved against the config file's directory.
-pub fn load_config(config: &Path) -> anyhow::Result<(PathBuf, DataConfig)> {
-    let text =
-        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", config.display()))?;
-    let base = config.parent().unwrap_or(Path::new("."));
-    let run_dir = table
-        .get("run")
-        .and_then(|r| r.get("dir"))
-        .and_then(|d| d.as_str())
-        .ok_or_else(|| anyhow!("{}: missing string `run.dir`", config.display()))?;
-    let Some(data) = table.get("data") else {
-        bail!("{}: missing [data] section", config.display());
-    };
-    let mut cfg = DataConfig::from_toml_value(data.clone())
-        .with_context(|| format!("in {}", config.display()))?;
-    for s in &mut cfg.sources {
-        s.path = resolve(base, &s.path);
-    }
-    if let Some(p) = &cfg.tokenizer.path {
-        cfg.tokenizer.path = Some(resolve(base, p));
-    }
-    Ok((resolve(base, Path::new(run_dir)), cfg))
-}
-
-/// Run the data pipeline for `config` and print a summary.
-pub fn prepare(config: &Path) -> anyhow::Result<()> {
-    let (run_dir, cfg) = load_config(config)?;
+/// Run the data pipeline into `run_dir/data` with progress bars and print a summary.
+pub fn run_pipeline(cfg: &DataConfig, run_dir: &Path) -> anyhow::Result<()> {
     let bars = Bars {
         bar: Mutex::new(None),
     };
-    let m = data::prepare(&cfg, &run_dir, &bars)?;
+    let m = data::prepare(cfg, run_dir, &bars)?;
     let read: u64 = m.sources.iter().map(|s| s.documents).sum();
     let kept: u64 = m.sources.iter().map(|s| s.kept).sum();
     let rejected: u64 = m.filter_rejections.values().sum();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use tritter_model::data;
 use tritter_model::train::{Event, Observer, TrainConfig, Trainer};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -95,11 +94,7 @@ pub fn train(config: &Path, overrides: &[String], resume: bool) -> anyhow::Resul
     let cfg = TrainConfig::load(config, overrides)?;
     if !cfg.run.dir.join("data").join("shards.json").is_file() {
         eprintln!("preparing data in {}", cfg.run.dir.join("data").display());
-        let m = data::prepare(&cfg.data, &cfg.run.dir, &data::NoProgress)?;
-        eprintln!(
-            "{} train / {} val tokens; vocabulary {}",
-            m.tokens.train_tokens, m.tokens.val_tokens, m.tokenizer.vocab_size
-        );
+        crate::prepare::run_pipeline(&cfg.data, &cfg.run.dir)?;
     }
     std::fs::create_dir_all(&cfg.run.dir)
         .with_context(|| format!("creating {}", cfg.run.dir.display()))?;
