@@ -134,6 +134,14 @@ impl Engine for ModelEngine {
         cancel: &AtomicBool,
         sink: &mut dyn FnMut(GenEvent),
     ) -> Result<()> {
+        if req.latent {
+            // No checkpoint format Tritter loads carries a trained latent (Coconut) mode yet;
+            // answering in token mode while the UI says "latent on" would mislead.
+            anyhow::bail!(
+                "latent reasoning mode needs a model trained for it, and {} has none; turn it off with /latent off",
+                self.info.model_name
+            );
+        }
         let t0 = Instant::now();
         let prompt = self.prompt_ids(req)?;
         sink(GenEvent::Prompt {
@@ -323,6 +331,21 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    #[test]
+    fn latent_mode_is_refused_plainly() {
+        let tmp = tempfile::tempdir().unwrap();
+        checkpoint(tmp.path());
+        let mut eng = ModelEngine::load_dir(tmp.path(), &Device::Cpu, "cpu").unwrap();
+        let mut req = request(4);
+        req.latent = true;
+        let mut events = vec![];
+        let e = eng
+            .generate(&req, &AtomicBool::new(false), &mut |e| events.push(e))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("/latent off"), "{e:#}");
+        assert!(events.is_empty());
     }
 
     #[test]
