@@ -7,9 +7,9 @@
 //! so HF transformers loads them too. Saving is atomic: a temporary directory is written and
 //! fsynced, then renamed over the target.
 
+use crate::bitlinear::PackedLinear;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::quant;
 use crate::transformer::Transformer;
 use crate::weights::{param_shapes, CheckpointSource, Params, TensorStore};
 use candle_core::{DType, Device, Tensor};
@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use tritter_kernels::TernaryMatrix;
 
 /// A loaded inference checkpoint.
 pub struct Checkpoint {
@@ -83,16 +82,10 @@ pub fn packed_tensors(cfg: &Config, params: &Params) -> Result<HashMap<String, T
         let t = var.as_tensor().to_dtype(DType::F32)?;
         if is_bitlinear_weight(&name) {
             let (n, k) = (shape[0], shape[1]);
-            let (q, s) = quant::ternarize(&t)?;
-            let vals: Vec<i8> = q
-                .flatten_all()?
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|v| v as i8)
-                .collect();
-            let m = TernaryMatrix::from_ternary(&vals, n, k)
-                .map_err(|e| Error::Kernel(e.to_string()))?;
-            let packed = Tensor::from_vec(m.to_hf_packed(), (n.div_ceil(4), k), &Device::Cpu)?;
+            let p = PackedLinear::from_latent(&t)?;
+            let s = p.weight_scale();
+            let packed =
+                Tensor::from_vec(p.matrix().to_hf_packed(), (n.div_ceil(4), k), &Device::Cpu)?;
             let base = name.trim_end_matches(".weight");
             out.insert(
                 format!("{base}.weight_scale"),
