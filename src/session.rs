@@ -48,7 +48,13 @@ pub fn save(data_dir: &Path, name: &str, messages: &[ChatMessage]) -> anyhow::Re
         messages: messages.to_vec(),
     };
     let text = serde_json::to_string_pretty(&file)?;
-    std::fs::write(&tmp, text)
+    // Written in full and flushed to disk before the rename, so a crash leaves the old session
+    // or the new one, never a torn file.
+    std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()
+        })
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
