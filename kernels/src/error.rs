@@ -58,4 +58,8 @@ pub enum KernelError {
         /// The instruction set asked for.
         isa: Isa,
     },
+    /// A CUDA driver call or kernel launch failed (feature `cuda`), or a GPU buffer was the
+    /// wrong size.
+    #[error("CUDA: {0}")]
+    Cuda(String),
 }

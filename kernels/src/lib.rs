@@ -6,11 +6,17 @@
 //! - [`format`]: the T2 block format, [`TernaryMatrix`], Hugging Face layout conversion.
 //! - [`quant`]: per-token int8 activation quantisation ([`quantize_row_i8`]).
 //! - [`head`]: LM-head GEMVs: f16 ([`gemv_f16`]), f32 ([`gemv_f32`]), int8 per row ([`gemv_i8`]).
+//! - [`gpu_ref`]: host statements of the GPU formats (G2 ternary layout, INT4 KV groups,
+//!   window/sink slots) that the CUDA kernels must match.
+//! - `cuda` (feature `cuda`): launches of the CUDA kernels in `kernels/cuda/` through cudarc.
 //! - [`kernels`]: integer [`gemv`]/[`gemm`], the f32 BitLinear product [`ternary_matmul`], and
 //!   forced-ISA variants for tests and benchmarks.
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod format;
+pub mod gpu_ref;
 pub mod head;
 pub mod kernels;
 pub mod quant;

@@ -2,6 +2,7 @@
 //! streaming each token to a callback, until a stop token, the token limit, the context limit, a
 //! cancellation flag or the callback asks to stop.
 
+use crate::config::Config;
 use crate::error::Result;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::transformer::{KvCache, Transformer};
@@ -49,16 +50,77 @@ impl GenerationStats {
     }
 }
 
-/// Generates a continuation of `prompt` with a fresh cache. `on_token` receives each new token;
-/// returning `ControlFlow::Break` stops.
+/// A model that runs one sequence step by step: the CPU inference path ([`CpuDecoder`]) or the
+/// GPU model (`gpu::GpuModel`, feature `cuda`).
+pub trait Decoder {
+    fn config(&self) -> &Config;
+    /// Starts a fresh sequence (empties the cache).
+    fn start(&mut self) -> Result<()>;
+    /// Appends `ids` and returns the logits `[V]` of the last one.
+    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
+    /// Tokens of the sequence so far.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The CPU inference path with its KV cache.
+pub struct CpuDecoder<'a> {
+    model: &'a Transformer,
+    cache: KvCache,
+}
+
+impl<'a> CpuDecoder<'a> {
+    pub fn new(model: &'a Transformer) -> Self {
+        Self {
+            model,
+            cache: model.new_cache(),
+        }
+    }
+}
+
+impl Decoder for CpuDecoder<'_> {
+    fn config(&self) -> &Config {
+        self.model.config()
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.cache = self.model.new_cache();
+        Ok(())
+    }
+
+    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.model.forward_last(ids, &mut self.cache)
+    }
+
+    fn len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// Generates a continuation of `prompt` with a fresh cache on the CPU inference path; see
+/// [`generate_with`].
 pub fn generate(
     model: &Transformer,
     prompt: &[u32],
     opts: &GenerateOptions,
     cancel: &AtomicBool,
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<GenerationStats> {
+    generate_with(&mut CpuDecoder::new(model), prompt, opts, cancel, on_token)
+}
+
+/// Generates a continuation of `prompt` on `model` (restarted first). `on_token` receives each
+/// new token; returning `ControlFlow::Break` stops.
+pub fn generate_with(
+    model: &mut dyn Decoder,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    cancel: &AtomicBool,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<GenerationStats> {
-    let mut cache: KvCache = model.new_cache();
+    model.start()?;
     let mut sampler = Sampler::new(opts.sampling.clone())?;
     let limit = model.config().max_position_embeddings;
     let mut seen: Vec<u32> = prompt.to_vec();
@@ -70,7 +132,7 @@ pub fn generate(
         decode_s: 0.0,
     };
     let t0 = Instant::now();
-    let mut logits = model.forward_last(prompt, &mut cache)?;
+    let mut logits = model.step(prompt)?;
     stats.prefill_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for _ in 0..opts.max_new_tokens {
@@ -89,14 +151,14 @@ pub fn generate(
             stats.stop = StopReason::Callback;
             break;
         }
-        if cache.len() + 1 > limit {
+        if model.len() + 1 > limit {
             stats.stop = StopReason::ContextFull;
             break;
         }
         if stats.generated.len() == opts.max_new_tokens {
             break;
         }
-        logits = model.forward_last(&[next], &mut cache)?;
+        logits = model.step(&[next])?;
     }
     stats.decode_s = t1.elapsed().as_secs_f64();
     Ok(stats)

@@ -8,8 +8,11 @@ pub mod bitlinear;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dense;
 pub mod error;
 pub mod generation;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod infer;
 pub mod norm;
 pub mod plan;
@@ -25,8 +28,11 @@ pub mod weights;
 pub use bitlinear::{BitLinear, BitWeights, PackedLinear};
 pub use checkpoint::{load_model, load_model_from_bytes, save_checkpoint, Checkpoint};
 pub use config::{Activation, Config, NormPlacement, WeightFormat};
+pub use dense::dense_random;
 pub use error::{Error, Result};
-pub use generation::{generate, GenerateOptions, GenerationStats, StopReason};
+pub use generation::{
+    generate, generate_with, CpuDecoder, Decoder, GenerateOptions, GenerationStats, StopReason,
+};
 pub use infer::{CacheOptions, Head, InferenceCache};
 pub use sampling::{Sampler, SamplingParams};
 pub use transformer::{KvCache, TensorKvCache, Transformer};

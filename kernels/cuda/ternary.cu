@@ -1,0 +1,168 @@
+// Ternary (BitNet b1.58) W2A8 kernels: per-token int8 activation quantisation, the decode GEMV
+// and the prefill GEMM. Must match the CPU specification in kernels/src/quant.rs and
+// kernels/src/kernels.rs bit for bit: integer accumulators are exact, and each output is
+// `(float)(acc) / (x_scale * w_scale)` with IEEE division (no fast-math).
+//
+// Weight layout ("G2", built by kernels/src/cuda/layout.rs): row-major, `kw = k_pad / 16` u32
+// words per row, `k_pad` a multiple of 64. Code c = w + 1 (0, 1, 2) of column k sits at bit
+// 8·(k % 4) + 2·((k / 4) % 4) of word k / 16, so `(word >> 2j) & 0x03030303` holds the codes
+// of columns 16·(k/16) + 4j .. +3 in bytes 0..3, lined up with the int8 activations of those
+// columns. Padding columns hold code 1 (weight 0). dp4a of codes with activations gives
+// Σ (w+1)·x; subtracting Σ x gives Σ w·x.
+#include "common.cuh"
+
+#define ACT_THREADS 256
+
+// One block per token row. x: [m][k] f32 (row stride k); q: [m][k_pad] int8 (zero padded);
+// scale[t] = 127 / max(max|x|, 1e-5); qsum[t] = Σ q.
+extern "C" __global__ void __launch_bounds__(ACT_THREADS)
+act_quant_i8(const float* __restrict__ x, int k, int k_pad, int8_t* __restrict__ q,
+             float* __restrict__ scale, int* __restrict__ qsum) {
+    __shared__ float fs[32];
+    __shared__ int is[32];
+    const int t = blockIdx.x;
+    const float* xr = x + (size_t)t * k;
+    int8_t* qr = q + (size_t)t * k_pad;
+    float m = 0.0f;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(xr[i]));
+    m = block_max(m, fs);
+    const float s = 127.0f / fmaxf(m, 1e-5f);
+    int sum = 0;
+    for (int i = threadIdx.x; i < k_pad; i += blockDim.x) {
+        int v = 0;
+        if (i < k) {
+            float r = rintf(__fmul_rn(xr[i], s));
+            r = fminf(fmaxf(r, -128.0f), 127.0f);
+            v = (int)r;
+        }
+        qr[i] = (int8_t)v;
+        sum += v;
+    }
+    sum = block_sum_i(sum, is);
+    if (threadIdx.x == 0) {
+        scale[t] = s;
+        qsum[t] = sum;
+    }
+}
+
+__device__ __forceinline__ int dot16(uint32_t w, const int* x, int acc) {
+    acc = __dp4a((int)(w & 0x03030303u), x[0], acc);
+    acc = __dp4a((int)((w >> 2) & 0x03030303u), x[1], acc);
+    acc = __dp4a((int)((w >> 4) & 0x03030303u), x[2], acc);
+    acc = __dp4a((int)((w >> 6) & 0x03030303u), x[3], acc);
+    return acc;
+}
+
+#define GEMV_WARPS 8
+
+// Decode: one token. One warp per output row; the token's int8 activations are staged in
+// shared memory (k_pad bytes). out[row] = (acc - Σq) / (x_scale · w_scale[row]).
+extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
+ternary_gemv(const uint32_t* __restrict__ w, const float* __restrict__ wscale, int n, int kw,
+             const int8_t* __restrict__ xq, const float* __restrict__ xs,
+             const int* __restrict__ xsum, float* __restrict__ out) {
+    extern __shared__ int4 sx4[];
+    const int nx4 = kw / 4;  // int4 (16 bytes) of activations per token = kw words / 4
+    const int4* xg = reinterpret_cast<const int4*>(xq);
+    for (int i = threadIdx.x; i < nx4; i += blockDim.x) sx4[i] = xg[i];
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    if (row >= n) return;
+    const uint4* wr = reinterpret_cast<const uint4*>(w + (size_t)row * kw);
+    const int* sx = reinterpret_cast<const int*>(sx4);
+    const int nv = kw / 4;  // uint4 of weights per row (64 columns each)
+    int acc = 0;
+    for (int v = lane; v < nv; v += 32) {
+        const uint4 p = __ldg(wr + v);
+        const int* xv = sx + v * 16;
+        acc = dot16(p.x, xv, acc);
+        acc = dot16(p.y, xv + 4, acc);
+        acc = dot16(p.z, xv + 8, acc);
+        acc = dot16(p.w, xv + 12, acc);
+    }
+    acc = warp_sum_i(acc);
+    if (lane == 0) {
+        const float denom = xs[0] * wscale[row];
+        out[row] = (float)(acc - xsum[0]) / denom;
+    }
+}
+
+// Prefill: m tokens. Block tile 64 rows × 32 tokens, 128 threads, each thread 4 rows × 4
+// tokens; K is walked 64 columns (4 weight words, 16 activation words) at a time through
+// shared memory. out[t·n + row] = (acc - Σq[t]) / (x_scale[t] · w_scale[row]).
+#define GT_N 64
+#define GT_M 32
+extern "C" __global__ void __launch_bounds__(128)
+ternary_gemm(const uint32_t* __restrict__ w, const float* __restrict__ wscale, int n, int kw,
+             const int8_t* __restrict__ xq, const float* __restrict__ xs,
+             const int* __restrict__ xsum, int m, float* __restrict__ out) {
+    __shared__ uint32_t ws[GT_N][5];
+    __shared__ int xsm[GT_M][17];
+    const int tid = threadIdx.x;
+    const int n0 = blockIdx.x * GT_N, m0 = blockIdx.y * GT_M;
+    const int rg = tid & 15, tg = tid >> 4;  // rows rg*4.., tokens tg*4..
+    const size_t k_pad = (size_t)kw * 16;
+    int acc[4][4];
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int t = 0; t < 4; t++) acc[r][t] = 0;
+    for (int c = 0; c < kw / 4; c++) {
+        if (tid < GT_N) {
+            const int row = n0 + tid;
+            uint4 p = make_uint4(0x55555555u, 0x55555555u, 0x55555555u, 0x55555555u);
+            if (row < n) p = __ldg(reinterpret_cast<const uint4*>(w + (size_t)row * kw) + c);
+            ws[tid][0] = p.x;
+            ws[tid][1] = p.y;
+            ws[tid][2] = p.z;
+            ws[tid][3] = p.w;
+        }
+        {
+            const int tok = tid >> 2, part = tid & 3;
+            int4 v = make_int4(0, 0, 0, 0);
+            if (m0 + tok < m)
+                v = __ldg(reinterpret_cast<const int4*>(xq + (size_t)(m0 + tok) * k_pad +
+                                                       (size_t)c * 64) + part);
+            xsm[tok][part * 4 + 0] = v.x;
+            xsm[tok][part * 4 + 1] = v.y;
+            xsm[tok][part * 4 + 2] = v.z;
+            xsm[tok][part * 4 + 3] = v.w;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int pw = 0; pw < 4; pw++) {
+            uint32_t wv[4];
+#pragma unroll
+            for (int r = 0; r < 4; r++) wv[r] = ws[rg * 4 + r][pw];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                int xv[4];
+#pragma unroll
+                for (int t = 0; t < 4; t++) xv[t] = xsm[tg * 4 + t][pw * 4 + j];
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const int wc = (int)((wv[r] >> (2 * j)) & 0x03030303u);
+#pragma unroll
+                    for (int t = 0; t < 4; t++) acc[r][t] = __dp4a(wc, xv[t], acc[r][t]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int t = 0; t < 4; t++) {
+        const int tok = m0 + tg * 4 + t;
+        if (tok >= m) continue;
+        const float sx = xs[tok];
+        const int sq = xsum[tok];
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int row = n0 + rg * 4 + r;
+            if (row < n) {
+                const float denom = sx * wscale[row];
+                out[(size_t)tok * n + row] = (float)(acc[r][t] - sq) / denom;
+            }
+        }
+    }
+}
