@@ -63,7 +63,7 @@ fn run() -> anyhow::Result<()> {
         if cli.plot {
             return train_cli::plot(config, &cli.overrides);
         }
-        return train_cli::train(config, &cli.overrides, cli.resume);
+        return train_cli::train(config, &cli.overrides, cli.resume, cli.device.as_deref());
     }
     if let Some(cmd) = &cli.command {
         return cli::run_command(&cli, cmd);

@@ -1,6 +1,8 @@
-//! `tritter --train CONFIG [--resume] [--set KEY=VALUE ...]`: prepares the data when needed,
-//! trains, and prints a progress bar (loss, tok/s, ETA). Ctrl-C finishes the current step,
-//! checkpoints and exits 0.
+//! `tritter --train CONFIG [--resume] [--device cpu|cuda[:N]] [--set KEY=VALUE ...]`: prepares
+//! the data when needed, trains, and prints a progress bar (loss, tok/s, ETA). Ctrl-C finishes
+//! the current step, checkpoints and exits 0. The global `--device` flag overrides
+//! `train.device`; a device that cannot be opened (e.g. `cuda` in a build without CUDA) fails
+//! before anything is prepared or written, with one line naming the flag.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use tritter_model::train::trainer::{device as config_device, open_device};
 use tritter_model::train::{Event, Observer, TrainConfig, Trainer};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -89,9 +92,22 @@ impl Bar {
     }
 }
 
-/// Run `--train`.
-pub fn train(config: &Path, overrides: &[String], resume: bool) -> anyhow::Result<()> {
-    let cfg = TrainConfig::load(config, overrides)?;
+/// Run `--train`; `device` is the `--device` flag, which replaces `train.device`.
+pub fn train(
+    config: &Path,
+    overrides: &[String],
+    resume: bool,
+    device: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut cfg = TrainConfig::load(config, overrides)?;
+    let device = match device {
+        Some(name) => {
+            let d = open_device(name, &format!("--device {name}"))?;
+            cfg.train.device = name.to_string();
+            d
+        }
+        None => config_device(&cfg.train.device)?,
+    };
     if !cfg.run.dir.join("data").join("shards.json").is_file() {
         eprintln!("preparing data in {}", cfg.run.dir.join("data").display());
         crate::prepare::run_pipeline(&cfg.data, &cfg.run.dir)?;
@@ -102,7 +118,7 @@ pub fn train(config: &Path, overrides: &[String], resume: bool) -> anyhow::Resul
     std::fs::write(cfg.run.dir.join("config.toml"), effective)
         .with_context(|| format!("writing {}", cfg.run.dir.display()))?;
     install_sigint();
-    let mut trainer = Trainer::new(cfg, resume)?;
+    let mut trainer = Trainer::new_on(cfg, resume, device)?;
     let mut bar = Bar {
         bar: None,
         last_val: None,

@@ -131,3 +131,51 @@ fn ctrl_c_checkpoints_and_exits_zero_then_kill_9_and_resume_finish() {
     assert_eq!(steps, (1..=30).collect::<Vec<_>>(), "each step logged once");
     tritter_model::load_model(&run.join("final"), &Device::Cpu).unwrap();
 }
+
+#[test]
+fn device_flag_overrides_train_device_and_bf16_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    if !candle_core::utils::cuda_is_available() {
+        // A CPU-only build: `--device cuda` fails with one line naming the flag, before the data
+        // is prepared or anything is written.
+        let out = train(&run, &[])
+            .args(["--device", "cuda"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.trim_end(),
+            "tritter: --device cuda: this build has no CUDA support (build with --features cuda)"
+        );
+        assert!(!run.exists());
+    }
+    // `--device cpu` overrides `train.device`; bf16 mixed precision trains and exports.
+    let out = train(
+        &run,
+        &[
+            "train.device=\"cuda:7\"",
+            "train.dtype=\"bf16\"",
+            "train.steps=3",
+            "eval.every=0",
+        ],
+    )
+    .args(["--device", "cpu"])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(effective.contains("device = \"cpu\""), "{effective}");
+    assert!(effective.contains("dtype = \"bf16\""), "{effective}");
+    let steps = rows(&run)
+        .iter()
+        .filter(|r| r.get("loss").is_some())
+        .count();
+    assert_eq!(steps, 3);
+    assert!(tritter_model::load_model(&run.join("final"), &Device::Cpu).is_ok());
+}

@@ -10,6 +10,9 @@
 //!   stores the reciprocal of the checkpoint's scale, so one kernel call serves both.
 //!
 //! An optional RMSNorm before quantisation mirrors HF's `use_rms_norm`.
+//!
+//! The output has the input's dtype: weights are cast to it for the matmul (bf16 models and bf16
+//! mixed-precision training over f32 master weights; the casts are no-ops for f32).
 
 use crate::error::{Error, Result};
 use crate::norm::RmsNorm;
@@ -76,7 +79,7 @@ impl PackedLinear {
         if let Some(last) = od.last_mut() {
             *last = self.w.n();
         }
-        Ok(Tensor::from_vec(out, od, x.device())?)
+        Ok(Tensor::from_vec(out, od, x.device())?.to_dtype(x.dtype())?)
     }
 }
 
@@ -122,11 +125,12 @@ impl BitLinear {
         match &self.weights {
             BitWeights::Packed(p) => p.forward(x),
             BitWeights::Latent(w) => {
+                // Quantised in f32 from the master weights, multiplied in the activations' dtype.
                 let xq = quant::act_quant_ste(x)?;
-                let wq = quant::weight_quant_ste(w)?;
+                let wq = quant::weight_quant_ste(w)?.to_dtype(x.dtype())?;
                 Ok(xq.broadcast_matmul(&wq.t()?)?)
             }
-            BitWeights::Dense(w) => Ok(x.broadcast_matmul(&w.t()?)?),
+            BitWeights::Dense(w) => Ok(x.broadcast_matmul(&w.to_dtype(x.dtype())?.t()?)?),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! RMSNorm as HF `BitNetRMSNorm` / `LlamaRMSNorm`: `w · x / sqrt(mean(x²) + eps)` over the last
-//! dim, computed in f32. Built from differentiable candle ops: candle-nn's fused `rms_norm` has no
+//! dim; the statistics and the normalisation are computed in f32, then (as HF does) the result is
+//! cast back to the input's dtype and multiplied by the weight in that dtype (bf16 models and bf16
+//! mixed-precision training; for f32 inputs the casts are no-ops). Built from differentiable candle ops: candle-nn's fused `rms_norm` has no
 //! backward, so gradients would silently vanish behind it during training.
 
 use crate::error::Result;
@@ -25,11 +27,16 @@ impl RmsNorm {
         self.eps
     }
 
+    /// `[.., C]` → `[.., C]` in `x`'s dtype.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
         let x32 = x.to_dtype(DType::F32)?;
         let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
         let inv = (var + self.eps)?.sqrt()?.recip()?;
-        Ok(x32.broadcast_mul(&inv)?.broadcast_mul(&self.weight)?)
+        Ok(x32
+            .broadcast_mul(&inv)?
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight.to_dtype(dtype)?)?)
     }
 }
 
@@ -52,6 +59,22 @@ mod tests {
         for i in 0..4 {
             let want = w[i] * x[i] / (ms + 1e-5).sqrt();
             assert!((y[0][i] - want).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn bf16_input_gives_bf16_output_close_to_f32() {
+        let x = Tensor::new(&[[1.0f32, -2.0, 3.0, 0.5]], &Device::Cpu).unwrap();
+        let n = RmsNorm::new(
+            Tensor::new(&[0.5f32, 1.0, 2.0, -1.0], &Device::Cpu).unwrap(),
+            1e-5,
+        );
+        let want = n.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let y = n.forward(&x.to_dtype(DType::BF16).unwrap()).unwrap();
+        assert_eq!(y.dtype(), DType::BF16);
+        let y = y.to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap();
+        for (a, b) in y[0].iter().zip(&want[0]) {
+            assert!((a - b).abs() <= 1e-2 * b.abs().max(1.0), "{a} vs {b}");
         }
     }
 }

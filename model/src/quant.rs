@@ -5,6 +5,10 @@
 //!
 //! with PyTorch's round-half-to-even. The straight-through estimator (STE) passes gradients as the
 //! identity: `x + (Q(x) − x).detach()`.
+//!
+//! Inputs of any float dtype are accepted (bf16 mixed-precision training): scales, rounding and
+//! the STE are computed in f32 and the result is cast back to the input's dtype, so an f32 input
+//! goes through exactly the f32 ops (casts to the same dtype are no-ops).
 
 use crate::error::Result;
 use candle_core::{DType, Tensor, D};
@@ -34,27 +38,31 @@ pub fn ternarize(w: &Tensor) -> Result<(Tensor, f32)> {
     Ok((q, s))
 }
 
-/// Forward value `W_q / s`, gradient identity (STE).
+/// Forward value `W_q / s`, gradient identity (STE), in `w`'s dtype (computed in f32).
 pub fn weight_quant_ste(w: &Tensor) -> Result<Tensor> {
     let (q, s) = ternarize(w)?;
     let deq = (q / s as f64)?;
-    Ok((w + (deq - w)?.detach())?)
+    let w32 = w.to_dtype(DType::F32)?;
+    Ok((&w32 + (deq - &w32)?.detach())?.to_dtype(w.dtype())?)
 }
 
-/// Per-token int8 quantised values (as f32) and scales `[.., 1]` of `x` along its last dim.
+/// Per-token int8 quantised values (as f32) and f32 scales `[.., 1]` of `x` along its last dim
+/// (any float dtype; computed in f32).
 pub fn act_quant(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let x = x.detach();
+    let x = x.detach().to_dtype(DType::F32)?;
     let absmax = x.abs()?.max_keepdim(D::Minus1)?.clamp(1e-5f32, f32::MAX)?;
     let scale = Tensor::full(127f32, absmax.shape(), x.device())?.div(&absmax)?;
     let q = round_ties_even(&x.broadcast_mul(&scale)?)?.clamp(-128f32, 127f32)?;
     Ok((q, scale))
 }
 
-/// Forward value `q / s` (fake-quantised activations), gradient identity (STE).
+/// Forward value `q / s` (fake-quantised activations), gradient identity (STE), in `x`'s dtype
+/// (computed in f32).
 pub fn act_quant_ste(x: &Tensor) -> Result<Tensor> {
     let (q, s) = act_quant(x)?;
     let deq = q.broadcast_div(&s)?;
-    Ok((x + (deq - x)?.detach())?)
+    let x32 = x.to_dtype(DType::F32)?;
+    Ok((&x32 + (deq - &x32)?.detach())?.to_dtype(x.dtype())?)
 }
 
 #[cfg(test)]
@@ -136,5 +144,67 @@ mod tests {
         let g = y.backward().unwrap();
         let gx = g.get(x.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(gx, vec![vec![1., 2., 3., 4.]]);
+    }
+
+    #[test]
+    fn bf16_inputs_quantise_in_f32_and_pass_gradients_through() {
+        let vals = [0.1f32, -0.2, 0.05, 0.3, -1.7, 2.0, 0.0, 1.23456];
+        let x32 = Tensor::new(&vals, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 4))
+            .unwrap();
+        // bf16 inputs: the quantised values are those of the f32 input rounded to bf16.
+        let xb = Var::from_tensor(&x32.to_dtype(DType::BF16).unwrap()).unwrap();
+        let x_rt = xb.as_tensor().to_dtype(DType::F32).unwrap();
+        let a = act_quant_ste(xb.as_tensor()).unwrap();
+        assert_eq!(a.dtype(), DType::BF16);
+        let want = act_quant_ste(&x_rt)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let got = a.to_dtype(DType::F32).unwrap();
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let w = weight_quant_ste(xb.as_tensor()).unwrap();
+        assert_eq!(w.dtype(), DType::BF16);
+        let (q, s) = ternarize(&x_rt).unwrap();
+        let want_w = (q / s as f64).unwrap().to_dtype(DType::BF16).unwrap();
+        assert_eq!(
+            w.to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            want_w
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        );
+        // Gradients reach the bf16 input through the f32 computation unchanged.
+        let y = (a + w)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        let g = y.backward().unwrap();
+        let gx = g.get(xb.as_tensor()).unwrap();
+        assert_eq!(gx.dtype(), DType::BF16);
+        let gx = gx
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(gx, vec![2f32; 8]);
     }
 }

@@ -6,6 +6,13 @@
 //! Shapes: ids `[B, T]`, hidden `[B, T, C]`, heads `[B, H, T, D]`. Caches store keys after RoPE,
 //! so incremental decoding equals the full forward. `forward(ids, None)` is the differentiable
 //! candle path; with a cache the single-sequence inference path in `infer.rs` runs instead.
+//!
+//! The candle path computes in the model's *compute dtype* (the embedding's dtype when loaded;
+//! [`Transformer::with_compute_dtype`] changes it): f32, or bf16 for dense bf16 models and bf16
+//! mixed-precision training over f32 master weights. Weights are cast to it where they are used
+//! (the casts join the autograd graph, so gradients reach f32 parameters), while RMSNorm
+//! statistics, the attention softmax, the logits and the loss are computed in f32. In f32 every
+//! cast is a no-op. Nothing here assumes the CPU: the same code runs on any candle device.
 
 use crate::bitlinear::BitLinear;
 use crate::config::{Activation, Config, NormPlacement};
@@ -16,8 +23,9 @@ use crate::rope::Rope;
 use crate::weights::WeightSource;
 use candle_core::{DType, Device, Tensor, D};
 
-/// Per-layer key/value cache of the candle path (f32 tensors, keys after RoPE), used by
-/// [`Transformer::forward_tensor_cache`]; inference uses [`crate::infer::InferenceCache`].
+/// Per-layer key/value cache of the candle path (tensors in the model's compute dtype on its
+/// device, keys after RoPE), used by [`Transformer::hidden_tensor_cache`]; the CPU inference
+/// path uses [`crate::infer::InferenceCache`].
 #[derive(Debug, Clone, Default)]
 pub struct TensorKvCache {
     layers: Vec<Option<(Tensor, Tensor)>>,
@@ -182,7 +190,8 @@ impl Attention {
             (k, v)
         };
         let scale = 1.0 / (d as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        // Scores, mask and softmax in f32; the weighted sum in the compute dtype.
+        let mut att = (q.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)? * scale)?;
         if self.causal && t > 1 {
             let past = s - t;
             let mask: Vec<u8> = (0..t)
@@ -192,7 +201,7 @@ impl Attention {
             let neg = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(att.shape())?;
             att = mask.where_cond(&neg, &att)?;
         }
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?.to_dtype(v.dtype())?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
         let y = match &self.sub_norm {
             Some(n) => n.forward(&y)?,
@@ -294,6 +303,8 @@ pub struct Transformer {
     pub(crate) lm_head: Option<Tensor>,
     pub(crate) rope: Rope,
     device: Device,
+    /// The dtype the candle path computes in (see the module docs).
+    dtype: DType,
     /// Reduced-precision copy of the LM head for the inference path (`set_head`).
     pub(crate) head: crate::infer::Head,
 }
@@ -327,6 +338,7 @@ impl Transformer {
             Some(src.dense("lm_head.weight", &[v, h])?)
         };
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
+        let dtype = embed.dtype();
         Ok(Self {
             cfg: cfg.clone(),
             embed,
@@ -335,6 +347,7 @@ impl Transformer {
             lm_head,
             rope,
             device: device.clone(),
+            dtype,
             head: crate::infer::Head::F32,
         })
     }
@@ -345,6 +358,24 @@ impl Transformer {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The dtype the candle path computes in.
+    pub fn compute_dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The same model computing in `dtype` on the candle path (F32, BF16 or F16): weights keep
+    /// their own dtype and are cast where used, so for f32 parameters and `BF16` this is bf16
+    /// mixed precision with gradients flowing back to the f32 parameters.
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(Error::Invalid(format!(
+                "compute dtype {dtype:?}: expected F32, BF16 or F16"
+            )));
+        }
+        self.dtype = dtype;
+        Ok(self)
     }
 
     /// A fresh inference cache with the options of `config.json` (f32, window, sinks).
@@ -358,7 +389,8 @@ impl Transformer {
         KvCache::new(&self.cfg, opts)
     }
 
-    /// Token embeddings `[B, T, C]` of ids `[B, T]` (u32), checking the ids' range.
+    /// Token embeddings `[B, T, C]` of ids `[B, T]` (u32) in the compute dtype, checking the ids'
+    /// range.
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         let flat = ids.flatten_all()?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
         if let Some(&bad) = flat.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
@@ -372,7 +404,8 @@ impl Transformer {
         Ok(self
             .embed
             .index_select(&idx, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?)
+            .reshape((b, t, self.cfg.hidden_size))?
+            .to_dtype(self.dtype)?)
     }
 
     fn check_channels(&self, x: &Tensor) -> Result<()> {
@@ -392,9 +425,9 @@ impl Transformer {
     pub fn hidden_from_embeds(&self, x: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
         self.check_channels(x)?;
         match cache {
-            Some(c) => self.hidden_cached(x, c),
+            Some(c) => self.hidden_cached(&x.to_dtype(DType::F32)?, c),
             None => {
-                let mut h = x.clone();
+                let mut h = x.to_dtype(self.dtype)?;
                 for block in &self.blocks {
                     h = block.forward(&h, &self.rope, 0, None)?;
                 }
@@ -409,7 +442,7 @@ impl Transformer {
         self.check_channels(x)?;
         let t = x.dim(1)?;
         let offset = cache.len();
-        let mut h = x.clone();
+        let mut h = x.to_dtype(self.dtype)?;
         for (l, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h, &self.rope, offset, Some((&mut *cache, l)))?;
         }
@@ -417,10 +450,12 @@ impl Transformer {
         self.norm.forward(&h)
     }
 
-    /// Logits `[B, T, V]` from final hidden states (f32 head, candle matmul).
+    /// Logits `[B, T, V]` from final hidden states (candle matmul in the hidden states' dtype,
+    /// returned as f32).
     pub fn logits_from_hidden(&self, h: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Ok(h.broadcast_matmul(&w.t()?)?)
+        Ok(h.broadcast_matmul(&w.to_dtype(h.dtype())?.t()?)?
+            .to_dtype(DType::F32)?)
     }
 
     /// Logits `[B, T, V]` for input embeddings `[B, T, C]` (latent mode, image/audio inputs).
@@ -442,7 +477,11 @@ impl Transformer {
             return Err(Error::Invalid("no tokens to run".into()));
         }
         let t = Tensor::from_slice(ids, (1, ids.len()), &self.device)?;
-        let x = self.embed(&t)?.flatten_all()?.to_vec1::<f32>()?;
+        let x = self
+            .embed(&t)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let h = self.hidden_rows(x, ids.len(), cache)?;
         let c = self.cfg.hidden_size;
         self.head_logits(&h[(ids.len() - 1) * c..])
@@ -456,7 +495,10 @@ impl Transformer {
         }
         let t = Tensor::from_slice(ids, (1, ids.len()), &self.device)?;
         let h = self.hidden_from_embeds(&self.embed(&t)?, None)?;
-        Ok(h.squeeze(0)?.mean(0)?.to_vec1::<f32>()?)
+        Ok(h.to_dtype(DType::F32)?
+            .squeeze(0)?
+            .mean(0)?
+            .to_vec1::<f32>()?)
     }
 
     /// Mean next-token cross-entropy of ids `[B, T]` (HF causal-LM loss: labels = ids shifted).
@@ -476,8 +518,10 @@ impl Transformer {
     }
 }
 
-/// Mean cross-entropy of logits `[N, V]` against targets `[N]`, from differentiable ops.
+/// Mean cross-entropy of logits `[N, V]` against targets `[N]`, from differentiable ops, in f32
+/// whatever the logits' dtype.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = logits.to_dtype(DType::F32)?;
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;

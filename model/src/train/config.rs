@@ -83,8 +83,12 @@ pub struct TrainSection {
     pub grad_accum: usize,
     /// Clip the global gradient norm to this (0 = off). Default 1.0.
     pub grad_clip: f64,
-    /// `cpu` or `cuda` / `cuda:N`. Default `cpu`.
+    /// `cpu` or `cuda` / `cuda:N` (the binary's `--device` overrides it). Default `cpu`.
     pub device: String,
+    /// Compute dtype of the forward/backward pass: `f32`, or `bf16` mixed precision (f32 master
+    /// weights and AdamW state; matmuls in bf16; RMSNorm statistics, softmax and the loss in
+    /// f32). Default `f32`.
+    pub dtype: String,
 }
 
 impl Default for TrainSection {
@@ -97,6 +101,7 @@ impl Default for TrainSection {
             grad_accum: 1,
             grad_clip: 1.0,
             device: "cpu".into(),
+            dtype: "f32".into(),
         }
     }
 }
@@ -371,6 +376,7 @@ impl TrainConfig {
         if t.grad_clip.is_nan() || t.grad_clip < 0.0 {
             return Err(bad("train.grad_clip must be >= 0"));
         }
+        self.compute_dtype()?;
         let o = &self.optim;
         if o.lr.is_nan()
             || o.lr <= 0.0
@@ -402,6 +408,17 @@ impl TrainConfig {
             return Err(bad("model.init_std must be > 0"));
         }
         Ok(())
+    }
+
+    /// The compute dtype `train.dtype` names.
+    pub fn compute_dtype(&self) -> Result<candle_core::DType, TrainError> {
+        match self.train.dtype.as_str() {
+            "f32" => Ok(candle_core::DType::F32),
+            "bf16" => Ok(candle_core::DType::BF16),
+            other => Err(bad(format!(
+                "train.dtype must be \"f32\" or \"bf16\", got \"{other}\""
+            ))),
+        }
     }
 
     /// Tokens per training sequence.

@@ -43,6 +43,9 @@ pub enum TrainError {
     Plot(String),
     #[error("training checkpoint: {0}")]
     Checkpoint(String),
+    /// The device (`train.device` or `--device`) cannot be opened.
+    #[error("{setting}: {msg}")]
+    Device { setting: String, msg: String },
     /// The loss became NaN or infinite.
     #[error("loss is {loss} at step {step}: stopped; the last good checkpoint is kept ({last})")]
     NonFinite { step: u64, loss: f32, last: String },

@@ -16,7 +16,7 @@ use crate::config::{Config, WeightFormat};
 use crate::data::{Sequence, ShardSet, Split, SplitReader};
 use crate::transformer::Transformer;
 use crate::weights::Params;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
@@ -183,19 +183,38 @@ pub fn model_config(cfg: &TrainConfig, data_dir: &Path) -> Result<Config, TrainE
     Ok(c)
 }
 
-/// Parse `cpu`, `cuda`, `cuda:N`.
+/// Open `cpu`, `cuda`, `cuda:N` as `train.device` names it.
 pub fn device(name: &str) -> Result<Device, TrainError> {
+    open_device(name, &format!("train.device = \"{name}\""))
+}
+
+/// Open `cpu`, `cuda`, `cuda:N`; errors start with `setting` (the config key or the command-line
+/// flag that named the device) and say why in one line: no CUDA support in this build, no such
+/// GPU, a bad ordinal or an unknown name.
+pub fn open_device(name: &str, setting: &str) -> Result<Device, TrainError> {
+    let err = |msg: String| TrainError::Device {
+        setting: setting.to_string(),
+        msg,
+    };
     match name {
         "cpu" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
             let n = s
                 .strip_prefix("cuda:")
                 .map_or(Ok(0), |n| n.parse::<usize>())
-                .map_err(|_| TrainError::Config(format!("train.device: bad ordinal in `{s}`")))?;
-            Ok(Device::new_cuda(n)?)
+                .map_err(|_| err(format!("bad GPU ordinal in `{s}` (expected cuda:N)")))?;
+            Device::new_cuda(n).map_err(|e| match e {
+                candle_core::Error::NotCompiledWithCudaSupport => {
+                    err("this build has no CUDA support (build with --features cuda)".to_string())
+                }
+                other => err(format!(
+                    "cannot open CUDA device {n}: {}",
+                    other.to_string().replace('\n', " ")
+                )),
+            })
         }
-        other => Err(TrainError::Config(format!(
-            "train.device: unknown device `{other}` (expected cpu, cuda or cuda:N)"
+        other => Err(err(format!(
+            "unknown device `{other}` (expected cpu, cuda or cuda:N)"
         ))),
     }
 }
@@ -208,6 +227,8 @@ pub struct Trainer {
     opt: AdamW,
     state: TrainState,
     device: Device,
+    /// Compute dtype of the forward/backward pass (`train.dtype`).
+    dtype: DType,
     train: Stream,
     val: SplitReader,
     data_dir: PathBuf,
@@ -218,6 +239,13 @@ impl Trainer {
     /// initialise (randomly, or from `model.init`). Requires the data pipeline's output.
     pub fn new(cfg: TrainConfig, resume: bool) -> Result<Self, TrainError> {
         let device = device(&cfg.train.device)?;
+        Self::new_on(cfg, resume, device)
+    }
+
+    /// [`Trainer::new`] on an already opened device (the binary's `--device`), which replaces
+    /// `train.device`. Parameters, optimiser state, batches and checkpoints live on it.
+    pub fn new_on(cfg: TrainConfig, resume: bool, device: Device) -> Result<Self, TrainError> {
+        let dtype = cfg.compute_dtype()?;
         let data_dir = cfg.run.dir.join("data");
         let shards = ShardSet::open(&data_dir)?;
         let train = shards.split(Split::Train);
@@ -281,6 +309,7 @@ impl Trainer {
             opt,
             state: st,
             device,
+            dtype,
             val,
             data_dir,
         })
@@ -310,8 +339,15 @@ impl Trainer {
         }
     }
 
+    /// The device the run computes on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The model over the current parameters, computing in `train.dtype` (bf16: the f32
+    /// parameters are cast where used, so gradients come back to them in f32).
     fn model(&self, ternary: bool) -> Result<Transformer, TrainError> {
-        Ok(if ternary {
+        let m = if ternary {
             Transformer::load(&self.model_cfg, &mut &self.params, &self.device)?
         } else {
             Transformer::load(
@@ -319,7 +355,8 @@ impl Trainer {
                 &mut FullPrecision(&self.params),
                 &self.device,
             )?
-        })
+        };
+        Ok(m.with_compute_dtype(self.dtype)?)
     }
 
     /// Mean validation loss over the first `eval.batches` micro-batches of the held-out split.
