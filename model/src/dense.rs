@@ -171,12 +171,29 @@ mod tests {
         diff / max.max(f32::MIN_POSITIVE)
     }
 
+    /// The CPU, and the first CUDA device when the build and the machine have one.
+    fn devices() -> Vec<Device> {
+        let mut v = vec![Device::Cpu];
+        if candle_core::utils::cuda_is_available() {
+            if let Ok(d) = Device::new_cuda(0) {
+                v.push(d);
+            }
+        }
+        v
+    }
+
     #[test]
     fn bf16_dense_decode_matches_f32_and_the_full_forward() {
+        for dev in devices() {
+            check_bf16_decode(&dev);
+        }
+    }
+
+    fn check_bf16_decode(dev: &Device) {
         let cfg = tiny();
-        let dev = Device::Cpu;
-        let m32 = dense_random(&cfg, 3, DType::F32, &dev).unwrap();
-        let m16 = dense_random(&cfg, 3, DType::BF16, &dev).unwrap();
+        let m32 = dense_random(&cfg, 3, DType::F32, dev).unwrap();
+        let m16 = dense_random(&cfg, 3, DType::BF16, dev).unwrap();
+        assert!(m16.device().same_device(dev));
         assert_eq!(m16.compute_dtype(), DType::BF16);
         let d32 = prefill_then_decode(&m32);
         let d16 = prefill_then_decode(&m16);

@@ -84,14 +84,44 @@ impl Observer for Log {
     }
 }
 
+/// `cpu`, and `cuda` when the build and the machine have a GPU.
+fn devices() -> Vec<&'static str> {
+    let mut v = vec!["cpu"];
+    if candle_core::utils::cuda_is_available() && Device::new_cuda(0).is_ok() {
+        v.push("cuda");
+    }
+    v
+}
+
 #[test]
 fn bf16_training_matches_f32_at_step_0_and_lowers_the_loss() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("f32"), tmp.path().join("bf16"));
-    let cfg32 = config(&a, &[]);
-    data::prepare(&cfg32.data, &a, &NoProgress).unwrap();
-    copy_tree(&a.join("data"), &b.join("data"));
-    let cfg16 = config(&b, &["train.dtype=\"bf16\""]);
+    let data_run = tmp.path().join("data");
+    data::prepare(&config(&data_run, &[]).data, &data_run, &NoProgress).unwrap();
+    let mut step0_f32 = Vec::new();
+    for dev in devices() {
+        step0_f32.push(check_bf16_run(tmp.path(), &data_run, dev));
+    }
+    // The same initial weights and batch on every device give the same f32 loss.
+    for l in &step0_f32[1..] {
+        assert!(
+            (l - step0_f32[0]).abs() <= 1e-4 * step0_f32[0],
+            "{step0_f32:?}"
+        );
+    }
+}
+
+/// Runs the f32 / bf16 comparison on `dev`; returns the f32 step-0 training loss.
+fn check_bf16_run(root: &Path, data_run: &Path, dev: &str) -> f64 {
+    let (a, b) = (
+        root.join(format!("f32-{dev}")),
+        root.join(format!("bf16-{dev}")),
+    );
+    copy_tree(&data_run.join("data"), &a.join("data"));
+    copy_tree(&data_run.join("data"), &b.join("data"));
+    let device = format!("train.device=\"{dev}\"");
+    let cfg32 = config(&a, &[&device]);
+    let cfg16 = config(&b, &[&device, "train.dtype=\"bf16\""]);
     assert_eq!(cfg16.compute_dtype().unwrap(), DType::BF16);
     let stop = AtomicBool::new(false);
 
@@ -99,11 +129,12 @@ fn bf16_training_matches_f32_at_step_0_and_lowers_the_loss() {
     // both for the first training batch and on the validation batches.
     let mut t32 = Trainer::new(cfg32, false).unwrap();
     let mut t16 = Trainer::new(cfg16, false).unwrap();
+    assert_eq!(t16.device().is_cuda(), dev == "cuda");
     let v32 = t32.evaluate().unwrap().unwrap().val_loss;
     let v16 = t16.evaluate().unwrap().unwrap().val_loss;
     assert!(
         (v16 - v32).abs() <= 2e-2 * v32.abs(),
-        "step-0 val loss: bf16 {v16} vs f32 {v32}"
+        "{dev}: step-0 val loss: bf16 {v16} vs f32 {v32}"
     );
     let mut l32 = Log::default();
     t32.run(&mut l32, &stop, Some(1)).unwrap();
@@ -112,7 +143,7 @@ fn bf16_training_matches_f32_at_step_0_and_lowers_the_loss() {
     let (s32, s16) = (l32.losses[0], l16.losses[0]);
     assert!(
         (s16 - s32).abs() <= 2e-2 * s32.abs(),
-        "step-0 training loss: bf16 {s16} vs f32 {s32}"
+        "{dev}: step-0 training loss: bf16 {s16} vs f32 {s32}"
     );
     assert_ne!(s16, s32, "the bf16 run must compute in bf16");
 
@@ -121,9 +152,14 @@ fn bf16_training_matches_f32_at_step_0_and_lowers_the_loss() {
     assert!(l16.losses.iter().all(|l| l.is_finite()));
     let head: f64 = l16.losses[..3].iter().sum::<f64>() / 3.0;
     let tail: f64 = l16.losses[27..].iter().sum::<f64>() / 3.0;
-    assert!(tail < head - 0.3, "bf16 losses {head} -> {tail}");
+    assert!(tail < head - 0.3, "{dev}: bf16 losses {head} -> {tail}");
     let val = out.val_loss.unwrap();
-    assert!(val < v16 - 0.3, "bf16 val loss {v16} -> {val}");
+    assert!(val < v16 - 0.3, "{dev}: bf16 val loss {v16} -> {val}");
+    eprintln!(
+        "{dev}: step-0 loss f32 {s32:.5} bf16 {s16:.5}; bf16 30 steps {head:.3} -> {tail:.3}, \
+         val {v16:.3} -> {val:.3}, {:.0} tokens/s",
+        out.tokens_per_s
+    );
 
     // Master weights and AdamW moments stay f32, in memory and in the checkpoint; the export
     // loads.
@@ -137,6 +173,7 @@ fn bf16_training_matches_f32_at_step_0_and_lowers_the_loss() {
         .values()
         .all(|m| m.m.dtype() == DType::F32 && m.v.dtype() == DType::F32));
     assert!(tritter_model::load_model(&out.final_dir.unwrap(), &Device::Cpu).is_ok());
+    s32
 }
 
 #[test]
