@@ -61,8 +61,12 @@ _tritter_cuda_main() {
   export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
   export CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-2}"
   case ":$PATH:" in *":$cu/bin:"*) ;; *) export PATH="$cu/bin:$PATH" ;; esac
-  export LIBRARY_PATH="$lib:$stubdir${LIBRARY_PATH:+:$LIBRARY_PATH}"
-  export RUSTFLAGS="${RUSTFLAGS:-} -L native=$lib -L native=$stubdir"
+  case ":${LIBRARY_PATH:-}:" in *":$stubdir:"*) ;; *) export LIBRARY_PATH="$lib:$stubdir${LIBRARY_PATH:+:$LIBRARY_PATH}" ;; esac
+  # Sourcing twice must not change RUSTFLAGS (cargo would rebuild everything).
+  case " ${RUSTFLAGS:-} " in
+    *" -L native=$stubdir "*) ;;
+    *) export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-L native=$lib -L native=$stubdir" ;;
+  esac
   echo "cuda-env: nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), CUDA_HOME=$cu, CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP"
 }
 

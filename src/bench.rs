@@ -26,7 +26,15 @@ pub fn threads_or_default(threads: Option<usize>) -> usize {
 }
 
 /// Runs the benchmark and prints its report.
-pub fn run(what: BenchWhat, json: bool, threads: Option<usize>) -> Result<()> {
+pub fn run(
+    what: BenchWhat,
+    json: bool,
+    threads: Option<usize>,
+    compute: crate::cli::Compute,
+) -> Result<()> {
+    if let crate::cli::Compute::Cuda(n) = compute {
+        return run_cuda(what, json, n);
+    }
     let threads = threads_or_default(threads);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
     let report = match what {
@@ -42,4 +50,24 @@ pub fn run(what: BenchWhat, json: bool, threads: Option<usize>) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
+    let report = match what {
+        BenchWhat::Kernels => crate::bench_cuda::kernels_report(ordinal)?,
+        BenchWhat::Decode => crate::bench_cuda::decode_report(ordinal)?,
+        BenchWhat::Attention => crate::bench_cuda::attention_report(ordinal)?,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(_: BenchWhat, _: bool, _: usize) -> Result<()> {
+    anyhow::bail!("--device cuda: this build has no CUDA support (build with --features cuda)")
 }

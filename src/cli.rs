@@ -102,36 +102,85 @@ pub enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Plan the CUDA build's GPU memory instead (weights, f16 head, GPU KV cache, scratch,
+        /// CUDA context) against the budget (an RTX 5080 has 16 GiB).
+        #[arg(long)]
+        gpu: bool,
     },
 }
 
-/// Parses `--device`.
-pub fn parse_device(s: Option<&str>) -> Result<Device> {
-    match s.unwrap_or("cpu") {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            bail!("--device {s}: this build has no CUDA support (build with --features cuda)")
-        }
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compute {
+    Cpu,
+    /// An NVIDIA GPU by ordinal (builds with the `cuda` feature).
+    Cuda(usize),
+}
+
+/// Parses `--device` (`cpu`, `cuda`, `cuda:N`).
+pub fn parse_compute(s: Option<&str>) -> Result<Compute> {
+    let c = match s.unwrap_or("cpu") {
+        "cpu" => Compute::Cpu,
+        "cuda" => Compute::Cuda(0),
+        s if s.starts_with("cuda:") => match s["cuda:".len()..].parse::<usize>() {
+            Ok(n) => Compute::Cuda(n),
+            Err(_) => bail!("--device {s}: the GPU ordinal must be a number (cuda:0, cuda:1, ...)"),
+        },
         other => bail!("--device: unknown device `{other}` (expected cpu, cuda or cuda:N)"),
+    };
+    if let Compute::Cuda(_) = c {
+        if !cfg!(feature = "cuda") {
+            bail!(
+                "--device {}: this build has no CUDA support (build with --features cuda)",
+                s.unwrap_or_default()
+            );
+        }
     }
+    Ok(c)
+}
+
+/// Parses `--device` into a candle device (the candle path: embeddings, training).
+pub fn parse_device(s: Option<&str>) -> Result<Device> {
+    match parse_compute(s)? {
+        Compute::Cpu => Ok(Device::Cpu),
+        Compute::Cuda(n) => cuda_device(n),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(n: usize) -> Result<Device> {
+    use anyhow::Context;
+    Device::new_cuda(n).with_context(|| format!("--device cuda:{n}: cannot open the GPU"))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(n: usize) -> Result<Device> {
+    bail!("--device cuda:{n}: this build has no CUDA support (build with --features cuda)")
 }
 
 /// Runs a subcommand.
 pub fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
-    let device = parse_device(cli.device.as_deref())?;
     match cmd {
-        Command::Embed { text } => crate::embed::run(cli.model.as_deref(), text, &device),
+        Command::Embed { text } => {
+            let device = parse_device(cli.device.as_deref())?;
+            crate::embed::run(cli.model.as_deref(), text, &device)
+        }
         Command::Logits { ids, out } => {
             let Some(model) = &cli.model else {
                 bail!("logits: --model DIR is required");
             };
-            crate::logits::run(model, ids, out, &device)
+            crate::logits::run(model, ids, out, parse_compute(cli.device.as_deref())?)
         }
         Command::Bench {
             what,
             json,
             threads,
-        } => crate::bench::run(*what, *json, *threads),
+        } => crate::bench::run(
+            *what,
+            *json,
+            *threads,
+            parse_compute(cli.device.as_deref())?,
+        ),
         Command::Plan {
             preset,
             context,
@@ -139,6 +188,7 @@ pub fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             window,
             kv,
             json,
+            gpu,
         } => crate::plan_cli::run(&crate::plan_cli::PlanArgs {
             preset: preset.clone(),
             context: *context,
@@ -146,6 +196,28 @@ pub fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             window: *window,
             kv: kv.clone(),
             json: *json,
+            gpu: *gpu,
         }),
+    }
+}
+
+#[cfg(test)]
+mod compute_tests {
+    use super::*;
+
+    #[test]
+    fn device_flag_parses_or_names_the_problem() {
+        assert_eq!(parse_compute(None).unwrap(), Compute::Cpu);
+        assert_eq!(parse_compute(Some("cpu")).unwrap(), Compute::Cpu);
+        let e = parse_compute(Some("gpu")).unwrap_err().to_string();
+        assert!(e.contains("unknown device `gpu`"), "{e}");
+        let e = parse_compute(Some("cuda:x")).unwrap_err().to_string();
+        assert!(e.contains("ordinal"), "{e}");
+        if cfg!(feature = "cuda") {
+            assert_eq!(parse_compute(Some("cuda:1")).unwrap(), Compute::Cuda(1));
+        } else {
+            let e = parse_compute(Some("cuda:1")).unwrap_err().to_string();
+            assert!(e.contains("no CUDA support"), "{e}");
+        }
     }
 }

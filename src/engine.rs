@@ -186,14 +186,15 @@ pub fn load(opts: &EngineOptions) -> anyhow::Result<Box<dyn Engine>> {
         }
         None => {
             let device_name = opts.device.as_deref().unwrap_or("cpu");
-            let device = crate::cli::parse_device(Some(device_name))?;
-            match &opts.model_dir {
-                Some(dir) => Ok(Box::new(
-                    crate::engine_model::ModelEngine::load_dir(dir, &device, device_name)
-                        .with_context(|| format!("loading model {}", dir.display()))?,
-                )),
-                None => Ok(Box::new(crate::default_model::load(&device, device_name)?)),
-            }
+            let compute = crate::cli::parse_compute(Some(device_name))?;
+            // Weights are read on the host; `--device cuda` then uploads them to the GPU.
+            let device = candle_core::Device::Cpu;
+            let engine = match &opts.model_dir {
+                Some(dir) => crate::engine_model::ModelEngine::load_dir(dir, &device, device_name)
+                    .with_context(|| format!("loading model {}", dir.display()))?,
+                None => crate::default_model::load(&device, device_name)?,
+            };
+            Ok(Box::new(engine.on(compute)?))
         }
     }
 }

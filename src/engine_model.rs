@@ -23,6 +23,9 @@ pub struct ModelEngine {
     format: ChatFormat,
     stop_ids: Vec<u32>,
     info: EngineInfo,
+    /// The model uploaded to a GPU (`--device cuda`); generation runs there when set.
+    #[cfg(feature = "cuda")]
+    gpu: Option<tritter_model::gpu::GpuModel>,
 }
 
 impl ModelEngine {
@@ -60,6 +63,32 @@ impl ModelEngine {
             format,
             stop_ids,
             info,
+            #[cfg(feature = "cuda")]
+            gpu: None,
+        }
+    }
+
+    /// Moves generation to `compute` (uploads the model for `Compute::Cuda`; INT4 KV cache with
+    /// the config's window, f16 LM head).
+    pub fn on(self, compute: crate::cli::Compute) -> Result<Self> {
+        match compute {
+            crate::cli::Compute::Cpu => Ok(self),
+            #[cfg(feature = "cuda")]
+            crate::cli::Compute::Cuda(n) => {
+                use tritter_model::gpu::{GpuModel, GpuOptions};
+                let g = GpuModel::new(&self.model, GpuOptions::fast(self.model.config()), n)
+                    .with_context(|| format!("putting the model on GPU {n}"))?;
+                let mut this = self;
+                this.info.device = format!("cuda:{n} ({})", g.gpu().name());
+                this.gpu = Some(g);
+                Ok(this)
+            }
+            #[cfg(not(feature = "cuda"))]
+            crate::cli::Compute::Cuda(_) => {
+                anyhow::bail!(
+                    "--device cuda: this build has no CUDA support (build with --features cuda)"
+                )
+            }
         }
     }
 
@@ -164,7 +193,7 @@ impl Engine for ModelEngine {
         let mut first_token_ms = 0.0;
         let tokenizer = Arc::clone(&self.tokenizer);
         let mut decode_err = None;
-        let stats = generate(&self.model, &prompt, &opts, cancel, |id| {
+        let on_token = |id| {
             if ids.is_empty() {
                 first_token_ms = t0.elapsed().as_secs_f64() * 1e3;
             }
@@ -188,7 +217,14 @@ impl Engine for ModelEngine {
                     ControlFlow::Break(())
                 }
             }
-        })?;
+        };
+        #[cfg(feature = "cuda")]
+        let stats = match self.gpu.as_mut() {
+            Some(g) => tritter_model::generate_with(g, &prompt, &opts, cancel, on_token)?,
+            None => generate(&self.model, &prompt, &opts, cancel, on_token)?,
+        };
+        #[cfg(not(feature = "cuda"))]
+        let stats = generate(&self.model, &prompt, &opts, cancel, on_token)?;
         if let Some(e) = decode_err {
             return Err(anyhow!("tokenizer: {e}"));
         }

@@ -6,6 +6,8 @@ mod app_commands;
 mod attach;
 mod bench;
 pub mod bench_attn;
+#[cfg(feature = "cuda")]
+mod bench_cuda;
 pub mod bench_decode;
 pub mod bench_kernels;
 mod chat_format;

@@ -1,10 +1,12 @@
-//! `tritter plan --preset NAME --context N [--budget 16GiB] [--window W] [--kv KIND] [--json]`:
-//! the memory planner (`tritter_model::plan`) on the command line. With a window, 4 attention
-//! sinks are planned (StreamingLLM's choice, as the inference cache uses).
+//! `tritter plan --preset NAME --context N [--budget 16GiB] [--window W] [--kv KIND] [--json]
+//! [--gpu]`: the memory planner (`tritter_model::plan`, or `plan_gpu` for the CUDA build's GPU
+//! memory with `--gpu`) on the command line. With a window, 4 attention sinks are planned
+//! (StreamingLLM's choice, as the inference caches use).
 
 use anyhow::{Context, Result};
 use tritter_model::attn::KvKind;
 use tritter_model::plan::{parse_bytes, plan_json, plan_report, ModelDims, PlanOptions};
+use tritter_model::plan_gpu::{gpu_plan, GpuKv, GpuPlanOptions};
 
 /// Options of `tritter plan` as given on the command line.
 #[derive(Debug, Clone)]
@@ -15,6 +17,7 @@ pub struct PlanArgs {
     pub window: usize,
     pub kv: String,
     pub json: bool,
+    pub gpu: bool,
 }
 
 /// The planner's options for these arguments.
@@ -31,9 +34,65 @@ pub fn options(a: &PlanArgs) -> Result<PlanOptions> {
     Ok(o)
 }
 
+/// CUDA context and module images, planned on top of the model's own allocations (the decode
+/// benchmark measures the model's allocations alone against `plan_gpu`).
+const GPU_CONTEXT_BYTES: u64 = 512 << 20;
+
+/// The GPU plan: weights, head, KV cache, scratch, CUDA context, against the budget.
+fn render_gpu(a: &PlanArgs, dims: &ModelDims) -> Result<String> {
+    let budget = parse_bytes(&a.budget).with_context(|| format!("--budget {}", a.budget))?;
+    let kv = GpuKv::parse(&a.kv)
+        .with_context(|| format!("--kv {}: the GPU cache is f32, f16 or int4", a.kv))?;
+    let o = GpuPlanOptions {
+        kv,
+        window: a.window,
+        chunk: 512,
+        context: a.context,
+        head_f16: true,
+    };
+    let p = gpu_plan(dims, &o);
+    let total = p.total + GPU_CONTEXT_BYTES;
+    let fits = total <= budget;
+    if a.json {
+        return Ok(serde_json::to_string(&serde_json::json!({
+            "preset": dims.name,
+            "device": "cuda",
+            "context": a.context,
+            "window": a.window,
+            "kv_kind": format!("{kv:?}"),
+            "weights": p.weights,
+            "head": p.head,
+            "kv_cache": p.kv_cache,
+            "scratch": p.scratch,
+            "cuda_context": GPU_CONTEXT_BYTES,
+            "total": total,
+            "budget": budget,
+            "fits": fits,
+        }))?);
+    }
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    Ok(format!(
+        "{} on a GPU, context {} (window {}), {kv:?} KV cache, f16 head:\n  ternary weights + norms {:>8.3} GiB\n  LM head (f16)           {:>8.3} GiB\n  KV cache                {:>8.3} GiB\n  scratch (512-token pass){:>8.3} GiB\n  CUDA context            {:>8.3} GiB\n  total                   {:>8.3} GiB of {:.3} GiB: {}\n",
+        dims.name,
+        a.context,
+        a.window,
+        gib(p.weights),
+        gib(p.head),
+        gib(p.kv_cache),
+        gib(p.scratch),
+        gib(GPU_CONTEXT_BYTES),
+        gib(total),
+        gib(budget),
+        if fits { "fits" } else { "does not fit" }
+    ))
+}
+
 /// The plan as text or one JSON object.
 pub fn render(a: &PlanArgs) -> Result<String> {
     let dims = ModelDims::preset(&a.preset).with_context(|| format!("--preset {}", a.preset))?;
+    if a.gpu {
+        return render_gpu(a, &dims);
+    }
     let o = options(a)?;
     Ok(if a.json {
         serde_json::to_string(&plan_json(&dims, &o)?)?
@@ -65,7 +124,31 @@ mod tests {
             window,
             kv: kv.into(),
             json: true,
+            gpu: false,
         }
+    }
+
+    #[test]
+    fn gpu_plan_is_the_library_plan_plus_the_cuda_context() {
+        let mut a = args("bitnet-b1.58-2b4t", 4096, "int4");
+        a.gpu = true;
+        let v: serde_json::Value = serde_json::from_str(&render(&a).unwrap()).unwrap();
+        let want = gpu_plan(
+            &ModelDims::bitnet_2b4t(),
+            &GpuPlanOptions {
+                kv: GpuKv::Int4,
+                window: 4096,
+                chunk: 512,
+                context: 131_072,
+                head_f16: true,
+            },
+        );
+        assert_eq!(v["kv_cache"].as_u64(), Some(want.kv_cache));
+        assert_eq!(v["total"].as_u64(), Some(want.total + GPU_CONTEXT_BYTES));
+        assert_eq!(v["fits"], true);
+        a.kv = "q8".into();
+        let e = render(&a).unwrap_err().to_string();
+        assert!(e.contains("--kv q8"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //   `pos[slot]` holds the position stored there (-1 when empty).
 // - Visibility (StreamingLLM, as kernels' CPU mask): key p is seen by query qp when
 //   p <= qp and (window == 0 or p < sinks or qp - p < window - sinks).
+// - Sinks keep StreamingLLM's positions in the cache: once the window has rolled past query
+//   qp (shift = qp + 1 - window > 0), sink keys are scored as if rotated by `shift` more
+//   positions (RoPE with base `theta`; theta = 0 turns this off). Implemented by scoring sinks
+//   against the query rotated back by `shift`, which equals rotating the keys forward.
 // - Softmax over the visible keys of each (query, head) in f32, split over blocks of 256 slots
 //   (flash-decoding): each block writes (max, sum, Σ p·v), and `attn_combine` merges them.
 #include "common.cuh"
@@ -137,6 +141,7 @@ __device__ __forceinline__ float k_dot(const float* qs, const void* kd, const __
     return acc;
 }
 
+// Channel c of a cached row (keys or values), as f32.
 template <int KIND>
 __device__ __forceinline__ float v_at(const void* vd, const __half2* vs, size_t row, int d,
                                       int group, int c) {
@@ -156,8 +161,9 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
                              int group, const void* kd, const __half2* ks, const void* vd,
                              const __half2* vs, const int* __restrict__ pos, int cap,
                              const int* __restrict__ base, int window, int sinks,
-                             float sm_scale, float* pm, float* pl, float* pacc) {
+                             float theta, float sm_scale, float* pm, float* pl, float* pacc) {
     __shared__ float qs[256];
+    __shared__ float qsink[256];
     __shared__ float pw[SPLIT];
     __shared__ float red[32];
     __shared__ float part[256];
@@ -166,13 +172,32 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
     const int qp = *base + t;
     for (int i = threadIdx.x; i < d; i += blockDim.x) qs[i] = q[((size_t)t * H + h) * d + i];
     __syncthreads();
+    const int shift = (window > 0 && sinks > 0 && theta > 0.0f) ? qp + 1 - window : 0;
+    const int half = d / 2;
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+        float a = qs[j], b = qs[j + half];
+        if (shift > 0) {
+            // Rotate by -shift·inv_freq (angles in double: positions can be large).
+            const double ang = (double)shift * pow((double)theta, -2.0 * j / (double)d);
+            const float c = (float)cos(ang), sn = (float)sin(ang);
+            const float a2 = a * c + b * sn, b2 = b * c - a * sn;
+            a = a2;
+            b = b2;
+        }
+        qsink[j] = a;
+        qsink[j + half] = b;
+    }
+    __syncthreads();
     const int slot = sp * SPLIT + threadIdx.x;
     float score = -INFINITY;
     if (slot < cap) {
         const int p = pos[slot];
         const bool vis = p >= 0 && p <= qp &&
                          (window == 0 || p < sinks || qp - p < window - sinks);
-        if (vis) score = k_dot<KIND>(qs, kd, ks, (size_t)slot * hkv + kvh, d, group) * sm_scale;
+        if (vis)
+            score = k_dot<KIND>(p < sinks ? qsink : qs, kd, ks, (size_t)slot * hkv + kvh, d,
+                                group) *
+                    sm_scale;
     }
     const float mx = block_max(score, red);
     const float e = score == -INFINITY ? 0.0f : expf(score - mx);
@@ -206,9 +231,10 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
 #define ATTN_ARGS                                                                           \
     const float *__restrict__ q, int T, int H, int hkv, int d, int group, const void *kd,   \
         const __half2 *ks, const void *vd, const __half2 *vs, const int *__restrict__ pos,  \
-        int cap, const int *__restrict__ base, int window, int sinks, float sm_scale,       \
+        int cap, const int *__restrict__ base, int window, int sinks, float theta,          \
+        float sm_scale,                                                                     \
         float *pm, float *pl, float *pacc
-#define ATTN_PASS q, T, H, hkv, d, group, kd, ks, vd, vs, pos, cap, base, window, sinks, sm_scale, pm, pl, pacc
+#define ATTN_PASS q, T, H, hkv, d, group, kd, ks, vd, vs, pos, cap, base, window, sinks, theta, sm_scale, pm, pl, pacc
 
 extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_f32(ATTN_ARGS) {
     attn_partial<KV_F32>(ATTN_PASS);

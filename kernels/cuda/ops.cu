@@ -122,3 +122,41 @@ extern "C" __global__ void copy_cols(const float* __restrict__ src, int stride, 
     const size_t t = i / ncols, c = i % ncols;
     dst[i] = src[t * stride + col0 + c];
 }
+
+// Splits stacked q|k|v rows ([T][(H + 2·hkv)·d]) into q [T][H][d] and k [T][hkv][d], both
+// rotated (the `rope` kernel's expression, identical values) at positions *base + t, and
+// v [T][hkv][d] copied: `copy_cols` ×3 + `rope` ×2 in one launch.
+extern "C" __global__ void qkv_rope_split(const float* __restrict__ qkv, int T, int H, int hkv,
+                                          int d, float theta, const int* __restrict__ base,
+                                          float* __restrict__ q, float* __restrict__ k,
+                                          float* __restrict__ v) {
+    const int half = d / 2;
+    const size_t per = (size_t)(H + hkv) * half + (size_t)hkv * d;
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)T * per) return;
+    const int t = (int)(i / per);
+    const size_t r = i % per;
+    const float* src = qkv + (size_t)t * (H + 2 * hkv) * d;
+    if (r < (size_t)(H + hkv) * half) {
+        const int head = (int)(r / half), j = (int)(r % half);
+        const float* row;
+        float* dst;
+        if (head < H) {
+            row = src + (size_t)head * d;
+            dst = q + ((size_t)t * H + head) * d;
+        } else {
+            row = src + (size_t)H * d + (size_t)(head - H) * d;
+            dst = k + ((size_t)t * hkv + (head - H)) * d;
+        }
+        const float inv = 1.0f / powf(theta, (float)(2 * j) / (float)d);
+        const float ang = (float)(*base + t) * inv;
+        float sn, c;
+        sincosf(ang, &sn, &c);
+        const float a = row[j], b = row[j + half];
+        dst[j] = a * c - b * sn;
+        dst[j + half] = b * c + a * sn;
+    } else {
+        const size_t c = r - (size_t)(H + hkv) * half;
+        v[(size_t)t * hkv * d + c] = src[(size_t)(H + hkv) * d + c];
+    }
+}

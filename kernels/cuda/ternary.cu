@@ -45,6 +45,51 @@ act_quant_i8(const float* __restrict__ x, int k, int k_pad, int8_t* __restrict__
     }
 }
 
+// RMSNorm fused into the quantiser: y = x · w / sqrt(mean(x²) + eps) (the `rmsnorm` kernel's
+// expression and reduction, so identical values), then y is quantised as `act_quant_i8` does.
+// `w == nullptr` quantises x itself. One block of ACT_THREADS per token row.
+extern "C" __global__ void __launch_bounds__(ACT_THREADS)
+rms_act_quant_i8(const float* __restrict__ x, const float* __restrict__ w, float eps, int k,
+                 int k_pad, int8_t* __restrict__ q, float* __restrict__ scale,
+                 int* __restrict__ qsum) {
+    __shared__ float fs[32];
+    __shared__ int is[32];
+    const int t = blockIdx.x;
+    const float* xr = x + (size_t)t * k;
+    int8_t* qr = q + (size_t)t * k_pad;
+    float inv = 1.0f;
+    if (w != nullptr) {
+        float ss = 0.0f;
+        for (int i = threadIdx.x; i < k; i += blockDim.x) ss += xr[i] * xr[i];
+        ss = block_sum(ss, fs);
+        inv = 1.0f / sqrtf(ss / (float)k + eps);
+    }
+    float m = 0.0f;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) {
+        const float y = w != nullptr ? xr[i] * inv * w[i] : xr[i];
+        m = fmaxf(m, fabsf(y));
+    }
+    m = block_max(m, fs);
+    const float s = 127.0f / fmaxf(m, 1e-5f);
+    int sum = 0;
+    for (int i = threadIdx.x; i < k_pad; i += blockDim.x) {
+        int v = 0;
+        if (i < k) {
+            const float y = w != nullptr ? xr[i] * inv * w[i] : xr[i];
+            float r = rintf(__fmul_rn(y, s));
+            r = fminf(fmaxf(r, -128.0f), 127.0f);
+            v = (int)r;
+        }
+        qr[i] = (int8_t)v;
+        sum += v;
+    }
+    sum = block_sum_i(sum, is);
+    if (threadIdx.x == 0) {
+        scale[t] = s;
+        qsum[t] = sum;
+    }
+}
+
 __device__ __forceinline__ int dot16(uint32_t w, const int* x, int acc) {
     acc = __dp4a((int)(w & 0x03030303u), x[0], acc);
     acc = __dp4a((int)((w >> 2) & 0x03030303u), x[1], acc);
@@ -62,7 +107,7 @@ ternary_gemv(const uint32_t* __restrict__ w, const float* __restrict__ wscale, i
              const int8_t* __restrict__ xq, const float* __restrict__ xs,
              const int* __restrict__ xsum, float* __restrict__ out) {
     extern __shared__ int4 sx4[];
-    const int nx4 = kw / 4;  // int4 (16 bytes) of activations per token = kw words / 4
+    const int nx4 = kw;  // int4 (16 bytes) of activations per token: k_pad / 16 = kw
     const int4* xg = reinterpret_cast<const int4*>(xq);
     for (int i = threadIdx.x; i < nx4; i += blockDim.x) sx4[i] = xg[i];
     __syncthreads();

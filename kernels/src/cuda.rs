@@ -13,6 +13,7 @@
 
 use crate::gpu_ref::{g2_k_pad, int4_group, G2Matrix};
 use crate::KernelError;
+use cudarc::driver::sys::CUevent_flags;
 pub use cudarc::driver::CudaSlice;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
@@ -67,6 +68,8 @@ struct Kernels {
     head_f16: CudaFunction,
     head_f32: CudaFunction,
     copy_cols: CudaFunction,
+    rms_act_quant: CudaFunction,
+    qkv_rope_split: CudaFunction,
 }
 
 fn load(m: &Arc<CudaModule>, name: &str) -> Result<CudaFunction, KernelError> {
@@ -117,6 +120,12 @@ impl DevTernary {
     }
 }
 
+/// Host copy of quantised activations: codes (`k_pad` per token), scales, sums.
+pub type ActHost = (Vec<i8>, Vec<f32>, Vec<i32>);
+
+/// Host copy of a KV cache: keys, values (f32, `[cap][kv_heads][d]`) and slot positions.
+pub type KvHost = (Vec<f32>, Vec<f32>, Vec<i32>);
+
 /// int8 activations of up to `max_m` tokens of `k` features (padded to `k_pad`).
 pub struct ActBuf {
     pub k: usize,
@@ -129,7 +138,7 @@ pub struct ActBuf {
 
 impl ActBuf {
     /// Copies the int8 codes, scales and sums of the first `m` tokens to the host.
-    pub fn read(&self, gpu: &Gpu, m: usize) -> Result<(Vec<i8>, Vec<f32>, Vec<i32>), KernelError> {
+    pub fn read(&self, gpu: &Gpu, m: usize) -> Result<ActHost, KernelError> {
         let q = gpu.download(&self.q)?;
         let s = gpu.download(&self.scale)?;
         let u = gpu.download(&self.sum)?;
@@ -173,6 +182,8 @@ pub struct DevKv {
     pub group: usize,
     pub window: usize,
     pub sinks: usize,
+    /// RoPE base for the StreamingLLM shift of sink keys (0: no shift).
+    pub theta: f32,
     kd: CudaSlice<u8>,
     ks: CudaSlice<u32>,
     vd: CudaSlice<u8>,
@@ -217,7 +228,8 @@ impl Gpu {
         // One stream, so per-buffer event tracking is not needed (and would break capture).
         // SAFETY: every buffer of this context is used on `stream` only.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A created stream, not the legacy default stream: graphs cannot be captured on that.
+        let stream = ctx.new_stream().map_err(cu)?;
         let t = ctx.load_module(Ptx::from_src(PTX_TERNARY)).map_err(cu)?;
         let a = ctx.load_module(Ptx::from_src(PTX_ATTENTION)).map_err(cu)?;
         let o = ctx.load_module(Ptx::from_src(PTX_OPS)).map_err(cu)?;
@@ -241,6 +253,8 @@ impl Gpu {
             head_f16: load(&o, "head_gemv_f16")?,
             head_f32: load(&o, "head_gemv_f32")?,
             copy_cols: load(&o, "copy_cols")?,
+            rms_act_quant: load(&t, "rms_act_quant_i8")?,
+            qkv_rope_split: load(&o, "qkv_rope_split")?,
         };
         Ok(Self {
             ctx,
@@ -360,6 +374,101 @@ impl Gpu {
             scale: self.zeros(max_m)?,
             sum: self.zeros(max_m)?,
         })
+    }
+
+    /// RMSNorm (weights `norm`, or none) fused into the quantiser: quantises `norm(x)` for `m`
+    /// rows of `x` into `act`, identical to [`Gpu::rmsnorm`] followed by [`Gpu::act_quant`].
+    pub fn rms_act_quant(
+        &self,
+        x: &CudaSlice<f32>,
+        m: usize,
+        norm: Option<&CudaSlice<f32>>,
+        eps: f32,
+        act: &ActBuf,
+    ) -> Result<(), KernelError> {
+        if m > act.max_m {
+            return Err(bad("rms_act_quant tokens", m, act.max_m));
+        }
+        check("rms_act_quant input", x, m * act.k)?;
+        if let Some(w) = norm {
+            check("rms_act_quant weight", w, act.k)?;
+        }
+        if m == 0 {
+            return Ok(());
+        }
+        let (xp, qp, sp, up) = (
+            self.ptr(x, 0),
+            self.ptr(&act.q, 0),
+            self.ptr(&act.scale, 0),
+            self.ptr(&act.sum, 0),
+        );
+        let wp: u64 = norm.map_or(0, |w| self.ptr(w, 0));
+        let (k, kp) = (int(act.k, "k")?, int(act.k_pad, "k_pad")?);
+        let mut b = self.stream.launch_builder(&self.k.rms_act_quant);
+        b.arg(&xp)
+            .arg(&wp)
+            .arg(&eps)
+            .arg(&k)
+            .arg(&kp)
+            .arg(&qp)
+            .arg(&sp)
+            .arg(&up);
+        // SAFETY: x holds m·k floats, the norm k (checked), act max_m ≥ m padded rows; a zero
+        // weight pointer is the kernel's "no norm".
+        unsafe { b.launch(cfg((int(m, "m")? as u32, 1, 1), 256, 0)) }.map_err(cu)?;
+        Ok(())
+    }
+
+    /// Splits stacked `qkv` rows `[t][(heads + 2·kv_heads)·d]` into rotated `q` `[t][heads][d]`,
+    /// rotated `k` `[t][kv_heads][d]` (positions `*base + i`) and `v`: the same values as
+    /// [`Gpu::copy_cols`] ×3 + [`Gpu::rope`] ×2, in one launch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qkv_rope_split(
+        &self,
+        qkv: &CudaSlice<f32>,
+        t: usize,
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+        theta: f32,
+        base: &CudaSlice<i32>,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+    ) -> Result<(), KernelError> {
+        check("qkv_rope_split input", qkv, t * (heads + 2 * kv_heads) * d)?;
+        check("qkv_rope_split q", q, t * heads * d)?;
+        check("qkv_rope_split k", k, t * kv_heads * d)?;
+        check("qkv_rope_split v", v, t * kv_heads * d)?;
+        let n = t * ((heads + kv_heads) * (d / 2) + kv_heads * d);
+        if n == 0 {
+            return Ok(());
+        }
+        let (sp, bp, qp, kp, vp) = (
+            self.ptr(qkv, 0),
+            self.ptr(base, 0),
+            self.ptr(q, 0),
+            self.ptr(k, 0),
+            self.ptr(v, 0),
+        );
+        let (ti, hi, hk, di) = (
+            int(t, "t")?,
+            int(heads, "heads")?,
+            int(kv_heads, "kv_heads")?,
+            int(d, "d")?,
+        );
+        let mut b = self.stream.launch_builder(&self.k.qkv_rope_split);
+        b.arg(&sp)
+            .arg(&ti)
+            .arg(&hi)
+            .arg(&hk)
+            .arg(&di)
+            .arg(&theta)
+            .arg(&bp);
+        b.arg(&qp).arg(&kp).arg(&vp);
+        // SAFETY: bounds checked above; base holds one int.
+        unsafe { b.launch(cfg((blocks(n, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+        Ok(())
     }
 
     /// Quantises `m` rows of `k` floats of `x` (from element `off`) into `act`.
@@ -625,7 +734,7 @@ impl Gpu {
         c: usize,
         f16_weights: bool,
     ) -> Result<DevHead, KernelError> {
-        if w.len() != v * c || c % 8 != 0 {
+        if w.len() != v * c || !c.is_multiple_of(8) {
             return Err(KernelError::Cuda(format!(
                 "LM head: {} values for [{v}][{c}] (needs c % 8 == 0)",
                 w.len()
@@ -682,7 +791,8 @@ impl Gpu {
     }
 
     /// A KV cache of `cap` slots (see `attention.cu`): with a window, `cap` must exceed it by
-    /// the largest number of tokens appended at once.
+    /// the largest number of tokens appended at once. `theta` is the RoPE base used to shift
+    /// sink keys to their StreamingLLM positions once the window rolls (0: no shift).
     #[allow(clippy::too_many_arguments)]
     pub fn kv_cache(
         &self,
@@ -692,8 +802,9 @@ impl Gpu {
         head_dim: usize,
         window: usize,
         sinks: usize,
+        theta: f32,
     ) -> Result<DevKv, KernelError> {
-        if head_dim == 0 || head_dim % 8 != 0 || head_dim > MAX_HEAD_DIM {
+        if head_dim == 0 || !head_dim.is_multiple_of(8) || head_dim > MAX_HEAD_DIM {
             return Err(KernelError::Cuda(format!(
                 "GPU attention needs a head dimension that is a multiple of 8 and at most {MAX_HEAD_DIM}, got {head_dim}"
             )));
@@ -719,6 +830,7 @@ impl Gpu {
             group,
             window,
             sinks,
+            theta,
             kd: self.zeros(data)?,
             ks: self.zeros(scales)?,
             vd: self.zeros(data)?,
@@ -794,7 +906,7 @@ impl Gpu {
 
     /// The INT4 cache's keys and values read back as f32 (`[cap][kv_heads][d]` each) and the
     /// position of every slot, for tests.
-    pub fn kv_read(&self, kv: &DevKv) -> Result<(Vec<f32>, Vec<f32>, Vec<i32>), KernelError> {
+    pub fn kv_read(&self, kv: &DevKv) -> Result<KvHost, KernelError> {
         let pos = self.download(&kv.pos)?;
         let n = kv.cap * kv.kv_heads * kv.head_dim;
         let (k, v) = match kv.kind {
@@ -886,7 +998,7 @@ impl Gpu {
         out: &CudaSlice<f32>,
     ) -> Result<(), KernelError> {
         let d = kv.head_dim;
-        if heads % kv.kv_heads != 0 {
+        if !heads.is_multiple_of(kv.kv_heads) {
             return Err(KernelError::Cuda(format!(
                 "attention: {heads} heads are not a multiple of {} KV heads",
                 kv.kv_heads
@@ -942,6 +1054,7 @@ impl Gpu {
             .arg(&bp)
             .arg(&win)
             .arg(&sinks)
+            .arg(&kv.theta)
             .arg(&scale);
         b.arg(&pmp).arg(&plp).arg(&pap);
         // SAFETY: q/out t·heads·d, cache cap slots, scratch t·heads·splits rows (checked).
@@ -972,9 +1085,10 @@ impl Gpu {
         self.sync()?;
         let mut times = Vec::with_capacity(reps);
         for _ in 0..reps.max(1) {
-            let a = self.stream.record_event(None).map_err(cu)?;
+            let timed = Some(CUevent_flags::CU_EVENT_DEFAULT);
+            let a = self.stream.record_event(timed).map_err(cu)?;
             f()?;
-            let b = self.stream.record_event(None).map_err(cu)?;
+            let b = self.stream.record_event(timed).map_err(cu)?;
             times.push(f64::from(a.elapsed_ms(&b).map_err(cu)?));
         }
         times.sort_by(f64::total_cmp);

@@ -61,12 +61,11 @@ impl G2Matrix {
         let mut words = Vec::with_capacity(n * kw);
         let mut scales = Vec::with_capacity(n);
         for (m, s) in parts {
-            let vals = m.to_ternary();
             let mut block = vec![0u32; m.n() * kw];
             block
                 .par_chunks_mut(kw)
-                .zip(vals.par_chunks(k))
-                .for_each(|(row, v)| pack_row(v, row));
+                .enumerate()
+                .for_each(|(r, row)| pack_row(|c| m.code(r, c), k, row));
             words.extend_from_slice(&block);
             scales.extend(std::iter::repeat_n(*s, m.n()));
         }
@@ -105,12 +104,14 @@ impl G2Matrix {
     }
 }
 
-fn pack_row(vals: &[i8], row: &mut [u32]) {
+/// Packs one row from its codes (`code(col)` = w + 1 for `col < k`; padding gets code 1).
+fn pack_row(code: impl Fn(usize) -> u8, k: usize, row: &mut [u32]) {
     for (wi, word) in row.iter_mut().enumerate() {
         let mut w = 0u32;
         for c in 0..16 {
-            let code = vals.get(wi * 16 + c).map_or(1, |&v| (v + 1) as u32);
-            w |= code << g2_shift(c);
+            let col = wi * 16 + c;
+            let v = if col < k { u32::from(code(col)) } else { 1 };
+            w |= v << g2_shift(c);
         }
         *word = w;
     }
@@ -118,7 +119,7 @@ fn pack_row(vals: &[i8], row: &mut [u32]) {
 
 /// INT4 group size for a head dimension: the largest of 64, 32, 16, 8 dividing `d`.
 pub fn int4_group(d: usize) -> Option<usize> {
-    [64, 32, 16, 8].into_iter().find(|g| d % g == 0)
+    [64, 32, 16, 8].into_iter().find(|g| d.is_multiple_of(*g))
 }
 
 /// Quantises one group (even length) into `dst` (`x.len() / 2` bytes; channel 2i in the low
@@ -180,8 +181,20 @@ pub fn visible(p: usize, qp: usize, window: usize, sinks: usize) -> bool {
     p <= qp && (window == 0 || p < sinks || qp - p < window - sinks)
 }
 
+/// The StreamingLLM shift of sink keys for query position `qp`: once the window has rolled,
+/// sinks sit right before the oldest visible token, `qp + 1 - window` positions later than
+/// where RoPE put them.
+pub fn sink_shift(qp: usize, window: usize, sinks: usize) -> usize {
+    if window > 0 && sinks > 0 {
+        (qp + 1).saturating_sub(window)
+    } else {
+        0
+    }
+}
+
 /// Naive attention in f64 for queries `q` `[T][H][d]` at positions `q0 + t` over keys/values
-/// `[P][hkv][d]` at positions `0..P` (all kept), with the window/sink mask. Returns `[T][H][d]`.
+/// `[P][hkv][d]` at positions `0..P` (all kept), with the window/sink mask; sink keys are
+/// rotated (rotate-half RoPE, base `theta`; 0 = off) by [`sink_shift`]. Returns `[T][H][d]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_ref(
     q: &[f32],
@@ -194,6 +207,7 @@ pub fn attention_ref(
     window: usize,
     sinks: usize,
     scale: f32,
+    theta: f32,
 ) -> Vec<f32> {
     let t_len = q.len() / (heads * d);
     let p_len = k.len() / (kv_heads * d);
@@ -206,13 +220,32 @@ pub fn attention_ref(
             let keys: Vec<usize> = (0..p_len)
                 .filter(|&p| visible(p, qp, window, sinks))
                 .collect();
+            let shift = if theta > 0.0 {
+                sink_shift(qp, window, sinks)
+            } else {
+                0
+            };
             let scores: Vec<f64> = keys
                 .iter()
                 .map(|&p| {
-                    let kr = &k[(p * kv_heads + kvh) * d..][..d];
+                    let mut kr: Vec<f64> = k[(p * kv_heads + kvh) * d..][..d]
+                        .iter()
+                        .map(|&x| f64::from(x))
+                        .collect();
+                    if p < sinks && shift > 0 {
+                        let half = d / 2;
+                        for j in 0..half {
+                            let a =
+                                shift as f64 * f64::from(theta).powf(-2.0 * j as f64 / d as f64);
+                            let (sn, c) = a.sin_cos();
+                            let (u, w) = (kr[j], kr[j + half]);
+                            kr[j] = u * c - w * sn;
+                            kr[j + half] = w * c + u * sn;
+                        }
+                    }
                     qr.iter()
-                        .zip(kr)
-                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                        .zip(&kr)
+                        .map(|(a, b)| f64::from(*a) * b)
                         .sum::<f64>()
                         * f64::from(scale)
                 })
@@ -331,6 +364,49 @@ mod tests {
         let seen: Vec<usize> = (0..=25).filter(|&p| visible(p, 20, 6, 2)).collect();
         assert_eq!(seen, vec![0, 1, 17, 18, 19, 20]);
         assert_eq!((0..=5).filter(|&p| visible(p, 3, 0, 0)).count(), 4);
+        // Sinks shift once the window has rolled: query 20, window 6 → 15 positions.
+        assert_eq!(sink_shift(20, 6, 2), 15);
+        assert_eq!(sink_shift(5, 6, 2), 0);
+        assert_eq!(sink_shift(20, 6, 0), 0);
+    }
+
+    /// A sink key rotated by the shift scores like the same key placed `shift` positions
+    /// later: RoPE's relative property, checked on the reference itself.
+    #[test]
+    fn sink_rotation_equals_moving_the_key() {
+        let d = 8;
+        let theta = 10000f32;
+        let rope = |x: &[f32], pos: usize| -> Vec<f32> {
+            let half = d / 2;
+            let mut y = x.to_vec();
+            for j in 0..half {
+                let a = pos as f64 * f64::from(theta).powf(-2.0 * j as f64 / d as f64);
+                let (s, c) = a.sin_cos();
+                let (u, w) = (f64::from(x[j]), f64::from(x[j + half]));
+                y[j] = (u * c - w * s) as f32;
+                y[j + half] = (w * c + u * s) as f32;
+            }
+            y
+        };
+        let raw_k = lcg(d, 31);
+        let raw_v = lcg(d, 32);
+        let q = rope(&lcg(d, 33), 9);
+        // Window 4 with 1 sink at query 9: shift 6; keys 0 (sink) and 7..9 visible.
+        let mut k = vec![0f32; 10 * d];
+        let mut v = vec![0f32; 10 * d];
+        for p in 0..10 {
+            k[p * d..][..d].copy_from_slice(&rope(&raw_k, p));
+            v[p * d..][..d].copy_from_slice(&raw_v);
+        }
+        v[..d].copy_from_slice(&lcg(d, 34));
+        let got = attention_ref(&q, &k, &v, 1, 1, d, 9, 4, 1, 0.5, theta);
+        // The same attention with the sink's key written at position 6 and no shift.
+        let mut k2 = k.clone();
+        k2[..d].copy_from_slice(&rope(&raw_k, 6));
+        let want = attention_ref(&q, &k2, &v, 1, 1, d, 9, 4, 1, 0.5, 0.0);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 
     #[test]

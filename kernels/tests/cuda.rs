@@ -136,7 +136,7 @@ fn kv_store_matches_host_quantisation() {
         let (dk, dv) = (g.upload(&k).unwrap(), g.upload(&v).unwrap());
         let base = g.upload(&[5i32]).unwrap();
         for kind in [GpuKvKind::Int4, GpuKvKind::F16, GpuKvKind::F32] {
-            let kv = g.kv_cache(kind, cap, hkv, d, window, sinks).unwrap();
+            let kv = g.kv_cache(kind, cap, hkv, d, window, sinks, 0.0).unwrap();
             g.kv_store(&kv, &dk, &dv, t, &base).unwrap();
             let (gk, gv, pos) = g.kv_read(&kv).unwrap();
             for i in 0..t {
@@ -182,7 +182,8 @@ fn kv_store_matches_host_quantisation() {
     }
 }
 
-/// Decode and chunked-prefill attention over a rolling window with sinks: against a naive f64
+/// Decode and chunked-prefill attention over a rolling window with sinks (sink keys shifted to
+/// their StreamingLLM positions): against a naive f64
 /// attention over the values the cache holds (exact for f32, the INT4/f16 round trip for the
 /// others): max error ≤ 2e-5 of the largest |value|.
 #[test]
@@ -209,7 +210,9 @@ fn attention_matches_naive_with_window_and_sinks() {
                 }
             };
             let (kh, vh) = (held(&k), held(&v));
-            let kv = g.kv_cache(kind, cap, hkv, d, window, sinks).unwrap();
+            let kv = g
+                .kv_cache(kind, cap, hkv, d, window, sinks, 10000.0)
+                .unwrap();
             let s = g.attn_scratch(chunk * heads, cap, d).unwrap();
             let mut base = g.upload(&[0i32]).unwrap();
             let mut p0 = 0;
@@ -236,6 +239,7 @@ fn attention_matches_naive_with_window_and_sinks() {
                     window,
                     sinks,
                     scale,
+                    10000.0,
                 );
                 for (a, b) in got.iter().zip(&want) {
                     assert!(a.is_finite(), "non-finite output");
@@ -352,6 +356,54 @@ fn bad_sizes_are_errors_not_launches() {
     let x = g.upload(&[1f32; 10]).unwrap();
     let act = g.act_buf(64, 1).unwrap();
     assert!(g.act_quant(&x, 0, 1, &act).is_err());
-    assert!(g.kv_cache(GpuKvKind::Int4, 8, 1, 12, 0, 0).is_err());
-    assert!(g.kv_cache(GpuKvKind::F32, 8, 1, 16, 8, 0).is_err());
+    assert!(g.kv_cache(GpuKvKind::Int4, 8, 1, 12, 0, 0, 0.0).is_err());
+    assert!(g.kv_cache(GpuKvKind::F32, 8, 1, 16, 8, 0, 0.0).is_err());
+}
+
+/// The fused kernels equal the unfused ones bit for bit: RMSNorm + quantiser, and the q|k|v
+/// split with RoPE.
+#[test]
+fn fused_kernels_equal_their_parts() {
+    let Some(g) = gpu() else { return };
+    let (m, k) = (5usize, 2560usize);
+    let x = rand(m * k, 41);
+    let w = rand(k, 42);
+    let (dx, dw) = (g.upload(&x).unwrap(), g.upload(&w).unwrap());
+    let fused = g.act_buf(k, m).unwrap();
+    let parts = g.act_buf(k, m).unwrap();
+    let y = g.zeros::<f32>(m * k).unwrap();
+    for norm in [Some(&dw), None] {
+        g.rms_act_quant(&dx, m, norm, 1e-5, &fused).unwrap();
+        match norm {
+            Some(n) => {
+                g.rmsnorm(&dx, m, k, n, 1e-5, &y).unwrap();
+                g.act_quant(&y, 0, m, &parts).unwrap();
+            }
+            None => g.act_quant(&dx, 0, m, &parts).unwrap(),
+        }
+        let (a, b) = (fused.read(&g, m).unwrap(), parts.read(&g, m).unwrap());
+        assert_eq!(a.0, b.0, "codes (norm {})", norm.is_some());
+        assert_eq!(a.1, b.1, "scales");
+        assert_eq!(a.2, b.2, "sums");
+    }
+    let (t, h, hkv, d) = (3usize, 8usize, 2usize, 128usize);
+    let stride = (h + 2 * hkv) * d;
+    let qkv = g.upload(&rand(t * stride, 43)).unwrap();
+    let base = g.upload(&[777i32]).unwrap();
+    let z = |n: usize| g.upload(&vec![f32::NAN; n]).unwrap();
+    let (q1, k1, v1) = (z(t * h * d), z(t * hkv * d), z(t * hkv * d));
+    let (q2, k2, v2) = (z(t * h * d), z(t * hkv * d), z(t * hkv * d));
+    g.qkv_rope_split(&qkv, t, h, hkv, d, 10000.0, &base, &q1, &k1, &v1)
+        .unwrap();
+    g.copy_cols(&qkv, stride, 0, h * d, t, &q2).unwrap();
+    g.copy_cols(&qkv, stride, h * d, hkv * d, t, &k2).unwrap();
+    g.copy_cols(&qkv, stride, (h + hkv) * d, hkv * d, t, &v2)
+        .unwrap();
+    g.rope(&q2, t, h, d, 10000.0, &base).unwrap();
+    g.rope(&k2, t, hkv, d, 10000.0, &base).unwrap();
+    for (a, b, what) in [(&q1, &q2, "q"), (&k1, &k2, "k"), (&v1, &v2, "v")] {
+        let (a, b) = (g.download(a).unwrap(), g.download(b).unwrap());
+        let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{what} differs between fused and unfused");
+    }
 }

@@ -126,9 +126,16 @@ pub struct GpuModel {
     s: Scratch,
     eps: f32,
     seen: usize,
-    graph: Option<CudaGraph>,
+    graph: Option<Graph>,
     graph_failed: bool,
 }
+
+/// A captured decode step.
+struct Graph(CudaGraph);
+
+// SAFETY: the graph is owned by one `GpuModel` and launched only through `&mut self`, so never
+// from two threads at once; `CudaGraph::launch` binds the context to the calling thread first.
+unsafe impl Send for Graph {}
 
 fn norm_host(n: &RmsNorm) -> Result<Vec<f32>> {
     Ok(n.weight()
@@ -243,8 +250,16 @@ impl GpuModel {
         let mut kv = Vec::with_capacity(layers.len());
         for _ in 0..layers.len() {
             kv.push(
-                gpu.kv_cache(opts.kv, cap, hkv, d, opts.window, opts.sinks)
-                    .map_err(kerr)?,
+                gpu.kv_cache(
+                    opts.kv,
+                    cap,
+                    hkv,
+                    d,
+                    opts.window,
+                    opts.sinks,
+                    cfg.rope_theta as f32,
+                )
+                .map_err(kerr)?,
             );
         }
         let t = opts.max_chunk;
@@ -307,6 +322,24 @@ impl GpuModel {
     /// Whether single-token steps currently replay a captured graph.
     pub fn uses_graph(&self) -> bool {
         self.graph.is_some()
+    }
+
+    /// GPU time of one replay of the captured decode step in milliseconds (CUDA events, median
+    /// of `reps`; replays recompute the last step in place), if a graph was captured.
+    pub fn graph_step_ms(&self, reps: usize) -> Result<Option<f64>> {
+        let Some(graph) = &self.graph else {
+            return Ok(None);
+        };
+        let ms = self
+            .gpu
+            .time_ms(2, reps, || {
+                graph
+                    .0
+                    .launch()
+                    .map_err(|e| KernelError::Cuda(e.to_string()))
+            })
+            .map_err(kerr)?;
+        Ok(Some(ms))
     }
 
     /// Forgets the sequence.
@@ -376,7 +409,7 @@ impl GpuModel {
                 self.capture()?;
             }
             if let Some(graph) = &self.graph {
-                graph.launch().map_err(|e| Error::Kernel(e.to_string()))?;
+                graph.0.launch().map_err(|e| Error::Kernel(e.to_string()))?;
                 self.seen += 1;
                 return self
                     .gpu
@@ -415,7 +448,7 @@ impl GpuModel {
         let graph = stream
             .end_capture(CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH);
         match (ran, graph) {
-            (Ok(()), Ok(Some(g))) => self.graph = Some(g),
+            (Ok(()), Ok(Some(g))) => self.graph = Some(Graph(g)),
             (Err(e), _) => return Err(e),
             _ => self.graph_failed = true,
         }
@@ -444,49 +477,42 @@ impl GpuModel {
         };
         let pre = !matches!(self.cfg.norm_placement, NormPlacement::SwinNorm);
         for (l, kv) in self.layers.iter().zip(&self.kv) {
-            // Attention input: norm1(x) (pre/subln) or x (swin).
-            let ain = if pre {
-                g.rmsnorm(&s.x, t, c, &l.norm1, eps, &s.h).map_err(kerr)?;
-                &s.h
+            // Attention input: norm1(x) (pre/subln) or x (swin), normed inside the quantiser.
+            g.rms_act_quant(&s.x, t, pre.then_some(&l.norm1), eps, &s.act_c)
+                .map_err(kerr)?;
+            g.ternary(&l.qkv, &s.act_c, t, &s.qkv, 0).map_err(kerr)?;
+            if l.q_norm.is_none() && l.k_norm.is_none() {
+                g.qkv_rope_split(&s.qkv, t, h, hkv, d, theta, &s.base, &s.q, &s.k, &s.v)
+                    .map_err(kerr)?;
             } else {
-                &s.x
-            };
-            g.bitlinear(&l.qkv, ain, 0, t, &s.act_c, &s.qkv, 0)
-                .map_err(kerr)?;
-            let stride = nq + 2 * nk;
-            g.copy_cols(&s.qkv, stride, 0, nq, t, &s.q).map_err(kerr)?;
-            g.copy_cols(&s.qkv, stride, nq, nk, t, &s.k).map_err(kerr)?;
-            g.copy_cols(&s.qkv, stride, nq + nk, nk, t, &s.v)
-                .map_err(kerr)?;
-            if let Some(n) = &l.q_norm {
-                g.rmsnorm(&s.q, t * h, d, n, eps, &s.q).map_err(kerr)?;
+                let stride = nq + 2 * nk;
+                g.copy_cols(&s.qkv, stride, 0, nq, t, &s.q).map_err(kerr)?;
+                g.copy_cols(&s.qkv, stride, nq, nk, t, &s.k).map_err(kerr)?;
+                g.copy_cols(&s.qkv, stride, nq + nk, nk, t, &s.v)
+                    .map_err(kerr)?;
+                if let Some(n) = &l.q_norm {
+                    g.rmsnorm(&s.q, t * h, d, n, eps, &s.q).map_err(kerr)?;
+                }
+                if let Some(n) = &l.k_norm {
+                    g.rmsnorm(&s.k, t * hkv, d, n, eps, &s.k).map_err(kerr)?;
+                }
+                g.rope(&s.q, t, h, d, theta, &s.base).map_err(kerr)?;
+                g.rope(&s.k, t, hkv, d, theta, &s.base).map_err(kerr)?;
             }
-            if let Some(n) = &l.k_norm {
-                g.rmsnorm(&s.k, t * hkv, d, n, eps, &s.k).map_err(kerr)?;
-            }
-            g.rope(&s.q, t, h, d, theta, &s.base).map_err(kerr)?;
-            g.rope(&s.k, t, hkv, d, theta, &s.base).map_err(kerr)?;
             g.kv_store(kv, &s.k, &s.v, t, &s.base).map_err(kerr)?;
             g.attention(&s.q, t, h, kv, &s.base, scale, &s.attn, &s.att)
                 .map_err(kerr)?;
-            if let Some(n) = &l.attn_sub {
-                g.rmsnorm(&s.att, t, nq, n, eps, &s.att).map_err(kerr)?;
-            }
-            g.bitlinear(&l.o, &s.att, 0, t, &s.act_a, &s.o, 0)
+            g.rms_act_quant(&s.att, t, l.attn_sub.as_ref(), eps, &s.act_a)
                 .map_err(kerr)?;
+            g.ternary(&l.o, &s.act_a, t, &s.o, 0).map_err(kerr)?;
             if !pre {
                 g.rmsnorm(&s.o, t, c, &l.norm1, eps, &s.o).map_err(kerr)?;
             }
             g.add(&s.x, &s.o, t * c).map_err(kerr)?;
             // MLP.
-            let min = if pre {
-                g.rmsnorm(&s.x, t, c, &l.norm2, eps, &s.h).map_err(kerr)?;
-                &s.h
-            } else {
-                &s.x
-            };
-            g.bitlinear(&l.gu, min, 0, t, &s.act_c, &s.gu, 0)
+            g.rms_act_quant(&s.x, t, pre.then_some(&l.norm2), eps, &s.act_c)
                 .map_err(kerr)?;
+            g.ternary(&l.gu, &s.act_c, t, &s.gu, 0).map_err(kerr)?;
             let hid = if l.gated {
                 g.gated_act(&s.gu, t, f, act_kind, &s.hid).map_err(kerr)?;
                 &s.hid
@@ -494,11 +520,9 @@ impl GpuModel {
                 g.act_inplace(&s.gu, t * f, act_kind).map_err(kerr)?;
                 &s.gu
             };
-            if let Some(n) = &l.mlp_sub {
-                g.rmsnorm(hid, t, f, n, eps, hid).map_err(kerr)?;
-            }
-            g.bitlinear(&l.down, hid, 0, t, &s.act_f, &s.o, 0)
+            g.rms_act_quant(hid, t, l.mlp_sub.as_ref(), eps, &s.act_f)
                 .map_err(kerr)?;
+            g.ternary(&l.down, &s.act_f, t, &s.o, 0).map_err(kerr)?;
             if !pre {
                 g.rmsnorm(&s.o, t, c, &l.norm2, eps, &s.o).map_err(kerr)?;
             }

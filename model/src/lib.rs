@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod infer;
 pub mod norm;
 pub mod plan;
+pub mod plan_gpu;
 pub mod quant;
 pub mod random;
 pub mod rope;
