@@ -33,8 +33,8 @@ libdirs=()
 for d in ${CUDA_LIBS:-} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64 /usr/local/cuda-13*/targets/x86_64-linux/lib; do
   [ -e "$d/libcublas.so.13" ] && libdirs+=("$d")
 done
-for py in python3 /opt/torch/.venv/bin/python3; do
-  command -v "$py" >/dev/null 2>&1 || [ -x "$py" ] || continue
+for py in python3; do
+  command -v "$py" >/dev/null 2>&1 || continue
   while read -r d; do
     [ -n "$d" ] && libdirs+=("$d")
   done < <("$py" - <<'PY' 2>/dev/null
