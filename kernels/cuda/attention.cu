@@ -1,5 +1,5 @@
 // KV cache on the GPU and decode/prefill attention over it, with a rolling window and
-// attention sinks. Must match the CPU specification in kernels/src/cuda/kv_ref.rs:
+// attention sinks. Must match the host statement in kernels/src/gpu_ref.rs:
 // - INT4 storage: per token, per KV head, groups of `G` channels; scale = (max - min) / 15 and
 //   min are stored as f16 (round to nearest even) and the codes are computed with the stored
 //   (rounded) values: q = clamp(rint((x - min) / scale), 0, 15) (0 when scale is 0);

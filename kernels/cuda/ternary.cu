@@ -3,7 +3,7 @@
 // kernels/src/kernels.rs bit for bit: integer accumulators are exact, and each output is
 // `(float)(acc) / (x_scale * w_scale)` with IEEE division (no fast-math).
 //
-// Weight layout ("G2", built by kernels/src/cuda/layout.rs): row-major, `kw = k_pad / 16` u32
+// Weight layout ("G2", built by kernels/src/gpu_ref.rs): row-major, `kw = k_pad / 16` u32
 // words per row, `k_pad` a multiple of 64. Code c = w + 1 (0, 1, 2) of column k sits at bit
 // 8·(k % 4) + 2·((k / 4) % 4) of word k / 16, so `(word >> 2j) & 0x03030303` holds the codes
 // of columns 16·(k/16) + 4j .. +3 in bytes 0..3, lined up with the int8 activations of those

@@ -1,0 +1,234 @@
+//! Ternary BitLinear on the GPU: G2-packed weights, int8 activation buffers, the quantisers
+//! (`act_quant_i8`, `rms_act_quant_i8`) and the W2A8 GEMV/GEMM of `kernels/cuda/ternary.cu`.
+//! Must equal [`crate::quantize_row_i8_scalar`] and [`crate::ternary_matmul`] bit for bit.
+
+use super::{bad, blocks, cfg, check, cu, int, Gpu};
+use crate::gpu_ref::{g2_k_pad, G2Matrix};
+use crate::KernelError;
+use cudarc::driver::{CudaSlice, PushKernelArg};
+
+/// Ternary weights on the GPU (G2 layout, one scale per row).
+pub struct DevTernary {
+    pub n: usize,
+    pub k: usize,
+    pub k_pad: usize,
+    words: CudaSlice<u32>,
+    scales: CudaSlice<f32>,
+}
+
+impl DevTernary {
+    /// Device bytes of the packed weights.
+    pub fn bytes(&self) -> usize {
+        self.words.len() * 4 + self.scales.len() * 4
+    }
+}
+
+/// Host copy of quantised activations: codes (`k_pad` per token), scales, sums.
+pub type ActHost = (Vec<i8>, Vec<f32>, Vec<i32>);
+
+/// int8 activations of up to `max_m` tokens of `k` features (padded to `k_pad`).
+pub struct ActBuf {
+    pub k: usize,
+    pub k_pad: usize,
+    pub max_m: usize,
+    q: CudaSlice<i8>,
+    scale: CudaSlice<f32>,
+    sum: CudaSlice<i32>,
+}
+
+impl ActBuf {
+    /// Copies the int8 codes, scales and sums of the first `m` tokens to the host.
+    pub fn read(&self, gpu: &Gpu, m: usize) -> Result<ActHost, KernelError> {
+        let q = gpu.download(&self.q)?;
+        let s = gpu.download(&self.scale)?;
+        let u = gpu.download(&self.sum)?;
+        Ok((
+            q[..m * self.k_pad].to_vec(),
+            s[..m].to_vec(),
+            u[..m].to_vec(),
+        ))
+    }
+}
+
+impl Gpu {
+    /// Uploads a stacked ternary matrix.
+    pub fn upload_ternary(&self, m: &G2Matrix) -> Result<DevTernary, KernelError> {
+        Ok(DevTernary {
+            n: m.n,
+            k: m.k,
+            k_pad: m.k_pad,
+            words: self.upload(&m.words)?,
+            scales: self.upload(&m.scales)?,
+        })
+    }
+
+    /// Activation buffers for up to `max_m` tokens of `k` features.
+    pub fn act_buf(&self, k: usize, max_m: usize) -> Result<ActBuf, KernelError> {
+        let k_pad = g2_k_pad(k);
+        Ok(ActBuf {
+            k,
+            k_pad,
+            max_m,
+            q: self.zeros(max_m * k_pad)?,
+            scale: self.zeros(max_m)?,
+            sum: self.zeros(max_m)?,
+        })
+    }
+
+    /// RMSNorm (weights `norm`, or none) fused into the quantiser: quantises `norm(x)` for `m`
+    /// rows of `x` into `act`, identical to [`Gpu::rmsnorm`] followed by [`Gpu::act_quant`].
+    pub fn rms_act_quant(
+        &self,
+        x: &CudaSlice<f32>,
+        m: usize,
+        norm: Option<&CudaSlice<f32>>,
+        eps: f32,
+        act: &ActBuf,
+    ) -> Result<(), KernelError> {
+        if m > act.max_m {
+            return Err(bad("rms_act_quant tokens", m, act.max_m));
+        }
+        check("rms_act_quant input", x, m * act.k)?;
+        if let Some(w) = norm {
+            check("rms_act_quant weight", w, act.k)?;
+        }
+        if m == 0 {
+            return Ok(());
+        }
+        let (xp, qp, sp, up) = (
+            self.ptr(x, 0),
+            self.ptr(&act.q, 0),
+            self.ptr(&act.scale, 0),
+            self.ptr(&act.sum, 0),
+        );
+        let wp: u64 = norm.map_or(0, |w| self.ptr(w, 0));
+        let (k, kp) = (int(act.k, "k")?, int(act.k_pad, "k_pad")?);
+        let mut b = self.stream.launch_builder(&self.k.rms_act_quant);
+        b.arg(&xp)
+            .arg(&wp)
+            .arg(&eps)
+            .arg(&k)
+            .arg(&kp)
+            .arg(&qp)
+            .arg(&sp)
+            .arg(&up);
+        // SAFETY: x holds m·k floats, the norm k (checked), act max_m ≥ m padded rows; a zero
+        // weight pointer is the kernel's "no norm".
+        unsafe { b.launch(cfg((int(m, "m")? as u32, 1, 1), 256, 0)) }.map_err(cu)?;
+        Ok(())
+    }
+
+    /// Quantises `m` rows of `k` floats of `x` (from element `off`) into `act`.
+    pub fn act_quant(
+        &self,
+        x: &CudaSlice<f32>,
+        off: usize,
+        m: usize,
+        act: &ActBuf,
+    ) -> Result<(), KernelError> {
+        if m > act.max_m {
+            return Err(bad("act_quant tokens", m, act.max_m));
+        }
+        check("act_quant input", x, off + m * act.k)?;
+        if m == 0 {
+            return Ok(());
+        }
+        let (xp, qp, sp, up) = (
+            self.ptr(x, off),
+            self.ptr(&act.q, 0),
+            self.ptr(&act.scale, 0),
+            self.ptr(&act.sum, 0),
+        );
+        let (k, kp) = (int(act.k, "k")?, int(act.k_pad, "k_pad")?);
+        let mut b = self.stream.launch_builder(&self.k.act_quant);
+        b.arg(&xp).arg(&k).arg(&kp).arg(&qp).arg(&sp).arg(&up);
+        // SAFETY: x holds m·k floats from `off`, act holds max_m ≥ m padded rows (checked).
+        unsafe { b.launch(cfg((int(m, "m")? as u32, 1, 1), 256, 0)) }.map_err(cu)?;
+        Ok(())
+    }
+
+    /// `out[off + t·n + row] = acc / (x_scale[t] · w_scale[row])` for the `m` quantised tokens
+    /// in `act` (GEMV for one token, tiled GEMM otherwise).
+    pub fn ternary(
+        &self,
+        w: &DevTernary,
+        act: &ActBuf,
+        m: usize,
+        out: &CudaSlice<f32>,
+        off: usize,
+    ) -> Result<(), KernelError> {
+        if w.k_pad != act.k_pad || w.k != act.k {
+            return Err(KernelError::Cuda(format!(
+                "ternary: weights have {} columns, activations {}",
+                w.k, act.k
+            )));
+        }
+        if m > act.max_m {
+            return Err(bad("ternary tokens", m, act.max_m));
+        }
+        check("ternary output", out, off + m * w.n)?;
+        if m == 0 {
+            return Ok(());
+        }
+        let (wp, sp, qp, xsp, xup, op) = (
+            self.ptr(&w.words, 0),
+            self.ptr(&w.scales, 0),
+            self.ptr(&act.q, 0),
+            self.ptr(&act.scale, 0),
+            self.ptr(&act.sum, 0),
+            self.ptr(out, off),
+        );
+        let (n, kw) = (int(w.n, "n")?, int(w.k_pad / 16, "kw")?);
+        if m == 1 {
+            let smem = u32::try_from(w.k_pad).map_err(cu)?;
+            if smem > 48 * 1024 {
+                return Err(KernelError::Cuda(format!(
+                    "ternary GEMV: {} columns exceed the 48 KiB of shared memory",
+                    w.k
+                )));
+            }
+            let mut b = self.stream.launch_builder(&self.k.gemv);
+            b.arg(&wp)
+                .arg(&sp)
+                .arg(&n)
+                .arg(&kw)
+                .arg(&qp)
+                .arg(&xsp)
+                .arg(&xup)
+                .arg(&op);
+            // SAFETY: weights n·kw words, activations one k_pad row, output n floats (checked).
+            unsafe { b.launch(cfg((blocks(w.n, 8)?, 1, 1), 256, smem)) }.map_err(cu)?;
+        } else {
+            let mi = int(m, "m")?;
+            let mut b = self.stream.launch_builder(&self.k.gemm);
+            b.arg(&wp)
+                .arg(&sp)
+                .arg(&n)
+                .arg(&kw)
+                .arg(&qp)
+                .arg(&xsp)
+                .arg(&xup)
+                .arg(&mi)
+                .arg(&op);
+            // SAFETY: as above with m rows of activations and m·n outputs (checked).
+            unsafe { b.launch(cfg((blocks(w.n, 64)?, blocks(m, 32)?, 1), 128, 0)) }.map_err(cu)?;
+        }
+        Ok(())
+    }
+
+    /// A BitLinear on `m` rows of `x`: quantise into `act`, then [`Gpu::ternary`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn bitlinear(
+        &self,
+        w: &DevTernary,
+        x: &CudaSlice<f32>,
+        x_off: usize,
+        m: usize,
+        act: &ActBuf,
+        out: &CudaSlice<f32>,
+        off: usize,
+    ) -> Result<(), KernelError> {
+        self.act_quant(x, x_off, m, act)?;
+        self.ternary(w, act, m, out, off)
+    }
+}

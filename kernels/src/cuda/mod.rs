@@ -1,0 +1,255 @@
+//! Launches of Tritter's CUDA kernels (feature `cuda`): the PTX that `build.rs` compiles from
+//! `kernels/cuda/*.cu` is loaded through cudarc's driver API on one stream. Each kernel has a
+//! host statement it must match (tests: `kernels/tests/cuda.rs`):
+//! - `act_quant_i8` → [`crate::quantize_row_i8_scalar`] (bit-exact codes, scales, sums);
+//! - `ternary_gemv`/`ternary_gemm` → [`crate::ternary_matmul`] (bit-exact f32 outputs);
+//! - `kv_store` (INT4) → [`crate::gpu_ref::quant_group_i4`] (bit-exact codes and scales);
+//! - `attn_partial_*` + `attn_combine` → [`crate::gpu_ref::attention_ref`] (f32 tolerance);
+//! - `rmsnorm`, `rope`, heads → the slice code of the model's inference path (f32 tolerance).
+//!
+//! Device buffers are `CudaSlice`s; kernels write through shared references (device memory is
+//! not Rust memory, and every launch is ordered on the one stream). Lengths are checked before
+//! each launch so a kernel never reads or writes out of bounds.
+
+mod kv;
+mod linear;
+mod ops;
+
+pub use kv::{AttnScratch, DevKv, GpuKvKind, KvHost, MAX_HEAD_DIM};
+pub use linear::{ActBuf, ActHost, DevTernary};
+pub use ops::DevHead;
+
+use crate::KernelError;
+use cudarc::driver::sys::CUevent_flags;
+pub use cudarc::driver::CudaSlice;
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    ValidAsZeroBits,
+};
+use cudarc::nvrtc::Ptx;
+use std::sync::Arc;
+
+const PTX_TERNARY: &str = include_str!(concat!(env!("OUT_DIR"), "/ternary.ptx"));
+const PTX_ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
+const PTX_OPS: &str = include_str!(concat!(env!("OUT_DIR"), "/ops.ptx"));
+
+fn cu(e: impl std::fmt::Display) -> KernelError {
+    KernelError::Cuda(e.to_string())
+}
+
+fn bad(what: &str, need: usize, have: usize) -> KernelError {
+    KernelError::Cuda(format!("{what}: needs {need} elements, buffer has {have}"))
+}
+
+fn check<T>(what: &str, s: &CudaSlice<T>, need: usize) -> Result<(), KernelError> {
+    if s.len() < need {
+        Err(bad(what, need, s.len()))
+    } else {
+        Ok(())
+    }
+}
+
+fn int(v: usize, what: &str) -> Result<i32, KernelError> {
+    i32::try_from(v).map_err(|_| KernelError::Cuda(format!("{what} = {v} exceeds i32")))
+}
+
+struct Kernels {
+    act_quant: CudaFunction,
+    gemv: CudaFunction,
+    gemm: CudaFunction,
+    kv_store: CudaFunction,
+    kv_dequant: CudaFunction,
+    attn: [CudaFunction; 3],
+    combine: CudaFunction,
+    rmsnorm: CudaFunction,
+    rope: CudaFunction,
+    add: CudaFunction,
+    gated: CudaFunction,
+    act: CudaFunction,
+    head_f16: CudaFunction,
+    head_f32: CudaFunction,
+    copy_cols: CudaFunction,
+    rms_act_quant: CudaFunction,
+    qkv_rope_split: CudaFunction,
+}
+
+fn load(m: &Arc<CudaModule>, name: &str) -> Result<CudaFunction, KernelError> {
+    m.load_function(name)
+        .map_err(|e| KernelError::Cuda(format!("kernel {name}: {e}")))
+}
+
+/// One GPU, its stream and the loaded kernels.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    k: Kernels,
+    ordinal: usize,
+}
+
+fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: (block, 1, 1),
+        shared_mem_bytes: smem,
+    }
+}
+
+fn blocks(n: usize, per: usize) -> Result<u32, KernelError> {
+    u32::try_from(n.div_ceil(per)).map_err(|_| KernelError::Cuda(format!("grid of {n} too large")))
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal` and loads the kernels.
+    pub fn new(ordinal: usize) -> Result<Self, KernelError> {
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| KernelError::Cuda(format!("opening CUDA device {ordinal}: {e}")))?;
+        // One stream, so per-buffer event tracking is not needed (and would break capture).
+        // SAFETY: every buffer of this context is used on `stream` only.
+        unsafe { ctx.disable_event_tracking() };
+        // A created stream, not the legacy default stream: graphs cannot be captured on that.
+        let stream = ctx.new_stream().map_err(cu)?;
+        let t = ctx.load_module(Ptx::from_src(PTX_TERNARY)).map_err(cu)?;
+        let a = ctx.load_module(Ptx::from_src(PTX_ATTENTION)).map_err(cu)?;
+        let o = ctx.load_module(Ptx::from_src(PTX_OPS)).map_err(cu)?;
+        let k = Kernels {
+            act_quant: load(&t, "act_quant_i8")?,
+            gemv: load(&t, "ternary_gemv")?,
+            gemm: load(&t, "ternary_gemm")?,
+            kv_store: load(&a, "kv_store")?,
+            kv_dequant: load(&a, "kv_dequant_i4")?,
+            attn: [
+                load(&a, "attn_partial_f32")?,
+                load(&a, "attn_partial_f16")?,
+                load(&a, "attn_partial_i4")?,
+            ],
+            combine: load(&a, "attn_combine")?,
+            rmsnorm: load(&o, "rmsnorm")?,
+            rope: load(&o, "rope")?,
+            add: load(&o, "add_inplace")?,
+            gated: load(&o, "gated_act")?,
+            act: load(&o, "act_inplace")?,
+            head_f16: load(&o, "head_gemv_f16")?,
+            head_f32: load(&o, "head_gemv_f32")?,
+            copy_cols: load(&o, "copy_cols")?,
+            rms_act_quant: load(&t, "rms_act_quant_i8")?,
+            qkv_rope_split: load(&o, "qkv_rope_split")?,
+        };
+        Ok(Self {
+            ctx,
+            stream,
+            k,
+            ordinal,
+        })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|_| "CUDA device".into())
+    }
+
+    /// (free, total) device memory in bytes.
+    pub fn mem_info(&self) -> Result<(usize, usize), KernelError> {
+        self.ctx.mem_get_info().map_err(cu)
+    }
+
+    /// Waits for all queued work; surfaces errors of earlier launches.
+    pub fn sync(&self) -> Result<(), KernelError> {
+        self.stream.synchronize().map_err(cu)
+    }
+
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>, KernelError> {
+        self.stream.clone_htod(host).map_err(cu)
+    }
+
+    /// Copies `host` into the start of `dst`.
+    pub fn write<T: DeviceRepr>(
+        &self,
+        host: &[T],
+        dst: &mut CudaSlice<T>,
+    ) -> Result<(), KernelError> {
+        check("write", dst, host.len())?;
+        let mut view = dst.slice_mut(0..host.len());
+        self.stream.memcpy_htod(host, &mut view).map_err(cu)
+    }
+
+    pub fn download<T: DeviceRepr>(&self, d: &CudaSlice<T>) -> Result<Vec<T>, KernelError> {
+        let v = self.stream.clone_dtoh(d).map_err(cu)?;
+        self.sync()?;
+        Ok(v)
+    }
+
+    /// Copies `n` elements of `src` from `offset` to the host.
+    pub fn download_range<T: DeviceRepr>(
+        &self,
+        src: &CudaSlice<T>,
+        offset: usize,
+        n: usize,
+    ) -> Result<Vec<T>, KernelError> {
+        check("download", src, offset + n)?;
+        let v = self
+            .stream
+            .clone_dtoh(&src.slice(offset..offset + n))
+            .map_err(cu)?;
+        self.sync()?;
+        Ok(v)
+    }
+
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>, KernelError> {
+        self.stream.alloc_zeros(n.max(1)).map_err(cu)
+    }
+
+    /// Device-to-device copy of `n` elements.
+    pub fn copy(
+        &self,
+        src: &CudaSlice<f32>,
+        src_off: usize,
+        dst: &mut CudaSlice<f32>,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<(), KernelError> {
+        check("copy src", src, src_off + n)?;
+        check("copy dst", dst, dst_off + n)?;
+        let s = src.slice(src_off..src_off + n);
+        let mut d = dst.slice_mut(dst_off..dst_off + n);
+        self.stream.memcpy_dtod(&s, &mut d).map_err(cu)
+    }
+
+    fn ptr<T>(&self, s: &CudaSlice<T>, offset: usize) -> u64 {
+        let (p, _guard) = s.device_ptr(&self.stream);
+        p + (offset * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Times `f` with CUDA events: median milliseconds over `reps` runs after `warm` runs.
+    pub fn time_ms(
+        &self,
+        warm: usize,
+        reps: usize,
+        mut f: impl FnMut() -> Result<(), KernelError>,
+    ) -> Result<f64, KernelError> {
+        for _ in 0..warm {
+            f()?;
+        }
+        self.sync()?;
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps.max(1) {
+            let timed = Some(CUevent_flags::CU_EVENT_DEFAULT);
+            let a = self.stream.record_event(timed).map_err(cu)?;
+            f()?;
+            let b = self.stream.record_event(timed).map_err(cu)?;
+            times.push(f64::from(a.elapsed_ms(&b).map_err(cu)?));
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+}
