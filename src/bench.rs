@@ -69,5 +69,5 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
 
 #[cfg(not(feature = "cuda"))]
 fn run_cuda(_: BenchWhat, _: bool, _: usize) -> Result<()> {
-    anyhow::bail!("--device cuda: this build has no CUDA support (build with --features cuda)")
+    Err(crate::cli::no_cuda("cuda"))
 }

@@ -14,13 +14,14 @@
 
 use std::time::Instant;
 
+use crate::bench_decode::ids;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
 use tritter_kernels::cuda::{DevTernary, Gpu, GpuKvKind};
 use tritter_kernels::gpu_ref::{g2_k_pad, G2Matrix};
 use tritter_model::gpu::{GpuModel, GpuOptions};
-use tritter_model::plan_gpu::{gpu_memory, GpuKv, GpuPlanOptions};
+use tritter_model::plan_gpu::{gpu_memory, GpuPlanOptions};
 use tritter_model::random::RandomSource;
 use tritter_model::{Config, TensorKvCache, Transformer};
 
@@ -246,12 +247,6 @@ pub fn kernels_report(ordinal: usize) -> Result<Value> {
     }))
 }
 
-fn ids(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
-    (0..n)
-        .map(|i| ((i * 7919 + salt * 104_729 + 3) % vocab) as u32)
-        .collect()
-}
-
 /// Prefill and decode tokens/s of the GPU model (best of `reps`).
 fn gpu_speed(m: &mut GpuModel, prompt: usize, decode: usize, reps: usize) -> Result<(f64, f64)> {
     let v = m.config().vocab_size;
@@ -428,11 +423,7 @@ pub fn decode_report(ordinal: usize) -> Result<Value> {
 
 fn opts_plan(o: &GpuOptions) -> GpuPlanOptions {
     GpuPlanOptions {
-        kv: match o.kv {
-            GpuKvKind::F32 => GpuKv::F32,
-            GpuKvKind::F16 => GpuKv::F16,
-            GpuKvKind::Int4 => GpuKv::Int4,
-        },
+        kv: o.kv,
         window: o.window,
         chunk: o.max_chunk,
         context: o.max_context,

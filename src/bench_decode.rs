@@ -54,7 +54,8 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn ids(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
+/// A deterministic prompt of `n` ids below `vocab` (`salt` varies it between repetitions).
+pub(crate) fn ids(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
     (0..n)
         .map(|i| ((i * 7919 + salt * 104_729 + 3) % vocab) as u32)
         .collect()

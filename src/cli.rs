@@ -130,13 +130,17 @@ pub fn parse_compute(s: Option<&str>) -> Result<Compute> {
     };
     if let Compute::Cuda(_) = c {
         if !cfg!(feature = "cuda") {
-            bail!(
-                "--device {}: this build has no CUDA support (build with --features cuda)",
-                s.unwrap_or_default()
-            );
+            return Err(no_cuda(s.unwrap_or_default()));
         }
     }
     Ok(c)
+}
+
+/// The error for `--device DEVICE` in a build without the `cuda` feature.
+pub fn no_cuda(device: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "--device {device}: this build has no CUDA support (build with --features cuda)"
+    )
 }
 
 /// Parses `--device` into a candle device (the candle path: embeddings, training).
@@ -155,7 +159,7 @@ fn cuda_device(n: usize) -> Result<Device> {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_device(n: usize) -> Result<Device> {
-    bail!("--device cuda:{n}: this build has no CUDA support (build with --features cuda)")
+    Err(no_cuda(&format!("cuda:{n}")))
 }
 
 /// Runs a subcommand.

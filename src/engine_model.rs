@@ -84,11 +84,7 @@ impl ModelEngine {
                 Ok(this)
             }
             #[cfg(not(feature = "cuda"))]
-            crate::cli::Compute::Cuda(_) => {
-                anyhow::bail!(
-                    "--device cuda: this build has no CUDA support (build with --features cuda)"
-                )
-            }
+            crate::cli::Compute::Cuda(_) => Err(crate::cli::no_cuda("cuda")),
         }
     }
 

@@ -60,5 +60,5 @@ fn gpu_logits(model: &tritter_model::Transformer, ids: &[u32], ordinal: usize) -
 
 #[cfg(not(feature = "cuda"))]
 fn gpu_logits(_: &tritter_model::Transformer, _: &[u32], _: usize) -> Result<Tensor> {
-    bail!("--device cuda: this build has no CUDA support (build with --features cuda)")
+    Err(crate::cli::no_cuda("cuda"))
 }

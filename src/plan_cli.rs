@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 use tritter_model::attn::KvKind;
 use tritter_model::plan::{parse_bytes, plan_json, plan_report, ModelDims, PlanOptions};
-use tritter_model::plan_gpu::{gpu_plan, GpuKv, GpuPlanOptions};
+use tritter_model::plan_gpu::{gpu_plan, GpuKvKind, GpuPlanOptions};
 
 /// Options of `tritter plan` as given on the command line.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ const GPU_CONTEXT_BYTES: u64 = 512 << 20;
 /// The GPU plan: weights, head, KV cache, scratch, CUDA context, against the budget.
 fn render_gpu(a: &PlanArgs, dims: &ModelDims) -> Result<String> {
     let budget = parse_bytes(&a.budget).with_context(|| format!("--budget {}", a.budget))?;
-    let kv = GpuKv::parse(&a.kv)
+    let kv = GpuKvKind::parse(&a.kv)
         .with_context(|| format!("--kv {}: the GPU cache is f32, f16 or int4", a.kv))?;
     let o = GpuPlanOptions {
         kv,
@@ -136,7 +136,7 @@ mod tests {
         let want = gpu_plan(
             &ModelDims::bitnet_2b4t(),
             &GpuPlanOptions {
-                kv: GpuKv::Int4,
+                kv: GpuKvKind::Int4,
                 window: 4096,
                 chunk: 512,
                 context: 131_072,

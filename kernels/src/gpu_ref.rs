@@ -117,6 +117,37 @@ fn pack_row(code: impl Fn(usize) -> u8, k: usize, row: &mut [u32]) {
     }
 }
 
+/// Storage of the GPU KV cache (the discriminant is the `kind` argument of `attention.cu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuKvKind {
+    F32 = 0,
+    F16 = 1,
+    Int4 = 2,
+}
+
+impl GpuKvKind {
+    /// Parses `f32`, `f16` (or `bf16`, stored as f16) and `int4` (the CPU cache's `int4-gG-rR`
+    /// forms count as `int4`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(GpuKvKind::F32),
+            "f16" | "bf16" => Some(GpuKvKind::F16),
+            s if s.starts_with("int4") => Some(GpuKvKind::Int4),
+            _ => None,
+        }
+    }
+
+    /// Bytes per token per KV head for keys plus values with head dimension `d` (INT4: codes
+    /// plus an f16 scale and min per group of channels).
+    pub fn bytes_per_head(self, d: usize) -> usize {
+        match self {
+            GpuKvKind::F32 => 2 * 4 * d,
+            GpuKvKind::F16 => 2 * 2 * d,
+            GpuKvKind::Int4 => 2 * (d / 2 + 4 * (d / int4_group(d).unwrap_or(d))),
+        }
+    }
+}
+
 /// INT4 group size for a head dimension: the largest of 64, 32, 16, 8 dividing `d`.
 pub fn int4_group(d: usize) -> Option<usize> {
     [64, 32, 16, 8].into_iter().find(|g| d.is_multiple_of(*g))

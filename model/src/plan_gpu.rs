@@ -9,41 +9,13 @@
 use crate::config::Config;
 use crate::plan::ModelDims;
 use serde::Serialize;
-use tritter_kernels::gpu_ref::{g2_k_pad, int4_group};
-
-/// KV storage of the GPU cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum GpuKv {
-    F32,
-    F16,
-    Int4,
-}
-
-impl GpuKv {
-    /// Parses `f32`, `f16` or `int4` (the CPU cache's `int4-gG-rR` forms count as `int4`).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "f32" => Some(GpuKv::F32),
-            "f16" | "bf16" => Some(GpuKv::F16),
-            s if s.starts_with("int4") => Some(GpuKv::Int4),
-            _ => None,
-        }
-    }
-
-    /// Bytes per token per KV head, keys plus values.
-    pub fn bytes_per_head(self, d: usize) -> usize {
-        match self {
-            GpuKv::F32 => 8 * d,
-            GpuKv::F16 => 4 * d,
-            GpuKv::Int4 => 2 * (d / 2 + 4 * (d / int4_group(d).unwrap_or(d))),
-        }
-    }
-}
+use tritter_kernels::gpu_ref::g2_k_pad;
+pub use tritter_kernels::gpu_ref::GpuKvKind;
 
 /// What to plan.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GpuPlanOptions {
-    pub kv: GpuKv,
+    pub kv: GpuKvKind,
     /// Rolling window (0: full attention up to `context`).
     pub window: usize,
     /// Tokens per pass (prefill chunk).
@@ -135,7 +107,7 @@ mod tests {
             vision_params: 0,
         };
         let o = GpuPlanOptions {
-            kv: GpuKv::Int4,
+            kv: GpuKvKind::Int4,
             window: 0,
             chunk: 8,
             context: 100,
@@ -155,7 +127,7 @@ mod tests {
     fn window_bounds_the_cache() {
         let d = ModelDims::bitnet_2b4t();
         let mut o = GpuPlanOptions {
-            kv: GpuKv::Int4,
+            kv: GpuKvKind::Int4,
             window: 4096,
             chunk: 512,
             context: 131_072,
@@ -164,7 +136,7 @@ mod tests {
         let a = gpu_plan(&d, &o).kv_cache;
         o.context = 1 << 20;
         assert_eq!(gpu_plan(&d, &o).kv_cache, a);
-        o.kv = GpuKv::F16;
+        o.kv = GpuKvKind::F16;
         assert!(gpu_plan(&d, &o).kv_cache > 3 * a);
     }
 }

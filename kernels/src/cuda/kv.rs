@@ -14,24 +14,7 @@ const SPLIT: usize = 256;
 /// Largest head dimension the attention kernel takes (its shared arrays).
 pub const MAX_HEAD_DIM: usize = 256;
 
-/// Storage of the GPU KV cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpuKvKind {
-    F32 = 0,
-    F16 = 1,
-    Int4 = 2,
-}
-
-impl GpuKvKind {
-    /// Bytes per token per KV head for keys plus values with head dimension `d`.
-    pub fn bytes_per_head(self, d: usize) -> usize {
-        match self {
-            GpuKvKind::F32 => 2 * 4 * d,
-            GpuKvKind::F16 => 2 * 2 * d,
-            GpuKvKind::Int4 => 2 * (d / 2 + 4 * (d / int4_group(d).unwrap_or(d))),
-        }
-    }
-}
+pub use crate::gpu_ref::GpuKvKind;
 
 /// Host copy of a KV cache: keys, values (f32, `[cap][kv_heads][d]`) and slot positions.
 pub type KvHost = (Vec<f32>, Vec<f32>, Vec<i32>);
@@ -72,6 +55,17 @@ pub struct AttnScratch {
 }
 
 impl Gpu {
+    /// Device pointers of a cache's key data, key scales, value data, value scales, positions.
+    fn kv_ptrs(&self, kv: &DevKv) -> [u64; 5] {
+        [
+            self.ptr(&kv.kd, 0),
+            self.ptr(&kv.ks, 0),
+            self.ptr(&kv.vd, 0),
+            self.ptr(&kv.vs, 0),
+            self.ptr(&kv.pos, 0),
+        ]
+    }
+
     /// A KV cache of `cap` slots (see `attention.cu`): with a window, `cap` must exceed it by
     /// the largest number of tokens appended at once. `theta` is the RoPE base used to shift
     /// sink keys to their StreamingLLM positions once the window rolls (0: no shift).
@@ -144,13 +138,7 @@ impl Gpu {
             return Ok(());
         }
         let (kp, vp, bp) = (self.ptr(k, 0), self.ptr(v, 0), self.ptr(base, 0));
-        let (kdp, ksp, vdp, vsp, pp) = (
-            self.ptr(&kv.kd, 0),
-            self.ptr(&kv.ks, 0),
-            self.ptr(&kv.vd, 0),
-            self.ptr(&kv.vs, 0),
-            self.ptr(&kv.pos, 0),
-        );
+        let [kdp, ksp, vdp, vsp, pp] = self.kv_ptrs(kv);
         let (ti, hi, di, gi, kind) = (
             int(t, "t")?,
             int(kv.kv_heads, "kv_heads")?,
@@ -299,13 +287,7 @@ impl Gpu {
             return Ok(());
         }
         let (qp, bp, op) = (self.ptr(q, 0), self.ptr(base, 0), self.ptr(out, 0));
-        let (kdp, ksp, vdp, vsp, pp) = (
-            self.ptr(&kv.kd, 0),
-            self.ptr(&kv.ks, 0),
-            self.ptr(&kv.vd, 0),
-            self.ptr(&kv.vs, 0),
-            self.ptr(&kv.pos, 0),
-        );
+        let [kdp, ksp, vdp, vsp, pp] = self.kv_ptrs(kv);
         let (pmp, plp, pap) = (self.ptr(&s.pm, 0), self.ptr(&s.pl, 0), self.ptr(&s.pacc, 0));
         let (ti, hi, hkv, di, gi) = (
             int(t, "t")?,
