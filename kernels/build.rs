@@ -19,6 +19,8 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "80".into());
     let cap: String = cap.chars().filter(|c| c.is_ascii_digit()).collect();
+    // The PTX target, for the launch code (programmatic dependent launch needs compute_90+).
+    println!("cargo:rustc-env=TRITTER_PTX_ARCH={cap}");
     let nvcc = std::env::var_os("CUDA_HOME")
         .map(|h| PathBuf::from(h).join("bin").join("nvcc"))
         .filter(|p| p.exists())

@@ -105,12 +105,29 @@ if k:
         print("gemv %-20s %7.2f us %6.0f GB/s %.2f of copy, %.2fx candle bf16; gemm512 %.1f TOPS, %.2fx candle bf16"
               % (r["shape"], r["gemv_us"], r["gemv_gbps"], r["gemv_fraction_of_copy"],
                  r["gemv_speedup_vs_candle_bf16"], r["gemm512_tops"], r["gemm_speedup_vs_candle_bf16"]))
+        base = r.get("gemv_graph_fraction_of_copy")
+        line = "  graph-replayed: default %s" % (None if base is None else "%.2f" % base)
+        for name, v in (r.get("variants") or {}).items():
+            f = v.get("graph_fraction_of_copy")
+            line += ", %s %s" % (name, v.get("error") or (None if f is None else "%.2f" % f))
+        print(line + " of copy")
 d = load("bench-decode.json")
 if d:
     for r in d["decode"]:
         print("decode %s window %d: %.0f tok/s (eager %s), %.2f of bound %.0f; prefill %.0f tok/s"
               % (r["kv"], r["window"], r["tokens_per_s"], r["eager_tokens_per_s"], r["ratio_to_bound"],
                  r["bound_tokens_per_s"], r["prefill_tokens_per_s"]))
+        prof = r.get("profile")
+        if prof:
+            print("  profile (eager, events between ops) %.2f ms: " % prof["total_ms"]
+                  + ", ".join("%s %.0f%%" % (o["op"], 100 * o["share"]) for o in prof["ops"]))
+        for name, v in (r.get("variants") or {}).items():
+            if "error" in v:
+                print("  variant %s: %s" % (name, v["error"]))
+            else:
+                print("  variant %s: %.0f tok/s (%.2fx default), graph step %s ms, prefill %.0f tok/s"
+                      % (name, v["tokens_per_s"], v["speedup_vs_default"], v["graph_step_gpu_ms"],
+                         v["prefill_tokens_per_s"]))
     c = d["candle_bf16"]
     print("candle bf16 dense: decode %.0f tok/s, prefill %.0f tok/s; speedups decode %s prefill %s"
           % (c["tokens_per_s"], c["prefill_tokens_per_s"], d["decode_speedup_vs_candle_bf16"],

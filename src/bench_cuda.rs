@@ -18,7 +18,7 @@ use crate::bench_decode::ids;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
-use tritter_kernels::cuda::{DevTernary, Gpu, GpuKvKind};
+use tritter_kernels::cuda::{DevTernary, Gpu, GpuKvKind, Tuning};
 use tritter_kernels::gpu_ref::{g2_k_pad, G2Matrix};
 use tritter_model::gpu::{GpuModel, GpuOptions};
 use tritter_model::plan_gpu::{gpu_memory, GpuPlanOptions};
@@ -105,7 +105,7 @@ fn candle_time(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> 
     Ok(v[v.len() / 2])
 }
 
-fn gemv_rows(g: &Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
+fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
     let mut rows = vec![];
     for (i, &(name, n, k)) in SHAPES.iter().enumerate() {
         let m = random_g2(n, k, 100 + i as u64);
@@ -142,6 +142,31 @@ fn gemv_rows(g: &Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
         })?
         .map(|t| t / copies as f64);
         let gbps_graph = ms_graph.map(|t| bytes as f64 / (t * 1e-3) / 1e9);
+        // The kernel variants of `Tuning`, graph-replayed the same way.
+        let mut variants = serde_json::Map::new();
+        for (label, tuning) in gemv_variants() {
+            if let Err(e) = g.set_tuning(tuning) {
+                variants.insert(label.into(), json!({ "error": e.to_string() }));
+                continue;
+            }
+            let t = graph_ms(g, || {
+                for w in &ws {
+                    g.ternary(w, &act1, 1, &out, 0)?;
+                }
+                Ok(())
+            })?
+            .map(|t| t / copies as f64);
+            let b = t.map(|t| bytes as f64 / (t * 1e-3) / 1e9);
+            variants.insert(
+                label.into(),
+                json!({
+                    "graph_us": t.map(|t| t * 1e3),
+                    "graph_gbps": b,
+                    "graph_fraction_of_copy": b.map(|b| b / copy),
+                }),
+            );
+        }
+        g.set_tuning(Tuning::default())?;
         // Activation quantisation + GEMV, as one BitLinear of decode.
         let ms_bl = g.time_ms(2, 10, || {
             for w in &ws {
@@ -184,6 +209,7 @@ fn gemv_rows(g: &Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
             "gemv_graph_us": ms_graph.map(|t| t * 1e3),
             "gemv_graph_gbps": gbps_graph,
             "gemv_graph_fraction_of_copy": gbps_graph.map(|b| b / copy),
+            "variants": variants,
             "bitlinear_us": ms_bl * 1e3,
             "weight_copies_rotated": copies,
             "candle_bf16_gemv_us": s_dense * 1e6,
@@ -196,6 +222,60 @@ fn gemv_rows(g: &Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
         }));
     }
     Ok(rows)
+}
+
+/// The GEMV variants measured besides the default (shared-memory staging, plain launches).
+fn gemv_variants() -> [(&'static str, Tuning); 3] {
+    let regs = Tuning {
+        gemv_regs: true,
+        ..Tuning::default()
+    };
+    let pdl = Tuning {
+        pdl: true,
+        ..Tuning::default()
+    };
+    [
+        ("regs", regs),
+        ("smem_pdl", pdl),
+        ("regs_pdl", Tuning { pdl: true, ..regs }),
+    ]
+}
+
+/// The decode variants measured besides the default: each speed option alone, then all.
+fn decode_variants() -> [(&'static str, Tuning, bool); 5] {
+    let d = Tuning::default();
+    [
+        (
+            "attn_skip_empty",
+            Tuning {
+                attn_skip_empty: true,
+                ..d
+            },
+            false,
+        ),
+        ("fuse_residual", d, true),
+        (
+            "gemv_regs",
+            Tuning {
+                gemv_regs: true,
+                ..d
+            },
+            false,
+        ),
+        ("pdl", Tuning { pdl: true, ..d }, false),
+        ("all", Tuning::all(), true),
+    ]
+}
+
+fn profile_json(p: &[(&'static str, f64, usize)]) -> Value {
+    let total: f64 = p.iter().map(|o| o.1).sum();
+    json!({
+        "total_ms": total,
+        "ops": p
+            .iter()
+            .map(|(op, ms, n)| json!({"op": op, "ms": ms, "launch_groups": n, "share": ms / total}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// Median milliseconds of one replay of `f` captured as a CUDA graph (None if capture fails).
@@ -236,10 +316,10 @@ fn device_info(g: &Gpu) -> Result<Value> {
 
 /// Kernel report: `{device, copy_gbps, gemv: [...]}`.
 pub fn kernels_report(ordinal: usize) -> Result<Value> {
-    let g = Gpu::new(ordinal)?;
+    let mut g = Gpu::new(ordinal)?;
     let dev = Device::new_cuda(ordinal)?;
     let copy = copy_gbps(&g)?;
-    let gemv = gemv_rows(&g, &dev, copy)?;
+    let gemv = gemv_rows(&mut g, &dev, copy)?;
     Ok(json!({
         "device": device_info(&g)?,
         "copy_gbps": copy,
@@ -337,6 +417,8 @@ pub fn decode_report(ordinal: usize) -> Result<Value> {
             max_context: cfg.max_position_embeddings,
             head_f16: true,
             graphs: true,
+            tuning: Tuning::default(),
+            fuse_residual: false,
         };
         let t1 = Instant::now();
         let mut m = GpuModel::with_gpu(&model, opts.clone(), gpu)?;
@@ -346,6 +428,34 @@ pub fn decode_report(ordinal: usize) -> Result<Value> {
         let (pre, dec) = gpu_speed(&mut m, prompt, decode, 3)?;
         let graph = m.uses_graph();
         let graph_ms = m.graph_step_ms(20)?;
+        // On the first configuration: where a step's GPU time goes, and each speed variant.
+        let (mut profile, mut variants) = (Value::Null, Value::Null);
+        if kv == GpuKvKind::Int4 && window == 0 {
+            let last = ids(1, cfg.vocab_size, 9)[0];
+            profile = profile_json(&m.profile_step(last)?);
+            let mut vs = serde_json::Map::new();
+            for (label, tuning, fuse) in decode_variants() {
+                if let Err(e) = m.retune(tuning, fuse) {
+                    vs.insert(label.into(), json!({ "error": e.to_string() }));
+                    continue;
+                }
+                let (vpre, vdec) = gpu_speed(&mut m, prompt, decode, 3)?;
+                let vgraph = m.graph_step_ms(20)?;
+                let vprof = profile_json(&m.profile_step(last)?);
+                vs.insert(
+                    label.into(),
+                    json!({
+                        "tokens_per_s": vdec,
+                        "speedup_vs_default": vdec / dec,
+                        "prefill_tokens_per_s": vpre,
+                        "graph_step_gpu_ms": vgraph,
+                        "profile": vprof,
+                    }),
+                );
+            }
+            m.retune(Tuning::default(), false)?;
+            variants = Value::Object(vs);
+        }
         // KV bytes read per decoded token at the mean decode length.
         let per_head = kv.bytes_per_head(cfg.head_dim) * cfg.num_kv_heads * cfg.num_layers;
         let held = (prompt + decode / 2).min(if window > 0 { window } else { usize::MAX });
@@ -378,6 +488,8 @@ pub fn decode_report(ordinal: usize) -> Result<Value> {
             "eager_tokens_per_s": eager,
             "graph_replay": graph,
             "graph_step_gpu_ms": graph_ms,
+            "profile": profile,
+            "variants": variants,
             "prefill_tokens_per_s": pre,
             "bound_tokens_per_s": bound,
             "ratio_to_bound": dec / bound,

@@ -58,6 +58,7 @@ extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __
                                     int T, int hkv, int d, int group, int kind, int cap,
                                     int window, int sinks, const int* __restrict__ base,
                                     void* kd, __half2* ks, void* vd, __half2* vs, int* pos) {
+    PDL_ENTER;
     const int t = blockIdx.x, h = blockIdx.y;
     const int p = *base + t;
     const int slot = slot_of(p, cap, window, sinks);
@@ -92,6 +93,7 @@ extern "C" __global__ void kv_store(const float* __restrict__ k, const float* __
 extern "C" __global__ void kv_dequant_i4(const uint8_t* __restrict__ data,
                                          const __half2* __restrict__ sm, int rows, int d,
                                          int group, float* __restrict__ out) {
+    PDL_ENTER;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)rows * d) return;
     const size_t r = i / d;
@@ -161,7 +163,8 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
                              int group, const void* kd, const __half2* ks, const void* vd,
                              const __half2* vs, const int* __restrict__ pos, int cap,
                              const int* __restrict__ base, int window, int sinks,
-                             float theta, float sm_scale, float* pm, float* pl, float* pacc) {
+                             float theta, float sm_scale, int skip_empty, float* pm, float* pl,
+                             float* pacc) {
     __shared__ float qs[256];
     __shared__ float qsink[256];
     __shared__ float pw[SPLIT];
@@ -170,6 +173,18 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
     const int h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z, S = gridDim.z;
     const int kvh = h / (H / hkv);
     const int qp = *base + t;
+    const size_t o = ((size_t)t * H + h) * S + sp;
+    // With `skip_empty`, a split whose slots all lie past the query's position exits at once:
+    // while qp < cap, position p ≤ qp lives in slot p (with or without a window), so slots
+    // > qp hold only later positions or nothing, which the mask hides anyway. The split's
+    // result (max −inf, sum 0) is what the full computation gives, and `attn_combine` skips it.
+    if (skip_empty && qp < cap && sp * SPLIT > qp) {
+        if (threadIdx.x == 0) {
+            pm[o] = -INFINITY;
+            pl[o] = 0.0f;
+        }
+        return;
+    }
     for (int i = threadIdx.x; i < d; i += blockDim.x) qs[i] = q[((size_t)t * H + h) * d + i];
     __syncthreads();
     const int shift = (window > 0 && sinks > 0 && theta > 0.0f) ? qp + 1 - window : 0;
@@ -216,7 +231,6 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
     }
     part[threadIdx.x] = acc;
     __syncthreads();
-    const size_t o = ((size_t)t * H + h) * S + sp;
     if (threadIdx.x < d) {
         float s = 0.0f;
         for (int j = 0; j < nparts; j++) s += part[j * d + threadIdx.x];
@@ -232,17 +246,20 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
     const float *__restrict__ q, int T, int H, int hkv, int d, int group, const void *kd,   \
         const __half2 *ks, const void *vd, const __half2 *vs, const int *__restrict__ pos,  \
         int cap, const int *__restrict__ base, int window, int sinks, float theta,          \
-        float sm_scale,                                                                     \
+        float sm_scale, int skip_empty,                                                     \
         float *pm, float *pl, float *pacc
-#define ATTN_PASS q, T, H, hkv, d, group, kd, ks, vd, vs, pos, cap, base, window, sinks, theta, sm_scale, pm, pl, pacc
+#define ATTN_PASS q, T, H, hkv, d, group, kd, ks, vd, vs, pos, cap, base, window, sinks, theta, sm_scale, skip_empty, pm, pl, pacc
 
 extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_f32(ATTN_ARGS) {
+    PDL_ENTER;
     attn_partial<KV_F32>(ATTN_PASS);
 }
 extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_f16(ATTN_ARGS) {
+    PDL_ENTER;
     attn_partial<KV_F16>(ATTN_PASS);
 }
 extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_i4(ATTN_ARGS) {
+    PDL_ENTER;
     attn_partial<KV_I4>(ATTN_PASS);
 }
 
@@ -250,6 +267,7 @@ extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_i4(ATTN_ARGS) {
 extern "C" __global__ void attn_combine(const float* __restrict__ pm, const float* __restrict__ pl,
                                         const float* __restrict__ pacc, int H, int d, int S,
                                         float* __restrict__ out) {
+    PDL_ENTER;
     const int h = blockIdx.x, t = blockIdx.y;
     const size_t o = ((size_t)t * H + h) * S;
     float M = -INFINITY;

@@ -54,3 +54,25 @@ __device__ __forceinline__ int block_sum_i(int v, int* scratch) {
     int r = lane < nw ? scratch[lane] : 0;
     return warp_sum_i(r);
 }
+
+// Programmatic dependent launch (compute capability 9.0+). Every kernel calls `pdl_wait()`
+// before it touches memory that an earlier kernel writes or reads, then `pdl_launch()` so the
+// next kernel may start its own prologue. Both are no-ops when the kernel was launched
+// without the programmatic-serialization attribute (the host's `Tuning::pdl`) and on PTX
+// built for older targets; `pdl_wait` returns only once the preceding grid has completed and
+// its memory operations are visible, so the ordering of a plain launch is kept.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+#define PDL_ENTER \
+    pdl_wait();   \
+    pdl_launch()

@@ -6,6 +6,7 @@
 // y = x · w / sqrt(mean(x²) + eps) per row of `dim`; one block per row; in place allowed.
 extern "C" __global__ void rmsnorm(const float* x, const float* __restrict__ w, int dim,
                                    float eps, float* y) {
+    PDL_ENTER;
     __shared__ float red[32];
     const float* xr = x + (size_t)blockIdx.x * dim;
     float* yr = y + (size_t)blockIdx.x * dim;
@@ -19,6 +20,7 @@ extern "C" __global__ void rmsnorm(const float* x, const float* __restrict__ w, 
 // HF rotate-half RoPE of x [T][nh][d] in place, token t at position *base + t.
 extern "C" __global__ void rope(float* x, int T, int nh, int d, float theta,
                                 const int* __restrict__ base) {
+    PDL_ENTER;
     const int half = d / 2;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)T * nh * half) return;
@@ -37,6 +39,7 @@ extern "C" __global__ void rope(float* x, int T, int nh, int d, float theta,
 
 // x += y (n elements).
 extern "C" __global__ void add_inplace(float* x, const float* __restrict__ y, int n) {
+    PDL_ENTER;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] += y[i];
 }
@@ -52,6 +55,7 @@ __device__ __forceinline__ float act(float v, int kind) {
 // Gated MLP: gu is [T][2·f] holding (gate | up) per token; h[t][i] = up · act(gate).
 extern "C" __global__ void gated_act(const float* __restrict__ gu, int T, int f, int kind,
                                      float* __restrict__ h) {
+    PDL_ENTER;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)T * f) return;
     const size_t t = i / f, c = i % f;
@@ -61,6 +65,7 @@ extern "C" __global__ void gated_act(const float* __restrict__ gu, int T, int f,
 
 // Ungated MLP: x = act(x) in place.
 extern "C" __global__ void act_inplace(float* x, int n, int kind) {
+    PDL_ENTER;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) x[i] = act(x[i], kind);
 }
@@ -72,6 +77,7 @@ extern "C" __global__ void act_inplace(float* x, int n, int kind) {
 extern "C" __global__ void __launch_bounds__(HEAD_WARPS * 32)
 head_gemv_f16(const __half* __restrict__ w, const float* __restrict__ x, int V, int c,
               float* __restrict__ out) {
+    PDL_ENTER;
     extern __shared__ float xs[];
     for (int i = threadIdx.x; i < c; i += blockDim.x) xs[i] = x[i];
     __syncthreads();
@@ -98,6 +104,7 @@ head_gemv_f16(const __half* __restrict__ w, const float* __restrict__ x, int V, 
 extern "C" __global__ void __launch_bounds__(HEAD_WARPS * 32)
 head_gemv_f32(const float* __restrict__ w, const float* __restrict__ x, int V, int c,
               float* __restrict__ out) {
+    PDL_ENTER;
     extern __shared__ float xs[];
     for (int i = threadIdx.x; i < c; i += blockDim.x) xs[i] = x[i];
     __syncthreads();
@@ -117,6 +124,7 @@ head_gemv_f32(const float* __restrict__ w, const float* __restrict__ x, int V, i
 // dst[t][c] = src[t·stride + col0 + c] for c < ncols: splits stacked projections (q | k | v).
 extern "C" __global__ void copy_cols(const float* __restrict__ src, int stride, int col0,
                                      int ncols, int T, float* __restrict__ dst) {
+    PDL_ENTER;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= (size_t)T * ncols) return;
     const size_t t = i / ncols, c = i % ncols;
@@ -130,6 +138,7 @@ extern "C" __global__ void qkv_rope_split(const float* __restrict__ qkv, int T, 
                                           int d, float theta, const int* __restrict__ base,
                                           float* __restrict__ q, float* __restrict__ k,
                                           float* __restrict__ v) {
+    PDL_ENTER;
     const int half = d / 2;
     const size_t per = (size_t)(H + hkv) * half + (size_t)hkv * d;
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;

@@ -18,6 +18,7 @@
 extern "C" __global__ void __launch_bounds__(ACT_THREADS)
 act_quant_i8(const float* __restrict__ x, int k, int k_pad, int8_t* __restrict__ q,
              float* __restrict__ scale, int* __restrict__ qsum) {
+    PDL_ENTER;
     __shared__ float fs[32];
     __shared__ int is[32];
     const int t = blockIdx.x;
@@ -52,6 +53,7 @@ extern "C" __global__ void __launch_bounds__(ACT_THREADS)
 rms_act_quant_i8(const float* __restrict__ x, const float* __restrict__ w, float eps, int k,
                  int k_pad, int8_t* __restrict__ q, float* __restrict__ scale,
                  int* __restrict__ qsum) {
+    PDL_ENTER;
     __shared__ float fs[32];
     __shared__ int is[32];
     const int t = blockIdx.x;
@@ -100,12 +102,19 @@ __device__ __forceinline__ int dot16(uint32_t w, const int* x, int acc) {
 
 #define GEMV_WARPS 8
 
+// The value written for an output: v, or out + v when `accum` is set (the residual add fused
+// into the epilogue: the same f32 addition as `add_inplace`, so identical values).
+__device__ __forceinline__ void store_out(float* out, size_t i, float v, int accum) {
+    out[i] = accum ? out[i] + v : v;
+}
+
 // Decode: one token. One warp per output row; the token's int8 activations are staged in
 // shared memory (k_pad bytes). out[row] = (acc - Σq) / (x_scale · w_scale[row]).
 extern "C" __global__ void __launch_bounds__(GEMV_WARPS * 32)
 ternary_gemv(const uint32_t* __restrict__ w, const float* __restrict__ wscale, int n, int kw,
              const int8_t* __restrict__ xq, const float* __restrict__ xs,
-             const int* __restrict__ xsum, float* __restrict__ out) {
+             const int* __restrict__ xsum, float* __restrict__ out, int accum) {
+    PDL_ENTER;
     extern __shared__ int4 sx4[];
     const int nx4 = kw;  // int4 (16 bytes) of activations per token: k_pad / 16 = kw
     const int4* xg = reinterpret_cast<const int4*>(xq);
@@ -129,19 +138,100 @@ ternary_gemv(const uint32_t* __restrict__ w, const float* __restrict__ wscale, i
     acc = warp_sum_i(acc);
     if (lane == 0) {
         const float denom = xs[0] * wscale[row];
-        out[row] = (float)(acc - xsum[0]) / denom;
+        store_out(out, row, (float)(acc - xsum[0]) / denom, accum);
     }
 }
 
+// Decode GEMV with the activations held in registers: no shared-memory staging (whose
+// 64-byte-per-lane reads conflict on banks) and no block barrier. Each warp computes
+// GR_ROWS rows; lane l handles weight vectors (64 columns) v = l + 32·j for j < NV, so
+// k_pad ≤ NV · 2048. The weights do not depend on earlier kernels, so they are requested
+// before `pdl_wait`. Integer sums and the final expression are those of `ternary_gemv`.
+#define GR_WARPS 4
+#define GR_ROWS 2
+template <int NV>
+__device__ __forceinline__ void gemv_regs(const uint32_t* __restrict__ w,
+                                          const float* __restrict__ wscale, int n, int kw,
+                                          const int8_t* xq, const float* xs, const int* xsum,
+                                          float* out, int accum) {
+    const int lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * GR_WARPS + (threadIdx.x >> 5)) * GR_ROWS;
+    const int nv = kw / 4;
+    uint4 wv[GR_ROWS][NV];
+#pragma unroll
+    for (int r = 0; r < GR_ROWS; r++) {
+        const int row = row0 + r;
+        const uint4* wr = reinterpret_cast<const uint4*>(w + (size_t)(row < n ? row : 0) * kw);
+#pragma unroll
+        for (int j = 0; j < NV; j++) {
+            const int v = lane + 32 * j;
+            wv[r][j] = make_uint4(0u, 0u, 0u, 0u);
+            if (row < n && v < nv) wv[r][j] = __ldg(wr + v);
+        }
+    }
+    PDL_ENTER;
+    const int4* xg = reinterpret_cast<const int4*>(xq);
+    int acc[GR_ROWS];
+#pragma unroll
+    for (int r = 0; r < GR_ROWS; r++) acc[r] = 0;
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int v = lane + 32 * j;
+        if (v < nv) {
+            int x[16];
+#pragma unroll
+            for (int p = 0; p < 4; p++) {
+                const int4 a = xg[(size_t)v * 4 + p];
+                x[4 * p] = a.x;
+                x[4 * p + 1] = a.y;
+                x[4 * p + 2] = a.z;
+                x[4 * p + 3] = a.w;
+            }
+#pragma unroll
+            for (int r = 0; r < GR_ROWS; r++) {
+                acc[r] = dot16(wv[r][j].x, x, acc[r]);
+                acc[r] = dot16(wv[r][j].y, x + 4, acc[r]);
+                acc[r] = dot16(wv[r][j].z, x + 8, acc[r]);
+                acc[r] = dot16(wv[r][j].w, x + 12, acc[r]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GR_ROWS; r++) acc[r] = warp_sum_i(acc[r]);
+    if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < GR_ROWS; r++) {
+            const int row = row0 + r;
+            if (row < n) {
+                const float denom = xs[0] * wscale[row];
+                store_out(out, row, (float)(acc[r] - xsum[0]) / denom, accum);
+            }
+        }
+    }
+}
+
+#define GEMV_REGS(NV)                                                                        \
+    extern "C" __global__ void __launch_bounds__(GR_WARPS * 32) ternary_gemv_regs##NV(       \
+        const uint32_t* __restrict__ w, const float* __restrict__ wscale, int n, int kw,     \
+        const int8_t* xq, const float* xs, const int* xsum, float* out, int accum) {         \
+        gemv_regs<NV>(w, wscale, n, kw, xq, xs, xsum, out, accum);                           \
+    }
+GEMV_REGS(1)
+GEMV_REGS(2)
+GEMV_REGS(4)
+GEMV_REGS(8)
+
 // Prefill: m tokens. Block tile 64 rows × 32 tokens, 128 threads, each thread 4 rows × 4
 // tokens; K is walked 64 columns (4 weight words, 16 activation words) at a time through
-// shared memory. out[t·n + row] = (acc - Σq[t]) / (x_scale[t] · w_scale[row]).
+// shared memory. out[t·n + row] = (acc - Σq[t]) / (x_scale[t] · w_scale[row]) (+ out with
+// `accum`).
 #define GT_N 64
 #define GT_M 32
 extern "C" __global__ void __launch_bounds__(128)
 ternary_gemm(const uint32_t* __restrict__ w, const float* __restrict__ wscale, int n, int kw,
              const int8_t* __restrict__ xq, const float* __restrict__ xs,
-             const int* __restrict__ xsum, int m, float* __restrict__ out) {
+             const int* __restrict__ xsum, int m, float* __restrict__ out, int accum) {
+    PDL_ENTER;
     __shared__ uint32_t ws[GT_N][5];
     __shared__ int xsm[GT_M][17];
     const int tid = threadIdx.x;
@@ -206,7 +296,7 @@ ternary_gemm(const uint32_t* __restrict__ w, const float* __restrict__ wscale, i
             const int row = n0 + rg * 4 + r;
             if (row < n) {
                 const float denom = sx * wscale[row];
-                out[(size_t)tok * n + row] = (float)(acc[r][t] - sq) / denom;
+                store_out(out, (size_t)tok * n + row, (float)(acc[r][t] - sq) / denom, accum);
             }
         }
     }

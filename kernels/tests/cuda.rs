@@ -4,7 +4,7 @@
 #![cfg(feature = "cuda")]
 
 use half::f16;
-use tritter_kernels::cuda::{Gpu, GpuKvKind};
+use tritter_kernels::cuda::{Gpu, GpuKvKind, Tuning};
 use tritter_kernels::gpu_ref::{
     attention_ref, int4_group, quant_group_i4, roundtrip_i4, slot_of, G2Matrix,
 };
@@ -406,4 +406,160 @@ fn fused_kernels_equal_their_parts() {
         let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
         assert!(same, "{what} differs between fused and unfused");
     }
+}
+
+/// The speed variants to compare with the default path: each alone, then all. Programmatic
+/// dependent launch is left out (with a note) where the device or the PTX cannot use it.
+fn variants(g: &mut Gpu) -> Vec<Tuning> {
+    let d = Tuning::default();
+    let mut v = vec![
+        Tuning {
+            gemv_regs: true,
+            ..d
+        },
+        Tuning {
+            attn_skip_empty: true,
+            ..d
+        },
+    ];
+    match g.set_tuning(Tuning::all()) {
+        Ok(()) => v.extend([Tuning { pdl: true, ..d }, Tuning::all()]),
+        Err(e) => {
+            eprintln!("no programmatic dependent launch here ({e})");
+            v.push(Tuning {
+                pdl: false,
+                ..Tuning::all()
+            });
+        }
+    }
+    g.set_tuning(d).unwrap();
+    v
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Every speed variant gives the default path's values bit for bit: the register GEMV over
+/// every register width (k up to 16384) and past it (the shared-memory kernel again), the
+/// residual add fused into the GEMV/GEMM epilogue, attention with empty splits skipped over
+/// chunked prefill and decode, and a dependent chain of launches under programmatic dependent
+/// launch (a kernel that ran ahead of its inputs would change the result).
+#[test]
+fn speed_variants_equal_the_default_path() {
+    let Some(mut g) = gpu() else { return };
+    let vs = variants(&mut g);
+    // GEMV / GEMM, plain and accumulating.
+    for &(n, k, m) in &[
+        (2560usize, 2560usize, 1usize),
+        (77, 1000, 1),
+        (6912, 2560, 1),
+        (2560, 6912, 1),
+        (130, 9000, 1),
+        (50, 20000, 1),
+        (300, 2560, 33),
+    ] {
+        let g2 = G2Matrix::stack(&[(&ternary(n, k, 5 + k as u64), 0.7)]).unwrap();
+        let w = g.upload_ternary(&g2).unwrap();
+        let x = rand(m * k, 6 + n as u64);
+        let dx = g.upload(&x).unwrap();
+        let act = g.act_buf(k, m).unwrap();
+        let res = rand(m * n, 7);
+        let run = |g: &Gpu| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+            g.act_quant(&dx, 0, m, &act).unwrap();
+            let out = g.upload(&vec![f32::NAN; m * n]).unwrap();
+            g.ternary(&w, &act, m, &out, 0).unwrap();
+            let sum = g.upload(&res).unwrap();
+            g.ternary_add(&w, &act, m, &sum, 0).unwrap();
+            let parts = g.upload(&res).unwrap();
+            g.add(&parts, &out, m * n).unwrap();
+            (
+                g.download(&out).unwrap(),
+                g.download(&sum).unwrap(),
+                g.download(&parts).unwrap(),
+            )
+        };
+        let (base, base_sum, base_parts) = run(&g);
+        assert_eq!(
+            bits(&base_sum),
+            bits(&base_parts),
+            "fused add n {n} k {k} m {m}"
+        );
+        for &t in &vs {
+            g.set_tuning(t).unwrap();
+            let (o, s, _) = run(&g);
+            assert_eq!(bits(&o), bits(&base), "{t:?}: n {n} k {k} m {m}");
+            assert_eq!(
+                bits(&s),
+                bits(&base_sum),
+                "{t:?}: accumulate n {n} k {k} m {m}"
+            );
+        }
+        g.set_tuning(Tuning::default()).unwrap();
+    }
+    // Attention over a cache filled chunk by chunk (windowed and not, past the window).
+    for &(heads, hkv, d, window, sinks, total, chunk, cap) in &[
+        (
+            20usize, 5usize, 128usize, 0usize, 0usize, 900usize, 300usize, 4096usize,
+        ),
+        (8, 2, 64, 256, 4, 700, 100, 356),
+        (4, 4, 128, 0, 0, 40, 1, 2048),
+    ] {
+        let q = rand(total * heads * d, 21);
+        let k = rand(total * hkv * d, 22);
+        let v = rand(total * hkv * d, 23);
+        let mut outs: Vec<Vec<u32>> = vec![];
+        for t in std::iter::once(Tuning::default()).chain(vs.iter().copied()) {
+            g.set_tuning(t).unwrap();
+            let kv = g
+                .kv_cache(GpuKvKind::Int4, cap, hkv, d, window, sinks, 10000.0)
+                .unwrap();
+            let s = g.attn_scratch(chunk * heads, cap, d).unwrap();
+            let mut base = g.upload(&[0i32]).unwrap();
+            let mut all = vec![];
+            let mut p0 = 0;
+            while p0 < total {
+                let n = chunk.min(total - p0);
+                g.write(&[p0 as i32], &mut base).unwrap();
+                let dk = g.upload(&k[p0 * hkv * d..(p0 + n) * hkv * d]).unwrap();
+                let dv = g.upload(&v[p0 * hkv * d..(p0 + n) * hkv * d]).unwrap();
+                let dq = g.upload(&q[p0 * heads * d..(p0 + n) * heads * d]).unwrap();
+                let out = g.upload(&vec![f32::NAN; n * heads * d]).unwrap();
+                g.kv_store(&kv, &dk, &dv, n, &base).unwrap();
+                g.attention(&dq, n, heads, &kv, &base, 0.125, &s, &out)
+                    .unwrap();
+                all.extend(bits(&g.download(&out).unwrap()));
+                p0 += n;
+            }
+            outs.push(all);
+        }
+        for (i, o) in outs.iter().enumerate().skip(1) {
+            assert!(
+                o == &outs[0],
+                "{:?}: attention differs (heads {heads}, window {window}, cap {cap})",
+                vs[i - 1]
+            );
+        }
+    }
+    // A dependent chain without host synchronisation: x ← x + W·q(norm(x)), 60 times.
+    let (n, k) = (2560usize, 2560usize);
+    let g2 = G2Matrix::stack(&[(&ternary(n, k, 31), 0.01)]).unwrap();
+    let w = g.upload_ternary(&g2).unwrap();
+    let norm = g.upload(&rand(k, 32)).unwrap();
+    let x0 = rand(k, 33);
+    let mut results = vec![];
+    for t in std::iter::once(Tuning::default()).chain(vs.iter().copied()) {
+        g.set_tuning(t).unwrap();
+        let x = g.upload(&x0).unwrap();
+        let act = g.act_buf(k, 1).unwrap();
+        for _ in 0..60 {
+            g.rms_act_quant(&x, 1, Some(&norm), 1e-5, &act).unwrap();
+            g.ternary_add(&w, &act, 1, &x, 0).unwrap();
+        }
+        results.push(bits(&g.download(&x).unwrap()));
+    }
+    for (i, r) in results.iter().enumerate().skip(1) {
+        assert!(r == &results[0], "{:?}: dependent chain differs", vs[i - 1]);
+    }
+    g.set_tuning(Tuning::default()).unwrap();
 }

@@ -17,7 +17,7 @@ use candle_core::DType;
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use cudarc::driver::CudaGraph;
 use tritter_kernels::cuda::{
-    ActBuf, AttnScratch, CudaSlice, DevHead, DevKv, DevTernary, Gpu, GpuKvKind,
+    ActBuf, AttnScratch, CudaSlice, DevHead, DevKv, DevTernary, Gpu, GpuKvKind, Tuning,
 };
 use tritter_kernels::gpu_ref::G2Matrix;
 use tritter_kernels::KernelError;
@@ -43,6 +43,11 @@ pub struct GpuOptions {
     pub head_f16: bool,
     /// Replay single-token steps as a CUDA graph.
     pub graphs: bool,
+    /// Kernel variants (speed only; off by default, see [`Tuning`]).
+    pub tuning: Tuning,
+    /// Add the o and down projections to the residual stream in the GEMV/GEMM epilogue
+    /// instead of a separate add (pre-norm and subln placements; the same values).
+    pub fuse_residual: bool,
 }
 
 impl GpuOptions {
@@ -58,6 +63,18 @@ impl GpuOptions {
             max_context: cfg.max_position_embeddings,
             head_f16: false,
             graphs: true,
+            tuning: Tuning::default(),
+            fuse_residual: false,
+        }
+    }
+
+    /// These options with every speed variant on (kernel [`Tuning::all`] and the fused
+    /// residual add).
+    pub fn tuned(self) -> Self {
+        Self {
+            tuning: Tuning::all(),
+            fuse_residual: true,
+            ..self
         }
     }
 
@@ -167,7 +184,8 @@ impl GpuModel {
     }
 
     /// Uploads `model` to an opened GPU.
-    pub fn with_gpu(model: &Transformer, opts: GpuOptions, gpu: Gpu) -> Result<Self> {
+    pub fn with_gpu(model: &Transformer, opts: GpuOptions, mut gpu: Gpu) -> Result<Self> {
+        gpu.set_tuning(opts.tuning).map_err(kerr)?;
         let cfg = model.config().clone();
         let (c, h, hkv, d) = (
             cfg.hidden_size,
@@ -342,6 +360,18 @@ impl GpuModel {
         Ok(Some(ms))
     }
 
+    /// Switches the speed variants (kernel tuning, fused residual add); a captured decode graph
+    /// is dropped and captured again with the new kernels on the next step.
+    pub fn retune(&mut self, tuning: Tuning, fuse_residual: bool) -> Result<()> {
+        self.gpu.sync().map_err(kerr)?;
+        self.gpu.set_tuning(tuning).map_err(kerr)?;
+        self.opts.tuning = tuning;
+        self.opts.fuse_residual = fuse_residual;
+        self.graph = None;
+        self.graph_failed = false;
+        Ok(())
+    }
+
     /// Forgets the sequence.
     pub fn reset(&mut self) -> Result<()> {
         for kv in &mut self.kv {
@@ -458,6 +488,15 @@ impl GpuModel {
     /// Runs every layer on `t` tokens in `s.x` (positions `*base..`), leaving the final-normed
     /// hidden states in `s.h`.
     fn layers_pass(&self, t: usize) -> Result<()> {
+        self.layers_pass_marked(t, &mut |_| Ok(()))
+    }
+
+    /// [`GpuModel::layers_pass`], calling `mark(op)` after each operation is queued.
+    fn layers_pass_marked(
+        &self,
+        t: usize,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<()> {
         let g = &self.gpu;
         let s = &self.s;
         let (c, h, hkv, d) = (
@@ -476,11 +515,14 @@ impl GpuModel {
             Activation::Silu => 1,
         };
         let pre = !matches!(self.cfg.norm_placement, NormPlacement::SwinNorm);
+        let fuse = self.opts.fuse_residual && pre;
         for (l, kv) in self.layers.iter().zip(&self.kv) {
             // Attention input: norm1(x) (pre/subln) or x (swin), normed inside the quantiser.
             g.rms_act_quant(&s.x, t, pre.then_some(&l.norm1), eps, &s.act_c)
                 .map_err(kerr)?;
+            mark("norm_quant")?;
             g.ternary(&l.qkv, &s.act_c, t, &s.qkv, 0).map_err(kerr)?;
+            mark("gemv_qkv")?;
             if l.q_norm.is_none() && l.k_norm.is_none() {
                 g.qkv_rope_split(&s.qkv, t, h, hkv, d, theta, &s.base, &s.q, &s.k, &s.v)
                     .map_err(kerr)?;
@@ -499,20 +541,33 @@ impl GpuModel {
                 g.rope(&s.q, t, h, d, theta, &s.base).map_err(kerr)?;
                 g.rope(&s.k, t, hkv, d, theta, &s.base).map_err(kerr)?;
             }
+            mark("qkv_rope")?;
             g.kv_store(kv, &s.k, &s.v, t, &s.base).map_err(kerr)?;
+            mark("kv_store")?;
             g.attention(&s.q, t, h, kv, &s.base, scale, &s.attn, &s.att)
                 .map_err(kerr)?;
+            mark("attention")?;
             g.rms_act_quant(&s.att, t, l.attn_sub.as_ref(), eps, &s.act_a)
                 .map_err(kerr)?;
-            g.ternary(&l.o, &s.act_a, t, &s.o, 0).map_err(kerr)?;
-            if !pre {
-                g.rmsnorm(&s.o, t, c, &l.norm1, eps, &s.o).map_err(kerr)?;
+            mark("norm_quant")?;
+            if fuse {
+                g.ternary_add(&l.o, &s.act_a, t, &s.x, 0).map_err(kerr)?;
+                mark("gemv_o")?;
+            } else {
+                g.ternary(&l.o, &s.act_a, t, &s.o, 0).map_err(kerr)?;
+                mark("gemv_o")?;
+                if !pre {
+                    g.rmsnorm(&s.o, t, c, &l.norm1, eps, &s.o).map_err(kerr)?;
+                }
+                g.add(&s.x, &s.o, t * c).map_err(kerr)?;
+                mark("residual")?;
             }
-            g.add(&s.x, &s.o, t * c).map_err(kerr)?;
             // MLP.
             g.rms_act_quant(&s.x, t, pre.then_some(&l.norm2), eps, &s.act_c)
                 .map_err(kerr)?;
+            mark("norm_quant")?;
             g.ternary(&l.gu, &s.act_c, t, &s.gu, 0).map_err(kerr)?;
+            mark("gemv_gate_up")?;
             let hid = if l.gated {
                 g.gated_act(&s.gu, t, f, act_kind, &s.hid).map_err(kerr)?;
                 &s.hid
@@ -520,16 +575,69 @@ impl GpuModel {
                 g.act_inplace(&s.gu, t * f, act_kind).map_err(kerr)?;
                 &s.gu
             };
+            mark("activation")?;
             g.rms_act_quant(hid, t, l.mlp_sub.as_ref(), eps, &s.act_f)
                 .map_err(kerr)?;
-            g.ternary(&l.down, &s.act_f, t, &s.o, 0).map_err(kerr)?;
-            if !pre {
-                g.rmsnorm(&s.o, t, c, &l.norm2, eps, &s.o).map_err(kerr)?;
+            mark("norm_quant")?;
+            if fuse {
+                g.ternary_add(&l.down, &s.act_f, t, &s.x, 0).map_err(kerr)?;
+                mark("gemv_down")?;
+            } else {
+                g.ternary(&l.down, &s.act_f, t, &s.o, 0).map_err(kerr)?;
+                mark("gemv_down")?;
+                if !pre {
+                    g.rmsnorm(&s.o, t, c, &l.norm2, eps, &s.o).map_err(kerr)?;
+                }
+                g.add(&s.x, &s.o, t * c).map_err(kerr)?;
+                mark("residual")?;
             }
-            g.add(&s.x, &s.o, t * c).map_err(kerr)?;
         }
         g.rmsnorm(&s.x, t, c, &self.norm, eps, &s.h).map_err(kerr)?;
+        mark("final_norm")?;
         Ok(())
+    }
+
+    /// Runs one single-token step (`id` appended to the sequence, eager launches) with a CUDA
+    /// event after every operation, and returns the GPU milliseconds spent in each kind of
+    /// operation over all layers, in first-seen order: `(op, ms, launches)`. The events
+    /// serialise the stream between operations, so the total exceeds a graph-replayed step.
+    pub fn profile_step(&mut self, id: u32) -> Result<Vec<(&'static str, f64, usize)>> {
+        let (c, vocab) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        if id as usize >= vocab {
+            return Err(Error::TokenOutOfRange { id, vocab });
+        }
+        let x = self.embed[id as usize * c..][..c].to_vec();
+        let pos =
+            i32::try_from(self.seen).map_err(|_| Error::Invalid("position exceeds i32".into()))?;
+        self.gpu.write(&x, &mut self.s.x).map_err(kerr)?;
+        self.gpu.write(&[pos], &mut self.s.base).map_err(kerr)?;
+        let mut marks = vec![("start", self.gpu.mark().map_err(kerr)?)];
+        self.layers_pass_marked(1, &mut |op| {
+            marks.push((op, self.gpu.mark().map_err(kerr)?));
+            Ok(())
+        })?;
+        self.gpu
+            .head(&self.head, &self.s.h, 0, &self.s.logits, 0)
+            .map_err(kerr)?;
+        marks.push(("head", self.gpu.mark().map_err(kerr)?));
+        self.gpu.sync().map_err(kerr)?;
+        self.seen += 1;
+        let mut out: Vec<(&'static str, f64, usize)> = Vec::new();
+        for w in marks.windows(2) {
+            let ms = f64::from(
+                w[0].1
+                    .elapsed_ms(&w[1].1)
+                    .map_err(|e| Error::Kernel(e.to_string()))?,
+            );
+            match out.iter_mut().find(|o| o.0 == w[1].0) {
+                Some(o) => {
+                    o.1 += ms;
+                    o.2 += 1;
+                }
+                None => out.push((w[1].0, ms, 1)),
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -184,6 +184,42 @@ fn rolling_window_matches_cpu_and_int4_stays_close() {
     assert!(agree * 10 >= n * 9, "argmax agreement {agree}/{n}");
 }
 
+/// Every speed option together (kernel variants, fused residual add) gives the reference
+/// settings' logits bit for bit over a prefill and graph-replayed decode on the built-in model,
+/// and on a golden fixture with GQA.
+#[test]
+fn speed_options_give_identical_logits() {
+    let Some(_) = gpu() else { return };
+    let ck = load_model(&root().join("tests/golden/packed_tied_gqa"), &Device::Cpu).unwrap();
+    for (model, n) in [(default_model(), 300usize), (ck.model, 40)] {
+        let cfg = model.config().clone();
+        let ids: Vec<u32> = text_ids(n)
+            .iter()
+            .map(|&i| i % cfg.vocab_size as u32)
+            .collect();
+        let run = |opts: GpuOptions| -> Vec<u32> {
+            let mut m = GpuModel::new(&model, opts, 0).unwrap();
+            let mut out = m.forward(&ids[..n / 2], true).unwrap();
+            for &id in &ids[n / 2..] {
+                out.extend(m.forward(&[id], false).unwrap());
+            }
+            out.iter().map(|x| x.to_bits()).collect()
+        };
+        let base = run(GpuOptions::fast(&cfg));
+        let tuned = GpuOptions::fast(&cfg).tuned();
+        let tuned = match Gpu::new(0).unwrap().set_tuning(tuned.tuning) {
+            Ok(()) => tuned,
+            Err(e) => {
+                eprintln!("no programmatic dependent launch here ({e})");
+                let mut t = tuned;
+                t.tuning.pdl = false;
+                t
+            }
+        };
+        assert!(run(tuned) == base, "tuned logits differ ({n} tokens)");
+    }
+}
+
 #[test]
 fn bad_input_is_an_error() {
     let Some(_) = gpu() else { return };

@@ -3,10 +3,10 @@
 //! match [`crate::gpu_ref`]: INT4 codes and scales bit for bit, attention within f32 rounding of
 //! [`crate::gpu_ref::attention_ref`].
 
-use super::{blocks, cfg, check, cu, int, Gpu};
+use super::{blocks, cfg, check, int, launch, Gpu};
 use crate::gpu_ref::int4_group;
 use crate::KernelError;
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 use half::f16;
 
 /// Slots per attention block (`SPLIT` in attention.cu).
@@ -151,26 +151,12 @@ impl Gpu {
             int(kv.window, "window")?,
             int(kv.sinks, "sinks")?,
         );
-        let mut b = self.stream.launch_builder(&self.k.kv_store);
-        b.arg(&kp)
-            .arg(&vp)
-            .arg(&ti)
-            .arg(&hi)
-            .arg(&di)
-            .arg(&gi)
-            .arg(&kind)
-            .arg(&cap);
-        b.arg(&win)
-            .arg(&sinks)
-            .arg(&bp)
-            .arg(&kdp)
-            .arg(&ksp)
-            .arg(&vdp)
-            .arg(&vsp)
-            .arg(&pp);
         // SAFETY: inputs checked; slots computed in-kernel stay below cap (window > 0) or are
         // positions the caller keeps below cap.
-        unsafe { b.launch(cfg((ti as u32, hi as u32, 1), 64, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.kv_store, cfg((ti as u32, hi as u32, 1), 64, 0);
+                kp, vp, ti, hi, di, gi, kind, cap, win, sinks, bp, kdp, ksp, vdp, vsp, pp)
+        }?;
         Ok(())
     }
 
@@ -190,10 +176,11 @@ impl Gpu {
                         int(kv.head_dim, "d")?,
                         int(kv.group, "group")?,
                     );
-                    let mut b = self.stream.launch_builder(&self.k.kv_dequant);
-                    b.arg(&dp).arg(&sp).arg(&rows).arg(&d).arg(&g).arg(&op);
                     // SAFETY: data rows·d/2 bytes, scales rows·d/group, out rows·d.
-                    unsafe { b.launch(cfg((blocks(n, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+                    unsafe {
+                        launch!(self, &self.k.kv_dequant, cfg((blocks(n, 256)?, 1, 1), 256, 0);
+                            dp, sp, rows, d, g, op)
+                    }?;
                 }
                 (self.download(&out_k)?, self.download(&out_v)?)
             }
@@ -302,37 +289,18 @@ impl Gpu {
             int(kv.sinks, "sinks")?,
         );
         let si = int(splits, "splits")?;
-        let mut b = self.stream.launch_builder(&self.k.attn[kv.kind as usize]);
-        b.arg(&qp)
-            .arg(&ti)
-            .arg(&hi)
-            .arg(&hkv)
-            .arg(&di)
-            .arg(&gi)
-            .arg(&kdp)
-            .arg(&ksp);
-        b.arg(&vdp)
-            .arg(&vsp)
-            .arg(&pp)
-            .arg(&cap)
-            .arg(&bp)
-            .arg(&win)
-            .arg(&sinks)
-            .arg(&kv.theta)
-            .arg(&scale);
-        b.arg(&pmp).arg(&plp).arg(&pap);
+        let skip = i32::from(self.tuning.attn_skip_empty);
         // SAFETY: q/out t·heads·d, cache cap slots, scratch t·heads·splits rows (checked).
-        unsafe { b.launch(cfg((hi as u32, ti as u32, si as u32), SPLIT as u32, 0)) }.map_err(cu)?;
-        let mut c = self.stream.launch_builder(&self.k.combine);
-        c.arg(&pmp)
-            .arg(&plp)
-            .arg(&pap)
-            .arg(&hi)
-            .arg(&di)
-            .arg(&si)
-            .arg(&op);
+        unsafe {
+            launch!(self, &self.k.attn[kv.kind as usize], cfg((hi as u32, ti as u32, si as u32), SPLIT as u32, 0);
+                qp, ti, hi, hkv, di, gi, kdp, ksp, vdp, vsp, pp, cap, bp, win, sinks, kv.theta,
+                scale, skip, pmp, plp, pap)
+        }?;
         // SAFETY: same buffers, read back per (head, token).
-        unsafe { c.launch(cfg((hi as u32, ti as u32, 1), 128, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.combine, cfg((hi as u32, ti as u32, 1), 128, 0);
+                pmp, plp, pap, hi, di, si, op)
+        }?;
         Ok(())
     }
 }

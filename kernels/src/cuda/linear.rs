@@ -2,10 +2,10 @@
 //! (`act_quant_i8`, `rms_act_quant_i8`) and the W2A8 GEMV/GEMM of `kernels/cuda/ternary.cu`.
 //! Must equal [`crate::quantize_row_i8_scalar`] and [`crate::ternary_matmul`] bit for bit.
 
-use super::{bad, blocks, cfg, check, cu, int, Gpu};
+use super::{bad, blocks, cfg, check, cu, int, launch, Gpu};
 use crate::gpu_ref::{g2_k_pad, G2Matrix};
 use crate::KernelError;
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 
 /// Ternary weights on the GPU (G2 layout, one scale per row).
 pub struct DevTernary {
@@ -103,18 +103,12 @@ impl Gpu {
         );
         let wp: u64 = norm.map_or(0, |w| self.ptr(w, 0));
         let (k, kp) = (int(act.k, "k")?, int(act.k_pad, "k_pad")?);
-        let mut b = self.stream.launch_builder(&self.k.rms_act_quant);
-        b.arg(&xp)
-            .arg(&wp)
-            .arg(&eps)
-            .arg(&k)
-            .arg(&kp)
-            .arg(&qp)
-            .arg(&sp)
-            .arg(&up);
         // SAFETY: x holds m·k floats, the norm k (checked), act max_m ≥ m padded rows; a zero
         // weight pointer is the kernel's "no norm".
-        unsafe { b.launch(cfg((int(m, "m")? as u32, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.rms_act_quant, cfg((int(m, "m")? as u32, 1, 1), 256, 0);
+                xp, wp, eps, k, kp, qp, sp, up)
+        }?;
         Ok(())
     }
 
@@ -140,10 +134,11 @@ impl Gpu {
             self.ptr(&act.sum, 0),
         );
         let (k, kp) = (int(act.k, "k")?, int(act.k_pad, "k_pad")?);
-        let mut b = self.stream.launch_builder(&self.k.act_quant);
-        b.arg(&xp).arg(&k).arg(&kp).arg(&qp).arg(&sp).arg(&up);
         // SAFETY: x holds m·k floats from `off`, act holds max_m ≥ m padded rows (checked).
-        unsafe { b.launch(cfg((int(m, "m")? as u32, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.act_quant, cfg((int(m, "m")? as u32, 1, 1), 256, 0);
+                xp, k, kp, qp, sp, up)
+        }?;
         Ok(())
     }
 
@@ -156,6 +151,32 @@ impl Gpu {
         m: usize,
         out: &CudaSlice<f32>,
         off: usize,
+    ) -> Result<(), KernelError> {
+        self.ternary_out(w, act, m, out, off, false)
+    }
+
+    /// [`Gpu::ternary`] with the result added to `out` instead (`out += W·x`, the residual add
+    /// fused into the epilogue: the same values as [`Gpu::ternary`] into a scratch buffer
+    /// followed by [`Gpu::add`]).
+    pub fn ternary_add(
+        &self,
+        w: &DevTernary,
+        act: &ActBuf,
+        m: usize,
+        out: &CudaSlice<f32>,
+        off: usize,
+    ) -> Result<(), KernelError> {
+        self.ternary_out(w, act, m, out, off, true)
+    }
+
+    fn ternary_out(
+        &self,
+        w: &DevTernary,
+        act: &ActBuf,
+        m: usize,
+        out: &CudaSlice<f32>,
+        off: usize,
+        accum: bool,
     ) -> Result<(), KernelError> {
         if w.k_pad != act.k_pad || w.k != act.k {
             return Err(KernelError::Cuda(format!(
@@ -179,7 +200,19 @@ impl Gpu {
             self.ptr(out, off),
         );
         let (n, kw) = (int(w.n, "n")?, int(w.k_pad / 16, "kw")?);
-        if m == 1 {
+        let acc = i32::from(accum);
+        // Register GEMV variant: uint4 (64 columns) per lane and row, rounded up to 1, 2, 4, 8.
+        let per_lane = (w.k_pad / 64).div_ceil(32).next_power_of_two();
+        if m == 1 && self.tuning.gemv_regs && per_lane <= 8 {
+            let f = &self.k.gemv_regs[per_lane.trailing_zeros() as usize];
+            // 4 warps per block, 2 rows per warp (GR_WARPS, GR_ROWS in ternary.cu).
+            // SAFETY: weights n·kw words, activations one k_pad row (k_pad ≤ 64·32·per_lane),
+            // output n floats (checked); rows past n are neither read nor written.
+            unsafe {
+                launch!(self, f, cfg((blocks(w.n, 8)?, 1, 1), 128, 0);
+                    wp, sp, n, kw, qp, xsp, xup, op, acc)
+            }?;
+        } else if m == 1 {
             let smem = u32::try_from(w.k_pad).map_err(cu)?;
             if smem > 48 * 1024 {
                 return Err(KernelError::Cuda(format!(
@@ -187,31 +220,18 @@ impl Gpu {
                     w.k
                 )));
             }
-            let mut b = self.stream.launch_builder(&self.k.gemv);
-            b.arg(&wp)
-                .arg(&sp)
-                .arg(&n)
-                .arg(&kw)
-                .arg(&qp)
-                .arg(&xsp)
-                .arg(&xup)
-                .arg(&op);
             // SAFETY: weights n·kw words, activations one k_pad row, output n floats (checked).
-            unsafe { b.launch(cfg((blocks(w.n, 8)?, 1, 1), 256, smem)) }.map_err(cu)?;
+            unsafe {
+                launch!(self, &self.k.gemv, cfg((blocks(w.n, 8)?, 1, 1), 256, smem);
+                    wp, sp, n, kw, qp, xsp, xup, op, acc)
+            }?;
         } else {
             let mi = int(m, "m")?;
-            let mut b = self.stream.launch_builder(&self.k.gemm);
-            b.arg(&wp)
-                .arg(&sp)
-                .arg(&n)
-                .arg(&kw)
-                .arg(&qp)
-                .arg(&xsp)
-                .arg(&xup)
-                .arg(&mi)
-                .arg(&op);
             // SAFETY: as above with m rows of activations and m·n outputs (checked).
-            unsafe { b.launch(cfg((blocks(w.n, 64)?, blocks(m, 32)?, 1), 128, 0)) }.map_err(cu)?;
+            unsafe {
+                launch!(self, &self.k.gemm, cfg((blocks(w.n, 64)?, blocks(m, 32)?, 1), 128, 0);
+                    wp, sp, n, kw, qp, xsp, xup, mi, op, acc)
+            }?;
         }
         Ok(())
     }

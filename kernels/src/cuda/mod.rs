@@ -10,6 +10,10 @@
 //! Device buffers are `CudaSlice`s; kernels write through shared references (device memory is
 //! not Rust memory, and every launch is ordered on the one stream). Lengths are checked before
 //! each launch so a kernel never reads or writes out of bounds.
+//!
+//! [`Tuning`] selects kernel variants that change speed but not results (programmatic
+//! dependent launch, the register GEMV, skipping empty attention splits); each variant must
+//! give the same values as the default path, bit for bit (tests run both).
 
 mod kv;
 mod linear;
@@ -20,20 +24,24 @@ pub use linear::{ActBuf, ActHost, DevTernary};
 pub use ops::DevHead;
 
 use crate::KernelError;
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{self, CUevent_flags};
 pub use cudarc::driver::CudaSlice;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
     ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
+use std::ffi::c_void;
 use std::sync::Arc;
+
+/// The PTX target `build.rs` compiled for (`CUDA_COMPUTE_CAP`).
+const PTX_ARCH: &str = env!("TRITTER_PTX_ARCH");
 
 const PTX_TERNARY: &str = include_str!(concat!(env!("OUT_DIR"), "/ternary.ptx"));
 const PTX_ATTENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
 const PTX_OPS: &str = include_str!(concat!(env!("OUT_DIR"), "/ops.ptx"));
 
-fn cu(e: impl std::fmt::Display) -> KernelError {
+pub(crate) fn cu(e: impl std::fmt::Display) -> KernelError {
     KernelError::Cuda(e.to_string())
 }
 
@@ -53,9 +61,39 @@ fn int(v: usize, what: &str) -> Result<i32, KernelError> {
     i32::try_from(v).map_err(|_| KernelError::Cuda(format!("{what} = {v} exceeds i32")))
 }
 
+/// Kernel variants that change speed, not results. All off by default: the default path is the
+/// one verified on a GPU; each variant is tested against it (`kernels/tests/cuda.rs`,
+/// `model/tests/gpu.rs`) and measured by `tritter bench kernels|decode --device cuda`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// Programmatic dependent launch (compute capability 9.0+, PTX for compute_90+): each
+    /// kernel may be scheduled while its predecessor finishes, and the register GEMV requests
+    /// its weights before waiting. Every kernel waits for its predecessor before touching
+    /// anything else (`pdl_wait` in `kernels/cuda/common.cuh`).
+    pub pdl: bool,
+    /// Decode GEMV with the activations in registers (`ternary_gemv_regs*`) instead of staged
+    /// in shared memory, for k ≤ 16384.
+    pub gemv_regs: bool,
+    /// Attention splits that lie wholly past the query's position exit at once.
+    pub attn_skip_empty: bool,
+}
+
+impl Tuning {
+    /// Every variant on.
+    pub fn all() -> Self {
+        Self {
+            pdl: true,
+            gemv_regs: true,
+            attn_skip_empty: true,
+        }
+    }
+}
+
 struct Kernels {
     act_quant: CudaFunction,
     gemv: CudaFunction,
+    /// `ternary_gemv_regs{1,2,4,8}`.
+    gemv_regs: [CudaFunction; 4],
     gemm: CudaFunction,
     kv_store: CudaFunction,
     kv_dequant: CudaFunction,
@@ -84,7 +122,28 @@ pub struct Gpu {
     stream: Arc<CudaStream>,
     k: Kernels,
     ordinal: usize,
+    tuning: Tuning,
 }
+
+/// Launches kernel `$f` with `$cfg` and the kernel arguments `$arg` (plain values: device
+/// pointers as `u64`, `i32`, `f32`), through cudarc's launch builder, or through
+/// `cuLaunchKernelEx` with programmatic stream serialization when [`Tuning::pdl`] is on.
+/// Unsafe: the arguments must match the kernel's parameters and the buffers their extents.
+macro_rules! launch {
+    ($gpu:expr, $f:expr, $cfg:expr; $($arg:expr),+ $(,)?) => {{
+        let g: &$crate::cuda::Gpu = $gpu;
+        if g.pdl_on() {
+            let mut args: Vec<*mut std::ffi::c_void> =
+                vec![$(std::ptr::from_ref(&$arg).cast_mut().cast()),+];
+            g.launch_pdl($f, $cfg, &mut args)
+        } else {
+            let mut b = g.stream().launch_builder($f);
+            $(cudarc::driver::PushKernelArg::arg(&mut b, &$arg);)+
+            b.launch($cfg).map(|_| ()).map_err($crate::cuda::cu)
+        }
+    }};
+}
+pub(crate) use launch;
 
 fn cfg(grid: (u32, u32, u32), block: u32, smem: u32) -> LaunchConfig {
     LaunchConfig {
@@ -114,6 +173,12 @@ impl Gpu {
         let k = Kernels {
             act_quant: load(&t, "act_quant_i8")?,
             gemv: load(&t, "ternary_gemv")?,
+            gemv_regs: [
+                load(&t, "ternary_gemv_regs1")?,
+                load(&t, "ternary_gemv_regs2")?,
+                load(&t, "ternary_gemv_regs4")?,
+                load(&t, "ternary_gemv_regs8")?,
+            ],
             gemm: load(&t, "ternary_gemm")?,
             kv_store: load(&a, "kv_store")?,
             kv_dequant: load(&a, "kv_dequant_i4")?,
@@ -139,7 +204,75 @@ impl Gpu {
             stream,
             k,
             ordinal,
+            tuning: Tuning::default(),
         })
+    }
+
+    /// The kernel variants in use.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// Selects kernel variants; programmatic dependent launch needs compute capability 9.0
+    /// and PTX built for compute_90 or newer.
+    pub fn set_tuning(&mut self, t: Tuning) -> Result<(), KernelError> {
+        if t.pdl {
+            let (major, _) = self.ctx.compute_capability().map_err(cu)?;
+            let ptx: u32 = PTX_ARCH.parse().unwrap_or(0);
+            if major < 9 || ptx < 90 {
+                return Err(KernelError::Cuda(format!(
+                    "programmatic dependent launch needs compute capability 9.0+ and PTX for \
+                     compute_90+ (device {major}.x, PTX compute_{PTX_ARCH})"
+                )));
+            }
+        }
+        self.tuning = t;
+        Ok(())
+    }
+
+    fn pdl_on(&self) -> bool {
+        self.tuning.pdl
+    }
+
+    /// Launches `f` with programmatic stream serialization allowed.
+    ///
+    /// # Safety
+    /// `args` must point to values matching the kernel's parameters, live for the call, and
+    /// the buffers they name must be as large as the kernel reads and writes.
+    unsafe fn launch_pdl(
+        &self,
+        f: &CudaFunction,
+        c: LaunchConfig,
+        args: &mut [*mut c_void],
+    ) -> Result<(), KernelError> {
+        // SAFETY: an all-zero launch attribute is a valid (ignored) value of the C struct.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let conf = sys::CUlaunchConfig {
+            gridDimX: c.grid_dim.0,
+            gridDimY: c.grid_dim.1,
+            gridDimZ: c.grid_dim.2,
+            blockDimX: c.block_dim.0,
+            blockDimY: c.block_dim.1,
+            blockDimZ: c.block_dim.2,
+            sharedMemBytes: c.shared_mem_bytes,
+            hStream: self.stream.cu_stream(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        self.ctx.bind_to_thread().map_err(cu)?;
+        // SAFETY: the config and attribute live for the call; the caller vouches for `args`.
+        unsafe {
+            sys::cuLaunchKernelEx(
+                &conf,
+                f.cu_function(),
+                args.as_mut_ptr(),
+                std::ptr::null_mut(),
+            )
+        }
+        .result()
+        .map_err(cu)
     }
 
     pub fn ordinal(&self) -> usize {
@@ -228,6 +361,13 @@ impl Gpu {
     fn ptr<T>(&self, s: &CudaSlice<T>, offset: usize) -> u64 {
         let (p, _guard) = s.device_ptr(&self.stream);
         p + (offset * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Records a timing event on the stream (for [`cudarc::driver::CudaEvent::elapsed_ms`]).
+    pub fn mark(&self) -> Result<cudarc::driver::CudaEvent, KernelError> {
+        self.stream
+            .record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+            .map_err(cu)
     }
 
     /// Times `f` with CUDA events: median milliseconds over `reps` runs after `warm` runs.

@@ -2,9 +2,9 @@
 //! add, activations) and the LM heads. Each matches the slice code of the model's CPU inference
 //! path up to float summation order.
 
-use super::{blocks, cfg, check, cu, int, Gpu};
+use super::{blocks, cfg, check, cu, int, launch, Gpu};
 use crate::KernelError;
-use cudarc::driver::{CudaSlice, PushKernelArg};
+use cudarc::driver::CudaSlice;
 use half::f16;
 
 /// An LM head on the GPU: `[V][C]` in f16 or f32.
@@ -69,17 +69,11 @@ impl Gpu {
             int(kv_heads, "kv_heads")?,
             int(d, "d")?,
         );
-        let mut b = self.stream.launch_builder(&self.k.qkv_rope_split);
-        b.arg(&sp)
-            .arg(&ti)
-            .arg(&hi)
-            .arg(&hk)
-            .arg(&di)
-            .arg(&theta)
-            .arg(&bp);
-        b.arg(&qp).arg(&kp).arg(&vp);
         // SAFETY: bounds checked above; base holds one int.
-        unsafe { b.launch(cfg((blocks(n, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.qkv_rope_split, cfg((blocks(n, 256)?, 1, 1), 256, 0);
+                sp, ti, hi, hk, di, theta, bp, qp, kp, vp)
+        }?;
         Ok(())
     }
 
@@ -105,10 +99,11 @@ impl Gpu {
             self.ptr(y, 0),
             int(dim, "dim")?,
         );
-        let mut b = self.stream.launch_builder(&self.k.rmsnorm);
-        b.arg(&xp).arg(&wp).arg(&d).arg(&eps).arg(&yp);
         // SAFETY: bounds checked above.
-        unsafe { b.launch(cfg((int(rows, "rows")? as u32, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.rmsnorm, cfg((int(rows, "rows")? as u32, 1, 1), 256, 0);
+                xp, wp, d, eps, yp)
+        }?;
         Ok(())
     }
 
@@ -130,10 +125,11 @@ impl Gpu {
         }
         let (xp, bp) = (self.ptr(x, 0), self.ptr(base, 0));
         let (ti, hi, di) = (int(t, "t")?, int(heads, "heads")?, int(d, "d")?);
-        let mut b = self.stream.launch_builder(&self.k.rope);
-        b.arg(&xp).arg(&ti).arg(&hi).arg(&di).arg(&theta).arg(&bp);
         // SAFETY: bounds checked above; base holds one int.
-        unsafe { b.launch(cfg((blocks(n, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.rope, cfg((blocks(n, 256)?, 1, 1), 256, 0);
+                xp, ti, hi, di, theta, bp)
+        }?;
         Ok(())
     }
 
@@ -165,10 +161,11 @@ impl Gpu {
             int(ncols, "ncols")?,
             int(rows, "rows")?,
         );
-        let mut b = self.stream.launch_builder(&self.k.copy_cols);
-        b.arg(&sp).arg(&st).arg(&c0).arg(&nc).arg(&r).arg(&dp);
         // SAFETY: bounds checked above.
-        unsafe { b.launch(cfg((blocks(rows * ncols, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.copy_cols, cfg((blocks(rows * ncols, 256)?, 1, 1), 256, 0);
+                sp, st, c0, nc, r, dp)
+        }?;
         Ok(())
     }
 
@@ -180,10 +177,8 @@ impl Gpu {
             return Ok(());
         }
         let (xp, yp, ni) = (self.ptr(x, 0), self.ptr(y, 0), int(n, "n")?);
-        let mut b = self.stream.launch_builder(&self.k.add);
-        b.arg(&xp).arg(&yp).arg(&ni);
         // SAFETY: bounds checked above.
-        unsafe { b.launch(cfg((blocks(n, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe { launch!(self, &self.k.add, cfg((blocks(n, 256)?, 1, 1), 256, 0); xp, yp, ni) }?;
         Ok(())
     }
 
@@ -203,10 +198,11 @@ impl Gpu {
             return Ok(());
         }
         let (gp, hp, ti, fi) = (self.ptr(gu, 0), self.ptr(h, 0), int(t, "t")?, int(f, "f")?);
-        let mut b = self.stream.launch_builder(&self.k.gated);
-        b.arg(&gp).arg(&ti).arg(&fi).arg(&kind).arg(&hp);
         // SAFETY: bounds checked above.
-        unsafe { b.launch(cfg((blocks(t * f, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe {
+            launch!(self, &self.k.gated, cfg((blocks(t * f, 256)?, 1, 1), 256, 0);
+                gp, ti, fi, kind, hp)
+        }?;
         Ok(())
     }
 
@@ -217,10 +213,8 @@ impl Gpu {
             return Ok(());
         }
         let (xp, ni) = (self.ptr(x, 0), int(n, "n")?);
-        let mut b = self.stream.launch_builder(&self.k.act);
-        b.arg(&xp).arg(&ni).arg(&kind);
         // SAFETY: bounds checked above.
-        unsafe { b.launch(cfg((blocks(n, 256)?, 1, 1), 256, 0)) }.map_err(cu)?;
+        unsafe { launch!(self, &self.k.act, cfg((blocks(n, 256)?, 1, 1), 256, 0); xp, ni, kind) }?;
         Ok(())
     }
 
@@ -281,10 +275,8 @@ impl Gpu {
                 "LM head: hidden size {c} too large"
             )));
         }
-        let mut b = self.stream.launch_builder(func);
-        b.arg(&wp).arg(&xp).arg(&vi).arg(&ci).arg(&op);
         // SAFETY: weights v·c, input c, output v (checked).
-        unsafe { b.launch(cfg((blocks(v, 8)?, 1, 1), 256, smem)) }.map_err(cu)?;
+        unsafe { launch!(self, func, cfg((blocks(v, 8)?, 1, 1), 256, smem); wp, xp, vi, ci, op) }?;
         Ok(())
     }
 }
