@@ -105,6 +105,9 @@ if k:
         print("gemv %-20s %7.2f us %6.0f GB/s %.2f of copy, %.2fx candle bf16; gemm512 %.1f TOPS, %.2fx candle bf16"
               % (r["shape"], r["gemv_us"], r["gemv_gbps"], r["gemv_fraction_of_copy"],
                  r["gemv_speedup_vs_candle_bf16"], r["gemm512_tops"], r["gemm_speedup_vs_candle_bf16"]))
+        if r.get("gemm512_mma_tops") is not None:
+            print("  gemm512 on int8 tensor cores: %.1f TOPS, %.2fx candle bf16"
+                  % (r["gemm512_mma_tops"], r["gemm_mma_speedup_vs_candle_bf16"]))
         base = r.get("gemv_graph_fraction_of_copy")
         line = "  graph-replayed: default %s" % (None if base is None else "%.2f" % base)
         for name, v in (r.get("variants") or {}).items():

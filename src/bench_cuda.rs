@@ -179,6 +179,17 @@ fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
         g.act_quant(&dx, 0, 512, &act512)?;
         let ms_gemm = g.time_ms(2, 10, || g.ternary(&ws[0], &act512, 512, &out, 0))?;
         let tops = 2.0 * 512.0 * (n * k) as f64 / (ms_gemm * 1e-3) / 1e12;
+        // The same on int8 tensor cores (Tuning::gemm_mma).
+        let mma = Tuning {
+            gemm_mma: true,
+            ..Tuning::default()
+        };
+        let ms_mma = match g.set_tuning(mma) {
+            Ok(()) => Some(g.time_ms(2, 10, || g.ternary(&ws[0], &act512, 512, &out, 0))?),
+            Err(_) => None,
+        };
+        g.set_tuning(Tuning::default())?;
+        let tops_mma = ms_mma.map(|t| 2.0 * 512.0 * (n * k) as f64 / (t * 1e-3) / 1e12);
         drop(ws);
         // candle bf16 dense (cuBLAS) on the same shapes, weights rotated likewise.
         let dense_copies = ROTATE_BYTES.div_ceil(2 * n * k).clamp(2, 64);
@@ -216,6 +227,9 @@ fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
             "gemv_speedup_vs_candle_bf16": s_dense * 1e6 / (ms * 1e3),
             "gemm512_us": ms_gemm * 1e3,
             "gemm512_tops": tops,
+            "gemm512_mma_us": ms_mma.map(|t| t * 1e3),
+            "gemm512_mma_tops": tops_mma,
+            "gemm_mma_speedup_vs_candle_bf16": ms_mma.map(|t| s_dense_gemm * 1e6 / (t * 1e3)),
             "candle_bf16_gemm512_us": s_dense_gemm * 1e6,
             "candle_bf16_gemm512_tflops": dense_tflops,
             "gemm_speedup_vs_candle_bf16": s_dense_gemm * 1e6 / (ms_gemm * 1e3),
@@ -242,7 +256,7 @@ fn gemv_variants() -> [(&'static str, Tuning); 3] {
 }
 
 /// The decode variants measured besides the default: each speed option alone, then all.
-fn decode_variants() -> [(&'static str, Tuning, bool); 5] {
+fn decode_variants() -> [(&'static str, Tuning, bool); 6] {
     let d = Tuning::default();
     [
         (
@@ -263,6 +277,14 @@ fn decode_variants() -> [(&'static str, Tuning, bool); 5] {
             false,
         ),
         ("pdl", Tuning { pdl: true, ..d }, false),
+        (
+            "gemm_mma",
+            Tuning {
+                gemm_mma: true,
+                ..d
+            },
+            false,
+        ),
         ("all", Tuning::all(), true),
     ]
 }

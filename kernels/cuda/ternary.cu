@@ -301,3 +301,108 @@ ternary_gemm(const uint32_t* __restrict__ w, const float* __restrict__ wscale, i
         }
     }
 }
+
+// Prefill on int8 tensor cores (mma.sync m16n8k32, compute capability 8.0+): the same integer
+// sums as `ternary_gemm` (codes 0..2 times int8 activations, exact in int32), the same
+// epilogue. Block tile 64 rows × 64 tokens, 4 warps of 32 rows × 32 tokens; K walked 128
+// columns at a time through shared memory. With the G2 layout, the A fragment of lane
+// (group g, thread t) for columns 32·s + 4t .. +3 is `(word 2s >> 2t) & 0x03030303` of its
+// row, and +16 columns is word 2s + 1: one shift and mask per register.
+#define MM_N 64
+#define MM_M 64
+#define MM_KC 128
+#define MM_WS (MM_KC / 16 + 1)  // words per weight row in shared memory (+1: no bank conflicts)
+#define MM_XS (MM_KC / 4 + 4)   // ints per token row in shared memory (+4: no bank conflicts)
+extern "C" __global__ void __launch_bounds__(128)
+ternary_gemm_mma(const uint32_t* __restrict__ w, const float* __restrict__ wscale, int n, int kw,
+                 const int8_t* __restrict__ xq, const float* __restrict__ xs,
+                 const int* __restrict__ xsum, int m, float* __restrict__ out, int accum) {
+    PDL_ENTER;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    __shared__ uint32_t ws[MM_N][MM_WS];
+    __shared__ __align__(16) int xsm[MM_M][MM_XS];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, tg = lane & 3;
+    const int wr = (warp >> 1) * 32, wt = (warp & 1) * 32;  // the warp's rows and tokens
+    const int n0 = blockIdx.x * MM_N, m0 = blockIdx.y * MM_M;
+    const size_t k_pad = (size_t)kw * 16;
+    int acc[2][4][4];
+#pragma unroll
+    for (int a = 0; a < 2; a++)
+#pragma unroll
+        for (int b = 0; b < 4; b++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) acc[a][b][c] = 0;
+    for (int c0 = 0; c0 < kw; c0 += MM_KC / 16) {
+        {
+            // Weights: 64 rows × 8 words, one uint4 per thread (kw is a multiple of 4).
+            const int row = tid >> 1, part = tid & 1;
+            const int word = c0 + part * 4;
+            uint4 p = make_uint4(0u, 0u, 0u, 0u);
+            if (n0 + row < n && word < kw)
+                p = __ldg(reinterpret_cast<const uint4*>(w + (size_t)(n0 + row) * kw + word));
+            ws[row][part * 4 + 0] = p.x;
+            ws[row][part * 4 + 1] = p.y;
+            ws[row][part * 4 + 2] = p.z;
+            ws[row][part * 4 + 3] = p.w;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            // Activations: 64 tokens × 128 bytes, four int4 per thread; zero past m and k_pad.
+            const int idx = tid + 128 * i;
+            const int tok = idx >> 3, part = idx & 7;
+            const size_t col = (size_t)c0 * 16 + (size_t)part * 16;
+            int4 v = make_int4(0, 0, 0, 0);
+            if (m0 + tok < m && col < k_pad)
+                v = *reinterpret_cast<const int4*>(xq + (size_t)(m0 + tok) * k_pad + col);
+            *reinterpret_cast<int4*>(&xsm[tok][part * 4]) = v;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int s = 0; s < MM_KC / 32; s++) {
+            uint32_t af[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                const int r = wr + mt * 16 + g;
+                af[mt][0] = (ws[r][2 * s] >> (2 * tg)) & 0x03030303u;
+                af[mt][1] = (ws[r + 8][2 * s] >> (2 * tg)) & 0x03030303u;
+                af[mt][2] = (ws[r][2 * s + 1] >> (2 * tg)) & 0x03030303u;
+                af[mt][3] = (ws[r + 8][2 * s + 1] >> (2 * tg)) & 0x03030303u;
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; nt++) {
+                const int tok = wt + nt * 8 + g;
+                const int b0 = xsm[tok][s * 8 + tg], b1 = xsm[tok][s * 8 + 4 + tg];
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    int* c = acc[mt][nt];
+                    asm volatile(
+                        "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 "
+                        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                        : "r"(af[mt][0]), "r"(af[mt][1]), "r"(af[mt][2]), "r"(af[mt][3]),
+                          "r"(b0), "r"(b1));
+                }
+            }
+        }
+        __syncthreads();
+    }
+    // D fragment: c0, c1 at (row g, tokens 2t, 2t + 1), c2, c3 at row g + 8.
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int row = n0 + wr + mt * 16 + g + (i >= 2 ? 8 : 0);
+                const int tok = m0 + wt + nt * 8 + 2 * tg + (i & 1);
+                if (row < n && tok < m) {
+                    const float denom = xs[tok] * wscale[row];
+                    store_out(out, (size_t)tok * n + row, (float)(acc[mt][nt][i] - xsum[tok]) / denom,
+                              accum);
+                }
+            }
+#else
+    __trap();  // the host launches this only on compute capability 8.0+
+#endif
+}

@@ -408,11 +408,12 @@ fn fused_kernels_equal_their_parts() {
     }
 }
 
-/// The speed variants to compare with the default path: each alone, then all. Programmatic
-/// dependent launch is left out (with a note) where the device or the PTX cannot use it.
+/// The speed variants to compare with the default path: each alone, all but programmatic
+/// dependent launch, and all; those the device or the PTX cannot run are left out (noted).
 fn variants(g: &mut Gpu) -> Vec<Tuning> {
     let d = Tuning::default();
-    let mut v = vec![
+    let all = Tuning::all();
+    let candidates = [
         Tuning {
             gemv_regs: true,
             ..d
@@ -421,15 +422,19 @@ fn variants(g: &mut Gpu) -> Vec<Tuning> {
             attn_skip_empty: true,
             ..d
         },
+        Tuning {
+            gemm_mma: true,
+            ..d
+        },
+        Tuning { pdl: true, ..d },
+        Tuning { pdl: false, ..all },
+        all,
     ];
-    match g.set_tuning(Tuning::all()) {
-        Ok(()) => v.extend([Tuning { pdl: true, ..d }, Tuning::all()]),
-        Err(e) => {
-            eprintln!("no programmatic dependent launch here ({e})");
-            v.push(Tuning {
-                pdl: false,
-                ..Tuning::all()
-            });
+    let mut v = vec![];
+    for t in candidates {
+        match g.set_tuning(t) {
+            Ok(()) => v.push(t),
+            Err(e) => eprintln!("variant {t:?} not run here: {e}"),
         }
     }
     g.set_tuning(d).unwrap();
@@ -458,6 +463,10 @@ fn speed_variants_equal_the_default_path() {
         (130, 9000, 1),
         (50, 20000, 1),
         (300, 2560, 33),
+        (2560, 2560, 512),
+        (70, 1000, 70),
+        (6912, 2560, 2),
+        (129, 320, 65),
     ] {
         let g2 = G2Matrix::stack(&[(&ternary(n, k, 5 + k as u64), 0.7)]).unwrap();
         let w = g.upload_ternary(&g2).unwrap();

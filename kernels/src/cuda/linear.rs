@@ -225,6 +225,14 @@ impl Gpu {
                 launch!(self, &self.k.gemv, cfg((blocks(w.n, 8)?, 1, 1), 256, smem);
                     wp, sp, n, kw, qp, xsp, xup, op, acc)
             }?;
+        } else if self.tuning.gemm_mma {
+            let mi = int(m, "m")?;
+            // SAFETY: weights n·kw words, m rows of k_pad activations, m·n outputs (checked);
+            // tiles past n rows or m tokens are zero-filled and not written.
+            unsafe {
+                launch!(self, &self.k.gemm_mma, cfg((blocks(w.n, 64)?, blocks(m, 64)?, 1), 128, 0);
+                    wp, sp, n, kw, qp, xsp, xup, mi, op, acc)
+            }?;
         } else {
             let mi = int(m, "m")?;
             // SAFETY: as above with m rows of activations and m·n outputs (checked).

@@ -76,6 +76,9 @@ pub struct Tuning {
     pub gemv_regs: bool,
     /// Attention splits that lie wholly past the query's position exit at once.
     pub attn_skip_empty: bool,
+    /// Prefill GEMM on int8 tensor cores (`ternary_gemm_mma`, mma.sync m16n8k32; compute
+    /// capability 8.0+) instead of dp4a.
+    pub gemm_mma: bool,
 }
 
 impl Tuning {
@@ -85,6 +88,7 @@ impl Tuning {
             pdl: true,
             gemv_regs: true,
             attn_skip_empty: true,
+            gemm_mma: true,
         }
     }
 }
@@ -95,6 +99,7 @@ struct Kernels {
     /// `ternary_gemv_regs{1,2,4,8}`.
     gemv_regs: [CudaFunction; 4],
     gemm: CudaFunction,
+    gemm_mma: CudaFunction,
     kv_store: CudaFunction,
     kv_dequant: CudaFunction,
     attn: [CudaFunction; 3],
@@ -180,6 +185,7 @@ impl Gpu {
                 load(&t, "ternary_gemv_regs8")?,
             ],
             gemm: load(&t, "ternary_gemm")?,
+            gemm_mma: load(&t, "ternary_gemm_mma")?,
             kv_store: load(&a, "kv_store")?,
             kv_dequant: load(&a, "kv_dequant_i4")?,
             attn: [
@@ -214,17 +220,21 @@ impl Gpu {
     }
 
     /// Selects kernel variants; programmatic dependent launch needs compute capability 9.0
-    /// and PTX built for compute_90 or newer.
+    /// and PTX built for compute_90 or newer, the tensor-core GEMM compute capability 8.0.
     pub fn set_tuning(&mut self, t: Tuning) -> Result<(), KernelError> {
-        if t.pdl {
-            let (major, _) = self.ctx.compute_capability().map_err(cu)?;
-            let ptx: u32 = PTX_ARCH.parse().unwrap_or(0);
-            if major < 9 || ptx < 90 {
-                return Err(KernelError::Cuda(format!(
-                    "programmatic dependent launch needs compute capability 9.0+ and PTX for \
-                     compute_90+ (device {major}.x, PTX compute_{PTX_ARCH})"
-                )));
-            }
+        let (major, _) = self.ctx.compute_capability().map_err(cu)?;
+        let ptx: u32 = PTX_ARCH.parse().unwrap_or(0);
+        if t.gemm_mma && (major < 8 || ptx < 80) {
+            return Err(KernelError::Cuda(format!(
+                "the int8 tensor-core GEMM needs compute capability 8.0+ and PTX for compute_80+ \
+                 (device {major}.x, PTX compute_{PTX_ARCH})"
+            )));
+        }
+        if t.pdl && (major < 9 || ptx < 90) {
+            return Err(KernelError::Cuda(format!(
+                "programmatic dependent launch needs compute capability 9.0+ and PTX for \
+                 compute_90+ (device {major}.x, PTX compute_{PTX_ARCH})"
+            )));
         }
         self.tuning = t;
         Ok(())
