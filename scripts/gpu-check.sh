@@ -142,7 +142,8 @@ if d:
 a = load("bench-attention.json")
 if a:
     for r in a["attention"]:
-        print("attention %s window %d ctx %d: %.1f us" % (r["kv"], r["window"], r["context"], r["us_per_step"]))
+        print("attention %s window %d ctx %d: %.1f us (grouped-query blocks %s us)"
+              % (r["kv"], r["window"], r["context"], r["us_per_step"], r.get("grouped_us_per_step")))
     print("64K/4K with window: f16 %s int4 %s; int4/f16 bytes %.3f"
           % (a["window4k_64k_over_4k_f16"], a["window4k_64k_over_4k_int4"], a["int4_bytes_over_f16"]))
 PY

@@ -256,7 +256,7 @@ fn gemv_variants() -> [(&'static str, Tuning); 3] {
 }
 
 /// The decode variants measured besides the default: each speed option alone, then all.
-fn decode_variants() -> [(&'static str, Tuning, bool); 6] {
+fn decode_variants() -> [(&'static str, Tuning, bool); 7] {
     let d = Tuning::default();
     [
         (
@@ -268,6 +268,14 @@ fn decode_variants() -> [(&'static str, Tuning, bool); 6] {
             false,
         ),
         ("fuse_residual", d, true),
+        (
+            "attn_group",
+            Tuning {
+                attn_group: true,
+                ..d
+            },
+            false,
+        ),
         (
             "gemv_regs",
             Tuning {
@@ -567,7 +575,7 @@ fn opts_plan(o: &GpuOptions) -> GpuPlanOptions {
 
 /// Attention report: decode attention µs per layer step for 2B4T heads (20 query, 5 KV, d 128).
 pub fn attention_report(ordinal: usize) -> Result<Value> {
-    let g = Gpu::new(ordinal)?;
+    let mut g = Gpu::new(ordinal)?;
     let (h, hkv, d, chunk) = (20usize, 5usize, 128usize, 512usize);
     let mut r = xorshift(3);
     let mut rnd =
@@ -602,6 +610,15 @@ pub fn attention_report(ordinal: usize) -> Result<Value> {
                     Ok(())
                 })?
                 .map(|t| t / 30.0);
+                // Grouped-query blocks (Tuning::attn_group), same cache and query.
+                let grouped = Tuning {
+                    attn_group: true,
+                    ..Tuning::default()
+                };
+                g.set_tuning(grouped)?;
+                let ms_group =
+                    g.time_ms(5, 50, || g.attention(&q, 1, h, &kv, &base, scale, &s, &out))?;
+                g.set_tuning(Tuning::default())?;
                 rows.push(json!({
                     "kv": format!("{kind:?}"),
                     "window": window,
@@ -609,6 +626,8 @@ pub fn attention_report(ordinal: usize) -> Result<Value> {
                     "context": ctx,
                     "us_per_step": ms * 1e3,
                     "graph_us_per_step": ms_graph.map(|t| t * 1e3),
+                    "grouped_us_per_step": ms_group * 1e3,
+                    "grouped_speedup": ms / ms_group,
                     "cache_bytes": kv.bytes(),
                     "bytes_per_token_per_layer": kind.bytes_per_head(d) * hkv,
                 }));

@@ -282,3 +282,228 @@ extern "C" __global__ void attn_combine(const float* __restrict__ pm, const floa
         out[((size_t)t * H + h) * d + c] = L > 0.0f ? acc / L : 0.0f;
     }
 }
+
+// Grouped-query variant of `attn_partial` (host `Tuning::attn_group`): one block per (KV head,
+// query token, split of 256 slots) serves all G = H / hkv query heads of that KV head, so each
+// cached key and value is read once per block instead of once per query head. Keys are scored
+// by 8 lanes each (d / 8 channels per lane, contiguous, reduced with three shuffles), four keys
+// per warp at a time; values are accumulated per channel. Same visibility, sink shift, split
+// results and `attn_combine` as `attn_partial`; the float sums run in another order (tested
+// against the naive statement within the same tolerance). G ≤ 8, d ≤ 256, 128 threads.
+#define AG_THREADS 128
+#define AG_MAXG 8
+
+template <int KIND>
+__device__ __forceinline__ void load_k_slice(const void* kd, const __half2* ks, size_t row, int d,
+                                             int group, int c0, int cpl, float* out) {
+    if (KIND == KV_F32) {
+        const float* kr = (const float*)kd + row * d + c0;
+        if (cpl == 16) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float4 v = reinterpret_cast<const float4*>(kr)[i];
+                out[4 * i] = v.x;
+                out[4 * i + 1] = v.y;
+                out[4 * i + 2] = v.z;
+                out[4 * i + 3] = v.w;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 32; j++)
+                if (j < cpl) out[j] = kr[j];
+        }
+    } else if (KIND == KV_F16) {
+        const __half* kr = (const __half*)kd + row * d + c0;
+        if (cpl == 16) {
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                const uint4 u = reinterpret_cast<const uint4*>(kr)[i];
+                const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const float2 f = __half22float2(h[j]);
+                    out[8 * i + 2 * j] = f.x;
+                    out[8 * i + 2 * j + 1] = f.y;
+                }
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 32; j++)
+                if (j < cpl) out[j] = __half2float(kr[j]);
+        }
+    } else {
+        // c0 and cpl are multiples of 2 or cpl == 1 (d = 8): channel c is nibble c & 1 of
+        // byte c / 2; one (scale, min) per group of channels.
+        const uint8_t* kr = (const uint8_t*)kd + row * (d / 2);
+        const __half2* sr = ks + row * (d / group);
+        if (cpl == 16) {
+            const uint2 u = *reinterpret_cast<const uint2*>(kr + c0 / 2);
+            const __half2 sm = sr[c0 / group];
+            const float s = __low2float(sm), m0 = __high2float(sm);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const uint32_t w = j < 4 ? u.x : u.y;
+                const int sh = 8 * (j & 3);
+                out[2 * j] = fmaf((float)((w >> sh) & 15u), s, m0);
+                out[2 * j + 1] = fmaf((float)((w >> (sh + 4)) & 15u), s, m0);
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < 32; j++) {
+                if (j >= cpl) break;
+                const int c = c0 + j;
+                const uint8_t b = kr[c / 2];
+                const int q = (c & 1) ? (b >> 4) : (b & 15);
+                const __half2 sm = sr[c / group];
+                out[j] = fmaf((float)q, __low2float(sm), __high2float(sm));
+            }
+        }
+    }
+}
+
+template <int KIND>
+__device__ void attn_group(const float* __restrict__ q, int T, int H, int hkv, int d, int group,
+                           const void* kd, const __half2* ks, const void* vd, const __half2* vs,
+                           const int* __restrict__ pos, int cap, const int* __restrict__ base,
+                           int window, int sinks, float theta, float sm_scale, int skip_empty,
+                           float* pm, float* pl, float* pacc) {
+    __shared__ float qs[AG_MAXG][256];
+    __shared__ float qsk[AG_MAXG][256];
+    __shared__ float sc[AG_MAXG][SPLIT];
+    __shared__ float vred[AG_MAXG][AG_THREADS];
+    __shared__ float gmax[AG_MAXG], gsum[AG_MAXG];
+    const int kvh = blockIdx.x, t = blockIdx.y, sp = blockIdx.z, S = gridDim.z;
+    const int G = H / hkv;
+    const int qp = *base + t;
+    const int tid = threadIdx.x;
+    if (skip_empty && qp < cap && sp * SPLIT > qp) {
+        if (tid < G) {
+            const size_t o = ((size_t)t * H + kvh * G + tid) * S + sp;
+            pm[o] = -INFINITY;
+            pl[o] = 0.0f;
+        }
+        return;
+    }
+    for (int i = tid; i < G * d; i += AG_THREADS) {
+        const int g = i / d, c = i % d;
+        qs[g][c] = q[((size_t)t * H + kvh * G + g) * d + c];
+    }
+    __syncthreads();
+    const int shift = (window > 0 && sinks > 0 && theta > 0.0f) ? qp + 1 - window : 0;
+    const bool need_sinks = shift > 0 && sp * SPLIT < sinks;
+    if (need_sinks) {
+        const int half = d / 2;
+        for (int i = tid; i < G * half; i += AG_THREADS) {
+            const int g = i / half, j = i % half;
+            float a = qs[g][j], b = qs[g][j + half];
+            const double ang = (double)shift * pow((double)theta, -2.0 * j / (double)d);
+            const float c = (float)cos(ang), sn = (float)sin(ang);
+            qsk[g][j] = a * c + b * sn;
+            qsk[g][j + half] = b * c - a * sn;
+        }
+        __syncthreads();
+    }
+    // Scores: warp w, key group kg (4 per warp) take slots 16·i + 4·w + kg.
+    const int lane = tid & 31, warp = tid >> 5, kg = lane >> 3, sub = lane & 7;
+    const int cpl = d / 8, c0 = sub * cpl;
+    for (int i = 0; i < SPLIT / 16; i++) {
+        const int local = 16 * i + 4 * warp + kg;
+        const int slot = sp * SPLIT + local;
+        bool vis = false;
+        int p = -1;
+        if (slot < cap) {
+            p = pos[slot];
+            vis = p >= 0 && p <= qp && (window == 0 || p < sinks || qp - p < window - sinks);
+        }
+        float kv[32];
+#pragma unroll
+        for (int j = 0; j < 32; j++) kv[j] = 0.0f;
+        if (vis) load_k_slice<KIND>(kd, ks, (size_t)slot * hkv + kvh, d, group, c0, cpl, kv);
+        const bool sink = vis && p < sinks && need_sinks;
+        for (int g = 0; g < G; g++) {
+            const float* qq = sink ? &qsk[g][c0] : &qs[g][c0];
+            float part = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 32; j++)
+                if (j < cpl) part = fmaf(qq[j], kv[j], part);
+            part += __shfl_xor_sync(0xffffffffu, part, 4);
+            part += __shfl_xor_sync(0xffffffffu, part, 2);
+            part += __shfl_xor_sync(0xffffffffu, part, 1);
+            if (sub == 0) sc[g][local] = vis ? part * sm_scale : -INFINITY;
+        }
+    }
+    __syncthreads();
+    // Softmax statistics per query head: warp w takes heads w, w + 4.
+    for (int g = warp; g < G; g += AG_THREADS / 32) {
+        float m = -INFINITY;
+        for (int i = lane; i < SPLIT; i += 32) m = fmaxf(m, sc[g][i]);
+        m = warp_max(m);
+        float l = 0.0f;
+        for (int i = lane; i < SPLIT; i += 32) {
+            const float s = sc[g][i];
+            const float e = s == -INFINITY ? 0.0f : expf(s - m);
+            sc[g][i] = e;
+            l += e;
+        }
+        l = warp_sum(l);
+        if (lane == 0) {
+            gmax[g] = m;
+            gsum[g] = l;
+        }
+    }
+    __syncthreads();
+    // Σ p·v: cw = min(d, 128) channels per pass, `parts` threads per channel splitting the
+    // slots (thread: channel cb + tid % cw, slots part, part + parts, ...).
+    const int cw = d < AG_THREADS ? d : AG_THREADS;
+    const int parts = AG_THREADS / cw;
+    const int part = tid / cw;
+    for (int cb = 0; cb < d; cb += cw) {
+        const int c = cb + tid % cw;
+        float acc[AG_MAXG];
+#pragma unroll
+        for (int g = 0; g < AG_MAXG; g++) acc[g] = 0.0f;
+        if (part < parts && c < d) {
+            for (int i = part; i < SPLIT; i += parts) {
+                bool any = false;
+                for (int g = 0; g < G; g++) any |= sc[g][i] != 0.0f;
+                if (!any) continue;
+                const float v = v_at<KIND>(vd, vs, (size_t)(sp * SPLIT + i) * hkv + kvh, d,
+                                           group, c);
+#pragma unroll
+                for (int g = 0; g < AG_MAXG; g++)
+                    if (g < G) acc[g] = fmaf(sc[g][i], v, acc[g]);
+            }
+        }
+        __syncthreads();  // the previous pass has read vred
+#pragma unroll
+        for (int g = 0; g < AG_MAXG; g++)
+            if (g < G) vred[g][tid] = acc[g];
+        __syncthreads();
+        if (tid < cw && c < d) {
+            for (int g = 0; g < G; g++) {
+                float s = 0.0f;
+                for (int j = 0; j < parts; j++) s += vred[g][j * cw + tid];
+                const size_t o = ((size_t)t * H + kvh * G + g) * S + sp;
+                pacc[o * d + c] = s;
+            }
+        }
+    }
+    if (tid < G) {
+        const size_t o = ((size_t)t * H + kvh * G + tid) * S + sp;
+        pm[o] = gmax[tid];
+        pl[o] = gsum[tid];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(AG_THREADS) attn_group_f32(ATTN_ARGS) {
+    PDL_ENTER;
+    attn_group<KV_F32>(ATTN_PASS);
+}
+extern "C" __global__ void __launch_bounds__(AG_THREADS) attn_group_f16(ATTN_ARGS) {
+    PDL_ENTER;
+    attn_group<KV_F16>(ATTN_PASS);
+}
+extern "C" __global__ void __launch_bounds__(AG_THREADS) attn_group_i4(ATTN_ARGS) {
+    PDL_ENTER;
+    attn_group<KV_I4>(ATTN_PASS);
+}

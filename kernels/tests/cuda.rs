@@ -188,12 +188,26 @@ fn kv_store_matches_host_quantisation() {
 /// others): max error ≤ 2e-5 of the largest |value|.
 #[test]
 fn attention_matches_naive_with_window_and_sinks() {
-    let Some(g) = gpu() else { return };
+    let Some(mut g) = gpu() else { return };
+    let grouped = Tuning {
+        attn_group: true,
+        ..Tuning::default()
+    };
+    for tuning in [Tuning::default(), grouped] {
+        g.set_tuning(tuning).unwrap();
+        attention_cases(&g, tuning);
+    }
+}
+
+/// Chunked prefill then decode over every cache kind, against the naive f64 statement.
+fn attention_cases(g: &Gpu, tuning: Tuning) {
     for &(heads, hkv, d, window, sinks, total, chunk) in &[
         (8usize, 2usize, 128usize, 64usize, 4usize, 300usize, 37usize),
         (4, 2, 16, 0, 0, 90, 16),
         (6, 6, 64, 100, 0, 700, 128),
         (20, 5, 128, 1024, 4, 1100, 512),
+        (16, 2, 256, 0, 0, 300, 100),
+        (3, 1, 8, 40, 2, 200, 7),
     ] {
         let cap = if window > 0 { window + chunk } else { total };
         let k = rand(total * hkv * d, 11 + d as u64);
@@ -249,7 +263,7 @@ fn attention_matches_naive_with_window_and_sinks() {
             }
             assert!(
                 worst <= 2e-5,
-                "{kind:?} heads {heads}/{hkv} d {d} window {window} sinks {sinks}: max error {worst}"
+                "{tuning:?} {kind:?} heads {heads}/{hkv} d {d} window {window} sinks {sinks}: max error {worst}"
             );
         }
     }
@@ -408,8 +422,10 @@ fn fused_kernels_equal_their_parts() {
     }
 }
 
-/// The speed variants to compare with the default path: each alone, all but programmatic
-/// dependent launch, and all; those the device or the PTX cannot run are left out (noted).
+/// The bit-identical speed variants to compare with the default path: each alone, all but
+/// programmatic dependent launch, and all (grouped attention, which reorders float sums, is
+/// checked against the naive statement instead); those the device or the PTX cannot run are
+/// left out (noted).
 fn variants(g: &mut Gpu) -> Vec<Tuning> {
     let d = Tuning::default();
     let all = Tuning::all();
@@ -427,8 +443,15 @@ fn variants(g: &mut Gpu) -> Vec<Tuning> {
             ..d
         },
         Tuning { pdl: true, ..d },
-        Tuning { pdl: false, ..all },
-        all,
+        Tuning {
+            pdl: false,
+            attn_group: false,
+            ..all
+        },
+        Tuning {
+            attn_group: false,
+            ..all
+        },
     ];
     let mut v = vec![];
     for t in candidates {

@@ -184,12 +184,13 @@ fn rolling_window_matches_cpu_and_int4_stays_close() {
     assert!(agree * 10 >= n * 9, "argmax agreement {agree}/{n}");
 }
 
-/// Every speed option together (kernel variants, fused residual add) gives the reference
-/// settings' logits bit for bit over a prefill and graph-replayed decode on the built-in model,
-/// and on a golden fixture with GQA.
+/// Every bit-identical speed option together (kernel variants but grouped attention, fused
+/// residual add) gives the INT4/f16-head settings' logits bit for bit over a prefill and
+/// graph-replayed decode, on the built-in model and on a golden fixture with GQA; with grouped
+/// attention too (float sums reordered) the logits stay within the attention tolerance.
 #[test]
 fn speed_options_give_identical_logits() {
-    let Some(_) = gpu() else { return };
+    let Some(mut probe) = gpu() else { return };
     let ck = load_model(&root().join("tests/golden/packed_tied_gqa"), &Device::Cpu).unwrap();
     for (model, n) in [(default_model(), 300usize), (ck.model, 40)] {
         let cfg = model.config().clone();
@@ -197,26 +198,40 @@ fn speed_options_give_identical_logits() {
             .iter()
             .map(|&i| i % cfg.vocab_size as u32)
             .collect();
-        let run = |opts: GpuOptions| -> Vec<u32> {
+        let run = |opts: GpuOptions| -> Vec<f32> {
             let mut m = GpuModel::new(&model, opts, 0).unwrap();
             let mut out = m.forward(&ids[..n / 2], true).unwrap();
             for &id in &ids[n / 2..] {
                 out.extend(m.forward(&[id], false).unwrap());
             }
-            out.iter().map(|x| x.to_bits()).collect()
+            out
         };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let base = run(GpuOptions::fast(&cfg));
-        let tuned = GpuOptions::fast(&cfg).tuned();
-        let tuned = match Gpu::new(0).unwrap().set_tuning(tuned.tuning) {
-            Ok(()) => tuned,
-            Err(e) => {
-                eprintln!("no programmatic dependent launch here ({e})");
-                let mut t = tuned;
-                t.tuning.pdl = false;
-                t
-            }
-        };
-        assert!(run(tuned) == base, "tuned logits differ ({n} tokens)");
+        let mut tuned = GpuOptions::fast(&cfg).tuned();
+        if let Err(e) = probe.set_tuning(tuned.tuning) {
+            eprintln!("no programmatic dependent launch here ({e})");
+            tuned.tuning.pdl = false;
+        }
+        let mut exact = tuned.clone();
+        exact.tuning.attn_group = false;
+        assert!(
+            bits(&run(exact)) == bits(&base),
+            "tuned logits differ ({n} tokens)"
+        );
+        let grouped = run(tuned);
+        let v = cfg.vocab_size;
+        let (mut worst, mut agree) = (0f32, 0usize);
+        for (a, b) in grouped.chunks(v).zip(base.chunks(v)) {
+            worst = worst.max(rel(a, b));
+            agree += usize::from(argmax(a) == argmax(b));
+        }
+        let rows = base.len() / v;
+        eprintln!(
+            "{n} tokens, grouped attention vs default: max rel {worst:.2e}, argmax {agree}/{rows}"
+        );
+        assert!(worst <= 1e-2, "grouped attention: {worst}");
+        assert!(agree * 20 >= rows * 19, "argmax agreement {agree}/{rows}");
     }
 }
 

@@ -290,12 +290,25 @@ impl Gpu {
         );
         let si = int(splits, "splits")?;
         let skip = i32::from(self.tuning.attn_skip_empty);
-        // SAFETY: q/out t·heads·d, cache cap slots, scratch t·heads·splits rows (checked).
-        unsafe {
-            launch!(self, &self.k.attn[kv.kind as usize], cfg((hi as u32, ti as u32, si as u32), SPLIT as u32, 0);
-                qp, ti, hi, hkv, di, gi, kdp, ksp, vdp, vsp, pp, cap, bp, win, sinks, kv.theta,
-                scale, skip, pmp, plp, pap)
-        }?;
+        let group_heads = heads / kv.kv_heads;
+        if self.tuning.attn_group && group_heads <= 8 {
+            // SAFETY: as below; one block per (KV head, token, split) writes the partial
+            // results of its `group_heads` query heads (rows t·heads + kv_head·G + g).
+            unsafe {
+                launch!(self, &self.k.attn_group[kv.kind as usize],
+                    cfg((hkv as u32, ti as u32, si as u32), 128, 0);
+                    qp, ti, hi, hkv, di, gi, kdp, ksp, vdp, vsp, pp, cap, bp, win, sinks, kv.theta,
+                    scale, skip, pmp, plp, pap)
+            }?;
+        } else {
+            let c = cfg((hi as u32, ti as u32, si as u32), SPLIT as u32, 0);
+            // SAFETY: q/out t·heads·d, cache cap slots, scratch t·heads·splits rows (checked).
+            unsafe {
+                launch!(self, &self.k.attn[kv.kind as usize], c;
+                    qp, ti, hi, hkv, di, gi, kdp, ksp, vdp, vsp, pp, cap, bp, win, sinks, kv.theta,
+                    scale, skip, pmp, plp, pap)
+            }?;
+        }
         // SAFETY: same buffers, read back per (head, token).
         unsafe {
             launch!(self, &self.k.combine, cfg((hi as u32, ti as u32, 1), 128, 0);

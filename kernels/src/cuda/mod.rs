@@ -11,9 +11,10 @@
 //! not Rust memory, and every launch is ordered on the one stream). Lengths are checked before
 //! each launch so a kernel never reads or writes out of bounds.
 //!
-//! [`Tuning`] selects kernel variants that change speed but not results (programmatic
-//! dependent launch, the register GEMV, skipping empty attention splits); each variant must
-//! give the same values as the default path, bit for bit (tests run both).
+//! [`Tuning`] selects kernel variants that change speed (programmatic dependent launch, the
+//! register GEMV, skipping empty attention splits, grouped-query attention blocks, the
+//! tensor-core GEMM); each must give the default path's values, bit for bit except the
+//! grouped attention (same tolerance as the default against the naive statement).
 
 mod kv;
 mod linear;
@@ -61,9 +62,10 @@ fn int(v: usize, what: &str) -> Result<i32, KernelError> {
     i32::try_from(v).map_err(|_| KernelError::Cuda(format!("{what} = {v} exceeds i32")))
 }
 
-/// Kernel variants that change speed, not results. All off by default: the default path is the
-/// one verified on a GPU; each variant is tested against it (`kernels/tests/cuda.rs`,
-/// `model/tests/gpu.rs`) and measured by `tritter bench kernels|decode --device cuda`.
+/// Kernel variants that change speed, not results (all but `attn_group` bit for bit; that one
+/// reorders float sums). All off by default: the default path is the one verified on a GPU;
+/// each variant is tested against it (`kernels/tests/cuda.rs`, `model/tests/gpu.rs`) and
+/// measured by `tritter bench kernels|decode|attention --device cuda`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tuning {
     /// Programmatic dependent launch (compute capability 9.0+, PTX for compute_90+): each
@@ -76,6 +78,10 @@ pub struct Tuning {
     pub gemv_regs: bool,
     /// Attention splits that lie wholly past the query's position exit at once.
     pub attn_skip_empty: bool,
+    /// Grouped-query attention blocks (`attn_group_*`): one block per KV head serves its query
+    /// heads (up to 8), reading each cached key/value once; keys scored by 8 lanes each. Float
+    /// sums in another order: within the attention tolerance, not bit-identical.
+    pub attn_group: bool,
     /// Prefill GEMM on int8 tensor cores (`ternary_gemm_mma`, mma.sync m16n8k32; compute
     /// capability 8.0+) instead of dp4a.
     pub gemm_mma: bool,
@@ -88,6 +94,7 @@ impl Tuning {
             pdl: true,
             gemv_regs: true,
             attn_skip_empty: true,
+            attn_group: true,
             gemm_mma: true,
         }
     }
@@ -103,6 +110,8 @@ struct Kernels {
     kv_store: CudaFunction,
     kv_dequant: CudaFunction,
     attn: [CudaFunction; 3],
+    /// `attn_group_{f32,f16,i4}`.
+    attn_group: [CudaFunction; 3],
     combine: CudaFunction,
     rmsnorm: CudaFunction,
     rope: CudaFunction,
@@ -134,6 +143,8 @@ pub struct Gpu {
 /// pointers as `u64`, `i32`, `f32`), through cudarc's launch builder, or through
 /// `cuLaunchKernelEx` with programmatic stream serialization when [`Tuning::pdl`] is on.
 /// Unsafe: the arguments must match the kernel's parameters and the buffers their extents.
+/// Each argument must be a variable or a field (a place), not a temporary: the PDL path passes
+/// their addresses to the driver after the argument list is built.
 macro_rules! launch {
     ($gpu:expr, $f:expr, $cfg:expr; $($arg:expr),+ $(,)?) => {{
         let g: &$crate::cuda::Gpu = $gpu;
@@ -192,6 +203,11 @@ impl Gpu {
                 load(&a, "attn_partial_f32")?,
                 load(&a, "attn_partial_f16")?,
                 load(&a, "attn_partial_i4")?,
+            ],
+            attn_group: [
+                load(&a, "attn_group_f32")?,
+                load(&a, "attn_group_f16")?,
+                load(&a, "attn_group_i4")?,
             ],
             combine: load(&a, "attn_combine")?,
             rmsnorm: load(&o, "rmsnorm")?,
