@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One command for a GPU machine that has no Rust toolchain: runs the prebuilt CUDA tests
 # (kernels vs their CPU statements; the model on CUDA vs CPU and Hugging Face's logits) and the
-# GPU benchmarks, and writes everything to OUT_DIR (at most 8 files):
+# GPU benchmarks, and writes everything to OUT_DIR (8 files):
 #   summary.txt            pass/fail per step and the headline figures
 #   test-kernels.txt       kernels/tests/cuda.rs output
 #   test-model.txt         model/tests/gpu.rs output
 #   bench-kernels.json     tritter bench kernels --device cuda --json
 #   bench-decode.json      tritter bench decode --device cuda --json
 #   bench-attention.json   tritter bench attention --device cuda --json
+#   bench-variants.jsonl   tritter bench variants --device cuda (one JSON line per measurement)
 #   cli.txt                nvidia-smi, `tritter -p ... --device cuda --json`, logits CLI check
 #
 # Usage: scripts/gpu-check.sh BUNDLE_DIR OUT_DIR   (run from the repository root; the bundle is
@@ -87,6 +88,10 @@ sys.exit(0 if e < 1e-3 else 1)' '$bin/l_gpu.safetensors' '$bin/l_cpu.safetensors
 step bench-kernels sh -c "'$bin/tritter' bench kernels --device cuda --json >'$out/bench-kernels.json' 2>>'$out/cli.txt'"
 step bench-attention sh -c "'$bin/tritter' bench attention --device cuda --json >'$out/bench-attention.json' 2>>'$out/cli.txt'"
 step bench-decode sh -c "'$bin/tritter' bench decode --device cuda --json >'$out/bench-decode.json' 2>>'$out/cli.txt'"
+# The speed variants (off by default until they have run here): last, in their own process,
+# one JSON line per measurement, so a failing variant leaves the default figures and the
+# lines before it.
+step bench-variants sh -c "'$bin/tritter' bench variants --device cuda >'$out/bench-variants.jsonl' 2>>'$out/cli.txt'"
 
 grep -hE "CUDA vs|window 128|test result" "$out/test-model.txt" "$out/test-kernels.txt" >>"$summary" 2>/dev/null
 python3 - "$out" >>"$summary" 2>&1 <<'PY'
@@ -105,15 +110,6 @@ if k:
         print("gemv %-20s %7.2f us %6.0f GB/s %.2f of copy, %.2fx candle bf16; gemm512 %.1f TOPS, %.2fx candle bf16"
               % (r["shape"], r["gemv_us"], r["gemv_gbps"], r["gemv_fraction_of_copy"],
                  r["gemv_speedup_vs_candle_bf16"], r["gemm512_tops"], r["gemm_speedup_vs_candle_bf16"]))
-        if r.get("gemm512_mma_tops") is not None:
-            print("  gemm512 on int8 tensor cores: %.1f TOPS, %.2fx candle bf16"
-                  % (r["gemm512_mma_tops"], r["gemm_mma_speedup_vs_candle_bf16"]))
-        base = r.get("gemv_graph_fraction_of_copy")
-        line = "  graph-replayed: default %s" % (None if base is None else "%.2f" % base)
-        for name, v in (r.get("variants") or {}).items():
-            f = v.get("graph_fraction_of_copy")
-            line += ", %s %s" % (name, v.get("error") or (None if f is None else "%.2f" % f))
-        print(line + " of copy")
 d = load("bench-decode.json")
 if d:
     for r in d["decode"]:
@@ -124,13 +120,6 @@ if d:
         if prof:
             print("  profile (eager, events between ops) %.2f ms: " % prof["total_ms"]
                   + ", ".join("%s %.0f%%" % (o["op"], 100 * o["share"]) for o in prof["ops"]))
-        for name, v in (r.get("variants") or {}).items():
-            if "error" in v:
-                print("  variant %s: %s" % (name, v["error"]))
-            else:
-                print("  variant %s: %.0f tok/s (%.2fx default), graph step %s ms, prefill %.0f tok/s"
-                      % (name, v["tokens_per_s"], v["speedup_vs_default"], v["graph_step_gpu_ms"],
-                         v["prefill_tokens_per_s"]))
     c = d["candle_bf16"]
     print("candle bf16 dense: decode %.0f tok/s, prefill %.0f tok/s; speedups decode %s prefill %s"
           % (c["tokens_per_s"], c["prefill_tokens_per_s"], d["decode_speedup_vs_candle_bf16"],
@@ -142,10 +131,34 @@ if d:
 a = load("bench-attention.json")
 if a:
     for r in a["attention"]:
-        print("attention %s window %d ctx %d: %.1f us (grouped-query blocks %s us)"
-              % (r["kv"], r["window"], r["context"], r["us_per_step"], r.get("grouped_us_per_step")))
+        print("attention %s window %d ctx %d: %.1f us" % (r["kv"], r["window"], r["context"], r["us_per_step"]))
     print("64K/4K with window: f16 %s int4 %s; int4/f16 bytes %.3f"
           % (a["window4k_64k_over_4k_f16"], a["window4k_64k_over_4k_int4"], a["int4_bytes_over_f16"]))
+try:
+    lines = [json.loads(l) for l in open(os.path.join(out, "bench-variants.jsonl")) if l.strip()]
+except Exception as e:
+    print("bench-variants.jsonl unreadable:", e)
+    lines = []
+for v in lines:
+    sec = v.get("section")
+    if "error" in v:
+        print("variant", sec, v.get("shape") or v.get("variant"), "error:", v["error"])
+    elif sec == "gemv":
+        print("variant gemv %-20s %-9s %s us, %s of copy"
+              % (v["shape"], v["variant"], v.get("graph_us"), v.get("fraction_of_copy")))
+    elif sec == "gemm512":
+        print("variant gemm512 %-20s dp4a %.1f TOPS, mma %.1f TOPS (%.2fx)"
+              % (v["shape"], v["dp4a_tops"], v["mma_tops"], v["speedup"]))
+    elif sec == "attention":
+        print("variant attention %s ctx %d: default %.1f us, grouped %.1f us (%.2fx)"
+              % (v["kv"], v["context"], v["default_us"], v["grouped_us"], v["speedup"]))
+    elif sec == "decode":
+        prof = v.get("profile") or {}
+        sp = v.get("speedup_vs_default")
+        print("variant decode %-15s %.0f tok/s%s, prefill %.0f tok/s, graph step %s ms; profile: %s"
+              % (v["variant"], v["tokens_per_s"], "" if sp is None else " (%.2fx)" % sp, v["prefill_tokens_per_s"],
+                 v.get("graph_step_gpu_ms"),
+                 ", ".join("%s %.0f%%" % (o["op"], 100 * o["share"]) for o in prof.get("ops", []))))
 PY
 rm -rf "$bin"
 cat "$summary"

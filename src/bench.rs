@@ -1,6 +1,7 @@
 //! `tritter bench kernels|decode|attention [--json] [--threads N]`: runs one of the benchmark
 //! reports (`bench_kernels`, `bench_decode`, `bench_attn`) and prints it as one JSON object or as
-//! indented JSON / a short table for people.
+//! indented JSON / a short table for people. `bench variants --device cuda` prints JSON lines as
+//! its measurements complete (`bench_cuda_variants`).
 
 use anyhow::Result;
 use clap::ValueEnum;
@@ -14,6 +15,8 @@ pub enum BenchWhat {
     Decode,
     /// Fused attention and KV caches.
     Attention,
+    /// The CUDA path's speed variants against its default (`--device cuda` only; JSON lines).
+    Variants,
 }
 
 /// Threads to use: the flag, or every core.
@@ -41,6 +44,9 @@ pub fn run(
         BenchWhat::Kernels => crate::bench_kernels::kernels_report(threads)?,
         BenchWhat::Decode => crate::bench_decode::decode_report(threads)?,
         BenchWhat::Attention => crate::bench_attn::attention_report(threads)?,
+        BenchWhat::Variants => anyhow::bail!(
+            "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
+        ),
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -54,10 +60,20 @@ pub fn run(
 
 #[cfg(feature = "cuda")]
 fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
+    use std::io::Write;
     let report = match what {
         BenchWhat::Kernels => crate::bench_cuda::kernels_report(ordinal)?,
         BenchWhat::Decode => crate::bench_cuda::decode_report(ordinal)?,
         BenchWhat::Attention => crate::bench_cuda::attention_report(ordinal)?,
+        BenchWhat::Variants => {
+            // One JSON line per measurement, flushed, whatever `--json` says.
+            return crate::bench_cuda_variants::variants_report(ordinal, &mut |line| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+                out.flush()?;
+                Ok(())
+            });
+        }
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);

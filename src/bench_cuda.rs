@@ -18,7 +18,7 @@ use crate::bench_decode::ids;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
-use tritter_kernels::cuda::{DevTernary, Gpu, GpuKvKind, Tuning};
+use tritter_kernels::cuda::{DevTernary, Gpu, GpuKvKind};
 use tritter_kernels::gpu_ref::{g2_k_pad, G2Matrix};
 use tritter_model::gpu::{GpuModel, GpuOptions};
 use tritter_model::plan_gpu::{gpu_memory, GpuPlanOptions};
@@ -27,7 +27,7 @@ use tritter_model::{Config, TensorKvCache, Transformer};
 
 /// The 2B4T projection shapes (rows, columns): the three shapes of the CPU report, q|k|v and
 /// gate|up stacked as decode runs them, and one large matrix.
-const SHAPES: [(&str, usize, usize); 6] = [
+pub(crate) const SHAPES: [(&str, usize, usize); 6] = [
     ("2560x2560", 2560, 2560),
     ("6912x2560", 6912, 2560),
     ("2560x6912", 2560, 6912),
@@ -39,9 +39,9 @@ const SHAPES: [(&str, usize, usize); 6] = [
 ];
 
 /// Bytes the rotated weight copies should span (several times an H100/H200 L2 of 50–60 MB).
-const ROTATE_BYTES: usize = 512 << 20;
+pub(crate) const ROTATE_BYTES: usize = 512 << 20;
 
-fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
     move || {
         s ^= s << 13;
@@ -52,7 +52,7 @@ fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 }
 
 /// A random ternary matrix in the G2 layout (codes 0..=2, padding = 1), built directly.
-fn random_g2(n: usize, k: usize, seed: u64) -> G2Matrix {
+pub(crate) fn random_g2(n: usize, k: usize, seed: u64) -> G2Matrix {
     let k_pad = g2_k_pad(k);
     let kw = k_pad / 16;
     let mut r = xorshift(seed);
@@ -78,7 +78,7 @@ fn random_g2(n: usize, k: usize, seed: u64) -> G2Matrix {
 }
 
 /// Device copy bandwidth in GB/s, read + write counted (1 GiB buffer, median of 10).
-fn copy_gbps(g: &Gpu) -> Result<f64> {
+pub(crate) fn copy_gbps(g: &Gpu) -> Result<f64> {
     let n = (1usize << 30) / 4;
     let src = g.zeros::<f32>(n)?;
     let mut dst = g.zeros::<f32>(n)?;
@@ -105,7 +105,7 @@ fn candle_time(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> 
     Ok(v[v.len() / 2])
 }
 
-fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
+fn gemv_rows(g: &Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
     let mut rows = vec![];
     for (i, &(name, n, k)) in SHAPES.iter().enumerate() {
         let m = random_g2(n, k, 100 + i as u64);
@@ -142,31 +142,6 @@ fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
         })?
         .map(|t| t / copies as f64);
         let gbps_graph = ms_graph.map(|t| bytes as f64 / (t * 1e-3) / 1e9);
-        // The kernel variants of `Tuning`, graph-replayed the same way.
-        let mut variants = serde_json::Map::new();
-        for (label, tuning) in gemv_variants() {
-            if let Err(e) = g.set_tuning(tuning) {
-                variants.insert(label.into(), json!({ "error": e.to_string() }));
-                continue;
-            }
-            let t = graph_ms(g, || {
-                for w in &ws {
-                    g.ternary(w, &act1, 1, &out, 0)?;
-                }
-                Ok(())
-            })?
-            .map(|t| t / copies as f64);
-            let b = t.map(|t| bytes as f64 / (t * 1e-3) / 1e9);
-            variants.insert(
-                label.into(),
-                json!({
-                    "graph_us": t.map(|t| t * 1e3),
-                    "graph_gbps": b,
-                    "graph_fraction_of_copy": b.map(|b| b / copy),
-                }),
-            );
-        }
-        g.set_tuning(Tuning::default())?;
         // Activation quantisation + GEMV, as one BitLinear of decode.
         let ms_bl = g.time_ms(2, 10, || {
             for w in &ws {
@@ -179,17 +154,6 @@ fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
         g.act_quant(&dx, 0, 512, &act512)?;
         let ms_gemm = g.time_ms(2, 10, || g.ternary(&ws[0], &act512, 512, &out, 0))?;
         let tops = 2.0 * 512.0 * (n * k) as f64 / (ms_gemm * 1e-3) / 1e12;
-        // The same on int8 tensor cores (Tuning::gemm_mma).
-        let mma = Tuning {
-            gemm_mma: true,
-            ..Tuning::default()
-        };
-        let ms_mma = match g.set_tuning(mma) {
-            Ok(()) => Some(g.time_ms(2, 10, || g.ternary(&ws[0], &act512, 512, &out, 0))?),
-            Err(_) => None,
-        };
-        g.set_tuning(Tuning::default())?;
-        let tops_mma = ms_mma.map(|t| 2.0 * 512.0 * (n * k) as f64 / (t * 1e-3) / 1e12);
         drop(ws);
         // candle bf16 dense (cuBLAS) on the same shapes, weights rotated likewise.
         let dense_copies = ROTATE_BYTES.div_ceil(2 * n * k).clamp(2, 64);
@@ -220,16 +184,12 @@ fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
             "gemv_graph_us": ms_graph.map(|t| t * 1e3),
             "gemv_graph_gbps": gbps_graph,
             "gemv_graph_fraction_of_copy": gbps_graph.map(|b| b / copy),
-            "variants": variants,
             "bitlinear_us": ms_bl * 1e3,
             "weight_copies_rotated": copies,
             "candle_bf16_gemv_us": s_dense * 1e6,
             "gemv_speedup_vs_candle_bf16": s_dense * 1e6 / (ms * 1e3),
             "gemm512_us": ms_gemm * 1e3,
             "gemm512_tops": tops,
-            "gemm512_mma_us": ms_mma.map(|t| t * 1e3),
-            "gemm512_mma_tops": tops_mma,
-            "gemm_mma_speedup_vs_candle_bf16": ms_mma.map(|t| s_dense_gemm * 1e6 / (t * 1e3)),
             "candle_bf16_gemm512_us": s_dense_gemm * 1e6,
             "candle_bf16_gemm512_tflops": dense_tflops,
             "gemm_speedup_vs_candle_bf16": s_dense_gemm * 1e6 / (ms_gemm * 1e3),
@@ -238,66 +198,7 @@ fn gemv_rows(g: &mut Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
-/// The GEMV variants measured besides the default (shared-memory staging, plain launches).
-fn gemv_variants() -> [(&'static str, Tuning); 3] {
-    let regs = Tuning {
-        gemv_regs: true,
-        ..Tuning::default()
-    };
-    let pdl = Tuning {
-        pdl: true,
-        ..Tuning::default()
-    };
-    [
-        ("regs", regs),
-        ("smem_pdl", pdl),
-        ("regs_pdl", Tuning { pdl: true, ..regs }),
-    ]
-}
-
-/// The decode variants measured besides the default: each speed option alone, then all.
-fn decode_variants() -> [(&'static str, Tuning, bool); 7] {
-    let d = Tuning::default();
-    [
-        (
-            "attn_skip_empty",
-            Tuning {
-                attn_skip_empty: true,
-                ..d
-            },
-            false,
-        ),
-        ("fuse_residual", d, true),
-        (
-            "attn_group",
-            Tuning {
-                attn_group: true,
-                ..d
-            },
-            false,
-        ),
-        (
-            "gemv_regs",
-            Tuning {
-                gemv_regs: true,
-                ..d
-            },
-            false,
-        ),
-        ("pdl", Tuning { pdl: true, ..d }, false),
-        (
-            "gemm_mma",
-            Tuning {
-                gemm_mma: true,
-                ..d
-            },
-            false,
-        ),
-        ("all", Tuning::all(), true),
-    ]
-}
-
-fn profile_json(p: &[(&'static str, f64, usize)]) -> Value {
+pub(crate) fn profile_json(p: &[(&'static str, f64, usize)]) -> Value {
     let total: f64 = p.iter().map(|o| o.1).sum();
     json!({
         "total_ms": total,
@@ -309,7 +210,7 @@ fn profile_json(p: &[(&'static str, f64, usize)]) -> Value {
 }
 
 /// Median milliseconds of one replay of `f` captured as a CUDA graph (None if capture fails).
-fn graph_ms(
+pub(crate) fn graph_ms(
     g: &Gpu,
     mut f: impl FnMut() -> Result<(), tritter_kernels::KernelError>,
 ) -> Result<Option<f64>> {
@@ -337,7 +238,7 @@ fn graph_ms(
     Ok(Some(ms))
 }
 
-fn device_info(g: &Gpu) -> Result<Value> {
+pub(crate) fn device_info(g: &Gpu) -> Result<Value> {
     let (free, total) = g.mem_info()?;
     Ok(
         json!({"name": g.name(), "ordinal": g.ordinal(), "memory_total": total, "memory_free": free}),
@@ -346,10 +247,10 @@ fn device_info(g: &Gpu) -> Result<Value> {
 
 /// Kernel report: `{device, copy_gbps, gemv: [...]}`.
 pub fn kernels_report(ordinal: usize) -> Result<Value> {
-    let mut g = Gpu::new(ordinal)?;
+    let g = Gpu::new(ordinal)?;
     let dev = Device::new_cuda(ordinal)?;
     let copy = copy_gbps(&g)?;
-    let gemv = gemv_rows(&mut g, &dev, copy)?;
+    let gemv = gemv_rows(&g, &dev, copy)?;
     Ok(json!({
         "device": device_info(&g)?,
         "copy_gbps": copy,
@@ -358,7 +259,12 @@ pub fn kernels_report(ordinal: usize) -> Result<Value> {
 }
 
 /// Prefill and decode tokens/s of the GPU model (best of `reps`).
-fn gpu_speed(m: &mut GpuModel, prompt: usize, decode: usize, reps: usize) -> Result<(f64, f64)> {
+pub(crate) fn gpu_speed(
+    m: &mut GpuModel,
+    prompt: usize,
+    decode: usize,
+    reps: usize,
+) -> Result<(f64, f64)> {
     let v = m.config().vocab_size;
     let (mut pre, mut dec) = (0f64, 0f64);
     for r in 0..reps {
@@ -446,9 +352,7 @@ pub fn decode_report(ordinal: usize) -> Result<Value> {
             max_chunk: 512,
             max_context: cfg.max_position_embeddings,
             head_f16: true,
-            graphs: true,
-            tuning: Tuning::default(),
-            fuse_residual: false,
+            ..GpuOptions::reference(&cfg)
         };
         let t1 = Instant::now();
         let mut m = GpuModel::with_gpu(&model, opts.clone(), gpu)?;
@@ -458,34 +362,12 @@ pub fn decode_report(ordinal: usize) -> Result<Value> {
         let (pre, dec) = gpu_speed(&mut m, prompt, decode, 3)?;
         let graph = m.uses_graph();
         let graph_ms = m.graph_step_ms(20)?;
-        // On the first configuration: where a step's GPU time goes, and each speed variant.
-        let (mut profile, mut variants) = (Value::Null, Value::Null);
-        if kv == GpuKvKind::Int4 && window == 0 {
-            let last = ids(1, cfg.vocab_size, 9)[0];
-            profile = profile_json(&m.profile_step(last)?);
-            let mut vs = serde_json::Map::new();
-            for (label, tuning, fuse) in decode_variants() {
-                if let Err(e) = m.retune(tuning, fuse) {
-                    vs.insert(label.into(), json!({ "error": e.to_string() }));
-                    continue;
-                }
-                let (vpre, vdec) = gpu_speed(&mut m, prompt, decode, 3)?;
-                let vgraph = m.graph_step_ms(20)?;
-                let vprof = profile_json(&m.profile_step(last)?);
-                vs.insert(
-                    label.into(),
-                    json!({
-                        "tokens_per_s": vdec,
-                        "speedup_vs_default": vdec / dec,
-                        "prefill_tokens_per_s": vpre,
-                        "graph_step_gpu_ms": vgraph,
-                        "profile": vprof,
-                    }),
-                );
-            }
-            m.retune(Tuning::default(), false)?;
-            variants = Value::Object(vs);
-        }
+        // On the first configuration: where a step's GPU time goes.
+        let profile = if kv == GpuKvKind::Int4 && window == 0 {
+            profile_json(&m.profile_step(ids(1, cfg.vocab_size, 9)[0])?)
+        } else {
+            Value::Null
+        };
         // KV bytes read per decoded token at the mean decode length.
         let per_head = kv.bytes_per_head(cfg.head_dim) * cfg.num_kv_heads * cfg.num_layers;
         let held = (prompt + decode / 2).min(if window > 0 { window } else { usize::MAX });
@@ -519,7 +401,6 @@ pub fn decode_report(ordinal: usize) -> Result<Value> {
             "graph_replay": graph,
             "graph_step_gpu_ms": graph_ms,
             "profile": profile,
-            "variants": variants,
             "prefill_tokens_per_s": pre,
             "bound_tokens_per_s": bound,
             "ratio_to_bound": dec / bound,
@@ -575,7 +456,7 @@ fn opts_plan(o: &GpuOptions) -> GpuPlanOptions {
 
 /// Attention report: decode attention µs per layer step for 2B4T heads (20 query, 5 KV, d 128).
 pub fn attention_report(ordinal: usize) -> Result<Value> {
-    let mut g = Gpu::new(ordinal)?;
+    let g = Gpu::new(ordinal)?;
     let (h, hkv, d, chunk) = (20usize, 5usize, 128usize, 512usize);
     let mut r = xorshift(3);
     let mut rnd =
@@ -610,15 +491,6 @@ pub fn attention_report(ordinal: usize) -> Result<Value> {
                     Ok(())
                 })?
                 .map(|t| t / 30.0);
-                // Grouped-query blocks (Tuning::attn_group), same cache and query.
-                let grouped = Tuning {
-                    attn_group: true,
-                    ..Tuning::default()
-                };
-                g.set_tuning(grouped)?;
-                let ms_group =
-                    g.time_ms(5, 50, || g.attention(&q, 1, h, &kv, &base, scale, &s, &out))?;
-                g.set_tuning(Tuning::default())?;
                 rows.push(json!({
                     "kv": format!("{kind:?}"),
                     "window": window,
@@ -626,8 +498,6 @@ pub fn attention_report(ordinal: usize) -> Result<Value> {
                     "context": ctx,
                     "us_per_step": ms * 1e3,
                     "graph_us_per_step": ms_graph.map(|t| t * 1e3),
-                    "grouped_us_per_step": ms_group * 1e3,
-                    "grouped_speedup": ms / ms_group,
                     "cache_bytes": kv.bytes(),
                     "bytes_per_token_per_layer": kind.bytes_per_head(d) * hkv,
                 }));

@@ -8,6 +8,8 @@ mod bench;
 pub mod bench_attn;
 #[cfg(feature = "cuda")]
 mod bench_cuda;
+#[cfg(feature = "cuda")]
+mod bench_cuda_variants;
 pub mod bench_decode;
 pub mod bench_kernels;
 mod chat_format;
