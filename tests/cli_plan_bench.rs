@@ -56,6 +56,11 @@ fn bad_flags_are_named() {
     let out = tritter(&["bench", "everything"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("kernels"));
+    // The GPU speed variants need --device cuda: one line saying so, not a CPU run.
+    let out = tritter(&["bench", "variants"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--device cuda") && err.lines().count() == 1, "{err}");
 }
 
 #[test]
