@@ -60,7 +60,10 @@ fn bad_flags_are_named() {
     let out = tritter(&["bench", "variants"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--device cuda") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("--device cuda") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
