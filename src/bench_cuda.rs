@@ -18,7 +18,7 @@ use crate::bench_decode::ids;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
-use tritter_kernels::cuda::{DevTernary, Gpu, GpuKvKind};
+use tritter_kernels::cuda::{CudaSlice, DevTernary, Gpu, GpuKvKind};
 use tritter_kernels::gpu_ref::{g2_k_pad, G2Matrix};
 use tritter_model::gpu::{GpuModel, GpuOptions};
 use tritter_model::plan_gpu::{gpu_memory, GpuPlanOptions};
@@ -105,22 +105,37 @@ fn candle_time(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> 
     Ok(v[v.len() / 2])
 }
 
+/// Copies of one random `n × k` ternary matrix spanning [`ROTATE_BYTES`] (4 to 400 of them),
+/// and the bytes of one.
+pub(crate) fn rotated_copies(
+    g: &Gpu,
+    n: usize,
+    k: usize,
+    seed: u64,
+) -> Result<(Vec<DevTernary>, usize)> {
+    let m = random_g2(n, k, seed);
+    let bytes = m.words.len() * 4 + m.scales.len() * 4;
+    let copies = ROTATE_BYTES.div_ceil(bytes).clamp(4, 400);
+    let ws = (0..copies)
+        .map(|_| g.upload_ternary(&m))
+        .collect::<Result<_, _>>()?;
+    Ok((ws, bytes))
+}
+
+/// `m` rows of `k` activations uniform in [-1, 1] (fixed seed).
+pub(crate) fn rand_x(k: usize, m: usize) -> Vec<f32> {
+    let mut r = xorshift(7);
+    (0..k * m)
+        .map(|_| (r() % 2001) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
 fn gemv_rows(g: &Gpu, dev: &Device, copy: f64) -> Result<Vec<Value>> {
     let mut rows = vec![];
     for (i, &(name, n, k)) in SHAPES.iter().enumerate() {
-        let m = random_g2(n, k, 100 + i as u64);
-        let bytes_w = m.words.len() * 4 + m.scales.len() * 4;
-        let copies = ROTATE_BYTES.div_ceil(bytes_w).clamp(4, 400);
-        let ws: Vec<DevTernary> = (0..copies)
-            .map(|_| g.upload_ternary(&m))
-            .collect::<Result<_, _>>()?;
-        let x: Vec<f32> = {
-            let mut r = xorshift(7);
-            (0..k * 512)
-                .map(|_| (r() % 2001) as f32 / 1000.0 - 1.0)
-                .collect()
-        };
-        let dx = g.upload(&x)?;
+        let (ws, bytes_w) = rotated_copies(g, n, k, 100 + i as u64)?;
+        let copies = ws.len();
+        let dx = g.upload(&rand_x(k, 512))?;
         let act1 = g.act_buf(k, 1)?;
         let out = g.zeros::<f32>(n * 512)?;
         g.act_quant(&dx, 0, 1, &act1)?;
@@ -454,18 +469,52 @@ fn opts_plan(o: &GpuOptions) -> GpuPlanOptions {
     }
 }
 
-/// Attention report: decode attention µs per layer step for 2B4T heads (20 query, 5 KV, d 128).
-pub fn attention_report(ordinal: usize) -> Result<Value> {
-    let g = Gpu::new(ordinal)?;
+/// Inputs of the attention benchmarks: 2B4T heads (20 query, 5 KV, d 128), one chunk of 512
+/// keys/values stored repeatedly, one query, and the position buffer.
+pub(crate) struct AttnInputs {
+    pub h: usize,
+    pub hkv: usize,
+    pub d: usize,
+    pub chunk: usize,
+    pub k: CudaSlice<f32>,
+    pub v: CudaSlice<f32>,
+    pub q: CudaSlice<f32>,
+    pub out: CudaSlice<f32>,
+    pub base: CudaSlice<i32>,
+}
+
+pub(crate) fn attn_inputs(g: &Gpu) -> Result<AttnInputs> {
     let (h, hkv, d, chunk) = (20usize, 5usize, 128usize, 512usize);
     let mut r = xorshift(3);
     let mut rnd =
         |n: usize| -> Vec<f32> { (0..n).map(|_| (r() % 2001) as f32 / 1000.0 - 1.0).collect() };
-    let k = g.upload(&rnd(chunk * hkv * d))?;
-    let v = g.upload(&rnd(chunk * hkv * d))?;
-    let q = g.upload(&rnd(h * d))?;
-    let out = g.zeros::<f32>(h * d)?;
-    let mut base = g.upload(&[0i32])?;
+    Ok(AttnInputs {
+        h,
+        hkv,
+        d,
+        chunk,
+        k: g.upload(&rnd(chunk * hkv * d))?,
+        v: g.upload(&rnd(chunk * hkv * d))?,
+        q: g.upload(&rnd(h * d))?,
+        out: g.zeros::<f32>(h * d)?,
+        base: g.upload(&[0i32])?,
+    })
+}
+
+/// Attention report: decode attention µs per layer step for 2B4T heads (20 query, 5 KV, d 128).
+pub fn attention_report(ordinal: usize) -> Result<Value> {
+    let g = Gpu::new(ordinal)?;
+    let AttnInputs {
+        h,
+        hkv,
+        d,
+        chunk,
+        k,
+        v,
+        q,
+        out,
+        mut base,
+    } = attn_inputs(&g)?;
     let mut rows = vec![];
     for kind in [GpuKvKind::F16, GpuKvKind::Int4] {
         for (window, sinks) in [(4096usize, 4usize), (0, 0)] {

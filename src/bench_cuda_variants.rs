@@ -12,15 +12,15 @@
 
 use anyhow::Result;
 use serde_json::{json, Value};
-use tritter_kernels::cuda::{DevTernary, Gpu, GpuKvKind, Tuning};
+use tritter_kernels::cuda::{Gpu, GpuKvKind, Tuning};
 use tritter_kernels::gpu_ref::g2_k_pad;
 use tritter_model::gpu::{GpuModel, GpuOptions};
 use tritter_model::random::RandomSource;
 use tritter_model::{Config, Transformer};
 
 use crate::bench_cuda::{
-    copy_gbps, device_info, gpu_speed, graph_ms, profile_json, random_g2, xorshift, ROTATE_BYTES,
-    SHAPES,
+    attn_inputs, copy_gbps, device_info, gpu_speed, graph_ms, profile_json, rand_x, random_g2,
+    rotated_copies, AttnInputs, SHAPES,
 };
 use crate::bench_decode::ids;
 
@@ -92,21 +92,10 @@ fn decode_variants() -> Vec<(&'static str, Tuning, bool)> {
     ]
 }
 
-fn rand_x(k: usize, m: usize) -> Vec<f32> {
-    let mut r = xorshift(7);
-    (0..k * m)
-        .map(|_| (r() % 2001) as f32 / 1000.0 - 1.0)
-        .collect()
-}
-
 fn gemv_lines(g: &mut Gpu, copy: f64, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<()> {
     for (i, &(name, n, k)) in SHAPES.iter().enumerate() {
-        let m = random_g2(n, k, 100 + i as u64);
-        let bytes_w = m.words.len() * 4 + m.scales.len() * 4;
-        let copies = ROTATE_BYTES.div_ceil(bytes_w).clamp(4, 400);
-        let ws: Vec<DevTernary> = (0..copies)
-            .map(|_| g.upload_ternary(&m))
-            .collect::<Result<_, _>>()?;
+        let (ws, bytes_w) = rotated_copies(g, n, k, 100 + i as u64)?;
+        let copies = ws.len();
         let dx = g.upload(&rand_x(k, 1))?;
         let act = g.act_buf(k, 1)?;
         let out = g.zeros::<f32>(n)?;
@@ -180,15 +169,17 @@ fn gemm_lines(g: &mut Gpu, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<
 }
 
 fn attention_lines(g: &mut Gpu, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<()> {
-    let (h, hkv, d, chunk) = (20usize, 5usize, 128usize, 512usize);
-    let mut r = xorshift(3);
-    let mut rnd =
-        |n: usize| -> Vec<f32> { (0..n).map(|_| (r() % 2001) as f32 / 1000.0 - 1.0).collect() };
-    let k = g.upload(&rnd(chunk * hkv * d))?;
-    let v = g.upload(&rnd(chunk * hkv * d))?;
-    let q = g.upload(&rnd(h * d))?;
-    let out = g.zeros::<f32>(h * d)?;
-    let mut base = g.upload(&[0i32])?;
+    let AttnInputs {
+        h,
+        hkv,
+        d,
+        chunk,
+        k,
+        v,
+        q,
+        out,
+        mut base,
+    } = attn_inputs(g)?;
     let scale = 1.0 / (d as f32).sqrt();
     let grouped = Tuning {
         attn_group: true,

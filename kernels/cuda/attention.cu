@@ -250,18 +250,21 @@ __device__ void attn_partial(const float* __restrict__ q, int T, int H, int hkv,
         float *pm, float *pl, float *pacc
 #define ATTN_PASS q, T, H, hkv, d, group, kd, ks, vd, vs, pos, cap, base, window, sinks, theta, sm_scale, skip_empty, pm, pl, pacc
 
-extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_f32(ATTN_ARGS) {
-    PDL_ENTER;
-    attn_partial<KV_F32>(ATTN_PASS);
-}
-extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_f16(ATTN_ARGS) {
-    PDL_ENTER;
-    attn_partial<KV_F16>(ATTN_PASS);
-}
-extern "C" __global__ void __launch_bounds__(SPLIT) attn_partial_i4(ATTN_ARGS) {
-    PDL_ENTER;
-    attn_partial<KV_I4>(ATTN_PASS);
-}
+// One entry point per cache kind: NAME_f32, NAME_f16, NAME_i4 running FN<KIND>.
+#define ATTN_KERNELS(NAME, FN, THREADS)                                                     \
+    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_f32(ATTN_ARGS) {           \
+        PDL_ENTER;                                                                          \
+        FN<KV_F32>(ATTN_PASS);                                                              \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_f16(ATTN_ARGS) {           \
+        PDL_ENTER;                                                                          \
+        FN<KV_F16>(ATTN_PASS);                                                              \
+    }                                                                                       \
+    extern "C" __global__ void __launch_bounds__(THREADS) NAME##_i4(ATTN_ARGS) {            \
+        PDL_ENTER;                                                                          \
+        FN<KV_I4>(ATTN_PASS);                                                               \
+    }
+ATTN_KERNELS(attn_partial, attn_partial, SPLIT)
 
 // Merges the S partial results of each (token, head): out [T][H][d].
 extern "C" __global__ void attn_combine(const float* __restrict__ pm, const float* __restrict__ pl,
@@ -495,15 +498,4 @@ __device__ void attn_group(const float* __restrict__ q, int T, int H, int hkv, i
     }
 }
 
-extern "C" __global__ void __launch_bounds__(AG_THREADS) attn_group_f32(ATTN_ARGS) {
-    PDL_ENTER;
-    attn_group<KV_F32>(ATTN_PASS);
-}
-extern "C" __global__ void __launch_bounds__(AG_THREADS) attn_group_f16(ATTN_ARGS) {
-    PDL_ENTER;
-    attn_group<KV_F16>(ATTN_PASS);
-}
-extern "C" __global__ void __launch_bounds__(AG_THREADS) attn_group_i4(ATTN_ARGS) {
-    PDL_ENTER;
-    attn_group<KV_I4>(ATTN_PASS);
-}
+ATTN_KERNELS(attn_group, attn_group, AG_THREADS)

@@ -515,7 +515,6 @@ impl GpuModel {
             Activation::Silu => 1,
         };
         let pre = !matches!(self.cfg.norm_placement, NormPlacement::SwinNorm);
-        let fuse = self.opts.fuse_residual && pre;
         for (l, kv) in self.layers.iter().zip(&self.kv) {
             // Attention input: norm1(x) (pre/subln) or x (swin), normed inside the quantiser.
             g.rms_act_quant(&s.x, t, pre.then_some(&l.norm1), eps, &s.act_c)
@@ -550,18 +549,14 @@ impl GpuModel {
             g.rms_act_quant(&s.att, t, l.attn_sub.as_ref(), eps, &s.act_a)
                 .map_err(kerr)?;
             mark("norm_quant")?;
-            if fuse {
-                g.ternary_add(&l.o, &s.act_a, t, &s.x, 0).map_err(kerr)?;
-                mark("gemv_o")?;
-            } else {
-                g.ternary(&l.o, &s.act_a, t, &s.o, 0).map_err(kerr)?;
-                mark("gemv_o")?;
-                if !pre {
-                    g.rmsnorm(&s.o, t, c, &l.norm1, eps, &s.o).map_err(kerr)?;
-                }
-                g.add(&s.x, &s.o, t * c).map_err(kerr)?;
-                mark("residual")?;
-            }
+            self.residual(
+                &l.o,
+                &s.act_a,
+                t,
+                (!pre).then_some(&l.norm1),
+                "gemv_o",
+                mark,
+            )?;
             // MLP.
             g.rms_act_quant(&s.x, t, pre.then_some(&l.norm2), eps, &s.act_c)
                 .map_err(kerr)?;
@@ -579,22 +574,44 @@ impl GpuModel {
             g.rms_act_quant(hid, t, l.mlp_sub.as_ref(), eps, &s.act_f)
                 .map_err(kerr)?;
             mark("norm_quant")?;
-            if fuse {
-                g.ternary_add(&l.down, &s.act_f, t, &s.x, 0).map_err(kerr)?;
-                mark("gemv_down")?;
-            } else {
-                g.ternary(&l.down, &s.act_f, t, &s.o, 0).map_err(kerr)?;
-                mark("gemv_down")?;
-                if !pre {
-                    g.rmsnorm(&s.o, t, c, &l.norm2, eps, &s.o).map_err(kerr)?;
-                }
-                g.add(&s.x, &s.o, t * c).map_err(kerr)?;
-                mark("residual")?;
-            }
+            self.residual(
+                &l.down,
+                &s.act_f,
+                t,
+                (!pre).then_some(&l.norm2),
+                "gemv_down",
+                mark,
+            )?;
         }
         g.rmsnorm(&s.x, t, c, &self.norm, eps, &s.h).map_err(kerr)?;
         mark("final_norm")?;
         Ok(())
+    }
+
+    /// `x += W·act` for `t` tokens: an output projection into the residual stream, RMSNormed
+    /// with `post` first (swin placement) or fused into the GEMV/GEMM epilogue when
+    /// [`GpuOptions::fuse_residual`] is set (the same values as the projection then an add).
+    fn residual(
+        &self,
+        w: &DevTernary,
+        act: &ActBuf,
+        t: usize,
+        post: Option<&CudaSlice<f32>>,
+        op: &'static str,
+        mark: &mut dyn FnMut(&'static str) -> Result<()>,
+    ) -> Result<()> {
+        let (g, s, c) = (&self.gpu, &self.s, self.cfg.hidden_size);
+        if self.opts.fuse_residual && post.is_none() {
+            g.ternary_add(w, act, t, &s.x, 0).map_err(kerr)?;
+            return mark(op);
+        }
+        g.ternary(w, act, t, &s.o, 0).map_err(kerr)?;
+        mark(op)?;
+        if let Some(n) = post {
+            g.rmsnorm(&s.o, t, c, n, self.eps, &s.o).map_err(kerr)?;
+        }
+        g.add(&s.x, &s.o, t * c).map_err(kerr)?;
+        mark("residual")
     }
 
     /// Runs one single-token step (`id` appended to the sequence, eager launches) with a CUDA
