@@ -13,42 +13,11 @@
 
 #define ACT_THREADS 256
 
-// One block per token row. x: [m][k] f32 (row stride k); q: [m][k_pad] int8 (zero padded);
-// scale[t] = 127 / max(max|x|, 1e-5); qsum[t] = Σ q.
-extern "C" __global__ void __launch_bounds__(ACT_THREADS)
-act_quant_i8(const float* __restrict__ x, int k, int k_pad, int8_t* __restrict__ q,
-             float* __restrict__ scale, int* __restrict__ qsum) {
-    PDL_ENTER;
-    __shared__ float fs[32];
-    __shared__ int is[32];
-    const int t = blockIdx.x;
-    const float* xr = x + (size_t)t * k;
-    int8_t* qr = q + (size_t)t * k_pad;
-    float m = 0.0f;
-    for (int i = threadIdx.x; i < k; i += blockDim.x) m = fmaxf(m, fabsf(xr[i]));
-    m = block_max(m, fs);
-    const float s = 127.0f / fmaxf(m, 1e-5f);
-    int sum = 0;
-    for (int i = threadIdx.x; i < k_pad; i += blockDim.x) {
-        int v = 0;
-        if (i < k) {
-            float r = rintf(__fmul_rn(xr[i], s));
-            r = fminf(fmaxf(r, -128.0f), 127.0f);
-            v = (int)r;
-        }
-        qr[i] = (int8_t)v;
-        sum += v;
-    }
-    sum = block_sum_i(sum, is);
-    if (threadIdx.x == 0) {
-        scale[t] = s;
-        qsum[t] = sum;
-    }
-}
-
-// RMSNorm fused into the quantiser: y = x · w / sqrt(mean(x²) + eps) (the `rmsnorm` kernel's
-// expression and reduction, so identical values), then y is quantised as `act_quant_i8` does.
-// `w == nullptr` quantises x itself. One block of ACT_THREADS per token row.
+// Per-token int8 activation quantiser with an optional RMSNorm fused in. One block of
+// ACT_THREADS per token row; x: [m][k] f32 (row stride k); q: [m][k_pad] int8 (zero padded).
+// With weights w: y = x · w / sqrt(mean(x²) + eps) (the `rmsnorm` kernel's expression and
+// reduction, so identical values); `w == nullptr` takes y = x. Then scale[t] = 127 /
+// max(max|y|, 1e-5), q = clamp(rint(y · scale), -128, 127), qsum[t] = Σ q.
 extern "C" __global__ void __launch_bounds__(ACT_THREADS)
 rms_act_quant_i8(const float* __restrict__ x, const float* __restrict__ w, float eps, int k,
                  int k_pad, int8_t* __restrict__ q, float* __restrict__ scale,

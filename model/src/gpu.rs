@@ -423,17 +423,22 @@ impl GpuModel {
         Ok(out)
     }
 
-    fn run_chunk(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>> {
-        let (t, c, vocab) = (ids.len(), self.cfg.hidden_size, self.cfg.vocab_size);
-        let mut x = Vec::with_capacity(t * c);
+    /// Uploads the embeddings of `ids` into `s.x` and the next position into `s.base`.
+    fn stage(&mut self, ids: &[u32]) -> Result<()> {
+        let c = self.cfg.hidden_size;
+        let mut x = Vec::with_capacity(ids.len() * c);
         for &id in ids {
             x.extend_from_slice(&self.embed[id as usize * c..][..c]);
         }
-        let g = &self.gpu;
-        g.write(&x, &mut self.s.x).map_err(kerr)?;
+        self.gpu.write(&x, &mut self.s.x).map_err(kerr)?;
         let pos =
             i32::try_from(self.seen).map_err(|_| Error::Invalid("position exceeds i32".into()))?;
-        g.write(&[pos], &mut self.s.base).map_err(kerr)?;
+        self.gpu.write(&[pos], &mut self.s.base).map_err(kerr)
+    }
+
+    fn run_chunk(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>> {
+        let (t, c, vocab) = (ids.len(), self.cfg.hidden_size, self.cfg.vocab_size);
+        self.stage(ids)?;
         if t == 1 && !all && self.opts.graphs && !self.graph_failed {
             if self.graph.is_none() {
                 self.capture()?;
@@ -619,15 +624,11 @@ impl GpuModel {
     /// operation over all layers, in first-seen order: `(op, ms, launches)`. The events
     /// serialise the stream between operations, so the total exceeds a graph-replayed step.
     pub fn profile_step(&mut self, id: u32) -> Result<Vec<(&'static str, f64, usize)>> {
-        let (c, vocab) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let vocab = self.cfg.vocab_size;
         if id as usize >= vocab {
             return Err(Error::TokenOutOfRange { id, vocab });
         }
-        let x = self.embed[id as usize * c..][..c].to_vec();
-        let pos =
-            i32::try_from(self.seen).map_err(|_| Error::Invalid("position exceeds i32".into()))?;
-        self.gpu.write(&x, &mut self.s.x).map_err(kerr)?;
-        self.gpu.write(&[pos], &mut self.s.base).map_err(kerr)?;
+        self.stage(&[id])?;
         let mut marks = vec![("start", self.gpu.mark().map_err(kerr)?)];
         self.layers_pass_marked(1, &mut |op| {
             marks.push((op, self.gpu.mark().map_err(kerr)?));

@@ -1,5 +1,6 @@
-//! Ternary BitLinear on the GPU: G2-packed weights, int8 activation buffers, the quantisers
-//! (`act_quant_i8`, `rms_act_quant_i8`) and the W2A8 GEMV/GEMM of `kernels/cuda/ternary.cu`.
+//! Ternary BitLinear on the GPU: G2-packed weights, int8 activation buffers, the quantiser
+//! (`rms_act_quant_i8`, with or without a norm) and the W2A8 GEMV/GEMM of
+//! `kernels/cuda/ternary.cu`.
 //! Must equal [`crate::quantize_row_i8_scalar`] and [`crate::ternary_matmul`] bit for bit.
 
 use super::{bad, blocks, cfg, check, cu, int, launch, Gpu};
@@ -85,34 +86,11 @@ impl Gpu {
         eps: f32,
         act: &ActBuf,
     ) -> Result<(), KernelError> {
-        if m > act.max_m {
-            return Err(bad("rms_act_quant tokens", m, act.max_m));
-        }
-        check("rms_act_quant input", x, m * act.k)?;
-        if let Some(w) = norm {
-            check("rms_act_quant weight", w, act.k)?;
-        }
-        if m == 0 {
-            return Ok(());
-        }
-        let (xp, qp, sp, up) = (
-            self.ptr(x, 0),
-            self.ptr(&act.q, 0),
-            self.ptr(&act.scale, 0),
-            self.ptr(&act.sum, 0),
-        );
-        let wp: u64 = norm.map_or(0, |w| self.ptr(w, 0));
-        let (k, kp) = (int(act.k, "k")?, int(act.k_pad, "k_pad")?);
-        // SAFETY: x holds m·k floats, the norm k (checked), act max_m ≥ m padded rows; a zero
-        // weight pointer is the kernel's "no norm".
-        unsafe {
-            launch!(self, &self.k.rms_act_quant, cfg((int(m, "m")? as u32, 1, 1), 256, 0);
-                xp, wp, eps, k, kp, qp, sp, up)
-        }?;
-        Ok(())
+        self.quant_rows(x, 0, m, norm, eps, act)
     }
 
-    /// Quantises `m` rows of `k` floats of `x` (from element `off`) into `act`.
+    /// Quantises `m` rows of `k` floats of `x` (from element `off`) into `act` (the fused
+    /// kernel without a norm: the same expressions as `quantize_row_i8_scalar`).
     pub fn act_quant(
         &self,
         x: &CudaSlice<f32>,
@@ -120,10 +98,25 @@ impl Gpu {
         m: usize,
         act: &ActBuf,
     ) -> Result<(), KernelError> {
+        self.quant_rows(x, off, m, None, 0.0, act)
+    }
+
+    fn quant_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        off: usize,
+        m: usize,
+        norm: Option<&CudaSlice<f32>>,
+        eps: f32,
+        act: &ActBuf,
+    ) -> Result<(), KernelError> {
         if m > act.max_m {
             return Err(bad("act_quant tokens", m, act.max_m));
         }
         check("act_quant input", x, off + m * act.k)?;
+        if let Some(w) = norm {
+            check("act_quant norm weight", w, act.k)?;
+        }
         if m == 0 {
             return Ok(());
         }
@@ -133,11 +126,13 @@ impl Gpu {
             self.ptr(&act.scale, 0),
             self.ptr(&act.sum, 0),
         );
+        let wp: u64 = norm.map_or(0, |w| self.ptr(w, 0));
         let (k, kp) = (int(act.k, "k")?, int(act.k_pad, "k_pad")?);
-        // SAFETY: x holds m·k floats from `off`, act holds max_m ≥ m padded rows (checked).
+        // SAFETY: x holds m·k floats from `off`, the norm k (checked), act max_m ≥ m padded
+        // rows; a zero weight pointer is the kernel's "no norm".
         unsafe {
-            launch!(self, &self.k.act_quant, cfg((int(m, "m")? as u32, 1, 1), 256, 0);
-                xp, k, kp, qp, sp, up)
+            launch!(self, &self.k.rms_act_quant, cfg((int(m, "m")? as u32, 1, 1), 256, 0);
+                xp, wp, eps, k, kp, qp, sp, up)
         }?;
         Ok(())
     }

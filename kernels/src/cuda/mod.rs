@@ -1,7 +1,8 @@
 //! Launches of Tritter's CUDA kernels (feature `cuda`): the PTX that `build.rs` compiles from
 //! `kernels/cuda/*.cu` is loaded through cudarc's driver API on one stream. Each kernel has a
 //! host statement it must match (tests: `kernels/tests/cuda.rs`):
-//! - `act_quant_i8` → [`crate::quantize_row_i8_scalar`] (bit-exact codes, scales, sums);
+//! - `rms_act_quant_i8` without a norm → [`crate::quantize_row_i8_scalar`] (bit-exact codes,
+//!   scales, sums);
 //! - `ternary_gemv`/`ternary_gemm` → [`crate::ternary_matmul`] (bit-exact f32 outputs);
 //! - `kv_store` (INT4) → [`crate::gpu_ref::quant_group_i4`] (bit-exact codes and scales);
 //! - `attn_partial_*` + `attn_combine` → [`crate::gpu_ref::attention_ref`] (f32 tolerance);
@@ -101,7 +102,6 @@ impl Tuning {
 }
 
 struct Kernels {
-    act_quant: CudaFunction,
     gemv: CudaFunction,
     /// `ternary_gemv_regs{1,2,4,8}`.
     gemv_regs: [CudaFunction; 4],
@@ -187,7 +187,6 @@ impl Gpu {
         let a = ctx.load_module(Ptx::from_src(PTX_ATTENTION)).map_err(cu)?;
         let o = ctx.load_module(Ptx::from_src(PTX_OPS)).map_err(cu)?;
         let k = Kernels {
-            act_quant: load(&t, "act_quant_i8")?,
             gemv: load(&t, "ternary_gemv")?,
             gemv_regs: [
                 load(&t, "ternary_gemv_regs1")?,
