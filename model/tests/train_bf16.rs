@@ -3,24 +3,22 @@
 //! AdamW moments stay f32 (also in the checkpoint), and bad `train.dtype` / device names fail
 //! with one clear line.
 
+mod common;
+
 use candle_core::{DType, Device};
-use std::path::{Path, PathBuf};
+use common::copy_tree;
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use tritter_model::data::{self, NoProgress};
 use tritter_model::train::state;
 use tritter_model::train::trainer::open_device;
 use tritter_model::train::{Event, Observer, TrainConfig, Trainer};
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A small config over this crate's own sources: 2 layers, hidden 32, 24-token sequences.
 fn config(run: &Path, extra: &[&str]) -> TrainConfig {
-    let text = format!(
+    common::train_config(
+        run,
         r#"
-[run]
-dir = "{run}"
 seed = 11
 [model]
 hidden_size = 32
@@ -40,35 +38,9 @@ batches = 2
 [checkpoint]
 every = 0
 keep = 1
-[data]
-seq_len = 24
-val_fraction = 0.1
-[[data.sources]]
-kind = "dir"
-path = "{src}"
-languages = ["rust"]
-[data.tokenizer]
-vocab_size = 300
-image_codes = 0
-audio_codes = 0
 "#,
-        run = run.display(),
-        src = manifest_dir().join("src").join("train").display()
-    );
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    TrainConfig::from_toml_str(&text, &extra, Path::new(".")).unwrap()
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &dst.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
+        extra,
+    )
 }
 
 #[derive(Default)]

@@ -1,7 +1,10 @@
 //! Trainer tests: exact resume, atomic checkpoints, the golden AdamW trajectory through the
 //! trainer's optimiser, and QAT lowering the loss of a full-precision checkpoint.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{copy_tree, manifest_dir};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -11,16 +14,11 @@ use tritter_model::train::state;
 use tritter_model::train::{Event, Observer, TrainConfig, Trainer};
 use tritter_model::{Config, Params, TensorStore, Transformer};
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// A small config over this crate's own sources: 2 layers, hidden 32, 24-token sequences.
 fn config(run: &Path, extra: &[&str]) -> TrainConfig {
-    let text = format!(
+    common::train_config(
+        run,
         r#"
-[run]
-dir = "{run}"
 seed = 7
 [model]
 hidden_size = 32
@@ -40,23 +38,9 @@ batches = 1
 [checkpoint]
 every = 4
 keep = 2
-[data]
-seq_len = 24
-val_fraction = 0.1
-[[data.sources]]
-kind = "dir"
-path = "{src}"
-languages = ["rust"]
-[data.tokenizer]
-vocab_size = 300
-image_codes = 0
-audio_codes = 0
 "#,
-        run = run.display(),
-        src = manifest_dir().join("src").join("train").display()
-    );
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    TrainConfig::from_toml_str(&text, &extra, Path::new(".")).unwrap()
+        extra,
+    )
 }
 
 /// Prepare the data once into `run` and copy it to other runs (tokenizer training is the slow
@@ -65,18 +49,6 @@ fn prepared(run: &Path, extra: &[&str]) -> TrainConfig {
     let cfg = config(run, extra);
     data::prepare(&cfg.data, run, &NoProgress).unwrap();
     cfg
-}
-
-fn copy_tree(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        if e.path().is_dir() {
-            copy_tree(&e.path(), &dst.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 fn copy_data(from: &Path, to: &Path) {
