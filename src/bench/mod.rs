@@ -1,0 +1,97 @@
+//! `tritter bench kernels|decode|attention [--json] [--threads N]`: runs one of the benchmark
+//! reports (`bench_kernels`, `bench_decode`, `bench_attn`) and prints it as one JSON object or as
+//! indented JSON / a short table for people. `bench variants --device cuda` prints JSON lines as
+//! its measurements complete (`bench_cuda_variants`).
+
+pub mod attention;
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "cuda")]
+mod cuda_variants;
+pub mod decode;
+pub mod kernels;
+
+use anyhow::Result;
+use clap::ValueEnum;
+
+/// Which benchmark to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchWhat {
+    /// Ternary GEMV/GEMM vs f32 and copy bandwidth.
+    Kernels,
+    /// End-to-end prefill/decode of random tritter-tiny and 2B4T-shaped models.
+    Decode,
+    /// Fused attention and KV caches.
+    Attention,
+    /// The CUDA path's speed variants against its default (`--device cuda` only; JSON lines).
+    Variants,
+}
+
+/// Threads to use: the flag, or every core.
+pub fn threads_or_default(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(
+    what: BenchWhat,
+    json: bool,
+    threads: Option<usize>,
+    compute: crate::device::Compute,
+) -> Result<()> {
+    if let crate::device::Compute::Cuda(n) = compute {
+        return run_cuda(what, json, n);
+    }
+    let threads = threads_or_default(threads);
+    anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    let report = match what {
+        BenchWhat::Kernels => crate::bench::kernels::kernels_report(threads)?,
+        BenchWhat::Decode => crate::bench::decode::decode_report(threads)?,
+        BenchWhat::Attention => crate::bench::attention::attention_report(threads)?,
+        BenchWhat::Variants => anyhow::bail!(
+            "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
+        ),
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else if what == BenchWhat::Decode {
+        print!("{}", crate::bench::decode::decode_text(&report));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+#[cfg(feature = "cuda")]
+fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
+    use std::io::Write;
+    let report = match what {
+        BenchWhat::Kernels => crate::bench::cuda::kernels_report(ordinal)?,
+        BenchWhat::Decode => crate::bench::cuda::decode_report(ordinal)?,
+        BenchWhat::Attention => crate::bench::cuda::attention_report(ordinal)?,
+        BenchWhat::Variants => {
+            // One JSON line per measurement, flushed, whatever `--json` says.
+            return crate::bench::cuda_variants::variants_report(ordinal, &mut |line| {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+                out.flush()?;
+                Ok(())
+            });
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn run_cuda(_: BenchWhat, _: bool, _: usize) -> Result<()> {
+    Err(crate::device::no_cuda("cuda"))
+}

@@ -1,0 +1,156 @@
+//! `tritter --train CONFIG [--resume] [--device cpu|cuda[:N]] [--set KEY=VALUE ...]`: prepares
+//! the data when needed, trains, and prints a progress bar (loss, tok/s, ETA). Ctrl-C finishes
+//! the current step, checkpoints and exits 0. The global `--device` flag overrides
+//! `train.device`; a device that cannot be opened (e.g. `cuda` in a build without CUDA) fails
+//! before anything is prepared or written, with one line naming the flag.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tritter_model::train::trainer::{device as config_device, open_device};
+use tritter_model::train::{Event, Observer, TrainConfig, Trainer};
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_sigint() {
+    // SAFETY: the handler only stores to a static atomic, which is async-signal-safe; `signal`
+    // is given a valid `extern "C"` function pointer of the required signature.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+}
+
+struct Bar {
+    bar: Option<ProgressBar>,
+    last_val: Option<f64>,
+}
+
+impl Observer for Bar {
+    fn event(&mut self, e: &Event) {
+        match e {
+            Event::Start {
+                step,
+                total,
+                params,
+            } => {
+                let bar = ProgressBar::new(*total).with_style(
+                    ProgressStyle::with_template(
+                        "[{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_position(*step);
+                bar.enable_steady_tick(Duration::from_millis(500));
+                bar.println(format!(
+                    "training {params} tensors from step {step} to {total}"
+                ));
+                self.bar = Some(bar);
+            }
+            Event::Step(r) => {
+                if let Some(b) = &self.bar {
+                    b.set_position(r.step);
+                    let val = self
+                        .last_val
+                        .map_or(String::new(), |v| format!(" val {v:.3}"));
+                    b.set_message(format!(
+                        "loss {:.3}{val} lr {:.2e} {:.0} tok/s",
+                        r.loss, r.lr, r.tokens_per_s
+                    ));
+                }
+            }
+            Event::Eval(r) => {
+                self.last_val = Some(r.val_loss);
+                self.println(format!(
+                    "step {}: val loss {:.4}, perplexity {:.2}",
+                    r.step, r.val_loss, r.val_ppl
+                ));
+            }
+            Event::Checkpoint { step, dir } => {
+                self.println(format!("step {step}: checkpoint {}", dir.display()))
+            }
+            Event::Note(s) => self.println(s.clone()),
+        }
+    }
+}
+
+impl Bar {
+    fn println(&self, s: String) {
+        match &self.bar {
+            Some(b) if !b.is_hidden() => b.println(s),
+            _ => eprintln!("{s}"),
+        }
+    }
+}
+
+/// Run `--train`; `device` is the `--device` flag, which replaces `train.device`.
+pub fn train(
+    config: &Path,
+    overrides: &[String],
+    resume: bool,
+    device: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut cfg = TrainConfig::load(config, overrides)?;
+    let device = match device {
+        Some(name) => {
+            let d = open_device(name, &format!("--device {name}"))?;
+            cfg.train.device = name.to_string();
+            d
+        }
+        None => config_device(&cfg.train.device)?,
+    };
+    if !cfg.run.dir.join("data").join("shards.json").is_file() {
+        eprintln!("preparing data in {}", cfg.run.dir.join("data").display());
+        crate::cli::prepare::run_pipeline(&cfg.data, &cfg.run.dir)?;
+    }
+    std::fs::create_dir_all(&cfg.run.dir)
+        .with_context(|| format!("creating {}", cfg.run.dir.display()))?;
+    let effective = toml::to_string(&cfg).context("serialising the effective config")?;
+    std::fs::write(cfg.run.dir.join("config.toml"), effective)
+        .with_context(|| format!("writing {}", cfg.run.dir.display()))?;
+    install_sigint();
+    let mut trainer = Trainer::new_on(cfg, resume, device)?;
+    let mut bar = Bar {
+        bar: None,
+        last_val: None,
+    };
+    let out = trainer.run(&mut bar, &STOP, None)?;
+    if let Some(b) = &bar.bar {
+        b.finish();
+    }
+    eprintln!(
+        "{} steps, {:.0} tokens/s this run{}",
+        out.step,
+        out.tokens_per_s,
+        out.val_loss.map_or(String::new(), |v| format!(
+            ", val loss {v:.4} (ppl {:.2})",
+            v.exp()
+        ))
+    );
+    if let Some(d) = out.final_dir {
+        eprintln!("model: {}", d.display());
+    }
+    Ok(())
+}
+
+/// Run `--train CONFIG --plot`: redraw `loss.png` of the run directory.
+pub fn plot(config: &Path, overrides: &[String]) -> anyhow::Result<()> {
+    let cfg = TrainConfig::load(config, overrides)?;
+    if !tritter_model::train::plot::plot_run(&cfg.run.dir)? {
+        anyhow::bail!(
+            "{}: no training rows to plot",
+            cfg.run.dir.join("metrics.jsonl").display()
+        );
+    }
+    eprintln!("wrote {}", cfg.run.dir.join("loss.png").display());
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! What the app asks the terminal loop to do (`Effect`), the disk and decode work among it that
+//! runs off the UI thread (`Job`, carried out by `tui::jobs`), and what such work reports back
+//! (`Outcome`, applied by `App::update` as `Action::Finished`).
+
+use std::path::PathBuf;
+
+use crate::engine::{Attachment, ChatMessage, GenRequest};
+
+/// Work for the terminal loop.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    Generate(GenRequest),
+    Copy(String),
+    /// Disk or decode work, run on its own thread; its `Outcome` comes back as an action.
+    Job(Job),
+    Quit,
+}
+
+/// Slow work that must not block a keystroke: attachments up to 50 MB, session files.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Job {
+    /// Decode an image (PNG/JPEG) for `/img`.
+    LoadImage(PathBuf),
+    /// Decode audio (WAV/FLAC/MP3) for `/audio`.
+    LoadAudio(PathBuf),
+    /// Write the conversation to the session file `name` (`auto`: the save after each reply).
+    SaveSession {
+        dir: PathBuf,
+        name: String,
+        messages: Vec<ChatMessage>,
+        auto: bool,
+    },
+    /// Read the session file `name` for `/load`.
+    LoadSession { dir: PathBuf, name: String },
+}
+
+/// What a finished `Job` reports; errors are one line with their cause chain.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The attachment and its preview picture (at most `PREVIEW_MAX` pixels a side).
+    Image(Result<(Attachment, image::DynamicImage), String>),
+    /// The attachment and its waveform (one bar per column).
+    Audio(Result<(Attachment, Vec<u64>), String>),
+    Saved {
+        name: String,
+        auto: bool,
+        result: Result<PathBuf, String>,
+    },
+    SessionLoaded {
+        name: String,
+        result: Result<Vec<ChatMessage>, String>,
+    },
+}
+
+/// Longest side of an image preview handed to the UI thread: larger than any terminal cell grid
+/// shows, small enough that building the preview there costs nothing.
+pub const PREVIEW_MAX: u32 = 1024;
