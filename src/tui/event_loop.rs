@@ -5,6 +5,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossterm::event::Event;
@@ -13,7 +14,7 @@ use ratatui::Terminal;
 
 use crate::engine::worker::Worker;
 use crate::engine::GenEvent;
-use crate::tui::app::effect::{Effect, Outcome};
+use crate::tui::app::effect::{Effect, Job, Outcome};
 use crate::tui::app::{Action, App};
 use crate::tui::clipboard::Clipboard;
 use crate::tui::latency::Latency;
@@ -41,9 +42,12 @@ struct Loop<'a> {
     latency: Latency,
     /// Keys read since the last frame: when, and whether a reply was streaming.
     pending_keys: Vec<(Instant, bool)>,
+    /// Session writes still running: quitting waits for them, so no save is lost.
+    saves: Vec<JoinHandle<()>>,
 }
 
-/// Runs until the app quits or every sender is gone; returns the latency figures.
+/// Runs until the app quits or the terminal's input ends, then waits for session writes still
+/// running; returns the latency figures.
 pub fn run<B: Backend>(
     app: &mut App,
     terminal: &mut Terminal<B>,
@@ -60,6 +64,7 @@ where
         clipboard: Clipboard::default(),
         latency: Latency::default(),
         pending_keys: Vec::new(),
+        saves: Vec::new(),
     };
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
@@ -94,14 +99,22 @@ where
         {
             dirty = true;
             if lp.apply(app, ev).is_break() || lp.run_effects(app).is_break() {
-                return Ok(lp.latency);
+                return Ok(lp.finish());
             }
         }
     }
-    Ok(lp.latency)
+    Ok(lp.finish())
 }
 
 impl Loop<'_> {
+    /// Waits for the session writes still running; the latency figures.
+    fn finish(self) -> Latency {
+        for h in self.saves {
+            let _ = h.join();
+        }
+        self.latency
+    }
+
     /// Books the keys shown by the frame just drawn.
     fn frame_drawn(&mut self) {
         for (t, streaming) in self.pending_keys.drain(..) {
@@ -157,14 +170,20 @@ impl Loop<'_> {
                     }
                 }
                 Effect::Job(job) => {
+                    let is_save = matches!(job, Job::SaveSession { .. });
                     let tx = self.tx.clone();
                     let spawned = std::thread::Builder::new()
                         .name("tritter-job".into())
                         .spawn(move || {
                             let _ = tx.send(AppEvent::Finished(crate::tui::jobs::run(job)));
                         });
-                    if let Err(e) = spawned {
-                        app.error(format!("cannot start a background job: {e}"));
+                    match spawned {
+                        Ok(h) if is_save => {
+                            self.saves.retain(|h| !h.is_finished());
+                            self.saves.push(h);
+                        }
+                        Ok(_) => {}
+                        Err(e) => app.error(format!("cannot start a background job: {e}")),
                     }
                 }
                 Effect::Quit => return ControlFlow::Break(()),
