@@ -1,7 +1,9 @@
 //! `tritter bench kernels|decode|attention [--json] [--threads N]`: runs one of the benchmark
-//! reports (`bench_kernels`, `bench_decode`, `bench_attn`) and prints it as one JSON object or as
-//! indented JSON / a short table for people. `bench variants --device cuda` prints JSON lines as
-//! its measurements complete (`bench_cuda_variants`).
+//! reports (`kernels`, `decode`, `attention`) and prints it as one JSON object or as indented
+//! JSON / a short table for people. With `--device cuda` the GPU reports run instead (`cuda`), and
+//! `bench variants --device cuda` prints JSON lines as its measurements complete
+//! (`cuda_variants`). This file is the binary's one place that names the `cuda` feature: the
+//! GPU reports exist only in a CUDA build.
 
 pub mod attention;
 #[cfg(feature = "cuda")]
