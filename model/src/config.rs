@@ -5,6 +5,7 @@
 //! (`architectures`, `transformers_version`, `initializer_range`, ...) and new versions add more.
 //! Every key the model uses is checked, and an error names the key.
 
+use crate::attn::AttentionMode;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -164,7 +165,8 @@ pub struct Config {
     pub pad_token_id: Option<u32>,
     pub sliding_window_size: usize,
     pub use_attention_sinks: bool,
-    pub attention_mode: String,
+    /// How positions attend to each other (`attention_mode`).
+    pub attention_mode: AttentionMode,
 }
 
 fn ids_of(key: &str, v: &Option<serde_json::Value>) -> Result<Vec<u32>> {
@@ -192,142 +194,188 @@ fn required(key: &str, v: Option<usize>) -> Result<usize> {
     }
 }
 
+/// The sizes of a config (`vocab_size` ... `head_dim`), checked against each other.
+struct Dims {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_layers: usize,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+fn dims(f: &ConfigFile) -> Result<Dims> {
+    let vocab_size = required("vocab_size", f.vocab_size)?;
+    let hidden_size = required("hidden_size", f.hidden_size)?;
+    let intermediate_size = required("intermediate_size", f.intermediate_size)?;
+    let num_layers = required("num_hidden_layers", f.num_hidden_layers)?;
+    let num_heads = required("num_attention_heads", f.num_attention_heads)?;
+    let num_kv_heads = required(
+        "num_key_value_heads",
+        Some(f.num_key_value_heads.unwrap_or(num_heads)),
+    )?;
+    if num_heads % num_kv_heads != 0 {
+        return Err(Error::config(
+            "num_key_value_heads",
+            format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
+        ));
+    }
+    let head_dim = match f.head_dim {
+        Some(d) => required("head_dim", Some(d))?,
+        None => {
+            if hidden_size % num_heads != 0 {
+                return Err(Error::config(
+                    "hidden_size",
+                    format!("{hidden_size} is not divisible by num_attention_heads {num_heads}"),
+                ));
+            }
+            hidden_size / num_heads
+        }
+    };
+    if head_dim % 2 != 0 {
+        return Err(Error::config(
+            "head_dim",
+            format!("{head_dim} must be even for RoPE"),
+        ));
+    }
+    Ok(Dims {
+        vocab_size,
+        hidden_size,
+        intermediate_size,
+        num_layers,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+    })
+}
+
+fn activation(f: &ConfigFile) -> Result<Activation> {
+    match f.hidden_act.as_deref().unwrap_or("relu2") {
+        "relu2" | "relu_squared" | "squared_relu" => Ok(Activation::Relu2),
+        "silu" | "swish" => Ok(Activation::Silu),
+        other => Err(Error::config(
+            "hidden_act",
+            format!("unsupported activation `{other}` (expected relu2 or silu)"),
+        )),
+    }
+}
+
+/// HF switches Tritter does not implement: biases and RoPE scaling.
+fn check_unsupported(f: &ConfigFile) -> Result<()> {
+    if f.attention_bias == Some(true) {
+        return Err(Error::config("attention_bias", "true is not supported"));
+    }
+    if f.mlp_bias == Some(true) {
+        return Err(Error::config("mlp_bias", "true is not supported"));
+    }
+    if let Some(s) = &f.rope_scaling {
+        if !s.is_null() {
+            return Err(Error::config(
+                "rope_scaling",
+                "RoPE scaling is not supported",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `rope_parameters.rope_theta` (newer transformers), else `rope_theta`, else HF's default.
+fn rope_theta(f: &ConfigFile) -> Result<f64> {
+    let rope_theta = match (&f.rope_parameters, f.rope_theta) {
+        (Some(p), _) if p.rope_theta.is_some() => {
+            if let Some(t) = p.rope_type.as_deref() {
+                if t != "default" {
+                    return Err(Error::config(
+                        "rope_parameters.rope_type",
+                        format!("`{t}` is not supported (only default)"),
+                    ));
+                }
+            }
+            p.rope_theta.unwrap_or(500_000.0)
+        }
+        (_, Some(t)) => t,
+        // HF BitNetConfig default.
+        _ => 500_000.0,
+    };
+    if !(rope_theta.is_finite() && rope_theta > 0.0) {
+        return Err(Error::config("rope_theta", "must be a positive number"));
+    }
+    Ok(rope_theta)
+}
+
+fn rms_norm_eps(f: &ConfigFile) -> Result<f64> {
+    let eps = f.rms_norm_eps.unwrap_or(1e-5);
+    if !(eps.is_finite() && eps >= 0.0) {
+        return Err(Error::config(
+            "rms_norm_eps",
+            "must be a non-negative number",
+        ));
+    }
+    Ok(eps)
+}
+
+/// The weight layout `quantization_config` names, and the BitLinear input norm's eps
+/// (`use_rms_norm`).
+fn quantization(f: &ConfigFile) -> Result<(WeightFormat, Option<f64>)> {
+    let Some(q) = &f.quantization_config else {
+        return Ok((WeightFormat::Online, None));
+    };
+    if q.quant_method != "bitnet" {
+        return Err(Error::config(
+            "quantization_config.quant_method",
+            format!("`{}` is not supported (expected bitnet)", q.quant_method),
+        ));
+    }
+    let fmt = match (q.linear_class.as_str(), q.quantization_mode.as_str()) {
+        ("bitlinear", "offline") => WeightFormat::PackedBitLinear,
+        ("autobitlinear", "offline") => WeightFormat::PackedAutoBitLinear,
+        ("autobitlinear", "online") => WeightFormat::Online,
+        (c, m) => {
+            return Err(Error::config(
+                "quantization_config",
+                format!("linear_class `{c}` with quantization_mode `{m}` is not supported"),
+            ))
+        }
+    };
+    let norm = q.use_rms_norm.then(|| q.rms_norm_eps.unwrap_or(1e-6));
+    Ok((fmt, norm))
+}
+
+/// `attention_mode` (default `causal`).
+fn attention_mode(f: &ConfigFile) -> Result<AttentionMode> {
+    match f.attention_mode.as_deref() {
+        None => Ok(AttentionMode::Causal),
+        Some(s) => AttentionMode::parse(s).ok_or_else(|| {
+            Error::config(
+                "attention_mode",
+                format!("`{s}` (expected causal, bidirectional, prefix_lm or embedding)"),
+            )
+        }),
+    }
+}
+
 impl TryFrom<ConfigFile> for Config {
     type Error = Error;
 
     fn try_from(f: ConfigFile) -> Result<Self> {
-        let vocab_size = required("vocab_size", f.vocab_size)?;
-        let hidden_size = required("hidden_size", f.hidden_size)?;
-        let intermediate_size = required("intermediate_size", f.intermediate_size)?;
-        let num_layers = required("num_hidden_layers", f.num_hidden_layers)?;
-        let num_heads = required("num_attention_heads", f.num_attention_heads)?;
-        let num_kv_heads = required(
-            "num_key_value_heads",
-            Some(f.num_key_value_heads.unwrap_or(num_heads)),
-        )?;
-        if num_heads % num_kv_heads != 0 {
-            return Err(Error::config(
-                "num_key_value_heads",
-                format!("{num_kv_heads} does not divide num_attention_heads {num_heads}"),
-            ));
-        }
-        let head_dim = match f.head_dim {
-            Some(d) => required("head_dim", Some(d))?,
-            None => {
-                if hidden_size % num_heads != 0 {
-                    return Err(Error::config(
-                        "hidden_size",
-                        format!(
-                            "{hidden_size} is not divisible by num_attention_heads {num_heads}"
-                        ),
-                    ));
-                }
-                hidden_size / num_heads
-            }
-        };
-        if head_dim % 2 != 0 {
-            return Err(Error::config(
-                "head_dim",
-                format!("{head_dim} must be even for RoPE"),
-            ));
-        }
-        let act = f.hidden_act.as_deref().unwrap_or("relu2");
-        let activation = match act {
-            "relu2" | "relu_squared" | "squared_relu" => Activation::Relu2,
-            "silu" | "swish" => Activation::Silu,
-            other => {
-                return Err(Error::config(
-                    "hidden_act",
-                    format!("unsupported activation `{other}` (expected relu2 or silu)"),
-                ))
-            }
-        };
-        if f.attention_bias == Some(true) {
-            return Err(Error::config("attention_bias", "true is not supported"));
-        }
-        if f.mlp_bias == Some(true) {
-            return Err(Error::config("mlp_bias", "true is not supported"));
-        }
-        if let Some(s) = &f.rope_scaling {
-            if !s.is_null() {
-                return Err(Error::config(
-                    "rope_scaling",
-                    "RoPE scaling is not supported",
-                ));
-            }
-        }
-        let rope_theta = match (&f.rope_parameters, f.rope_theta) {
-            (Some(p), _) if p.rope_theta.is_some() => {
-                if let Some(t) = p.rope_type.as_deref() {
-                    if t != "default" {
-                        return Err(Error::config(
-                            "rope_parameters.rope_type",
-                            format!("`{t}` is not supported (only default)"),
-                        ));
-                    }
-                }
-                p.rope_theta.unwrap_or(500_000.0)
-            }
-            (_, Some(t)) => t,
-            // HF BitNetConfig default.
-            _ => 500_000.0,
-        };
-        if !(rope_theta.is_finite() && rope_theta > 0.0) {
-            return Err(Error::config("rope_theta", "must be a positive number"));
-        }
-        let rms_norm_eps = f.rms_norm_eps.unwrap_or(1e-5);
-        if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
-            return Err(Error::config(
-                "rms_norm_eps",
-                "must be a non-negative number",
-            ));
-        }
-        let (weight_format, bitlinear_rms_norm) = match &f.quantization_config {
-            None => (WeightFormat::Online, None),
-            Some(q) => {
-                if q.quant_method != "bitnet" {
-                    return Err(Error::config(
-                        "quantization_config.quant_method",
-                        format!("`{}` is not supported (expected bitnet)", q.quant_method),
-                    ));
-                }
-                let fmt = match (q.linear_class.as_str(), q.quantization_mode.as_str()) {
-                    ("bitlinear", "offline") => WeightFormat::PackedBitLinear,
-                    ("autobitlinear", "offline") => WeightFormat::PackedAutoBitLinear,
-                    ("autobitlinear", "online") => WeightFormat::Online,
-                    (c, m) => {
-                        return Err(Error::config(
-                            "quantization_config",
-                            format!(
-                                "linear_class `{c}` with quantization_mode `{m}` is not supported"
-                            ),
-                        ))
-                    }
-                };
-                let norm = q.use_rms_norm.then(|| q.rms_norm_eps.unwrap_or(1e-6));
-                (fmt, norm)
-            }
-        };
+        let d = dims(&f)?;
+        let activation = activation(&f)?;
+        check_unsupported(&f)?;
+        let rope_theta = rope_theta(&f)?;
+        let rms_norm_eps = rms_norm_eps(&f)?;
+        let (weight_format, bitlinear_rms_norm) = quantization(&f)?;
         let bos = ids_of("bos_token_id", &f.bos_token_id)?;
         let pad = ids_of("pad_token_id", &f.pad_token_id)?;
-        let attention_mode = f.attention_mode.clone().unwrap_or_else(|| "causal".into());
-        if !["causal", "bidirectional", "prefix_lm", "embedding"].contains(&attention_mode.as_str())
-        {
-            return Err(Error::config(
-                "attention_mode",
-                format!(
-                    "`{attention_mode}` (expected causal, bidirectional, prefix_lm or embedding)"
-                ),
-            ));
-        }
+        let attention_mode = attention_mode(&f)?;
         Ok(Config {
-            vocab_size,
-            hidden_size,
-            intermediate_size,
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            head_dim,
+            vocab_size: d.vocab_size,
+            hidden_size: d.hidden_size,
+            intermediate_size: d.intermediate_size,
+            num_layers: d.num_layers,
+            num_heads: d.num_heads,
+            num_kv_heads: d.num_kv_heads,
+            head_dim: d.head_dim,
             activation,
             mlp_gated: f.mlp_gated.unwrap_or(true),
             max_position_embeddings: f.max_position_embeddings.unwrap_or(2048),
@@ -425,7 +473,7 @@ impl Config {
             mlp_gated: Some(self.mlp_gated),
             sliding_window_size: Some(self.sliding_window_size),
             use_attention_sinks: Some(self.use_attention_sinks),
-            attention_mode: Some(self.attention_mode.clone()),
+            attention_mode: Some(self.attention_mode.name().to_string()),
         }
     }
 
@@ -473,7 +521,7 @@ impl Config {
             pad_token_id: None,
             sliding_window_size: 4096,
             use_attention_sinks: false,
-            attention_mode: "causal".into(),
+            attention_mode: AttentionMode::Causal,
         }
     }
 
@@ -565,6 +613,17 @@ mod tests {
           "num_attention_heads":2,"hidden_act":"gelu"}"#;
         let e = Config::from_json_str(t).unwrap_err().to_string();
         assert!(e.contains("hidden_act") && e.contains("gelu"), "{e}");
+        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":2,"attention_mode":"sideways"}"#;
+        let e = Config::from_json_str(t).unwrap_err().to_string();
+        assert!(
+            e.contains("attention_mode") && e.contains("sideways"),
+            "{e}"
+        );
+        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":2,"attention_mode":"prefix_lm"}"#;
+        let c = Config::from_json_str(t).unwrap();
+        assert_eq!(c.attention_mode, AttentionMode::PrefixLm);
         let e = Config::from_json_str("{not json").unwrap_err().to_string();
         assert!(e.contains("invalid JSON"), "{e}");
         let t = r#"{"vocab_size":"many","hidden_size":8}"#;
