@@ -1,6 +1,12 @@
 //! Storage kinds of the CPU KV cache: f32, f16, bf16, or KIVI-style INT4 with a group size and
 //! a full-precision residual of recent tokens; their names on the command line and their bytes
 //! per token.
+//!
+//! The GPU cache has a kind of its own (`tritter_kernels::gpu_ref::GpuKvKind`, the kernels'
+//! discriminant): it stores no bf16 (bf16 is kept as f16) and has one INT4 layout with no group
+//! or residual to choose (per token, groups of channels fixed by `head_dim`, no f32 tail), so
+//! the two enums describe different storage and are not merged; `GpuKvKind::parse` reads these
+//! names.
 
 use crate::attn::{config_err, Result};
 
