@@ -18,12 +18,14 @@ use crate::error::{Error, Result};
 use crate::norm::RmsNorm;
 use crate::quant;
 use candle_core::{DType, Tensor};
+use std::sync::Arc;
 use tritter_kernels::TernaryMatrix;
 
-/// Packed inference weights.
+/// Packed inference weights. Clones share the packed matrix (the CPU inference model built from
+/// a [`crate::Transformer`] holds the loader's bytes, not a copy).
 #[derive(Debug, Clone)]
 pub struct PackedLinear {
-    w: TernaryMatrix,
+    w: Arc<TernaryMatrix>,
     /// Divisor applied with the activation scale: `y = acc / (s_x · weight_scale)`.
     weight_scale: f32,
 }
@@ -35,7 +37,10 @@ impl PackedLinear {
                 "weight_scale {weight_scale} is not a finite non-zero number"
             )));
         }
-        Ok(Self { w, weight_scale })
+        Ok(Self {
+            w: Arc::new(w),
+            weight_scale,
+        })
     }
 
     /// Quantises latent weights `[out, in]` with absmean (HF `WeightQuant`).

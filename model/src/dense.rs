@@ -152,7 +152,7 @@ mod tests {
 
     fn full_forward(m: &Transformer) -> Vec<Vec<f32>> {
         let t = Tensor::from_slice(&IDS, (1, IDS.len()), m.device()).unwrap();
-        m.forward(&t, None)
+        m.forward(&t)
             .unwrap()
             .squeeze(0)
             .unwrap()

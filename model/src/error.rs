@@ -61,6 +61,9 @@ pub enum Error {
     /// Kernel-level failure (packing, shapes).
     #[error("kernel: {0}")]
     Kernel(String),
+    /// A device name that cannot be used (`cpu`, `cuda`, `cuda:N`).
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     /// Tensor library failure.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -1,11 +1,13 @@
-//! Autoregressive generation: prefill the prompt into the KV cache, then decode token by token,
-//! streaming each token to a callback, until a stop token, the token limit, the context limit, a
-//! cancellation flag or the callback asks to stop.
+//! Autoregressive generation over any [`Decoder`] (the CPU inference path or the GPU model):
+//! prefill the prompt into the KV cache, then decode token by token, streaming each token to a
+//! callback, until a stop token, the token limit, the context limit, a cancellation flag or the
+//! callback asks to stop.
 
-use crate::config::Config;
+pub use crate::decoder::Decoder;
 use crate::error::Result;
+use crate::infer::CpuModel;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::transformer::{KvCache, Transformer};
+use crate::transformer::Transformer;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -50,57 +52,8 @@ impl GenerationStats {
     }
 }
 
-/// A model that runs one sequence step by step: the CPU inference path ([`CpuDecoder`]) or the
-/// GPU model (`gpu::GpuModel`, feature `cuda`).
-pub trait Decoder {
-    fn config(&self) -> &Config;
-    /// Starts a fresh sequence (empties the cache).
-    fn start(&mut self) -> Result<()>;
-    /// Appends `ids` and returns the logits `[V]` of the last one.
-    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
-    /// Tokens of the sequence so far.
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The CPU inference path with its KV cache.
-pub struct CpuDecoder<'a> {
-    model: &'a Transformer,
-    cache: KvCache,
-}
-
-impl<'a> CpuDecoder<'a> {
-    pub fn new(model: &'a Transformer) -> Self {
-        Self {
-            model,
-            cache: model.new_cache(),
-        }
-    }
-}
-
-impl Decoder for CpuDecoder<'_> {
-    fn config(&self) -> &Config {
-        self.model.config()
-    }
-
-    fn start(&mut self) -> Result<()> {
-        self.cache = self.model.new_cache();
-        Ok(())
-    }
-
-    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.model.forward_last(ids, &mut self.cache)
-    }
-
-    fn len(&self) -> usize {
-        self.cache.len()
-    }
-}
-
-/// Generates a continuation of `prompt` with a fresh cache on the CPU inference path; see
-/// [`generate_with`].
+/// Generates a continuation of `prompt` on the CPU inference path (the config's cache, f32
+/// head); see [`generate_with`].
 pub fn generate(
     model: &Transformer,
     prompt: &[u32],
@@ -108,7 +61,7 @@ pub fn generate(
     cancel: &AtomicBool,
     on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<GenerationStats> {
-    generate_with(&mut CpuDecoder::new(model), prompt, opts, cancel, on_token)
+    generate_with(&mut CpuModel::new(model)?, prompt, opts, cancel, on_token)
 }
 
 /// Generates a continuation of `prompt` on `model` (restarted first). `on_token` receives each

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::plan::ModelDims;
 use serde::Serialize;
 use tritter_kernels::gpu_ref::g2_k_pad;
+/// The GPU cache's storage kind (not `attn::KvKind`: see `attn/kv/kind.rs` for why).
 pub use tritter_kernels::gpu_ref::GpuKvKind;
 
 /// What to plan.

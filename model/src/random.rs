@@ -5,7 +5,7 @@
 
 use crate::bitlinear::{BitWeights, PackedLinear};
 use crate::error::{Error, Result};
-use crate::weights::WeightSource;
+use crate::source::WeightSource;
 use candle_core::{Device, Tensor};
 use tritter_kernels::TernaryMatrix;
 

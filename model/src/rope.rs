@@ -1,6 +1,8 @@
 //! Rotary position embeddings in HF's rotate-half layout (`LlamaRotaryEmbedding`,
 //! `apply_rotary_pos_emb`): `inv_freq[i] = θ^(-2i/d)`, angles `pos · inv_freq` duplicated over both
-//! halves, `x·cos + rotate_half(x)·sin` with `rotate_half(x) = [-x₂, x₁]`. Differentiable.
+//! halves, `x·cos + rotate_half(x)·sin` with `rotate_half(x) = [-x₂, x₁]`. Differentiable on
+//! tensors ([`Rope::apply`]); on f32 slices ([`Rope::rotate_rows`], the CPU inference path) the
+//! same angles go through the one host rotation, [`crate::attn::rotate_half`].
 
 use crate::error::Result;
 use candle_core::{Device, Tensor, D};
@@ -22,6 +24,14 @@ impl Rope {
         Self { inv_freq, head_dim }
     }
 
+    /// `(cos, sin)` of `pos · inv_freq[i]` for every frequency, in f32 as HF computes them.
+    fn angles(&self, pos: usize) -> impl Iterator<Item = (f32, f32)> + '_ {
+        self.inv_freq.iter().map(move |f| {
+            let (s, c) = (pos as f32 * f).sin_cos();
+            (c, s)
+        })
+    }
+
     fn tables(
         &self,
         positions: impl Iterator<Item = usize>,
@@ -33,8 +43,7 @@ impl Rope {
         for p in positions {
             n += 1;
             for _half in 0..2 {
-                for f in &self.inv_freq {
-                    let (s, c) = (p as f32 * f).sin_cos();
+                for (c, s) in self.angles(p) {
                     cos.push(c);
                     sin.push(s);
                 }
@@ -61,6 +70,16 @@ impl Rope {
         let (_b, _h, t, _d) = x.dims4()?;
         let (cos, sin) = self.tables(offset..offset + t, x.device())?;
         Self::rotate(x, &cos, &sin)
+    }
+
+    /// Rotates `x` `[H, T, D]` (f32 rows of `head_dim`, any number of heads) whose `t` tokens
+    /// sit at positions `offset..offset+t`, in place: the slice form of [`Rope::apply`].
+    pub fn rotate_rows(&self, x: &mut [f32], t: usize, offset: usize) {
+        let half = self.inv_freq.len();
+        let tables: Vec<(f32, f32)> = (0..t).flat_map(|p| self.angles(offset + p)).collect();
+        for (r, row) in x.chunks_exact_mut(self.head_dim).enumerate() {
+            crate::attn::rotate_half(row, &tables[(r % t) * half..][..half]);
+        }
     }
 
     /// Rotates `x` `[B, H, T, D]` with explicit positions (one per token), for rolling caches.
@@ -110,5 +129,10 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(y, y2);
+        let mut rows = v.clone();
+        rope.rotate_rows(&mut rows, 1, pos);
+        for (a, b) in rows.iter().zip(&y) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 }

@@ -2,25 +2,18 @@
 //! full precision) for inference, or a [`Params`] store of trainable variables.
 //!
 //! The names are HF transformers' BitNet names (`model.layers.N.self_attn.q_proj.weight`, ...);
-//! they appear only here and in the layer constructors.
+//! the loader (`layer.rs`, `transformer.rs`) states them with their shapes, and
+//! [`param_shapes`] records that walk for everything that lists a model's parameters.
 
 use crate::bitlinear::{BitWeights, PackedLinear};
 use crate::config::{Config, WeightFormat};
 use crate::error::{Error, Result};
+pub use crate::source::WeightSource;
+use crate::transformer::Transformer;
 use candle_core::{DType, Device, Tensor, Var};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tritter_kernels::TernaryMatrix;
-
-/// Supplies the tensors a model is built from.
-pub trait WeightSource {
-    /// A full-precision tensor (embedding, norm, head) as f32 with the given shape.
-    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
-    /// The weights of a BitLinear `[out, in]` named `name` (without the `.weight` suffix).
-    fn bitlinear(&mut self, name: &str, out: usize, inp: usize) -> Result<BitWeights>;
-    /// Whether a tensor is present (for optional tensors).
-    fn contains(&self, name: &str) -> bool;
-}
 
 /// The tensors of a checkpoint, read from one or more safetensors files.
 #[derive(Debug)]
@@ -344,53 +337,134 @@ impl WeightSource for &Params {
     }
 }
 
-/// The parameter names and shapes of a model with this config (HF BitNet names).
+/// A [`WeightSource`] that notes the name and shape of every tensor the loader asks for and
+/// hands out zero-stride views (one scalar broadcast), so no weight memory is allocated.
+#[derive(Debug, Default)]
+struct ShapeRecorder {
+    shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl ShapeRecorder {
+    fn view(&mut self, name: String, shape: &[usize]) -> Result<Tensor> {
+        self.shapes.push((name, shape.to_vec()));
+        Ok(Tensor::zeros((), DType::F32, &Device::Cpu)?.broadcast_as(shape)?)
+    }
+}
+
+impl WeightSource for ShapeRecorder {
+    fn dense(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.view(name.to_string(), shape)
+    }
+
+    fn bitlinear(&mut self, name: &str, out: usize, inp: usize) -> Result<BitWeights> {
+        Ok(BitWeights::Latent(
+            self.view(format!("{name}.weight"), &[out, inp])?,
+        ))
+    }
+
+    fn contains(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+/// The parameter names and shapes of a model with this config (HF BitNet names), in the order
+/// [`Transformer::load`] asks for them: the loader's own walk run against a recorder, so the
+/// layer is stated once (in `layer.rs`).
 pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
-    let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
-    let q = cfg.num_heads * cfg.head_dim;
-    let kv = cfg.num_kv_heads * cfg.head_dim;
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
-    for l in 0..cfg.num_layers {
-        let p = format!("model.layers.{l}");
-        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
-        out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
-        out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
-        out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
-        if cfg.mlp_gated {
-            out.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
-        }
-        out.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
-        out.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
-        if cfg.norm_placement == crate::config::NormPlacement::Subln {
-            out.push((format!("{p}.self_attn.attn_sub_norm.weight"), vec![q]));
-            out.push((format!("{p}.mlp.ffn_sub_norm.weight"), vec![i]));
-        }
-        if cfg.qk_norm {
-            out.push((format!("{p}.self_attn.q_norm.weight"), vec![cfg.head_dim]));
-            out.push((format!("{p}.self_attn.k_norm.weight"), vec![cfg.head_dim]));
-        }
-        if cfg.bitlinear_rms_norm.is_some() {
-            let mut lin = vec![
-                ("self_attn.q_proj", h),
-                ("self_attn.k_proj", h),
-                ("self_attn.v_proj", h),
-                ("self_attn.o_proj", q),
-                ("mlp.up_proj", h),
-                ("mlp.down_proj", i),
-            ];
+    let mut rec = ShapeRecorder::default();
+    // The recorder's views are broadcasts of one scalar, which fit any shape, and the loader
+    // checks nothing else, so the walk runs to the end; were it ever to stop early, the list
+    // would hold the tensors named up to there and loading would report the rest as missing.
+    let _ = Transformer::load(cfg, &mut rec, &Device::Cpu);
+    rec.shapes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NormPlacement;
+
+    /// The list as it was written out by hand before it was recorded from the loader.
+    fn by_hand(cfg: &Config) -> Vec<(String, Vec<usize>)> {
+        let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let q = cfg.num_heads * cfg.head_dim;
+        let kv = cfg.num_kv_heads * cfg.head_dim;
+        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
+        for l in 0..cfg.num_layers {
+            let p = format!("model.layers.{l}");
+            let mut push = |n: &str, s: Vec<usize>| out.push((format!("{p}.{n}"), s));
+            push("input_layernorm.weight", vec![h]);
+            push("post_attention_layernorm.weight", vec![h]);
+            push("self_attn.q_proj.weight", vec![q, h]);
+            push("self_attn.k_proj.weight", vec![kv, h]);
+            push("self_attn.v_proj.weight", vec![kv, h]);
+            push("self_attn.o_proj.weight", vec![h, q]);
             if cfg.mlp_gated {
-                lin.push(("mlp.gate_proj", h));
+                push("mlp.gate_proj.weight", vec![i, h]);
             }
-            for (n, d) in lin {
-                out.push((format!("{p}.{n}.rms_norm.weight"), vec![d]));
+            push("mlp.up_proj.weight", vec![i, h]);
+            push("mlp.down_proj.weight", vec![h, i]);
+            if cfg.norm_placement == NormPlacement::Subln {
+                push("self_attn.attn_sub_norm.weight", vec![q]);
+                push("mlp.ffn_sub_norm.weight", vec![i]);
+            }
+            if cfg.qk_norm {
+                push("self_attn.q_norm.weight", vec![cfg.head_dim]);
+                push("self_attn.k_norm.weight", vec![cfg.head_dim]);
+            }
+            if cfg.bitlinear_rms_norm.is_some() {
+                let mut lin = vec![
+                    ("self_attn.q_proj", h),
+                    ("self_attn.k_proj", h),
+                    ("self_attn.v_proj", h),
+                    ("self_attn.o_proj", q),
+                    ("mlp.up_proj", h),
+                    ("mlp.down_proj", i),
+                ];
+                if cfg.mlp_gated {
+                    lin.push(("mlp.gate_proj", h));
+                }
+                for (n, d) in lin {
+                    push(&format!("{n}.rms_norm.weight"), vec![d]);
+                }
             }
         }
+        out.push(("model.norm.weight".to_string(), vec![h]));
+        if !cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), vec![v, h]));
+        }
+        out
     }
-    out.push(("model.norm.weight".to_string(), vec![h]));
-    if !cfg.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![v, h]));
+
+    /// Same names and shapes; the same order of the tensors `Params::init` draws random values
+    /// for (every name without `norm`), so a seed gives the same initial weights.
+    #[test]
+    fn recorded_shapes_equal_the_hand_written_list() {
+        let mut a = Config::tritter_tiny();
+        a.num_layers = 2;
+        let mut b = a.clone();
+        b.norm_placement = NormPlacement::Pre;
+        b.qk_norm = true;
+        b.bitlinear_rms_norm = Some(1e-6);
+        b.tie_word_embeddings = false;
+        b.mlp_gated = false;
+        let mut c = b.clone();
+        c.norm_placement = NormPlacement::SwinNorm;
+        c.mlp_gated = true;
+        c.num_kv_heads = c.num_heads;
+        for cfg in [a, b, c] {
+            let (got, want) = (param_shapes(&cfg), by_hand(&cfg));
+            let drawn = |v: &[(String, Vec<usize>)]| -> Vec<(String, Vec<usize>)> {
+                v.iter()
+                    .filter(|(n, _)| !n.contains("norm"))
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(drawn(&got), drawn(&want));
+            let (mut got, mut want) = (got, want);
+            got.sort();
+            want.sort();
+            assert_eq!(got, want);
+        }
     }
-    out
 }

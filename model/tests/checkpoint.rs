@@ -55,10 +55,10 @@ fn saved_checkpoint_loads_and_matches_training_form() {
     let ck = load_model(&dir, &Device::Cpu).unwrap();
     assert_eq!(ck.config, cfg);
     let ids = Tensor::new(&[[3u32, 14, 15, 92, 65, 35, 89, 79]], &Device::Cpu).unwrap();
-    let packed = ck.model.forward(&ids, None).unwrap();
+    let packed = ck.model.forward(&ids).unwrap();
     let mut src = &params;
     let latent = Transformer::load(&cfg, &mut src, &Device::Cpu).unwrap();
-    let want = latent.forward(&ids, None).unwrap();
+    let want = latent.forward(&ids).unwrap();
     let d = (packed - &want)
         .unwrap()
         .abs()
@@ -239,7 +239,7 @@ fn out_of_range_token_is_an_error() {
     let ck = load_model(tmp.path(), &Device::Cpu).unwrap();
     let e = ck
         .model
-        .forward(&Tensor::new(&[[1u32, 97]], &Device::Cpu).unwrap(), None)
+        .forward(&Tensor::new(&[[1u32, 97]], &Device::Cpu).unwrap())
         .unwrap_err();
     assert!(e.to_string().contains("97"), "{e}");
 }

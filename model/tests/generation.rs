@@ -50,7 +50,7 @@ fn cached_greedy_equals_recomputation() {
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        let logits = m.forward(&ids, None).unwrap().squeeze(0).unwrap();
+        let logits = m.forward(&ids).unwrap().squeeze(0).unwrap();
         let last = logits.get(seq.len() - 1).unwrap();
         assert_eq!(last.argmax(0).unwrap().to_scalar::<u32>().unwrap(), t);
         seq.push(t);

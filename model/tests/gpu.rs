@@ -8,7 +8,7 @@ use candle_core::{DType, Device};
 use std::path::{Path, PathBuf};
 use tritter_kernels::cuda::{Gpu, GpuKvKind};
 use tritter_model::gpu::{GpuModel, GpuOptions};
-use tritter_model::{load_model, CacheOptions, Transformer};
+use tritter_model::{load_model, CacheOptions, CpuModel, HeadKind, Transformer};
 
 fn gpu() -> Option<Gpu> {
     match Gpu::new(0) {
@@ -83,10 +83,10 @@ fn golden_logits_on_cuda_match_hf_and_cpu() {
         }
         let e_inc = rel(&rows, &want);
         // CPU inference path on the same ids.
-        let mut cache = ck.model.new_cache();
+        let mut cpu_model = CpuModel::new(&ck.model).unwrap();
         let mut cpu = vec![];
         for &id in &ids {
-            cpu.extend(ck.model.forward_last(&[id], &mut cache).unwrap());
+            cpu.extend(cpu_model.forward(&[id], false).unwrap());
         }
         let e_cpu = rel(&all, &cpu);
         eprintln!(
@@ -129,23 +129,26 @@ fn rolling_window_matches_cpu_and_int4_stays_close() {
     let model = default_model();
     let cfg = model.config().clone();
     let ids = text_ids(600);
-    let mut cache = model
-        .new_cache_with(&CacheOptions {
+    let mut cpu = CpuModel::with_options(
+        &model,
+        &CacheOptions {
             kind: tritter_model::attn::KvKind::F32,
             window: 128,
             sinks: 0,
-        })
-        .unwrap();
+        },
+        HeadKind::F32,
+    )
+    .unwrap();
     let mut opts = GpuOptions::reference(&cfg);
     opts.window = 128;
     opts.sinks = 0;
     opts.max_chunk = 256;
     let mut g = GpuModel::new(&model, opts.clone(), 0).unwrap();
-    let cpu0 = model.forward_last(&ids[..200], &mut cache).unwrap();
+    let cpu0 = cpu.forward(&ids[..200], false).unwrap();
     let g0 = g.forward(&ids[..200], false).unwrap();
     let mut worst = rel(&g0, &cpu0);
     for &id in &ids[200..] {
-        let c = model.forward_last(&[id], &mut cache).unwrap();
+        let c = cpu.forward(&[id], false).unwrap();
         let a = g.forward(&[id], false).unwrap();
         worst = worst.max(rel(&a, &c));
     }

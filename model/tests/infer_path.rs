@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 use tritter_model::attn::KvKind;
 use tritter_model::infer::gemv_f16;
-use tritter_model::{load_model, CacheOptions, Config, Transformer};
+use tritter_model::{load_model, CacheOptions, Config, CpuModel, HeadKind, Transformer};
 
 fn golden(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,7 +32,12 @@ fn full(m: &Transformer, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    rows(&m.forward(&t, None).unwrap())
+    rows(&m.forward(&t).unwrap())
+}
+
+/// Logits `[T][V]` returned flat by the inference path, as rows.
+fn split(flat: Vec<f32>, vocab: usize) -> Vec<Vec<f32>> {
+    flat.chunks_exact(vocab).map(<[f32]>::to_vec).collect()
 }
 
 /// max |a - b| / max |b| over all rows.
@@ -51,9 +56,17 @@ fn rel(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 }
 
 fn decode_rows(m: &Transformer, ids: &[u32], opts: &CacheOptions) -> Vec<Vec<f32>> {
-    let mut cache = m.new_cache_with(opts).unwrap();
+    decode(
+        &mut CpuModel::with_options(m, opts, HeadKind::F32).unwrap(),
+        ids,
+    )
+}
+
+/// Token-by-token logits of a fresh sequence.
+fn decode(cpu: &mut CpuModel, ids: &[u32]) -> Vec<Vec<f32>> {
+    cpu.reset().unwrap();
     ids.iter()
-        .map(|&id| m.forward_last(&[id], &mut cache).unwrap())
+        .map(|&id| cpu.forward(&[id], false).unwrap())
         .collect()
 }
 
@@ -78,15 +91,11 @@ fn cached_prefill_matches_full_forward() {
         let m = model(case);
         let ids = ids(48, m.config().vocab_size);
         let want = full(&m, &ids);
-        let mut cache = m.new_cache();
-        let t = Tensor::new(ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let got = rows(&m.forward(&t, Some(&mut cache)).unwrap());
+        let mut cpu = CpuModel::new(&m).unwrap();
+        let got = split(cpu.forward(&ids, true).unwrap(), m.config().vocab_size);
         let e = rel(&got, &want);
         assert!(e <= 1e-4, "{case}: cached prefill error {e}");
-        assert_eq!(cache.seen(), 48);
+        assert_eq!(cpu.cache().seen(), 48);
     }
 }
 
@@ -105,10 +114,10 @@ fn chunked_turns_match_full_forward() {
     let m = model("packed_tied_gqa");
     let ids = ids(45, m.config().vocab_size);
     let want = full(&m, &ids);
-    let mut cache = m.new_cache();
+    let mut cpu = CpuModel::new(&m).unwrap();
     let mut at = 0;
     for n in [7usize, 1, 13, 2, 22] {
-        let got = m.forward_last(&ids[at..at + n], &mut cache).unwrap();
+        let got = cpu.forward(&ids[at..at + n], false).unwrap();
         at += n;
         let e = rel(&[got], &want[at - 1..at]);
         assert!(e <= 1e-4, "chunk ending at {at}: error {e}");
@@ -119,19 +128,20 @@ fn chunked_turns_match_full_forward() {
 #[test]
 fn f16_head_is_close_to_f32_head() {
     for case in ["packed_tied_gqa", "packed_untied_mha"] {
-        let mut m = model(case);
+        let m = model(case);
         let ids = ids(20, m.config().vocab_size);
-        let a = decode_rows(&m, &ids, &f32_opts(0, 0));
-        m.set_head("f16").unwrap();
-        assert_eq!(m.head_name(), "f16");
-        let b = decode_rows(&m, &ids, &f32_opts(0, 0));
+        let mut cpu = CpuModel::with_options(&m, &f32_opts(0, 0), HeadKind::F32).unwrap();
+        let a = decode(&mut cpu, &ids);
+        cpu.set_head(HeadKind::parse("f16").unwrap()).unwrap();
+        assert_eq!(cpu.head_kind().name(), "f16");
+        let b = decode(&mut cpu, &ids);
         let e = rel(&b, &a);
         assert!(e <= 2e-3, "{case}: f16 head error {e}");
-        m.set_head("int8").unwrap();
-        let c = decode_rows(&m, &ids, &f32_opts(0, 0));
+        cpu.set_head(HeadKind::parse("int8").unwrap()).unwrap();
+        let c = decode(&mut cpu, &ids);
         let e8 = rel(&c, &a);
         assert!(e8 > 0.0 && e8 <= 2e-2, "{case}: int8 head error {e8}");
-        assert!(m.set_head("f8").is_err());
+        assert!(HeadKind::parse("f8").is_err());
     }
 }
 
@@ -157,13 +167,9 @@ fn rolling_window_decode_matches_windowed_prefill() {
     let ids = ids(40, m.config().vocab_size);
     for window in [8usize, 16] {
         let opts = f32_opts(window, 0);
-        let mut cache = m.new_cache_with(&opts).unwrap();
-        let t = Tensor::new(ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let pre = rows(&m.forward(&t, Some(&mut cache)).unwrap());
-        assert_eq!(cache.len(), window);
+        let mut cpu = CpuModel::with_options(&m, &opts, HeadKind::F32).unwrap();
+        let pre = split(cpu.forward(&ids, true).unwrap(), m.config().vocab_size);
+        assert_eq!(cpu.cache().len(), window);
         let dec = decode_rows(&m, &ids, &opts);
         let e = rel(&dec, &pre);
         assert!(e <= 1e-4, "window {window}: rolling decode vs prefill {e}");
@@ -186,17 +192,17 @@ fn memory_is_constant_past_the_window() {
                 window: 32,
                 sinks,
             };
-            let mut cache = m.new_cache_with(&opts).unwrap();
+            let mut cpu = CpuModel::with_options(&m, &opts, HeadKind::F32).unwrap();
             let mut bytes = vec![];
             for (i, &id) in ids.iter().enumerate() {
-                let l = m.forward_last(&[id], &mut cache).unwrap();
+                let l = cpu.forward(&[id], false).unwrap();
                 assert!(l.iter().all(|x| x.is_finite()));
                 if i + 1 == 192 || i + 1 == 256 {
-                    bytes.push(cache.bytes());
+                    bytes.push(cpu.cache().bytes());
                 }
             }
-            assert_eq!(cache.len(), 32);
-            assert_eq!(cache.seen(), 256);
+            assert_eq!(cpu.cache().len(), 32);
+            assert_eq!(cpu.cache().seen(), 256);
             assert_eq!(bytes[0], bytes[1], "{kind:?} sinks {sinks}: cache grew");
         }
     }
@@ -302,16 +308,16 @@ fn generation_with_a_window_runs_past_the_context_at_constant_memory() {
         .unwrap();
         assert_eq!((s.stop, s.generated.len()), (StopReason::MaxTokens, 200));
         // The cache generate uses (from config) holds the window, whatever the length.
-        let mut cache = m.new_cache();
-        assert_eq!(cache.options().sinks, if sinks { 4 } else { 0 });
+        let mut cpu = CpuModel::new(&m).unwrap();
+        assert_eq!(cpu.cache().options().sinks, if sinks { 4 } else { 0 });
         let mut sizes = vec![];
         for (i, &t) in s.generated.iter().enumerate() {
-            m.forward_last(&[t], &mut cache).unwrap();
+            cpu.forward(&[t], false).unwrap();
             if i == 99 || i == 199 {
-                sizes.push(cache.bytes());
+                sizes.push(cpu.cache().bytes());
             }
         }
-        assert_eq!(cache.len(), 16);
+        assert_eq!(cpu.cache().len(), 16);
         assert_eq!(sizes[0], sizes[1]);
     }
 }

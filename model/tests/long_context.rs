@@ -11,7 +11,7 @@
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 use tritter_model::attn::KvKind;
-use tritter_model::{load_model, CacheOptions, Transformer};
+use tritter_model::{load_model, CacheOptions, CpuModel, HeadKind, Transformer};
 
 fn model_dir() -> PathBuf {
     match std::env::var_os("TRITTER_MODEL_DIR") {
@@ -58,9 +58,9 @@ fn log_softmax(l: &[f32]) -> Vec<f64> {
 
 /// Next-token log-probabilities at every position, decoding token by token.
 fn run(m: &Transformer, ids: &[u32], opts: &CacheOptions) -> Vec<Vec<f64>> {
-    let mut cache = m.new_cache_with(opts).unwrap();
+    let mut cpu = CpuModel::with_options(m, opts, HeadKind::F32).unwrap();
     ids.iter()
-        .map(|&id| log_softmax(&m.forward_last(&[id], &mut cache).unwrap()))
+        .map(|&id| log_softmax(&cpu.forward(&[id], false).unwrap()))
         .collect()
 }
 

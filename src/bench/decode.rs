@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use serde_json::{json, Value};
 use tritter_model::random::RandomSource;
-use tritter_model::{Config, Transformer};
+use tritter_model::{Config, CpuModel, HeadKind, Transformer};
 
 /// One model to measure.
 struct Case {
@@ -62,22 +62,22 @@ pub(crate) fn ids(n: usize, vocab: usize, salt: usize) -> Vec<u32> {
 }
 
 /// (prefill tokens/s, decode tokens/s, KV bytes at the end) of one model and head, best of reps.
-fn speed(m: &Transformer, c: &Case) -> Result<(f64, f64, usize)> {
+fn speed(m: &mut CpuModel, c: &Case) -> Result<(f64, f64, usize)> {
     let vocab = m.config().vocab_size;
     let (mut pre, mut dec, mut kv) = (0f64, 0f64, 0);
     for r in 0..c.reps {
-        let mut cache = m.new_cache();
+        m.reset()?;
         let prompt = ids(c.prompt, vocab, r);
         let t0 = Instant::now();
-        m.forward_last(&prompt, &mut cache)?;
+        m.forward(&prompt, false)?;
         pre = pre.max(c.prompt as f64 / t0.elapsed().as_secs_f64());
         let toks = ids(c.decode, vocab, r + 17);
         let t1 = Instant::now();
         for &t in &toks {
-            m.forward_last(&[t], &mut cache)?;
+            m.forward(&[t], false)?;
         }
         dec = dec.max(c.decode as f64 / t1.elapsed().as_secs_f64());
-        kv = cache.bytes();
+        kv = m.cache().bytes();
     }
     Ok((pre, dec, kv))
 }
@@ -88,7 +88,7 @@ fn decode_rows(bw_gbps: f64, threads: usize) -> Result<Vec<Value>> {
         let rss0 = rss_bytes();
         let t0 = Instant::now();
         let mut src = RandomSource::new(7, &Device::Cpu);
-        let mut m = Transformer::load(&c.cfg, &mut src, &Device::Cpu)
+        let m = Transformer::load(&c.cfg, &mut src, &Device::Cpu)
             .with_context(|| format!("building the random {} model", c.name))?;
         let build_s = t0.elapsed().as_secs_f64();
         let rss_model = match (rss0, rss_bytes()) {
@@ -96,10 +96,11 @@ fn decode_rows(bw_gbps: f64, threads: usize) -> Result<Vec<Value>> {
             _ => None,
         };
         let (packed, dense) = m.weight_bytes();
+        let mut cpu = CpuModel::new(&m)?;
         for head in c.heads {
-            m.set_head(head)?;
-            let (pre, dec, kv) = speed(&m, &c)?;
-            let bytes = packed + m.head_bytes() + kv;
+            cpu.set_head(HeadKind::parse(head)?)?;
+            let (pre, dec, kv) = speed(&mut cpu, &c)?;
+            let bytes = packed + cpu.head_bytes() + kv;
             let bound = bw_gbps * 1e9 / bytes as f64;
             rows.push(json!({
                 "model": c.name,

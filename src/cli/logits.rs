@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::device::Compute;
+use tritter_model::Profile;
 
 /// Parses `1,2,3` (spaces allowed) into token ids.
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
@@ -26,7 +27,7 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
 }
 
 /// Writes the logits of `ids`: on the CPU through the candle path (the reference form), on a GPU
-/// through the CUDA model (f32 cache and head).
+/// through the model crate's decoder for it (the reference profile: f32 cache and head).
 pub fn run(model_dir: &Path, ids: &str, out: &Path, compute: Compute) -> Result<()> {
     let ids = parse_ids(ids)?;
     let ck = tritter_model::load_model(model_dir, &Device::Cpu)
@@ -34,31 +35,18 @@ pub fn run(model_dir: &Path, ids: &str, out: &Path, compute: Compute) -> Result<
     let logits = match compute {
         Compute::Cpu => {
             let t = Tensor::from_slice(&ids, (1, ids.len()), &Device::Cpu)?;
-            ck.model.forward(&t, None)?.squeeze(0)?
+            ck.model.forward(&t)?.squeeze(0)?
         }
-        Compute::Cuda(n) => gpu_logits(&ck.model, &ids, n)?,
+        Compute::Cuda(_) => {
+            let mut d = tritter_model::decoder::open(&ck.model, compute, Profile::Reference)
+                .context("putting the model on the GPU")?;
+            let v = d.step_all(&ids)?;
+            Tensor::from_vec(v, (ids.len(), ck.config.vocab_size), &Device::Cpu)?
+        }
     };
     let mut map = HashMap::new();
     map.insert("logits".to_string(), logits);
     candle_core::safetensors::save(&map, out)
         .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
-}
-
-#[cfg(feature = "cuda")]
-fn gpu_logits(model: &tritter_model::Transformer, ids: &[u32], ordinal: usize) -> Result<Tensor> {
-    use tritter_model::gpu::{GpuModel, GpuOptions};
-    let mut g = GpuModel::new(model, GpuOptions::reference(model.config()), ordinal)
-        .context("putting the model on the GPU")?;
-    let v = g.forward(ids, true)?;
-    Ok(Tensor::from_vec(
-        v,
-        (ids.len(), model.config().vocab_size),
-        &Device::Cpu,
-    )?)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn gpu_logits(_: &tritter_model::Transformer, _: &[u32], _: usize) -> Result<Tensor> {
-    Err(crate::device::no_cuda("cuda"))
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::Tokenizer;
-use tritter_model::{generate, GenerateOptions, SamplingParams, Transformer};
+use tritter_model::{generate, Decoder, GenerateOptions, Profile, SamplingParams, Transformer};
 
 /// A loaded model ready to chat.
 pub struct ModelEngine {
@@ -23,9 +23,9 @@ pub struct ModelEngine {
     format: ChatFormat,
     stop_ids: Vec<u32>,
     info: EngineInfo,
-    /// The model uploaded to a GPU (`--device cuda`); generation runs there when set.
-    #[cfg(feature = "cuda")]
-    gpu: Option<tritter_model::gpu::GpuModel>,
+    /// The decoder for `--device` (the model uploaded to a GPU for `cuda`); generation runs
+    /// there when set, else on the CPU inference path.
+    decoder: Option<Box<dyn Decoder + Send>>,
 }
 
 impl ModelEngine {
@@ -63,29 +63,20 @@ impl ModelEngine {
             format,
             stop_ids,
             info,
-            #[cfg(feature = "cuda")]
-            gpu: None,
+            decoder: None,
         }
     }
 
     /// Moves generation to `compute` (uploads the model for `Compute::Cuda`; INT4 KV cache with
     /// the config's window, f16 LM head).
-    pub fn on(self, compute: crate::device::Compute) -> Result<Self> {
-        match compute {
-            crate::device::Compute::Cpu => Ok(self),
-            #[cfg(feature = "cuda")]
-            crate::device::Compute::Cuda(n) => {
-                use tritter_model::gpu::{GpuModel, GpuOptions};
-                let g = GpuModel::new(&self.model, GpuOptions::fast(self.model.config()), n)
-                    .with_context(|| format!("putting the model on GPU {n}"))?;
-                let mut this = self;
-                this.info.device = format!("cuda:{n} ({})", g.gpu().name());
-                this.gpu = Some(g);
-                Ok(this)
-            }
-            #[cfg(not(feature = "cuda"))]
-            crate::device::Compute::Cuda(_) => Err(crate::device::no_cuda("cuda")),
+    pub fn on(mut self, compute: crate::device::Compute) -> Result<Self> {
+        let d = tritter_model::decoder::open(&self.model, compute, Profile::Fast)
+            .with_context(|| format!("putting the model on {}", compute.name()))?;
+        if compute != crate::device::Compute::Cpu {
+            self.info.device = d.device_name();
         }
+        self.decoder = Some(d);
+        Ok(self)
     }
 
     /// Loads a checkpoint directory (config.json, model.safetensors, tokenizer.json, optional
@@ -214,13 +205,10 @@ impl Engine for ModelEngine {
                 }
             }
         };
-        #[cfg(feature = "cuda")]
-        let stats = match self.gpu.as_mut() {
-            Some(g) => tritter_model::generate_with(g, &prompt, &opts, cancel, on_token)?,
+        let stats = match self.decoder.as_mut() {
+            Some(d) => tritter_model::generate_with(d.as_mut(), &prompt, &opts, cancel, on_token)?,
             None => generate(&self.model, &prompt, &opts, cancel, on_token)?,
         };
-        #[cfg(not(feature = "cuda"))]
-        let stats = generate(&self.model, &prompt, &opts, cancel, on_token)?;
         if let Some(e) = decode_err {
             return Err(anyhow!("tokenizer: {e}"));
         }

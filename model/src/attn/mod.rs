@@ -28,7 +28,7 @@ pub use flash::{
 pub use kv::{KvCache, KvCacheConfig, KvKind};
 pub use mask::{BlockMask, BlockMaskCache, Mask, TileKind};
 pub use mode::{mean_pool, AttentionMode, MaskSpec};
-pub use rope::RopeShift;
+pub use rope::{rotate_half, RopeShift};
 
 /// Errors of the attention module: bad shapes and bad configuration, each naming what was wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -26,6 +26,29 @@ pub enum AttentionMode {
 }
 
 impl AttentionMode {
+    /// Every mode, in the order the config documentation lists them.
+    pub const ALL: [AttentionMode; 4] = [
+        AttentionMode::Causal,
+        AttentionMode::Bidirectional,
+        AttentionMode::PrefixLm,
+        AttentionMode::Embedding,
+    ];
+
+    /// The `config.json` name (`causal`, `bidirectional`, `prefix_lm`, `embedding`).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionMode::Causal => "causal",
+            AttentionMode::Bidirectional => "bidirectional",
+            AttentionMode::PrefixLm => "prefix_lm",
+            AttentionMode::Embedding => "embedding",
+        }
+    }
+
+    /// The mode named `s` (a [`AttentionMode::name`]), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+
     /// Whether generation with a KV cache makes sense (the mode is causal past the prefix).
     pub fn is_generative(self) -> bool {
         matches!(self, AttentionMode::Causal | AttentionMode::PrefixLm)
@@ -172,7 +195,10 @@ mod tests {
         ] {
             assert_eq!(serde_json::to_string(&m).unwrap(), name);
             assert_eq!(serde_json::from_str::<AttentionMode>(name).unwrap(), m);
+            assert_eq!(format!("\"{}\"", m.name()), name);
+            assert_eq!(AttentionMode::parse(m.name()), Some(m));
         }
+        assert_eq!(AttentionMode::parse("sideways"), None);
         assert!(serde_json::from_str::<AttentionMode>("\"sideways\"").is_err());
     }
 

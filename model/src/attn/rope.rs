@@ -2,6 +2,10 @@
 //! `inv_freq[j] = theta^(-2j/d)`), matching `transformers`' `apply_rotary_pos_emb`. The KV cache
 //! uses it to move sink keys to their StreamingLLM cache positions: RoPE rotations compose
 //! (`R(a)·R(b) = R(a+b)`), so a key rotated at position `p` becomes one rotated at `p + delta`.
+//!
+//! [`rotate_half`] is the one host statement of the rotation itself; the model's RoPE on slices
+//! (`crate::rope::Rope::rotate_rows`) uses it with HF's f32 angles. The shift tables here are
+//! computed in f64 on purpose: a shift can be as large as the whole context.
 
 /// Precomputed inverse frequencies of one head dimension.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,13 +37,19 @@ impl RopeShift {
 
     /// Rotates one head vector `x` (`head_dim` long) by the angles of `table`.
     pub fn apply(table: &[(f32, f32)], x: &mut [f32]) {
-        let half = table.len();
-        let (a, b) = x.split_at_mut(half);
-        for ((x1, x2), &(c, s)) in a.iter_mut().zip(b.iter_mut()).zip(table) {
-            let (u, w) = (*x1, *x2);
-            *x1 = u * c - w * s;
-            *x2 = w * c + u * s;
-        }
+        rotate_half(x, table);
+    }
+}
+
+/// Rotates one head vector `x` (`2 · table.len()` long) in the rotate-half layout by the
+/// `(cos, sin)` pairs of `table`: `x₁·cos − x₂·sin`, `x₂·cos + x₁·sin`.
+pub fn rotate_half(x: &mut [f32], table: &[(f32, f32)]) {
+    let half = table.len();
+    let (a, b) = x.split_at_mut(half);
+    for ((x1, x2), &(c, s)) in a.iter_mut().zip(b.iter_mut()).zip(table) {
+        let (u, w) = (*x1, *x2);
+        *x1 = u * c - w * s;
+        *x2 = w * c + u * s;
     }
 }
 

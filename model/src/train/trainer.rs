@@ -190,33 +190,15 @@ pub fn device(name: &str) -> Result<Device, TrainError> {
 
 /// Open `cpu`, `cuda`, `cuda:N`; errors start with `setting` (the config key or the command-line
 /// flag that named the device) and say why in one line: no CUDA support in this build, no such
-/// GPU, a bad ordinal or an unknown name.
+/// GPU, a bad ordinal or an unknown name (the model crate's one device parser,
+/// [`crate::device::Compute`]).
 pub fn open_device(name: &str, setting: &str) -> Result<Device, TrainError> {
-    let err = |msg: String| TrainError::Device {
-        setting: setting.to_string(),
-        msg,
-    };
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let n = s
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), |n| n.parse::<usize>())
-                .map_err(|_| err(format!("bad GPU ordinal in `{s}` (expected cuda:N)")))?;
-            Device::new_cuda(n).map_err(|e| match e {
-                candle_core::Error::NotCompiledWithCudaSupport => {
-                    err("this build has no CUDA support (build with --features cuda)".to_string())
-                }
-                other => err(format!(
-                    "cannot open CUDA device {n}: {}",
-                    other.to_string().replace('\n', " ")
-                )),
-            })
-        }
-        other => Err(err(format!(
-            "unknown device `{other}` (expected cpu, cuda or cuda:N)"
-        ))),
-    }
+    crate::device::Compute::parse(name)
+        .and_then(crate::device::Compute::device)
+        .map_err(|e| TrainError::Device {
+            setting: setting.to_string(),
+            msg: e.to_string(),
+        })
 }
 
 /// A training run over prepared data (`run.dir/data/`).

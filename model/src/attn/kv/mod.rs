@@ -15,100 +15,22 @@
 //! differ: once `e` tokens have been evicted, [`KvCache::sink_rotation`] rotates the (f32) sink
 //! keys by `e` more positions on every view, giving them the cache-index distance of the reference.
 //! The decode kernel applies it; no other key is re-rotated.
+//!
+//! Files: `kind.rs` (the storage kinds), `store.rs` (the token blocks and their float / INT4
+//! storage).
 
-use std::collections::VecDeque;
+mod kind;
+mod store;
 
-use half::slice::HalfFloatSliceExt;
-use half::{bf16, f16};
+pub use kind::KvKind;
 
 use super::int4;
 use super::rope::RopeShift;
 use super::{check_len, config_err, Result};
+use store::{flush_group, push_float, reset, visit_float, Blocks, FBlock, QBlock, Recent};
 
 /// Tokens per block of the float kinds.
 pub const FLOAT_BLOCK: usize = 64;
-
-/// Storage kind of a KV cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KvKind {
-    /// 4 bytes per element.
-    F32,
-    /// IEEE half, 2 bytes per element.
-    F16,
-    /// bfloat16, 2 bytes per element.
-    Bf16,
-    /// KIVI INT4: `group` tokens per key group and channels per value group (32 or 64), the
-    /// newest `residual` tokens (≥ `group`) kept in f32.
-    Int4 {
-        /// Group size.
-        group: usize,
-        /// Full-precision recent tokens.
-        residual: usize,
-    },
-}
-
-impl KvKind {
-    /// INT4 with KIVI's defaults scaled to 4 bits: group 64, residual 128.
-    pub const INT4: KvKind = KvKind::Int4 {
-        group: 64,
-        residual: 128,
-    };
-
-    /// Parses `f32`, `f16`, `bf16`, `int4` (group 64, residual 128) or `int4-gG[-rR]`.
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || {
-            config_err(
-                "kv cache kind",
-                format!("{s:?} (expected f32, f16, bf16, int4 or int4-g32[-r128])"),
-            )
-        };
-        match s {
-            "f32" => return Ok(KvKind::F32),
-            "f16" => return Ok(KvKind::F16),
-            "bf16" => return Ok(KvKind::Bf16),
-            "int4" => return Ok(KvKind::INT4),
-            _ => {}
-        }
-        let rest = s.strip_prefix("int4-g").ok_or_else(bad)?;
-        let (g, r) = match rest.split_once("-r") {
-            Some((g, r)) => (g, Some(r)),
-            None => (rest, None),
-        };
-        let group = g.parse().map_err(|_| bad())?;
-        let residual = match r {
-            Some(r) => r.parse().map_err(|_| bad())?,
-            None => 2 * group,
-        };
-        Ok(KvKind::Int4 { group, residual })
-    }
-
-    /// Short name (`f16`, `int4`, `int4-g32-r64`, ...).
-    pub fn name(&self) -> String {
-        match *self {
-            KvKind::F32 => "f32".into(),
-            KvKind::F16 => "f16".into(),
-            KvKind::Bf16 => "bf16".into(),
-            k if k == KvKind::INT4 => "int4".into(),
-            KvKind::Int4 { group, residual } => format!("int4-g{group}-r{residual}"),
-        }
-    }
-
-    /// Bytes per stored token per kv head for keys + values, excluding the INT4 residual and the
-    /// block rounding (the planner adds those).
-    pub fn bytes_per_token_head(&self, head_dim: usize) -> f64 {
-        let d = head_dim as f64;
-        match *self {
-            KvKind::F32 => 8.0 * d,
-            KvKind::F16 | KvKind::Bf16 => 4.0 * d,
-            KvKind::Int4 { group, .. } => {
-                let vg = group.min(head_dim) as f64;
-                // codes d/2 each; key min+step (2 × f16) per channel per group of `group` tokens;
-                // value min+step per `vg` channels per token.
-                d + 4.0 * d / group as f64 + 4.0 * d / vg
-            }
-        }
-    }
-}
 
 /// Configuration of one layer's cache.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,44 +49,6 @@ pub struct KvCacheConfig {
     pub rope_theta: Option<f32>,
 }
 
-/// Conversion of a storage element type from/to f32 slices.
-trait Elem: Copy + Default + Send + Sync + 'static {
-    fn store(src: &[f32], dst: &mut [Self]);
-    /// `src` as f32, converted into `scratch` unless it already is f32.
-    fn view<'a>(src: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32];
-}
-
-impl Elem for f32 {
-    fn store(src: &[f32], dst: &mut [f32]) {
-        dst.copy_from_slice(src);
-    }
-    fn view<'a>(src: &'a [f32], _: &'a mut Vec<f32>) -> &'a [f32] {
-        src
-    }
-}
-
-impl Elem for f16 {
-    fn store(src: &[f32], dst: &mut [f16]) {
-        dst.convert_from_f32_slice(src);
-    }
-    fn view<'a>(src: &'a [f16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        scratch.resize(src.len(), 0.0);
-        src.convert_to_f32_slice(scratch);
-        scratch
-    }
-}
-
-impl Elem for bf16 {
-    fn store(src: &[f32], dst: &mut [bf16]) {
-        dst.convert_from_f32_slice(src);
-    }
-    fn view<'a>(src: &'a [bf16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        scratch.resize(src.len(), 0.0);
-        src.convert_to_f32_slice(scratch);
-        scratch
-    }
-}
-
 /// Callback of [`KvCache::visit_head`]: `(keys, values, first_position)`.
 pub type TileVisitor<'a> = dyn FnMut(&[f32], &[f32], usize) + 'a;
 
@@ -174,84 +58,6 @@ pub struct TileScratch {
     k: Vec<f32>,
     v: Vec<f32>,
     tmp: Vec<f32>,
-}
-
-/// Token-ordered blocks with a dead prefix in the oldest one.
-#[derive(Debug)]
-struct Blocks<B> {
-    blocks: VecDeque<B>,
-    spare: Option<B>,
-    dead: usize,
-    /// Tokens written into the newest block.
-    last_len: usize,
-}
-
-impl<B> Blocks<B> {
-    fn new() -> Self {
-        Blocks {
-            blocks: VecDeque::new(),
-            spare: None,
-            dead: 0,
-            last_len: 0,
-        }
-    }
-
-    fn len(&self, block: usize) -> usize {
-        match self.blocks.len() {
-            0 => 0,
-            n => (n - 1) * block + self.last_len - self.dead,
-        }
-    }
-
-    /// Drops the oldest live token; recycles its block when all of the block's tokens are dead.
-    fn evict_one(&mut self, block: usize) {
-        self.dead += 1;
-        if self.dead == block && self.blocks.len() > 1 {
-            self.spare = self.blocks.pop_front();
-            self.dead = 0;
-        }
-    }
-
-    /// (live range start, live range end) of block `i`.
-    fn live(&self, i: usize, block: usize) -> (usize, usize) {
-        let start = if i == 0 { self.dead } else { 0 };
-        let end = if i + 1 == self.blocks.len() {
-            self.last_len
-        } else {
-            block
-        };
-        (start, end)
-    }
-}
-
-#[derive(Debug)]
-struct FBlock<T> {
-    k: Vec<T>,
-    v: Vec<T>,
-}
-
-#[derive(Debug)]
-struct QBlock {
-    kc: Vec<u8>,
-    km: Vec<f16>,
-    ks: Vec<f16>,
-    vc: Vec<u8>,
-    vm: Vec<f16>,
-    vs: Vec<f16>,
-}
-
-#[derive(Debug)]
-enum Recent {
-    F32(Blocks<FBlock<f32>>),
-    F16(Blocks<FBlock<f16>>),
-    Bf16(Blocks<FBlock<bf16>>),
-    Int4 {
-        q: Blocks<QBlock>,
-        /// f32 `[kv_heads][residual][d]`, the newest `tail_len` tokens.
-        tail_k: Vec<f32>,
-        tail_v: Vec<f32>,
-        tail_len: usize,
-    },
 }
 
 /// One layer's KV cache. See the module docs for layout and position handling.
@@ -587,102 +393,4 @@ impl KvCache {
             }
         }
     }
-}
-
-fn reset<B>(b: &mut Blocks<B>) {
-    if b.spare.is_none() {
-        b.spare = b.blocks.pop_front();
-    }
-    b.blocks.clear();
-    b.dead = 0;
-    b.last_len = 0;
-}
-
-fn push_float<'a, T: Elem>(
-    b: &mut Blocks<FBlock<T>>,
-    h: usize,
-    d: usize,
-    row: impl Fn(usize) -> (&'a [f32], &'a [f32]),
-) {
-    if b.blocks.is_empty() || b.last_len == FLOAT_BLOCK {
-        let blk = b.spare.take().unwrap_or_else(|| FBlock {
-            k: vec![T::default(); h * FLOAT_BLOCK * d],
-            v: vec![T::default(); h * FLOAT_BLOCK * d],
-        });
-        b.blocks.push_back(blk);
-        b.last_len = 0;
-    }
-    let t = b.last_len;
-    if let Some(blk) = b.blocks.back_mut() {
-        for hh in 0..h {
-            let (k, v) = row(hh);
-            let dst = (hh * FLOAT_BLOCK + t) * d;
-            T::store(k, &mut blk.k[dst..dst + d]);
-            T::store(v, &mut blk.v[dst..dst + d]);
-        }
-    }
-    b.last_len += 1;
-}
-
-fn visit_float<T: Elem>(
-    b: &Blocks<FBlock<T>>,
-    head: usize,
-    d: usize,
-    scratch: &mut TileScratch,
-    f: &mut dyn FnMut(&[f32], &[f32]),
-) {
-    for (i, blk) in b.blocks.iter().enumerate() {
-        let (s, e) = b.live(i, FLOAT_BLOCK);
-        let range = (head * FLOAT_BLOCK + s) * d..(head * FLOAT_BLOCK + e) * d;
-        let k = T::view(&blk.k[range.clone()], &mut scratch.k);
-        let v = T::view(&blk.v[range], &mut scratch.v);
-        f(k, v);
-    }
-}
-
-/// Quantises the oldest `group` tail tokens of every head into a new block and shifts the rest of
-/// the tail to the front.
-fn flush_group(
-    q: &mut Blocks<QBlock>,
-    tail_k: &mut [f32],
-    tail_v: &mut [f32],
-    h: usize,
-    d: usize,
-    group: usize,
-    residual: usize,
-) {
-    let vg = group.min(d);
-    let per_tok = d / vg;
-    let mut blk = q.spare.take().unwrap_or_else(|| QBlock {
-        kc: vec![0; h * group * d / 2],
-        km: vec![f16::ZERO; h * d],
-        ks: vec![f16::ZERO; h * d],
-        vc: vec![0; h * group * d / 2],
-        vm: vec![f16::ZERO; h * group * per_tok],
-        vs: vec![f16::ZERO; h * group * per_tok],
-    });
-    for hh in 0..h {
-        let base = hh * residual * d;
-        let cr = hh * group * d / 2..(hh + 1) * group * d / 2;
-        let vr = hh * group * per_tok..(hh + 1) * group * per_tok;
-        int4::quantize_keys(
-            &tail_k[base..base + group * d],
-            d,
-            &mut blk.kc[cr.clone()],
-            &mut blk.km[hh * d..(hh + 1) * d],
-            &mut blk.ks[hh * d..(hh + 1) * d],
-        );
-        int4::quantize_values(
-            &tail_v[base..base + group * d],
-            d,
-            vg,
-            &mut blk.vc[cr],
-            &mut blk.vm[vr.clone()],
-            &mut blk.vs[vr],
-        );
-        tail_k.copy_within(base + group * d..base + residual * d, base);
-        tail_v.copy_within(base + group * d..base + residual * d, base);
-    }
-    q.blocks.push_back(blk);
-    q.last_len = group;
 }

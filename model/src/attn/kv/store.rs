@@ -1,0 +1,226 @@
+//! Storage of the CPU KV cache: token-ordered blocks with a dead prefix in the oldest one (the
+//! rolling window evicts token by token and recycles a block once all its tokens are dead), float
+//! blocks in f32 / f16 / bf16, INT4 blocks (KIVI: keys per channel, values per token) filled from
+//! an f32 tail of recent tokens.
+
+use std::collections::VecDeque;
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+
+use super::{TileScratch, FLOAT_BLOCK};
+use crate::attn::int4;
+
+/// Conversion of a storage element type from/to f32 slices.
+pub(super) trait Elem: Copy + Default + Send + Sync + 'static {
+    fn store(src: &[f32], dst: &mut [Self]);
+    /// `src` as f32, converted into `scratch` unless it already is f32.
+    fn view<'a>(src: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32];
+}
+
+impl Elem for f32 {
+    fn store(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn view<'a>(src: &'a [f32], _: &'a mut Vec<f32>) -> &'a [f32] {
+        src
+    }
+}
+
+impl Elem for f16 {
+    fn store(src: &[f32], dst: &mut [f16]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn view<'a>(src: &'a [f16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        scratch.resize(src.len(), 0.0);
+        src.convert_to_f32_slice(scratch);
+        scratch
+    }
+}
+
+impl Elem for bf16 {
+    fn store(src: &[f32], dst: &mut [bf16]) {
+        dst.convert_from_f32_slice(src);
+    }
+    fn view<'a>(src: &'a [bf16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        scratch.resize(src.len(), 0.0);
+        src.convert_to_f32_slice(scratch);
+        scratch
+    }
+}
+
+/// Token-ordered blocks with a dead prefix in the oldest one.
+#[derive(Debug)]
+pub(super) struct Blocks<B> {
+    pub(super) blocks: VecDeque<B>,
+    pub(super) spare: Option<B>,
+    pub(super) dead: usize,
+    /// Tokens written into the newest block.
+    pub(super) last_len: usize,
+}
+
+impl<B> Blocks<B> {
+    pub(super) fn new() -> Self {
+        Blocks {
+            blocks: VecDeque::new(),
+            spare: None,
+            dead: 0,
+            last_len: 0,
+        }
+    }
+
+    pub(super) fn len(&self, block: usize) -> usize {
+        match self.blocks.len() {
+            0 => 0,
+            n => (n - 1) * block + self.last_len - self.dead,
+        }
+    }
+
+    /// Drops the oldest live token; recycles its block when all of the block's tokens are dead.
+    pub(super) fn evict_one(&mut self, block: usize) {
+        self.dead += 1;
+        if self.dead == block && self.blocks.len() > 1 {
+            self.spare = self.blocks.pop_front();
+            self.dead = 0;
+        }
+    }
+
+    /// (live range start, live range end) of block `i`.
+    pub(super) fn live(&self, i: usize, block: usize) -> (usize, usize) {
+        let start = if i == 0 { self.dead } else { 0 };
+        let end = if i + 1 == self.blocks.len() {
+            self.last_len
+        } else {
+            block
+        };
+        (start, end)
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct FBlock<T> {
+    pub(super) k: Vec<T>,
+    pub(super) v: Vec<T>,
+}
+
+#[derive(Debug)]
+pub(super) struct QBlock {
+    pub(super) kc: Vec<u8>,
+    pub(super) km: Vec<f16>,
+    pub(super) ks: Vec<f16>,
+    pub(super) vc: Vec<u8>,
+    pub(super) vm: Vec<f16>,
+    pub(super) vs: Vec<f16>,
+}
+
+#[derive(Debug)]
+pub(super) enum Recent {
+    F32(Blocks<FBlock<f32>>),
+    F16(Blocks<FBlock<f16>>),
+    Bf16(Blocks<FBlock<bf16>>),
+    Int4 {
+        q: Blocks<QBlock>,
+        /// f32 `[kv_heads][residual][d]`, the newest `tail_len` tokens.
+        tail_k: Vec<f32>,
+        tail_v: Vec<f32>,
+        tail_len: usize,
+    },
+}
+
+pub(super) fn reset<B>(b: &mut Blocks<B>) {
+    if b.spare.is_none() {
+        b.spare = b.blocks.pop_front();
+    }
+    b.blocks.clear();
+    b.dead = 0;
+    b.last_len = 0;
+}
+
+pub(super) fn push_float<'a, T: Elem>(
+    b: &mut Blocks<FBlock<T>>,
+    h: usize,
+    d: usize,
+    row: impl Fn(usize) -> (&'a [f32], &'a [f32]),
+) {
+    if b.blocks.is_empty() || b.last_len == FLOAT_BLOCK {
+        let blk = b.spare.take().unwrap_or_else(|| FBlock {
+            k: vec![T::default(); h * FLOAT_BLOCK * d],
+            v: vec![T::default(); h * FLOAT_BLOCK * d],
+        });
+        b.blocks.push_back(blk);
+        b.last_len = 0;
+    }
+    let t = b.last_len;
+    if let Some(blk) = b.blocks.back_mut() {
+        for hh in 0..h {
+            let (k, v) = row(hh);
+            let dst = (hh * FLOAT_BLOCK + t) * d;
+            T::store(k, &mut blk.k[dst..dst + d]);
+            T::store(v, &mut blk.v[dst..dst + d]);
+        }
+    }
+    b.last_len += 1;
+}
+
+pub(super) fn visit_float<T: Elem>(
+    b: &Blocks<FBlock<T>>,
+    head: usize,
+    d: usize,
+    scratch: &mut TileScratch,
+    f: &mut dyn FnMut(&[f32], &[f32]),
+) {
+    for (i, blk) in b.blocks.iter().enumerate() {
+        let (s, e) = b.live(i, FLOAT_BLOCK);
+        let range = (head * FLOAT_BLOCK + s) * d..(head * FLOAT_BLOCK + e) * d;
+        let k = T::view(&blk.k[range.clone()], &mut scratch.k);
+        let v = T::view(&blk.v[range], &mut scratch.v);
+        f(k, v);
+    }
+}
+
+/// Quantises the oldest `group` tail tokens of every head into a new block and shifts the rest of
+/// the tail to the front.
+pub(super) fn flush_group(
+    q: &mut Blocks<QBlock>,
+    tail_k: &mut [f32],
+    tail_v: &mut [f32],
+    h: usize,
+    d: usize,
+    group: usize,
+    residual: usize,
+) {
+    let vg = group.min(d);
+    let per_tok = d / vg;
+    let mut blk = q.spare.take().unwrap_or_else(|| QBlock {
+        kc: vec![0; h * group * d / 2],
+        km: vec![f16::ZERO; h * d],
+        ks: vec![f16::ZERO; h * d],
+        vc: vec![0; h * group * d / 2],
+        vm: vec![f16::ZERO; h * group * per_tok],
+        vs: vec![f16::ZERO; h * group * per_tok],
+    });
+    for hh in 0..h {
+        let base = hh * residual * d;
+        let cr = hh * group * d / 2..(hh + 1) * group * d / 2;
+        let vr = hh * group * per_tok..(hh + 1) * group * per_tok;
+        int4::quantize_keys(
+            &tail_k[base..base + group * d],
+            d,
+            &mut blk.kc[cr.clone()],
+            &mut blk.km[hh * d..(hh + 1) * d],
+            &mut blk.ks[hh * d..(hh + 1) * d],
+        );
+        int4::quantize_values(
+            &tail_v[base..base + group * d],
+            d,
+            vg,
+            &mut blk.vc[cr],
+            &mut blk.vm[vr.clone()],
+            &mut blk.vs[vr],
+        );
+        tail_k.copy_within(base + group * d..base + residual * d, base);
+        tail_v.copy_within(base + group * d..base + residual * d, base);
+    }
+    q.blocks.push_back(blk);
+    q.last_len = group;
+}

@@ -1,0 +1,287 @@
+//! Model configuration: `config.json` with Hugging Face key names (so HF BitNet configs load as they
+//! are) deserialised into [`ConfigFile`], then validated into the typed [`Config`] (`file.rs`:
+//! the file's form and its validation, one function per section, each error naming its key);
+//! presets.
+//!
+//! Unknown keys in `config.json` are ignored on purpose: HF writes many bookkeeping keys
+//! (`architectures`, `transformers_version`, `initializer_range`, ...) and new versions add more.
+//! Every key the model uses is checked, and an error names the key.
+
+mod file;
+
+pub use file::{ConfigFile, QuantizationConfig, RopeParameters};
+
+use crate::attn::AttentionMode;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Where the norms sit in a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPlacement {
+    /// Llama-style pre-norm: `x + attn(norm(x))`, `h + mlp(norm(h))`.
+    Pre,
+    /// Chameleon "swin norm": `x + norm(attn(x))`, `h + norm(mlp(h))`.
+    #[serde(alias = "swin_norm", alias = "post")]
+    SwinNorm,
+    /// BitNet b1.58 SubLN: pre-norm plus an RMSNorm before `o_proj` (`attn_sub_norm`) and before
+    /// `down_proj` (`ffn_sub_norm`), as in HF `BitNetForCausalLM`.
+    #[serde(alias = "sub_ln")]
+    Subln,
+}
+
+/// MLP activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// ReLU² (`relu(x)^2`), BitNet's choice.
+    Relu2,
+    /// SiLU (with a gate this is SwiGLU).
+    Silu,
+}
+
+/// Quantisation of the linear layers as stored in the checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Packed uint8 `[out/4, in]` ternary weights plus `weight_scale`, HF `bitlinear` / `offline`:
+    /// `y = (x_q · W_q) / (s_x · weight_scale)`.
+    PackedBitLinear,
+    /// Packed uint8 weights under HF `autobitlinear` / `offline`: `y = (x_q·W_q / s_x) · weight_scale`.
+    PackedAutoBitLinear,
+    /// Full-precision master weights quantised on the fly (absmean), HF `autobitlinear` / `online`.
+    Online,
+}
+
+/// A validated model configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub activation: Activation,
+    pub mlp_gated: bool,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    pub norm_placement: NormPlacement,
+    pub qk_norm: bool,
+    pub weight_format: WeightFormat,
+    /// RMSNorm inside each BitLinear before activation quantisation (HF `use_rms_norm`).
+    pub bitlinear_rms_norm: Option<f64>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    pub sliding_window_size: usize,
+    pub use_attention_sinks: bool,
+    /// How positions attend to each other (`attention_mode`).
+    pub attention_mode: AttentionMode,
+}
+
+impl Config {
+    /// Reads and validates `config.json`.
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_str(&text).map_err(|e| match e {
+            Error::ConfigJson { source, .. } => Error::ConfigJson {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config JSON text.
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let file: ConfigFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let source = e.into_inner();
+            if source.is_data() && key != "." {
+                Error::config(&key, source.to_string())
+            } else {
+                Error::ConfigJson {
+                    path: "config.json".into(),
+                    source,
+                }
+            }
+        })?;
+        Config::try_from(file)
+    }
+
+    /// A preset by name: `tritter-tiny`, `tritter-7b`, `bitnet-b1.58-2b4t`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "tritter-tiny" => Ok(Self::tritter_tiny()),
+            "tritter-7b" => Ok(Self::tritter_7b()),
+            "bitnet-b1.58-2b4t" | "bitnet-2b4t" => Ok(Self::bitnet_b158_2b4t()),
+            other => Err(Error::config(
+                "preset",
+                format!("unknown preset `{other}` (tritter-tiny, tritter-7b, bitnet-b1.58-2b4t)"),
+            )),
+        }
+    }
+
+    fn base(
+        vocab: usize,
+        hidden: usize,
+        inter: usize,
+        layers: usize,
+        heads: usize,
+        kv: usize,
+    ) -> Self {
+        Config {
+            vocab_size: vocab,
+            hidden_size: hidden,
+            intermediate_size: inter,
+            num_layers: layers,
+            num_heads: heads,
+            num_kv_heads: kv,
+            head_dim: hidden / heads,
+            activation: Activation::Relu2,
+            mlp_gated: true,
+            max_position_embeddings: 4096,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            tie_word_embeddings: true,
+            norm_placement: NormPlacement::Subln,
+            qk_norm: false,
+            weight_format: WeightFormat::PackedBitLinear,
+            bitlinear_rms_norm: None,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            pad_token_id: None,
+            sliding_window_size: 4096,
+            use_attention_sinks: false,
+            attention_mode: AttentionMode::Causal,
+        }
+    }
+
+    /// The small model embedded in the binary: trains in minutes on a laptop CPU.
+    pub fn tritter_tiny() -> Self {
+        let mut c = Self::base(8192, 256, 688, 4, 4, 2);
+        c.max_position_embeddings = 1024;
+        c.rope_theta = 10_000.0;
+        c.sliding_window_size = 1024;
+        c
+    }
+
+    /// The RTX 5080 target of ROADMAP.md's memory table (~7B parameters, ~1.4 GB ternary weights).
+    pub fn tritter_7b() -> Self {
+        let mut c = Self::base(100_352, 4096, 11_008, 32, 32, 8);
+        c.max_position_embeddings = 131_072;
+        c.qk_norm = true;
+        c
+    }
+
+    /// Microsoft's BitNet b1.58 2B4T (HF `microsoft/bitnet-b1.58-2B-4T`).
+    pub fn bitnet_b158_2b4t() -> Self {
+        let mut c = Self::base(128_256, 2560, 6912, 30, 20, 5);
+        c.bos_token_id = Some(128_000);
+        c.eos_token_ids = vec![128_001, 128_009];
+        c
+    }
+
+    /// Number of weights in the ternary linear layers.
+    pub fn ternary_params(&self) -> usize {
+        let h = self.hidden_size;
+        let q = self.num_heads * self.head_dim;
+        let kv = self.num_kv_heads * self.head_dim;
+        let mlp = if self.mlp_gated { 3 } else { 2 } * h * self.intermediate_size;
+        self.num_layers * (h * q + 2 * h * kv + q * h + mlp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HF_2B4T: &str = r#"{
+      "architectures": ["BitNetForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "relu2", "hidden_size": 2560,
+      "initializer_range": 0.02, "intermediate_size": 6912, "max_position_embeddings": 4096,
+      "model_type": "bitnet", "num_attention_heads": 20, "num_hidden_layers": 30,
+      "num_key_value_heads": 5, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+      "tie_word_embeddings": true, "torch_dtype": "bfloat16", "use_cache": true,
+      "vocab_size": 128256,
+      "quantization_config": {"quant_method": "bitnet", "linear_class": "autobitlinear",
+                              "quantization_mode": "offline"}
+    }"#;
+
+    #[test]
+    fn hf_2b4t_config_loads_and_matches_preset_dims() {
+        let c = Config::from_json_str(HF_2B4T).unwrap();
+        let p = Config::bitnet_b158_2b4t();
+        assert_eq!(c.hidden_size, p.hidden_size);
+        assert_eq!(c.num_layers, 30);
+        assert_eq!(c.num_kv_heads, 5);
+        assert_eq!(c.head_dim, 128);
+        assert_eq!(c.intermediate_size, 6912);
+        assert_eq!(c.rope_theta, 500_000.0);
+        assert_eq!(c.weight_format, WeightFormat::PackedAutoBitLinear);
+        assert_eq!(c.norm_placement, NormPlacement::Subln);
+        assert_eq!(c.eos_token_ids, vec![128_001]);
+        assert!(c.tie_word_embeddings);
+    }
+
+    #[test]
+    fn rope_parameters_form_is_accepted() {
+        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":2,"rope_parameters":{"rope_theta":1234.0,"rope_type":"default"}}"#;
+        assert_eq!(Config::from_json_str(t).unwrap().rope_theta, 1234.0);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let t =
+            r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_attention_heads":2}"#;
+        let e = Config::from_json_str(t).unwrap_err().to_string();
+        assert!(e.contains("num_hidden_layers"), "{e}");
+        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":4,"num_key_value_heads":3}"#;
+        let e = Config::from_json_str(t).unwrap_err().to_string();
+        assert!(e.contains("num_key_value_heads"), "{e}");
+        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":2,"hidden_act":"gelu"}"#;
+        let e = Config::from_json_str(t).unwrap_err().to_string();
+        assert!(e.contains("hidden_act") && e.contains("gelu"), "{e}");
+        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":2,"attention_mode":"sideways"}"#;
+        let e = Config::from_json_str(t).unwrap_err().to_string();
+        assert!(
+            e.contains("attention_mode") && e.contains("sideways"),
+            "{e}"
+        );
+        let t = r#"{"vocab_size":10,"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+          "num_attention_heads":2,"attention_mode":"prefix_lm"}"#;
+        let c = Config::from_json_str(t).unwrap();
+        assert_eq!(c.attention_mode, AttentionMode::PrefixLm);
+        let e = Config::from_json_str("{not json").unwrap_err().to_string();
+        assert!(e.contains("invalid JSON"), "{e}");
+        let t = r#"{"vocab_size":"many","hidden_size":8}"#;
+        assert!(Config::from_json_str(t)
+            .unwrap_err()
+            .to_string()
+            .contains("vocab_size"));
+    }
+
+    #[test]
+    fn round_trips_through_config_file() {
+        for name in ["tritter-tiny", "tritter-7b", "bitnet-b1.58-2b4t"] {
+            let c = Config::preset(name).unwrap();
+            let json = serde_json::to_string(&c.to_config_file()).unwrap();
+            assert_eq!(Config::from_json_str(&json).unwrap(), c, "{name}");
+        }
+    }
+
+    #[test]
+    fn seven_b_preset_has_about_1_4_gb_of_ternary_weights() {
+        let c = Config::tritter_7b();
+        let bytes = c.ternary_params() as f64 / 4.0;
+        assert!((1.2e9..1.8e9).contains(&bytes), "{bytes}");
+    }
+}

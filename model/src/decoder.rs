@@ -1,0 +1,158 @@
+//! A model that runs one sequence step by step ([`Decoder`]) and the one function that picks it
+//! for a device ([`open`]): the CPU inference path ([`CpuModel`]) or the GPU model
+//! (`gpu::GpuModel`, feature `cuda`). This is the only module outside `gpu` that knows whether
+//! the build has CUDA, so callers choose a device without `cfg` blocks of their own.
+
+use crate::config::Config;
+use crate::device::Compute;
+use crate::error::Result;
+use crate::infer::CpuModel;
+use crate::transformer::Transformer;
+
+/// One sequence run step by step on some device.
+pub trait Decoder {
+    fn config(&self) -> &Config;
+    /// Starts a fresh sequence (empties the cache).
+    fn start(&mut self) -> Result<()>;
+    /// Appends `ids` and returns the logits `[V]` of the last one.
+    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
+    /// Appends `ids` and returns the logits of every one of them, `[T][V]` row after row.
+    fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
+    /// Tokens of the sequence so far.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Where it runs, for people: `cpu`, `cuda:0 (NVIDIA H200)`.
+    fn device_name(&self) -> String;
+}
+
+/// What a decoder from [`open`] is set up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// f32 KV cache and f32 LM head with the config's window and sinks: what the CPU inference
+    /// path computes by default (`GpuOptions::reference` on a GPU). Conformance probes.
+    #[default]
+    Reference,
+    /// Chat speed: on a GPU an INT4 KV cache and an f16 head (`GpuOptions::fast`); on the CPU
+    /// the same as [`Profile::Reference`] (the config's f32 cache, f32 head).
+    Fast,
+}
+
+/// The decoder for `model` on `compute`: the CPU inference path, or the model uploaded to GPU
+/// `N` (a build without the `cuda` feature answers
+/// [`DeviceError::NoCuda`](crate::device::DeviceError::NoCuda)).
+pub fn open(
+    model: &Transformer,
+    compute: Compute,
+    profile: Profile,
+) -> Result<Box<dyn Decoder + Send>> {
+    match compute {
+        Compute::Cpu => Ok(Box::new(CpuModel::new(model)?)),
+        Compute::Cuda(n) => open_cuda(model, n, profile),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(
+    model: &Transformer,
+    ordinal: usize,
+    profile: Profile,
+) -> Result<Box<dyn Decoder + Send>> {
+    use crate::gpu::{GpuModel, GpuOptions};
+    let opts = match profile {
+        Profile::Reference => GpuOptions::reference(model.config()),
+        Profile::Fast => GpuOptions::fast(model.config()),
+    };
+    Ok(Box::new(GpuModel::new(model, opts, ordinal)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_: &Transformer, _: usize, _: Profile) -> Result<Box<dyn Decoder + Send>> {
+    Err(crate::device::DeviceError::NoCuda.into())
+}
+
+impl Decoder for CpuModel {
+    fn config(&self) -> &Config {
+        CpuModel::config(self)
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.reset()
+    }
+
+    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward(ids, false)
+    }
+
+    fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward(ids, true)
+    }
+
+    fn len(&self) -> usize {
+        self.cache().len()
+    }
+
+    fn device_name(&self) -> String {
+        "cpu".into()
+    }
+}
+
+/// A decoding session on the GPU.
+#[cfg(feature = "cuda")]
+impl Decoder for crate::gpu::GpuModel {
+    fn config(&self) -> &Config {
+        crate::gpu::GpuModel::config(self)
+    }
+
+    fn start(&mut self) -> Result<()> {
+        self.reset()
+    }
+
+    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward(ids, false)
+    }
+
+    fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward(ids, true)
+    }
+
+    fn len(&self) -> usize {
+        self.seen()
+    }
+
+    fn device_name(&self) -> String {
+        format!("cuda:{} ({})", self.gpu().ordinal(), self.gpu().name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_without_cuda_is_a_plain_error() {
+        let mut cfg = Config::tritter_tiny();
+        cfg.vocab_size = 32;
+        cfg.hidden_size = 32;
+        cfg.intermediate_size = 48;
+        cfg.num_layers = 1;
+        cfg.num_heads = 2;
+        cfg.num_kv_heads = 1;
+        cfg.head_dim = 16;
+        let mut src = crate::random::RandomSource::new(1, &candle_core::Device::Cpu);
+        let m = Transformer::load(&cfg, &mut src, &candle_core::Device::Cpu).unwrap();
+        let mut d = open(&m, Compute::Cpu, Profile::Fast).unwrap();
+        assert_eq!(d.device_name(), "cpu");
+        assert_eq!(d.step_all(&[1, 2, 3]).unwrap().len(), 3 * 32);
+        assert_eq!(d.len(), 3);
+        d.start().unwrap();
+        assert!(d.is_empty());
+        if !crate::device::CUDA_BUILD {
+            let e = open(&m, Compute::Cuda(0), Profile::Reference)
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains("no CUDA support"), "{e}");
+        }
+    }
+}
