@@ -100,6 +100,31 @@ fn cached_prefill_matches_full_forward() {
 }
 
 #[test]
+fn embeddings_in_match_the_candle_hidden_states_and_logits() {
+    let m = model("packed_untied_mha");
+    let ids = ids(24, m.config().vocab_size);
+    let t = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let x = m.embed(&t).unwrap();
+    let want = rows(&m.hidden_from_embeds(&x).unwrap());
+    let mut cpu = CpuModel::new(&m).unwrap();
+    let got = rows(&cpu.hidden(&x).unwrap());
+    let e = rel(&got, &want);
+    assert!(e <= 1e-4, "hidden states error {e}");
+    cpu.reset().unwrap();
+    let flat = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let got = split(
+        cpu.forward_embeds(flat, true).unwrap(),
+        m.config().vocab_size,
+    );
+    let e = rel(&got, &full(&m, &ids));
+    assert!(e <= 1e-4, "logits from embeddings error {e}");
+    assert!(cpu.forward_embeds(vec![0.0; 3], false).is_err());
+}
+
+#[test]
 fn decode_token_by_token_matches_full_forward() {
     for case in CASES {
         let m = model(case);
