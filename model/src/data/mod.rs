@@ -7,6 +7,7 @@
 //! the trainer: [`ShardSet`].
 
 pub mod config;
+mod document;
 pub mod filter;
 pub mod hash;
 pub mod lsh;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod shard;
 pub mod source;
 pub mod tokenizer;
+mod walk;
 
 pub use config::{
     DataConfig, DedupConfig, FilterConfig, Language, SourceConfig, SourceKind, TokenizerConfig,
