@@ -17,6 +17,7 @@ mod parquet_source;
 pub mod pipeline;
 pub mod shard;
 pub mod source;
+mod spool;
 pub mod tokenizer;
 mod walk;
 
