@@ -10,9 +10,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::config::{SourceConfig, SourceKind};
+use super::document::{Issue, IssueKind};
 use super::filter::FilterRule;
 use super::lsh::LshParams;
-use super::source::{Issue, IssueKind};
 
 /// Issues listed in full; beyond this only counted.
 pub const MAX_LISTED_ISSUES: usize = 1000;

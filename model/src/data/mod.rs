@@ -7,6 +7,7 @@
 //! the trainer: [`ShardSet`].
 
 pub mod config;
+mod document;
 pub mod filter;
 pub mod hash;
 pub mod lsh;
@@ -16,7 +17,9 @@ mod parquet_source;
 pub mod pipeline;
 pub mod shard;
 pub mod source;
+mod spool;
 pub mod tokenizer;
+mod walk;
 
 pub use config::{
     DataConfig, DedupConfig, FilterConfig, Language, SourceConfig, SourceKind, TokenizerConfig,

@@ -16,7 +16,8 @@ use parquet::record::Field;
 use parquet::schema::types::Type;
 
 use super::config::Language;
-use super::source::{language_selected, Document, Issue, IssueKind, SourceEvent, Walk, WalkItem};
+use super::document::{language_selected, Document, Issue, IssueKind, SourceEvent};
+use super::walk::{Walk, WalkItem};
 
 const LANG_COLUMNS: [&str; 2] = ["lang", "language"];
 const PATH_COLUMNS: [&str; 2] = ["path", "max_stars_repo_path"];

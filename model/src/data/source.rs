@@ -5,73 +5,21 @@
 //! entries sorted by name), holding at most one document (or one Parquet batch) at a time.
 //! Unreadable files, invalid JSONL lines and malformed Parquet files become [`Issue`]s: counted,
 //! reported, skipped — never a crash and never a silent loss.
+//!
+//! The types every source yields live in `document`, the shared file walk in `walk`; this module
+//! dispatches to the Parquet source (`parquet_source`), which depends on those two, not on this.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::config::{Language, SourceConfig, SourceKind};
-
-/// A document as read from a source, before filtering.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Document {
-    /// Index of the source in `data.sources`.
-    pub source: usize,
-    /// Where it came from: a file path, `FILE:LINE` / the record's `path` for JSONL,
-    /// `path` / `max_stars_repo_path` / `FILE#ROW` for Parquet.
-    pub path: String,
-    /// Raw content.
-    pub bytes: Vec<u8>,
-}
-
-/// Kinds of skipped bad input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IssueKind {
-    /// A file or directory that could not be opened or read.
-    UnreadableFile,
-    /// A JSONL line that is not a JSON object with a string `content`.
-    InvalidLine,
-    /// A Parquet file that cannot be used as a whole (bad footer, no `content` column).
-    BadParquetFile,
-    /// Parquet rows that could not be decoded (the rest of the file is skipped and counted).
-    BadParquetRows,
-    /// The source path itself does not exist.
-    MissingSource,
-}
-
-/// One piece of bad input that was skipped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Issue {
-    /// Index of the source in `data.sources`.
-    pub source: usize,
-    /// What kind of problem.
-    pub kind: IssueKind,
-    /// The file (with `:LINE` for JSONL lines, `#ROW` for Parquet rows).
-    pub path: String,
-    /// One-line description.
-    pub message: String,
-    /// Documents (lines, rows) lost with it, where known; 0 for a whole unreadable file.
-    pub lost: u64,
-}
-
-/// What a source produces.
-#[derive(Debug)]
-pub enum SourceEvent {
-    /// A document to filter.
-    Doc(Document),
-    /// A file rejected from its size before being read (`filter.max_bytes`).
-    TooLarge {
-        /// The file.
-        path: String,
-    },
-    /// A document whose language is not selected.
-    LanguageSkipped,
-    /// Bad input, skipped.
-    Issue(Issue),
-}
+use super::document::language_selected;
+pub use super::document::{Document, Issue, IssueKind, SourceEvent};
+use super::parquet_source::ParquetSource;
+use super::walk::{unreadable, Walk, WalkItem};
 
 /// Open source `index` as a stream of events. `max_bytes` lets directory sources reject large
 /// files from their metadata alone.
@@ -94,7 +42,7 @@ pub fn open_source(
             languages,
             current: None,
         }),
-        SourceKind::Parquet => Box::new(super::parquet_source::ParquetSource::new(
+        SourceKind::Parquet => Box::new(ParquetSource::new(
             index,
             Walk::new(index, &cfg.path, Some("parquet")),
             languages,
@@ -126,118 +74,6 @@ impl Iterator for LimitDocs {
         }
         Some(ev)
     }
-}
-
-/// Whether a document with `lang` passes the language selection `languages` (empty = all).
-pub(crate) fn language_selected(languages: &[Language], lang: Option<&str>) -> bool {
-    languages.is_empty()
-        || lang
-            .and_then(Language::from_name)
-            .is_some_and(|l| languages.contains(&l))
-}
-
-/// Depth-first walk over the files under a path, in sorted order; a plain file yields itself.
-/// Hidden entries (names starting with '.') are skipped. With `ext`, only files with that
-/// extension are yielded (unless the root itself is a file).
-pub(crate) struct Walk {
-    index: usize,
-    root: PathBuf,
-    stack: Vec<PathBuf>,
-    ext: Option<&'static str>,
-    root_missing: bool,
-}
-
-impl Walk {
-    pub(crate) fn new(index: usize, root: &Path, ext: Option<&'static str>) -> Walk {
-        let missing = !root.exists();
-        Walk {
-            index,
-            root: root.to_path_buf(),
-            stack: if missing {
-                Vec::new()
-            } else {
-                vec![root.to_path_buf()]
-            },
-            ext,
-            root_missing: missing,
-        }
-    }
-}
-
-/// An item of a walk: a file to read, or an issue.
-pub(crate) enum WalkItem {
-    File(PathBuf),
-    Issue(Issue),
-}
-
-impl Iterator for Walk {
-    type Item = WalkItem;
-    fn next(&mut self) -> Option<WalkItem> {
-        if self.root_missing {
-            self.root_missing = false;
-            return Some(WalkItem::Issue(Issue {
-                source: self.index,
-                kind: IssueKind::MissingSource,
-                path: self.root.display().to_string(),
-                message: "source path does not exist".into(),
-                lost: 0,
-            }));
-        }
-        while let Some(path) = self.stack.pop() {
-            // The root is followed if it is a link; links inside the tree are not.
-            let meta = if path == self.root {
-                std::fs::metadata(&path)
-            } else {
-                std::fs::symlink_metadata(&path)
-            };
-            let meta = match meta {
-                Ok(m) => m,
-                Err(e) => return Some(unreadable(self.index, &path, &e)),
-            };
-            if meta.is_dir() {
-                let entries = match std::fs::read_dir(&path) {
-                    Ok(rd) => rd,
-                    Err(e) => return Some(unreadable(self.index, &path, &e)),
-                };
-                let mut children = Vec::new();
-                for entry in entries {
-                    match entry {
-                        Ok(e) => {
-                            if !e.file_name().to_string_lossy().starts_with('.') {
-                                children.push(e.path());
-                            }
-                        }
-                        Err(e) => return Some(unreadable(self.index, &path, &e)),
-                    }
-                }
-                children.sort();
-                children.reverse();
-                self.stack.extend(children);
-                continue;
-            }
-            if meta.is_file() {
-                let wanted = match self.ext {
-                    Some(ext) => path == self.root || path.extension().is_some_and(|e| e == ext),
-                    None => true,
-                };
-                if wanted {
-                    return Some(WalkItem::File(path));
-                }
-            }
-            // Symlinks and special files are not followed: a tree walk must terminate.
-        }
-        None
-    }
-}
-
-fn unreadable(index: usize, path: &Path, e: &std::io::Error) -> WalkItem {
-    WalkItem::Issue(Issue {
-        source: index,
-        kind: IssueKind::UnreadableFile,
-        path: path.display().to_string(),
-        message: e.to_string(),
-        lost: 0,
-    })
 }
 
 struct DirSource {

@@ -1,6 +1,7 @@
 //! The training loop. Read top to bottom: per step the learning rate, then evaluation and
 //! checkpointing when due, the micro-steps (forward, loss, backward, accumulate), clipping, the
-//! AdamW step and the log record.
+//! AdamW step and the log record. `Trainer::run` is that loop; one optimiser step is
+//! `Trainer::step`, the rows it logs are `metrics.rs`'s.
 //!
 //! Exactness of resume rests on three things: the data stream is a pure function of (seed,
 //! position) — epoch `e` visits the training split in a permutation seeded by `seed` and `e` —
@@ -8,6 +9,8 @@
 //! else draws random numbers.
 
 use super::config::TrainConfig;
+use super::metrics::MetricsLog;
+pub use super::metrics::{EvalRecord, StepRecord};
 use super::optim::{self, AdamW, AdamWParams};
 use super::state::{self, TrainState};
 use super::{FullPrecision, TrainError};
@@ -19,38 +22,10 @@ use crate::weights::Params;
 use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use serde::Serialize;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-
-/// One optimiser step's log record (a row of `metrics.jsonl`).
-#[derive(Debug, Clone, Serialize)]
-pub struct StepRecord {
-    /// Steps completed including this one (1-based).
-    pub step: u64,
-    /// Mean training loss of the step's micro-batches.
-    pub loss: f64,
-    pub lr: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    pub tokens_per_s: f64,
-    /// Training tokens consumed so far.
-    pub tokens: u64,
-    /// Whether the BitLinear layers ran ternary.
-    pub ternary: bool,
-}
-
-/// An evaluation record (a row of `metrics.jsonl`).
-#[derive(Debug, Clone, Serialize)]
-pub struct EvalRecord {
-    pub step: u64,
-    pub val_loss: f64,
-    pub val_ppl: f64,
-    pub val_tokens: u64,
-}
 
 /// What the loop reports.
 pub enum Event<'a> {
@@ -390,25 +365,20 @@ impl Trainer {
         stop: &AtomicBool,
         max_new_steps: Option<u64>,
     ) -> Result<Outcome, TrainError> {
+        // Setup: the step budget, `metrics.jsonl` without rows past this step, the start event.
         let total = self.total_steps();
-        let metrics_path = self.cfg.run.dir.join("metrics.jsonl");
-        let mut metrics = open_metrics(&metrics_path, self.state.step)?;
+        let mut metrics =
+            MetricsLog::open(&self.cfg.run.dir.join("metrics.jsonl"), self.state.step)?;
         obs.event(&Event::Start {
             step: self.state.step,
             total,
             params: self.params.len(),
         });
-        let start_step = self.state.step;
-        let (b, accum, t) = (
-            self.cfg.train.batch_size,
-            self.cfg.train.grad_accum,
-            self.cfg.seq_len(),
-        );
+        let (start_step, start_tokens) = (self.state.step, self.state.tokens);
         let mut losses = Vec::new();
         let mut val_loss = None;
         let mut interrupted = false;
         let run_start = Instant::now();
-        let mut run_tokens = 0u64;
         while self.state.step < total {
             // 1. Learning rate (and weight decay, off in stage 2 of the two-stage schedule).
             let (lr, decay_on) = optim::lr_at(
@@ -419,114 +389,30 @@ impl Trainer {
             );
             // 2. Evaluation and checkpoint when due (not again right after a resume).
             if self.state.step != start_step {
-                let every = self.cfg.eval.every;
-                if every > 0 && self.state.step.is_multiple_of(every) {
-                    if let Some(r) = self.evaluate()? {
-                        write_row(&mut metrics, &metrics_path, &r)?;
-                        val_loss = Some(r.val_loss);
-                        obs.event(&Event::Eval(&r));
-                    }
-                }
+                val_loss = self.evaluate_if_due(&mut metrics, obs)?.or(val_loss);
                 let every = self.cfg.checkpoint.every;
                 if every > 0 && self.state.step.is_multiple_of(every) {
                     self.checkpoint(obs)?;
                 }
             }
-            if stop.load(Ordering::SeqCst) {
-                if self.state.step != start_step {
-                    self.checkpoint(obs)?;
-                }
-                obs.event(&Event::Note(format!(
-                    "interrupted: checkpointed at step {}",
-                    self.state.step
-                )));
+            if self.stopped(stop, max_new_steps, start_step, obs)? {
                 interrupted = true;
                 break;
             }
-            if max_new_steps.is_some_and(|m| self.state.step - start_step >= m) {
-                interrupted = true;
-                break;
-            }
-            // 3. Micro-steps: forward, loss, backward, accumulate.
-            let t0 = Instant::now();
-            let ternary = self.cfg.ternary_at(self.state.step);
-            let model = self.model(ternary)?;
-            let mut grads = std::collections::BTreeMap::new();
-            let mut loss_sum = 0f64;
-            for _ in 0..accum {
-                let idx: Vec<u64> = (0..b as u64)
-                    .map(|j| self.train.index(self.state.data_pos + j))
-                    .collect();
-                self.state.data_pos += b as u64;
-                let ids = batch_tensor(&mut self.train.reader, &idx, t, &self.device)?;
-                let loss = model.loss(&ids)?;
-                let lv = loss.to_scalar::<f32>()?;
-                if !lv.is_finite() {
-                    let last = state::latest(&self.cfg.run.dir.join("checkpoints"))?
-                        .map_or("none written yet".to_string(), |(_, p)| {
-                            p.display().to_string()
-                        });
-                    return Err(TrainError::NonFinite {
-                        step: self.state.step + 1,
-                        loss: lv,
-                        last,
-                    });
-                }
-                loss_sum += lv as f64;
-                let g = (loss / accum as f64)?.backward()?;
-                optim::accumulate(&mut grads, optim::collect_grads(&self.params, &g)?)?;
-            }
-            // 4. Clip.
-            let grad_norm = optim::clip_grad_norm(&mut grads, self.cfg.train.grad_clip)?;
-            // 5. Step.
-            self.opt.step(&self.params, &grads, lr, decay_on)?;
-            drop(model);
-            self.state.step += 1;
-            let step_tokens = (b * accum * t) as u64;
-            self.state.tokens += step_tokens;
-            run_tokens += step_tokens;
+            // 3–5. Micro-steps, clipping and the AdamW step.
+            let rec = self.step(lr, decay_on)?;
             // 6. Log.
-            let rec = StepRecord {
-                step: self.state.step,
-                loss: loss_sum / accum as f64,
-                lr,
-                grad_norm,
-                tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
-                tokens: self.state.tokens,
-                ternary,
-            };
-            write_row(&mut metrics, &metrics_path, &rec)?;
+            metrics.write(&rec)?;
             losses.push(rec.loss);
             obs.event(&Event::Step(&rec));
         }
+        let run_tokens = self.state.tokens - start_tokens;
         let tokens_per_s = run_tokens as f64 / run_start.elapsed().as_secs_f64().max(1e-9);
+        // The end of the run: final evaluation, checkpoint, export and samples, then the plot.
         let mut final_dir = None;
         if !interrupted {
-            if let Some(r) = self.evaluate()? {
-                write_row(&mut metrics, &metrics_path, &r)?;
-                val_loss = Some(r.val_loss);
-                obs.event(&Event::Eval(&r));
-            }
-            self.checkpoint(obs)?;
-            let dir = self.cfg.run.dir.join("final");
-            self.export(&dir)?;
-            obs.event(&Event::Note(format!("exported {}", dir.display())));
-            if !self.cfg.eval.samples.is_empty() {
-                let samples = super::sample::complete(
-                    &dir,
-                    &self.cfg.eval.samples,
-                    self.cfg.eval.sample_tokens,
-                    &self.device,
-                )?;
-                let mut text = String::new();
-                for (p, c) in &samples {
-                    text.push_str(&format!("=== prompt: {p:?}\n{p}{c}\n\n"));
-                }
-                let sp = self.cfg.run.dir.join("samples.txt");
-                fs::write(&sp, &text).map_err(|e| TrainError::io(&sp, e))?;
-                obs.event(&Event::Note(format!("samples:\n{text}")));
-            }
-            final_dir = Some(dir);
+            val_loss = self.log_evaluation(&mut metrics, obs)?.or(val_loss);
+            final_dir = Some(self.finish(obs)?);
         }
         if super::plot::plot_run(&self.cfg.run.dir)? {
             obs.event(&Event::Note(format!(
@@ -543,36 +429,135 @@ impl Trainer {
             tokens_per_s,
         })
     }
-}
 
-/// Open `metrics.jsonl` for appending, first dropping rows past `step` (left by a run that was
-/// killed after its last checkpoint).
-fn open_metrics(path: &Path, step: u64) -> Result<fs::File, TrainError> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    /// Evaluate when `eval.every` says so at this step; returns the validation loss if it ran.
+    fn evaluate_if_due(
+        &mut self,
+        metrics: &mut MetricsLog,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<f64>, TrainError> {
+        let every = self.cfg.eval.every;
+        if every > 0 && self.state.step.is_multiple_of(every) {
+            return self.log_evaluation(metrics, obs);
+        }
+        Ok(None)
     }
-    let kept: Vec<String> = match fs::read_to_string(path) {
-        Ok(text) => text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s <= step)
-            })
-            .map(str::to_string)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    let mut f = fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
-    for l in kept {
-        writeln!(f, "{l}").map_err(|e| TrainError::io(path, e))?;
-    }
-    Ok(f)
-}
 
-fn write_row(f: &mut fs::File, path: &Path, row: &impl Serialize) -> Result<(), TrainError> {
-    let line = serde_json::to_string(row)
-        .map_err(|e| TrainError::Config(format!("metrics serialisation: {e}")))?;
-    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
+    /// Evaluate, and write and report the record; returns the validation loss (none without a
+    /// validation split or with `eval.batches = 0`).
+    fn log_evaluation(
+        &mut self,
+        metrics: &mut MetricsLog,
+        obs: &mut dyn Observer,
+    ) -> Result<Option<f64>, TrainError> {
+        let Some(r) = self.evaluate()? else {
+            return Ok(None);
+        };
+        metrics.write(&r)?;
+        obs.event(&Event::Eval(&r));
+        Ok(Some(r.val_loss))
+    }
+
+    /// Whether the loop stops before the next step: on the stop flag (after a checkpoint, unless
+    /// nothing was done yet) or after `max_new_steps` steps of this invocation.
+    fn stopped(
+        &self,
+        stop: &AtomicBool,
+        max_new_steps: Option<u64>,
+        start_step: u64,
+        obs: &mut dyn Observer,
+    ) -> Result<bool, TrainError> {
+        if stop.load(Ordering::SeqCst) {
+            if self.state.step != start_step {
+                self.checkpoint(obs)?;
+            }
+            obs.event(&Event::Note(format!(
+                "interrupted: checkpointed at step {}",
+                self.state.step
+            )));
+            return Ok(true);
+        }
+        Ok(max_new_steps.is_some_and(|m| self.state.step - start_step >= m))
+    }
+
+    /// One optimiser step: the micro-steps (forward, loss, backward, accumulate), clipping and
+    /// the AdamW step. Advances the step, data position and token counters; returns the record.
+    fn step(&mut self, lr: f64, decay_on: bool) -> Result<StepRecord, TrainError> {
+        let (b, accum, t) = (
+            self.cfg.train.batch_size,
+            self.cfg.train.grad_accum,
+            self.cfg.seq_len(),
+        );
+        // 3. Micro-steps: forward, loss, backward, accumulate.
+        let t0 = Instant::now();
+        let ternary = self.cfg.ternary_at(self.state.step);
+        let model = self.model(ternary)?;
+        let mut grads = std::collections::BTreeMap::new();
+        let mut loss_sum = 0f64;
+        for _ in 0..accum {
+            let idx: Vec<u64> = (0..b as u64)
+                .map(|j| self.train.index(self.state.data_pos + j))
+                .collect();
+            self.state.data_pos += b as u64;
+            let ids = batch_tensor(&mut self.train.reader, &idx, t, &self.device)?;
+            let loss = model.loss(&ids)?;
+            let lv = loss.to_scalar::<f32>()?;
+            if !lv.is_finite() {
+                let last = state::latest(&self.cfg.run.dir.join("checkpoints"))?
+                    .map_or("none written yet".to_string(), |(_, p)| {
+                        p.display().to_string()
+                    });
+                return Err(TrainError::NonFinite {
+                    step: self.state.step + 1,
+                    loss: lv,
+                    last,
+                });
+            }
+            loss_sum += lv as f64;
+            let g = (loss / accum as f64)?.backward()?;
+            optim::accumulate(&mut grads, optim::collect_grads(&self.params, &g)?)?;
+        }
+        // 4. Clip.
+        let grad_norm = optim::clip_grad_norm(&mut grads, self.cfg.train.grad_clip)?;
+        // 5. Step.
+        self.opt.step(&self.params, &grads, lr, decay_on)?;
+        drop(model);
+        self.state.step += 1;
+        let step_tokens = (b * accum * t) as u64;
+        self.state.tokens += step_tokens;
+        Ok(StepRecord {
+            step: self.state.step,
+            loss: loss_sum / accum as f64,
+            lr,
+            grad_norm,
+            tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            tokens: self.state.tokens,
+            ternary,
+        })
+    }
+
+    /// After the last step (and its evaluation): checkpoint, export `final/`, and complete the
+    /// `eval.samples` prompts into `samples.txt`. Returns the export directory.
+    fn finish(&mut self, obs: &mut dyn Observer) -> Result<PathBuf, TrainError> {
+        self.checkpoint(obs)?;
+        let dir = self.cfg.run.dir.join("final");
+        self.export(&dir)?;
+        obs.event(&Event::Note(format!("exported {}", dir.display())));
+        if !self.cfg.eval.samples.is_empty() {
+            let samples = super::sample::complete(
+                &dir,
+                &self.cfg.eval.samples,
+                self.cfg.eval.sample_tokens,
+                &self.device,
+            )?;
+            let mut text = String::new();
+            for (p, c) in &samples {
+                text.push_str(&format!("=== prompt: {p:?}\n{p}{c}\n\n"));
+            }
+            let sp = self.cfg.run.dir.join("samples.txt");
+            fs::write(&sp, &text).map_err(|e| TrainError::io(&sp, e))?;
+            obs.event(&Event::Note(format!("samples:\n{text}")));
+        }
+        Ok(dir)
+    }
 }

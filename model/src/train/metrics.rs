@@ -1,0 +1,82 @@
+//! `metrics.jsonl`, the run's log: one JSON object per line, a [`StepRecord`] per optimiser step
+//! and an [`EvalRecord`] per evaluation, in the order they happened.
+//!
+//! The plots (`plot.rs`) and the tests read these rows by their field names, which must not
+//! change. A resumed run first drops the rows past its checkpoint's step, so the file reads as
+//! one uninterrupted run.
+
+use super::TrainError;
+use serde::Serialize;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One optimiser step's log record (a row of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// Steps completed including this one (1-based).
+    pub step: u64,
+    /// Mean training loss of the step's micro-batches.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    /// Training tokens consumed so far.
+    pub tokens: u64,
+    /// Whether the BitLinear layers ran ternary.
+    pub ternary: bool,
+}
+
+/// An evaluation record (a row of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRecord {
+    pub step: u64,
+    pub val_loss: f64,
+    pub val_ppl: f64,
+    pub val_tokens: u64,
+}
+
+/// `metrics.jsonl` open for appending rows.
+pub(crate) struct MetricsLog {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Open `path` for appending, first dropping rows past `step` (left by a run that was killed
+    /// after its last checkpoint).
+    pub(crate) fn open(path: &Path, step: u64) -> Result<MetricsLog, TrainError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+        }
+        let kept: Vec<String> = match fs::read_to_string(path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s <= step)
+                })
+                .map(str::to_string)
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut file = fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
+        for l in kept {
+            writeln!(file, "{l}").map_err(|e| TrainError::io(path, e))?;
+        }
+        Ok(MetricsLog {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Append one row.
+    pub(crate) fn write(&mut self, row: &impl Serialize) -> Result<(), TrainError> {
+        let line = serde_json::to_string(row)
+            .map_err(|e| TrainError::Config(format!("metrics serialisation: {e}")))?;
+        writeln!(self.file, "{line}").map_err(|e| TrainError::io(&self.path, e))
+    }
+}
