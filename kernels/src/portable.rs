@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use crate::format::TernaryMatrix;
-use crate::kernels::Sink;
+use crate::matmul::Sink;
 use crate::Isa;
 
 /// No SIMD instruction sets on this target.

@@ -8,7 +8,7 @@ mod avx512;
 use std::ops::Range;
 
 use crate::format::{BlockT2, TernaryMatrix};
-use crate::kernels::Sink;
+use crate::matmul::Sink;
 use crate::Isa;
 
 /// The SIMD instruction sets this CPU supports, in increasing order of preference.
@@ -26,7 +26,7 @@ pub(crate) fn detect() -> Vec<Isa> {
     isas
 }
 
-/// Tokens per GEMM tile for `isa` (the activation packing in `crate::kernels` follows it).
+/// Tokens per GEMM tile for `isa` (the activation packing in `crate::matmul` follows it).
 pub(crate) fn tile_tokens(isa: Isa) -> usize {
     match isa {
         Isa::Scalar => 1,
