@@ -1,9 +1,13 @@
 //! x86-64 back end: run-time feature detection and dispatch of the AVX2 / AVX-512 tiles and
-//! quantisers. Every path here must equal the scalar specification (`crate::scalar`,
-//! `crate::quant::quantize_row_i8_scalar`) bit for bit.
+//! quantisers, and the LM-head inner loops (`head`). Every tile and quantiser here must equal
+//! the scalar specification (`crate::scalar`, `crate::quant::quantize_row_i8_scalar`) bit for
+//! bit; the head loops equal `crate::head`'s scalar specs up to summation order.
 
 mod avx2;
 mod avx512;
+mod head;
+
+pub(crate) use head::{pick_head_f16, pick_head_f32, pick_head_i8};
 
 use std::ops::Range;
 
