@@ -3,7 +3,7 @@
 # (kernels vs their CPU statements; the model on CUDA vs CPU and Hugging Face's logits) and the
 # GPU benchmarks, and writes everything to OUT_DIR (8 files):
 #   summary.txt            pass/fail per step and the headline figures
-#   test-kernels.txt       kernels/tests/cuda.rs output
+#   test-kernels.txt       kernels/tests/cuda/ output
 #   test-model.txt         model/tests/gpu.rs output
 #   bench-kernels.json     tritter bench kernels --device cuda --json
 #   bench-decode.json      tritter bench decode --device cuda --json

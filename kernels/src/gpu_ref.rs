@@ -4,7 +4,7 @@
 //! - the INT4 KV-cache group quantisation, slot and visibility rules of
 //!   `kernels/cuda/attention.cu`, and a naive f64 attention over such a cache.
 //!
-//! The CUDA tests (`kernels/tests/cuda.rs`, feature `cuda`) check the GPU against these.
+//! The CUDA tests (`kernels/tests/cuda/`, feature `cuda`) check the GPU against these.
 
 use crate::{KernelError, TernaryMatrix};
 use half::f16;

@@ -1,14 +1,18 @@
 //! LM-head GEMVs `out[r] = Σ_c w[r, c] · x[c]` (row-major `[rows, k]` weights, f32 activations,
 //! f32 accumulation) in three precisions: f16 (half the bytes of f32), f32, and int8 with one
 //! scale per row ([`I8Rows`], a quarter). Decode reads the head once per token, so these are
-//! bandwidth kernels: rows in parallel (rayon), AVX-512F (or AVX2 + F16C + FMA for f16) inner
-//! loops chosen at run time. Each must match its in-order scalar spec ([`gemv_f16_scalar`],
-//! [`gemv_i8_scalar`], the naive sum) up to summation order (tests bound the difference).
+//! bandwidth kernels: rows in parallel (rayon), with an inner loop per row chosen once per
+//! process: the SIMD loops of the architecture back end (`x86/head.rs`: AVX-512F, or for f16
+//! AVX2 with F16C and FMA) where the CPU has them, else the portable loops here. Each must
+//! match its in-order scalar spec ([`gemv_f16_scalar`], [`gemv_i8_scalar`], the naive sum) up
+//! to summation order (tests bound the difference).
+
+use std::sync::OnceLock;
 
 use half::f16;
 use rayon::prelude::*;
 
-use crate::KernelError;
+use crate::{arch, KernelError};
 
 /// The specification: one row at a time, in order, f32 accumulation.
 pub fn gemv_f16_scalar(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
@@ -24,256 +28,29 @@ pub fn gemv_f16_scalar(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), Kern
     Ok(())
 }
 
-fn check(w: &[f16], x: &[f32], out: &[f32]) -> Result<(), KernelError> {
-    if x.is_empty() {
-        return Err(KernelError::BadLength {
-            what: "x",
-            expected: 1,
-            got: 0,
-        });
-    }
-    if w.len() != out.len() * x.len() {
-        return Err(KernelError::BadLength {
-            what: "w",
-            expected: out.len() * x.len(),
-            got: w.len(),
-        });
-    }
+/// [`gemv_f16_scalar`] with the fastest inner loop, rows in parallel.
+pub fn gemv_f16(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    check(w, x, out)?;
+    rows_par(dots().f16, w, x, out);
     Ok(())
 }
 
-type RowDot = fn(&[f16], &[f32]) -> f32;
-
-fn dot_portable(w: &[f16], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut buf = [0f32; 16];
-    let (wc, wr) = w.split_at(w.len() / 16 * 16);
-    let (xc, xr) = x.split_at(wc.len());
-    for (a, b) in wc.chunks_exact(16).zip(xc.chunks_exact(16)) {
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(a, &mut buf);
-        for i in 0..16 {
-            acc[i] += buf[i] * b[i];
-        }
-    }
-    let tail: f32 = wr.iter().zip(xr).map(|(a, b)| a.to_f32() * b).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use half::f16;
-    use std::arch::x86_64::*;
-
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dot_avx512_impl(w: &[f16], x: &[f32]) -> f32 {
-        let n = w.len() / 32 * 32;
-        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let wp = w.as_ptr() as *const u16;
-        let xp = x.as_ptr();
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads; f16 is a u16 bit pattern.
-            unsafe {
-                let h0 = _mm256_loadu_si256(wp.add(i) as *const __m256i);
-                let h1 = _mm256_loadu_si256(wp.add(i + 16) as *const __m256i);
-                a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), _mm512_loadu_ps(xp.add(i)), a0);
-                a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(h1), _mm512_loadu_ps(xp.add(i + 16)), a1);
-            }
-            i += 32;
-        }
-        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-        for j in n..w.len() {
-            s += w[j].to_f32() * x[j];
-        }
-        s
-    }
-
-    pub fn dot_avx512(w: &[f16], x: &[f32]) -> f32 {
-        // SAFETY: selected only when avx512f was detected at run time (see `pick`).
-        unsafe { dot_avx512_impl(w, x) }
-    }
-
-    #[target_feature(enable = "avx2,f16c,fma")]
-    unsafe fn dot_avx2_impl(w: &[f16], x: &[f32]) -> f32 {
-        let n = w.len() / 16 * 16;
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let wp = w.as_ptr() as *const u16;
-        let xp = x.as_ptr();
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 16 <= n <= w.len() == x.len(); unaligned loads; f16 is a u16 bit pattern.
-            unsafe {
-                let h0 = _mm_loadu_si128(wp.add(i) as *const __m128i);
-                let h1 = _mm_loadu_si128(wp.add(i + 8) as *const __m128i);
-                a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(h0), _mm256_loadu_ps(xp.add(i)), a0);
-                a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(h1), _mm256_loadu_ps(xp.add(i + 8)), a1);
-            }
-            i += 16;
-        }
-        let mut lanes = [0f32; 8];
-        // SAFETY: `lanes` holds 8 f32.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a0, a1)) };
-        let mut s: f32 = lanes.iter().sum();
-        for j in n..w.len() {
-            s += w[j].to_f32() * x[j];
-        }
-        s
-    }
-
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dot_f32_avx512_impl(w: &[f32], x: &[f32]) -> f32 {
-        let n = w.len() / 32 * 32;
-        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads.
-            unsafe {
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(i)), _mm512_loadu_ps(xp.add(i)), a0);
-                a1 = _mm512_fmadd_ps(
-                    _mm512_loadu_ps(wp.add(i + 16)),
-                    _mm512_loadu_ps(xp.add(i + 16)),
-                    a1,
-                );
-            }
-            i += 32;
-        }
-        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-        for j in n..w.len() {
-            s += w[j] * x[j];
-        }
-        s
-    }
-
-    pub fn dot_f32_avx512(w: &[f32], x: &[f32]) -> f32 {
-        // SAFETY: selected only when avx512f was detected at run time (see `pick_f32`).
-        unsafe { dot_f32_avx512_impl(w, x) }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dot_i8_avx512_impl(w: &[i8], x: &[f32]) -> f32 {
-        let n = w.len() / 32 * 32;
-        let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 32 <= n <= w.len() == x.len(); 16-byte unaligned loads of i8.
-            unsafe {
-                let b0 = _mm_loadu_si128(wp.add(i) as *const __m128i);
-                let b1 = _mm_loadu_si128(wp.add(i + 16) as *const __m128i);
-                let f0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b0));
-                let f1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b1));
-                a0 = _mm512_fmadd_ps(f0, _mm512_loadu_ps(xp.add(i)), a0);
-                a1 = _mm512_fmadd_ps(f1, _mm512_loadu_ps(xp.add(i + 16)), a1);
-            }
-            i += 32;
-        }
-        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-        for j in n..w.len() {
-            s += w[j] as f32 * x[j];
-        }
-        s
-    }
-
-    pub fn dot_i8_avx512(w: &[i8], x: &[f32]) -> f32 {
-        // SAFETY: selected only when avx512f was detected at run time (see `pick_i8`).
-        unsafe { dot_i8_avx512_impl(w, x) }
-    }
-
-    pub fn dot_avx2(w: &[f16], x: &[f32]) -> f32 {
-        // SAFETY: selected only when avx2, f16c and fma were detected at run time (see `pick`).
-        unsafe { dot_avx2_impl(w, x) }
-    }
-}
-
-fn pick() -> (RowDot, &'static str) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return (x86::dot_avx512, "avx512f");
-        }
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("f16c")
-            && is_x86_feature_detected!("fma")
-        {
-            return (x86::dot_avx2, "avx2+f16c");
-        }
-    }
-    (dot_portable, "portable")
-}
-
-fn dot_f32_portable(w: &[f32], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (wc, wr) = w.split_at(w.len() / 16 * 16);
-    let (xc, xr) = x.split_at(wc.len());
-    for (a, b) in wc.chunks_exact(16).zip(xc.chunks_exact(16)) {
-        for i in 0..16 {
-            acc[i] += a[i] * b[i];
-        }
-    }
-    acc.iter().sum::<f32>() + wr.iter().zip(xr).map(|(a, b)| a * b).sum::<f32>()
-}
-
-fn dot_i8_portable(w: &[i8], x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (wc, wr) = w.split_at(w.len() / 16 * 16);
-    let (xc, xr) = x.split_at(wc.len());
-    for (a, b) in wc.chunks_exact(16).zip(xc.chunks_exact(16)) {
-        for i in 0..16 {
-            acc[i] += a[i] as f32 * b[i];
-        }
-    }
-    acc.iter().sum::<f32>() + wr.iter().zip(xr).map(|(a, b)| *a as f32 * b).sum::<f32>()
-}
-
-fn pick_f32() -> fn(&[f32], &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        return x86::dot_f32_avx512;
-    }
-    dot_f32_portable
-}
-
-fn pick_i8() -> fn(&[i8], &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        return x86::dot_i8_avx512;
-    }
-    dot_i8_portable
-}
-
-fn check_t<T>(w: &[T], x: &[f32], out: &[f32]) -> Result<(), KernelError> {
-    if x.is_empty() {
-        return Err(KernelError::BadLength {
-            what: "x",
-            expected: 1,
-            got: 0,
-        });
-    }
-    if w.len() != out.len() * x.len() {
-        return Err(KernelError::BadLength {
-            what: "w",
-            expected: out.len() * x.len(),
-            got: w.len(),
-        });
-    }
+/// [`gemv_f16`] with the portable inner loop (for tests).
+pub fn gemv_f16_portable(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    check(w, x, out)?;
+    rows_par(dot_f16_portable, w, x, out);
     Ok(())
 }
 
-fn rows_par<T: Sync>(dot: fn(&[T], &[f32]) -> f32, w: &[T], x: &[f32], out: &mut [f32]) {
-    const ROWS: usize = 64;
-    let k = x.len();
-    out.par_chunks_mut(ROWS).enumerate().for_each(|(c, o)| {
-        for (j, y) in o.iter_mut().enumerate() {
-            *y = dot(&w[(c * ROWS + j) * k..][..k], x);
-        }
-    });
+/// The inner loop [`gemv_f16`] uses on this machine.
+pub fn gemv_f16_isa() -> &'static str {
+    dots().f16_name
 }
 
 /// f32 head GEMV `out[r] = Σ_c w[r, c] · x[c]`, rows in parallel (AVX-512F when available).
 pub fn gemv_f32(w: &[f32], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
-    check_t(w, x, out)?;
-    rows_par(pick_f32(), w, x, out);
+    check(w, x, out)?;
+    rows_par(dots().f32, w, x, out);
     Ok(())
 }
 
@@ -339,6 +116,103 @@ pub fn gemv_i8_scalar(w: &I8Rows, x: &[f32], out: &mut [f32]) -> Result<(), Kern
     Ok(())
 }
 
+/// Int8 head GEMV ([`gemv_i8_scalar`] up to summation order), rows in parallel.
+pub fn gemv_i8(w: &I8Rows, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    check_i8(w, x, out)?;
+    rows_par(dots().i8, &w.q, x, out);
+    out.iter_mut().zip(&w.scale).for_each(|(o, s)| *o *= s);
+    Ok(())
+}
+
+/// One row's dot product `Σ_c w[c] · x[c]` (f32 accumulation).
+pub(crate) type RowDot<T> = fn(&[T], &[f32]) -> f32;
+
+/// The inner loops the head GEMVs use on this CPU.
+struct Dots {
+    f16: RowDot<f16>,
+    /// Name of the f16 loop ([`gemv_f16_isa`]).
+    f16_name: &'static str,
+    f32: RowDot<f32>,
+    i8: RowDot<i8>,
+}
+
+/// The inner loops, chosen on the first call (CPU features are detected once, as for
+/// [`crate::best_isa`]): the back end's SIMD loop where it has one, else the portable one.
+fn dots() -> &'static Dots {
+    static DOTS: OnceLock<Dots> = OnceLock::new();
+    DOTS.get_or_init(|| {
+        let (f16, f16_name) = arch::pick_head_f16().unwrap_or((dot_f16_portable, "portable"));
+        Dots {
+            f16,
+            f16_name,
+            f32: arch::pick_head_f32().unwrap_or(dot_f32_portable),
+            i8: arch::pick_head_i8().unwrap_or(dot_i8_portable),
+        }
+    })
+}
+
+/// Portable f16 row dot: 16 f32 lanes, then the tail in order.
+fn dot_f16_portable(w: &[f16], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut buf = [0f32; 16];
+    let (wc, wr) = w.split_at(w.len() / 16 * 16);
+    let (xc, xr) = x.split_at(wc.len());
+    for (a, b) in wc.chunks_exact(16).zip(xc.chunks_exact(16)) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(a, &mut buf);
+        for i in 0..16 {
+            acc[i] += buf[i] * b[i];
+        }
+    }
+    let tail: f32 = wr.iter().zip(xr).map(|(a, b)| a.to_f32() * b).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Portable f32 row dot: 16 lanes, then the tail in order.
+fn dot_f32_portable(w: &[f32], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (wc, wr) = w.split_at(w.len() / 16 * 16);
+    let (xc, xr) = x.split_at(wc.len());
+    for (a, b) in wc.chunks_exact(16).zip(xc.chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    acc.iter().sum::<f32>() + wr.iter().zip(xr).map(|(a, b)| a * b).sum::<f32>()
+}
+
+/// Portable int8 row dot: 16 lanes, then the tail in order.
+fn dot_i8_portable(w: &[i8], x: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (wc, wr) = w.split_at(w.len() / 16 * 16);
+    let (xc, xr) = x.split_at(wc.len());
+    for (a, b) in wc.chunks_exact(16).zip(xc.chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += a[i] as f32 * b[i];
+        }
+    }
+    acc.iter().sum::<f32>() + wr.iter().zip(xr).map(|(a, b)| *a as f32 * b).sum::<f32>()
+}
+
+/// Fails unless `x` is non-empty and `w` holds `out.len()` rows of `x.len()`.
+fn check<T>(w: &[T], x: &[f32], out: &[f32]) -> Result<(), KernelError> {
+    if x.is_empty() {
+        return Err(KernelError::BadLength {
+            what: "x",
+            expected: 1,
+            got: 0,
+        });
+    }
+    if w.len() != out.len() * x.len() {
+        return Err(KernelError::BadLength {
+            what: "w",
+            expected: out.len() * x.len(),
+            got: w.len(),
+        });
+    }
+    Ok(())
+}
+
+/// [`check`] for an [`I8Rows`] head, naming `x` and `out` against its shape first.
 fn check_i8(w: &I8Rows, x: &[f32], out: &[f32]) -> Result<(), KernelError> {
     if x.len() != w.k {
         return Err(KernelError::BadLength {
@@ -354,37 +228,11 @@ fn check_i8(w: &I8Rows, x: &[f32], out: &[f32]) -> Result<(), KernelError> {
             got: out.len(),
         });
     }
-    check_t(&w.q, x, out)
+    check(&w.q, x, out)
 }
 
-/// Int8 head GEMV ([`gemv_i8_scalar`] up to summation order), rows in parallel.
-pub fn gemv_i8(w: &I8Rows, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
-    check_i8(w, x, out)?;
-    rows_par(pick_i8(), &w.q, x, out);
-    out.iter_mut().zip(&w.scale).for_each(|(o, s)| *o *= s);
-    Ok(())
-}
-
-/// The inner loop [`gemv_f16`] uses on this machine.
-pub fn gemv_f16_isa() -> &'static str {
-    pick().1
-}
-
-/// [`gemv_f16_scalar`] with the fastest inner loop, rows in parallel.
-pub fn gemv_f16(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
-    check(w, x, out)?;
-    gemv_f16_rows(pick().0, w, x, out);
-    Ok(())
-}
-
-/// [`gemv_f16`] with the portable inner loop (for tests).
-pub fn gemv_f16_portable(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
-    check(w, x, out)?;
-    gemv_f16_rows(dot_portable, w, x, out);
-    Ok(())
-}
-
-fn gemv_f16_rows(dot: RowDot, w: &[f16], x: &[f32], out: &mut [f32]) {
+/// `out[r] = dot(w[r], x)`, rows in parallel in chunks of 64.
+fn rows_par<T: Sync>(dot: RowDot<T>, w: &[T], x: &[f32], out: &mut [f32]) {
     const ROWS: usize = 64;
     let k = x.len();
     out.par_chunks_mut(ROWS).enumerate().for_each(|(c, o)| {

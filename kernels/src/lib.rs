@@ -9,8 +9,9 @@
 //! - [`gpu_ref`]: host statements of the GPU formats (G2 ternary layout, INT4 KV groups,
 //!   window/sink slots) that the CUDA kernels must match.
 //! - `cuda` (feature `cuda`): launches of the CUDA kernels in `kernels/cuda/` through cudarc.
-//! - [`kernels`]: integer [`gemv`]/[`gemm`], the f32 BitLinear product [`ternary_matmul`], and
-//!   forced-ISA variants for tests and benchmarks.
+//! - [`matmul`]: integer [`gemv`]/[`gemm`] over T2 matrices, the f32 BitLinear product
+//!   [`ternary_matmul`], the run-time instruction-set choice ([`Isa`]) and forced-ISA variants
+//!   for tests and benchmarks.
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
@@ -18,7 +19,7 @@ mod error;
 pub mod format;
 pub mod gpu_ref;
 pub mod head;
-pub mod kernels;
+pub mod matmul;
 pub mod quant;
 mod scalar;
 
@@ -37,7 +38,7 @@ pub use format::{BlockT2, TernaryMatrix};
 pub use head::{
     gemv_f16, gemv_f16_isa, gemv_f16_scalar, gemv_f32, gemv_i8, gemv_i8_scalar, I8Rows,
 };
-pub use kernels::{
+pub use matmul::{
     available_isas, best_isa, gemm, gemm_with, gemv, gemv_with, ternary_matmul,
     ternary_matmul_with, Isa,
 };

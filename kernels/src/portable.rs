@@ -1,10 +1,14 @@
 //! Back end for targets without x86-64 SIMD kernels: no SIMD instruction set is reported, so
-//! every call runs the scalar specification (`crate::scalar`).
+//! every call runs the scalar specification (`crate::scalar`), and the LM heads run the
+//! portable loops of `crate::head`.
 
 use std::ops::Range;
 
+use half::f16;
+
 use crate::format::TernaryMatrix;
-use crate::kernels::Sink;
+use crate::head::RowDot;
+use crate::matmul::Sink;
 use crate::Isa;
 
 /// No SIMD instruction sets on this target.
@@ -39,4 +43,19 @@ pub(crate) unsafe fn run_tile<S: Sink>(
     _sink: &S,
 ) -> bool {
     false
+}
+
+/// No SIMD f16 head loop here: `crate::head` runs its portable one.
+pub(crate) fn pick_head_f16() -> Option<(RowDot<f16>, &'static str)> {
+    None
+}
+
+/// No SIMD f32 head loop here: `crate::head` runs its portable one.
+pub(crate) fn pick_head_f32() -> Option<RowDot<f32>> {
+    None
+}
+
+/// No SIMD int8 head loop here: `crate::head` runs its portable one.
+pub(crate) fn pick_head_i8() -> Option<RowDot<i8>> {
+    None
 }

@@ -30,7 +30,7 @@ fn quantize_scalar(x: &[f32], out: &mut [i8]) -> (f32, i32) {
 pub(crate) fn quantize_with(isa: Isa, x: &[f32], out: &mut [i8]) -> (f32, i32) {
     let len = x.len().min(out.len());
     let (x, out) = (&x[..len], &mut out[..len]);
-    // SAFETY: callers pass only available ISAs (checked in `crate::kernels`); lengths are equal.
+    // SAFETY: callers pass only available ISAs (checked in `crate::matmul`); lengths are equal.
     match unsafe { crate::arch::quantize_row(isa, x, out) } {
         Some(r) => r,
         None => quantize_scalar(x, out),

@@ -1,11 +1,44 @@
-//! The small f32 kernels of `kernels/cuda/ops.cu` (RMSNorm, RoPE, the q|k|v split, residual
-//! add, activations) and the LM heads. Each matches the slice code of the model's CPU inference
-//! path up to float summation order.
+//! Launches of `kernels/cuda/ops.cu`: the small f32 kernels (RMSNorm, RoPE, the q|k|v split,
+//! column copies, residual add, activations) and the LM heads. Each matches the slice code of
+//! the model's CPU inference path up to float summation order.
 
-use super::{blocks, cfg, check, cu, int, launch, Gpu};
+use super::{blocks, cfg, check, cu, int, launch, load, load_module, Gpu};
 use crate::KernelError;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice};
 use half::f16;
+use std::sync::Arc;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ops.ptx"));
+
+/// The kernels of `ops.cu`.
+pub(super) struct OpsKernels {
+    rmsnorm: CudaFunction,
+    rope: CudaFunction,
+    add: CudaFunction,
+    gated: CudaFunction,
+    act: CudaFunction,
+    head_f16: CudaFunction,
+    head_f32: CudaFunction,
+    copy_cols: CudaFunction,
+    qkv_rope_split: CudaFunction,
+}
+
+impl OpsKernels {
+    pub(super) fn load(ctx: &Arc<CudaContext>) -> Result<Self, KernelError> {
+        let o = load_module(ctx, PTX)?;
+        Ok(Self {
+            rmsnorm: load(&o, "rmsnorm")?,
+            rope: load(&o, "rope")?,
+            add: load(&o, "add_inplace")?,
+            gated: load(&o, "gated_act")?,
+            act: load(&o, "act_inplace")?,
+            head_f16: load(&o, "head_gemv_f16")?,
+            head_f32: load(&o, "head_gemv_f32")?,
+            copy_cols: load(&o, "copy_cols")?,
+            qkv_rope_split: load(&o, "qkv_rope_split")?,
+        })
+    }
+}
 
 /// An LM head on the GPU: `[V][C]` in f16 or f32.
 pub enum DevHead {
@@ -71,7 +104,7 @@ impl Gpu {
         );
         // SAFETY: bounds checked above; base holds one int.
         unsafe {
-            launch!(self, &self.k.qkv_rope_split, cfg((blocks(n, 256)?, 1, 1), 256, 0);
+            launch!(self, &self.k.ops.qkv_rope_split, cfg((blocks(n, 256)?, 1, 1), 256, 0);
                 sp, ti, hi, hk, di, theta, bp, qp, kp, vp)
         }?;
         Ok(())
@@ -101,7 +134,7 @@ impl Gpu {
         );
         // SAFETY: bounds checked above.
         unsafe {
-            launch!(self, &self.k.rmsnorm, cfg((int(rows, "rows")? as u32, 1, 1), 256, 0);
+            launch!(self, &self.k.ops.rmsnorm, cfg((int(rows, "rows")? as u32, 1, 1), 256, 0);
                 xp, wp, d, eps, yp)
         }?;
         Ok(())
@@ -127,7 +160,7 @@ impl Gpu {
         let (ti, hi, di) = (int(t, "t")?, int(heads, "heads")?, int(d, "d")?);
         // SAFETY: bounds checked above; base holds one int.
         unsafe {
-            launch!(self, &self.k.rope, cfg((blocks(n, 256)?, 1, 1), 256, 0);
+            launch!(self, &self.k.ops.rope, cfg((blocks(n, 256)?, 1, 1), 256, 0);
                 xp, ti, hi, di, theta, bp)
         }?;
         Ok(())
@@ -163,7 +196,7 @@ impl Gpu {
         );
         // SAFETY: bounds checked above.
         unsafe {
-            launch!(self, &self.k.copy_cols, cfg((blocks(rows * ncols, 256)?, 1, 1), 256, 0);
+            launch!(self, &self.k.ops.copy_cols, cfg((blocks(rows * ncols, 256)?, 1, 1), 256, 0);
                 sp, st, c0, nc, r, dp)
         }?;
         Ok(())
@@ -178,7 +211,9 @@ impl Gpu {
         }
         let (xp, yp, ni) = (self.ptr(x, 0), self.ptr(y, 0), int(n, "n")?);
         // SAFETY: bounds checked above.
-        unsafe { launch!(self, &self.k.add, cfg((blocks(n, 256)?, 1, 1), 256, 0); xp, yp, ni) }?;
+        unsafe {
+            launch!(self, &self.k.ops.add, cfg((blocks(n, 256)?, 1, 1), 256, 0); xp, yp, ni)
+        }?;
         Ok(())
     }
 
@@ -200,7 +235,7 @@ impl Gpu {
         let (gp, hp, ti, fi) = (self.ptr(gu, 0), self.ptr(h, 0), int(t, "t")?, int(f, "f")?);
         // SAFETY: bounds checked above.
         unsafe {
-            launch!(self, &self.k.gated, cfg((blocks(t * f, 256)?, 1, 1), 256, 0);
+            launch!(self, &self.k.ops.gated, cfg((blocks(t * f, 256)?, 1, 1), 256, 0);
                 gp, ti, fi, kind, hp)
         }?;
         Ok(())
@@ -214,7 +249,9 @@ impl Gpu {
         }
         let (xp, ni) = (self.ptr(x, 0), int(n, "n")?);
         // SAFETY: bounds checked above.
-        unsafe { launch!(self, &self.k.act, cfg((blocks(n, 256)?, 1, 1), 256, 0); xp, ni, kind) }?;
+        unsafe {
+            launch!(self, &self.k.ops.act, cfg((blocks(n, 256)?, 1, 1), 256, 0); xp, ni, kind)
+        }?;
         Ok(())
     }
 
@@ -258,8 +295,8 @@ impl Gpu {
         off: usize,
     ) -> Result<(), KernelError> {
         let (func, wp, v, c) = match h {
-            DevHead::F16 { w, v, c } => (&self.k.head_f16, self.ptr(w, 0), *v, *c),
-            DevHead::F32 { w, v, c } => (&self.k.head_f32, self.ptr(w, 0), *v, *c),
+            DevHead::F16 { w, v, c } => (&self.k.ops.head_f16, self.ptr(w, 0), *v, *c),
+            DevHead::F32 { w, v, c } => (&self.k.ops.head_f32, self.ptr(w, 0), *v, *c),
         };
         check("head input", x, x_off + c)?;
         check("head output", out, off + v)?;

@@ -44,7 +44,7 @@ unsafe fn bcast4(p: *const i8) -> __m512i {
 ///
 /// # Safety
 /// CPU has AVX-512 F/BW/VNNI; `blocks` points to `nb` blocks; `xp` to `nb · M · 16` bytes of
-/// activations in the packed tile layout (`crate::kernels::pack_tile`).
+/// activations in the packed tile layout (`crate::matmul::pack_row`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(crate) unsafe fn tile_vnni<const M: usize, const A: usize>(
     blocks: *const BlockT2,

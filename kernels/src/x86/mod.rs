@@ -1,14 +1,18 @@
 //! x86-64 back end: run-time feature detection and dispatch of the AVX2 / AVX-512 tiles and
-//! quantisers. Every path here must equal the scalar specification (`crate::scalar`,
-//! `crate::quant::quantize_row_i8_scalar`) bit for bit.
+//! quantisers, and the LM-head inner loops (`head`). Every tile and quantiser here must equal
+//! the scalar specification (`crate::scalar`, `crate::quant::quantize_row_i8_scalar`) bit for
+//! bit; the head loops equal `crate::head`'s scalar specs up to summation order.
 
 mod avx2;
 mod avx512;
+mod head;
+
+pub(crate) use head::{pick_head_f16, pick_head_f32, pick_head_i8};
 
 use std::ops::Range;
 
 use crate::format::{BlockT2, TernaryMatrix};
-use crate::kernels::Sink;
+use crate::matmul::Sink;
 use crate::Isa;
 
 /// The SIMD instruction sets this CPU supports, in increasing order of preference.
@@ -26,7 +30,7 @@ pub(crate) fn detect() -> Vec<Isa> {
     isas
 }
 
-/// Tokens per GEMM tile for `isa` (the activation packing in `crate::kernels` follows it).
+/// Tokens per GEMM tile for `isa` (the activation packing in `crate::matmul` follows it).
 pub(crate) fn tile_tokens(isa: Isa) -> usize {
     match isa {
         Isa::Scalar => 1,

@@ -1,13 +1,49 @@
-//! The GPU KV cache (f32 / f16 / INT4 with f16 scale and min per group of channels, rolling
-//! window + sinks) and decode/prefill attention over it (`kernels/cuda/attention.cu`). Must
-//! match [`crate::gpu_ref`]: INT4 codes and scales bit for bit, attention within f32 rounding of
+//! Launches of `kernels/cuda/attention.cu`: the GPU KV cache (f32 / f16 / INT4 with f16 scale
+//! and min per group of channels, rolling window + sinks) and decode/prefill attention over it
+//! (split partials + combine, or grouped-query blocks per [`Tuning`](super::Tuning)). Must match
+//! [`crate::gpu_ref`]: INT4 codes and scales bit for bit, attention within f32 rounding of
 //! [`crate::gpu_ref::attention_ref`].
 
-use super::{blocks, cfg, check, int, launch, Gpu};
+use super::{blocks, cfg, check, int, launch, load, load_module, Gpu};
 use crate::gpu_ref::int4_group;
 use crate::KernelError;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice};
 use half::f16;
+use std::sync::Arc;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
+
+/// The kernels of `attention.cu`.
+pub(super) struct AttentionKernels {
+    kv_store: CudaFunction,
+    kv_dequant: CudaFunction,
+    /// `attn_partial_{f32,f16,i4}`.
+    attn: [CudaFunction; 3],
+    /// `attn_group_{f32,f16,i4}`.
+    attn_group: [CudaFunction; 3],
+    combine: CudaFunction,
+}
+
+impl AttentionKernels {
+    pub(super) fn load(ctx: &Arc<CudaContext>) -> Result<Self, KernelError> {
+        let a = load_module(ctx, PTX)?;
+        Ok(Self {
+            kv_store: load(&a, "kv_store")?,
+            kv_dequant: load(&a, "kv_dequant_i4")?,
+            attn: [
+                load(&a, "attn_partial_f32")?,
+                load(&a, "attn_partial_f16")?,
+                load(&a, "attn_partial_i4")?,
+            ],
+            attn_group: [
+                load(&a, "attn_group_f32")?,
+                load(&a, "attn_group_f16")?,
+                load(&a, "attn_group_i4")?,
+            ],
+            combine: load(&a, "attn_combine")?,
+        })
+    }
+}
 
 /// Slots per attention block (`SPLIT` in attention.cu).
 const SPLIT: usize = 256;
@@ -154,7 +190,7 @@ impl Gpu {
         // SAFETY: inputs checked; slots computed in-kernel stay below cap (window > 0) or are
         // positions the caller keeps below cap.
         unsafe {
-            launch!(self, &self.k.kv_store, cfg((ti as u32, hi as u32, 1), 64, 0);
+            launch!(self, &self.k.attention.kv_store, cfg((ti as u32, hi as u32, 1), 64, 0);
                 kp, vp, ti, hi, di, gi, kind, cap, win, sinks, bp, kdp, ksp, vdp, vsp, pp)
         }?;
         Ok(())
@@ -176,10 +212,10 @@ impl Gpu {
                         int(kv.head_dim, "d")?,
                         int(kv.group, "group")?,
                     );
+                    let c = cfg((blocks(n, 256)?, 1, 1), 256, 0);
                     // SAFETY: data rows·d/2 bytes, scales rows·d/group, out rows·d.
                     unsafe {
-                        launch!(self, &self.k.kv_dequant, cfg((blocks(n, 256)?, 1, 1), 256, 0);
-                            dp, sp, rows, d, g, op)
+                        launch!(self, &self.k.attention.kv_dequant, c; dp, sp, rows, d, g, op)
                     }?;
                 }
                 (self.download(&out_k)?, self.download(&out_v)?)
@@ -295,7 +331,7 @@ impl Gpu {
             // SAFETY: as below; one block per (KV head, token, split) writes the partial
             // results of its `group_heads` query heads (rows t·heads + kv_head·G + g).
             unsafe {
-                launch!(self, &self.k.attn_group[kv.kind as usize],
+                launch!(self, &self.k.attention.attn_group[kv.kind as usize],
                     cfg((hkv as u32, ti as u32, si as u32), 128, 0);
                     qp, ti, hi, hkv, di, gi, kdp, ksp, vdp, vsp, pp, cap, bp, win, sinks, kv.theta,
                     scale, skip, pmp, plp, pap)
@@ -304,14 +340,14 @@ impl Gpu {
             let c = cfg((hi as u32, ti as u32, si as u32), SPLIT as u32, 0);
             // SAFETY: q/out t·heads·d, cache cap slots, scratch t·heads·splits rows (checked).
             unsafe {
-                launch!(self, &self.k.attn[kv.kind as usize], c;
+                launch!(self, &self.k.attention.attn[kv.kind as usize], c;
                     qp, ti, hi, hkv, di, gi, kdp, ksp, vdp, vsp, pp, cap, bp, win, sinks, kv.theta,
                     scale, skip, pmp, plp, pap)
             }?;
         }
         // SAFETY: same buffers, read back per (head, token).
         unsafe {
-            launch!(self, &self.k.combine, cfg((hi as u32, ti as u32, 1), 128, 0);
+            launch!(self, &self.k.attention.combine, cfg((hi as u32, ti as u32, 1), 128, 0);
                 pmp, plp, pap, hi, di, si, op)
         }?;
         Ok(())

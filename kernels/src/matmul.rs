@@ -1,5 +1,7 @@
 //! Integer GEMV/GEMM over T2 matrices and the f32 BitLinear product, with run-time choice of
-//! instruction set and rayon threading over groups of 16-row panels.
+//! instruction set ([`Isa`], detected once) and rayon threading over groups of 16-row panels.
+//! The SIMD tiles live in the architecture back end (`x86/`, or `portable.rs` elsewhere); the
+//! scalar tile in `crate::scalar` is the specification each must equal bit for bit.
 //!
 //! Specification: `y[t, row] = Σ_k w[row, k] · x_q[t, k]` (i32), and for [`ternary_matmul`]
 //! `out[t, row] = y[t, row] as f32 / (x_scale[t] · weight_scale)` with `x_q`, `x_scale` from

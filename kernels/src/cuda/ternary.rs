@@ -1,12 +1,44 @@
-//! Ternary BitLinear on the GPU: G2-packed weights, int8 activation buffers, the quantiser
-//! (`rms_act_quant_i8`, with or without a norm) and the W2A8 GEMV/GEMM of
-//! `kernels/cuda/ternary.cu`.
+//! Launches of `kernels/cuda/ternary.cu`: ternary BitLinear on the GPU. G2-packed weights,
+//! int8 activation buffers, the quantiser (`rms_act_quant_i8`, with or without a norm) and the
+//! W2A8 GEMV/GEMM (shared-memory or register GEMV, dp4a or tensor-core GEMM, per
+//! [`Tuning`](super::Tuning)).
 //! Must equal [`crate::quantize_row_i8_scalar`] and [`crate::ternary_matmul`] bit for bit.
 
-use super::{bad, blocks, cfg, check, cu, int, launch, Gpu};
+use super::{bad, blocks, cfg, check, cu, int, launch, load, load_module, Gpu};
 use crate::gpu_ref::{g2_k_pad, G2Matrix};
 use crate::KernelError;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice};
+use std::sync::Arc;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ternary.ptx"));
+
+/// The kernels of `ternary.cu`.
+pub(super) struct TernaryKernels {
+    gemv: CudaFunction,
+    /// `ternary_gemv_regs{1,2,4,8}`.
+    gemv_regs: [CudaFunction; 4],
+    gemm: CudaFunction,
+    gemm_mma: CudaFunction,
+    rms_act_quant: CudaFunction,
+}
+
+impl TernaryKernels {
+    pub(super) fn load(ctx: &Arc<CudaContext>) -> Result<Self, KernelError> {
+        let t = load_module(ctx, PTX)?;
+        Ok(Self {
+            gemv: load(&t, "ternary_gemv")?,
+            gemv_regs: [
+                load(&t, "ternary_gemv_regs1")?,
+                load(&t, "ternary_gemv_regs2")?,
+                load(&t, "ternary_gemv_regs4")?,
+                load(&t, "ternary_gemv_regs8")?,
+            ],
+            gemm: load(&t, "ternary_gemm")?,
+            gemm_mma: load(&t, "ternary_gemm_mma")?,
+            rms_act_quant: load(&t, "rms_act_quant_i8")?,
+        })
+    }
+}
 
 /// Ternary weights on the GPU (G2 layout, one scale per row).
 pub struct DevTernary {
@@ -131,7 +163,7 @@ impl Gpu {
         // SAFETY: x holds m·k floats from `off`, the norm k (checked), act max_m ≥ m padded
         // rows; a zero weight pointer is the kernel's "no norm".
         unsafe {
-            launch!(self, &self.k.rms_act_quant, cfg((int(m, "m")? as u32, 1, 1), 256, 0);
+            launch!(self, &self.k.ternary.rms_act_quant, cfg((int(m, "m")? as u32, 1, 1), 256, 0);
                 xp, wp, eps, k, kp, qp, sp, up)
         }?;
         Ok(())
@@ -196,10 +228,11 @@ impl Gpu {
         );
         let (n, kw) = (int(w.n, "n")?, int(w.k_pad / 16, "kw")?);
         let acc = i32::from(accum);
+        let kt = &self.k.ternary;
         // Register GEMV variant: uint4 (64 columns) per lane and row, rounded up to 1, 2, 4, 8.
         let per_lane = (w.k_pad / 64).div_ceil(32).next_power_of_two();
         if m == 1 && self.tuning.gemv_regs && per_lane <= 8 {
-            let f = &self.k.gemv_regs[per_lane.trailing_zeros() as usize];
+            let f = &kt.gemv_regs[per_lane.trailing_zeros() as usize];
             // 4 warps per block, 2 rows per warp (GR_WARPS, GR_ROWS in ternary.cu).
             // SAFETY: weights n·kw words, activations one k_pad row (k_pad ≤ 64·32·per_lane),
             // output n floats (checked); rows past n are neither read nor written.
@@ -217,7 +250,7 @@ impl Gpu {
             }
             // SAFETY: weights n·kw words, activations one k_pad row, output n floats (checked).
             unsafe {
-                launch!(self, &self.k.gemv, cfg((blocks(w.n, 8)?, 1, 1), 256, smem);
+                launch!(self, &kt.gemv, cfg((blocks(w.n, 8)?, 1, 1), 256, smem);
                     wp, sp, n, kw, qp, xsp, xup, op, acc)
             }?;
         } else if self.tuning.gemm_mma {
@@ -225,14 +258,14 @@ impl Gpu {
             // SAFETY: weights n·kw words, m rows of k_pad activations, m·n outputs (checked);
             // tiles past n rows or m tokens are zero-filled and not written.
             unsafe {
-                launch!(self, &self.k.gemm_mma, cfg((blocks(w.n, 64)?, blocks(m, 64)?, 1), 128, 0);
+                launch!(self, &kt.gemm_mma, cfg((blocks(w.n, 64)?, blocks(m, 64)?, 1), 128, 0);
                     wp, sp, n, kw, qp, xsp, xup, mi, op, acc)
             }?;
         } else {
             let mi = int(m, "m")?;
             // SAFETY: as above with m rows of activations and m·n outputs (checked).
             unsafe {
-                launch!(self, &self.k.gemm, cfg((blocks(w.n, 64)?, blocks(m, 32)?, 1), 128, 0);
+                launch!(self, &kt.gemm, cfg((blocks(w.n, 64)?, blocks(m, 32)?, 1), 128, 0);
                     wp, sp, n, kw, qp, xsp, xup, mi, op, acc)
             }?;
         }
