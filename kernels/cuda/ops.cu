@@ -1,5 +1,5 @@
 // Small f32 kernels of the transformer's inference path on the GPU: RMSNorm, RoPE, residual
-// add, activations and the LM-head GEMV. Each matches the slice code of model/src/infer.rs up
+// add, activations and the LM-head GEMV. Each matches the slice code of model/src/infer/ up
 // to float summation order (tests compare within stated tolerances).
 #include "common.cuh"
 

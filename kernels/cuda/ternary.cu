@@ -1,6 +1,6 @@
 // Ternary (BitNet b1.58) W2A8 kernels: per-token int8 activation quantisation, the decode GEMV
 // and the prefill GEMM. Must match the CPU specification in kernels/src/quant.rs and
-// kernels/src/kernels.rs bit for bit: integer accumulators are exact, and each output is
+// kernels/src/matmul.rs bit for bit: integer accumulators are exact, and each output is
 // `(float)(acc) / (x_scale * w_scale)` with IEEE division (no fast-math).
 //
 // Weight layout ("G2", built by kernels/src/gpu_ref.rs): row-major, `kw = k_pad / 16` u32

@@ -279,7 +279,7 @@ pub fn attention_report(threads: usize) -> anyhow::Result<Value> {
 
 #[cfg(test)]
 mod tests {
-    /// Runs the whole report: `cargo test --bin tritter bench_attn -- --ignored --nocapture`.
+    /// Runs the whole report: `cargo test --bin tritter bench::attention -- --ignored --nocapture`.
     #[test]
     #[ignore = "benchmark, ~1 minute"]
     fn attention_report_prints_json() {
