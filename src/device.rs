@@ -20,14 +20,6 @@ pub fn parse_device(s: Option<&str>) -> Result<Device> {
         .map_err(|e| anyhow::anyhow!("--device {}: {e}", c.name()))
 }
 
-/// The error for `--device DEVICE` in a build without the `cuda` feature.
-pub fn no_cuda(device: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "--device {device}: {}",
-        tritter_model::device::DeviceError::NoCuda
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

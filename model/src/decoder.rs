@@ -72,22 +72,30 @@ fn open_cuda(_: &Transformer, _: usize, _: Profile) -> Result<Box<dyn Decoder + 
     Err(crate::device::DeviceError::NoCuda.into())
 }
 
+/// The methods both decoders answer the same way: their own `config`, `reset` to start, and
+/// `forward(ids, all)` for the last or every position's logits.
+macro_rules! decoder_steps {
+    () => {
+        fn config(&self) -> &Config {
+            Self::config(self)
+        }
+
+        fn start(&mut self) -> Result<()> {
+            self.reset()
+        }
+
+        fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+            self.forward(ids, false)
+        }
+
+        fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+            self.forward(ids, true)
+        }
+    };
+}
+
 impl Decoder for CpuModel {
-    fn config(&self) -> &Config {
-        CpuModel::config(self)
-    }
-
-    fn start(&mut self) -> Result<()> {
-        self.reset()
-    }
-
-    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forward(ids, false)
-    }
-
-    fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forward(ids, true)
-    }
+    decoder_steps!();
 
     fn len(&self) -> usize {
         self.cache().len()
@@ -101,21 +109,7 @@ impl Decoder for CpuModel {
 /// A decoding session on the GPU.
 #[cfg(feature = "cuda")]
 impl Decoder for crate::gpu::GpuModel {
-    fn config(&self) -> &Config {
-        crate::gpu::GpuModel::config(self)
-    }
-
-    fn start(&mut self) -> Result<()> {
-        self.reset()
-    }
-
-    fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forward(ids, false)
-    }
-
-    fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.forward(ids, true)
-    }
+    decoder_steps!();
 
     fn len(&self) -> usize {
         self.seen()

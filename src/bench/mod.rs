@@ -95,5 +95,8 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
 
 #[cfg(not(feature = "cuda"))]
 fn run_cuda(_: BenchWhat, _: bool, _: usize) -> Result<()> {
-    Err(crate::device::no_cuda("cuda"))
+    anyhow::bail!(
+        "--device cuda: {}",
+        tritter_model::device::DeviceError::NoCuda
+    )
 }
