@@ -111,19 +111,20 @@ pub enum Command {
 
 /// Where the model runs: the model crate's one device type and parser.
 pub use tritter_model::device::Compute;
+use tritter_model::device::DeviceError;
 
 /// Parses `--device` (`cpu`, `cuda`, `cuda:N`; absent: `cpu`).
 pub fn parse_compute(s: Option<&str>) -> Result<Compute> {
     let s = s.unwrap_or("cpu");
-    Compute::parse(s).map_err(|e| anyhow::anyhow!("--device {s}: {e}"))
+    Compute::parse(s).map_err(|e| match e {
+        DeviceError::NoCuda => no_cuda(s),
+        e => anyhow::anyhow!("--device {s}: {e}"),
+    })
 }
 
 /// The error for `--device DEVICE` in a build without the `cuda` feature.
 pub fn no_cuda(device: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "--device {device}: {}",
-        tritter_model::device::DeviceError::NoCuda
-    )
+    anyhow::anyhow!("--device {device}: {}", DeviceError::NoCuda)
 }
 
 /// Parses `--device` into a candle device (the candle path: embeddings, training).
