@@ -1,6 +1,8 @@
 //! One transformer layer (block) of the Tritter / BitNet b1.58 decoder: attention (q/k/v/o
 //! BitLinears, optional QK-Norm and SubLN norm), the MLP (gated or ungated, ReLU² or SiLU, optional
-//! SubLN norm) and the two block norms, placed pre-norm, swin-norm or SubLN.
+//! SubLN norm) and the two block norms, placed pre-norm, swin-norm or SubLN. With Chameleon's
+//! switches (`swin_norm`, q/k per-head LayerNorm, dense linears) it is HF's
+//! `ChameleonDecoderLayer` / `ChameleonSwinDecoderLayer` (`tests/golden_chameleon.rs`).
 //!
 //! The layer is stated once, here: [`Block::load`] names every tensor with its shape (HF BitNet
 //! names; `weights::param_shapes` records this walk), [`Block::forward`] is the differentiable
@@ -8,9 +10,9 @@
 //! slices, the GPU upload, byte counts) read the loaded weights.
 
 use crate::bitlinear::BitLinear;
-use crate::config::{Activation, Config, NormPlacement};
+use crate::config::{Activation, Config, NormPlacement, QkNormKind};
 use crate::error::{Error, Result};
-use crate::norm::RmsNorm;
+use crate::norm::{HeadLayerNorm, QkNorm, RmsNorm, CHAMELEON_QK_EPS};
 use crate::rope::Rope;
 use crate::source::WeightSource;
 use candle_core::{DType, Tensor, D};
@@ -91,9 +93,9 @@ pub struct LayerView<'a> {
     pub post_attention_norm: &'a RmsNorm,
     /// SubLN's norm before `o_proj`.
     pub attn_sub_norm: Option<&'a RmsNorm>,
-    /// QK-Norm over `head_dim`.
-    pub q_norm: Option<&'a RmsNorm>,
-    pub k_norm: Option<&'a RmsNorm>,
+    /// QK-Norm over `head_dim`, before RoPE.
+    pub q_norm: Option<&'a QkNorm>,
+    pub k_norm: Option<&'a QkNorm>,
     /// SubLN's norm before `down_proj`.
     pub ffn_sub_norm: Option<&'a RmsNorm>,
     pub num_heads: usize,
@@ -127,8 +129,8 @@ struct Attention {
     v_proj: BitLinear,
     o_proj: BitLinear,
     sub_norm: Option<RmsNorm>,
-    q_norm: Option<RmsNorm>,
-    k_norm: Option<RmsNorm>,
+    q_norm: Option<QkNorm>,
+    k_norm: Option<QkNorm>,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -160,6 +162,26 @@ fn norm(src: &mut dyn WeightSource, cfg: &Config, name: &str, dim: usize) -> Res
     ))
 }
 
+/// The QK-Norm of `heads` heads named `name` (`self_attn.q_norm`): an RMSNorm weight
+/// `[head_dim]`, or Chameleon's per-head LayerNorm weight and bias `[heads, head_dim]`.
+fn qk_norm(
+    src: &mut dyn WeightSource,
+    cfg: &Config,
+    name: &str,
+    heads: usize,
+) -> Result<Option<QkNorm>> {
+    let d = cfg.head_dim;
+    Ok(match cfg.qk_norm {
+        None => None,
+        Some(QkNormKind::Rms) => Some(QkNorm::Rms(norm(src, cfg, name, d)?)),
+        Some(QkNormKind::Layernorm) => Some(QkNorm::Layer(HeadLayerNorm::new(
+            src.dense(&format!("{name}.weight"), &[heads, d])?,
+            src.dense(&format!("{name}.bias"), &[heads, d])?,
+            CHAMELEON_QK_EPS,
+        )?)),
+    })
+}
+
 impl Attention {
     fn load(src: &mut dyn WeightSource, cfg: &Config, p: &str) -> Result<Self> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
@@ -174,16 +196,8 @@ impl Attention {
                 NormPlacement::Subln => Some(norm(src, cfg, &format!("{p}.attn_sub_norm"), q)?),
                 _ => None,
             },
-            q_norm: if cfg.qk_norm {
-                Some(norm(src, cfg, &format!("{p}.q_norm"), d)?)
-            } else {
-                None
-            },
-            k_norm: if cfg.qk_norm {
-                Some(norm(src, cfg, &format!("{p}.k_norm"), d)?)
-            } else {
-                None
-            },
+            q_norm: qk_norm(src, cfg, &format!("{p}.q_norm"), cfg.num_heads)?,
+            k_norm: qk_norm(src, cfg, &format!("{p}.k_norm"), cfg.num_kv_heads)?,
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: d,

@@ -1,5 +1,6 @@
 //! Where a model's tensors come from: a checkpoint's safetensors (HF BitNet layouts, packed or
-//! full precision) for inference, or a [`Params`] store of trainable variables.
+//! full precision; HF Chameleon's float `nn.Linear`s) for inference, or a [`Params`] store of
+//! trainable variables.
 //!
 //! The names are HF transformers' BitNet names (`model.layers.N.self_attn.q_proj.weight`, ...);
 //! the loader (`layer.rs`, `transformer.rs`) states them with their shapes, and
@@ -193,6 +194,20 @@ impl WeightSource for CheckpointSource {
     fn bitlinear(&mut self, name: &str, out: usize, inp: usize) -> Result<BitWeights> {
         let wname = format!("{name}.weight");
         let w = self.store.take(&wname)?;
+        if self.format == WeightFormat::Dense {
+            check_shape(&wname, &w, &[out, inp])?;
+            if w.dtype() == DType::U8 {
+                return Err(Error::BadDtype {
+                    name: wname,
+                    got: "U8".into(),
+                    expected:
+                        "a float type (dense linears: config.json has no quantization_config)"
+                            .into(),
+                });
+            }
+            check_float(&wname, &w)?;
+            return Ok(BitWeights::Dense(w.to_dtype(DType::F32)?));
+        }
         if w.dtype() == DType::U8 {
             let m = unpack_hf(&wname, &w, out, inp)?;
             let sname = format!("{name}.weight_scale");
@@ -200,7 +215,7 @@ impl WeightSource for CheckpointSource {
             let scale = match self.format {
                 // autobitlinear offline multiplies by weight_scale instead of dividing.
                 WeightFormat::PackedAutoBitLinear => 1.0 / s,
-                WeightFormat::PackedBitLinear | WeightFormat::Online => s,
+                WeightFormat::PackedBitLinear | WeightFormat::Online | WeightFormat::Dense => s,
             };
             return Ok(BitWeights::Packed(PackedLinear::new(m, scale)?));
         }
@@ -253,14 +268,16 @@ impl Params {
     }
 
     /// Random initialisation for training from scratch: normal(0, std) for matrices, ones for
-    /// norms; deterministic for a seed.
+    /// norm weights, zeros for norm biases; deterministic for a seed.
     pub fn init(cfg: &Config, seed: u64, std: f32, device: &Device) -> Result<Self> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut p = Params::new();
         for (name, shape) in param_shapes(cfg) {
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = if name.contains("norm") {
+            let data: Vec<f32> = if name.contains("norm") && name.ends_with(".bias") {
+                vec![0.0; n]
+            } else if name.contains("norm") {
                 vec![1.0; n]
             } else {
                 (0..n)
@@ -382,7 +399,7 @@ pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::NormPlacement;
+    use crate::config::{NormPlacement, QkNormKind};
 
     /// The list as it was written out by hand before it was recorded from the loader.
     fn by_hand(cfg: &Config) -> Vec<(String, Vec<usize>)> {
@@ -408,9 +425,19 @@ mod tests {
                 push("self_attn.attn_sub_norm.weight", vec![q]);
                 push("mlp.ffn_sub_norm.weight", vec![i]);
             }
-            if cfg.qk_norm {
-                push("self_attn.q_norm.weight", vec![cfg.head_dim]);
-                push("self_attn.k_norm.weight", vec![cfg.head_dim]);
+            match cfg.qk_norm {
+                None => {}
+                Some(QkNormKind::Rms) => {
+                    push("self_attn.q_norm.weight", vec![cfg.head_dim]);
+                    push("self_attn.k_norm.weight", vec![cfg.head_dim]);
+                }
+                Some(QkNormKind::Layernorm) => {
+                    let (qh, kh) = (cfg.num_heads, cfg.num_kv_heads);
+                    push("self_attn.q_norm.weight", vec![qh, cfg.head_dim]);
+                    push("self_attn.q_norm.bias", vec![qh, cfg.head_dim]);
+                    push("self_attn.k_norm.weight", vec![kh, cfg.head_dim]);
+                    push("self_attn.k_norm.bias", vec![kh, cfg.head_dim]);
+                }
             }
             if cfg.bitlinear_rms_norm.is_some() {
                 let mut lin = vec![
@@ -444,7 +471,7 @@ mod tests {
         a.num_layers = 2;
         let mut b = a.clone();
         b.norm_placement = NormPlacement::Pre;
-        b.qk_norm = true;
+        b.qk_norm = Some(QkNormKind::Rms);
         b.bitlinear_rms_norm = Some(1e-6);
         b.tie_word_embeddings = false;
         b.mlp_gated = false;
@@ -452,7 +479,11 @@ mod tests {
         c.norm_placement = NormPlacement::SwinNorm;
         c.mlp_gated = true;
         c.num_kv_heads = c.num_heads;
-        for cfg in [a, b, c] {
+        let mut d = a.clone();
+        d.norm_placement = NormPlacement::Pre;
+        d.qk_norm = Some(QkNormKind::Layernorm);
+        d.weight_format = WeightFormat::Dense;
+        for cfg in [a, b, c, d] {
             let (got, want) = (param_shapes(&cfg), by_hand(&cfg));
             let drawn = |v: &[(String, Vec<usize>)]| -> Vec<(String, Vec<usize>)> {
                 v.iter()

@@ -1,9 +1,11 @@
-//! `config.json` as HF transformers writes it for BitNet (plus Tritter's own switches), and its
-//! validation into [`Config`]: one function per section (sizes, activation, unsupported HF
-//! switches, RoPE, norms, quantisation, attention mode), each error naming the key; strings are
-//! mapped to enums here, once.
+//! `config.json` as HF transformers writes it for BitNet and for Chameleon's text model
+//! (`model_type` "chameleon": `swin_norm`, q/k LayerNorm, float linears; must match
+//! `ChameleonConfig` / `modeling_chameleon.py`), plus Tritter's own switches, and its validation
+//! into [`Config`]: one function per section (sizes, activation, unsupported HF switches, RoPE,
+//! norms, quantisation, attention mode), each error naming the key; strings are mapped to enums
+//! here, once.
 
-use super::{Activation, Config, NormPlacement, WeightFormat};
+use super::{Activation, Config, NormPlacement, QkNormKind, WeightFormat};
 use crate::attn::AttentionMode;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -40,7 +42,34 @@ pub struct RopeParameters {
     pub rope_type: Option<String>,
 }
 
-/// `config.json` as written by HF transformers for BitNet (plus Tritter's own switches).
+/// The `qk_norm` key: `true` / `false` (the RMS kind, as older configs write it) or a kind
+/// (`"rms"`, `"layernorm"`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum QkNormKey {
+    Switch(bool),
+    Kind(QkNormKind),
+}
+
+impl QkNormKey {
+    fn kind(self) -> Option<QkNormKind> {
+        match self {
+            QkNormKey::Switch(on) => on.then_some(QkNormKind::Rms),
+            QkNormKey::Kind(k) => Some(k),
+        }
+    }
+
+    fn of(kind: Option<QkNormKind>) -> Self {
+        match kind {
+            None => QkNormKey::Switch(false),
+            Some(QkNormKind::Rms) => QkNormKey::Switch(true),
+            Some(k) => QkNormKey::Kind(k),
+        }
+    }
+}
+
+/// `config.json` as written by HF transformers for BitNet or Chameleon (plus Tritter's own
+/// switches).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConfigFile {
     #[serde(default)]
@@ -80,13 +109,21 @@ pub struct ConfigFile {
     pub pad_token_id: Option<serde_json::Value>,
     #[serde(default)]
     pub quantization_config: Option<QuantizationConfig>,
+    /// Chameleon: post-norm "swin" placement (`norm_placement` swin_norm) when true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swin_norm: Option<bool>,
+    /// Chameleon-style q/k LayerNorm (`qk_norm` "layernorm") when true. HF's Chameleon has no
+    /// such switch and always applies it, so a chameleon config without the key gets it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qk_layernorm: Option<bool>,
     // ---- Tritter's own switches (absent from HF configs; defaults give HF BitNet) ----
     /// "subln" (default), "pre", "swin_norm".
     #[serde(default)]
     pub norm_placement: Option<NormPlacement>,
-    /// QK-Norm: RMSNorm over head_dim on queries and keys (`q_norm`, `k_norm`).
+    /// QK-Norm on queries and keys (`q_norm`, `k_norm`): `true` or "rms" (RMSNorm over head_dim,
+    /// one weight for all heads), "layernorm" (Chameleon's per-head LayerNorm), `false`.
     #[serde(default)]
-    pub qk_norm: Option<bool>,
+    pub qk_norm: Option<QkNormKey>,
     /// Gated MLP (`act(gate(x)) * up(x)`); false gives `down(act(up(x)))`.
     #[serde(default)]
     pub mlp_gated: Option<bool>,
@@ -182,8 +219,14 @@ fn dims(f: &ConfigFile) -> Result<Dims> {
     })
 }
 
+fn is_chameleon(f: &ConfigFile) -> bool {
+    f.model_type.as_deref() == Some("chameleon")
+}
+
 fn activation(f: &ConfigFile) -> Result<Activation> {
-    match f.hidden_act.as_deref().unwrap_or("relu2") {
+    // HF's defaults: BitNetConfig relu2, ChameleonConfig silu.
+    let default = if is_chameleon(f) { "silu" } else { "relu2" };
+    match f.hidden_act.as_deref().unwrap_or(default) {
         "relu2" | "relu_squared" | "squared_relu" => Ok(Activation::Relu2),
         "silu" | "swish" => Ok(Activation::Silu),
         other => Err(Error::config(
@@ -212,8 +255,10 @@ fn check_unsupported(f: &ConfigFile) -> Result<()> {
     Ok(())
 }
 
-/// `rope_parameters.rope_theta` (newer transformers), else `rope_theta`, else HF's default.
+/// `rope_parameters.rope_theta` (newer transformers), else `rope_theta`, else HF's default
+/// (BitNet 500000, Chameleon 10000).
 fn rope_theta(f: &ConfigFile) -> Result<f64> {
+    let default = if is_chameleon(f) { 10_000.0 } else { 500_000.0 };
     let rope_theta = match (&f.rope_parameters, f.rope_theta) {
         (Some(p), _) if p.rope_theta.is_some() => {
             if let Some(t) = p.rope_type.as_deref() {
@@ -224,11 +269,10 @@ fn rope_theta(f: &ConfigFile) -> Result<f64> {
                     ));
                 }
             }
-            p.rope_theta.unwrap_or(500_000.0)
+            p.rope_theta.unwrap_or(default)
         }
         (_, Some(t)) => t,
-        // HF BitNetConfig default.
-        _ => 500_000.0,
+        _ => default,
     };
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
         return Err(Error::config("rope_theta", "must be a positive number"));
@@ -248,10 +292,16 @@ fn rms_norm_eps(f: &ConfigFile) -> Result<f64> {
 }
 
 /// The weight layout `quantization_config` names, and the BitLinear input norm's eps
-/// (`use_rms_norm`).
+/// (`use_rms_norm`). Without one, a Chameleon config has float linears and a BitNet one latent
+/// weights quantised on the fly.
 fn quantization(f: &ConfigFile) -> Result<(WeightFormat, Option<f64>)> {
     let Some(q) = &f.quantization_config else {
-        return Ok((WeightFormat::Online, None));
+        let fmt = if is_chameleon(f) {
+            WeightFormat::Dense
+        } else {
+            WeightFormat::Online
+        };
+        return Ok((fmt, None));
     };
     if q.quant_method != "bitnet" {
         return Err(Error::config(
@@ -272,6 +322,47 @@ fn quantization(f: &ConfigFile) -> Result<(WeightFormat, Option<f64>)> {
     };
     let norm = q.use_rms_norm.then(|| q.rms_norm_eps.unwrap_or(1e-6));
     Ok((fmt, norm))
+}
+
+/// Where the block norms sit (`norm_placement`, or Chameleon's `swin_norm`; default SubLN,
+/// Chameleon pre-norm) and the QK-Norm (`qk_norm`, or `qk_layernorm`; default none, Chameleon
+/// its LayerNorm, which HF's `ChameleonAttention` always applies). Contradicting keys are errors.
+fn norms(f: &ConfigFile) -> Result<(NormPlacement, Option<QkNormKind>)> {
+    let chameleon = is_chameleon(f);
+    let placement = match (f.norm_placement, f.swin_norm) {
+        (Some(p), Some(swin)) if (p == NormPlacement::SwinNorm) != swin => {
+            return Err(Error::config(
+                "swin_norm",
+                format!("{swin} contradicts norm_placement {p:?}"),
+            ))
+        }
+        (Some(p), _) => p,
+        (None, Some(true)) => NormPlacement::SwinNorm,
+        (None, _) if chameleon => NormPlacement::Pre,
+        (None, _) => NormPlacement::Subln,
+    };
+    let layernorm = f.qk_layernorm.map(|on| on.then_some(QkNormKind::Layernorm));
+    let qk = match (f.qk_norm.map(QkNormKey::kind), layernorm) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::config(
+                "qk_layernorm",
+                format!("contradicts qk_norm {a:?}"),
+            ))
+        }
+        (Some(a), _) | (None, Some(a)) => a,
+        (None, None) if chameleon => Some(QkNormKind::Layernorm),
+        (None, None) => None,
+    };
+    if chameleon
+        && f.head_dim
+            .is_some_and(|d| Some(d * f.num_attention_heads.unwrap_or(0)) != f.hidden_size)
+    {
+        return Err(Error::config(
+            "head_dim",
+            "Chameleon's attention uses hidden_size / num_attention_heads; a different head_dim is not supported",
+        ));
+    }
+    Ok((placement, qk))
 }
 
 /// `attention_mode` (default `causal`).
@@ -297,6 +388,7 @@ impl TryFrom<ConfigFile> for Config {
         let rope_theta = rope_theta(&f)?;
         let rms_norm_eps = rms_norm_eps(&f)?;
         let (weight_format, bitlinear_rms_norm) = quantization(&f)?;
+        let (norm_placement, qk_norm) = norms(&f)?;
         let bos = ids_of("bos_token_id", &f.bos_token_id)?;
         let pad = ids_of("pad_token_id", &f.pad_token_id)?;
         let attention_mode = attention_mode(&f)?;
@@ -310,13 +402,17 @@ impl TryFrom<ConfigFile> for Config {
             head_dim: d.head_dim,
             activation,
             mlp_gated: f.mlp_gated.unwrap_or(true),
-            max_position_embeddings: f.max_position_embeddings.unwrap_or(2048),
+            max_position_embeddings: f.max_position_embeddings.unwrap_or(if is_chameleon(&f) {
+                4096
+            } else {
+                2048
+            }),
             rms_norm_eps,
             rope_theta,
             // HF's BitNetConfig defaults to untied.
             tie_word_embeddings: f.tie_word_embeddings.unwrap_or(false),
-            norm_placement: f.norm_placement.unwrap_or(NormPlacement::Subln),
-            qk_norm: f.qk_norm.unwrap_or(false),
+            norm_placement,
+            qk_norm,
             weight_format,
             bitlinear_rms_norm,
             bos_token_id: bos.first().copied(),
@@ -331,7 +427,8 @@ impl TryFrom<ConfigFile> for Config {
 
 impl Config {
     /// The HF-compatible `config.json` object for this config. Tritter checkpoints are saved
-    /// packed (`bitlinear` / `offline`), so HF transformers loads them as BitNet.
+    /// packed (`bitlinear` / `offline`), so HF transformers loads them as BitNet (a dense model
+    /// is saved ternarised too).
     pub fn to_config_file(&self) -> ConfigFile {
         let ids = |v: &[u32]| match v {
             [] => None,
@@ -362,6 +459,8 @@ impl Config {
             bos_token_id: self.bos_token_id.map(|b| serde_json::json!(b)),
             eos_token_id: ids(&self.eos_token_ids),
             pad_token_id: self.pad_token_id.map(|b| serde_json::json!(b)),
+            swin_norm: None,
+            qk_layernorm: None,
             quantization_config: Some(QuantizationConfig {
                 quant_method: "bitnet".into(),
                 linear_class: "bitlinear".into(),
@@ -371,7 +470,7 @@ impl Config {
                 modules_to_not_convert: None,
             }),
             norm_placement: Some(self.norm_placement),
-            qk_norm: Some(self.qk_norm),
+            qk_norm: Some(QkNormKey::of(self.qk_norm)),
             mlp_gated: Some(self.mlp_gated),
             sliding_window_size: Some(self.sliding_window_size),
             use_attention_sinks: Some(self.use_attention_sinks),

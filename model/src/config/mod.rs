@@ -9,7 +9,7 @@
 
 mod file;
 
-pub use file::{ConfigFile, QuantizationConfig, RopeParameters};
+pub use file::{ConfigFile, QkNormKey, QuantizationConfig, RopeParameters};
 
 use crate::attn::AttentionMode;
 use crate::error::{Error, Result};
@@ -31,6 +31,22 @@ pub enum NormPlacement {
     Subln,
 }
 
+/// QK-Norm: which norm queries and keys get over `head_dim`, after the projections and before
+/// RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNormKind {
+    /// RMSNorm with one weight `[head_dim]` shared by all heads (`q_norm.weight`), eps
+    /// `rms_norm_eps`.
+    #[serde(alias = "rms_norm")]
+    Rms,
+    /// Chameleon's `ChameleonLayerNorm`: LayerNorm statistics over `head_dim` (eps 1e-5, not the
+    /// config's), then a per-head weight and bias `[heads, head_dim]` (`q_norm.{weight,bias}`;
+    /// k: `[kv_heads, head_dim]`).
+    #[serde(alias = "layer_norm")]
+    Layernorm,
+}
+
 /// MLP activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -50,6 +66,10 @@ pub enum WeightFormat {
     PackedAutoBitLinear,
     /// Full-precision master weights quantised on the fly (absmean), HF `autobitlinear` / `online`.
     Online,
+    /// Plain float linears `y = x·Wᵀ` (HF `nn.Linear`, no quantisation of weights or
+    /// activations): a Chameleon config without `quantization_config`. Inference on the candle
+    /// and CPU paths only.
+    Dense,
 }
 
 /// A validated model configuration.
@@ -69,7 +89,8 @@ pub struct Config {
     pub rope_theta: f64,
     pub tie_word_embeddings: bool,
     pub norm_placement: NormPlacement,
-    pub qk_norm: bool,
+    /// QK-Norm, if any.
+    pub qk_norm: Option<QkNormKind>,
     pub weight_format: WeightFormat,
     /// RMSNorm inside each BitLinear before activation quantisation (HF `use_rms_norm`).
     pub bitlinear_rms_norm: Option<f64>,
@@ -149,7 +170,7 @@ impl Config {
             rope_theta: 500_000.0,
             tie_word_embeddings: true,
             norm_placement: NormPlacement::Subln,
-            qk_norm: false,
+            qk_norm: None,
             weight_format: WeightFormat::PackedBitLinear,
             bitlinear_rms_norm: None,
             bos_token_id: None,
@@ -174,7 +195,7 @@ impl Config {
     pub fn tritter_7b() -> Self {
         let mut c = Self::base(100_352, 4096, 11_008, 32, 32, 8);
         c.max_position_embeddings = 131_072;
-        c.qk_norm = true;
+        c.qk_norm = Some(QkNormKind::Rms);
         c
     }
 
@@ -269,6 +290,71 @@ mod tests {
             .contains("vocab_size"));
     }
 
+    const TINY: &str = r#""vocab_size":10,"hidden_size":8,"intermediate_size":8,
+        "num_hidden_layers":1,"num_attention_heads":2"#;
+
+    fn tiny(extra: &str) -> Result<Config> {
+        Config::from_json_str(&format!("{{{TINY}{extra}}}"))
+    }
+
+    /// HF `ChameleonConfig`'s meaning of its keys and defaults (transformers 5.x): silu, RoPE
+    /// theta 10000, pre-norm unless `swin_norm`, q/k LayerNorm always (its attention has no switch),
+    /// float linears without a `quantization_config`, HF BitNet's `quantization_config` honoured.
+    #[test]
+    fn chameleon_config_maps_to_its_switches() {
+        let c = tiny(r#","model_type":"chameleon""#).unwrap();
+        assert_eq!(c.activation, Activation::Silu);
+        assert_eq!(c.rope_theta, 10_000.0);
+        assert_eq!(c.norm_placement, NormPlacement::Pre);
+        assert_eq!(c.qk_norm, Some(QkNormKind::Layernorm));
+        assert_eq!(c.weight_format, WeightFormat::Dense);
+        assert!(!c.tie_word_embeddings);
+        let c = tiny(
+            r#","model_type":"chameleon","swin_norm":true,"qk_layernorm":false,
+            "quantization_config":{"quant_method":"bitnet","linear_class":"autobitlinear",
+            "quantization_mode":"online"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.norm_placement, NormPlacement::SwinNorm);
+        assert_eq!(c.qk_norm, None);
+        assert_eq!(c.weight_format, WeightFormat::Online);
+        // BitNet's defaults are unchanged by the new keys.
+        let c = tiny("").unwrap();
+        assert_eq!((c.norm_placement, c.qk_norm), (NormPlacement::Subln, None));
+        assert_eq!(c.weight_format, WeightFormat::Online);
+        assert_eq!(c.rope_theta, 500_000.0);
+    }
+
+    #[test]
+    fn qk_norm_key_takes_a_switch_or_a_kind() {
+        for (v, want) in [
+            ("true", Some(QkNormKind::Rms)),
+            ("false", None),
+            (r#""rms""#, Some(QkNormKind::Rms)),
+            (r#""layernorm""#, Some(QkNormKind::Layernorm)),
+        ] {
+            assert_eq!(
+                tiny(&format!(r#","qk_norm":{v}"#)).unwrap().qk_norm,
+                want,
+                "{v}"
+            );
+        }
+        let e = tiny(r#","qk_norm":"batchnorm""#).unwrap_err().to_string();
+        assert!(e.contains("qk_norm"), "{e}");
+        let e = tiny(r#","qk_norm":"rms","qk_layernorm":true"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("qk_layernorm"), "{e}");
+        let e = tiny(r#","norm_placement":"pre","swin_norm":true"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("swin_norm"), "{e}");
+        let e = tiny(r#","model_type":"chameleon","head_dim":2"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("head_dim"), "{e}");
+    }
+
     #[test]
     fn round_trips_through_config_file() {
         for name in ["tritter-tiny", "tritter-7b", "bitnet-b1.58-2b4t"] {
@@ -276,6 +362,11 @@ mod tests {
             let json = serde_json::to_string(&c.to_config_file()).unwrap();
             assert_eq!(Config::from_json_str(&json).unwrap(), c, "{name}");
         }
+        let mut c = Config::tritter_tiny();
+        c.qk_norm = Some(QkNormKind::Layernorm);
+        c.norm_placement = NormPlacement::SwinNorm;
+        let json = serde_json::to_string(&c.to_config_file()).unwrap();
+        assert_eq!(Config::from_json_str(&json).unwrap(), c);
     }
 
     #[test]

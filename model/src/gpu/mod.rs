@@ -17,7 +17,7 @@ mod graph;
 mod profile;
 mod upload;
 
-use crate::config::Config;
+use crate::config::{Config, QkNormKind, WeightFormat};
 use crate::error::{Error, Result};
 use crate::transformer::Transformer;
 use graph::Graph;
@@ -28,6 +28,26 @@ use tritter_kernels::KernelError;
 
 fn kerr(e: KernelError) -> Error {
     Error::Kernel(e.to_string())
+}
+
+/// What the GPU path cannot run, refused before a device is opened: Chameleon's per-head q/k
+/// LayerNorm and dense (unquantised) linears.
+fn check_supported(cfg: &Config) -> Result<()> {
+    if cfg.qk_norm == Some(QkNormKind::Layernorm) {
+        return Err(Error::Invalid(
+            "the CUDA path does not support the per-head LayerNorm QK-Norm (qk_norm \"layernorm\", \
+             Chameleon); run this model on the CPU"
+                .into(),
+        ));
+    }
+    if cfg.weight_format == WeightFormat::Dense {
+        return Err(Error::Invalid(
+            "the CUDA path runs ternary models only; this one has dense (unquantised) linears; \
+             run it on the CPU"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Options of a [`GpuModel`].
@@ -156,6 +176,7 @@ pub struct GpuModel {
 impl GpuModel {
     /// Uploads `model` to GPU `ordinal`.
     pub fn new(model: &Transformer, opts: GpuOptions, ordinal: usize) -> Result<Self> {
+        check_supported(model.config())?;
         let gpu = Gpu::new(ordinal).map_err(kerr)?;
         Self::with_gpu(model, opts, gpu)
     }

@@ -3,12 +3,12 @@
 //! norm and the LM head (f16 or f32); then the KV caches and the scratch of one pass. The
 //! embedding stays on the host (`plan_gpu.rs` counts the same parts).
 
-use super::{kerr, GpuModel, GpuOptions, Layer, Scratch};
+use super::{check_supported, kerr, GpuModel, GpuOptions, Layer, Scratch};
 use crate::bitlinear::{BitLinear, BitWeights, PackedLinear};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::layer::LayerView;
-use crate::norm::RmsNorm;
+use crate::norm::{QkNorm, RmsNorm};
 use crate::transformer::Transformer;
 use candle_core::DType;
 use tritter_kernels::cuda::{CudaSlice, DevKv, DevTernary, Gpu};
@@ -52,6 +52,17 @@ fn upload_opt(gpu: &Gpu, n: Option<&RmsNorm>) -> Result<Option<CudaSlice<f32>>> 
     n.map(|n| upload_norm(gpu, n)).transpose()
 }
 
+/// A QK-Norm's shared RMSNorm weight; Chameleon's per-head LayerNorm has no kernel here.
+fn upload_qk(gpu: &Gpu, n: Option<&QkNorm>, what: &str) -> Result<Option<CudaSlice<f32>>> {
+    match n {
+        None => Ok(None),
+        Some(QkNorm::Rms(n)) => upload_norm(gpu, n).map(Some),
+        Some(QkNorm::Layer(_)) => Err(Error::Invalid(format!(
+            "{what}: the per-head LayerNorm QK-Norm (Chameleon) is not supported on CUDA"
+        ))),
+    }
+}
+
 /// Layer `i`: the projections packed and stacked, then uploaded with the norms.
 fn upload_layer(gpu: &Gpu, v: &LayerView<'_>, i: usize) -> Result<Layer> {
     let what = |n: &str| format!("layer {i} {n}");
@@ -78,8 +89,8 @@ fn upload_layer(gpu: &Gpu, v: &LayerView<'_>, i: usize) -> Result<Layer> {
         gated: v.gate_proj.is_some(),
         norm1: upload_norm(gpu, v.input_norm)?,
         norm2: upload_norm(gpu, v.post_attention_norm)?,
-        q_norm: upload_opt(gpu, v.q_norm)?,
-        k_norm: upload_opt(gpu, v.k_norm)?,
+        q_norm: upload_qk(gpu, v.q_norm, &what("q_norm"))?,
+        k_norm: upload_qk(gpu, v.k_norm, &what("k_norm"))?,
         attn_sub: upload_opt(gpu, v.attn_sub_norm)?,
         mlp_sub: upload_opt(gpu, v.ffn_sub_norm)?,
     })
@@ -139,6 +150,7 @@ fn scratch(gpu: &Gpu, cfg: &Config, opts: &GpuOptions, gated_all: bool) -> Resul
 impl GpuModel {
     /// Uploads `model` to an opened GPU.
     pub fn with_gpu(model: &Transformer, opts: GpuOptions, mut gpu: Gpu) -> Result<Self> {
+        check_supported(model.config())?;
         gpu.set_tuning(opts.tuning).map_err(kerr)?;
         let cfg = model.config().clone();
         if opts.max_chunk == 0 {

@@ -1,7 +1,8 @@
 //! One transformer layer on f32 slices for the CPU inference path: the same computation as the
 //! candle layer (`crate::layer`), with BitLinears on the packed ternary kernels, norms through
-//! [`rms_rows`], RoPE through [`Rope::rotate_rows`] at absolute positions, and attention on the
-//! fused kernels of [`crate::attn`] over the layer's KV cache.
+//! [`rms_rows`] (Chameleon's per-head q/k LayerNorm through [`layer_norm_head_rows`]), RoPE
+//! through [`Rope::rotate_rows`] at absolute positions, and attention on the fused kernels of
+//! [`crate::attn`] over the layer's KV cache; dense linears through the candle form.
 
 use super::cache::attn_err;
 use crate::attn::{self, AttnShape, MaskSpec};
@@ -9,7 +10,7 @@ use crate::bitlinear::{BitLinear, BitWeights};
 use crate::config::{Activation, NormPlacement};
 use crate::error::{Error, Result};
 use crate::layer::LayerView;
-use crate::norm::{rms_rows, RmsNorm};
+use crate::norm::{layer_norm_head_rows, rms_rows, QkNorm, RmsNorm};
 use crate::rope::Rope;
 use candle_core::Tensor;
 
@@ -42,6 +43,51 @@ impl HostNorm {
 
 fn host_norm(n: Option<&RmsNorm>) -> Result<Option<HostNorm>> {
     n.map(HostNorm::new).transpose()
+}
+
+/// A QK-Norm on the host: the shared RMSNorm, or the per-head LayerNorm's weight and bias
+/// `[heads, head_dim]`.
+enum HostQkNorm {
+    Rms(HostNorm),
+    Layer {
+        w: Vec<f32>,
+        b: Vec<f32>,
+        heads: usize,
+        eps: f64,
+    },
+}
+
+impl HostQkNorm {
+    fn new(n: &QkNorm) -> Result<Self> {
+        let f32s = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?)
+        };
+        Ok(match n {
+            QkNorm::Rms(r) => HostQkNorm::Rms(HostNorm::new(r)?),
+            QkNorm::Layer(l) => HostQkNorm::Layer {
+                w: f32s(l.weight())?,
+                b: f32s(l.bias())?,
+                heads: l.weight().dim(0)?,
+                eps: l.eps(),
+            },
+        })
+    }
+
+    /// Normalises rows `[T, heads, dim]` in place.
+    fn apply(&self, x: &mut [f32], dim: usize) {
+        match self {
+            HostQkNorm::Rms(n) => n.apply(x, dim),
+            HostQkNorm::Layer { w, b, heads, eps } => {
+                layer_norm_head_rows(x, *heads, dim, w, b, *eps)
+            }
+        }
+    }
+}
+
+fn host_qk_norm(n: Option<&QkNorm>) -> Result<Option<HostQkNorm>> {
+    n.map(HostQkNorm::new).transpose()
 }
 
 /// A BitLinear as the CPU path runs it: packed weights straight on the kernels, latent or dense
@@ -119,8 +165,8 @@ pub(super) struct Layer {
     norm1: HostNorm,
     norm2: HostNorm,
     attn_sub: Option<HostNorm>,
-    q_norm: Option<HostNorm>,
-    k_norm: Option<HostNorm>,
+    q_norm: Option<HostQkNorm>,
+    k_norm: Option<HostQkNorm>,
     ffn_sub: Option<HostNorm>,
     heads: usize,
     kv_heads: usize,
@@ -142,8 +188,8 @@ impl Layer {
             norm1: HostNorm::new(v.input_norm)?,
             norm2: HostNorm::new(v.post_attention_norm)?,
             attn_sub: host_norm(v.attn_sub_norm)?,
-            q_norm: host_norm(v.q_norm)?,
-            k_norm: host_norm(v.k_norm)?,
+            q_norm: host_qk_norm(v.q_norm)?,
+            k_norm: host_qk_norm(v.k_norm)?,
             ffn_sub: host_norm(v.ffn_sub_norm)?,
             heads: v.num_heads,
             kv_heads: v.num_kv_heads,
