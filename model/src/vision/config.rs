@@ -210,7 +210,7 @@ impl VisionConfig {
         check_range("num_channels", self.num_channels, 1, 16)?;
         check_range("image_size", self.image_size, 1, 8192)?;
         check_range("patch_size", self.patch_size, 1, self.image_size)?;
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
                 "num_attention_heads",
                 format!(
@@ -219,7 +219,7 @@ impl VisionConfig {
                 ),
             ));
         }
-        if self.image_size % self.patch_size != 0 {
+        if !self.image_size.is_multiple_of(self.patch_size) {
             return Err(Error::config(
                 "patch_size",
                 format!(
@@ -429,9 +429,111 @@ impl ProcessorConfig {
                 return Err(Error::config(key, "values must be finite"));
             }
         }
-        if self.image_std.iter().any(|s| *s == 0.0) {
+        if self.image_std.contains(&0.0) {
             return Err(Error::config("image_std", "a channel's std is 0"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tiny() -> serde_json::Value {
+        json!({
+            "model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "image_size": 32, "patch_size": 4,
+            "hidden_act": "gelu_pytorch_tanh", "layer_norm_eps": 1e-6, "vision_use_head": true
+        })
+    }
+
+    fn err_of(v: serde_json::Value) -> String {
+        VisionConfig::from_json_value(&v).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn absent_keys_take_hf_defaults() {
+        let cfg = VisionConfig::from_json_str("{}").unwrap();
+        assert_eq!(cfg, VisionConfig::siglip_base_patch16_224());
+        assert_eq!(cfg.num_patches(), 196);
+        assert_eq!(cfg.head_dim(), 64);
+        let p = ProcessorConfig::from_json_str("{}").unwrap();
+        assert_eq!(p, ProcessorConfig::default());
+        assert_eq!(p.resample, RESAMPLE_BICUBIC);
+    }
+
+    #[test]
+    fn full_siglip_config_reads_vision_config_and_round_trips() {
+        let full = json!({"model_type": "siglip", "text_config": {"hidden_size": 16},
+                          "vision_config": tiny()});
+        let cfg = VisionConfig::from_json_value(&full).unwrap();
+        assert_eq!(
+            (cfg.hidden_size, cfg.grid(), cfg.num_hidden_layers),
+            (32, 8, 2)
+        );
+        let back = VisionConfig::from_json_value(&cfg.to_hf_json().unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(
+            cfg.to_hf_json().unwrap()["model_type"],
+            "siglip_vision_model"
+        );
+        let mut square = tiny();
+        square["image_size"] = json!([32, 32]);
+        square["hidden_act"] = json!("gelu");
+        let c = VisionConfig::from_json_value(&square).unwrap();
+        assert_eq!((c.image_size, c.hidden_act), (32, VisionAct::Gelu));
+        let p = ProcessorConfig {
+            resample: RESAMPLE_BILINEAR,
+            ..ProcessorConfig::for_vision(&cfg)
+        };
+        let back = ProcessorConfig::from_json_value(&p.to_hf_json().unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(back.size.height, 32);
+    }
+
+    #[test]
+    fn bad_vision_configs_name_the_key() {
+        let cases: [(&str, serde_json::Value, &str); 8] = [
+            ("num_attention_heads", json!(5), "not divisible"),
+            ("patch_size", json!(5), "not divisible by patch_size"),
+            ("hidden_size", json!(0), "outside"),
+            ("num_hidden_layers", json!(100000), "outside"),
+            ("hidden_act", json!("relu"), "unsupported activation"),
+            ("image_size", json!([32, 16]), "square"),
+            ("layer_norm_eps", json!(0.0), "not in (0, 1)"),
+            ("patch_size", json!(64), "outside"),
+        ];
+        for (key, value, msg) in cases {
+            let mut v = tiny();
+            v[key] = value;
+            let e = err_of(v);
+            assert!(e.contains(key) && e.contains(msg), "{key}: {e}");
+        }
+        let e = err_of(json!({"vision_config": 3}));
+        assert!(e.contains("vision_config"), "{e}");
+    }
+
+    #[test]
+    fn bad_processor_configs_name_the_key() {
+        let cases = [
+            (json!({"resample": 4}), "resample"),
+            (json!({"image_std": [0.5, 0.0, 0.5]}), "image_std"),
+            (json!({"image_mean": [0.5, 0.5]}), "image_mean"),
+            (json!({"size": {"shortest_edge": 224}}), "size"),
+            (json!({"size": {"height": 0, "width": 3}}), "size.height"),
+            (json!({"rescale_factor": -1.0}), "rescale_factor"),
+            (json!({"do_center_crop": true}), "do_center_crop"),
+            (json!({"do_resize": "yes"}), "do_resize"),
+        ];
+        for (v, key) in cases {
+            let e = ProcessorConfig::from_json_value(&v)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let one = ProcessorConfig::from_json_value(&json!({"image_mean": 0.25})).unwrap();
+        assert_eq!(one.image_mean, vec![0.25; 3]);
     }
 }

@@ -33,7 +33,7 @@ fn grid_side(n: usize, scale: usize) -> Result<usize> {
             "pixel shuffle: {n} patches are not a square grid"
         )));
     }
-    if side % scale != 0 {
+    if !side.is_multiple_of(scale) {
         return Err(Error::Invalid(format!(
             "pixel shuffle: grid side {side} (of {n} patches) is not divisible by scale {scale}"
         )));
@@ -167,5 +167,102 @@ impl Connector {
             )));
         }
         self.proj.forward(&pixel_shuffle(x, self.scale)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    /// Idefics3's pixel shuffle read off its view / permute sequence, one index at a time:
+    /// `out[b, r1·(w/s) + c1, m] = x[b, r1·s + m / (D·s), c1·s + (m mod D·s) / D, m mod D]`.
+    fn naive(x: &[f32], b: usize, side: usize, d: usize, s: usize) -> Vec<f32> {
+        let g = side / s;
+        let mut out = vec![0f32; x.len()];
+        for bi in 0..b {
+            for r1 in 0..g {
+                for c1 in 0..g {
+                    for m in 0..d * s * s {
+                        let r = r1 * s + m / (d * s);
+                        let c = c1 * s + (m % (d * s)) / d;
+                        let e = m % d;
+                        let src = ((bi * side + r) * side + c) * d + e;
+                        let dst = (bi * g * g + r1 * g + c1) * d * s * s + m;
+                        out[dst] = x[src];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pixel_shuffle_matches_index_statement() {
+        for (b, side, d, s) in [(2, 8, 3, 4), (1, 6, 5, 2), (1, 4, 2, 1), (3, 12, 4, 3)] {
+            let n = b * side * side * d;
+            let data: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let x = Tensor::from_vec(data.clone(), (b, side * side, d), &Device::Cpu).unwrap();
+            let y = pixel_shuffle(&x, s).unwrap();
+            assert_eq!(y.dims(), &[b, side * side / (s * s), d * s * s]);
+            let got = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(
+                got,
+                naive(&data, b, side, d, s),
+                "b {b} side {side} d {d} s {s}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_grids_are_clear_errors() {
+        let x = Tensor::zeros((1, 60, 4), DType::F32, &Device::Cpu).unwrap();
+        let e = pixel_shuffle(&x, 2).unwrap_err().to_string();
+        assert!(e.contains("60 patches are not a square"), "{e}");
+        let x = Tensor::zeros((1, 36, 4), DType::F32, &Device::Cpu).unwrap();
+        let e = pixel_shuffle(&x, 4).unwrap_err().to_string();
+        assert!(e.contains("grid side 6") && e.contains("scale 4"), "{e}");
+        let x = Tensor::zeros((36, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(pixel_shuffle(&x, 2).is_err());
+    }
+
+    #[test]
+    fn trainable_connector_shapes_names_and_gradients() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let conn = Connector::new(DEFAULT_SCALE, 8, 12, vb.pp("connector")).unwrap();
+        let names: Vec<String> = map.data().lock().unwrap().keys().cloned().collect();
+        assert_eq!(
+            names,
+            vec!["connector.modality_projection.proj.weight".to_string()]
+        );
+        assert_eq!(conn.param_count(), 12 * 8 * 16);
+        assert_eq!(conn.tokens_for(1024).unwrap(), 64);
+        let x = Tensor::arange(0f32, 1024.0, &Device::Cpu)
+            .unwrap()
+            .sin()
+            .unwrap()
+            .reshape((2, 64, 8))
+            .unwrap();
+        let y = conn.forward(&x).unwrap();
+        assert_eq!(y.dims(), &[2, 4, 12]);
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let var = map.all_vars()[0].clone();
+        let g = grads.get(var.as_tensor()).unwrap();
+        assert!(
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
+        let wrong = Tensor::zeros((1, 64, 7), DType::F32, &Device::Cpu).unwrap();
+        assert!(conn
+            .forward(&wrong)
+            .unwrap_err()
+            .to_string()
+            .contains("width 7"));
     }
 }

@@ -117,3 +117,65 @@ pub fn preprocess(img: &DynamicImage, cfg: &ProcessorConfig, device: &Device) ->
     let values = normalise(&rgb, cfg);
     Ok(Tensor::from_vec(values, (1, 3, h, w), device)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Rgba, RgbaImage};
+
+    #[test]
+    fn zero_size_and_non_rgb_without_conversion_are_errors() {
+        let cfg = ProcessorConfig::default();
+        let empty = DynamicImage::ImageRgb8(RgbImage::new(0, 5));
+        let e = preprocess(&empty, &cfg, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0x5"), "{e}");
+        let gray = DynamicImage::ImageLuma8(GrayImage::new(4, 4));
+        let no_convert = ProcessorConfig {
+            do_convert_rgb: false,
+            ..cfg.clone()
+        };
+        let e = preprocess(&gray, &no_convert, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("do_convert_rgb"), "{e}");
+        let bad = ProcessorConfig { resample: 5, ..cfg };
+        let rgb = DynamicImage::ImageRgb8(RgbImage::new(3, 3));
+        assert!(preprocess(&rgb, &bad, &Device::Cpu).is_err());
+    }
+
+    #[test]
+    fn compositing_and_normalising_follow_the_formulas() {
+        // Opaque keeps the colour, transparent gives white, half alpha the rounded blend.
+        let mut img = RgbaImage::new(3, 1);
+        img.put_pixel(0, 0, Rgba([10, 200, 30, 255]));
+        img.put_pixel(1, 0, Rgba([10, 200, 30, 0]));
+        img.put_pixel(2, 0, Rgba([0, 100, 255, 128]));
+        let rgb = to_rgb(&DynamicImage::ImageRgba8(img));
+        assert_eq!(rgb.get_pixel(0, 0).0, [10, 200, 30]);
+        assert_eq!(rgb.get_pixel(1, 0).0, [255, 255, 255]);
+        let blend = |c: f64| (c * 128.0 + 255.0 * 127.0) / 255.0;
+        for (got, c) in rgb.get_pixel(2, 0).0.iter().zip([0.0, 100.0, 255.0]) {
+            assert!(
+                (f64::from(*got) - blend(c)).abs() <= 0.5,
+                "{got} vs {}",
+                blend(c)
+            );
+        }
+        let cfg = ProcessorConfig {
+            size: crate::vision::config::ImageSize {
+                height: 1,
+                width: 3,
+            },
+            ..ProcessorConfig::default()
+        };
+        let t = preprocess(&DynamicImage::ImageRgb8(rgb), &cfg, &Device::Cpu).unwrap();
+        assert_eq!(t.dims(), &[1, 3, 1, 3]);
+        let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Channel 0 of pixel 0 is 10: (10/255 - 0.5) / 0.5.
+        assert!((v[0] - (10.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6);
+        // Pixel 1 is white: 1.0 in every channel.
+        assert!((v[1] - 1.0).abs() < 1e-6 && (v[4] - 1.0).abs() < 1e-6);
+    }
+}

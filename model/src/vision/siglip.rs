@@ -209,7 +209,8 @@ impl SiglipVision {
             .sum()
     }
 
-    /// `pixel_values [B, C, S, S]` → patch embeddings plus positions `[B, N, D]`.
+    /// `pixel_values [B, C, S, S]` (cast to the weights' dtype) → patch embeddings plus
+    /// positions `[B, N, D]`.
     fn embed(&self, pixel_values: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = pixel_values.dims4().map_err(|_| {
             Error::Invalid(format!(
@@ -227,7 +228,7 @@ impl SiglipVision {
         }
         let (p, g, d) = (cfg.patch_size, cfg.grid(), cfg.hidden_size);
         let patches = pixel_values
-            .to_dtype(DType::F32)?
+            .to_dtype(self.patch_weight.dtype())?
             .reshape((b, c, g, p, g, p))?
             .permute((0, 2, 4, 1, 3, 5))?
             .reshape((b * g * g, c * p * p))?;
@@ -250,5 +251,157 @@ impl SiglipVision {
             x = layer.forward(&x, path)?;
         }
         self.post_layernorm.forward(&x, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vision::config::VisionAct;
+    use candle_nn::VarMap;
+
+    fn tiny(act: VisionAct) -> VisionConfig {
+        VisionConfig {
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            num_channels: 3,
+            image_size: 8,
+            patch_size: 4,
+            hidden_act: act,
+            layer_norm_eps: 1e-6,
+        }
+    }
+
+    /// Seeded uniform values in [-a, a).
+    fn uniform(shape: &[usize], a: f64, seed: u64, dtype: DType) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f64> = (0..n).map(|_| rng.random_range(-a..a)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap()
+    }
+
+    /// A trainable tower whose every variable (norms and biases too) is random.
+    fn random_tower(cfg: &VisionConfig, dtype: DType) -> (VarMap, SiglipVision) {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, dtype, &Device::Cpu);
+        let tower = SiglipVision::new(cfg.clone(), vb).unwrap();
+        let mut names: Vec<String> = map.data().lock().unwrap().keys().cloned().collect();
+        names.sort();
+        for (seed, name) in names.iter().enumerate() {
+            let var = map.data().lock().unwrap()[name].clone();
+            let t = uniform(var.dims(), 0.8, seed as u64, dtype);
+            let shift = if name.contains("norm") && name.ends_with("weight") {
+                1.0
+            } else {
+                0.0
+            };
+            var.set(&(t + shift).unwrap()).unwrap();
+        }
+        (map, tower)
+    }
+
+    #[test]
+    fn names_and_param_count_follow_the_walk() {
+        let cfg = tiny(VisionAct::GeluTanh);
+        let (map, tower) = random_tower(&cfg, DType::F32);
+        let mut have: Vec<String> = map.data().lock().unwrap().keys().cloned().collect();
+        let mut want: Vec<String> = tensor_shapes(&cfg).into_iter().map(|(n, _)| n).collect();
+        have.sort();
+        want.sort();
+        assert_eq!(have, want);
+        let total: usize = map.all_vars().iter().map(|v| v.elem_count()).sum();
+        assert_eq!(tower.param_count(), total);
+    }
+
+    #[test]
+    fn differentiable_path_equals_fused_path() {
+        for act in [VisionAct::GeluTanh, VisionAct::Gelu] {
+            let cfg = tiny(act);
+            let (_map, tower) = random_tower(&cfg, DType::F32);
+            let px = uniform(&[3, 3, 8, 8], 1.5, 100, DType::F32);
+            let a = tower.forward_with(&px, VisionPath::Differentiable).unwrap();
+            let b = tower.forward_with(&px, VisionPath::Fused).unwrap();
+            assert_eq!(a.dims(), &[3, 4, 8]);
+            let diff = (a - &b).unwrap().abs().unwrap().max_all().unwrap();
+            let scale = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let rel = diff.to_scalar::<f32>().unwrap() / scale;
+            assert!(rel <= 1e-5, "{act:?}: relative {rel}");
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        // f64 so that central differences are exact to ~1e-9; the loss weighs every output.
+        let cfg = tiny(VisionAct::GeluTanh);
+        let (map, tower) = random_tower(&cfg, DType::F64);
+        let px = uniform(&[2, 3, 8, 8], 1.5, 101, DType::F64);
+        let mix = uniform(&[2, 4, 8], 1.0, 102, DType::F64);
+        let loss = |t: &SiglipVision| -> f64 {
+            let y = t.forward_with(&px, VisionPath::Differentiable).unwrap();
+            (y * &mix)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let y = tower.forward(&px).unwrap();
+        let grads = (y * &mix).unwrap().sum_all().unwrap().backward().unwrap();
+        let vars = map.data().lock().unwrap().clone();
+        for (name, var) in &vars {
+            let g = grads.get(var.as_tensor()).unwrap();
+            let g = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            assert!(g.iter().any(|v| *v != 0.0), "{name}: no gradient");
+            let orig = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let i = orig.len() / 2;
+            let h = 1e-5;
+            let probe = |delta: f64| {
+                let mut v = orig.clone();
+                v[i] += delta;
+                let t = Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap();
+                var.set(&t).unwrap();
+                loss(&tower)
+            };
+            let fd = (probe(h) - probe(-h)) / (2.0 * h);
+            var.set(&Tensor::from_vec(orig.clone(), var.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let err = (fd - g[i]).abs() / g[i].abs().max(1e-3);
+            assert!(
+                err < 1e-5,
+                "{name}[{i}]: backprop {} vs finite difference {fd}",
+                g[i]
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_pixel_shapes_are_clear_errors() {
+        let (_map, tower) = random_tower(&tiny(VisionAct::Gelu), DType::F32);
+        let px = Tensor::zeros((1, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+        let e = tower.forward(&px).unwrap_err().to_string();
+        assert!(
+            e.contains("[1, 3, 16, 16]") && e.contains("[B, 3, 8, 8]"),
+            "{e}"
+        );
+        let px = Tensor::zeros((3, 8, 8), DType::F32, &Device::Cpu).unwrap();
+        let e = tower.forward(&px).unwrap_err().to_string();
+        assert!(e.contains("[batch, channels, height, width]"), "{e}");
     }
 }
