@@ -27,6 +27,7 @@ pub mod sampling;
 pub mod source;
 pub mod train;
 pub mod transformer;
+pub mod vision;
 pub mod vocab;
 pub mod weights;
 
