@@ -28,6 +28,7 @@ pub mod source;
 pub mod train;
 pub mod transformer;
 pub mod vocab;
+pub mod vqvae;
 pub mod weights;
 
 pub use bitlinear::{BitLinear, BitWeights, PackedLinear};
