@@ -139,12 +139,18 @@ impl VqVaeConfig {
                 "true is not supported (HF's quant_conv takes latent_channels inputs)",
             ));
         }
+        if !self.base_channels.is_multiple_of(NORM_GROUPS) {
+            return Err(Error::config(
+                "base_channels",
+                format!("{} is not a multiple of {NORM_GROUPS}", self.base_channels),
+            ));
+        }
         if self.channel_multiplier.is_empty() {
             return Err(Error::config("channel_multiplier", "must not be empty"));
         }
         for (i, m) in self.channel_multiplier.iter().enumerate() {
             let ch = self.base_channels * m;
-            if ch == 0 || ch % NORM_GROUPS != 0 {
+            if ch == 0 || !ch.is_multiple_of(NORM_GROUPS) {
                 return Err(Error::config(
                     "channel_multiplier",
                     format!(
@@ -154,12 +160,6 @@ impl VqVaeConfig {
                     ),
                 ));
             }
-        }
-        if self.base_channels % NORM_GROUPS != 0 {
-            return Err(Error::config(
-                "base_channels",
-                format!("{} is not a multiple of {NORM_GROUPS}", self.base_channels),
-            ));
         }
         match self.attn_type.as_deref() {
             None | Some("vanilla") => {}
@@ -204,6 +204,20 @@ impl VqVaeConfig {
                 .is_some_and(|r| r.contains(&res))
     }
 
+    /// Whether decoder level `i` has attention blocks. The decoder counts its resolution up from
+    /// the bottom (`resolution / 2^(levels − 1)`, doubled per level, as taming-transformers
+    /// does), which equals the encoder's `resolution / 2^i` when `resolution` is a multiple of
+    /// `2^(levels − 1)`.
+    pub fn decoder_level_has_attn(&self, i: usize) -> bool {
+        let top = self.levels() - 1;
+        let res = (self.resolution >> top) << (top - i);
+        self.vanilla_attn()
+            && self
+                .attn_resolutions
+                .as_ref()
+                .is_some_and(|r| r.contains(&res))
+    }
+
     /// Whether attention blocks exist at all (`attn_type == "vanilla"`).
     pub fn vanilla_attn(&self) -> bool {
         self.attn_type.as_deref() == Some("vanilla")
@@ -236,6 +250,16 @@ mod tests {
         assert_eq!(cfg.embed_dim, 8);
         assert_eq!(cfg.downscale(), 2);
         assert!(!cfg.level_has_attn(0) && cfg.level_has_attn(1));
+        assert!(!cfg.decoder_level_has_attn(0) && cfg.decoder_level_has_attn(1));
+        // Sides 30 → 15 → 7 in the encoder; the decoder counts 7 → 14 → 28 (taming's rule).
+        let odd = VqVaeConfig {
+            resolution: 30,
+            channel_multiplier: vec![1, 1, 1],
+            attn_resolutions: Some(vec![14]),
+            ..cfg.clone()
+        };
+        assert!((0..3).all(|i| !odd.level_has_attn(i)));
+        assert!(odd.decoder_level_has_attn(1) && !odd.decoder_level_has_attn(0));
         let back = VqVaeConfig::from_json(&cfg.to_json().unwrap()).unwrap();
         assert_eq!(back, cfg);
     }

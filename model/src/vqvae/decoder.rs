@@ -43,7 +43,7 @@ impl Decoder {
                 &lb,
                 cfg.num_res_blocks + 1,
                 (ch, cout),
-                cfg.level_has_attn(i),
+                cfg.decoder_level_has_attn(i),
                 cfg.dropout,
             )?;
             ch = cout;

@@ -238,7 +238,7 @@ impl VqVae {
     /// `2^(levels − 1)`.
     pub fn grid(&self, height: usize, width: usize) -> Result<(usize, usize)> {
         let s = self.cfg.downscale();
-        if height == 0 || width == 0 || height % s != 0 || width % s != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(s) || !width.is_multiple_of(s) {
             return Err(Error::Invalid(format!(
                 "VQ-VAE: image of {height}×{width} pixels; sides must be positive multiples of {s}"
             )));
