@@ -118,12 +118,13 @@ fn decoder_model() -> (VqVae, HashMap<String, Tensor>) {
     .unwrap();
     let mut filled = 0;
     for (name, t) in filler.named_tensors() {
-        if !tensors.contains_key(&name) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = tensors.entry(name) {
+            let name = slot.key();
             assert!(
                 name.starts_with("encoder.") || name.starts_with("quant_conv."),
                 "the decoder fixture lacks `{name}`"
             );
-            tensors.insert(name, t);
+            slot.insert(t);
             filled += 1;
         }
     }
