@@ -29,6 +29,7 @@ pub mod train;
 pub mod transformer;
 pub mod vision;
 pub mod vocab;
+pub mod vqvae;
 pub mod weights;
 
 pub use bitlinear::{BitLinear, BitWeights, PackedLinear};
