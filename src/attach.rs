@@ -320,6 +320,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn truncated_and_empty_images_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("whole.png");
+        let img = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * y) as u8, x as u8, 9]));
+        img.save(&p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        for (name, cut) in [
+            ("half.png", bytes.len() / 2),
+            ("head.png", 40),
+            ("empty.png", 0),
+        ] {
+            let q = dir.path().join(name);
+            std::fs::write(&q, &bytes[..cut]).unwrap();
+            let e = load_image(&q).unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
     fn an_image_bomb_is_refused_from_its_header() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bomb.png");

@@ -99,7 +99,7 @@ pub fn packed_tensors(cfg: &Config, params: &Params) -> Result<HashMap<String, T
     Ok(out)
 }
 
-fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = fs::File::create(path).map_err(|e| Error::io(path, e))?;
     f.write_all(bytes).map_err(|e| Error::io(path, e))?;
     f.sync_all().map_err(|e| Error::io(path, e))

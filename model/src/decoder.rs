@@ -18,6 +18,9 @@ pub trait Decoder {
     fn step(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
     /// Appends `ids` and returns the logits of every one of them, `[T][V]` row after row.
     fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>>;
+    /// Appends input embeddings `x` (`[T, C]` rows of `hidden_size`: an image's projected
+    /// features, latent thoughts) and returns the logits `[V]` of the last one.
+    fn step_embeds(&mut self, x: Vec<f32>) -> Result<Vec<f32>>;
     /// Tokens of the sequence so far.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -72,8 +75,8 @@ fn open_cuda(_: &Transformer, _: usize, _: Profile) -> Result<Box<dyn Decoder + 
     Err(crate::device::DeviceError::NoCuda.into())
 }
 
-/// The methods both decoders answer the same way: their own `config`, `reset` to start, and
-/// `forward(ids, all)` for the last or every position's logits.
+/// The methods both decoders answer the same way: their own `config`, `reset` to start,
+/// `forward(ids, all)` for the last or every position's logits, and `forward_embeds(x, all)`.
 macro_rules! decoder_steps {
     () => {
         fn config(&self) -> &Config {
@@ -90,6 +93,10 @@ macro_rules! decoder_steps {
 
         fn step_all(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
             self.forward(ids, true)
+        }
+
+        fn step_embeds(&mut self, x: Vec<f32>) -> Result<Vec<f32>> {
+            self.forward_embeds(x, false)
         }
     };
 }

@@ -71,21 +71,68 @@ pub fn generate_with(
     prompt: &[u32],
     opts: &GenerateOptions,
     cancel: &AtomicBool,
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<GenerationStats> {
+    let prompt = [Segment::Tokens(prompt.to_vec())];
+    generate_segments(model, &prompt, opts, cancel, on_token)
+}
+
+/// A piece of a prompt: token ids, or input embeddings that stand between them (an image's
+/// projected features between `<img>` and `</img>`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Segment {
+    Tokens(Vec<u32>),
+    /// `[T, C]` rows of the model's hidden size.
+    Embeds(Vec<f32>),
+}
+
+/// Positions a prompt of `segments` takes in a model of `hidden` channels.
+pub fn segments_len(segments: &[Segment], hidden: usize) -> usize {
+    segments
+        .iter()
+        .map(|s| match s {
+            Segment::Tokens(ids) => ids.len(),
+            Segment::Embeds(x) => x.len() / hidden.max(1),
+        })
+        .sum()
+}
+
+/// [`generate_with`] for a prompt of token and embedding segments, prefilled in order; the
+/// repetition penalty sees the prompt's tokens only.
+pub fn generate_segments(
+    model: &mut dyn Decoder,
+    prompt: &[Segment],
+    opts: &GenerateOptions,
+    cancel: &AtomicBool,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<GenerationStats> {
     model.start()?;
     let mut sampler = Sampler::new(opts.sampling.clone())?;
     let limit = model.config().max_position_embeddings;
-    let mut seen: Vec<u32> = prompt.to_vec();
+    let hidden = model.config().hidden_size;
+    let mut seen: Vec<u32> = vec![];
     let mut stats = GenerationStats {
-        prompt_tokens: prompt.len(),
+        prompt_tokens: segments_len(prompt, hidden),
         generated: vec![],
         stop: StopReason::MaxTokens,
         prefill_s: 0.0,
         decode_s: 0.0,
     };
     let t0 = Instant::now();
-    let mut logits = model.step(prompt)?;
+    let mut logits = None;
+    for seg in prompt {
+        logits = Some(match seg {
+            Segment::Tokens(ids) if ids.is_empty() => continue,
+            Segment::Tokens(ids) => {
+                seen.extend_from_slice(ids);
+                model.step(ids)?
+            }
+            Segment::Embeds(x) => model.step_embeds(x.clone())?,
+        });
+    }
+    let Some(mut logits) = logits else {
+        return Err(crate::error::Error::Invalid("the prompt is empty".into()));
+    };
     stats.prefill_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     for _ in 0..opts.max_new_tokens {

@@ -17,6 +17,7 @@ pub mod generation;
 pub mod gpu;
 pub mod infer;
 pub mod layer;
+pub mod multimodal;
 pub mod norm;
 pub mod plan;
 pub mod plan_gpu;
@@ -39,7 +40,10 @@ pub use decoder::{Decoder, Profile};
 pub use dense::dense_random;
 pub use device::Compute;
 pub use error::{Error, Result};
-pub use generation::{generate, generate_with, GenerateOptions, GenerationStats, StopReason};
+pub use generation::{
+    generate, generate_segments, generate_with, segments_len, GenerateOptions, GenerationStats,
+    Segment, StopReason,
+};
 pub use infer::{CacheOptions, CpuModel, HeadKind, InferenceCache};
 pub use layer::LayerView;
 pub use sampling::{Sampler, SamplingParams};

@@ -38,7 +38,7 @@ pub enum PlanError {
 /// The dimensions the planner needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ModelDims {
-    /// Preset name.
+    /// Preset name (`checkpoint` for dimensions read from a model directory).
     pub name: &'static str,
     /// Transformer layers.
     pub layers: usize,
@@ -58,7 +58,8 @@ pub struct ModelDims {
     pub tied: bool,
     /// Gated FFN (three matrices) or plain (two).
     pub gated_ffn: bool,
-    /// Parameters of the vision encoder (0: none), stored in f32.
+    /// Parameters of the image path (SigLIP tower + connector; 0: the model has none), stored
+    /// in f32.
     pub vision_params: u64,
 }
 
@@ -83,7 +84,8 @@ impl ModelDims {
     /// The RTX 5080 target: LLaMA-7B's shape (hidden 4096, 32 layers, 32 heads of 128, gated FFN
     /// 11008) with GQA 8 kv heads and the ~100K unified vocabulary. Its ternary layers hold 5.67 G
     /// weights = 1.42 GB packed at 2 bits, ROADMAP.md's "7B BitNet weights 1.4 GB"; the f16
-    /// embedding (tied) comes on top. SigLIP-B/16 (93 M parameters) is the vision encoder.
+    /// embedding (tied) comes on top. A text model: plan the roadmap's SigLIP-B/16 tower with
+    /// [`ModelDims::with_vision`] ([`siglip_b16_params`]).
     pub fn tritter_7b() -> Self {
         ModelDims {
             name: "tritter-7b",
@@ -96,7 +98,7 @@ impl ModelDims {
             vocab: 100_352,
             tied: true,
             gated_ffn: true,
-            vision_params: 93_000_000,
+            vision_params: 0,
         }
     }
 
@@ -115,6 +117,29 @@ impl ModelDims {
             gated_ffn: true,
             vision_params: 0,
         }
+    }
+
+    /// The dimensions of a text model's config (`name` `checkpoint`), without an image path.
+    pub fn from_config(cfg: &crate::Config) -> Self {
+        ModelDims {
+            name: "checkpoint",
+            layers: cfg.num_layers,
+            hidden: cfg.hidden_size,
+            heads: cfg.num_heads,
+            kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            intermediate: cfg.intermediate_size,
+            vocab: cfg.vocab_size,
+            tied: cfg.tie_word_embeddings,
+            gated_ffn: cfg.mlp_gated,
+            vision_params: 0,
+        }
+    }
+
+    /// The same model with an image path of `params` parameters.
+    pub fn with_vision(mut self, params: u64) -> Self {
+        self.vision_params = params;
+        self
     }
 
     /// Preset by name.
@@ -164,14 +189,12 @@ pub struct PlanOptions {
     pub budget: u64,
     /// Prefill chunk: tokens whose activations are alive at once.
     pub prefill_chunk: usize,
-    /// Count the vision encoder.
-    pub vision: bool,
     /// Runtime overhead: allocator slack, tokenizer, thread stacks, a GPU context.
     pub overhead: u64,
 }
 
 impl PlanOptions {
-    /// Defaults: f16 cache, full attention, 16 GiB, chunk 512, vision on, 512 MiB overhead.
+    /// Defaults: f16 cache, full attention, 16 GiB, chunk 512, 512 MiB overhead.
     pub fn new(context: usize) -> Self {
         PlanOptions {
             context,
@@ -180,7 +203,6 @@ impl PlanOptions {
             kv: KvKind::F16,
             budget: 16 << 30,
             prefill_chunk: 512,
-            vision: true,
             overhead: 512 << 20,
         }
     }
@@ -296,11 +318,7 @@ pub fn plan(dims: &ModelDims, opts: &PlanOptions) -> Result<Plan, PlanError> {
             )
     };
     let weights = dims.weight_bytes();
-    let vision = if opts.vision {
-        4 * dims.vision_params
-    } else {
-        0
-    };
+    let vision = 4 * dims.vision_params;
     let activations = activation_bytes(dims, opts.prefill_chunk.min(opts.context.max(1)));
     let fixed = weights + vision + activations + opts.overhead;
     let kv_cache = kv_at(opts.context);
@@ -439,6 +457,18 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
     Ok(s)
 }
 
+/// Parameters of a SigLIP-B/16 (224 px) tower and its pixel-shuffle ×4 connector into a text
+/// model of `text_hidden` channels, counted from the tower's tensor list.
+pub fn siglip_b16_params(text_hidden: usize) -> u64 {
+    let cfg = crate::vision::VisionConfig::siglip_base_patch16_224();
+    let tower: usize = crate::vision::siglip::tensor_shapes(&cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    let scale = crate::vision::DEFAULT_SCALE;
+    (tower + cfg.hidden_size * scale * scale * text_hidden) as u64
+}
+
 /// [`plan`] as JSON.
 pub fn plan_json(dims: &ModelDims, opts: &PlanOptions) -> Result<serde_json::Value, PlanError> {
     let p = plan(dims, opts)?;
@@ -451,7 +481,7 @@ pub fn plan_json(dims: &ModelDims, opts: &PlanOptions) -> Result<serde_json::Val
 /// ROADMAP.md's RTX 5080 table (7B, INT4 KV, 128K context, 4K window) beside this planner's
 /// figures for `tritter-7b`, with the reason for every difference.
 pub fn roadmap_comparison() -> String {
-    let dims = ModelDims::tritter_7b();
+    let dims = ModelDims::tritter_7b().with_vision(siglip_b16_params(4096));
     let mut o = PlanOptions::new(131_072);
     o.kv = KvKind::INT4;
     let full = plan(&dims, &o).ok();
@@ -473,7 +503,7 @@ pub fn roadmap_comparison() -> String {
         "-",
         full.weights - ternary,
     );
-    s += &line("vision encoder (SigLIP-B, f32)", "0.4 GB", full.vision);
+    s += &line("SigLIP-B/16 + connector (f32)", "0.4 GB", full.vision);
     s += &line("INT4 KV, 128K tokens, no window", "~8.4 GB", full.kv_cache);
     s += &line("INT4 KV, 128K, 4K window + 4 sinks", "-", win.kv_cache);
     s += &line(

@@ -251,6 +251,12 @@ impl Params {
         Ok(())
     }
 
+    /// Adds an existing variable (shared, not copied): a vision tower's weights trained
+    /// alongside the text model.
+    pub fn insert_var(&mut self, name: &str, v: Var) {
+        self.vars.insert(name.to_string(), v);
+    }
+
     pub fn get(&self, name: &str) -> Option<&Var> {
         self.vars.get(name)
     }

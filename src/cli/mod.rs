@@ -1,11 +1,14 @@
 //! The command line (clap). `tritter` alone opens the TUI; `-p` runs one prompt headless.
 
 pub mod embed;
+pub mod encode;
 pub mod headless;
 pub mod logits;
 pub mod plan;
 pub mod prepare;
 pub mod train;
+pub mod train_vision;
+pub mod train_vqvae;
 
 use std::path::PathBuf;
 
@@ -90,11 +93,32 @@ pub enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Write what the image path computes for one image (conformance probe): `pixel_values`,
+    /// `last_hidden_state`, `projected`, and `codes` when the model has a VQ tokenizer.
+    Encode {
+        /// What to encode.
+        #[arg(value_enum)]
+        what: encode::EncodeWhat,
+        /// The image file (PNG/JPEG), preprocessed as the model's processor does.
+        #[arg(long, conflicts_with = "pixels", required_unless_present = "pixels")]
+        image: Option<PathBuf>,
+        /// Already-preprocessed pixels: a safetensors file with `pixel_values` [1,3,H,W].
+        #[arg(long)]
+        pixels: Option<PathBuf>,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Plan memory for a model preset: weights, KV cache, activations against a budget.
     Plan {
-        /// Model preset (tritter-tiny, tritter-7b, bitnet-b1.58-2b4t).
-        #[arg(long)]
-        preset: String,
+        /// Model preset (tritter-tiny, tritter-7b, bitnet-b1.58-2b4t); or plan the checkpoint of
+        /// --model DIR (its image path counted when it has one).
+        #[arg(long, required_unless_present = "model")]
+        preset: Option<String>,
+        /// Plan an image path the preset does not have: `siglip-b16` (SigLIP-B/16 at 224 px
+        /// and a pixel-shuffle ×4 connector).
+        #[arg(long, value_name = "TOWER")]
+        vision: Option<String>,
         /// Context length in tokens.
         #[arg(long)]
         context: usize,
@@ -127,7 +151,15 @@ pub fn run(cli: Cli) -> Result<()> {
         if cli.plot {
             return train::plot(config, &cli.overrides);
         }
-        return train::train(config, &cli.overrides, cli.resume, cli.device.as_deref());
+        return match train::task_of(config)?.as_str() {
+            "text" => train::train(config, &cli.overrides, cli.resume, cli.device.as_deref()),
+            "image_text" => train_vision::train(config, &cli.overrides, cli.device.as_deref()),
+            "vqvae" => train_vqvae::train(config, &cli.overrides, cli.device.as_deref()),
+            other => bail!(
+                "{}: task = \"{other}\" is not one of text, image_text, vqvae",
+                config.display()
+            ),
+        };
     }
     if let Some(cmd) = &cli.command {
         return run_command(&cli, cmd);
@@ -161,6 +193,22 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             };
             logits::run(model, ids, out, parse_compute(device)?)
         }
+        Command::Encode {
+            what: encode::EncodeWhat::Image,
+            image,
+            pixels,
+            out,
+        } => {
+            let Some(model) = &cli.model else {
+                bail!("encode: --model DIR is required");
+            };
+            let src = match (image, pixels) {
+                (Some(p), _) => encode::PixelSource::Image(p),
+                (None, Some(p)) => encode::PixelSource::Pixels(p),
+                (None, None) => bail!("encode image: give --image FILE or --pixels FILE"),
+            };
+            encode::run(model, src, out)
+        }
         Command::Bench {
             what,
             json,
@@ -168,6 +216,7 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
         } => crate::bench::run(*what, *json, *threads, parse_compute(device)?),
         Command::Plan {
             preset,
+            vision,
             context,
             budget,
             window,
@@ -176,6 +225,8 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             gpu,
         } => plan::run(&plan::PlanArgs {
             preset: preset.clone(),
+            model: cli.model.clone(),
+            vision: vision.clone(),
             context: *context,
             budget: budget.clone(),
             window: *window,

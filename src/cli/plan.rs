@@ -11,7 +11,11 @@ use tritter_model::plan_gpu::{gpu_plan, GpuKvKind, GpuPlanOptions};
 /// Options of `tritter plan` as given on the command line.
 #[derive(Debug, Clone)]
 pub struct PlanArgs {
-    pub preset: String,
+    /// A preset name; `None` plans the checkpoint `model`.
+    pub preset: Option<String>,
+    pub model: Option<std::path::PathBuf>,
+    /// `siglip-b16`: add that tower (and its connector) to the plan.
+    pub vision: Option<String>,
     pub context: usize,
     pub budget: String,
     pub window: usize,
@@ -88,8 +92,37 @@ fn render_gpu(a: &PlanArgs, dims: &ModelDims) -> Result<String> {
 }
 
 /// The plan as text or one JSON object.
+/// The dimensions to plan: a preset, or a checkpoint's config with its image path's size; plus
+/// an explicit `--vision` tower.
+pub fn dims(a: &PlanArgs) -> Result<ModelDims> {
+    let mut d = match (&a.preset, &a.model) {
+        (Some(p), _) => ModelDims::preset(p).with_context(|| format!("--preset {p}"))?,
+        (None, Some(dir)) => {
+            let cfg = tritter_model::Config::from_json_file(&dir.join("config.json"))
+                .with_context(|| format!("--model {}", dir.display()))?;
+            let vision = tritter_model::multimodal::VisionPart::load(
+                dir,
+                cfg.hidden_size,
+                &candle_core::Device::Cpu,
+            )
+            .with_context(|| format!("--model {}: its image path", dir.display()))?;
+            ModelDims::from_config(&cfg).with_vision(vision.map_or(0, |v| v.param_count() as u64))
+        }
+        (None, None) => anyhow::bail!("plan: give --preset NAME or --model DIR"),
+    };
+    match a.vision.as_deref() {
+        None => {}
+        Some("siglip-b16") => {
+            let params = tritter_model::plan::siglip_b16_params(d.hidden);
+            d = d.with_vision(params);
+        }
+        Some(other) => anyhow::bail!("--vision {other}: the known tower is siglip-b16"),
+    }
+    Ok(d)
+}
+
 pub fn render(a: &PlanArgs) -> Result<String> {
-    let dims = ModelDims::preset(&a.preset).with_context(|| format!("--preset {}", a.preset))?;
+    let dims = dims(a)?;
     if a.gpu {
         return render_gpu(a, &dims);
     }
@@ -118,7 +151,9 @@ mod tests {
 
     fn args(preset: &str, window: usize, kv: &str) -> PlanArgs {
         PlanArgs {
-            preset: preset.into(),
+            preset: Some(preset.into()),
+            model: None,
+            vision: None,
             context: 131_072,
             budget: "16GiB".into(),
             window,
@@ -126,6 +161,24 @@ mod tests {
             json: true,
             gpu: false,
         }
+    }
+
+    #[test]
+    fn the_image_path_is_counted_only_when_asked_for_or_present() {
+        let plain: serde_json::Value =
+            serde_json::from_str(&render(&args("tritter-7b", 0, "int4")).unwrap()).unwrap();
+        assert_eq!(plain["vision"], 0);
+        let mut a = args("tritter-7b", 0, "int4");
+        a.vision = Some("siglip-b16".into());
+        let v: serde_json::Value = serde_json::from_str(&render(&a).unwrap()).unwrap();
+        let want = 4 * tritter_model::plan::siglip_b16_params(4096);
+        assert_eq!(v["vision"], want);
+        assert_eq!(
+            v["total"].as_u64().unwrap() - plain["total"].as_u64().unwrap(),
+            want
+        );
+        a.vision = Some("vit-huge".into());
+        assert!(render(&a).unwrap_err().to_string().contains("siglip-b16"));
     }
 
     #[test]

@@ -92,6 +92,19 @@ impl Bar {
     }
 }
 
+/// The `task` key of a training config: `text` (the default), `image_text` or `vqvae`.
+pub fn task_of(config: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", config.display()))?;
+    Ok(match table.get("task") {
+        None => "text".into(),
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(v) => anyhow::bail!("{}: task = {v} is not a string", config.display()),
+    })
+}
+
 /// Run `--train`; `device` is the `--device` flag, which replaces `train.device`.
 pub fn train(
     config: &Path,

@@ -99,8 +99,17 @@ impl ChatFormat {
         self.template.is_some()
     }
 
+    /// A message's text as the model reads it: one `<img></img>` marker per image that carries
+    /// its pixels (the engine splices the image's rows between them), the text, then the code
+    /// snippets.
     fn content(m: &ChatMessage) -> String {
-        let mut s = m.content.clone();
+        let mut s: String = m
+            .attachments
+            .iter()
+            .filter(|a| crate::engine::media::has_pixels(a.data.as_ref()))
+            .map(|_| crate::engine::media::IMAGE_MARKER)
+            .collect();
+        s.push_str(&m.content);
         for c in &m.context {
             s.push_str(&format!(
                 "\n\n{}:\n```\n{}\n```",

@@ -9,6 +9,7 @@
 pub mod chat_format;
 pub mod default_model;
 pub mod factory;
+pub mod media;
 pub mod model;
 pub mod prompt;
 pub mod scripted;

@@ -14,7 +14,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::Tokenizer;
-use tritter_model::{generate, Decoder, GenerateOptions, Profile, SamplingParams, Transformer};
+use tritter_model::multimodal::VisionPart;
+use tritter_model::{
+    generate_segments, segments_len, CpuModel, Decoder, GenerateOptions, Profile, SamplingParams,
+    Segment, Transformer,
+};
 
 /// A loaded model ready to chat.
 pub struct ModelEngine {
@@ -26,6 +30,8 @@ pub struct ModelEngine {
     /// The decoder for `--device` (the model uploaded to a GPU for `cuda`); generation runs
     /// there when set, else on the CPU inference path.
     decoder: Option<Box<dyn Decoder + Send>>,
+    /// The image path (SigLIP tower + connector) of a multimodal checkpoint.
+    vision: Option<VisionPart>,
 }
 
 impl ModelEngine {
@@ -64,7 +70,15 @@ impl ModelEngine {
             stop_ids,
             info,
             decoder: None,
+            vision: None,
         }
+    }
+
+    /// Gives the engine an image path: `/img` and `--img` attachments reach the model.
+    pub fn with_vision(mut self, vision: VisionPart) -> Self {
+        self.info.accepts_images = true;
+        self.vision = Some(vision);
+        self
     }
 
     /// Moves generation to `compute` (uploads the model for `Compute::Cuda`; INT4 KV cache with
@@ -93,8 +107,19 @@ impl ModelEngine {
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| dir.display().to_string());
         let c = &ck.config;
+        let vision = VisionPart::load(dir, c.hidden_size, &Device::Cpu)
+            .with_context(|| format!("loading the image path of {}", dir.display()))?;
+        let seeing = match &vision {
+            Some(v) => format!(
+                "; sees images (SigLIP {}×{} px, {} tokens each)",
+                v.tower.config().image_size,
+                v.tower.config().image_size,
+                v.tokens_per_image()?
+            ),
+            None => String::new(),
+        };
         let description = format!(
-            "{name}: {} layers, hidden {}, vocab {}, ternary weights; {}",
+            "{name}: {} layers, hidden {}, vocab {}, ternary weights{seeing}; {}",
             c.num_layers,
             c.hidden_size,
             c.vocab_size,
@@ -104,33 +129,60 @@ impl ModelEngine {
                 "no chat template, prompts use Tritter's own format"
             }
         );
-        Ok(Self::new(
-            ck.model,
-            tokenizer,
-            format,
-            name,
-            description,
-            device_name,
-        ))
+        let engine = Self::new(ck.model, tokenizer, format, name, description, device_name);
+        Ok(match vision {
+            Some(v) => engine.with_vision(v),
+            None => engine,
+        })
     }
 
-    /// The prompt token ids for a request (the tail, if it does not fit).
-    fn prompt_ids(&self, req: &GenRequest) -> Result<Vec<u32>> {
+    /// The prompt for a request: token ids, with each image's rows between its `<img>` and
+    /// `</img>` (the tail, if it does not fit).
+    fn prompt_segments(&self, req: &GenRequest) -> Result<Vec<Segment>> {
         let text = self.format.render(&req.messages)?;
         let enc = self
             .tokenizer
             .encode(text, false)
             .map_err(|e| anyhow!("tokenizer: {e}"))?;
         let mut ids = enc.get_ids().to_vec();
+        let images = super::media::images_in(&req.messages);
+        let per_image = match &self.vision {
+            Some(v) if !images.is_empty() => v.tokens_per_image()?,
+            _ => 0,
+        };
         let room = self
             .info
             .context_limit
             .saturating_sub(req.max_new_tokens.min(self.info.context_limit / 2))
+            .saturating_sub(images.len() * per_image)
             .max(1);
         if ids.len() > room {
             ids.drain(..ids.len() - room);
         }
-        Ok(ids)
+        let Some(vision) = &self.vision else {
+            return Ok(vec![Segment::Tokens(ids)]);
+        };
+        let marker = |t: &str| {
+            self.tokenizer
+                .token_to_id(t)
+                .ok_or_else(|| anyhow!("the tokenizer has no {t} token; images cannot be placed"))
+        };
+        if images.is_empty() {
+            return Ok(vec![Segment::Tokens(ids)]);
+        }
+        let pairs = super::media::marker_pairs(&ids, marker("<img>")?, marker("</img>")?);
+        let kept = &images[images.len() - pairs.len().min(images.len())..];
+        let mut rows = Vec::with_capacity(kept.len());
+        for data in kept {
+            let img = super::media::to_image(data)
+                .ok_or_else(|| anyhow!("an attached image has fewer pixels than its size says"))?;
+            rows.push(vision.embed_image(&img).context("encoding the image")?);
+        }
+        Ok(super::media::splice(
+            &ids,
+            &pairs[pairs.len() - kept.len()..],
+            rows,
+        ))
     }
 }
 
@@ -159,11 +211,10 @@ impl Engine for ModelEngine {
             );
         }
         let t0 = Instant::now();
-        let prompt = self.prompt_ids(req)?;
-        sink(GenEvent::Prompt {
-            tokens: prompt.len(),
-        });
-        let room = self.info.context_limit.saturating_sub(prompt.len());
+        let prompt = self.prompt_segments(req)?;
+        let prompt_len = segments_len(&prompt, self.model.config().hidden_size);
+        sink(GenEvent::Prompt { tokens: prompt_len });
+        let room = self.info.context_limit.saturating_sub(prompt_len);
         let opts = GenerateOptions {
             max_new_tokens: req.max_new_tokens.min(room),
             sampling: SamplingParams {
@@ -206,8 +257,11 @@ impl Engine for ModelEngine {
             }
         };
         let stats = match self.decoder.as_mut() {
-            Some(d) => tritter_model::generate_with(d.as_mut(), &prompt, &opts, cancel, on_token)?,
-            None => generate(&self.model, &prompt, &opts, cancel, on_token)?,
+            Some(d) => generate_segments(d.as_mut(), &prompt, &opts, cancel, on_token)?,
+            None => {
+                let mut cpu = CpuModel::new(&self.model)?;
+                generate_segments(&mut cpu, &prompt, &opts, cancel, on_token)?
+            }
         };
         if let Some(e) = decode_err {
             return Err(anyhow!("tokenizer: {e}"));
@@ -234,6 +288,7 @@ mod tests {
     use crate::engine::{ChatMessage, Role, Sampling};
     use std::sync::atomic::Ordering;
     use tritter_model::data::config::TokenizerConfig;
+    use tritter_model::generate;
     use tritter_model::{save_checkpoint, Config, Params};
 
     /// A tiny random checkpoint with a real byte-level BPE tokenizer trained on a few lines.

@@ -18,16 +18,35 @@ impl GpuModel {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
             return Err(Error::TokenOutOfRange { id: bad, vocab });
         }
-        if self.opts.window == 0 && self.seen + ids.len() > self.opts.max_context {
+        let x = self.embed_rows(ids);
+        self.run_rows(&x, all)
+    }
+
+    /// Appends the input embeddings `x` `[T, C]` (an image's projected features, latent
+    /// thoughts) and returns the logits of the last position (`all`: of every position).
+    pub fn forward_embeds(&mut self, x: Vec<f32>, all: bool) -> Result<Vec<f32>> {
+        let c = self.cfg.hidden_size;
+        if x.is_empty() || !x.len().is_multiple_of(c) {
             return Err(Error::Invalid(format!(
-                "context full: {} + {} tokens exceed the GPU cache of {}",
-                self.seen,
-                ids.len(),
-                self.opts.max_context
+                "input embeddings of {} values are not rows of {c} channels",
+                x.len()
+            )));
+        }
+        self.run_rows(&x, all)
+    }
+
+    /// Runs the input rows `x` `[T, C]` in chunks of `max_chunk` rows.
+    fn run_rows(&mut self, x: &[f32], all: bool) -> Result<Vec<f32>> {
+        let c = self.cfg.hidden_size;
+        let t = x.len() / c;
+        if self.opts.window == 0 && self.seen + t > self.opts.max_context {
+            return Err(Error::Invalid(format!(
+                "context full: {} + {t} tokens exceed the GPU cache of {}",
+                self.seen, self.opts.max_context
             )));
         }
         let mut out = Vec::new();
-        for chunk in ids.chunks(self.opts.max_chunk) {
+        for chunk in x.chunks(self.opts.max_chunk * c) {
             let logits = self.run_chunk(chunk, all)?;
             if all {
                 out.extend(logits);
@@ -38,22 +57,28 @@ impl GpuModel {
         Ok(out)
     }
 
-    /// Uploads the embeddings of `ids` into `s.x` and the next position into `s.base`.
-    pub(super) fn stage(&mut self, ids: &[u32]) -> Result<()> {
-        let c = self.cfg.hidden_size;
-        let mut x = Vec::with_capacity(ids.len() * c);
-        for &id in ids {
-            x.extend_from_slice(&self.embed[id as usize * c..][..c]);
-        }
-        self.gpu.write(&x, &mut self.s.x).map_err(kerr)?;
+    /// Uploads the input rows `x` `[T, C]` into `s.x` and the next position into `s.base`.
+    pub(super) fn stage(&mut self, x: &[f32]) -> Result<()> {
+        self.gpu.write(x, &mut self.s.x).map_err(kerr)?;
         let pos =
             i32::try_from(self.seen).map_err(|_| Error::Invalid("position exceeds i32".into()))?;
         self.gpu.write(&[pos], &mut self.s.base).map_err(kerr)
     }
 
-    fn run_chunk(&mut self, ids: &[u32], all: bool) -> Result<Vec<f32>> {
-        let (t, c, vocab) = (ids.len(), self.cfg.hidden_size, self.cfg.vocab_size);
-        self.stage(ids)?;
+    /// The input rows of `ids` (their embeddings).
+    pub(super) fn embed_rows(&self, ids: &[u32]) -> Vec<f32> {
+        let c = self.cfg.hidden_size;
+        let mut x = Vec::with_capacity(ids.len() * c);
+        for &id in ids {
+            x.extend_from_slice(&self.embed[id as usize * c..][..c]);
+        }
+        x
+    }
+
+    fn run_chunk(&mut self, x: &[f32], all: bool) -> Result<Vec<f32>> {
+        let (c, vocab) = (self.cfg.hidden_size, self.cfg.vocab_size);
+        let t = x.len() / c;
+        self.stage(x)?;
         if t == 1 && !all && self.opts.graphs && !self.graph_failed {
             if self.graph.is_none() {
                 self.capture()?;

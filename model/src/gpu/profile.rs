@@ -14,7 +14,8 @@ impl GpuModel {
         if id as usize >= vocab {
             return Err(Error::TokenOutOfRange { id, vocab });
         }
-        self.stage(&[id])?;
+        let x = self.embed_rows(&[id]);
+        self.stage(&x)?;
         let mut marks = vec![("start", self.gpu.mark().map_err(kerr)?)];
         self.layers_pass_marked(1, &mut |op| {
             marks.push((op, self.gpu.mark().map_err(kerr)?));

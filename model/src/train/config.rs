@@ -255,6 +255,9 @@ impl Default for CheckpointSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// `text` (this trainer's task); `image_text` and `vqvae` configs have their own readers.
+    #[serde(default = "text_task")]
+    pub task: String,
     #[serde(default)]
     pub run: RunSection,
     #[serde(default)]
@@ -273,6 +276,10 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointSection,
     /// The data pipeline's section (see [`DataConfig`]).
     pub data: DataConfig,
+}
+
+fn text_task() -> String {
+    "text".into()
 }
 
 fn bad(msg: impl Into<String>) -> TrainError {
@@ -355,6 +362,12 @@ impl TrainConfig {
 
     /// Check ranges and combinations; the first problem is returned.
     pub fn validate(&self) -> Result<(), TrainError> {
+        if self.task != "text" {
+            return Err(bad(format!(
+                "task = \"{}\" is not the text trainer's (run it with `tritter --train`)",
+                self.task
+            )));
+        }
         self.data
             .validate()
             .map_err(|e| bad(format!("[data]: {e}")))?;

@@ -9,6 +9,7 @@
 //! position, and the data order is a pure function of (seed, position).
 
 pub mod config;
+pub mod image_text;
 pub mod metrics;
 pub mod optim;
 pub mod plot;

@@ -1,0 +1,159 @@
+//! A multimodal Tritter checkpoint: the text model's directory (`config.json`,
+//! `model.safetensors`, `tokenizer.json`) plus, optionally, a `vision/` folder holding the image
+//! path the language model reads (early fusion by embeddings):
+//!
+//! - `vision/config.json` — the SigLIP tower (`SiglipVisionConfig`, HF keys);
+//! - `vision/preprocessor_config.json` — its image processor (`SiglipImageProcessor`);
+//! - `vision/connector.json` — `{"scale_factor": 4, "text_hidden_size": C}`;
+//! - `vision/model.safetensors` — `vision_model.*` (HF `SiglipVisionModel` names) and
+//!   `connector.modality_projection.proj.weight` (Idefics3's connector).
+//!
+//! An image becomes `tokens_per_image` rows of the text model's width, placed between the
+//! `<img>` and `</img>` tokens of the prompt ([`crate::Segment::Embeds`]). A directory without
+//! `vision/` is a text-only model. Writing is atomic per folder (temporary folder, fsync,
+//! rename), like the text checkpoint.
+
+use crate::checkpoint::{write_dir_atomically, write_file_synced};
+use crate::error::{Error, Result};
+use crate::vision::{preprocess, Connector, ProcessorConfig, SiglipVision, VisionConfig};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The folder of a checkpoint that holds the image path.
+pub const VISION_DIR: &str = "vision";
+
+/// `vision/connector.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Pixel-shuffle factor: `scale²` patches become one token.
+    pub scale_factor: usize,
+    /// Width of the text model the projection feeds.
+    pub text_hidden_size: usize,
+}
+
+/// The image path of a multimodal checkpoint: processor, tower, connector.
+#[derive(Debug, Clone)]
+pub struct VisionPart {
+    pub processor: ProcessorConfig,
+    pub tower: SiglipVision,
+    pub connector: Connector,
+    pub connector_cfg: ConnectorConfig,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::ConfigJson {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+impl VisionPart {
+    /// Whether the checkpoint `dir` has an image path.
+    pub fn present(dir: &Path) -> bool {
+        dir.join(VISION_DIR).join("config.json").is_file()
+    }
+
+    /// The image path of checkpoint `dir` for a text model of `text_hidden` channels, or `None`
+    /// when it has none.
+    pub fn load(dir: &Path, text_hidden: usize, device: &Device) -> Result<Option<Self>> {
+        if !Self::present(dir) {
+            return Ok(None);
+        }
+        let vdir = dir.join(VISION_DIR);
+        let processor = ProcessorConfig::from_file(&vdir.join("preprocessor_config.json"))?;
+        let connector_cfg: ConnectorConfig = read_json(&vdir.join("connector.json"))?;
+        if connector_cfg.text_hidden_size != text_hidden {
+            return Err(Error::config(
+                "text_hidden_size",
+                format!(
+                    "{}: the connector feeds {} channels, the text model has {text_hidden}",
+                    vdir.join("connector.json").display(),
+                    connector_cfg.text_hidden_size
+                ),
+            ));
+        }
+        let tower = SiglipVision::load(&vdir, device)?;
+        let connector = Connector::load(
+            &vdir.join("model.safetensors"),
+            connector_cfg.scale_factor,
+            tower.config().hidden_size,
+            text_hidden,
+            device,
+        )?;
+        let part = Self {
+            processor,
+            tower,
+            connector,
+            connector_cfg,
+        };
+        part.tokens_per_image()?;
+        Ok(Some(part))
+    }
+
+    /// Rows one image takes in the sequence (patches / scale²).
+    pub fn tokens_per_image(&self) -> Result<usize> {
+        self.connector.tokens_for(self.tower.config().num_patches())
+    }
+
+    /// Parameters of tower and connector.
+    pub fn param_count(&self) -> usize {
+        self.tower.param_count() + self.connector.param_count()
+    }
+
+    /// `pixel_values` `[1, 3, H, W]` of an image, as the checkpoint's processor makes them.
+    pub fn pixel_values(&self, img: &image::DynamicImage, device: &Device) -> Result<Tensor> {
+        preprocess(img, &self.processor, device)
+    }
+
+    /// The image's rows for the text model, `[T, C]` flattened, from its pixel values.
+    pub fn embed_pixels(&self, pixel_values: &Tensor) -> Result<Vec<f32>> {
+        let h = self.tower.forward(pixel_values)?;
+        let p = self.connector.forward(&h)?;
+        Ok(p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// The image's rows for the text model, `[T, C]` flattened.
+    pub fn embed_image(&self, img: &image::DynamicImage) -> Result<Vec<f32>> {
+        let device = Device::Cpu;
+        self.embed_pixels(&self.pixel_values(img, &device)?)
+    }
+}
+
+/// Writes `dir/vision/` from the tower's config, processor, connector config and tensors
+/// (`vision_model.*`, `connector.*`), atomically (a temporary folder renamed into place).
+pub fn save_vision(
+    dir: &Path,
+    tower: &VisionConfig,
+    processor: &ProcessorConfig,
+    connector: &ConnectorConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<()> {
+    let json = |v: serde_json::Value| -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(&v).map_err(|e| Error::Invalid(format!("JSON: {e}")))
+    };
+    let files = [
+        ("config.json", json(tower.to_hf_json()?)?),
+        ("preprocessor_config.json", json(processor.to_hf_json()?)?),
+        (
+            "connector.json",
+            json(serde_json::to_value(connector).map_err(|e| Error::Invalid(e.to_string()))?)?,
+        ),
+    ];
+    write_dir_atomically(&dir.join(VISION_DIR), |tmp| {
+        for (name, bytes) in &files {
+            write_file_synced(&tmp.join(name), bytes)?;
+        }
+        let st = tmp.join("model.safetensors");
+        candle_core::safetensors::save(tensors, &st).map_err(|e| Error::Safetensors {
+            path: st.clone(),
+            msg: e.to_string(),
+        })?;
+        std::fs::File::open(&st)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&st, e))
+    })
+}

@@ -1,0 +1,392 @@
+//! Training on image–text pairs (`task = "image_text"`): the SigLIP tower (trained or frozen
+//! per `[vision] train_tower`), the Idefics3 connector and the ternary text model learn together
+//! to continue a prompt that holds an image with its answer.
+//!
+//! One example is a token sequence with an image slot: the tower's pixel-shuffled, projected rows
+//! are inserted before `ids[slot]` (right after `<img>`), and the loss is the next-token
+//! cross-entropy of the answer span only — the same sequence the inference path builds
+//! (`Segment::Embeds` between `<img>` and `</img>`). Sequences of a batch are right-padded with
+//! zero rows, which causal attention never lets an answer position see.
+
+use super::config::{ModelSection, OptimSection, QatMode, ScheduleSection};
+use super::optim::{self, AdamW, AdamWParams};
+use super::{FullPrecision, TrainError};
+use crate::config::Config;
+use crate::multimodal::ConnectorConfig;
+use crate::transformer::{cross_entropy, Transformer};
+use crate::vision::{Connector, ProcessorConfig, SiglipVision, VisionConfig, VisionPath};
+use crate::weights::Params;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `[vision]`: the tower to build (or load) and how it trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisionSection {
+    /// Start from this SigLIP directory (`config.json` + `model.safetensors`, HF layout)
+    /// instead of a random tower of the sizes below.
+    pub init: Option<PathBuf>,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    /// Pixel-shuffle factor of the connector. Default 4.
+    pub scale_factor: usize,
+    /// Train the tower (`false` freezes it: only the connector and the text model learn).
+    pub train_tower: bool,
+}
+
+impl Default for VisionSection {
+    fn default() -> Self {
+        Self {
+            init: None,
+            image_size: 64,
+            patch_size: 8,
+            hidden_size: 64,
+            num_layers: 2,
+            num_heads: 4,
+            intermediate_size: 128,
+            scale_factor: 4,
+            train_tower: true,
+        }
+    }
+}
+
+impl VisionSection {
+    /// The tower's config for a random start.
+    pub fn tower_config(&self) -> VisionConfig {
+        let mut c = VisionConfig::siglip_base_patch16_224();
+        c.image_size = self.image_size;
+        c.patch_size = self.patch_size;
+        c.hidden_size = self.hidden_size;
+        c.num_hidden_layers = self.num_layers;
+        c.num_attention_heads = self.num_heads;
+        c.intermediate_size = self.intermediate_size;
+        c
+    }
+}
+
+/// `[data]` of an image–text run: JSONL files of `{"image", "prompt", "text"}` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageDataSection {
+    /// Training pairs.
+    pub train: PathBuf,
+    /// Held-out pairs: exact-match accuracy at the end, with and without the image.
+    pub test: Option<PathBuf>,
+    /// Text vocabulary of the BPE trained on the records' text. Default 320.
+    pub vocab_size: usize,
+}
+
+impl Default for ImageDataSection {
+    fn default() -> Self {
+        Self {
+            train: PathBuf::from("train.jsonl"),
+            test: None,
+            vocab_size: 320,
+        }
+    }
+}
+
+/// The steps of an image–text run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageTrainSection {
+    pub steps: u64,
+    pub batch_size: usize,
+    pub grad_clip: f64,
+    /// `ternary` (QAT from the start) or `full_precision` (exported ternary all the same).
+    pub qat: QatMode,
+    /// Log a record every this many steps.
+    pub log_every: u64,
+}
+
+impl Default for ImageTrainSection {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 16,
+            grad_clip: 1.0,
+            qat: QatMode::Ternary,
+            log_every: 50,
+        }
+    }
+}
+
+/// The whole `task = "image_text"` config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageTextConfig {
+    pub task: String,
+    #[serde(default)]
+    pub run: super::config::RunSection,
+    #[serde(default)]
+    pub model: ModelSection,
+    #[serde(default)]
+    pub vision: VisionSection,
+    #[serde(default)]
+    pub train: ImageTrainSection,
+    #[serde(default)]
+    pub optim: OptimSection,
+    #[serde(default)]
+    pub schedule: ScheduleSection,
+    #[serde(default)]
+    pub data: ImageDataSection,
+}
+
+/// One training sequence: `pixels` `[1, 3, H, W]` go before `ids[slot]`; the loss covers the
+/// tokens `ids[answer]`.
+#[derive(Debug, Clone)]
+pub struct ImageTextExample {
+    pub pixels: Tensor,
+    pub ids: Vec<u32>,
+    pub slot: usize,
+    pub answer: Range<usize>,
+}
+
+/// The trainable parts of a multimodal model.
+pub struct ImageTextModel {
+    pub text_cfg: Config,
+    pub params: Params,
+    pub tower: SiglipVision,
+    pub connector: Connector,
+    pub connector_cfg: ConnectorConfig,
+    pub processor: ProcessorConfig,
+    vision_vars: VarMap,
+    device: Device,
+}
+
+impl ImageTextModel {
+    /// A random text model of `text_cfg` and a tower from `vision` (random, or its `init`).
+    pub fn new(
+        text_cfg: Config,
+        vision: &VisionSection,
+        seed: u64,
+        init_std: f32,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let params = Params::init(&text_cfg, seed, init_std, device)?;
+        let mut vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        let tower_cfg = match &vision.init {
+            Some(dir) => VisionConfig::from_file(&dir.join("config.json"))?,
+            None => vision.tower_config(),
+        };
+        tower_cfg.validate()?;
+        let tower = SiglipVision::new(tower_cfg.clone(), vb.pp("vision_model"))?
+            .with_path(VisionPath::Differentiable);
+        if let Some(dir) = &vision.init {
+            let file = dir.join("model.safetensors");
+            vars.load(&file).map_err(|e| {
+                TrainError::Config(format!("[vision] init: {}: {e}", file.display()))
+            })?;
+        }
+        let connector = Connector::new(
+            vision.scale_factor,
+            tower_cfg.hidden_size,
+            text_cfg.hidden_size,
+            vb.pp("connector"),
+        )?;
+        connector.tokens_for(tower_cfg.num_patches())?;
+        let connector_cfg = ConnectorConfig {
+            scale_factor: vision.scale_factor,
+            text_hidden_size: text_cfg.hidden_size,
+        };
+        let processor = ProcessorConfig::for_vision(&tower_cfg);
+        Ok(Self {
+            text_cfg,
+            params,
+            tower,
+            connector,
+            connector_cfg,
+            processor,
+            vision_vars: vars,
+            device: device.clone(),
+        })
+    }
+
+    /// `pixel_values` `[1, 3, H, W]` of an image on the model's device (its processor).
+    pub fn processor_pixels(&self, img: &image::DynamicImage) -> Result<Tensor, TrainError> {
+        Ok(crate::vision::preprocess(
+            img,
+            &self.processor,
+            &self.device,
+        )?)
+    }
+
+    /// Writes the inference checkpoint: the packed ternary text model with the tokenizer files
+    /// of `tokenizer_dir`, then `vision/` (each folder atomically).
+    pub fn save(
+        &self,
+        dir: &std::path::Path,
+        tokenizer_dir: &std::path::Path,
+    ) -> Result<(), TrainError> {
+        crate::checkpoint::save_checkpoint(dir, &self.text_cfg, &self.params, Some(tokenizer_dir))?;
+        crate::multimodal::save_vision(
+            dir,
+            self.tower.config(),
+            &self.processor,
+            &self.connector_cfg,
+            &self.vision_tensors(),
+        )?;
+        Ok(())
+    }
+
+    /// The tower's and connector's tensors by their checkpoint names.
+    pub fn vision_tensors(&self) -> HashMap<String, Tensor> {
+        self.vision_vars
+            .data()
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every trainable tensor: the text model's, the connector's and (when `train_tower`) the
+    /// tower's, as one parameter set for AdamW.
+    fn trainable(&self, train_tower: bool) -> Params {
+        let mut p = Params::new();
+        for (k, v) in self.params.iter() {
+            p.insert_var(k, v.clone());
+        }
+        if let Ok(m) = self.vision_vars.data().lock() {
+            for (k, v) in m.iter() {
+                if train_tower || k.starts_with("connector.") {
+                    p.insert_var(k, v.clone());
+                }
+            }
+        }
+        p
+    }
+
+    /// Mean answer-token cross-entropy of a batch (differentiable).
+    pub fn loss(&self, batch: &[&ImageTextExample], ternary: bool) -> Result<Tensor, TrainError> {
+        let device = self.device.clone();
+        let text = if ternary {
+            Transformer::load(&self.text_cfg, &mut &self.params, &device)?
+        } else {
+            Transformer::load(&self.text_cfg, &mut FullPrecision(&self.params), &device)?
+        };
+        let pixels: Vec<Tensor> = batch.iter().map(|e| e.pixels.clone()).collect();
+        let img = self
+            .connector
+            .forward(&self.tower.forward(&Tensor::cat(&pixels, 0)?)?)?;
+        let n = img.dim(1)?;
+        let c = self.text_cfg.hidden_size;
+        let len = batch.iter().map(|e| e.ids.len() + n).max().unwrap_or(0);
+        let (mut rows, mut picks, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+        for (b, e) in batch.iter().enumerate() {
+            let ids = Tensor::from_slice(&e.ids, (1, e.ids.len()), &device)?;
+            let emb = text.embed(&ids)?.squeeze(0)?.to_dtype(DType::F32)?;
+            let mut parts = vec![];
+            if e.slot > 0 {
+                parts.push(emb.narrow(0, 0, e.slot)?);
+            }
+            parts.push(img.get(b)?);
+            if e.slot < e.ids.len() {
+                parts.push(emb.narrow(0, e.slot, e.ids.len() - e.slot)?);
+            }
+            let pad = len - e.ids.len() - n;
+            if pad > 0 {
+                parts.push(Tensor::zeros((pad, c), DType::F32, &device)?);
+            }
+            rows.push(Tensor::cat(&parts, 0)?);
+            for j in e.answer.clone() {
+                // The token at ids[j] sits at j + n (j ≥ slot) and is predicted one row before.
+                let pos = if j >= e.slot { j + n } else { j };
+                picks.push((b * len + pos - 1) as u32);
+                targets.push(e.ids[j]);
+            }
+        }
+        let x = Tensor::stack(&rows, 0)?;
+        let logits = text.forward_embeds(&x)?;
+        let v = self.text_cfg.vocab_size;
+        let flat = logits.reshape((batch.len() * len, v))?;
+        let idx = Tensor::from_slice(&picks, picks.len(), &device)?;
+        let tg = Tensor::from_slice(&targets, targets.len(), &device)?;
+        Ok(cross_entropy(&flat.index_select(&idx, 0)?, &tg)?)
+    }
+}
+
+/// One logged step.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageStep {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+}
+
+/// Trains `model` on `examples` for `cfg.train.steps` steps (batches drawn in a seeded
+/// permutation per epoch); `on_step` sees every step; `stop` ends the run early.
+pub fn train_image_text(
+    model: &mut ImageTextModel,
+    cfg: &ImageTextConfig,
+    examples: &[ImageTextExample],
+    stop: &AtomicBool,
+    mut on_step: impl FnMut(&ImageStep),
+) -> Result<Vec<f64>, TrainError> {
+    if examples.is_empty() {
+        return Err(TrainError::Config("[data] train: no examples".into()));
+    }
+    let trainable = model.trainable(cfg.vision.train_tower);
+    let hp = AdamWParams {
+        beta1: cfg.optim.betas[0],
+        beta2: cfg.optim.betas[1],
+        eps: cfg.optim.eps,
+        weight_decay: cfg.optim.weight_decay,
+    };
+    let mut adam = AdamW::new(&trainable, hp, |n| {
+        optim::default_decay(n) && !n.ends_with(".bias") && !n.contains("position_embedding")
+    })?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.run.seed);
+    let mut order: Vec<usize> = vec![];
+    let mut losses = vec![];
+    let bs = cfg.train.batch_size.max(1);
+    for step in 0..cfg.train.steps {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if order.len() < bs {
+            let mut all: Vec<usize> = (0..examples.len()).collect();
+            all.shuffle(&mut rng);
+            order.extend(all);
+        }
+        let batch: Vec<&ImageTextExample> = order
+            .drain(..bs.min(order.len()))
+            .map(|i| &examples[i])
+            .collect();
+        let (lr, decay_on) = optim::lr_at(&cfg.schedule, cfg.optim.lr, step, cfg.train.steps);
+        let loss = model.loss(&batch, cfg.train.qat != QatMode::FullPrecision)?;
+        let lv = loss.to_scalar::<f32>()? as f64;
+        if !lv.is_finite() {
+            return Err(TrainError::Config(format!(
+                "loss became {lv} at step {step}"
+            )));
+        }
+        let grads = loss.backward()?;
+        let mut g = optim::collect_grads(&trainable, &grads)?;
+        let grad_norm = optim::clip_grad_norm(&mut g, cfg.train.grad_clip)?;
+        adam.step(&trainable, &g, lr, decay_on)?;
+        losses.push(lv);
+        on_step(&ImageStep {
+            step: step + 1,
+            loss: lv,
+            lr,
+            grad_norm,
+        });
+    }
+    Ok(losses)
+}

@@ -1,0 +1,81 @@
+//! `tritter encode image --model DIR (--image FILE | --pixels P.safetensors) --out O.safetensors`:
+//! the conformance probe of the image path. Writes `pixel_values` (f32 `[1,3,H,W]`, after the
+//! checkpoint's preprocessing, or the given tensor), `last_hidden_state` (the SigLIP tower's
+//! output, f32 `[1,N,D]`), `projected` (after pixel shuffle + projection, f32 `[1,N/s²,C]`) and,
+//! when the checkpoint has a VQ tokenizer (`vqvae/`), `codes` (i64 `[1,h·w]`). Tensor names are a
+//! contract: scripts compare them with Hugging Face transformers.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+use tritter_model::multimodal::VisionPart;
+
+/// What `encode` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EncodeWhat {
+    /// An image through the vision tower, connector and VQ tokenizer.
+    Image,
+}
+
+/// Where the pixels come from.
+pub enum PixelSource<'a> {
+    Image(&'a Path),
+    Pixels(&'a Path),
+}
+
+/// Reads `pixel_values` (or the file's only tensor) from a safetensors file: f32 `[1,3,H,W]`.
+fn read_pixels(path: &Path) -> Result<Tensor> {
+    let map = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let t = match map.get("pixel_values") {
+        Some(t) => t.clone(),
+        None if map.len() == 1 => map.into_values().next().context("empty file")?,
+        None => bail!("{}: no tensor named pixel_values", path.display()),
+    };
+    let dims = t.dims().to_vec();
+    if dims.len() != 4 || dims[0] != 1 || dims[1] != 3 {
+        bail!(
+            "{}: pixel_values has shape {dims:?}, expected [1, 3, H, W]",
+            path.display()
+        );
+    }
+    Ok(t.to_dtype(DType::F32)?)
+}
+
+pub fn run(model_dir: &Path, src: PixelSource<'_>, out: &Path) -> Result<()> {
+    let device = Device::Cpu;
+    let cfg = tritter_model::Config::from_json_file(&model_dir.join("config.json"))
+        .with_context(|| format!("reading the text config of {}", model_dir.display()))?;
+    let vision = VisionPart::load(model_dir, cfg.hidden_size, &device)
+        .with_context(|| format!("loading the image path of {}", model_dir.display()))?;
+    let Some(v) = &vision else {
+        bail!(
+            "{} has no image path (no vision/ tower): it takes no images",
+            model_dir.display()
+        );
+    };
+    let pixels = match src {
+        PixelSource::Pixels(p) => read_pixels(p)?,
+        PixelSource::Image(p) => {
+            let (_, img) = crate::attach::load_image(p)?;
+            v.pixel_values(&img, &device)?
+        }
+    };
+    let mut map = HashMap::new();
+    let hidden = v
+        .tower
+        .forward(&pixels)
+        .context("running the vision tower")?;
+    let projected = v
+        .connector
+        .forward(&hidden)
+        .context("running the connector")?;
+    map.insert("last_hidden_state".to_string(), hidden);
+    map.insert("projected".to_string(), projected);
+    map.insert("pixel_values".to_string(), pixels);
+    candle_core::safetensors::save(&map, out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! `tritter --train CONFIG` with `task = "image_text"`: trains a multimodal model on JSONL
+//! records `{"image": PATH, "prompt": TEXT, "text": ANSWER}` (paths relative to the JSONL file).
+//! A byte-level BPE is trained on the records' text; each record becomes the exact sequence the
+//! chat engine builds at inference (Tritter's chat format, `<img></img>` before the prompt, the
+//! image's rows between them) with the answer and `<|end|>` as the loss span. The model is
+//! written to `RUN/final/` (text checkpoint + `vision/`); with `data.test`, held-out exact-match
+//! accuracy is measured through the chat engine itself, beside the same model given a blank
+//! image, and written to `RUN/eval.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use tokenizers::Tokenizer;
+use tritter_model::data::config::TokenizerConfig;
+use tritter_model::train::config::apply_override;
+use tritter_model::train::image_text::{
+    train_image_text, ImageTextConfig, ImageTextExample, ImageTextModel,
+};
+
+use crate::engine::chat_format::ChatFormat;
+use crate::engine::model::ModelEngine;
+use crate::engine::{ChatMessage, Engine, GenEvent, GenRequest, MediaData, Role, Sampling};
+
+/// One JSONL record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Record {
+    pub image: PathBuf,
+    #[serde(default = "default_prompt")]
+    pub prompt: String,
+    pub text: String,
+}
+
+fn default_prompt() -> String {
+    "what is in this picture?".into()
+}
+
+/// Reads a JSONL file of records; image paths become relative to its folder.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = vec![];
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut r: Record = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: not a {{image, prompt, text}} record",
+                path.display(),
+                i + 1
+            )
+        })?;
+        if r.image.is_relative() {
+            r.image = base.join(&r.image);
+        }
+        out.push(r);
+    }
+    if out.is_empty() {
+        bail!("{}: no records", path.display());
+    }
+    Ok(out)
+}
+
+/// Loads the config: TOML with `--set` overrides, paths relative to the file.
+pub fn load_config(path: &Path, overrides: &[String]) -> Result<ImageTextConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+    for o in overrides {
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
+        apply_override(&mut table, k.trim(), v.trim())?;
+    }
+    let mut cfg: ImageTextConfig =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!(
+                    "{}: {}",
+                    path.display(),
+                    e.to_string().trim().replace('\n', " ")
+                )
+            })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let fix = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    cfg.run.dir = fix(&cfg.run.dir);
+    cfg.data.train = fix(&cfg.data.train);
+    cfg.data.test = cfg.data.test.as_deref().map(fix);
+    cfg.vision.init = cfg.vision.init.as_deref().map(fix);
+    if cfg.train.batch_size == 0 || cfg.train.steps == 0 {
+        bail!(
+            "{}: train.steps and train.batch_size must be > 0",
+            path.display()
+        );
+    }
+    Ok(cfg)
+}
+
+/// The user message of a record, with its image attached (decoded, with limits).
+fn message(r: &Record) -> Result<(ChatMessage, Arc<MediaData>)> {
+    let (a, _) = crate::attach::load_image(&r.image)?;
+    let data = a.data.clone().context("the image decoded to nothing")?;
+    let mut m = ChatMessage::new(Role::User, r.prompt.clone());
+    m.attachments.push(a);
+    Ok((m, data))
+}
+
+/// Trains the text part of the vocabulary on the records and the chat format's markers.
+fn train_tokenizer(records: &[Record], vocab_size: usize) -> Result<Tokenizer> {
+    let mut docs: Vec<String> = records
+        .iter()
+        .map(|r| {
+            format!(
+                "<|user|>\n{}<|end|>\n<|assistant|>\n{}<|end|>\n",
+                r.prompt, r.text
+            )
+        })
+        .collect();
+    docs.sort();
+    docs.dedup();
+    let tcfg = TokenizerConfig {
+        vocab_size,
+        min_frequency: 1,
+        image_codes: 0,
+        audio_codes: 0,
+        ..TokenizerConfig::default()
+    };
+    let mut tk = tritter_model::data::tokenizer::train_bpe(docs.into_iter(), &tcfg)?;
+    tritter_model::data::tokenizer::attach_layout(&mut tk, 0, 0)?;
+    Ok(tk)
+}
+
+/// The training sequence of a record, built as the engine builds a prompt.
+fn example(r: &Record, tk: &Tokenizer, model: &ImageTextModel) -> Result<ImageTextExample> {
+    let (msg, data) = message(r)?;
+    let text = ChatFormat::tritter().render(&[msg])?;
+    let enc = |s: &str| -> Result<Vec<u32>> {
+        Ok(tk
+            .encode(s, false)
+            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?
+            .get_ids()
+            .to_vec())
+    };
+    let mut ids = enc(&text)?;
+    let start = tk.token_to_id("<img>").context("no <img> token")?;
+    let end = tk.token_to_id("</img>").context("no </img> token")?;
+    let pairs = crate::engine::media::marker_pairs(&ids, start, end);
+    let [at] = pairs[..] else {
+        bail!(
+            "{}: the prompt has {} image markers, expected 1",
+            r.image.display(),
+            pairs.len()
+        );
+    };
+    let prompt_len = ids.len();
+    ids.extend(enc(&format!("{}<|end|>", r.text))?);
+    let img = crate::engine::media::to_image(&data).context("bad pixels")?;
+    let pixels = model.processor_pixels(&img)?;
+    Ok(ImageTextExample {
+        pixels,
+        ids: ids.clone(),
+        slot: at + 1,
+        answer: prompt_len..ids.len(),
+    })
+}
+
+/// `tritter --train` for `task = "image_text"`.
+pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Result<()> {
+    let cfg = load_config(config, overrides)?;
+    let dev = match device {
+        Some(name) => {
+            tritter_model::train::trainer::open_device(name, &format!("--device {name}"))?
+        }
+        None => Device::Cpu,
+    };
+    let records = read_records(&cfg.data.train)?;
+    std::fs::create_dir_all(&cfg.run.dir)
+        .with_context(|| format!("creating {}", cfg.run.dir.display()))?;
+    let tk = train_tokenizer(&records, cfg.data.vocab_size)?;
+    let tk_dir = cfg.run.dir.join("tokenizer");
+    std::fs::create_dir_all(&tk_dir)?;
+    tk.save(tk_dir.join("tokenizer.json"), false)
+        .map_err(|e| anyhow::anyhow!("saving the tokenizer: {e}"))?;
+    let text_cfg = text_config(&cfg, tk.get_vocab_size(true))?;
+    let mut model = ImageTextModel::new(
+        text_cfg,
+        &cfg.vision,
+        cfg.run.seed,
+        cfg.model.init_std,
+        &dev,
+    )?;
+    eprintln!("building {} training sequences", records.len());
+    let examples = records
+        .iter()
+        .map(|r| example(r, &tk, &model))
+        .collect::<Result<Vec<_>>>()?;
+    let bar = ProgressBar::new(cfg.train.steps).with_style(
+        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let stop = AtomicBool::new(false);
+    let mut log = String::new();
+    let losses = train_image_text(&mut model, &cfg, &examples, &stop, |s| {
+        bar.set_position(s.step);
+        bar.set_message(format!("loss {:.3} lr {:.2e}", s.loss, s.lr));
+        if s.step % cfg.train.log_every.max(1) == 0 || s.step == 1 {
+            log.push_str(&format!(
+                "{{\"step\":{},\"loss\":{},\"lr\":{},\"grad_norm\":{}}}\n",
+                s.step, s.loss, s.lr, s.grad_norm
+            ));
+        }
+    })?;
+    bar.finish();
+    std::fs::write(cfg.run.dir.join("metrics.jsonl"), log)?;
+    let final_dir = cfg.run.dir.join("final");
+    model.save(&final_dir, &tk_dir)?;
+    eprintln!(
+        "{} steps, last loss {:.4}; model: {}",
+        losses.len(),
+        losses.last().copied().unwrap_or(f64::NAN),
+        final_dir.display()
+    );
+    if let Some(test) = &cfg.data.test {
+        let report = evaluate(&final_dir, &read_records(test)?)?;
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(cfg.run.dir.join("eval.json"), &json)?;
+        println!("{json}");
+    }
+    Ok(())
+}
+
+/// The text model's config: the preset with `[model]`'s overrides and the tokenizer's size.
+fn text_config(cfg: &ImageTextConfig, vocab: usize) -> Result<tritter_model::Config> {
+    let mut c = tritter_model::Config::preset(&cfg.model.preset)?;
+    let m = &cfg.model;
+    if m.hidden_size > 0 {
+        c.hidden_size = m.hidden_size;
+        c.head_dim = m.hidden_size / c.num_heads;
+    }
+    if m.num_layers > 0 {
+        c.num_layers = m.num_layers;
+    }
+    if m.intermediate_size > 0 {
+        c.intermediate_size = m.intermediate_size;
+    }
+    c.vocab_size = vocab;
+    c.max_position_embeddings = c.max_position_embeddings.min(1024);
+    Ok(c)
+}
+
+/// Exact-match accuracy of a checkpoint on `records`, with each image and with a blank one.
+pub fn evaluate(model_dir: &Path, records: &[Record]) -> Result<serde_json::Value> {
+    let mut eng = ModelEngine::load_dir(model_dir, &Device::Cpu, "cpu")?;
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut hit, mut hit_blank) = (0usize, 0usize);
+    for r in records {
+        *answers.entry(r.text.clone()).or_default() += 1;
+        let (msg, data) = message(r)?;
+        if reply(&mut eng, msg.clone())?.trim() == r.text.trim() {
+            hit += 1;
+        }
+        let mut blank = msg;
+        blank.attachments[0].data = Some(Arc::new(blank_like(&data)));
+        if reply(&mut eng, blank)?.trim() == r.text.trim() {
+            hit_blank += 1;
+        }
+    }
+    let n = records.len();
+    let majority = answers.values().copied().max().unwrap_or(0);
+    Ok(serde_json::json!({
+        "held_out": n,
+        "accuracy": hit as f64 / n as f64,
+        "blank_image_accuracy": hit_blank as f64 / n as f64,
+        "distinct_answers": answers.len(),
+        "majority_answer_rate": majority as f64 / n as f64,
+    }))
+}
+
+/// A uniform mid-grey picture of the same size: the image carries no information.
+fn blank_like(data: &MediaData) -> MediaData {
+    match data {
+        MediaData::Rgb8 {
+            width,
+            height,
+            pixels,
+        } => MediaData::Rgb8 {
+            width: *width,
+            height: *height,
+            pixels: vec![128; pixels.len()],
+        },
+        other => other.clone(),
+    }
+}
+
+/// The greedy reply of the engine to one message.
+fn reply(eng: &mut ModelEngine, msg: ChatMessage) -> Result<String> {
+    let req = GenRequest {
+        messages: vec![msg],
+        latent: false,
+        max_new_tokens: 24,
+        sampling: Sampling {
+            temperature: 0.0,
+            ..Sampling::default()
+        },
+    };
+    let mut out = String::new();
+    let mut err = None;
+    eng.generate(&req, &AtomicBool::new(false), &mut |e| match e {
+        GenEvent::Token { text } => out.push_str(&text),
+        GenEvent::Error(e) => err = Some(e),
+        _ => {}
+    })?;
+    if let Some(e) = err {
+        bail!("generation failed: {e}");
+    }
+    Ok(out)
+}
