@@ -8,9 +8,14 @@
 //! - `vision/model.safetensors` — `vision_model.*` (HF `SiglipVisionModel` names) and
 //!   `connector.modality_projection.proj.weight` (Idefics3's connector).
 //!
-//! An image becomes `tokens_per_image` rows of the text model's width, placed between the
-//! `<img>` and `</img>` tokens of the prompt ([`crate::Segment::Embeds`]). A directory without
-//! `vision/` is a text-only model. Writing is atomic per folder (temporary folder, fsync,
+//! and, optionally, a `vqvae/` folder: a Chameleon VQ-VAE (`config.json` + `model.safetensors`,
+//! HF `ChameleonVQVAE` names, [`crate::vqvae`]) whose codes are ids of the unified vocabulary's
+//! image range (Chameleon-style early fusion by tokens).
+//!
+//! With `vision/`, an image becomes `tokens_per_image` rows of the text model's width, placed
+//! between the `<img>` and `</img>` tokens of the prompt ([`crate::Segment::Embeds`]); with only
+//! `vqvae/`, it becomes its code ids there ([`crate::Segment::Tokens`]). A directory with
+//! neither is a text-only model. Writing is atomic per folder (temporary folder, fsync,
 //! rename), like the text checkpoint.
 
 use crate::checkpoint::{write_dir_atomically, write_file_synced};
@@ -23,6 +28,8 @@ use std::path::Path;
 
 /// The folder of a checkpoint that holds the image path.
 pub const VISION_DIR: &str = "vision";
+/// The folder of a checkpoint that holds the VQ image tokenizer.
+pub const VQ_DIR: &str = "vqvae";
 
 /// `vision/connector.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,4 +163,76 @@ pub fn save_vision(
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io(&st, e))
     })
+}
+
+/// The VQ image tokenizer of a checkpoint, with the vocabulary layout its codes map into.
+#[derive(Debug)]
+pub struct VqPart {
+    pub vq: crate::vqvae::VqVae,
+    pub layout: crate::vocab::VocabLayout,
+}
+
+impl VqPart {
+    /// Whether the checkpoint `dir` has a VQ tokenizer.
+    pub fn present(dir: &Path) -> bool {
+        dir.join(VQ_DIR).join("config.json").is_file()
+    }
+
+    /// The VQ tokenizer of checkpoint `dir` (or `None`) whose codes take the image range of a
+    /// vocabulary of `text_ids` text ids and `vocab` ids in all (audio codes after the image
+    /// codes, as [`crate::vocab::VocabLayout`] orders them).
+    pub fn load(dir: &Path, text_ids: u32, vocab: usize, device: &Device) -> Result<Option<Self>> {
+        if !Self::present(dir) {
+            return Ok(None);
+        }
+        let vq = crate::vqvae::VqVae::load(&dir.join(VQ_DIR), device)?;
+        let codes = vq.config().num_embeddings as u32;
+        let specials = crate::vocab::Special::ALL.len() as u32;
+        let audio = (vocab as u64)
+            .checked_sub(u64::from(text_ids) + u64::from(specials) + u64::from(codes))
+            .ok_or_else(|| {
+                Error::config(
+                    "num_embeddings",
+                    format!(
+                        "{}: {codes} VQ codes do not fit a vocabulary of {vocab} ids with {text_ids} text ids",
+                        dir.join(VQ_DIR).display()
+                    ),
+                )
+            })?;
+        let layout = crate::vocab::VocabLayout::new(text_ids, codes, audio as u32)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        crate::vqvae::check_codebook_fits(&layout, vq.config())?;
+        Ok(Some(Self { vq, layout }))
+    }
+
+    /// Pixels in [-1, 1] at the tokenizer's resolution, `[1, 3, R, R]`.
+    pub fn pixel_values(&self, img: &image::DynamicImage, device: &Device) -> Result<Tensor> {
+        vq_pixel_values(img, self.vq.config().resolution, device)
+    }
+
+    /// The image's vocabulary ids (its codes in the image range), row-major.
+    pub fn image_ids(&self, img: &image::DynamicImage) -> Result<Vec<u32>> {
+        let px = self.pixel_values(img, self.vq.device())?;
+        let codes = self.vq.encode(&px)?.flatten_all()?.to_vec1::<i64>()?;
+        crate::vqvae::codes_to_ids(&self.layout, &codes)
+    }
+}
+
+/// An image as a VQ tokenizer reads it: RGB, resized to `side`² (bilinear, antialiased),
+/// scaled to [-1, 1], channels first, `[1, 3, side, side]`.
+pub fn vq_pixel_values(img: &image::DynamicImage, side: usize, device: &Device) -> Result<Tensor> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::Invalid("the image has no pixels".into()));
+    }
+    let s = u32::try_from(side).map_err(|_| Error::Invalid(format!("resolution {side}")))?;
+    let rgb = img
+        .resize_exact(s, s, image::imageops::FilterType::Triangle)
+        .to_rgb8();
+    let mut v = vec![0f32; 3 * side * side];
+    for (i, p) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            v[c * side * side + i] = f32::from(p.0[c]) / 127.5 - 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(v, (1, 3, side, side), device)?)
 }

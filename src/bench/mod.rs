@@ -1,5 +1,5 @@
-//! `tritter bench kernels|decode|attention [--json] [--threads N]`: runs one of the benchmark
-//! reports (`kernels`, `decode`, `attention`) and prints it as one JSON object or as indented
+//! `tritter bench kernels|decode|attention|vision [--json] [--threads N]`: runs one of the
+//! benchmark reports (`kernels`, `decode`, `attention`, `vision`) and prints it as one JSON object or as indented
 //! JSON / a short table for people. With `--device cuda` the GPU reports run instead (`cuda`), and
 //! `bench variants --device cuda` prints JSON lines as its measurements complete
 //! (`cuda_variants`). This file is the binary's one place that names the `cuda` feature: the
@@ -12,6 +12,7 @@ mod cuda;
 mod cuda_variants;
 pub mod decode;
 pub mod kernels;
+pub mod vision;
 
 use anyhow::Result;
 use clap::ValueEnum;
@@ -25,6 +26,9 @@ pub enum BenchWhat {
     Decode,
     /// Fused attention and KV caches.
     Attention,
+    /// The SigLIP-B/16 vision tower at 224 px on the CPU (compare with transformers:
+    /// scripts/bench_vision.sh).
+    Vision,
     /// The CUDA path's speed variants against its default (`--device cuda` only; JSON lines).
     Variants,
 }
@@ -54,6 +58,10 @@ pub fn run(
         BenchWhat::Kernels => crate::bench::kernels::kernels_report(threads)?,
         BenchWhat::Decode => crate::bench::decode::decode_report(threads)?,
         BenchWhat::Attention => crate::bench::attention::attention_report(threads)?,
+        BenchWhat::Vision => serde_json::to_value(crate::bench::vision::vision_report(
+            10,
+            &candle_core::Device::Cpu,
+        )?)?,
         BenchWhat::Variants => anyhow::bail!(
             "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
         ),
@@ -75,6 +83,10 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
         BenchWhat::Kernels => crate::bench::cuda::kernels_report(ordinal)?,
         BenchWhat::Decode => crate::bench::cuda::decode_report(ordinal)?,
         BenchWhat::Attention => crate::bench::cuda::attention_report(ordinal)?,
+        BenchWhat::Vision => serde_json::to_value(crate::bench::vision::vision_report(
+            10,
+            &candle_core::Device::new_cuda(ordinal)?,
+        )?)?,
         BenchWhat::Variants => {
             // One JSON line per measurement, flushed, whatever `--json` says.
             return crate::bench::cuda_variants::variants_report(ordinal, &mut |line| {

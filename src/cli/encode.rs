@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
-use tritter_model::multimodal::VisionPart;
+use tritter_model::multimodal::{vq_pixel_values, VisionPart, VqPart};
 
 /// What `encode` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,30 +50,52 @@ pub fn run(model_dir: &Path, src: PixelSource<'_>, out: &Path) -> Result<()> {
         .with_context(|| format!("reading the text config of {}", model_dir.display()))?;
     let vision = VisionPart::load(model_dir, cfg.hidden_size, &device)
         .with_context(|| format!("loading the image path of {}", model_dir.display()))?;
-    let Some(v) = &vision else {
+    let vq_dir = model_dir.join(tritter_model::multimodal::VQ_DIR);
+    let vq = if VqPart::present(model_dir) {
+        Some(
+            tritter_model::vqvae::VqVae::load(&vq_dir, &device)
+                .with_context(|| format!("loading {}", vq_dir.display()))?,
+        )
+    } else {
+        None
+    };
+    if vision.is_none() && vq.is_none() {
         bail!(
-            "{} has no image path (no vision/ tower): it takes no images",
+            "{} has no image path (no vision/ tower, no vqvae/ tokenizer): it takes no images",
             model_dir.display()
         );
-    };
-    let pixels = match src {
-        PixelSource::Pixels(p) => read_pixels(p)?,
-        PixelSource::Image(p) => {
-            let (_, img) = crate::attach::load_image(p)?;
-            v.pixel_values(&img, &device)?
+    }
+    let pixels = match (src, &vision, &vq) {
+        (PixelSource::Pixels(p), _, _) => read_pixels(p)?,
+        (PixelSource::Image(p), Some(v), _) => {
+            v.pixel_values(&crate::attach::load_image(p)?.1, &device)?
         }
+        (PixelSource::Image(p), None, Some(q)) => vq_pixel_values(
+            &crate::attach::load_image(p)?.1,
+            q.config().resolution,
+            &device,
+        )?,
+        (PixelSource::Image(_), None, None) => bail!("no image path"),
     };
     let mut map = HashMap::new();
-    let hidden = v
-        .tower
-        .forward(&pixels)
-        .context("running the vision tower")?;
-    let projected = v
-        .connector
-        .forward(&hidden)
-        .context("running the connector")?;
-    map.insert("last_hidden_state".to_string(), hidden);
-    map.insert("projected".to_string(), projected);
+    if let Some(v) = &vision {
+        let hidden = v
+            .tower
+            .forward(&pixels)
+            .context("running the vision tower")?;
+        let projected = v
+            .connector
+            .forward(&hidden)
+            .context("running the connector")?;
+        map.insert("last_hidden_state".to_string(), hidden);
+        map.insert("projected".to_string(), projected);
+    }
+    if let Some(q) = &vq {
+        // The tower's processor and the VQ tokenizer both read pixels in [-1, 1]; the VQ codes
+        // are taken from the same tensor (it must suit the tokenizer's downsampling).
+        let codes = q.encode(&pixels).context("VQ-encoding the pixels")?;
+        map.insert("codes".to_string(), codes);
+    }
     map.insert("pixel_values".to_string(), pixels);
     candle_core::safetensors::save(&map, out)
         .with_context(|| format!("writing {}", out.display()))?;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 use tritter_model::data::config::TokenizerConfig;
@@ -206,7 +207,7 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     )?;
     eprintln!("building {} training sequences", records.len());
     let examples = records
-        .iter()
+        .par_iter()
         .map(|r| example(r, &tk, &model))
         .collect::<Result<Vec<_>>>()?;
     let bar = ProgressBar::new(cfg.train.steps).with_style(
@@ -219,6 +220,9 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         bar.set_position(s.step);
         bar.set_message(format!("loss {:.3} lr {:.2e}", s.loss, s.lr));
         if s.step % cfg.train.log_every.max(1) == 0 || s.step == 1 {
+            if bar.is_hidden() {
+                eprintln!("step {}: loss {:.4} lr {:.2e}", s.step, s.loss, s.lr);
+            }
             log.push_str(&format!(
                 "{{\"step\":{},\"loss\":{},\"lr\":{},\"grad_norm\":{}}}\n",
                 s.step, s.loss, s.lr, s.grad_norm

@@ -65,6 +65,20 @@ pub fn splice(ids: &[u32], pairs: &[usize], rows: Vec<Vec<f32>>) -> Vec<Segment>
     out
 }
 
+/// [`splice`] for images given as token ids (VQ codes in the vocabulary's image range): one
+/// token sequence with `codes[k]` between the k-th pair.
+pub fn splice_tokens(ids: &[u32], pairs: &[usize], codes: Vec<Vec<u32>>) -> Vec<u32> {
+    let mut out = Vec::with_capacity(ids.len() + codes.iter().map(Vec::len).sum::<usize>());
+    let mut from = 0;
+    for (&at, c) in pairs.iter().zip(codes) {
+        out.extend_from_slice(&ids[from..=at]);
+        out.extend(c);
+        from = at + 1;
+    }
+    out.extend_from_slice(&ids[from..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::Tokenizer;
-use tritter_model::multimodal::VisionPart;
+use tritter_model::multimodal::{VisionPart, VqPart};
 use tritter_model::{
     generate_segments, segments_len, CpuModel, Decoder, GenerateOptions, Profile, SamplingParams,
     Segment, Transformer,
@@ -32,6 +32,8 @@ pub struct ModelEngine {
     decoder: Option<Box<dyn Decoder + Send>>,
     /// The image path (SigLIP tower + connector) of a multimodal checkpoint.
     vision: Option<VisionPart>,
+    /// The VQ image tokenizer, used when there is no tower: images become code tokens.
+    vq: Option<VqPart>,
 }
 
 impl ModelEngine {
@@ -71,6 +73,7 @@ impl ModelEngine {
             info,
             decoder: None,
             vision: None,
+            vq: None,
         }
     }
 
@@ -93,6 +96,28 @@ impl ModelEngine {
         Ok(self)
     }
 
+    /// Gives the engine a VQ image tokenizer: images become code tokens when there is no tower.
+    pub fn with_vq(mut self, vq: VqPart) -> Self {
+        self.info.accepts_images = true;
+        self.vq = Some(vq);
+        self
+    }
+
+    /// Positions one image takes in the prompt.
+    fn image_len(&self) -> Result<usize> {
+        if let Some(v) = &self.vision {
+            return Ok(v.tokens_per_image()?);
+        }
+        match &self.vq {
+            Some(q) => {
+                let r = q.vq.config().resolution;
+                let (h, w) = q.vq.grid(r, r)?;
+                Ok(h * w)
+            }
+            None => Ok(0),
+        }
+    }
+
     /// Loads a checkpoint directory (config.json, model.safetensors, tokenizer.json, optional
     /// tokenizer_config.json with a chat template).
     pub fn load_dir(dir: &Path, device: &Device, device_name: &str) -> Result<Self> {
@@ -109,14 +134,22 @@ impl ModelEngine {
         let c = &ck.config;
         let vision = VisionPart::load(dir, c.hidden_size, &Device::Cpu)
             .with_context(|| format!("loading the image path of {}", dir.display()))?;
-        let seeing = match &vision {
-            Some(v) => format!(
+        let text_ids = tokenizer.get_vocab_size(false) as u32;
+        let vq = VqPart::load(dir, text_ids, c.vocab_size, &Device::Cpu)
+            .with_context(|| format!("loading the VQ image tokenizer of {}", dir.display()))?;
+        let seeing = match (&vision, &vq) {
+            (Some(v), _) => format!(
                 "; sees images (SigLIP {}×{} px, {} tokens each)",
                 v.tower.config().image_size,
                 v.tower.config().image_size,
                 v.tokens_per_image()?
             ),
-            None => String::new(),
+            (None, Some(q)) => format!(
+                "; sees images as VQ tokens ({} codes, {} px)",
+                q.vq.config().num_embeddings,
+                q.vq.config().resolution
+            ),
+            (None, None) => String::new(),
         };
         let description = format!(
             "{name}: {} layers, hidden {}, vocab {}, ternary weights{seeing}; {}",
@@ -130,6 +163,10 @@ impl ModelEngine {
             }
         );
         let engine = Self::new(ck.model, tokenizer, format, name, description, device_name);
+        let engine = match vq {
+            Some(q) => engine.with_vq(q),
+            None => engine,
+        };
         Ok(match vision {
             Some(v) => engine.with_vision(v),
             None => engine,
@@ -146,9 +183,10 @@ impl ModelEngine {
             .map_err(|e| anyhow!("tokenizer: {e}"))?;
         let mut ids = enc.get_ids().to_vec();
         let images = super::media::images_in(&req.messages);
-        let per_image = match &self.vision {
-            Some(v) if !images.is_empty() => v.tokens_per_image()?,
-            _ => 0,
+        let per_image = if images.is_empty() {
+            0
+        } else {
+            self.image_len()?
         };
         let room = self
             .info
@@ -159,30 +197,42 @@ impl ModelEngine {
         if ids.len() > room {
             ids.drain(..ids.len() - room);
         }
-        let Some(vision) = &self.vision else {
+        if (self.vision.is_none() && self.vq.is_none()) || images.is_empty() {
             return Ok(vec![Segment::Tokens(ids)]);
-        };
+        }
         let marker = |t: &str| {
             self.tokenizer
                 .token_to_id(t)
                 .ok_or_else(|| anyhow!("the tokenizer has no {t} token; images cannot be placed"))
         };
-        if images.is_empty() {
-            return Ok(vec![Segment::Tokens(ids)]);
-        }
         let pairs = super::media::marker_pairs(&ids, marker("<img>")?, marker("</img>")?);
         let kept = &images[images.len() - pairs.len().min(images.len())..];
-        let mut rows = Vec::with_capacity(kept.len());
+        let pairs = &pairs[pairs.len() - kept.len()..];
+        let mut imgs = Vec::with_capacity(kept.len());
         for data in kept {
-            let img = super::media::to_image(data)
-                .ok_or_else(|| anyhow!("an attached image has fewer pixels than its size says"))?;
-            rows.push(vision.embed_image(&img).context("encoding the image")?);
+            imgs.push(
+                super::media::to_image(data).ok_or_else(|| {
+                    anyhow!("an attached image has fewer pixels than its size says")
+                })?,
+            );
         }
-        Ok(super::media::splice(
-            &ids,
-            &pairs[pairs.len() - kept.len()..],
-            rows,
-        ))
+        if let Some(vision) = &self.vision {
+            let rows = imgs
+                .iter()
+                .map(|img| vision.embed_image(img).context("encoding the image"))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(super::media::splice(&ids, pairs, rows));
+        }
+        let Some(vq) = &self.vq else {
+            return Ok(vec![Segment::Tokens(ids)]);
+        };
+        let codes = imgs
+            .iter()
+            .map(|img| vq.image_ids(img).context("VQ-encoding the image"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(vec![Segment::Tokens(super::media::splice_tokens(
+            &ids, pairs, codes,
+        ))])
     }
 }
 
@@ -432,5 +482,86 @@ mod tests {
             .err()
             .unwrap();
         assert!(format!("{e:#}").contains("tokenizer.json"), "{e:#}");
+    }
+
+    fn image_request() -> GenRequest {
+        let mut req = request(3);
+        let pixels: Vec<u8> = (0..20 * 12 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        req.messages[0].attachments.push(crate::engine::Attachment {
+            path: "x.png".into(),
+            kind: crate::engine::AttachmentKind::Image {
+                width: 20,
+                height: 12,
+            },
+            data: Some(std::sync::Arc::new(crate::engine::MediaData::Rgb8 {
+                width: 20,
+                height: 12,
+                pixels,
+            })),
+        });
+        req
+    }
+
+    fn prompt_len(eng: &mut ModelEngine, req: &GenRequest) -> usize {
+        let mut n = None;
+        eng.generate(req, &AtomicBool::new(false), &mut |e| {
+            if let GenEvent::Prompt { tokens } = e {
+                n = Some(tokens);
+            }
+        })
+        .unwrap();
+        n.unwrap()
+    }
+
+    #[test]
+    fn a_vq_tokenizer_puts_an_images_codes_between_the_markers() {
+        use tritter_model::vqvae::{VqVae, VqVaeConfig};
+        let tmp = tempfile::tempdir().unwrap();
+        checkpoint(tmp.path());
+        let plain = ModelEngine::load_dir(tmp.path(), &Device::Cpu, "cpu").unwrap();
+        assert!(!plain.info().accepts_images);
+        // The checkpoint's layout has 4 image codes: a 4-entry codebook, 8×8 codes per picture.
+        let cfg = VqVaeConfig {
+            embed_dim: 4,
+            num_embeddings: 4,
+            latent_channels: 4,
+            resolution: 16,
+            base_channels: 32,
+            channel_multiplier: vec![1, 1],
+            num_res_blocks: 1,
+            attn_resolutions: Some(vec![]),
+            ..VqVaeConfig::default()
+        };
+        let vars = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vars, candle_core::DType::F32, &Device::Cpu);
+        VqVae::new(&cfg, vb)
+            .unwrap()
+            .save(&tmp.path().join("vqvae"))
+            .unwrap();
+        let mut eng = ModelEngine::load_dir(tmp.path(), &Device::Cpu, "cpu").unwrap();
+        assert!(eng.info().accepts_images);
+        assert!(eng.info().description.contains("VQ tokens"));
+        let text_only = prompt_len(&mut eng, &request(3));
+        let with_image = prompt_len(&mut eng, &image_request());
+        // The markers (<img>, </img>, a newline) and 64 codes.
+        let markers = eng
+            .tokenizer
+            .encode(super::super::media::IMAGE_MARKER, false)
+            .unwrap()
+            .len();
+        assert_eq!(with_image, text_only + markers + 64);
+        // The codes are ids of the image range, from the image: the same picture, the same ids.
+        let segs = eng.prompt_segments(&image_request()).unwrap();
+        let [Segment::Tokens(ids)] = &segs[..] else {
+            panic!("{segs:?}")
+        };
+        let start = eng.tokenizer.token_to_id("<img>").unwrap();
+        let at = ids.iter().position(|&i| i == start).unwrap();
+        let q = eng.vq.as_ref().unwrap();
+        assert!(ids[at + 1..at + 65]
+            .iter()
+            .all(|i| q.layout.image_range().contains(i)));
+        assert_eq!(ids[at + 65], eng.tokenizer.token_to_id("</img>").unwrap());
+        assert_eq!(eng.prompt_segments(&image_request()).unwrap(), segs);
     }
 }
