@@ -327,3 +327,40 @@ fn built_in_model_streams_and_stops_in_a_real_terminal() {
         "the shell screen was restored:\n{s}"
     );
 }
+
+/// The vision demo model in a real terminal: `/img` attaches a held-out picture, the question is
+/// sent with it, and the reply names what is in it.
+#[test]
+fn img_reaches_the_vision_demo_model_in_a_real_terminal() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/vision-demo");
+    let answers = std::fs::read_to_string(format!("{demo}/examples/answers.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(answers.lines().next().unwrap()).unwrap();
+    let want = first["text"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        format!("{demo}/examples/00000.png"),
+        dir.path().join("pic.png"),
+    )
+    .unwrap();
+    let log = dir.path().join("latency.json");
+    let t = start_sized(
+        dir.path(),
+        0,
+        &log,
+        "TRITTER_TEST_ENGINE=",
+        (100, 30),
+        &format!("--model '{demo}'"),
+    );
+    t.wait_for("vision-demo", Duration::from_secs(30));
+    t.type_text("/img pic.png");
+    t.send(&["Enter"]);
+    t.wait_for("img pic.png 64×64", Duration::from_secs(20));
+    t.type_text("what is in this picture?");
+    t.send(&["Enter"]);
+    let s = t.wait_for(&want, Duration::from_secs(60));
+    eprintln!("{s}");
+    t.type_text("/quit");
+    t.send(&["Enter"]);
+    let s = t.wait_for("EXIT-CODE=", Duration::from_secs(20));
+    assert!(s.contains("EXIT-CODE=0"), "{s}");
+}

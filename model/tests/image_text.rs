@@ -153,7 +153,7 @@ fn training_learns_what_only_the_image_tells_and_the_checkpoint_keeps_it() {
     for (rgb, answer) in [([220, 20, 20], 20u32), ([20, 20, 220], 21u32)] {
         for _ in 0..4 {
             ex.push(ImageTextExample {
-                pixels: m.processor_pixels(&solid(rgb)).unwrap(),
+                pixels: Some(m.processor_pixels(&solid(rgb)).unwrap()),
                 ids: vec![1, 3, 4, 10, 11, answer, 2],
                 slot: 2,
                 answer: 5..7,
@@ -194,4 +194,74 @@ fn a_checkpoint_without_vision_has_no_image_path() {
     assert!(VisionPart::load(dir.path(), 32, &Device::Cpu)
         .unwrap()
         .is_none());
+}
+
+#[test]
+fn vq_mode_learns_from_code_tokens_and_ships_the_tokenizer_not_a_tower() {
+    use tritter_model::vqvae::{VqVae, VqVaeConfig};
+    let dev = Device::Cpu;
+    let vqdir = tempfile::tempdir().unwrap();
+    let vq_cfg = VqVaeConfig {
+        embed_dim: 4,
+        num_embeddings: 4,
+        latent_channels: 4,
+        resolution: 16,
+        base_channels: 32,
+        channel_multiplier: vec![1, 1],
+        num_res_blocks: 1,
+        attn_resolutions: Some(vec![]),
+        ..VqVaeConfig::default()
+    };
+    let vars = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &dev);
+    VqVae::new(&vq_cfg, vb).unwrap().save(vqdir.path()).unwrap();
+    let mut vision = vision();
+    vision.vq = Some(vqdir.path().to_path_buf());
+    let mut m = ImageTextModel::new(text_cfg(), &vision, 2, 0.05, &dev).unwrap();
+    // Two "pictures" as code tokens (ids 30..34 stand for the image range); the answer follows
+    // the codes.
+    let mut ex = vec![];
+    for (codes, answer) in [([30u32, 31, 30, 31], 20u32), ([33, 32, 33, 32], 21)] {
+        let mut ids = vec![1, 3];
+        ids.extend(codes);
+        ids.extend([4, 10, answer, 2]);
+        let n = ids.len();
+        for _ in 0..4 {
+            ex.push(ImageTextExample {
+                pixels: None,
+                ids: ids.clone(),
+                slot: 2,
+                answer: n - 2..n,
+            });
+        }
+    }
+    let mut cfg = config(40);
+    cfg.vision = vision.clone();
+    let losses = train_image_text(&mut m, &cfg, &ex, &AtomicBool::new(false), |_| {}).unwrap();
+    assert!(*losses.last().unwrap() < 0.3 * losses[0], "{losses:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let tk = tempfile::tempdir().unwrap();
+    m.save(dir.path(), tk.path()).unwrap();
+    assert!(dir.path().join("vqvae/config.json").is_file());
+    assert!(!VisionPart::present(dir.path()));
+    let ck = tritter_model::load_model(dir.path(), &dev).unwrap();
+    for (codes, answer) in [([30u32, 31, 30, 31], 20u32), ([33, 32, 33, 32], 21)] {
+        let mut cpu = CpuModel::new(&ck.model).unwrap();
+        let mut ids = vec![1, 3];
+        ids.extend(codes);
+        ids.extend([4, 10]);
+        let logits = cpu.step(&ids).unwrap();
+        let best = logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+            .0 as u32;
+        assert_eq!(best, answer);
+    }
+    // A batch that mixes pixels and codes is refused.
+    let mixed = ImageTextExample {
+        pixels: Some(m.processor_pixels(&solid([1, 2, 3])).unwrap()),
+        ..ex[0].clone()
+    };
+    assert!(m.loss(&[&ex[0], &mixed], true).is_err());
 }

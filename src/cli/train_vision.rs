@@ -24,6 +24,8 @@ use tritter_model::train::image_text::{
     train_image_text, ImageTextConfig, ImageTextExample, ImageTextModel,
 };
 
+use tritter_model::multimodal::VqPart;
+
 use crate::engine::chat_format::ChatFormat;
 use crate::engine::model::ModelEngine;
 use crate::engine::{ChatMessage, Engine, GenEvent, GenRequest, MediaData, Role, Sampling};
@@ -103,6 +105,7 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<ImageTextConfig>
     cfg.data.train = fix(&cfg.data.train);
     cfg.data.test = cfg.data.test.as_deref().map(fix);
     cfg.vision.init = cfg.vision.init.as_deref().map(fix);
+    cfg.vision.vq = cfg.vision.vq.as_deref().map(fix);
     if cfg.train.batch_size == 0 || cfg.train.steps == 0 {
         bail!(
             "{}: train.steps and train.batch_size must be > 0",
@@ -121,8 +124,13 @@ fn message(r: &Record) -> Result<(ChatMessage, Arc<MediaData>)> {
     Ok((m, data))
 }
 
-/// Trains the text part of the vocabulary on the records and the chat format's markers.
-fn train_tokenizer(records: &[Record], vocab_size: usize) -> Result<Tokenizer> {
+/// Trains the text part of the vocabulary on the records and the chat format's markers; the
+/// image range holds `image_codes` ids (a VQ tokenizer's codebook, or none).
+fn train_tokenizer(
+    records: &[Record],
+    vocab_size: usize,
+    image_codes: u32,
+) -> Result<(Tokenizer, tritter_model::vocab::VocabLayout)> {
     let mut docs: Vec<String> = records
         .iter()
         .map(|r| {
@@ -142,12 +150,17 @@ fn train_tokenizer(records: &[Record], vocab_size: usize) -> Result<Tokenizer> {
         ..TokenizerConfig::default()
     };
     let mut tk = tritter_model::data::tokenizer::train_bpe(docs.into_iter(), &tcfg)?;
-    tritter_model::data::tokenizer::attach_layout(&mut tk, 0, 0)?;
-    Ok(tk)
+    let layout = tritter_model::data::tokenizer::attach_layout(&mut tk, image_codes, 0)?;
+    Ok((tk, layout))
 }
 
 /// The training sequence of a record, built as the engine builds a prompt.
-fn example(r: &Record, tk: &Tokenizer, model: &ImageTextModel) -> Result<ImageTextExample> {
+fn example(
+    r: &Record,
+    tk: &Tokenizer,
+    model: &ImageTextModel,
+    vq: Option<&VqPart>,
+) -> Result<ImageTextExample> {
     let (msg, data) = message(r)?;
     let text = ChatFormat::tritter().render(&[msg])?;
     let enc = |s: &str| -> Result<Vec<u32>> {
@@ -168,10 +181,17 @@ fn example(r: &Record, tk: &Tokenizer, model: &ImageTextModel) -> Result<ImageTe
             pairs.len()
         );
     };
+    let img = crate::engine::media::to_image(&data).context("bad pixels")?;
+    let pixels = match vq {
+        Some(q) => {
+            let codes = q.image_ids(&img)?;
+            ids = crate::engine::media::splice_tokens(&ids, &[at], vec![codes]);
+            None
+        }
+        None => Some(model.processor_pixels(&img)?),
+    };
     let prompt_len = ids.len();
     ids.extend(enc(&format!("{}<|end|>", r.text))?);
-    let img = crate::engine::media::to_image(&data).context("bad pixels")?;
-    let pixels = model.processor_pixels(&img)?;
     Ok(ImageTextExample {
         pixels,
         ids: ids.clone(),
@@ -192,7 +212,16 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     let records = read_records(&cfg.data.train)?;
     std::fs::create_dir_all(&cfg.run.dir)
         .with_context(|| format!("creating {}", cfg.run.dir.display()))?;
-    let tk = train_tokenizer(&records, cfg.data.vocab_size)?;
+    let vq = match &cfg.vision.vq {
+        Some(dir) => Some(
+            tritter_model::vqvae::VqVae::load(dir, &dev)
+                .with_context(|| format!("[vision] vq: {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let codes = vq.as_ref().map_or(0, |q| q.config().num_embeddings as u32);
+    let (tk, layout) = train_tokenizer(&records, cfg.data.vocab_size, codes)?;
+    let vq = vq.map(|vq| VqPart { vq, layout });
     let tk_dir = cfg.run.dir.join("tokenizer");
     std::fs::create_dir_all(&tk_dir)?;
     tk.save(tk_dir.join("tokenizer.json"), false)
@@ -208,7 +237,7 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     eprintln!("building {} training sequences", records.len());
     let examples = records
         .par_iter()
-        .map(|r| example(r, &tk, &model))
+        .map(|r| example(r, &tk, &model, vq.as_ref()))
         .collect::<Result<Vec<_>>>()?;
     let bar = ProgressBar::new(cfg.train.steps).with_style(
         ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}")

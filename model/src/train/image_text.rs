@@ -43,6 +43,10 @@ pub struct VisionSection {
     pub scale_factor: usize,
     /// Train the tower (`false` freezes it: only the connector and the text model learn).
     pub train_tower: bool,
+    /// Feed images as the VQ codes of this tokenizer (a `task = "vqvae"` run's `final/`) in the
+    /// vocabulary's image range, instead of tower rows: the text model alone learns, and the
+    /// checkpoint gets `vqvae/` instead of `vision/` (the tower sizes above are then unused).
+    pub vq: Option<PathBuf>,
 }
 
 impl Default for VisionSection {
@@ -57,6 +61,7 @@ impl Default for VisionSection {
             intermediate_size: 128,
             scale_factor: 4,
             train_tower: true,
+            vq: None,
         }
     }
 }
@@ -143,11 +148,11 @@ pub struct ImageTextConfig {
     pub data: ImageDataSection,
 }
 
-/// One training sequence: `pixels` `[1, 3, H, W]` go before `ids[slot]`; the loss covers the
-/// tokens `ids[answer]`.
+/// One training sequence: the tower's rows of `pixels` `[1, 3, H, W]` go before `ids[slot]`
+/// (`None`: the image is already in `ids`, as VQ code tokens); the loss covers `ids[answer]`.
 #[derive(Debug, Clone)]
 pub struct ImageTextExample {
-    pub pixels: Tensor,
+    pub pixels: Option<Tensor>,
     pub ids: Vec<u32>,
     pub slot: usize,
     pub answer: Range<usize>,
@@ -163,6 +168,9 @@ pub struct ImageTextModel {
     pub processor: ProcessorConfig,
     vision_vars: VarMap,
     device: Device,
+    /// Images come as VQ codes from this tokenizer directory: no tower in the loss or the
+    /// checkpoint.
+    vq: Option<PathBuf>,
 }
 
 impl ImageTextModel {
@@ -211,6 +219,7 @@ impl ImageTextModel {
             processor,
             vision_vars: vars,
             device: device.clone(),
+            vq: vision.vq.clone(),
         })
     }
 
@@ -231,6 +240,11 @@ impl ImageTextModel {
         tokenizer_dir: &std::path::Path,
     ) -> Result<(), TrainError> {
         crate::checkpoint::save_checkpoint(dir, &self.text_cfg, &self.params, Some(tokenizer_dir))?;
+        if let Some(vq) = &self.vq {
+            crate::vqvae::VqVae::load(vq, &self.device)?
+                .save(&dir.join(crate::multimodal::VQ_DIR))?;
+            return Ok(());
+        }
         crate::multimodal::save_vision(
             dir,
             self.tower.config(),
@@ -261,6 +275,9 @@ impl ImageTextModel {
         for (k, v) in self.params.iter() {
             p.insert_var(k, v.clone());
         }
+        if self.vq.is_some() {
+            return p;
+        }
         if let Ok(m) = self.vision_vars.data().lock() {
             for (k, v) in m.iter() {
                 if train_tower || k.starts_with("connector.") {
@@ -279,11 +296,20 @@ impl ImageTextModel {
         } else {
             Transformer::load(&self.text_cfg, &mut FullPrecision(&self.params), &device)?
         };
-        let pixels: Vec<Tensor> = batch.iter().map(|e| e.pixels.clone()).collect();
-        let img = self
-            .connector
-            .forward(&self.tower.forward(&Tensor::cat(&pixels, 0)?)?)?;
-        let n = img.dim(1)?;
+        let pixels: Vec<Tensor> = batch.iter().filter_map(|e| e.pixels.clone()).collect();
+        let img = match pixels.len() {
+            0 => None,
+            k if k == batch.len() => Some(
+                self.connector
+                    .forward(&self.tower.forward(&Tensor::cat(&pixels, 0)?)?)?,
+            ),
+            _ => {
+                return Err(TrainError::Config(
+                    "a batch mixes images as pixels and as codes".into(),
+                ))
+            }
+        };
+        let n = img.as_ref().map_or(Ok(0), |i| i.dim(1))?;
         let c = self.text_cfg.hidden_size;
         let len = batch.iter().map(|e| e.ids.len() + n).max().unwrap_or(0);
         let (mut rows, mut picks, mut targets) = (Vec::new(), Vec::new(), Vec::new());
@@ -294,7 +320,9 @@ impl ImageTextModel {
             if e.slot > 0 {
                 parts.push(emb.narrow(0, 0, e.slot)?);
             }
-            parts.push(img.get(b)?);
+            if let Some(img) = &img {
+                parts.push(img.get(b)?);
+            }
             if e.slot < e.ids.len() {
                 parts.push(emb.narrow(0, e.slot, e.ids.len() - e.slot)?);
             }
