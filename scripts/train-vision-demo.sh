@@ -21,9 +21,10 @@ rm -rf "$RUN"
 SET=()
 if [[ -n "${STEPS:-}" ]]; then SET=(--set "train.steps=$STEPS"); fi
 target/release/tritter --train scripts/vision-demo.toml "${SET[@]}"
-rm -rf "$OUT"
-cp -r "$RUN/final" "$OUT"
-cp "$RUN/eval.json" "$OUT/eval.json"
+mkdir -p "$OUT"
+find "$OUT" -mindepth 1 ! -name README.md -delete   # README.md is kept
+cp -r "$RUN/final/." "$OUT/"
+cp "$RUN/eval.json" "$RUN/metrics.jsonl" "$OUT/"
 mkdir -p "$OUT/examples"
 for i in 00000 00001 00002 00003; do cp "$RUN/data/test/$i.png" "$OUT/examples/$i.png"; done
 head -4 "$RUN/data/test.jsonl" > "$OUT/examples/answers.jsonl"

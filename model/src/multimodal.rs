@@ -130,6 +130,18 @@ impl VisionPart {
     }
 }
 
+/// Parameters of a SigLIP-B/16 (224 px) tower and its pixel-shuffle ×4 connector into a text
+/// model of `text_hidden` channels, counted from the tower's tensor list.
+pub fn siglip_b16_params(text_hidden: usize) -> u64 {
+    let cfg = crate::vision::VisionConfig::siglip_base_patch16_224();
+    let tower: usize = crate::vision::siglip::tensor_shapes(&cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum();
+    let scale = crate::vision::DEFAULT_SCALE;
+    (tower + cfg.hidden_size * scale * scale * text_hidden) as u64
+}
+
 /// Writes `dir/vision/` from the tower's config, processor, connector config and tensors
 /// (`vision_model.*`, `connector.*`), atomically (a temporary folder renamed into place).
 pub fn save_vision(

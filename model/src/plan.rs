@@ -38,7 +38,7 @@ pub enum PlanError {
 /// The dimensions the planner needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ModelDims {
-    /// Preset name (`checkpoint` for dimensions read from a model directory).
+    /// Preset name (`checkpoint`: read from a model directory).
     pub name: &'static str,
     /// Transformer layers.
     pub layers: usize,
@@ -58,8 +58,7 @@ pub struct ModelDims {
     pub tied: bool,
     /// Gated FFN (three matrices) or plain (two).
     pub gated_ffn: bool,
-    /// Parameters of the image path (SigLIP tower + connector; 0: the model has none), stored
-    /// in f32.
+    /// Parameters of the image path (tower + connector, f32; 0: the model has none).
     pub vision_params: u64,
 }
 
@@ -84,8 +83,8 @@ impl ModelDims {
     /// The RTX 5080 target: LLaMA-7B's shape (hidden 4096, 32 layers, 32 heads of 128, gated FFN
     /// 11008) with GQA 8 kv heads and the ~100K unified vocabulary. Its ternary layers hold 5.67 G
     /// weights = 1.42 GB packed at 2 bits, ROADMAP.md's "7B BitNet weights 1.4 GB"; the f16
-    /// embedding (tied) comes on top. A text model: plan the roadmap's SigLIP-B/16 tower with
-    /// [`ModelDims::with_vision`] ([`siglip_b16_params`]).
+    /// embedding (tied) comes on top. A text model: plan the roadmap's SigLIP-B/16 tower by
+    /// setting `vision_params` ([`crate::multimodal::siglip_b16_params`]).
     pub fn tritter_7b() -> Self {
         ModelDims {
             name: "tritter-7b",
@@ -119,7 +118,7 @@ impl ModelDims {
         }
     }
 
-    /// The dimensions of a text model's config (`name` `checkpoint`), without an image path.
+    /// A text model's config (named `checkpoint`), without an image path.
     pub fn from_config(cfg: &crate::Config) -> Self {
         ModelDims {
             name: "checkpoint",
@@ -134,12 +133,6 @@ impl ModelDims {
             gated_ffn: cfg.mlp_gated,
             vision_params: 0,
         }
-    }
-
-    /// The same model with an image path of `params` parameters.
-    pub fn with_vision(mut self, params: u64) -> Self {
-        self.vision_params = params;
-        self
     }
 
     /// Preset by name.
@@ -457,18 +450,6 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
     Ok(s)
 }
 
-/// Parameters of a SigLIP-B/16 (224 px) tower and its pixel-shuffle ×4 connector into a text
-/// model of `text_hidden` channels, counted from the tower's tensor list.
-pub fn siglip_b16_params(text_hidden: usize) -> u64 {
-    let cfg = crate::vision::VisionConfig::siglip_base_patch16_224();
-    let tower: usize = crate::vision::siglip::tensor_shapes(&cfg)
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>())
-        .sum();
-    let scale = crate::vision::DEFAULT_SCALE;
-    (tower + cfg.hidden_size * scale * scale * text_hidden) as u64
-}
-
 /// [`plan`] as JSON.
 pub fn plan_json(dims: &ModelDims, opts: &PlanOptions) -> Result<serde_json::Value, PlanError> {
     let p = plan(dims, opts)?;
@@ -481,7 +462,10 @@ pub fn plan_json(dims: &ModelDims, opts: &PlanOptions) -> Result<serde_json::Val
 /// ROADMAP.md's RTX 5080 table (7B, INT4 KV, 128K context, 4K window) beside this planner's
 /// figures for `tritter-7b`, with the reason for every difference.
 pub fn roadmap_comparison() -> String {
-    let dims = ModelDims::tritter_7b().with_vision(siglip_b16_params(4096));
+    let dims = ModelDims {
+        vision_params: crate::multimodal::siglip_b16_params(4096),
+        ..ModelDims::tritter_7b()
+    };
     let mut o = PlanOptions::new(131_072);
     o.kv = KvKind::INT4;
     let full = plan(&dims, &o).ok();

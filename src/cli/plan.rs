@@ -106,15 +106,17 @@ pub fn dims(a: &PlanArgs) -> Result<ModelDims> {
                 &candle_core::Device::Cpu,
             )
             .with_context(|| format!("--model {}: its image path", dir.display()))?;
-            ModelDims::from_config(&cfg).with_vision(vision.map_or(0, |v| v.param_count() as u64))
+            ModelDims {
+                vision_params: vision.map_or(0, |v| v.param_count() as u64),
+                ..ModelDims::from_config(&cfg)
+            }
         }
         (None, None) => anyhow::bail!("plan: give --preset NAME or --model DIR"),
     };
     match a.vision.as_deref() {
         None => {}
         Some("siglip-b16") => {
-            let params = tritter_model::plan::siglip_b16_params(d.hidden);
-            d = d.with_vision(params);
+            d.vision_params = tritter_model::multimodal::siglip_b16_params(d.hidden);
         }
         Some(other) => anyhow::bail!("--vision {other}: the known tower is siglip-b16"),
     }
@@ -171,7 +173,7 @@ mod tests {
         let mut a = args("tritter-7b", 0, "int4");
         a.vision = Some("siglip-b16".into());
         let v: serde_json::Value = serde_json::from_str(&render(&a).unwrap()).unwrap();
-        let want = 4 * tritter_model::plan::siglip_b16_params(4096);
+        let want = 4 * tritter_model::multimodal::siglip_b16_params(4096);
         assert_eq!(v["vision"], want);
         assert_eq!(
             v["total"].as_u64().unwrap() - plain["total"].as_u64().unwrap(),

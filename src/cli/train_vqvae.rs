@@ -1,7 +1,7 @@
 //! `tritter --train CONFIG` with `task = "vqvae"`: trains a Chameleon-layout VQ-VAE image
 //! tokenizer on a folder of pictures (or the images of an `{image, ...}` JSONL) with the
 //! reconstruction + codebook + commitment losses, and writes it to `RUN/final/` (`config.json`
-//! + `model.safetensors`, HF `ChameleonVQVAE` names plus the `decoder.*`), ready to be a
+//! and `model.safetensors`, HF `ChameleonVQVAE` names plus the `decoder.*`), ready to be a
 //! checkpoint's `vqvae/` folder. `RUN/metrics.jsonl` holds the losses; the closing line reports
 //! the reconstruction error on held-out pictures when `data.test` is given.
 
