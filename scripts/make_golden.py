@@ -12,6 +12,9 @@ agree too.
 
 Usage:
     python scripts/make_golden.py                      # regenerate every fixture in tests/golden/
+                                                       # (also runs golden_vision.py, golden_vqvae.py,
+                                                       # golden_chameleon.py: SigLIP + processor +
+                                                       # Idefics3 connector, ChameleonVQVAE, Chameleon text)
     python scripts/make_golden.py --make-random OUT --seed 7 --kind packed [--untied]
     python scripts/make_golden.py --check DIR --logits tritter_logits.safetensors [--ids 1,2,3]
 
@@ -26,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -796,6 +800,11 @@ def main() -> int:
         return 0
 
     wanted = set(args.only.split(",")) if args.only else None
+    if not wanted:
+        # The multimodal fixtures have their own generators (one file each): SigLIP tower,
+        # processor and Idefics3 connector; Chameleon's VQ-VAE; Chameleon's text stack.
+        for script in ("golden_vision.py", "golden_vqvae.py", "golden_chameleon.py"):
+            subprocess.run([sys.executable, str(ROOT / "scripts" / script)], check=True)
     for spec in CASES + GRAD_CASES:
         if wanted and spec.name not in wanted:
             continue

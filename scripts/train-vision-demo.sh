@@ -4,7 +4,7 @@
 # trains a SigLIP-layout tower, its connector and a ternary text model together and measures
 # held-out exact-match accuracy with and without the image (eval.json).
 #
-#   scripts/train-vision-demo.sh               # TRAIN=6000 TEST=300 STEPS from the config
+#   scripts/train-vision-demo.sh               # TRAIN=20000 TEST=300, steps from the config
 #   STEPS=300 scripts/train-vision-demo.sh     # shorter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ ROOT=$(pwd)
 RUN=$ROOT/target/runs/vision-demo
 PYTHON=${PYTHON:-python3}
 OUT=$ROOT/assets/vision-demo
-TRAIN=${TRAIN:-6000}
+TRAIN=${TRAIN:-20000}
 TEST=${TEST:-300}
 
 cargo build --release --bin tritter
