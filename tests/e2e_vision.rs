@@ -158,3 +158,56 @@ fn a_model_without_an_image_path_says_so_for_encode() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
 }
+
+#[test]
+fn bad_pixel_files_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = demo();
+    let run = |pix: &Path| {
+        let o = tritter(&[
+            "encode",
+            "image",
+            "--model",
+            m.to_str().unwrap(),
+            "--pixels",
+            pix.to_str().unwrap(),
+            "--out",
+            dir.path().join("o.safetensors").to_str().unwrap(),
+        ]);
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).trim().to_string()
+    };
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a header").unwrap();
+    let e = run(&garbage);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    let wrong = dir.path().join("wrong.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([(
+            "pixel_values".to_string(),
+            candle_core::Tensor::zeros((2, 5), candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap(),
+        )]),
+        &wrong,
+    )
+    .unwrap();
+    let e = run(&wrong);
+    assert!(e.contains("[1, 3, H, W]"), "{e}");
+    // The right rank but not the tower's size: the tower says so.
+    let small = dir.path().join("small.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([(
+            "pixel_values".to_string(),
+            candle_core::Tensor::zeros(
+                (1, 3, 8, 8),
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )
+            .unwrap(),
+        )]),
+        &small,
+    )
+    .unwrap();
+    let e = run(&small);
+    assert_eq!(e.lines().count(), 1, "{e}");
+}

@@ -25,8 +25,20 @@ pub enum PixelSource<'a> {
     Pixels(&'a Path),
 }
 
+/// Largest `--pixels` file: one f32 `[1, 3, 4096, 4096]` image and change.
+const MAX_PIXELS_FILE: u64 = 3 * 4096 * 4096 * 4 + (1 << 20);
+
 /// Reads `pixel_values` (or the file's only tensor) from a safetensors file: f32 `[1,3,H,W]`.
 fn read_pixels(path: &Path) -> Result<Tensor> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .len();
+    if len > MAX_PIXELS_FILE {
+        bail!(
+            "{} is {len} bytes, over the {MAX_PIXELS_FILE}-byte limit for a pixel tensor; refused",
+            path.display()
+        );
+    }
     let map = candle_core::safetensors::load(path, &Device::Cpu)
         .with_context(|| format!("reading {}", path.display()))?;
     let t = match map.get("pixel_values") {
