@@ -68,6 +68,27 @@ impl Linear {
     }
 }
 
+/// GELU, tanh form (`gelu_pytorch_tanh`), for inference on the CPU: the formula of candle's
+/// `gelu` with `tanh(z) = 1 − 2 / (e^{2z} + 1)` (one `exp`), spread over rayon's threads
+/// (candle's unary ops run on one). Other devices and dtypes use candle's op.
+fn gelu_tanh_par(x: &Tensor) -> Result<Tensor> {
+    use rayon::prelude::*;
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
+        return Ok(x.gelu()?);
+    }
+    let dims = x.dims().to_vec();
+    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+    v.par_chunks_mut(1 << 14).for_each(|chunk| {
+        for e in chunk {
+            let u = *e;
+            let z = 0.797_884_6 * u * (1.0 + 0.044_715 * u * u);
+            let t = 1.0 - 2.0 / ((2.0 * z).exp() + 1.0);
+            *e = 0.5 * u * (1.0 + t);
+        }
+    });
+    Ok(Tensor::from_vec(v, dims, x.device())?)
+}
+
 /// `nn.LayerNorm` over the last dim with weight and bias.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -169,11 +190,12 @@ impl EncoderLayer {
         self.out_proj.forward(&out)
     }
 
-    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, x: &Tensor, path: VisionPath) -> Result<Tensor> {
         let h = self.fc1.forward(x)?;
-        let h = match self.act {
-            VisionAct::GeluTanh => h.gelu()?,
-            VisionAct::Gelu => h.gelu_erf()?,
+        let h = match (self.act, path) {
+            (VisionAct::GeluTanh, VisionPath::Fused) => gelu_tanh_par(&h)?,
+            (VisionAct::GeluTanh, VisionPath::Differentiable) => h.gelu()?,
+            (VisionAct::Gelu, _) => h.gelu_erf()?,
         };
         self.fc2.forward(&h)
     }
@@ -181,6 +203,38 @@ impl EncoderLayer {
     /// `[B, N, D]` → `[B, N, D]`.
     pub fn forward(&self, x: &Tensor, path: VisionPath) -> Result<Tensor> {
         let h = (x + self.attention(&self.layer_norm1.forward(x, path)?, path)?)?;
-        Ok((&h + self.mlp(&self.layer_norm2.forward(&h, path)?)?)?)
+        Ok((&h + self.mlp(&self.layer_norm2.forward(&h, path)?, path)?)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_gelu_equals_candles_gelu() {
+        let mut v: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.003).collect();
+        v.extend([-1e4, -88.0, -20.0, 0.0, 20.0, 88.0, 1e4, f32::MIN_POSITIVE]);
+        let n = v.len();
+        let x = Tensor::from_vec(v, (2, n / 2), &candle_core::Device::Cpu).unwrap();
+        let want = x
+            .gelu()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let got = gelu_tanh_par(&x).unwrap();
+        assert_eq!(got.dims(), x.dims());
+        for (g, w) in got
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .zip(&want)
+        {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
+        }
     }
 }
