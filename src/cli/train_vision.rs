@@ -43,8 +43,12 @@ fn default_prompt() -> String {
     "what is in this picture?".into()
 }
 
-/// Reads a JSONL file of records; image paths become relative to its folder.
+/// Reads the records: a JSONL file (image paths relative to its folder), or a folder of pairs
+/// (`NAME.png`/`.jpg`/`.jpeg` with `NAME.txt` holding the answer; the default prompt).
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    if path.is_dir() {
+        return read_pairs(path);
+    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
@@ -67,6 +71,40 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     }
     if out.is_empty() {
         bail!("{}: no records", path.display());
+    }
+    Ok(out)
+}
+
+/// A folder of picture + `.txt` pairs, in name order; a picture without its text is an error.
+fn read_pairs(dir: &Path) -> Result<Vec<Record>> {
+    let mut pics: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| {
+                ["png", "jpg", "jpeg"].contains(&x.to_string_lossy().to_lowercase().as_str())
+            })
+        })
+        .collect();
+    pics.sort();
+    let mut out = Vec::with_capacity(pics.len());
+    for image in pics {
+        let txt = image.with_extension("txt");
+        let text = std::fs::read_to_string(&txt).with_context(|| {
+            format!(
+                "{}: no answer text beside it ({})",
+                image.display(),
+                txt.display()
+            )
+        })?;
+        out.push(Record {
+            image,
+            prompt: default_prompt(),
+            text: text.trim().to_string(),
+        });
+    }
+    if out.is_empty() {
+        bail!("{}: no PNG or JPEG pictures", dir.display());
     }
     Ok(out)
 }
@@ -362,4 +400,46 @@ fn reply(eng: &mut ModelEngine, msg: ChatMessage) -> Result<String> {
         bail!("generation failed: {e}");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_from_jsonl_or_a_folder_of_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, text) in [("b", "a blue square\n"), ("a", "a red circle")] {
+            image::RgbImage::new(4, 4)
+                .save(d.join(format!("{name}.png")))
+                .unwrap();
+            std::fs::write(d.join(format!("{name}.txt")), text).unwrap();
+        }
+        let r = read_records(d).unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(
+            (r[0].image.clone(), r[0].text.as_str()),
+            (d.join("a.png"), "a red circle")
+        );
+        assert_eq!(r[1].text, "a blue square");
+        assert_eq!(r[1].prompt, default_prompt());
+        let jsonl = d.join("x.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"image\": \"a.png\", \"text\": \"t\", \"prompt\": \"q\"}\n\n",
+        )
+        .unwrap();
+        let r = read_records(&jsonl).unwrap();
+        assert_eq!(
+            (r[0].image.clone(), r[0].prompt.as_str()),
+            (d.join("a.png"), "q")
+        );
+        std::fs::write(&jsonl, "{\"text\": \"no image\"}\n").unwrap();
+        let e = read_records(&jsonl).unwrap_err().to_string();
+        assert!(e.contains("x.jsonl:1"), "{e}");
+        std::fs::remove_file(d.join("b.txt")).unwrap();
+        let e = format!("{:#}", read_records(d).unwrap_err());
+        assert!(e.contains("b.png") && e.contains("no answer text"), "{e}");
+    }
 }

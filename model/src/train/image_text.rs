@@ -80,7 +80,8 @@ impl VisionSection {
     }
 }
 
-/// `[data]` of an image–text run: JSONL files of `{"image", "prompt", "text"}` records.
+/// `[data]` of an image–text run: JSONL files of `{"image", "prompt", "text"}` records, or
+/// folders of `NAME.png` + `NAME.txt` pairs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImageDataSection {
