@@ -92,6 +92,43 @@ impl Bar {
     }
 }
 
+/// Reads a training config of any task: TOML with `--set KEY=VALUE` overrides applied, read
+/// into `T`; errors name the file in one line. Returns the config and a resolver that makes
+/// relative paths relative to the file's folder.
+pub fn read_config<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    overrides: &[String],
+) -> anyhow::Result<(T, impl Fn(&Path) -> std::path::PathBuf)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
+    for o in overrides {
+        let (k, v) = o
+            .split_once('=')
+            .with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
+        tritter_model::train::config::apply_override(&mut table, k.trim(), v.trim())?;
+    }
+    let cfg = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                e.to_string().trim().replace('\n', " ")
+            )
+        })?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let resolve = move |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    Ok((cfg, resolve))
+}
+
 /// The `task` key of a training config: `text` (the default), `image_text` or `vqvae`.
 pub fn task_of(config: &Path) -> anyhow::Result<String> {
     let text =

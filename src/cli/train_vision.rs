@@ -19,7 +19,6 @@ use rayon::prelude::*;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 use tritter_model::data::config::TokenizerConfig;
-use tritter_model::train::config::apply_override;
 use tritter_model::train::image_text::{
     train_image_text, ImageTextConfig, ImageTextExample, ImageTextModel,
 };
@@ -111,39 +110,12 @@ fn read_pairs(dir: &Path) -> Result<Vec<Record>> {
 
 /// Loads the config: TOML with `--set` overrides, paths relative to the file.
 pub fn load_config(path: &Path, overrides: &[String]) -> Result<ImageTextConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
-    for o in overrides {
-        let (k, v) = o
-            .split_once('=')
-            .with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
-        apply_override(&mut table, k.trim(), v.trim())?;
-    }
-    let mut cfg: ImageTextConfig =
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                anyhow::anyhow!(
-                    "{}: {}",
-                    path.display(),
-                    e.to_string().trim().replace('\n', " ")
-                )
-            })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let fix = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let (mut cfg, fix): (ImageTextConfig, _) = crate::cli::train::read_config(path, overrides)?;
     cfg.run.dir = fix(&cfg.run.dir);
     cfg.data.train = fix(&cfg.data.train);
-    cfg.data.test = cfg.data.test.as_deref().map(fix);
-    cfg.vision.init = cfg.vision.init.as_deref().map(fix);
-    cfg.vision.vq = cfg.vision.vq.as_deref().map(fix);
+    cfg.data.test = cfg.data.test.as_deref().map(&fix);
+    cfg.vision.init = cfg.vision.init.as_deref().map(&fix);
+    cfg.vision.vq = cfg.vision.vq.as_deref().map(&fix);
     if cfg.train.batch_size == 0 || cfg.train.steps == 0 {
         bail!(
             "{}: train.steps and train.batch_size must be > 0",
@@ -317,18 +289,7 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
 
 /// The text model's config: the preset with `[model]`'s overrides and the tokenizer's size.
 fn text_config(cfg: &ImageTextConfig, vocab: usize) -> Result<tritter_model::Config> {
-    let mut c = tritter_model::Config::preset(&cfg.model.preset)?;
-    let m = &cfg.model;
-    if m.hidden_size > 0 {
-        c.hidden_size = m.hidden_size;
-        c.head_dim = m.hidden_size / c.num_heads;
-    }
-    if m.num_layers > 0 {
-        c.num_layers = m.num_layers;
-    }
-    if m.intermediate_size > 0 {
-        c.intermediate_size = m.intermediate_size;
-    }
+    let mut c = cfg.model.preset_config()?;
     c.vocab_size = vocab;
     c.max_position_embeddings = c.max_position_embeddings.min(1024);
     Ok(c)

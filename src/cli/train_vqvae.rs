@@ -11,7 +11,6 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tritter_model::multimodal::vq_pixel_values;
-use tritter_model::train::config::apply_override;
 use tritter_model::vqvae::{train_vqvae, VqTrainOptions, VqVaeConfig};
 
 /// The `task = "vqvae"` config.
@@ -91,37 +90,10 @@ fn load_pixels(paths: &[PathBuf], side: usize) -> Result<Vec<Tensor>> {
 }
 
 fn load_config(path: &Path, overrides: &[String]) -> Result<VqConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("{}: invalid TOML", path.display()))?;
-    for o in overrides {
-        let (k, v) = o
-            .split_once('=')
-            .with_context(|| format!("--set `{o}`: expected KEY=VALUE"))?;
-        apply_override(&mut table, k.trim(), v.trim())?;
-    }
-    let mut cfg: VqConfig =
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                anyhow::anyhow!(
-                    "{}: {}",
-                    path.display(),
-                    e.to_string().trim().replace('\n', " ")
-                )
-            })?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    let fix = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
-    };
+    let (mut cfg, fix): (VqConfig, _) = crate::cli::train::read_config(path, overrides)?;
     cfg.run.dir = fix(&cfg.run.dir);
     cfg.data.train = fix(&cfg.data.train);
-    cfg.data.test = cfg.data.test.as_deref().map(fix);
+    cfg.data.test = cfg.data.test.as_deref().map(&fix);
     cfg.model.validate()?;
     Ok(cfg)
 }

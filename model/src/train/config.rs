@@ -6,6 +6,7 @@
 //! `checkpoint.every`.
 
 use super::TrainError;
+use crate::config::Config;
 use crate::data::DataConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,25 @@ pub struct ModelSection {
     pub num_layers: usize,
     /// Override the preset's MLP width (0 keeps it). Default 0.
     pub intermediate_size: usize,
+}
+
+impl ModelSection {
+    /// The preset's config with this section's size overrides (hidden size, with the head
+    /// width following it; layers; MLP width).
+    pub fn preset_config(&self) -> Result<Config, TrainError> {
+        let mut c = Config::preset(&self.preset)?;
+        if self.hidden_size > 0 {
+            c.hidden_size = self.hidden_size;
+            c.head_dim = self.hidden_size / c.num_heads;
+        }
+        if self.num_layers > 0 {
+            c.num_layers = self.num_layers;
+        }
+        if self.intermediate_size > 0 {
+            c.intermediate_size = self.intermediate_size;
+        }
+        Ok(c)
+    }
 }
 
 impl Default for ModelSection {

@@ -127,18 +127,7 @@ pub fn model_config(cfg: &TrainConfig, data_dir: &Path) -> Result<Config, TrainE
     } else if let Some(path) = &cfg.model.config {
         Config::from_json_file(path)?
     } else {
-        let mut c = Config::preset(&cfg.model.preset)?;
-        let m = &cfg.model;
-        if m.hidden_size > 0 {
-            c.hidden_size = m.hidden_size;
-            c.head_dim = m.hidden_size / c.num_heads;
-        }
-        if m.num_layers > 0 {
-            c.num_layers = m.num_layers;
-        }
-        if m.intermediate_size > 0 {
-            c.intermediate_size = m.intermediate_size;
-        }
+        let mut c = cfg.model.preset_config()?;
         c.vocab_size = vocab;
         let id = |k: &str| specials[k].as_u64().map(|v| v as u32);
         c.bos_token_id = id("<|bos|>");
