@@ -291,12 +291,6 @@ impl ImageTextModel {
 
     /// Mean answer-token cross-entropy of a batch (differentiable).
     pub fn loss(&self, batch: &[&ImageTextExample], ternary: bool) -> Result<Tensor, TrainError> {
-        let device = self.device.clone();
-        let text = if ternary {
-            Transformer::load(&self.text_cfg, &mut &self.params, &device)?
-        } else {
-            Transformer::load(&self.text_cfg, &mut FullPrecision(&self.params), &device)?
-        };
         let pixels: Vec<Tensor> = batch.iter().filter_map(|e| e.pixels.clone()).collect();
         let img = match pixels.len() {
             0 => None,
@@ -310,43 +304,66 @@ impl ImageTextModel {
                 ))
             }
         };
-        let n = img.as_ref().map_or(Ok(0), |i| i.dim(1))?;
-        let c = self.text_cfg.hidden_size;
-        let len = batch.iter().map(|e| e.ids.len() + n).max().unwrap_or(0);
-        let (mut rows, mut picks, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-        for (b, e) in batch.iter().enumerate() {
-            let ids = Tensor::from_slice(&e.ids, (1, e.ids.len()), &device)?;
-            let emb = text.embed(&ids)?.squeeze(0)?.to_dtype(DType::F32)?;
-            let mut parts = vec![];
-            if e.slot > 0 {
-                parts.push(emb.narrow(0, 0, e.slot)?);
-            }
-            if let Some(img) = &img {
-                parts.push(img.get(b)?);
-            }
-            if e.slot < e.ids.len() {
-                parts.push(emb.narrow(0, e.slot, e.ids.len() - e.slot)?);
-            }
-            let pad = len - e.ids.len() - n;
-            if pad > 0 {
-                parts.push(Tensor::zeros((pad, c), DType::F32, &device)?);
-            }
-            rows.push(Tensor::cat(&parts, 0)?);
-            for j in e.answer.clone() {
-                // The token at ids[j] sits at j + n (j ≥ slot) and is predicted one row before.
-                let pos = if j >= e.slot { j + n } else { j };
-                picks.push((b * len + pos - 1) as u32);
-                targets.push(e.ids[j]);
-            }
-        }
-        let x = Tensor::stack(&rows, 0)?;
-        let logits = text.forward_embeds(&x)?;
-        let v = self.text_cfg.vocab_size;
-        let flat = logits.reshape((batch.len() * len, v))?;
-        let idx = Tensor::from_slice(&picks, picks.len(), &device)?;
-        let tg = Tensor::from_slice(&targets, targets.len(), &device)?;
-        Ok(cross_entropy(&flat.index_select(&idx, 0)?, &tg)?)
+        answer_loss(&self.text_cfg, &self.params, img.as_ref(), batch, ternary)
     }
+}
+
+/// Mean next-token cross-entropy over the answer spans of `batch` (differentiable): each
+/// sequence's ids are embedded, `rows` `[B, n, C]` (when given) inserted before `ids[slot]`, the
+/// batch right-padded with zero rows. Shared by every answer-trained task (image–text,
+/// audio–text: the latter has no rows, its clips are tokens in `ids`).
+pub fn answer_loss(
+    text_cfg: &Config,
+    params: &Params,
+    rows: Option<&Tensor>,
+    batch: &[&ImageTextExample],
+    ternary: bool,
+) -> Result<Tensor, TrainError> {
+    let device = match params.iter().next() {
+        Some((_, v)) => v.as_tensor().device().clone(),
+        None => return Err(TrainError::Config("the model has no parameters".into())),
+    };
+    let text = if ternary {
+        Transformer::load(text_cfg, &mut &*params, &device)?
+    } else {
+        Transformer::load(text_cfg, &mut FullPrecision(params), &device)?
+    };
+    let n = rows.map_or(Ok(0), |i| i.dim(1))?;
+    let c = text_cfg.hidden_size;
+    let len = batch.iter().map(|e| e.ids.len() + n).max().unwrap_or(0);
+    let (mut seqs, mut picks, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+    for (b, e) in batch.iter().enumerate() {
+        let ids = Tensor::from_slice(&e.ids, (1, e.ids.len()), &device)?;
+        let emb = text.embed(&ids)?.squeeze(0)?.to_dtype(DType::F32)?;
+        let mut parts = vec![];
+        if e.slot > 0 {
+            parts.push(emb.narrow(0, 0, e.slot)?);
+        }
+        if let Some(img) = rows {
+            parts.push(img.get(b)?);
+        }
+        if e.slot < e.ids.len() {
+            parts.push(emb.narrow(0, e.slot, e.ids.len() - e.slot)?);
+        }
+        let pad = len - e.ids.len() - n;
+        if pad > 0 {
+            parts.push(Tensor::zeros((pad, c), DType::F32, &device)?);
+        }
+        seqs.push(Tensor::cat(&parts, 0)?);
+        for j in e.answer.clone() {
+            // The token at ids[j] sits at j + n (j ≥ slot) and is predicted one row before.
+            let pos = if j >= e.slot { j + n } else { j };
+            picks.push((b * len + pos - 1) as u32);
+            targets.push(e.ids[j]);
+        }
+    }
+    let x = Tensor::stack(&seqs, 0)?;
+    let logits = text.forward_embeds(&x)?;
+    let v = text_cfg.vocab_size;
+    let flat = logits.reshape((batch.len() * len, v))?;
+    let idx = Tensor::from_slice(&picks, picks.len(), &device)?;
+    let tg = Tensor::from_slice(&targets, targets.len(), &device)?;
+    Ok(cross_entropy(&flat.index_select(&idx, 0)?, &tg)?)
 }
 
 /// One logged step.
@@ -365,26 +382,63 @@ pub fn train_image_text(
     cfg: &ImageTextConfig,
     examples: &[ImageTextExample],
     stop: &AtomicBool,
+    on_step: impl FnMut(&ImageStep),
+) -> Result<Vec<f64>, TrainError> {
+    let trainable = model.trainable(cfg.vision.train_tower);
+    let settings = AnswerLoop {
+        seed: cfg.run.seed,
+        train: &cfg.train,
+        optim: &cfg.optim,
+        schedule: &cfg.schedule,
+    };
+    let ternary = cfg.train.qat != QatMode::FullPrecision;
+    train_answers(
+        &trainable,
+        &settings,
+        examples,
+        |batch| model.loss(batch, ternary),
+        stop,
+        on_step,
+    )
+}
+
+/// What an answer-trained run's loop reads from its config.
+pub struct AnswerLoop<'a> {
+    pub seed: u64,
+    pub train: &'a ImageTrainSection,
+    pub optim: &'a OptimSection,
+    pub schedule: &'a ScheduleSection,
+}
+
+/// The AdamW loop of every answer-trained task: `settings.train.steps` steps over batches drawn
+/// in a seeded permutation per epoch, `loss` of each batch, gradients clipped, `trainable`
+/// updated; `on_step` sees every step; `stop` ends the run early. Returns the losses.
+pub fn train_answers(
+    trainable: &Params,
+    settings: &AnswerLoop,
+    examples: &[ImageTextExample],
+    mut loss: impl FnMut(&[&ImageTextExample]) -> Result<Tensor, TrainError>,
+    stop: &AtomicBool,
     mut on_step: impl FnMut(&ImageStep),
 ) -> Result<Vec<f64>, TrainError> {
     if examples.is_empty() {
         return Err(TrainError::Config("[data] train: no examples".into()));
     }
-    let trainable = model.trainable(cfg.vision.train_tower);
     let hp = AdamWParams {
-        beta1: cfg.optim.betas[0],
-        beta2: cfg.optim.betas[1],
-        eps: cfg.optim.eps,
-        weight_decay: cfg.optim.weight_decay,
+        beta1: settings.optim.betas[0],
+        beta2: settings.optim.betas[1],
+        eps: settings.optim.eps,
+        weight_decay: settings.optim.weight_decay,
     };
-    let mut adam = AdamW::new(&trainable, hp, |n| {
+    let mut adam = AdamW::new(trainable, hp, |n| {
         optim::default_decay(n) && !n.ends_with(".bias") && !n.contains("position_embedding")
     })?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.run.seed);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(settings.seed);
     let mut order: Vec<usize> = vec![];
     let mut losses = vec![];
-    let bs = cfg.train.batch_size.max(1);
-    for step in 0..cfg.train.steps {
+    let steps = settings.train.steps;
+    let bs = settings.train.batch_size.max(1);
+    for step in 0..steps {
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -397,18 +451,18 @@ pub fn train_image_text(
             .drain(..bs.min(order.len()))
             .map(|i| &examples[i])
             .collect();
-        let (lr, decay_on) = optim::lr_at(&cfg.schedule, cfg.optim.lr, step, cfg.train.steps);
-        let loss = model.loss(&batch, cfg.train.qat != QatMode::FullPrecision)?;
-        let lv = loss.to_scalar::<f32>()? as f64;
+        let (lr, decay_on) = optim::lr_at(settings.schedule, settings.optim.lr, step, steps);
+        let l = loss(&batch)?;
+        let lv = l.to_scalar::<f32>()? as f64;
         if !lv.is_finite() {
             return Err(TrainError::Config(format!(
                 "loss became {lv} at step {step}"
             )));
         }
-        let grads = loss.backward()?;
-        let mut g = optim::collect_grads(&trainable, &grads)?;
-        let grad_norm = optim::clip_grad_norm(&mut g, cfg.train.grad_clip)?;
-        adam.step(&trainable, &g, lr, decay_on)?;
+        let grads = l.backward()?;
+        let mut g = optim::collect_grads(trainable, &grads)?;
+        let grad_norm = optim::clip_grad_norm(&mut g, settings.train.grad_clip)?;
+        adam.step(trainable, &g, lr, decay_on)?;
         losses.push(lv);
         on_step(&ImageStep {
             step: step + 1,
