@@ -132,6 +132,8 @@ fn siglip_layer_op_profile() {
     }
     println!("| sum of ops | | | {total:.2} |");
 
+    gemm_layouts(runs);
+
     let cfg = VisionConfig::siglip_base_patch16_224();
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, candle_core::DType::F32, &Device::Cpu);
@@ -153,4 +155,51 @@ fn siglip_layer_op_profile() {
         (whole - single) / 11.0,
         single - (whole - single) / 11.0
     );
+}
+
+/// `y[m, n] = x[m, k] · W` straight through gemm with W stored `[n, k]` (torch's layout, read as a
+/// transposed view) or `[k, n]` (pre-transposed): what the weight layout costs per call.
+fn gemm_layouts(runs: usize) {
+    let par = gemm::Parallelism::Rayon(candle_core::utils::get_num_threads());
+    for (m, k, n) in [(196, 768, 768), (196, 768, 3072), (196, 3072, 768)] {
+        let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut y = vec![0f32; m * n];
+        let mut run = |w_cs: isize, w_rs: isize| {
+            time(runs, || {
+                // SAFETY: x is m×k row-major, w holds n·k values read with the given strides (both
+                // layouts stay inside it), y is m×n row-major and distinct from both.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        y.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        w.as_ptr(),
+                        w_cs,
+                        w_rs,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        par,
+                    )
+                }
+            })
+        };
+        let viewed = run(k as isize, 1);
+        let pre = run(1, n as isize);
+        println!(
+            "gemm {m}x{k}x{n}: W [n,k] viewed transposed {viewed:.3} ms ({:.0} GFLOP/s), W [k,n] {pre:.3} ms ({:.0} GFLOP/s)",
+            2.0 * (m * k * n) as f64 / viewed / 1e6,
+            2.0 * (m * k * n) as f64 / pre / 1e6
+        );
+    }
 }
