@@ -1,10 +1,10 @@
 //! Speed of the SigLIP B/16-224 tower on CPU (random weights, batch 1), to compare with
 //! transformers (`scripts/bench_siglip_torch.py`, same shapes). Ignored by default:
 //!
-//! `cargo test -p tritter-model --test vision_speed -- --ignored --nocapture`
+//! `cargo test --release -p tritter-model --test vision_speed -- --ignored --nocapture`
 //!
-//! In the dev profile dependencies (candle, gemm) are built with opt-level 3, so the figure is
-//! close to a release build's: the time is spent in their matmuls.
+//! Release: the fused path's CPU kernels are this crate's own (`vision/cpu.rs`), which the dev
+//! profile builds at opt-level 1.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};

@@ -5,10 +5,13 @@
 //! Each block runs on one of two paths that compute the same function: [`VisionPath::Differentiable`]
 //! builds layer norm and softmax from basic candle ops so gradients flow (candle's fused
 //! `layer_norm` / `softmax_last_dim` have no backward); [`VisionPath::Fused`] uses those fused
-//! kernels for inference. Tests hold the two within float rounding of each other.
+//! kernels for inference. Tests hold the two within float rounding of each other. On the CPU in
+//! f32 the fused path skips candle's ops altogether: the `forward_cpu` methods run the layer on
+//! plain row-major buffers with the kernels of `cpu.rs`.
 
 use crate::error::Result;
 use crate::vision::config::{VisionAct, VisionConfig};
+use crate::vision::cpu::{self, CpuF32, Mat};
 use candle_core::{Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
@@ -17,7 +20,8 @@ use candle_nn::{Init, VarBuilder};
 pub enum VisionPath {
     /// Basic candle ops only: gradients reach every parameter (training).
     Differentiable,
-    /// candle-nn's fused `layer_norm` and `softmax_last_dim`: faster, no backward (inference).
+    /// candle-nn's fused `layer_norm` and `softmax_last_dim`, or on the CPU in f32 Tritter's own
+    /// kernels (`cpu.rs`): faster, no backward (inference).
     Fused,
 }
 
@@ -66,27 +70,39 @@ impl Linear {
         }
         Ok(y.reshape(out_dims)?)
     }
-}
 
-/// GELU, tanh form (`gelu_pytorch_tanh`), for inference on the CPU: the formula of candle's
-/// `gelu` with `tanh(z) = 1 − 2 / (e^{2z} + 1)` (one `exp`), spread over rayon's threads
-/// (candle's unary ops run on one). Other devices and dtypes use candle's op.
-fn gelu_tanh_par(x: &Tensor) -> Result<Tensor> {
-    use rayon::prelude::*;
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return Ok(x.gelu()?);
-    }
-    let dims = x.dims().to_vec();
-    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
-    v.par_chunks_mut(1 << 14).for_each(|chunk| {
-        for e in chunk {
-            let u = *e;
-            let z = 0.797_884_6 * u * (1.0 + 0.044_715 * u * u);
-            let t = 1.0 - 2.0 / ((2.0 * z).exp() + 1.0);
-            *e = 0.5 * u * (1.0 + t);
+    /// On the CPU in f32: `dst = x·Wᵀ (+ b when with_bias)`, or `dst += …` when `accumulate`
+    /// (a residual already in `dst`); `x` is `[rows, in]`, `dst` rows have stride `dst_rs`.
+    fn forward_cpu(
+        &self,
+        x: &[f32],
+        rows: usize,
+        dst: &mut [f32],
+        dst_rs: usize,
+        accumulate: bool,
+        with_bias: bool,
+    ) -> Result<()> {
+        let (out, inp) = self.weight.dims2()?;
+        let w = CpuF32::new(&self.weight)?;
+        let mut read_dst = accumulate;
+        if let (true, Some(b)) = (with_bias, &self.bias) {
+            let b = CpuF32::new(b)?;
+            let b = b.slice()?;
+            for row in dst.chunks_mut(dst_rs).take(rows) {
+                let len = out.min(row.len());
+                let row = &mut row[..len];
+                if accumulate {
+                    row.iter_mut().zip(b).for_each(|(d, b)| *d += b);
+                } else {
+                    row.copy_from_slice(&b[..row.len()]);
+                }
+            }
+            read_dst = true;
         }
-    });
-    Ok(Tensor::from_vec(v, dims, x.device())?)
+        let x = Mat::rows(x, rows, inp, inp);
+        let wt = Mat::rows(w.slice()?, out, inp, inp).t();
+        cpu::matmul(dst, dst_rs, x, wt, read_dst, 1.0, cpu::parallelism())
+    }
 }
 
 /// `nn.LayerNorm` over the last dim with weight and bias.
@@ -126,6 +142,13 @@ impl LayerNorm {
                 self.eps as f32,
             )?),
         }
+    }
+
+    /// On the CPU in f32: every row of `x` (rows as long as the weight) into `out`.
+    pub(crate) fn forward_cpu(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let (w, b) = (CpuF32::new(&self.weight)?, CpuF32::new(&self.bias)?);
+        cpu::layer_norm(x, w.slice()?, b.slice()?, self.eps as f32, out);
+        Ok(())
     }
 }
 
@@ -190,12 +213,11 @@ impl EncoderLayer {
         self.out_proj.forward(&out)
     }
 
-    fn mlp(&self, x: &Tensor, path: VisionPath) -> Result<Tensor> {
+    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.fc1.forward(x)?;
-        let h = match (self.act, path) {
-            (VisionAct::GeluTanh, VisionPath::Fused) => gelu_tanh_par(&h)?,
-            (VisionAct::GeluTanh, VisionPath::Differentiable) => h.gelu()?,
-            (VisionAct::Gelu, _) => h.gelu_erf()?,
+        let h = match self.act {
+            VisionAct::GeluTanh => h.gelu()?,
+            VisionAct::Gelu => h.gelu_erf()?,
         };
         self.fc2.forward(&h)
     }
@@ -203,38 +225,120 @@ impl EncoderLayer {
     /// `[B, N, D]` → `[B, N, D]`.
     pub fn forward(&self, x: &Tensor, path: VisionPath) -> Result<Tensor> {
         let h = (x + self.attention(&self.layer_norm1.forward(x, path)?, path)?)?;
-        Ok((&h + self.mlp(&self.layer_norm2.forward(&h, path)?, path)?)?)
+        Ok((&h + self.mlp(&self.layer_norm2.forward(&h, path)?)?)?)
+    }
+
+    /// The fused path on the CPU in f32 without candle ops: `x` is `[images · n, d]` row-major
+    /// (each image's `n` tokens together); returns the layer's output in the same layout.
+    pub(crate) fn forward_cpu(&self, x: &[f32], images: usize, n: usize) -> Result<Vec<f32>> {
+        let rows = images * n;
+        let (inter, d) = self.fc1.weight.dims2()?;
+        let mut a = vec![0f32; rows * d];
+        self.layer_norm1.forward_cpu(x, &mut a)?;
+        let mut qkv = vec![0f32; rows * 3 * d];
+        for (p, proj) in [&self.q_proj, &self.k_proj, &self.v_proj]
+            .iter()
+            .enumerate()
+        {
+            proj.forward_cpu(&a, rows, &mut qkv[p * d..], 3 * d, false, true)?;
+        }
+        cpu::attention(&qkv, images, n, d, self.heads, &mut a)?;
+        let mut h = x.to_vec();
+        self.out_proj.forward_cpu(&a, rows, &mut h, d, true, true)?;
+        self.layer_norm2.forward_cpu(&h, &mut a)?;
+        let mut hidden = vec![0f32; rows * inter];
+        match self.act {
+            VisionAct::GeluTanh => {
+                self.fc1
+                    .forward_cpu(&a, rows, &mut hidden, inter, false, false)?;
+                let zero;
+                let b = match &self.fc1.bias {
+                    Some(b) => Some(CpuF32::new(b)?),
+                    None => None,
+                };
+                let b = match &b {
+                    Some(b) => b.slice()?,
+                    None => {
+                        zero = vec![0f32; inter];
+                        &zero
+                    }
+                };
+                cpu::bias_gelu_tanh(&mut hidden, b);
+            }
+            VisionAct::Gelu => {
+                self.fc1
+                    .forward_cpu(&a, rows, &mut hidden, inter, false, true)?;
+                let t = Tensor::from_vec(hidden, (rows, inter), &candle_core::Device::Cpu)?;
+                hidden = t.gelu_erf()?.flatten_all()?.to_vec1::<f32>()?;
+            }
+        }
+        self.fc2.forward_cpu(&hidden, rows, &mut h, d, true, true)?;
+        Ok(h)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{DType, Device};
+    use std::collections::HashMap;
+
+    /// One layer (width 64, MLP 128, 4 heads) with every tensor random, norms near 1.
+    fn random_layer(act: VisionAct) -> EncoderLayer {
+        use rand::{Rng, SeedableRng};
+        let cfg = VisionConfig {
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_hidden_layers: 1,
+            num_attention_heads: 4,
+            num_channels: 3,
+            image_size: 8,
+            patch_size: 4,
+            hidden_act: act,
+            layer_norm_eps: 1e-6,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut map = HashMap::new();
+        for (name, shape) in crate::vision::siglip::tensor_shapes(&cfg) {
+            if let Some(name) = name.strip_prefix("encoder.layers.0.") {
+                let n: usize = shape.iter().product();
+                let shift = if name.contains("norm") && name.ends_with("weight") {
+                    1.0
+                } else {
+                    0.0
+                };
+                let v: Vec<f32> = (0..n)
+                    .map(|_| shift + rng.random_range(-0.3..0.3))
+                    .collect();
+                map.insert(
+                    name.to_string(),
+                    Tensor::from_vec(v, shape, &Device::Cpu).unwrap(),
+                );
+            }
+        }
+        let vb = VarBuilder::from_tensors(map, DType::F32, &Device::Cpu);
+        EncoderLayer::new(&cfg, &vb).unwrap()
+    }
 
     #[test]
-    fn parallel_gelu_equals_candles_gelu() {
-        let mut v: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.003).collect();
-        v.extend([-1e4, -88.0, -20.0, 0.0, 20.0, 88.0, 1e4, f32::MIN_POSITIVE]);
-        let n = v.len();
-        let x = Tensor::from_vec(v, (2, n / 2), &candle_core::Device::Cpu).unwrap();
-        let want = x
-            .gelu()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let got = gelu_tanh_par(&x).unwrap();
-        assert_eq!(got.dims(), x.dims());
-        for (g, w) in got
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .zip(&want)
-        {
-            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{g} vs {w}");
+    fn cpu_kernels_equal_candle_ops() {
+        // Two images of 30 tokens; tolerance: 1e-5 of the output's largest magnitude.
+        for act in [VisionAct::GeluTanh, VisionAct::Gelu] {
+            let layer = random_layer(act);
+            let x = Tensor::randn(0f32, 1.0, (2, 30, 64), &Device::Cpu).unwrap();
+            let want = layer.forward(&x, VisionPath::Fused).unwrap();
+            let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let got = layer.forward_cpu(&xs, 2, 30).unwrap();
+            let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-5 * scale,
+                "{act:?}: max |diff| {err:e}, scale {scale}"
+            );
         }
     }
 }

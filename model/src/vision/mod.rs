@@ -7,11 +7,14 @@
 //!   ([`ProcessorConfig`]) files, validated, writable back.
 //! - `processor.rs` — image → `pixel_values` ([`preprocess`]).
 //! - `layers.rs` — linear, layer norm, encoder layer on a differentiable or fused path.
+//! - `cpu.rs` — the fused path's f32 CPU kernels (gemm matmuls, per-head attention, SIMD
+//!   layer norm, softmax, GELU).
 //! - `siglip.rs` — [`SiglipVision`], `SiglipVisionModel` up to `last_hidden_state`.
 //! - `connector.rs` — [`Connector`], `Idefics3Connector` (pixel shuffle + projection).
 
 pub mod config;
 pub mod connector;
+mod cpu;
 pub mod layers;
 pub mod processor;
 pub mod siglip;

@@ -12,7 +12,8 @@
 //!
 //! The patch convolution (kernel = stride = patch, no padding) is computed as what it is: each
 //! `p×p×C` patch flattened in the weight's `(C, p, p)` order, times the weight as a `[D, C·p·p]`
-//! matrix: one matmul, differentiable, and faster on CPU than a generic conv.
+//! matrix: one matmul, differentiable, and faster on CPU than a generic conv. The fused path on the
+//! CPU in f32 runs the encoder on plain buffers with the kernels of `cpu.rs`.
 
 use crate::error::{Error, Result};
 use crate::vision::config::VisionConfig;
@@ -247,10 +248,26 @@ impl SiglipVision {
     /// `last_hidden_state [B, N, D]` on the given path.
     pub fn forward_with(&self, pixel_values: &Tensor, path: VisionPath) -> Result<Tensor> {
         let mut x = self.embed(pixel_values)?;
+        if path == VisionPath::Fused && x.device().is_cpu() && x.dtype() == DType::F32 {
+            return self.encode_cpu(&x);
+        }
         for layer in &self.layers {
             x = layer.forward(&x, path)?;
         }
         self.post_layernorm.forward(&x, path)
+    }
+
+    /// The encoder and `post_layernorm` on the CPU in f32 with Tritter's kernels (`cpu.rs`):
+    /// the activations stay one row-major buffer from the embeddings to the output.
+    fn encode_cpu(&self, emb: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = emb.dims3()?;
+        let mut x = emb.flatten_all()?.to_vec1::<f32>()?;
+        for layer in &self.layers {
+            x = layer.forward_cpu(&x, b, n)?;
+        }
+        let mut out = vec![0f32; x.len()];
+        self.post_layernorm.forward_cpu(&x, &mut out)?;
+        Ok(Tensor::from_vec(out, (b, n, d), emb.device())?)
     }
 }
 
