@@ -185,7 +185,11 @@ fn stereo_is_averaged_to_mono() {
 fn flac_decodes_mono_and_stereo() {
     let dir = tempfile::tempdir().unwrap();
     let a = ramp16(10_000); // three frames, the last one short
-    let p = write(dir.path(), "m.flac", &flac(16_000, std::slice::from_ref(&a), 10_000));
+    let p = write(
+        dir.path(),
+        "m.flac",
+        &flac(16_000, std::slice::from_ref(&a), 10_000),
+    );
     let (got, rate) = decode_mono(&p).unwrap();
     assert_eq!(rate, 16_000);
     assert_eq!(
