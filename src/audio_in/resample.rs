@@ -27,7 +27,7 @@ pub const MAX_RATE: u32 = 384_000;
 const SINC_LEN: usize = 512;
 /// Sub-sample offsets in the table when it cannot be exact.
 const OVERSAMPLE: usize = 2048;
-/// Largest `to / gcd(from, to)` resampled on an exact table (`SINC_LEN` × that many `f32`: 4 MiB).
+/// Largest `to / gcd(from, to)` resampled on an exact table (`SINC_LEN` × that many `f32`: 8 MiB).
 const MAX_EXACT_TABLE: u64 = 4096;
 
 /// x with a·x ≡ 1 (mod m), for coprime a and m (0 when m = 1).
@@ -114,9 +114,12 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> anyhow::Result<Vec<f32>>
             partial_len: (avail < next).then_some(avail),
             active_channels_mask: None,
         };
-        let chunk = rs
-            .process(&input, Some(&indexing))
-            .map_err(|e| anyhow::anyhow!("resampling {from} Hz → {to} Hz failed: {e}"))?;
+        // rubato asserts on some index edge cases rather than returning an error.
+        let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rs.process(&input, Some(&indexing))
+        }))
+        .map_err(|_| anyhow::anyhow!("resampling {from} Hz → {to} Hz failed (resampler panicked)"))?
+        .map_err(|e| anyhow::anyhow!("resampling {from} Hz → {to} Hz failed: {e}"))?;
         out.extend_from_slice(&chunk.take_data());
         offset += next.min(avail);
     }
