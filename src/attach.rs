@@ -1,18 +1,11 @@
 //! Image and audio attachments: loading with limits (file size, pixel dimensions and decoder
 //! allocation for images, so a decompression bomb is refused before it is decoded; file size and
-//! duration for audio), decoding to the engine's `MediaData`, chips' labels, and a waveform envelope
-//! for the audio sparkline. Formats: PNG/JPEG (`image`), WAV/FLAC/MP3 (`symphonia`).
+//! duration for audio, in `audio_in`), decoding to the engine's `MediaData`, chips' labels, and a
+//! waveform envelope for the audio sparkline. Formats: PNG/JPEG (`image`), WAV/FLAC/MP3/Ogg Vorbis
+//! (`audio_in`).
 
 use std::path::Path;
 use std::sync::Arc;
-
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::DecoderOptions;
-use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatOptions;
-use symphonia::core::io::MediaSourceStream;
-use symphonia::core::meta::MetadataOptions;
-use symphonia::core::probe::Hint;
 
 use crate::engine::{Attachment, AttachmentKind, MediaData};
 use crate::files::human_bytes;
@@ -22,8 +15,6 @@ pub const MAX_IMAGE_BYTES: u64 = 20 * 1024 * 1024;
 pub const MAX_IMAGE_SIDE: u32 = 8192;
 /// Most pixels in an image (width × height).
 pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
-pub const MAX_AUDIO_BYTES: u64 = 50 * 1024 * 1024;
-pub const MAX_AUDIO_SECONDS: f64 = 600.0;
 
 fn check_size(path: &Path, limit: u64) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path)
@@ -96,84 +87,11 @@ pub fn load_image(path: &Path) -> anyhow::Result<(Attachment, image::DynamicImag
     ))
 }
 
-/// Loads WAV, FLAC or MP3 audio, downmixed to mono.
+/// Loads WAV, FLAC, MP3 or Ogg Vorbis audio, downmixed to mono (`audio_in::decode_mono`, with
+/// its limits).
 pub fn load_audio(path: &Path) -> anyhow::Result<Attachment> {
-    check_size(path, MAX_AUDIO_BYTES)?;
-    let bad =
-        |e: SymError| anyhow::anyhow!("{} is not readable WAV/FLAC/MP3 audio: {e}", path.display());
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
-    let mut hint = Hint::new();
-    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
-        hint.with_extension(ext);
-    }
-    let probed = symphonia::default::get_probe()
-        .format(
-            &hint,
-            mss,
-            &FormatOptions::default(),
-            &MetadataOptions::default(),
-        )
-        .map_err(bad)?;
-    let mut format = probed.format;
-    let track = format
-        .default_track()
-        .ok_or_else(|| anyhow::anyhow!("{} has no audio track", path.display()))?;
-    let track_id = track.id;
-    let params = track.codec_params.clone();
-    let sample_rate = params
-        .sample_rate
-        .ok_or_else(|| anyhow::anyhow!("{} does not state its sample rate", path.display()))?;
-    let too_long = |secs: f64| {
-        anyhow::anyhow!(
-            "{} is {secs:.0} s long, over the {MAX_AUDIO_SECONDS:.0} s limit; refused",
-            path.display()
-        )
-    };
-    if let Some(n) = params.n_frames {
-        let secs = n as f64 / f64::from(sample_rate);
-        if secs > MAX_AUDIO_SECONDS {
-            return Err(too_long(secs));
-        }
-    }
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
-        .map_err(bad)?;
-    let max_samples = (MAX_AUDIO_SECONDS * f64::from(sample_rate)) as usize;
-    let mut mono: Vec<f32> = Vec::new();
-    loop {
-        let packet = match format.next_packet() {
-            Ok(p) => p,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(SymError::ResetRequired) => break,
-            Err(e) => return Err(bad(e)),
-        };
-        if packet.track_id() != track_id {
-            continue;
-        }
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
-            Err(SymError::DecodeError(_)) => continue,
-            Err(e) => return Err(bad(e)),
-        };
-        let spec = *decoded.spec();
-        let channels = spec.channels.count().max(1);
-        let mut buf = SampleBuffer::<f32>::new(decoded.capacity() as u64, spec);
-        buf.copy_interleaved_ref(decoded);
-        mono.extend(
-            buf.samples()
-                .chunks(channels)
-                .map(|frame| frame.iter().sum::<f32>() / channels as f32),
-        );
-        if mono.len() > max_samples {
-            return Err(too_long(mono.len() as f64 / f64::from(sample_rate)));
-        }
-    }
-    if mono.is_empty() {
-        anyhow::bail!("{} holds no audio samples", path.display());
-    }
-    let seconds = mono.len() as f64 / f64::from(sample_rate);
+    let (samples, sample_rate) = crate::audio_in::decode_mono(path)?;
+    let seconds = samples.len() as f64 / f64::from(sample_rate);
     Ok(Attachment {
         path: path.to_path_buf(),
         kind: AttachmentKind::Audio {
@@ -182,7 +100,7 @@ pub fn load_audio(path: &Path) -> anyhow::Result<Attachment> {
         },
         data: Some(Arc::new(MediaData::Mono {
             sample_rate,
-            samples: mono,
+            samples,
         })),
     })
 }

@@ -3,6 +3,7 @@
 //! chain) with exit code 1, after the terminal is restored.
 
 mod attach;
+mod audio_in;
 mod bench;
 mod cli;
 mod config;
