@@ -159,3 +159,151 @@ fn the_differentiable_path_equals_the_fast_path_and_trains() {
     }
     assert!(reached > 40, "{reached}");
 }
+
+#[test]
+fn save_then_load_and_the_hub_weight_layouts_give_the_same_model() {
+    let dir = golden("encodec_tiny");
+    let model = Encodec::load(&dir, &Device::Cpu).unwrap();
+    let ex = load(&dir.join("expected.safetensors"));
+    let codes = &ex["audio_codes"];
+    let want = model.decode(codes).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("codec");
+    model.save(&out).unwrap();
+    model.save(&out).unwrap(); // replacing an existing directory works too
+    let back = Encodec::load(&out, &Device::Cpu).unwrap();
+    assert_eq!(back.config(), model.config());
+    assert_eq!(back.param_count(), model.param_count());
+    let names = |m: &Encodec| {
+        let mut n: Vec<String> = m.named_tensors().into_iter().map(|(n, _)| n).collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&back), names(&model));
+    let mut file: Vec<String> = load(&dir.join("model.safetensors")).into_keys().collect();
+    file.sort();
+    assert_eq!(names(&model), file, "saved names are HF's");
+    assert_eq!(max_abs_diff(&back.decode(codes).unwrap(), &want), 0.0);
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "no temporary left"
+    );
+
+    // The hub checkpoints' `weight_g` / `weight_v`, and plain (already normalised) weights.
+    let cfg = model.config().clone();
+    let tensors = load(&dir.join("model.safetensors"));
+    let old: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| {
+            let k = k
+                .replace("parametrizations.weight.original0", "weight_g")
+                .replace("parametrizations.weight.original1", "weight_v");
+            (k, v.clone())
+        })
+        .collect();
+    let hub = Encodec::from_tensors(&cfg, old, &Device::Cpu).unwrap();
+    assert_eq!(max_abs_diff(&hub.decode(codes).unwrap(), &want), 0.0);
+    let mut plain = HashMap::new();
+    for (k, v) in &tensors {
+        if let Some(stem) = k.strip_suffix("parametrizations.weight.original1") {
+            let g = tensors[&format!("{stem}parametrizations.weight.original0")]
+                .to_dtype(DType::F32)
+                .unwrap();
+            let v = v.to_dtype(DType::F32).unwrap();
+            let norm = v
+                .sqr()
+                .unwrap()
+                .sum_keepdim(2)
+                .unwrap()
+                .sum_keepdim(1)
+                .unwrap()
+                .sqrt()
+                .unwrap();
+            let w = v.broadcast_mul(&(g / norm).unwrap()).unwrap();
+            plain.insert(format!("{stem}weight"), w);
+        } else if !k.ends_with("original0") {
+            plain.insert(k.clone(), v.clone());
+        }
+    }
+    let plain = Encodec::from_tensors(&cfg, plain, &Device::Cpu).unwrap();
+    let d = max_abs_diff(&plain.decode(codes).unwrap(), &want) / max_abs(&want);
+    assert!(d <= 1e-6, "{d}");
+}
+
+#[test]
+fn broken_checkpoints_and_inputs_are_named_errors() {
+    let dir = golden("encodec_tiny");
+    let cfg = EncodecConfig::from_file(&dir.join("config.json")).unwrap();
+    let tensors = load(&dir.join("model.safetensors"));
+
+    let mut missing = tensors.clone();
+    missing.remove("decoder.layers.1.lstm.weight_hh_l1");
+    match Encodec::from_tensors(&cfg, missing, &Device::Cpu) {
+        Err(Error::MissingTensor(name)) => assert_eq!(name, "decoder.layers.1.lstm.weight_hh_l1"),
+        other => panic!("expected a missing tensor, got {other:?}"),
+    }
+    let mut half = tensors.clone();
+    half.remove("encoder.layers.0.conv.parametrizations.weight.original0");
+    let err = Encodec::from_tensors(&cfg, half, &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::MissingTensor(n) if n == "encoder.layers.0.conv.parametrizations.weight.original0"),
+        "{err}"
+    );
+    let wider = EncodecConfig {
+        num_filters: 8,
+        ..cfg.clone()
+    };
+    let err = Encodec::from_tensors(&wider, tensors.clone(), &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadShape { name, .. } if name.starts_with("encoder.layers.")),
+        "{err}"
+    );
+    let fewer_lstm = EncodecConfig {
+        num_lstm_layers: 1,
+        ..cfg.clone()
+    };
+    let err = Encodec::from_tensors(&fewer_lstm, tensors.clone(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("_l1") && err.contains("not part"), "{err}");
+
+    let err = EncodecConfig::from_json(r#"{"norm_type": "batch_norm"}"#).unwrap_err();
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "norm_type"),
+        "{err}"
+    );
+    let bad_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad_dir.path().join("config.json"),
+        r#"{"upsampling_ratios": [4, 0]}"#,
+    )
+    .unwrap();
+    let err = Encodec::load(bad_dir.path(), &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "upsampling_ratios"),
+        "{err}"
+    );
+
+    let model = Encodec::from_tensors(&cfg, tensors.clone(), &Device::Cpu).unwrap();
+    let bad = Tensor::full(32i64, (1, 2, 5), &Device::Cpu).unwrap();
+    let err = model.decode(&bad).unwrap_err().to_string();
+    assert!(err.contains("code 32 is outside the codebook"), "{err}");
+    let stereo = Tensor::zeros((1, 2, 100), DType::F32, &Device::Cpu).unwrap();
+    assert!(model
+        .encode(&stereo, 1)
+        .unwrap_err()
+        .to_string()
+        .contains("expected [batch, 1,"));
+    let hq = EncodecConfig {
+        normalize: true,
+        ..cfg.clone()
+    };
+    let model = Encodec::from_tensors(&hq, tensors, &Device::Cpu).unwrap();
+    let mono = Tensor::zeros((1, 1, 100), DType::F32, &Device::Cpu).unwrap();
+    let err = model.encode(&mono, 1).unwrap_err();
+    assert!(
+        matches!(&err, Error::Config { key, .. } if key == "normalize"),
+        "{err}"
+    );
+}
