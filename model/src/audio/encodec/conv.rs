@@ -1,0 +1,581 @@
+//! EnCodec's convolutions: `EncodecConv1d` and `EncodecConvTranspose1d` of HF transformers'
+//! `modeling_encodec.py` — weight normalisation or a one-group GroupNorm after the conv, causal or
+//! centred padding with HF's `_get_extra_padding_for_conv1d` (so every frame is complete), its
+//! `_pad1d` (reflect padding of inputs shorter than the pad gets zeros first), and the trim of the
+//! transposed convolution's output (`trim_right_ratio` when causal, else centred).
+//!
+//! Weight-normalised convs load from HF 5's `conv.parametrizations.weight.original0/1` (`g`,
+//! `v`; what `save_pretrained` writes), from the hub checkpoints' `conv.weight_g/weight_v`, or
+//! from a plain `conv.weight`; they are recorded (and saved) in the `parametrizations` layout.
+//! Weight norm is `v · (g / ‖v‖)` with the norm over all but dim 0, as torch computes it.
+//!
+//! Two paths ([`EncodecPath`]) compute the same function: `Differentiable` states the transposed
+//! convolution as a stride-1 conv1d over the input (polyphase form) because candle 0.11 has no
+//! backward for `conv_transpose1d`; `Fast` uses candle's `conv_transpose1d` and the weights
+//! normalised once at load. Tests hold the two equal.
+
+use super::config::{EncodecConfig, NormType, PadMode};
+use super::params::Params;
+use crate::error::{Error, Result};
+use candle_core::Tensor;
+use candle_nn::Init;
+
+/// Which implementation a forward pass uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodecPath {
+    /// Only ops with a candle backward: gradients reach every parameter (training).
+    Differentiable,
+    /// Inference: cached normalised weights, candle's transposed conv, the LSTM as one input
+    /// matmul plus a tight recurrent loop (CPU).
+    Fast,
+}
+
+const GROUP_NORM_EPS: f64 = 1e-5;
+
+/// A conv weight: weight-normalised (`g`, `v`, and the product once computed for inference) or
+/// plain.
+#[derive(Debug, Clone)]
+enum Weight {
+    Normed {
+        g: Tensor,
+        v: Tensor,
+        cached: Option<Tensor>,
+    },
+    Plain(Tensor),
+}
+
+/// `v · (g / ‖v‖)`, the norm over every dim but 0 (torch's `_weight_norm(v, g, 0)`).
+fn weight_norm(g: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let norm = v.sqr()?.sum_keepdim(2)?.sum_keepdim(1)?.sqrt()?;
+    Ok(v.broadcast_mul(&(g / norm)?)?)
+}
+
+impl Weight {
+    /// The weight `shape` under `p` (which is `…conv`), in whichever layout the source holds.
+    fn load(p: &Params, shape: [usize; 3], norm: NormType, fan_in: usize) -> Result<Weight> {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        if norm == NormType::TimeGroupNorm {
+            return Ok(Weight::Plain(p.get(&shape, "weight", init)?));
+        }
+        let gs = [shape[0], 1, 1];
+        let (g_name, v_name) = (
+            "parametrizations.weight.original0",
+            "parametrizations.weight.original1",
+        );
+        let pair = |g: &str, v: &str| -> Result<Option<(Tensor, Tensor)>> {
+            match p.take(&shape, v)? {
+                None => Ok(None),
+                Some(v_t) => match p.take(&gs, g)? {
+                    Some(g_t) => Ok(Some((g_t, v_t))),
+                    None => Err(Error::MissingTensor(p.full(g))),
+                },
+            }
+        };
+        let (g, v) = if !p.is_file() {
+            let v = p.get(&shape, v_name, init)?;
+            let g = p.get(&gs, g_name, Init::Const(1.0))?;
+            return Ok(Weight::Normed { g, v, cached: None });
+        } else if let Some(gv) = pair(g_name, v_name)? {
+            gv
+        } else if let Some(gv) = pair("weight_g", "weight_v")? {
+            gv
+        } else if let Some(w) = p.take(&shape, "weight")? {
+            let g = w.sqr()?.sum_keepdim(2)?.sum_keepdim(1)?.sqrt()?;
+            (g, w)
+        } else {
+            return Err(Error::MissingTensor(p.full(v_name)));
+        };
+        p.put(g_name, &g);
+        p.put(v_name, &v);
+        let cached = Some(weight_norm(&g, &v)?);
+        Ok(Weight::Normed { g, v, cached })
+    }
+
+    fn get(&self, path: EncodecPath) -> Result<Tensor> {
+        match (self, path) {
+            (Weight::Plain(w), _) => Ok(w.clone()),
+            (
+                Weight::Normed {
+                    cached: Some(w), ..
+                },
+                EncodecPath::Fast,
+            ) => Ok(w.clone()),
+            (Weight::Normed { g, v, .. }, _) => weight_norm(g, v),
+        }
+    }
+}
+
+/// GroupNorm with one group (`nn.GroupNorm(1, C)`, eps 1e-5): statistics over (C, T) per item.
+#[derive(Debug, Clone)]
+struct GroupNorm1 {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl GroupNorm1 {
+    fn new(p: &Params, ch: usize) -> Result<Self> {
+        Ok(GroupNorm1 {
+            weight: p.get(&[ch], "weight", Init::Const(1.0))?,
+            bias: p.get(&[ch], "bias", Init::Const(0.0))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, t) = x.dims3()?;
+        let flat = x.reshape((b, c * t))?;
+        let mean = flat.mean_keepdim(1)?;
+        let centred = flat.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(1)?;
+        let normed = centred.broadcast_div(&(var + GROUP_NORM_EPS)?.sqrt()?)?;
+        Ok(normed
+            .reshape((b, c, t))?
+            .broadcast_mul(&self.weight.reshape((1, c, 1))?)?
+            .broadcast_add(&self.bias.reshape((1, c, 1))?)?)
+    }
+}
+
+/// HF's `_pad1d`: pads the last dim of `[B, C, L]` by `(left, right)`; reflect padding of an
+/// input no longer than the pad first appends zeros (then drops them again).
+pub(crate) fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Result<Tensor> {
+    if left == 0 && right == 0 {
+        return Ok(x.clone());
+    }
+    match mode {
+        PadMode::Zeros => Ok(x.pad_with_zeros(2, left, right)?),
+        PadMode::Replicate => Ok(x.pad_with_same(2, left, right)?),
+        PadMode::Reflect => {
+            let len = x.dim(2)?;
+            let max_pad = left.max(right);
+            let extra = if len <= max_pad { max_pad - len + 1 } else { 0 };
+            let x = if extra > 0 {
+                x.pad_with_zeros(2, 0, extra)?
+            } else {
+                x.contiguous()?
+            };
+            let n = len + extra;
+            let dev = x.device();
+            let mut parts = Vec::with_capacity(3);
+            if left > 0 {
+                // x[left], x[left − 1], …, x[1]
+                let idx: Vec<u32> = (1..=left as u32).rev().collect();
+                parts.push(x.index_select(&Tensor::new(idx, dev)?, 2)?);
+            }
+            parts.push(x.clone());
+            if right > 0 {
+                // x[n − 2], x[n − 3], …, x[n − 1 − right]
+                let idx: Vec<u32> = (0..right).map(|i| (n - 2 - i) as u32).collect();
+                parts.push(x.index_select(&Tensor::new(idx, dev)?, 2)?);
+            }
+            let padded = Tensor::cat(&parts, 2)?;
+            Ok(padded.narrow(2, 0, padded.dim(2)? - extra)?)
+        }
+    }
+}
+
+/// `EncodecConv1d`.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv1d {
+    weight: Weight,
+    bias: Tensor,
+    norm: Option<GroupNorm1>,
+    stride: usize,
+    dilation: usize,
+    kernel: usize,
+    causal: bool,
+    pad_mode: PadMode,
+}
+
+impl Conv1d {
+    /// `conv.*` (and `norm.*` for `time_group_norm`) under `p`.
+    pub(crate) fn new(
+        p: &Params,
+        cfg: &EncodecConfig,
+        (cin, cout): (usize, usize),
+        kernel: usize,
+        stride: usize,
+        dilation: usize,
+    ) -> Result<Self> {
+        let norm_type = cfg.norm()?;
+        let c = p.pp("conv");
+        let weight = Weight::load(&c, [cout, cin, kernel], norm_type, cin * kernel)?;
+        let bound = 1.0 / ((cin * kernel) as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let bias = c.get(&[cout], "bias", init)?;
+        let norm = match norm_type {
+            NormType::TimeGroupNorm => Some(GroupNorm1::new(&p.pp("norm"), cout)?),
+            NormType::WeightNorm => None,
+        };
+        Ok(Conv1d {
+            weight,
+            bias,
+            norm,
+            stride,
+            dilation,
+            kernel,
+            causal: cfg.use_causal_conv,
+            pad_mode: cfg.pad()?,
+        })
+    }
+
+    /// HF's padding: `(left, right)` for an input of `len` samples.
+    fn padding(&self, len: usize) -> (usize, usize) {
+        let k = (self.kernel - 1) * self.dilation + 1;
+        let total = k.saturating_sub(self.stride);
+        // _get_extra_padding_for_conv1d: frames = ceil((len − k + total) / stride + 1) − 1.
+        let frames = ((len as f64 - k as f64 + total as f64) / self.stride as f64 + 1.0).ceil();
+        let frames = (frames - 1.0).max(0.0) as usize;
+        let ideal = frames * self.stride + k - total;
+        let extra = ideal.saturating_sub(len);
+        if self.causal {
+            (total, extra)
+        } else {
+            let right = total / 2;
+            (total - right, right + extra)
+        }
+    }
+
+    /// `[B, Cin, L]` → `[B, Cout, ceil(L / stride)]`.
+    pub(crate) fn forward(&self, x: &Tensor, path: EncodecPath) -> Result<Tensor> {
+        let (left, right) = self.padding(x.dim(2)?);
+        let x = pad1d(x, left, right, self.pad_mode)?;
+        let w = self.weight.get(path)?;
+        let y = match path {
+            EncodecPath::Fast => x.conv1d(&w, 0, self.stride, self.dilation, 1)?,
+            EncodecPath::Differentiable => conv1d_diff(&x, &w, self.stride, self.dilation)?,
+        };
+        let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+        match &self.norm {
+            Some(n) => n.forward(&y),
+            None => Ok(y),
+        }
+    }
+}
+
+/// conv1d without padding as im2col + matmul from basic ops (narrow, reshape, stack, matmul),
+/// whose candle backward is exact: candle 0.11's own conv1d backward gives wrong gradients for
+/// some shapes (its `conv_transpose1d` is wrong for batch > 1 on the CPU; see the tests).
+/// `x` `[B, Cin, L]`, `w` `[Cout, Cin, K]` → `[B, Cout, (L − (K−1)·d − 1) / s + 1]`.
+pub(crate) fn conv1d_diff(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    dilation: usize,
+) -> Result<Tensor> {
+    let (b, cin, len) = x.dims3()?;
+    let (cout, wcin, k) = w.dims3()?;
+    let span = (k - 1) * dilation + 1;
+    if wcin != cin || len < span || stride == 0 {
+        return Err(Error::Invalid(format!(
+            "conv1d: input {:?}, weight {:?}, stride {stride}, dilation {dilation}",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    let out = (len - span) / stride + 1;
+    let mut taps = Vec::with_capacity(k);
+    for j in 0..k {
+        let t = x.narrow(2, j * dilation, (out - 1) * stride + 1)?;
+        let t = if stride > 1 {
+            t.pad_with_zeros(2, 0, stride - 1)?
+                .reshape((b, cin, out, stride))?
+                .narrow(3, 0, 1)?
+                .squeeze(3)?
+        } else {
+            t
+        };
+        taps.push(t);
+    }
+    // cols[b, i·K + j, t] = x[b, i, t·s + j·d]
+    let cols = Tensor::stack(&taps, 2)?.reshape((b, cin * k, out))?;
+    let w2 = w
+        .reshape((1, cout, cin * k))?
+        .broadcast_as((b, cout, cin * k))?;
+    Ok(w2.matmul(&cols)?)
+}
+
+/// A transposed conv1d (no padding) as a stride-1 conv1d, differentiable in candle: output
+/// phase `r` of `y[t·s + r] = Σ_j x[t − j] · w[:, :, j·s + r]` is one group of output channels.
+/// `x` `[B, Cin, L]`, `w` `[Cin, Cout, K]` (torch's layout) → `[B, Cout, (L − 1)·s + K]`.
+pub(crate) fn conv_transpose1d_poly(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
+    let (b, cin, len) = x.dims3()?;
+    let (wcin, cout, k) = w.dims3()?;
+    if wcin != cin || stride == 0 || len == 0 {
+        return Err(Error::Invalid(format!(
+            "conv_transpose1d: input {:?}, weight {:?}, stride {stride}",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    let s = stride;
+    let taps = k.div_ceil(s);
+    let rev: Vec<u32> = (0..taps as u32).rev().collect();
+    let wp = w
+        .pad_with_zeros(2, 0, taps * s - k)?
+        .reshape((cin, cout, taps, s))?
+        .index_select(&Tensor::new(rev, w.device())?, 2)?
+        .permute((3, 1, 0, 2))?
+        .reshape((s * cout, cin, taps))?;
+    let z = conv1d_diff(&x.pad_with_zeros(2, taps - 1, taps - 1)?, &wp, 1, 1)?;
+    let t = len + taps - 1;
+    let y = z
+        .reshape((b, s, cout, t))?
+        .permute((0, 2, 3, 1))?
+        .reshape((b, cout, t * s))?;
+    Ok(y.narrow(2, 0, (len - 1) * s + k)?)
+}
+
+/// The transposed conv for inference: the polyphase form over candle's conv1d (candle 0.11's
+/// `conv_transpose1d` is wrong for batch > 1 on the CPU).
+pub(crate) fn conv_transpose_fast(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
+    let (b, cin, len) = x.dims3()?;
+    let (_, cout, k) = w.dims3()?;
+    let s = stride;
+    let taps = k.div_ceil(s);
+    let rev: Vec<u32> = (0..taps as u32).rev().collect();
+    let wp = w
+        .pad_with_zeros(2, 0, taps * s - k)?
+        .reshape((cin, cout, taps, s))?
+        .index_select(&Tensor::new(rev, w.device())?, 2)?
+        .permute((3, 1, 0, 2))?
+        .reshape((s * cout, cin, taps))?;
+    let z = x
+        .pad_with_zeros(2, taps - 1, taps - 1)?
+        .conv1d(&wp, 0, 1, 1, 1)?;
+    let t = len + taps - 1;
+    let y = z
+        .reshape((b, s, cout, t))?
+        .permute((0, 2, 3, 1))?
+        .reshape((b, cout, t * s))?;
+    Ok(y.narrow(2, 0, (len - 1) * s + k)?)
+}
+
+/// `EncodecConvTranspose1d`.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvTranspose1d {
+    weight: Weight,
+    bias: Tensor,
+    norm: Option<GroupNorm1>,
+    stride: usize,
+    kernel: usize,
+    causal: bool,
+    trim_right_ratio: f64,
+}
+
+impl ConvTranspose1d {
+    /// `conv.*` (and `norm.*`) under `p`; the weight is `[Cin, Cout, K]`, weight-normalised
+    /// over dim 0 as torch's `weight_norm` does by default.
+    pub(crate) fn new(
+        p: &Params,
+        cfg: &EncodecConfig,
+        (cin, cout): (usize, usize),
+        kernel: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let norm_type = cfg.norm()?;
+        let c = p.pp("conv");
+        let weight = Weight::load(&c, [cin, cout, kernel], norm_type, cout * kernel)?;
+        let bound = 1.0 / ((cout * kernel) as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let bias = c.get(&[cout], "bias", init)?;
+        let norm = match norm_type {
+            NormType::TimeGroupNorm => Some(GroupNorm1::new(&p.pp("norm"), cout)?),
+            NormType::WeightNorm => None,
+        };
+        Ok(ConvTranspose1d {
+            weight,
+            bias,
+            norm,
+            stride,
+            kernel,
+            causal: cfg.use_causal_conv,
+            trim_right_ratio: cfg.trim_right_ratio,
+        })
+    }
+
+    /// `[B, Cin, L]` → `[B, Cout, L · stride]`.
+    pub(crate) fn forward(&self, x: &Tensor, path: EncodecPath) -> Result<Tensor> {
+        let w = self.weight.get(path)?;
+        let y = match path {
+            EncodecPath::Fast => conv_transpose_fast(x, &w, self.stride)?,
+            EncodecPath::Differentiable => conv_transpose1d_poly(x, &w, self.stride)?,
+        };
+        let y = y.broadcast_add(&self.bias.reshape((1, (), 1))?)?;
+        let y = match &self.norm {
+            Some(n) => n.forward(&y)?,
+            None => y,
+        };
+        let total = self.kernel.saturating_sub(self.stride);
+        let right = if self.causal {
+            (total as f64 * self.trim_right_ratio).ceil() as usize
+        } else {
+            total / 2
+        };
+        let left = total - right;
+        let len = y.dim(2)?;
+        Ok(y.narrow(2, left, len - left - right)?)
+    }
+}
+
+/// `elu(x)` with α = 1 (`nn.ELU()`).
+pub(crate) fn elu(x: &Tensor) -> Result<Tensor> {
+    Ok(x.elu(1.0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// `y[b, o, n·s + j] += x[b, i, n] · w[i, o, j]`, summed naively.
+    fn naive(x: &Tensor, w: &Tensor, s: usize) -> Tensor {
+        let (bsz, cin, len) = x.dims3().unwrap();
+        let (_, cout, k) = w.dims3().unwrap();
+        let xv = x.to_vec3::<f32>().unwrap();
+        let wv = w.to_vec3::<f32>().unwrap();
+        let out = (len - 1) * s + k;
+        let mut y = vec![0f32; bsz * cout * out];
+        for b in 0..bsz {
+            for i in 0..cin {
+                for o in 0..cout {
+                    for n in 0..len {
+                        for j in 0..k {
+                            y[(b * cout + o) * out + n * s + j] += xv[b][i][n] * wv[i][o][j];
+                        }
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(y, (bsz, cout, out), x.device()).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn transposed_convs_equal_a_naive_sum_and_the_polyphase_one_has_gradients() {
+        let dev = Device::Cpu;
+        let cases = [
+            (3, 2, 4, 2, 5),
+            (4, 3, 6, 3, 7),
+            (2, 2, 5, 2, 1),
+            (1, 1, 16, 8, 3),
+        ];
+        for (cin, cout, k, s, len) in cases {
+            let x = Tensor::randn(0f32, 1.0, (2, cin, len), &dev).unwrap();
+            let w =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (cin, cout, k), &dev).unwrap()).unwrap();
+            let want = naive(&x, &w, s);
+            let got = conv_transpose1d_poly(&x, &w, s).unwrap();
+            let d = max_diff(&got, &want);
+            assert!(d < 1e-5, "polyphase ({cin},{cout},{k},{s},{len}): {d}");
+            let fast = conv_transpose_fast(&x, &w, s).unwrap();
+            let d = max_diff(&fast, &want);
+            assert!(d < 1e-5, "fast ({cin},{cout},{k},{s},{len}): {d}");
+            for bsz in [1, 2] {
+                let xb = x.narrow(0, 0, bsz).unwrap();
+                let wc = w.as_tensor().contiguous().unwrap();
+                let fast = xb.conv_transpose1d(&wc, 0, 0, s, 1, 1).unwrap();
+                let d = max_diff(&fast, &want.narrow(0, 0, bsz).unwrap());
+                println!("candle conv_transpose1d ({cin},{cout},{k},{s},{len}) batch {bsz}: {d}");
+            }
+            let grads = got.sum_all().unwrap().backward().unwrap();
+            // d(Σy)/dw[i, o, j] = Σ_b Σ_n x[b, i, n] — the same for every o and j.
+            let gw = grads.get(&w).unwrap();
+            let xs = x.sum((0, 2)).unwrap().to_vec1::<f32>().unwrap();
+            let gw = gw.to_vec3::<f32>().unwrap();
+            for (i, row) in gw.iter().enumerate() {
+                for v in row.iter().flatten() {
+                    assert!((v - xs[i]).abs() < 1e-4, "{v} vs {}", xs[i]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn im2col_conv1d_equals_candles_and_its_gradients_are_exact() {
+        let dev = Device::Cpu;
+        for (cin, cout, k, s, d, len) in
+            [(3, 2, 3, 1, 2, 9), (2, 4, 4, 2, 1, 11), (4, 3, 1, 1, 1, 5)]
+        {
+            let x =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, cin, len), &dev).unwrap()).unwrap();
+            let w =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (cout, cin, k), &dev).unwrap()).unwrap();
+            let y = conv1d_diff(&x, &w, s, d).unwrap();
+            let want = x.conv1d(&w, 0, s, d, 1).unwrap();
+            assert!(max_diff(&y, &want) < 1e-5);
+            let out = y.dim(2).unwrap();
+            let grads = y.sum_all().unwrap().backward().unwrap();
+            // d(Σy)/dx[b, i, n] = Σ_o Σ_j w[o, i, j] over the taps j with n = t·s + j·d.
+            let wv = w.to_vec3::<f32>().unwrap();
+            let xv = x.to_vec3::<f32>().unwrap();
+            let gx = grads.get(&x).unwrap().to_vec3::<f32>().unwrap();
+            let gw = grads.get(&w).unwrap().to_vec3::<f32>().unwrap();
+            for b in 0..2 {
+                for i in 0..cin {
+                    for n in 0..len {
+                        let mut want = 0f32;
+                        for t in 0..out {
+                            for j in 0..k {
+                                if t * s + j * d == n {
+                                    want += (0..cout).map(|o| wv[o][i][j]).sum::<f32>();
+                                }
+                            }
+                        }
+                        assert!((gx[b][i][n] - want).abs() < 1e-4, "dx {b} {i} {n}");
+                    }
+                }
+            }
+            // d(Σy)/dw[o, i, j] = Σ_b Σ_t x[b, i, t·s + j·d].
+            for o in 0..cout {
+                for i in 0..cin {
+                    for j in 0..k {
+                        let want: f32 = (0..2)
+                            .map(|b| (0..out).map(|t| xv[b][i][t * s + j * d]).sum::<f32>())
+                            .sum();
+                        assert!((gw[o][i][j] - want).abs() < 1e-4, "dw {o} {i} {j}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reflect_padding_matches_torch_including_short_inputs() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[[1f32, 2., 3., 4.]]], &dev).unwrap();
+        let got = pad1d(&x, 3, 2, PadMode::Reflect).unwrap();
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [4., 3., 2., 1., 2., 3., 4., 3., 2.]
+        );
+        // torch: F.pad(F.pad(x, (0, 2)), (4, 1), "reflect")[..., :-2] for x = [1, 2, 3].
+        let x = Tensor::new(&[[[1f32, 2., 3.]]], &dev).unwrap();
+        let got = pad1d(&x, 4, 1, PadMode::Reflect).unwrap();
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0., 0., 3., 2., 1., 2., 3., 0.]
+        );
+    }
+}
