@@ -4,6 +4,7 @@
 //! The crate never touches the terminal: it returns values and events; the binary prints.
 
 pub mod attn;
+pub mod audio;
 pub mod bitlinear;
 pub mod checkpoint;
 pub mod config;
