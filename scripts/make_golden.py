@@ -13,8 +13,9 @@ agree too.
 Usage:
     python scripts/make_golden.py                      # regenerate every fixture in tests/golden/
                                                        # (also runs golden_vision.py, golden_vqvae.py,
-                                                       # golden_chameleon.py: SigLIP + processor +
-                                                       # Idefics3 connector, ChameleonVQVAE, Chameleon text)
+                                                       # golden_chameleon.py, golden_mimi.py: SigLIP +
+                                                       # processor + Idefics3 connector, ChameleonVQVAE,
+                                                       # Chameleon text, Mimi audio codec)
     python scripts/make_golden.py --make-random OUT --seed 7 --kind packed [--untied]
     python scripts/make_golden.py --check DIR --logits tritter_logits.safetensors [--ids 1,2,3]
 
@@ -802,8 +803,8 @@ def main() -> int:
     wanted = set(args.only.split(",")) if args.only else None
     if not wanted:
         # The multimodal fixtures have their own generators (one file each): SigLIP tower,
-        # processor and Idefics3 connector; Chameleon's VQ-VAE; Chameleon's text stack.
-        for script in ("golden_vision.py", "golden_vqvae.py", "golden_chameleon.py"):
+        # processor and Idefics3 connector; Chameleon's VQ-VAE; Chameleon's text stack; Mimi.
+        for script in ("golden_vision.py", "golden_vqvae.py", "golden_chameleon.py", "golden_mimi.py"):
             subprocess.run([sys.executable, str(ROOT / "scripts" / script)], check=True)
     for spec in CASES + GRAD_CASES:
         if wanted and spec.name not in wanted:
