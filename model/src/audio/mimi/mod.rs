@@ -17,16 +17,21 @@
 //!   config error (one semantic codebook, no GQA, GELU, LayerNorm eps 1e-5, depthwise upsample,
 //!   `trim_right_ratio` 1, pad mode constant/replicate, quantiser projections present);
 //! * the sliding window: candle's attention lets a query see `context + 1` keys, HF's
-//!   `sliding_window` keys, so candle gets `context = sliding_window - 1` (different results
-//!   once a clip is longer than the window, 10 s for the real model);
+//!   `sliding_window` keys, so candle gets `context = sliding_window - 1` (without that, results
+//!   would differ from HF's once a clip is longer than the window: 10 s for the real model);
 //! * fewer codebooks than the model has: candle's `Encodec` quantises and decodes with all of
 //!   them; we build the quantiser with the first `n_q` (HF decodes any prefix);
 //! * decode runs one batch item at a time: candle-core 0.11.1's CPU `conv_transpose1d` (the
 //!   col2im path both the latent upsample and the SEANet decoder use) gives wrong results for a
-//!   batch of more than one (max|Δ|/max|ref| 1.7 on the upsample of `mimi_tiny`);
+//!   batch of more than one (max|Δ|/max|ref| 1.7 on the upsample of `mimi_tiny`; one item at a
+//!   time it matches torch to 6e-8);
 //! * `&self` encode/decode (candle's take `&mut self` for their streaming caches: we run a clone
 //!   of each transformer, whose caches start empty), and a name/shape check of every tensor
 //!   before candle's constructors run, so a bad checkpoint is a clear error.
+//!
+//! Limits: a clip may be at most `max_position_embeddings` transformer steps long (candle's RoPE
+//! tables are built at load; 8000 steps = 320 s for the real model), an error beyond; no
+//! streaming API and no `padding_mask` (HF's batched-padding support).
 
 mod config;
 mod layout;
