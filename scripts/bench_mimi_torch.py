@@ -3,10 +3,11 @@
 weights — encoding a 10 s clip at 24 kHz (batch 1, torch CPU, float32, inference_mode), and saves
 that model with `save_pretrained` to --out so that Tritter's `mimi_speed` test
 (model/tests/mimi_speed.rs) times the same weights on the same clip (`bench_io.safetensors`:
-`samples` and HF's `audio_codes`, which the test compares with its own):
+`samples`, HF's `audio_codes` and `audio_values` = `decode(audio_codes)`, which the test compares
+with its own):
 
     TORCHDYNAMO_DISABLE=1 .venv/bin/python scripts/bench_mimi_torch.py --out DIR [--n-q 8]
-    MIMI_BENCH_DIR=DIR MIMI_BENCH_NQ=8 cargo test --release -p tritter-model --test mimi_speed \
+    MIMI_BENCH_DIR=DIR MIMI_BENCH_NQ=8 cargo test -p tritter-model --test mimi_speed \
         -- --ignored --nocapture
 
 Threads = number of cores. Prints one JSON line: {"ms_median", "ms_min", "threads", "runs",
@@ -57,8 +58,11 @@ def main():
             dt = (time.perf_counter() - t0) * 1e3
             if i >= args.warmup:
                 times.append(dt)
-    # The clip and HF's codes, for the Rust test to encode the same clip and compare.
-    save_file({"samples": x.contiguous(), "audio_codes": codes.contiguous()},
+    # The clip, HF's codes and their decoding, for the Rust test to compare with its own.
+    with torch.inference_mode():
+        audio = model.decode(codes).audio_values
+    save_file({"samples": x.contiguous(), "audio_codes": codes.contiguous(),
+               "audio_values": audio.contiguous()},
               os.path.join(args.out, "bench_io.safetensors"))
     print(json.dumps({
         "ms_median": round(statistics.median(times), 1), "ms_min": round(min(times), 1),

@@ -1,8 +1,12 @@
 //! Speed of Mimi's encode on CPU (the kyutai/mimi shape, random weights, a 10 s clip at 24 kHz,
 //! batch 1), on the checkpoint and clip `scripts/bench_mimi_torch.py --out DIR` writes after
-//! timing transformers on them; also reports how many codes equal HF's. Ignored by default:
+//! timing transformers on them; also reports how many codes equal HF's and how far its decoding
+//! of HF's codes is from HF's. Ignored by default:
 //!
-//! `MIMI_BENCH_DIR=DIR cargo test --release -p tritter-model --test mimi_speed -- --ignored --nocapture`
+//! `MIMI_BENCH_DIR=DIR cargo test -p tritter-model --test mimi_speed -- --ignored --nocapture`
+//!
+//! In the dev profile dependencies (candle, candle-transformers, gemm) are built with opt-level 3,
+//! which is where the time goes.
 
 use candle_core::{Device, Tensor};
 use std::path::PathBuf;
@@ -38,6 +42,20 @@ fn mimi_encode_10s_cpu_median() {
         "codes equal to HF's: {equal}/{} ({:.2}%)",
         want.len(),
         100.0 * equal as f64 / want.len() as f64
+    );
+    let audio = model.decode(&io["audio_codes"]).unwrap();
+    let want = &io["audio_values"];
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let diff = (&audio - want).unwrap().abs().unwrap().max_all().unwrap();
+    println!(
+        "decode of HF's codes: max|Δ|/max|ref| {:.2e}",
+        diff.to_scalar::<f32>().unwrap() / scale
     );
     let mut times = Vec::new();
     let mut frames = 0;
