@@ -364,3 +364,40 @@ fn img_reaches_the_vision_demo_model_in_a_real_terminal() {
     let s = t.wait_for("EXIT-CODE=", Duration::from_secs(20));
     assert!(s.contains("EXIT-CODE=0"), "{s}");
 }
+
+/// The audio demo model in a real terminal: `/audio` attaches a held-out DTMF clip, the question
+/// is sent with it, and the reply is the clip's digits.
+#[test]
+fn audio_reaches_the_audio_demo_model_in_a_real_terminal() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/audio-demo");
+    let answers = std::fs::read_to_string(format!("{demo}/examples/answers.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(answers.lines().next().unwrap()).unwrap();
+    let want = first["text"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        format!("{demo}/examples/00000.wav"),
+        dir.path().join("clip.wav"),
+    )
+    .unwrap();
+    let log = dir.path().join("latency.json");
+    let t = start_sized(
+        dir.path(),
+        0,
+        &log,
+        "TRITTER_TEST_ENGINE=",
+        (100, 30),
+        &format!("--model '{demo}'"),
+    );
+    t.wait_for("audio-demo", Duration::from_secs(30));
+    t.type_text("/audio clip.wav");
+    t.send(&["Enter"]);
+    t.wait_for("audio clip.wav", Duration::from_secs(20));
+    t.type_text("what was said?");
+    t.send(&["Enter"]);
+    let s = t.wait_for(&want, Duration::from_secs(60));
+    eprintln!("{s}");
+    t.type_text("/quit");
+    t.send(&["Enter"]);
+    let s = t.wait_for("EXIT-CODE=", Duration::from_secs(20));
+    assert!(s.contains("EXIT-CODE=0"), "{s}");
+}

@@ -17,6 +17,8 @@ use tritter_model::multimodal::{vq_pixel_values, VisionPart, VqPart};
 pub enum EncodeWhat {
     /// An image through the vision tower, connector and VQ tokenizer.
     Image,
+    /// A clip through the audio codec (codes and the decoded clip).
+    Audio,
 }
 
 /// Where the pixels come from.

@@ -2,11 +2,14 @@
 
 pub mod embed;
 pub mod encode;
+pub mod encode_audio;
 pub mod headless;
 pub mod logits;
 pub mod plan;
 pub mod prepare;
 pub mod train;
+pub mod train_audio;
+pub mod train_codec;
 pub mod train_vision;
 pub mod train_vqvae;
 
@@ -99,12 +102,21 @@ pub enum Command {
         /// What to encode.
         #[arg(value_enum)]
         what: encode::EncodeWhat,
-        /// The image file (PNG/JPEG), preprocessed as the model's processor does.
-        #[arg(long, conflicts_with = "pixels", required_unless_present = "pixels")]
+        /// image: the image file (PNG/JPEG), preprocessed as the model's processor does.
+        #[arg(long, conflicts_with = "pixels")]
         image: Option<PathBuf>,
-        /// Already-preprocessed pixels: a safetensors file with `pixel_values` [1,3,H,W].
+        /// image: already-preprocessed pixels, a safetensors file with `pixel_values` [1,3,H,W].
         #[arg(long)]
         pixels: Option<PathBuf>,
+        /// audio: the clip (WAV/FLAC/MP3/OGG), decoded, downmixed and resampled to the codec's rate.
+        #[arg(long, conflicts_with = "samples")]
+        audio: Option<PathBuf>,
+        /// audio: samples already at the codec's rate, a safetensors file with `samples` [S].
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        /// audio: codebooks to encode (default: as many as the model's language model sees).
+        #[arg(long)]
+        codebooks: Option<usize>,
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
@@ -154,9 +166,11 @@ pub fn run(cli: Cli) -> Result<()> {
         return match train::task_of(config)?.as_str() {
             "text" => train::train(config, &cli.overrides, cli.resume, cli.device.as_deref()),
             "image_text" => train_vision::train(config, &cli.overrides, cli.device.as_deref()),
+            "audio_text" => train_audio::train(config, &cli.overrides, cli.device.as_deref()),
+            "codec" => train_codec::train(config, &cli.overrides, cli.device.as_deref()),
             "vqvae" => train_vqvae::train(config, &cli.overrides, cli.device.as_deref()),
             other => bail!(
-                "{}: task = \"{other}\" is not one of text, image_text, vqvae",
+                "{}: task = \"{other}\" is not one of text, image_text, audio_text, vqvae, codec",
                 config.display()
             ),
         };
@@ -194,20 +208,35 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             logits::run(model, ids, out, parse_compute(device)?)
         }
         Command::Encode {
-            what: encode::EncodeWhat::Image,
+            what,
             image,
             pixels,
+            audio,
+            samples,
+            codebooks,
             out,
         } => {
             let Some(model) = &cli.model else {
                 bail!("encode: --model DIR is required");
             };
-            let src = match (image, pixels) {
-                (Some(p), _) => encode::PixelSource::Image(p),
-                (None, Some(p)) => encode::PixelSource::Pixels(p),
-                (None, None) => bail!("encode image: give --image FILE or --pixels FILE"),
-            };
-            encode::run(model, src, out)
+            match what {
+                encode::EncodeWhat::Image => {
+                    let src = match (image, pixels) {
+                        (Some(p), _) => encode::PixelSource::Image(p),
+                        (None, Some(p)) => encode::PixelSource::Pixels(p),
+                        (None, None) => bail!("encode image: give --image FILE or --pixels FILE"),
+                    };
+                    encode::run(model, src, out)
+                }
+                encode::EncodeWhat::Audio => {
+                    let src = match (audio, samples) {
+                        (Some(p), _) => encode_audio::SampleSource::Audio(p),
+                        (None, Some(p)) => encode_audio::SampleSource::Samples(p),
+                        (None, None) => bail!("encode audio: give --audio FILE or --samples FILE"),
+                    };
+                    encode_audio::run(model, src, *codebooks, out)
+                }
+            }
         }
         Command::Bench {
             what,

@@ -129,7 +129,8 @@ pub fn read_config<T: serde::de::DeserializeOwned>(
     Ok((cfg, resolve))
 }
 
-/// The `task` key of a training config: `text` (the default), `image_text` or `vqvae`.
+/// The `task` key of a training config: `text` (the default), `image_text`, `audio_text`,
+/// `vqvae` or `codec`.
 pub fn task_of(config: &Path) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;

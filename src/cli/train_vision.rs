@@ -134,21 +134,18 @@ fn message(r: &Record) -> Result<(ChatMessage, Arc<MediaData>)> {
     Ok((m, data))
 }
 
-/// Trains the text part of the vocabulary on the records and the chat format's markers; the
-/// image range holds `image_codes` ids (a VQ tokenizer's codebook, or none).
-fn train_tokenizer(
-    records: &[Record],
+/// Trains the text part of the vocabulary on the (prompt, answer) pairs as the chat format
+/// writes them; the image range holds `image_codes` ids (a VQ tokenizer's codebook, or none),
+/// the audio range `audio_codes` (a codec's codebooks the model sees, or none).
+pub(crate) fn train_tokenizer(
+    pairs: &[(&str, &str)],
     vocab_size: usize,
     image_codes: u32,
+    audio_codes: u32,
 ) -> Result<(Tokenizer, tritter_model::vocab::VocabLayout)> {
-    let mut docs: Vec<String> = records
+    let mut docs: Vec<String> = pairs
         .iter()
-        .map(|r| {
-            format!(
-                "<|user|>\n{}<|end|>\n<|assistant|>\n{}<|end|>\n",
-                r.prompt, r.text
-            )
-        })
+        .map(|(prompt, text)| format!("<|user|>\n{prompt}<|end|>\n<|assistant|>\n{text}<|end|>\n"))
         .collect();
     docs.sort();
     docs.dedup();
@@ -160,7 +157,7 @@ fn train_tokenizer(
         ..TokenizerConfig::default()
     };
     let mut tk = tritter_model::data::tokenizer::train_bpe(docs.into_iter(), &tcfg)?;
-    let layout = tritter_model::data::tokenizer::attach_layout(&mut tk, image_codes, 0)?;
+    let layout = tritter_model::data::tokenizer::attach_layout(&mut tk, image_codes, audio_codes)?;
     Ok((tk, layout))
 }
 
@@ -230,7 +227,11 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         None => None,
     };
     let codes = vq.as_ref().map_or(0, |q| q.config().num_embeddings as u32);
-    let (tk, layout) = train_tokenizer(&records, cfg.data.vocab_size, codes)?;
+    let pairs: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.prompt.as_str(), r.text.as_str()))
+        .collect();
+    let (tk, layout) = train_tokenizer(&pairs, cfg.data.vocab_size, codes, 0)?;
     let vq = vq.map(|vq| VqPart { vq, layout });
     let tk_dir = cfg.run.dir.join("tokenizer");
     std::fs::create_dir_all(&tk_dir)?;
@@ -340,7 +341,7 @@ fn blank_like(data: &MediaData) -> MediaData {
 }
 
 /// The greedy reply of the engine to one message.
-fn reply(eng: &mut ModelEngine, msg: ChatMessage) -> Result<String> {
+pub(crate) fn reply(eng: &mut ModelEngine, msg: ChatMessage) -> Result<String> {
     let req = GenRequest {
         messages: vec![msg],
         latent: false,

@@ -100,15 +100,23 @@ impl ChatFormat {
     }
 
     /// A message's text as the model reads it: one `<img></img>` marker per image that carries
-    /// its pixels (the engine splices the image's rows between them), the text, then the code
-    /// snippets.
+    /// its pixels (the engine splices the image's rows between them), one `<audio></audio>` per
+    /// clip that carries its samples (the clip's codes go between them), the text, then the
+    /// code snippets.
     fn content(m: &ChatMessage) -> String {
+        use crate::engine::media::{has_pixels, has_samples, AUDIO_MARKER, IMAGE_MARKER};
         let mut s: String = m
             .attachments
             .iter()
-            .filter(|a| crate::engine::media::has_pixels(a.data.as_ref()))
-            .map(|_| crate::engine::media::IMAGE_MARKER)
+            .filter(|a| has_pixels(a.data.as_ref()))
+            .map(|_| IMAGE_MARKER)
             .collect();
+        s.extend(
+            m.attachments
+                .iter()
+                .filter(|a| has_samples(a.data.as_ref()))
+                .map(|_| AUDIO_MARKER),
+        );
         s.push_str(&m.content);
         for c in &m.context {
             s.push_str(&format!(

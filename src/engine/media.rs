@@ -1,7 +1,8 @@
-//! Images into a prompt: which attachments a conversation carries, and how their embedding rows
-//! are spliced into the token ids between each `<img>` and `</img>` pair the chat format wrote
-//! (one pair per image, in message order). A prompt whose front was cut to fit the context keeps
-//! the pairs it still has, matched to the last images.
+//! Images and audio into a prompt: which attachments a conversation carries, and how their
+//! embedding rows or code ids are spliced into the token ids between each `<img>` and `</img>`
+//! (or `<audio>` and `</audio>`) pair the chat format wrote (one pair per attachment, in message
+//! order). A prompt whose front was cut to fit the context keeps the pairs it still has, matched
+//! to the last attachments of their kind.
 
 use std::sync::Arc;
 
@@ -12,6 +13,25 @@ use crate::engine::{ChatMessage, MediaData};
 /// The marker the chat format writes for each image of a message (`<img></img>`, before its
 /// text); the engine puts the image's rows between the two tokens.
 pub const IMAGE_MARKER: &str = "<img></img>\n";
+
+/// The marker the chat format writes for each audio clip of a message (after the images'
+/// markers, before its text); the engine puts the clip's code ids between the two tokens.
+pub const AUDIO_MARKER: &str = "<audio></audio>\n";
+
+/// The decoded clips of `messages` that carry their samples, in order.
+pub fn clips_in(messages: &[ChatMessage]) -> Vec<Arc<MediaData>> {
+    messages
+        .iter()
+        .flat_map(|m| m.attachments.iter())
+        .filter_map(|a| a.data.clone())
+        .filter(|d| matches!(**d, MediaData::Mono { .. }))
+        .collect()
+}
+
+/// Whether an attachment's clip will reach the model (it has its samples).
+pub fn has_samples(data: Option<&Arc<MediaData>>) -> bool {
+    matches!(data.map(|d| &**d), Some(MediaData::Mono { .. }))
+}
 
 /// The decoded images of `messages` that carry their pixels, in order.
 pub fn images_in(messages: &[ChatMessage]) -> Vec<Arc<MediaData>> {

@@ -14,10 +14,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tokenizers::Tokenizer;
+use tritter_model::audio::AudioPart;
 use tritter_model::multimodal::{VisionPart, VqPart};
 use tritter_model::{
     generate_segments, segments_len, CpuModel, Decoder, GenerateOptions, Profile, SamplingParams,
-    Segment, Transformer,
+    Transformer,
 };
 
 /// A loaded model ready to chat.
@@ -34,7 +35,11 @@ pub struct ModelEngine {
     vision: Option<VisionPart>,
     /// The VQ image tokenizer, used when there is no tower: images become code tokens.
     vq: Option<VqPart>,
+    /// The audio codec: clips become code tokens between `<audio>` and `</audio>`.
+    audio: Option<AudioPart>,
 }
+
+mod prompt_media;
 
 impl ModelEngine {
     /// Assembles an engine from its parts; `name`/`description` are what the UI shows.
@@ -74,6 +79,7 @@ impl ModelEngine {
             decoder: None,
             vision: None,
             vq: None,
+            audio: None,
         }
     }
 
@@ -103,19 +109,11 @@ impl ModelEngine {
         self
     }
 
-    /// Positions one image takes in the prompt.
-    fn image_len(&self) -> Result<usize> {
-        if let Some(v) = &self.vision {
-            return Ok(v.tokens_per_image()?);
-        }
-        match &self.vq {
-            Some(q) => {
-                let r = q.vq.config().resolution;
-                let (h, w) = q.vq.grid(r, r)?;
-                Ok(h * w)
-            }
-            None => Ok(0),
-        }
+    /// Gives the engine an audio codec: `/audio` and `--audio` attachments reach the model.
+    pub fn with_audio(mut self, audio: AudioPart) -> Self {
+        self.info.accepts_audio = true;
+        self.audio = Some(audio);
+        self
     }
 
     /// Loads a checkpoint directory (config.json, model.safetensors, tokenizer.json, optional
@@ -137,6 +135,18 @@ impl ModelEngine {
         let text_ids = tokenizer.get_vocab_size(false) as u32;
         let vq = VqPart::load(dir, text_ids, c.vocab_size, &Device::Cpu)
             .with_context(|| format!("loading the VQ image tokenizer of {}", dir.display()))?;
+        let audio = AudioPart::load(dir, text_ids, c.vocab_size, &Device::Cpu)
+            .with_context(|| format!("loading the audio codec of {}", dir.display()))?;
+        let hearing = audio.as_ref().map_or(String::new(), |a| {
+            format!(
+                "; hears audio ({} codec, {} Hz, {} of {} codebooks, {:.1} frames/s)",
+                a.codec.kind(),
+                a.codec.sample_rate(),
+                a.tokens.codebooks,
+                a.codec.num_quantizers(),
+                a.codec.frame_rate()
+            )
+        });
         let seeing = match (&vision, &vq) {
             (Some(v), _) => format!(
                 "; sees images (SigLIP {}×{} px, {} tokens each)",
@@ -152,7 +162,7 @@ impl ModelEngine {
             (None, None) => String::new(),
         };
         let description = format!(
-            "{name}: {} layers, hidden {}, vocab {}, ternary weights{seeing}; {}",
+            "{name}: {} layers, hidden {}, vocab {}, ternary weights{seeing}{hearing}; {}",
             c.num_layers,
             c.hidden_size,
             c.vocab_size,
@@ -167,72 +177,14 @@ impl ModelEngine {
             Some(q) => engine.with_vq(q),
             None => engine,
         };
+        let engine = match audio {
+            Some(a) => engine.with_audio(a),
+            None => engine,
+        };
         Ok(match vision {
             Some(v) => engine.with_vision(v),
             None => engine,
         })
-    }
-
-    /// The prompt for a request: token ids, with each image's rows between its `<img>` and
-    /// `</img>` (the tail, if it does not fit).
-    fn prompt_segments(&self, req: &GenRequest) -> Result<Vec<Segment>> {
-        let text = self.format.render(&req.messages)?;
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| anyhow!("tokenizer: {e}"))?;
-        let mut ids = enc.get_ids().to_vec();
-        let images = super::media::images_in(&req.messages);
-        let per_image = if images.is_empty() {
-            0
-        } else {
-            self.image_len()?
-        };
-        let room = self
-            .info
-            .context_limit
-            .saturating_sub(req.max_new_tokens.min(self.info.context_limit / 2))
-            .saturating_sub(images.len() * per_image)
-            .max(1);
-        if ids.len() > room {
-            ids.drain(..ids.len() - room);
-        }
-        if (self.vision.is_none() && self.vq.is_none()) || images.is_empty() {
-            return Ok(vec![Segment::Tokens(ids)]);
-        }
-        let marker = |t: &str| {
-            self.tokenizer
-                .token_to_id(t)
-                .ok_or_else(|| anyhow!("the tokenizer has no {t} token; images cannot be placed"))
-        };
-        let pairs = super::media::marker_pairs(&ids, marker("<img>")?, marker("</img>")?);
-        let kept = &images[images.len() - pairs.len().min(images.len())..];
-        let pairs = &pairs[pairs.len() - kept.len()..];
-        let mut imgs = Vec::with_capacity(kept.len());
-        for data in kept {
-            imgs.push(
-                super::media::to_image(data).ok_or_else(|| {
-                    anyhow!("an attached image has fewer pixels than its size says")
-                })?,
-            );
-        }
-        if let Some(vision) = &self.vision {
-            let rows = imgs
-                .iter()
-                .map(|img| vision.embed_image(img).context("encoding the image"))
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(super::media::splice(&ids, pairs, rows));
-        }
-        let Some(vq) = &self.vq else {
-            return Ok(vec![Segment::Tokens(ids)]);
-        };
-        let codes = imgs
-            .iter()
-            .map(|img| vq.image_ids(img).context("VQ-encoding the image"))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(vec![Segment::Tokens(super::media::splice_tokens(
-            &ids, pairs, codes,
-        ))])
     }
 }
 
@@ -338,7 +290,7 @@ mod tests {
     use crate::engine::{ChatMessage, Role, Sampling};
     use std::sync::atomic::Ordering;
     use tritter_model::data::config::TokenizerConfig;
-    use tritter_model::generate;
+    use tritter_model::{generate, Segment};
     use tritter_model::{save_checkpoint, Config, Params};
 
     /// A tiny random checkpoint with a real byte-level BPE tokenizer trained on a few lines.

@@ -8,6 +8,8 @@
 //! seed): the checkpoint holds the latent weights, both Adam moments, the step and the data
 //! position, and the data order is a pure function of (seed, position).
 
+pub mod audio_text;
+pub mod codec;
 pub mod config;
 pub mod image_text;
 pub mod metrics;

@@ -1,0 +1,320 @@
+//! Training an EnCodec-architecture codec (`task = "codec"`), for users who want their own:
+//! random segments of clips through the differentiable forward
+//! ([`crate::audio::encodec::Encodec::forward_train`]), with
+//!
+//! `loss = time · L1(x, x̂) + spectral · multi-scale STFT loss(x, x̂) + commitment · ‖z − sg(q)‖²
+//!         + codebook · ‖sg(z) − q‖²`
+//!
+//! (EnCodec's reconstruction terms and the VQ-VAE quantiser terms; HF's EMA codebook updates and
+//! the adversarial losses are not used). Before the first step each codebook is initialised from
+//! encoder frames of a batch — codebook `q` from what codebooks `0..q` leave over — so no entry
+//! starts dead. Clips are mono at the codec's rate; the binary decodes and resamples them.
+
+use super::config::{OptimSection, RunSection, ScheduleSection};
+use super::optim::{self, AdamW, AdamWParams};
+use super::TrainError;
+use crate::audio::encodec::{Encodec, EncodecConfig, EncodecPath};
+use crate::audio::spectral::multi_scale_spectral_loss;
+use crate::weights::Params;
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// `[train]` of a codec run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodecTrainSection {
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Length of each training segment, seconds.
+    pub segment_seconds: f64,
+    pub grad_clip: f64,
+    pub log_every: u64,
+}
+
+impl Default for CodecTrainSection {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 8,
+            segment_seconds: 0.5,
+            grad_clip: 1.0,
+            log_every: 50,
+        }
+    }
+}
+
+/// `[loss]`: weights of the terms and the STFT window sizes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodecLossSection {
+    pub time: f64,
+    pub spectral: f64,
+    pub commitment: f64,
+    pub codebook: f64,
+    /// STFT windows (samples) of the spectral term.
+    pub scales: Vec<usize>,
+}
+
+impl Default for CodecLossSection {
+    fn default() -> Self {
+        Self {
+            time: 0.1,
+            spectral: 1.0,
+            commitment: 0.25,
+            codebook: 1.0,
+            scales: vec![32, 64, 128, 256, 512, 1024],
+        }
+    }
+}
+
+/// `[data]` of a codec run: clips (a JSONL of `{"audio": PATH, ...}` records, or a folder of
+/// audio files); `test` for the reconstruction figures at the end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CodecDataSection {
+    pub train: PathBuf,
+    pub test: Option<PathBuf>,
+}
+
+impl Default for CodecDataSection {
+    fn default() -> Self {
+        Self {
+            train: PathBuf::from("train.jsonl"),
+            test: None,
+        }
+    }
+}
+
+/// The whole `task = "codec"` config; `[codec]` is an HF `EncodecConfig` (its keys).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodecRunConfig {
+    pub task: String,
+    #[serde(default)]
+    pub run: RunSection,
+    #[serde(default)]
+    pub codec: EncodecConfig,
+    #[serde(default)]
+    pub train: CodecTrainSection,
+    #[serde(default)]
+    pub optim: OptimSection,
+    #[serde(default)]
+    pub schedule: ScheduleSection,
+    #[serde(default)]
+    pub loss: CodecLossSection,
+    #[serde(default)]
+    pub data: CodecDataSection,
+}
+
+/// One logged step: the total and its terms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CodecStep {
+    pub step: u64,
+    pub loss: f64,
+    pub time: f64,
+    pub spectral: f64,
+    pub commitment: f64,
+    pub codebook: f64,
+    pub lr: f64,
+}
+
+/// A trainable codec: the model and the variables behind it.
+pub struct CodecTrainer {
+    pub model: Encodec,
+    vars: VarMap,
+}
+
+impl CodecTrainer {
+    /// A randomly initialised codec of `cfg` on `device`. The initial weights come from
+    /// candle's generator, which takes `seed` on a GPU but cannot be seeded on the CPU (as for
+    /// the other VarMap-built models); the codebooks and the data order follow `seed`.
+    pub fn new(cfg: &EncodecConfig, seed: u64, device: &Device) -> Result<Self, TrainError> {
+        if !device.is_cpu() {
+            device.set_seed(seed)?;
+        }
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, device);
+        let model = Encodec::new(cfg, vb)?;
+        Ok(Self { model, vars })
+    }
+
+    /// The trainable variables by name.
+    pub fn params(&self) -> Params {
+        let mut p = Params::new();
+        if let Ok(m) = self.vars.data().lock() {
+            for (k, v) in m.iter() {
+                p.insert_var(k, v.clone());
+            }
+        }
+        p
+    }
+
+    /// Sets every codebook from encoder frames of `x` `[B, 1, S]`: codebook `q` gets
+    /// `codebook_size` frames (drawn with `rng`) of what codebooks `0..q` leave over.
+    pub fn init_codebooks(&self, x: &Tensor, rng: &mut impl Rng) -> Result<(), TrainError> {
+        let z = self.model.embeddings(x, EncodecPath::Fast)?;
+        let (b, d, t) = z.dims3()?;
+        let mut r = z.transpose(1, 2)?.reshape((b * t, d))?.contiguous()?;
+        let n = b * t;
+        let size = self.model.codebook_size();
+        let params = self.params();
+        for q in 0..self.model.num_quantizers() {
+            let name = format!("quantizer.layers.{q}.codebook.embed");
+            let var = params
+                .get(&name)
+                .ok_or_else(|| TrainError::Config(format!("the codec has no `{name}`")))?;
+            let pick: Vec<u32> = (0..size).map(|_| rng.random_range(0..n) as u32).collect();
+            let idx = Tensor::from_vec(pick, size, r.device())?;
+            let noise = (Tensor::randn(0f32, 1.0, (size, d), r.device())? * 1e-3)?;
+            let embed = (r.index_select(&idx, 0)? + noise)?;
+            var.set(&embed)?;
+            // Nearest entry of every frame, then the residual for the next codebook.
+            let dist = (r
+                .sqr()?
+                .sum_keepdim(1)?
+                .broadcast_sub(&(r.matmul(&embed.t()?)? * 2.0)?)?)
+            .broadcast_add(&embed.sqr()?.sum(1)?.unsqueeze(0)?)?;
+            let near = dist.argmin(D::Minus1)?;
+            r = (&r - embed.index_select(&near, 0)?)?;
+        }
+        Ok(())
+    }
+
+    /// The weighted loss of a batch `[B, 1, S]` and its terms
+    /// `(time, spectral, commitment, codebook)`.
+    pub fn loss(&self, x: &Tensor, w: &CodecLossSection) -> Result<(Tensor, [f64; 4]), TrainError> {
+        let (recon, _codes, commitment, codebook) = self.model.forward_train(x)?;
+        let s = x.dim(D::Minus1)?;
+        let recon = recon.narrow(D::Minus1, 0, s)?;
+        let time = (&recon - x)?.abs()?.mean_all()?;
+        let spectral = multi_scale_spectral_loss(x, &recon, &w.scales)?;
+        let total = ((((&time * w.time)? + (&spectral * w.spectral)?)?
+            + (&commitment * w.commitment)?)?
+            + (&codebook * w.codebook)?)?;
+        let v = |t: &Tensor| -> Result<f64, TrainError> { Ok(t.to_scalar::<f32>()? as f64) };
+        let terms = [v(&time)?, v(&spectral)?, v(&commitment)?, v(&codebook)?];
+        Ok((total, terms))
+    }
+}
+
+/// A batch of `batch` random segments of `len` samples from `clips` (a clip shorter than `len`
+/// is zero-padded), `[batch, 1, len]`.
+pub fn random_segments(
+    clips: &[Vec<f32>],
+    batch: usize,
+    len: usize,
+    rng: &mut impl Rng,
+    device: &Device,
+) -> Result<Tensor, TrainError> {
+    if clips.is_empty() || len == 0 {
+        return Err(TrainError::Config("[data] train: no clips".into()));
+    }
+    let mut data = vec![0f32; batch * len];
+    for row in data.chunks_mut(len) {
+        let clip = &clips[rng.random_range(0..clips.len())];
+        let start = if clip.len() > len {
+            rng.random_range(0..=clip.len() - len)
+        } else {
+            0
+        };
+        let take = (clip.len() - start).min(len);
+        row[..take].copy_from_slice(&clip[start..start + take]);
+    }
+    Ok(Tensor::from_vec(data, (batch, 1, len), device)?)
+}
+
+/// Trains the codec on `clips` (mono, at the codec's rate) for `cfg.train.steps` steps;
+/// `on_step` sees every step; `stop` ends the run early. Returns the total losses.
+pub fn train_codec(
+    trainer: &CodecTrainer,
+    cfg: &CodecRunConfig,
+    clips: &[Vec<f32>],
+    stop: &AtomicBool,
+    mut on_step: impl FnMut(&CodecStep),
+) -> Result<Vec<f64>, TrainError> {
+    let device = trainer.model.device().clone();
+    let len = (cfg.train.segment_seconds * f64::from(cfg.codec.sampling_rate)).round() as usize;
+    let hop = trainer.model.hop_length();
+    let len = len.div_ceil(hop.max(1)) * hop;
+    if len == 0 {
+        return Err(TrainError::Config(
+            "[train] segment_seconds must be > 0".into(),
+        ));
+    }
+    let bs = cfg.train.batch_size.max(1);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.run.seed);
+    let params = trainer.params();
+    trainer.init_codebooks(
+        &random_segments(clips, bs * 4, len, &mut rng, &device)?,
+        &mut rng,
+    )?;
+    let hp = AdamWParams {
+        beta1: cfg.optim.betas[0],
+        beta2: cfg.optim.betas[1],
+        eps: cfg.optim.eps,
+        weight_decay: cfg.optim.weight_decay,
+    };
+    // Codebooks, norms' gains and biases are not decayed.
+    let mut adam = AdamW::new(&params, hp, |n| {
+        !(n.contains("codebook") || n.ends_with(".bias") || n.ends_with("original0"))
+            && !n.ends_with("weight_g")
+    })?;
+    let mut losses = vec![];
+    for step in 0..cfg.train.steps {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let x = random_segments(clips, bs, len, &mut rng, &device)?;
+        let (lr, decay_on) = optim::lr_at(&cfg.schedule, cfg.optim.lr, step, cfg.train.steps);
+        let (loss, terms) = trainer.loss(&x, &cfg.loss)?;
+        let lv = loss.to_scalar::<f32>()? as f64;
+        if !lv.is_finite() {
+            return Err(TrainError::Config(format!(
+                "loss became {lv} at step {step}"
+            )));
+        }
+        let grads = loss.backward()?;
+        let mut g = optim::collect_grads(&params, &grads)?;
+        optim::clip_grad_norm(&mut g, cfg.train.grad_clip)?;
+        adam.step(&params, &g, lr, decay_on)?;
+        losses.push(lv);
+        on_step(&CodecStep {
+            step: step + 1,
+            loss: lv,
+            time: terms[0],
+            spectral: terms[1],
+            commitment: terms[2],
+            codebook: terms[3],
+            lr,
+        });
+    }
+    Ok(losses)
+}
+
+/// Reconstruction figures of a codec on clips (whole clips, every codebook, inference path):
+/// mean signal-to-noise ratio (dB) of the decoded clip and the mean multi-scale spectral loss.
+pub fn reconstruction_report(
+    model: &Encodec,
+    clips: &[Vec<f32>],
+    scales: &[usize],
+) -> Result<(f64, f64), TrainError> {
+    let (mut snr, mut spec, mut n) = (0f64, 0f64, 0usize);
+    for c in clips.iter().filter(|c| !c.is_empty()) {
+        let x = Tensor::from_slice(c, (1, 1, c.len()), model.device())?;
+        let codes = model.encode(&x, model.num_quantizers())?;
+        let y = model.decode(&codes)?.narrow(D::Minus1, 0, c.len())?;
+        let signal = x.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        let noise = (&y - &x)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        snr += 10.0 * (signal.max(1e-12) / noise.max(1e-12)).log10();
+        spec += multi_scale_spectral_loss(&x, &y, scales)?.to_scalar::<f32>()? as f64;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(TrainError::Config("no clips to measure".into()));
+    }
+    Ok((snr / n as f64, spec / n as f64))
+}
