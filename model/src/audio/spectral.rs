@@ -3,9 +3,11 @@
 //! padding) of the clip and of its reconstruction, compared as `L1(|X|, |Y|) + L2(log|X|,
 //! log|Y|)` averaged over bins and frames, then averaged over scales.
 //!
-//! The STFT is a strided `conv1d` with the windowed DFT basis as its kernel (`[2F, 1, w]`:
-//! `F = w/2 + 1` cosine rows, then the sine rows), so the loss is differentiable with candle's
-//! autograd. Must match a naive DFT of each frame (tested).
+//! The STFT gathers the frames (`index_select` over the samples) and multiplies them by the
+//! windowed DFT basis (`F = w/2 + 1` cosine columns, then the sine columns), so the loss is
+//! differentiable with candle's autograd. (Not a strided `conv1d`: candle 0.11's CPU conv1d
+//! backward goes through `conv_transpose1d`, which is wrong for batches larger than one.) Must
+//! match a naive DFT of each frame (tested), with per-item gradients (tested).
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -36,18 +38,32 @@ pub fn dft_kernel(w: usize, device: &Device) -> Result<Tensor> {
 
 /// STFT magnitudes `[B, F, frames]` of `x` `[B, 1, S]` with window `w`, hop `w/4`.
 pub fn stft_magnitude(x: &Tensor, w: usize) -> Result<Tensor> {
-    let s = x.dim(D::Minus1)?;
+    let (b, _, s) = x.dims3()?;
     if s < w {
         return Err(Error::Invalid(format!(
             "clip of {s} samples is shorter than the STFT window {w}"
         )));
     }
-    let kernel = dft_kernel(w, x.device())?.to_dtype(x.dtype())?;
-    let spec = x.conv1d(&kernel, 0, (w / 4).max(1), 1, 1)?;
+    let hop = (w / 4).max(1);
+    let frames = (s - w) / hop + 1;
+    let idx: Vec<u32> = (0..frames)
+        .flat_map(|f| (0..w).map(move |n| (f * hop + n) as u32))
+        .collect();
+    let idx = Tensor::from_vec(idx, frames * w, x.device())?;
+    let framed = x
+        .reshape((b, s))?
+        .index_select(&idx, 1)?
+        .reshape((b * frames, w))?;
     let bins = w / 2 + 1;
-    let re = spec.narrow(1, 0, bins)?;
-    let im = spec.narrow(1, bins, bins)?;
-    Ok(((re.sqr()? + im.sqr()?)? + 1e-7)?.sqrt()?)
+    // [2F, 1, w] → [w, 2F]
+    let basis = dft_kernel(w, x.device())?
+        .to_dtype(x.dtype())?
+        .reshape((2 * bins, w))?
+        .t()?;
+    let spec = framed.matmul(&basis)?.reshape((b, frames, 2 * bins))?;
+    let re = spec.narrow(2, 0, bins)?;
+    let im = spec.narrow(2, bins, bins)?;
+    Ok(((re.sqr()? + im.sqr()?)? + 1e-7)?.sqrt()?.transpose(1, 2)?)
 }
 
 /// The multi-scale spectral loss between `x` and `y` (`[B, 1, S]` each), over window sizes
@@ -125,6 +141,33 @@ mod tests {
         };
         assert!(l(&small) < l(&big));
         assert!(multi_scale_spectral_loss(&x, &x, &[1024]).is_err());
+    }
+
+    #[test]
+    fn batched_gradients_equal_per_item_gradients() {
+        // Σ|STFT| is a sum over items, so each item's gradient must not depend on the batch.
+        let y0 = Tensor::randn(0f32, 1.0, (2, 1, 300), &Device::Cpu).unwrap();
+        let grad = |y: &Tensor| {
+            let v = candle_core::Var::from_tensor(y).unwrap();
+            let l = (stft_magnitude(v.as_tensor(), 32).unwrap().sum_all().unwrap()
+                + stft_magnitude(v.as_tensor(), 64).unwrap().sum_all().unwrap())
+            .unwrap();
+            l.backward().unwrap().get(v.as_tensor()).unwrap().clone()
+        };
+        let both = grad(&y0);
+        for i in 0..2 {
+            let one = grad(&y0.narrow(0, i, 1).unwrap());
+            let d = (both.narrow(0, i, 1).unwrap() - &one)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let scale = one.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(d <= 1e-5 * scale, "item {i}: {d} vs {scale}");
+        }
     }
 
     #[test]
