@@ -247,6 +247,14 @@ impl Conv1d {
         let x = pad1d(x, left, right, self.pad_mode)?;
         let w = self.weight.get(path)?;
         let y = match path {
+            // A 1-wide conv is a matmul: no im2col copy.
+            EncodecPath::Fast if self.kernel == 1 && self.stride == 1 => {
+                let (b, cin, _) = x.dims3()?;
+                let cout = w.dim(0)?;
+                w.reshape((1, cout, cin))?
+                    .broadcast_as((b, cout, cin))?
+                    .matmul(&x)?
+            }
             EncodecPath::Fast => x.conv1d(&w, 0, self.stride, self.dilation, 1)?,
             EncodecPath::Differentiable => conv1d_diff(&x, &w, self.stride, self.dilation)?,
         };
@@ -432,6 +440,7 @@ pub(crate) fn elu(x: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // the references index like the formulas they state
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
