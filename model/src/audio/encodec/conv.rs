@@ -9,10 +9,13 @@
 //! from a plain `conv.weight`; they are recorded (and saved) in the `parametrizations` layout.
 //! Weight norm is `v · (g / ‖v‖)` with the norm over all but dim 0, as torch computes it.
 //!
-//! Two paths ([`EncodecPath`]) compute the same function: `Differentiable` states the transposed
-//! convolution as a stride-1 conv1d over the input (polyphase form) because candle 0.11 has no
-//! backward for `conv_transpose1d`; `Fast` uses candle's `conv_transpose1d` and the weights
-//! normalised once at load. Tests hold the two equal.
+//! Two paths ([`EncodecPath`]) compute the same function. `Differentiable` uses only ops whose
+//! candle backward is exact: conv1d as im2col + matmul, and the transposed convolution as a
+//! stride-1 conv over the input (polyphase form) — candle 0.11 has no backward for
+//! `conv_transpose1d`, its CPU `conv_transpose1d` is wrong for batch > 1 (shown in the tests),
+//! and its conv1d backward uses that op. `Fast` uses candle's conv1d forward (1-wide convs as
+//! one matmul), the polyphase transposed conv over it, and the weights normalised once at load.
+//! Tests hold both against naive sums and each other.
 
 use super::config::{EncodecConfig, NormType, PadMode};
 use super::params::Params;
