@@ -1,11 +1,12 @@
-//! `tritter bench kernels|decode|attention|vision [--json] [--threads N]`: runs one of the
-//! benchmark reports (`kernels`, `decode`, `attention`, `vision`) and prints it as one JSON object or as indented
+//! `tritter bench kernels|decode|attention|vision|audio [--json] [--threads N]`: runs one of the
+//! benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`) and prints it as one JSON object or as indented
 //! JSON / a short table for people. With `--device cuda` the GPU reports run instead (`cuda`), and
 //! `bench variants --device cuda` prints JSON lines as its measurements complete
 //! (`cuda_variants`). This file is the binary's one place that names the `cuda` feature: the
 //! GPU reports exist only in a CUDA build.
 
 pub mod attention;
+pub mod audio;
 #[cfg(feature = "cuda")]
 mod cuda;
 #[cfg(feature = "cuda")]
@@ -29,6 +30,9 @@ pub enum BenchWhat {
     /// The SigLIP-B/16 vision tower at 224 px on the CPU (compare with transformers:
     /// scripts/bench_vision.sh).
     Vision,
+    /// EnCodec (24 kHz shapes) encoding 10 s of audio to 8 codebooks on the CPU (compare with
+    /// transformers: scripts/bench_encodec_torch.py).
+    Audio,
     /// The CUDA path's speed variants against its default (`--device cuda` only; JSON lines).
     Variants,
 }
@@ -62,6 +66,10 @@ pub fn run(
             10,
             &candle_core::Device::Cpu,
         )?)?,
+        BenchWhat::Audio => serde_json::to_value(crate::bench::audio::audio_report(
+            5,
+            &candle_core::Device::Cpu,
+        )?)?,
         BenchWhat::Variants => anyhow::bail!(
             "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
         ),
@@ -85,6 +93,10 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
         BenchWhat::Attention => crate::bench::cuda::attention_report(ordinal)?,
         BenchWhat::Vision => serde_json::to_value(crate::bench::vision::vision_report(
             10,
+            &candle_core::Device::new_cuda(ordinal)?,
+        )?)?,
+        BenchWhat::Audio => serde_json::to_value(crate::bench::audio::audio_report(
+            5,
             &candle_core::Device::new_cuda(ordinal)?,
         )?)?,
         BenchWhat::Variants => {

@@ -9,10 +9,13 @@
 //! from a plain `conv.weight`; they are recorded (and saved) in the `parametrizations` layout.
 //! Weight norm is `v · (g / ‖v‖)` with the norm over all but dim 0, as torch computes it.
 //!
-//! Two paths ([`EncodecPath`]) compute the same function: `Differentiable` states the transposed
-//! convolution as a stride-1 conv1d over the input (polyphase form) because candle 0.11 has no
-//! backward for `conv_transpose1d`; `Fast` uses candle's `conv_transpose1d` and the weights
-//! normalised once at load. Tests hold the two equal.
+//! Two paths ([`EncodecPath`]) compute the same function. `Differentiable` uses only ops whose
+//! candle backward is exact: conv1d as im2col + matmul, and the transposed convolution as a
+//! stride-1 conv over the input (polyphase form) — candle 0.11 has no backward for
+//! `conv_transpose1d`, its CPU `conv_transpose1d` is wrong for batch > 1 (shown in the tests),
+//! and its conv1d backward uses that op. `Fast` uses candle's conv1d forward (1-wide convs as
+//! one matmul), the polyphase transposed conv over it, and the weights normalised once at load.
+//! Tests hold both against naive sums and each other.
 
 use super::config::{EncodecConfig, NormType, PadMode};
 use super::params::Params;
@@ -247,6 +250,14 @@ impl Conv1d {
         let x = pad1d(x, left, right, self.pad_mode)?;
         let w = self.weight.get(path)?;
         let y = match path {
+            // A 1-wide conv is a matmul: no im2col copy.
+            EncodecPath::Fast if self.kernel == 1 && self.stride == 1 => {
+                let (b, cin, _) = x.dims3()?;
+                let cout = w.dim(0)?;
+                w.reshape((1, cout, cin))?
+                    .broadcast_as((b, cout, cin))?
+                    .matmul(&x)?
+            }
             EncodecPath::Fast => x.conv1d(&w, 0, self.stride, self.dilation, 1)?,
             EncodecPath::Differentiable => conv1d_diff(&x, &w, self.stride, self.dilation)?,
         };
@@ -432,6 +443,7 @@ pub(crate) fn elu(x: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // the references index like the formulas they state
 mod tests {
     use super::*;
     use candle_core::{Device, Var};

@@ -5,9 +5,10 @@
 //!
 //! What each part is held against: the encoder, quantiser and decoder against HF fixtures written
 //! by `scripts/golden_encodec.py` (`tests/golden/encodec_tiny*`; codes, pre-quantisation
-//! embeddings, decoded audio); the differentiable path against the fast path and the polyphase
-//! transposed conv against candle's `conv_transpose1d` (tests); the speed against transformers on
-//! PyTorch (`scripts/bench_encodec_torch.py` beside [`bench::encode_report`]).
+//! embeddings, decoded audio); the differentiable path against the fast path, and the im2col
+//! conv and polyphase transposed conv (values and gradients) against naive sums (tests); the
+//! speed against transformers on PyTorch (`scripts/bench_encodec_torch.py` beside
+//! [`bench::encode_report`]).
 //!
 //! Children: `config` (HF config), `params` (tensor sources and names), `conv` (padded convs,
 //! weight norm, the two paths), `lstm`, `seanet` (encoder / decoder stacks), `quantizer` (RVQ),
