@@ -169,7 +169,8 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     tk.save(tk_dir.join("tokenizer.json"), false)
         .map_err(|e| anyhow::anyhow!("saving the tokenizer: {e}"))?;
     let mut text_cfg = cfg.model.preset_config()?;
-    text_cfg.vocab_size = tk.get_vocab_size(true);
+    // Text ids, the specials, then the audio codes: the layout's whole table.
+    text_cfg.vocab_size = (layout.total() as usize).max(tk.get_vocab_size(true));
     text_cfg.max_position_embeddings = text_cfg.max_position_embeddings.min(1024);
     let mut model = AudioTextModel::new(
         text_cfg,

@@ -237,7 +237,7 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     std::fs::create_dir_all(&tk_dir)?;
     tk.save(tk_dir.join("tokenizer.json"), false)
         .map_err(|e| anyhow::anyhow!("saving the tokenizer: {e}"))?;
-    let text_cfg = text_config(&cfg, tk.get_vocab_size(true))?;
+    let text_cfg = text_config(&cfg, (layout.total() as usize).max(tk.get_vocab_size(true)))?;
     let mut model = ImageTextModel::new(
         text_cfg,
         &cfg.vision,

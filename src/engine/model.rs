@@ -516,4 +516,81 @@ mod tests {
         assert_eq!(ids[at + 65], eng.tokenizer.token_to_id("</img>").unwrap());
         assert_eq!(eng.prompt_segments(&image_request()).unwrap(), segs);
     }
+    #[test]
+    fn an_audio_codec_puts_a_clips_codes_between_the_markers() {
+        use tritter_model::audio::encodec::{Encodec, EncodecConfig};
+        use tritter_model::audio::{save_audio, AudioTokens};
+        let tmp = tempfile::tempdir().unwrap();
+        checkpoint(tmp.path());
+        let plain = ModelEngine::load_dir(tmp.path(), &Device::Cpu, "cpu").unwrap();
+        assert!(!plain.info().accepts_audio);
+        // The layout has 4 audio ids: one 4-entry codebook, hop 8 at 8 kHz (1000 frames/s).
+        let cfg = EncodecConfig {
+            sampling_rate: 8000,
+            hidden_size: 8,
+            num_filters: 4,
+            upsampling_ratios: vec![4, 2],
+            num_lstm_layers: 1,
+            codebook_size: 4,
+            target_bandwidths: vec![2.0],
+            ..EncodecConfig::default()
+        };
+        let vars = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vars, candle_core::DType::F32, &Device::Cpu);
+        let codec_dir = tmp.path().join("codec");
+        Encodec::new(&cfg, vb).unwrap().save(&codec_dir).unwrap();
+        let tokens = AudioTokens {
+            codebooks: 1,
+            codebook_size: 4,
+        };
+        save_audio(tmp.path(), &codec_dir, &tokens).unwrap();
+        let mut eng = ModelEngine::load_dir(tmp.path(), &Device::Cpu, "cpu").unwrap();
+        assert!(eng.info().accepts_audio);
+        assert!(
+            eng.info().description.contains("hears audio"),
+            "{}",
+            eng.info().description
+        );
+        let clip_request = || {
+            let mut req = request(3);
+            // 0.1 s at 16 kHz: 800 samples at the codec's 8 kHz, 100 frames.
+            let samples: Vec<f32> = (0..1600).map(|i| (i as f32 * 0.2).sin() * 0.5).collect();
+            req.messages[0].attachments.push(crate::engine::Attachment {
+                path: "x.wav".into(),
+                kind: crate::engine::AttachmentKind::Audio {
+                    seconds: 0.1,
+                    sample_rate: 16_000,
+                },
+                data: Some(std::sync::Arc::new(crate::engine::MediaData::Mono {
+                    sample_rate: 16_000,
+                    samples,
+                })),
+            });
+            req
+        };
+        let text_only = prompt_len(&mut eng, &request(3));
+        let with_clip = prompt_len(&mut eng, &clip_request());
+        let markers = eng
+            .tokenizer
+            .encode(super::super::media::AUDIO_MARKER, false)
+            .unwrap()
+            .len();
+        assert_eq!(with_clip, text_only + markers + 100);
+        let segs = eng.prompt_segments(&clip_request()).unwrap();
+        let [Segment::Tokens(ids)] = &segs[..] else {
+            panic!("{segs:?}")
+        };
+        let start = eng.tokenizer.token_to_id("<audio>").unwrap();
+        let at = ids.iter().position(|&i| i == start).unwrap();
+        let a = eng.audio.as_ref().unwrap();
+        assert!(ids[at + 1..at + 101]
+            .iter()
+            .all(|i| a.layout.audio_range().contains(i)));
+        assert_eq!(
+            ids[at + 101],
+            eng.tokenizer.token_to_id("</audio>").unwrap()
+        );
+        // The same clip, the same ids.
+        assert_eq!(eng.prompt_segments(&clip_request()).unwrap(), segs);
+    }
 }

@@ -13,9 +13,9 @@ use std::path::Path;
 #[derive(Debug, Clone)]
 pub enum Codec {
     /// Meta's EnCodec (HF `EncodecModel`): every codebook acoustic.
-    Encodec(Encodec),
+    Encodec(Box<Encodec>),
     /// Kyutai's Mimi (HF `MimiModel`): codebook 0 semantic, the rest acoustic.
-    Mimi(Mimi),
+    Mimi(Box<Mimi>),
 }
 
 impl Codec {
@@ -26,8 +26,8 @@ impl Codec {
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::ConfigJson { path, source: e })?;
         match v.get("model_type").and_then(|t| t.as_str()) {
-            Some("encodec") => Ok(Codec::Encodec(Encodec::load(dir, device)?)),
-            Some("mimi") => Ok(Codec::Mimi(Mimi::load(dir, device)?)),
+            Some("encodec") => Ok(Codec::Encodec(Box::new(Encodec::load(dir, device)?))),
+            Some("mimi") => Ok(Codec::Mimi(Box::new(Mimi::load(dir, device)?))),
             Some(other) => Err(Error::config(
                 "model_type",
                 format!("audio codec `{other}` is not supported (encodec, mimi)"),

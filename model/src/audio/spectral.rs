@@ -149,8 +149,14 @@ mod tests {
         let y0 = Tensor::randn(0f32, 1.0, (2, 1, 300), &Device::Cpu).unwrap();
         let grad = |y: &Tensor| {
             let v = candle_core::Var::from_tensor(y).unwrap();
-            let l = (stft_magnitude(v.as_tensor(), 32).unwrap().sum_all().unwrap()
-                + stft_magnitude(v.as_tensor(), 64).unwrap().sum_all().unwrap())
+            let l = (stft_magnitude(v.as_tensor(), 32)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                + stft_magnitude(v.as_tensor(), 64)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap())
             .unwrap();
             l.backward().unwrap().get(v.as_tensor()).unwrap().clone()
         };
@@ -165,7 +171,13 @@ mod tests {
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap();
-            let scale = one.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let scale = one
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(d <= 1e-5 * scale, "item {i}: {d} vs {scale}");
         }
     }

@@ -102,7 +102,7 @@ impl AudioTokens {
     /// Vocabulary ids (frame-major, whole frames) → codes `[codebooks][T]`. An id that is not
     /// an audio code, or one in the wrong codebook's block for its place, is an error naming it.
     pub fn ids_to_codes(&self, layout: &VocabLayout, ids: &[u32]) -> Result<Vec<Vec<i64>>> {
-        if self.codebooks == 0 || ids.len() % self.codebooks != 0 {
+        if ids.len().checked_rem(self.codebooks) != Some(0) {
             return Err(Error::Invalid(format!(
                 "{} audio ids are not whole frames of {} codebooks",
                 ids.len(),

@@ -260,8 +260,10 @@ pub fn train_codec(
     };
     // Codebooks, norms' gains and biases are not decayed.
     let mut adam = AdamW::new(&params, hp, |n| {
-        !(n.contains("codebook") || n.ends_with(".bias") || n.ends_with("original0"))
-            && !n.ends_with("weight_g")
+        !(n.contains("codebook")
+            || n.ends_with(".bias")
+            || n.ends_with("original0")
+            || n.ends_with("weight_g"))
     })?;
     let mut losses = vec![];
     for step in 0..cfg.train.steps {
