@@ -8,7 +8,9 @@
 //! (EnCodec's reconstruction terms and the VQ-VAE quantiser terms; HF's EMA codebook updates and
 //! the adversarial losses are not used). Before the first step each codebook is initialised from
 //! encoder frames of a batch — codebook `q` from what codebooks `0..q` leave over — so no entry
-//! starts dead. Clips are mono at the codec's rate; the binary decodes and resamples them.
+//! starts dead; every `refresh_dead_every` steps the entries no frame chose meanwhile are
+//! replaced the same way (without it the first codebook of the demo codec collapsed onto one
+//! entry for 7 of the 10 DTMF keys). Clips are mono at the codec's rate; the binary decodes and resamples them.
 
 use super::config::{OptimSection, RunSection, ScheduleSection};
 use super::optim::{self, AdamW, AdamWParams};
@@ -33,6 +35,9 @@ pub struct CodecTrainSection {
     pub segment_seconds: f64,
     pub grad_clip: f64,
     pub log_every: u64,
+    /// Every this many steps, codebook entries no frame chose since the last refresh are
+    /// replaced by encoder frames (EnCodec's dead-code expiry; 0 = never). Default 50.
+    pub refresh_dead_every: u64,
 }
 
 impl Default for CodecTrainSection {
@@ -43,6 +48,7 @@ impl Default for CodecTrainSection {
             segment_seconds: 0.5,
             grad_clip: 1.0,
             log_every: 50,
+            refresh_dead_every: 50,
         }
     }
 }
@@ -156,6 +162,18 @@ impl CodecTrainer {
     /// Sets every codebook from encoder frames of `x` `[B, 1, S]`: codebook `q` gets
     /// `codebook_size` frames (drawn with `rng`) of what codebooks `0..q` leave over.
     pub fn init_codebooks(&self, x: &Tensor, rng: &mut impl Rng) -> Result<(), TrainError> {
+        self.refresh_codebooks(x, None, rng)
+    }
+
+    /// Like [`CodecTrainer::init_codebooks`], but only the entries `dead[q][e]` of each
+    /// codebook are replaced (with frames of what the live codebooks `0..q` leave over); every
+    /// entry when `dead` is `None`. Returns nothing; the codebooks' variables change in place.
+    pub fn refresh_codebooks(
+        &self,
+        x: &Tensor,
+        dead: Option<&[Vec<bool>]>,
+        rng: &mut impl Rng,
+    ) -> Result<(), TrainError> {
         let z = self.model.embeddings(x, EncodecPath::Fast)?;
         let (b, d, t) = z.dims3()?;
         let mut r = z.transpose(1, 2)?.reshape((b * t, d))?.contiguous()?;
@@ -170,7 +188,16 @@ impl CodecTrainer {
             let pick: Vec<u32> = (0..size).map(|_| rng.random_range(0..n) as u32).collect();
             let idx = Tensor::from_vec(pick, size, r.device())?;
             let noise = (Tensor::randn(0f32, 1.0, (size, d), r.device())? * 1e-3)?;
-            let embed = (r.index_select(&idx, 0)? + noise)?;
+            let fresh = (r.index_select(&idx, 0)? + noise)?;
+            let embed = match dead.and_then(|dd| dd.get(q)) {
+                None => fresh,
+                Some(mask) => {
+                    let m: Vec<f32> = mask.iter().map(|&x| f32::from(u8::from(x))).collect();
+                    let m = Tensor::from_vec(m, (size, 1), r.device())?;
+                    let old = var.as_tensor().detach();
+                    (fresh.broadcast_mul(&m)? + old.broadcast_mul(&(1.0 - &m)?)?)?
+                }
+            };
             var.set(&embed)?;
             // Nearest entry of every frame, then the residual for the next codebook.
             let dist = (r
@@ -184,10 +211,14 @@ impl CodecTrainer {
         Ok(())
     }
 
-    /// The weighted loss of a batch `[B, 1, S]` and its terms
-    /// `(time, spectral, commitment, codebook)`.
-    pub fn loss(&self, x: &Tensor, w: &CodecLossSection) -> Result<(Tensor, [f64; 4]), TrainError> {
-        let (recon, _codes, commitment, codebook) = self.model.forward_train(x)?;
+    /// The weighted loss of a batch `[B, 1, S]`, its terms `(time, spectral, commitment,
+    /// codebook)` and the codes `[B, n_q, T]` the frames chose.
+    pub fn loss(
+        &self,
+        x: &Tensor,
+        w: &CodecLossSection,
+    ) -> Result<(Tensor, [f64; 4], Tensor), TrainError> {
+        let (recon, codes, commitment, codebook) = self.model.forward_train(x)?;
         let s = x.dim(D::Minus1)?;
         let recon = recon.narrow(D::Minus1, 0, s)?;
         let time = (&recon - x)?.abs()?.mean_all()?;
@@ -197,8 +228,22 @@ impl CodecTrainer {
             + (&codebook * w.codebook)?)?;
         let v = |t: &Tensor| -> Result<f64, TrainError> { Ok(t.to_scalar::<f32>()? as f64) };
         let terms = [v(&time)?, v(&spectral)?, v(&commitment)?, v(&codebook)?];
-        Ok((total, terms))
+        Ok((total, terms, codes))
     }
+}
+
+/// Adds each code of `codes` `[B, n_q, T]` to `usage[q][code]`.
+fn count_codes(usage: &mut [Vec<u64>], codes: &Tensor) -> Result<(), TrainError> {
+    for item in codes.to_vec3::<i64>()? {
+        for (q, book) in item.iter().enumerate() {
+            for &c in book {
+                if let Some(n) = usage.get_mut(q).and_then(|u| u.get_mut(c as usize)) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A batch of `batch` random segments of `len` samples from `clips` (a clip shorter than `len`
@@ -266,13 +311,27 @@ pub fn train_codec(
             || n.ends_with("weight_g"))
     })?;
     let mut losses = vec![];
+    let mut usage = vec![vec![0u64; trainer.model.codebook_size()]; trainer.model.num_quantizers()];
     for step in 0..cfg.train.steps {
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let x = random_segments(clips, bs, len, &mut rng, &device)?;
         let (lr, decay_on) = optim::lr_at(&cfg.schedule, cfg.optim.lr, step, cfg.train.steps);
-        let (loss, terms) = trainer.loss(&x, &cfg.loss)?;
+        let (loss, terms, codes) = trainer.loss(&x, &cfg.loss)?;
+        count_codes(&mut usage, &codes)?;
+        let refresh = cfg.train.refresh_dead_every;
+        if refresh > 0 && (step + 1) % refresh == 0 && step + 1 < cfg.train.steps {
+            let dead: Vec<Vec<bool>> = usage
+                .iter()
+                .map(|u| u.iter().map(|&c| c == 0).collect())
+                .collect();
+            let more = random_segments(clips, bs * 4, len, &mut rng, &device)?;
+            trainer.refresh_codebooks(&more, Some(&dead), &mut rng)?;
+            for u in usage.iter_mut() {
+                u.iter_mut().for_each(|c| *c = 0);
+            }
+        }
         let lv = loss.to_scalar::<f32>()? as f64;
         if !lv.is_finite() {
             return Err(TrainError::Config(format!(
@@ -319,4 +378,84 @@ pub fn reconstruction_report(
         return Err(TrainError::Config("no clips to measure".into()));
     }
     Ok((snr / n as f64, spec / n as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> CodecTrainer {
+        let cfg = EncodecConfig {
+            sampling_rate: 8000,
+            hidden_size: 8,
+            num_filters: 4,
+            upsampling_ratios: vec![4, 2],
+            num_lstm_layers: 1,
+            codebook_size: 4,
+            target_bandwidths: vec![4.0],
+            ..EncodecConfig::default()
+        };
+        CodecTrainer::new(&cfg, 0, &Device::Cpu).unwrap()
+    }
+
+    fn books(t: &CodecTrainer) -> Vec<Vec<Vec<f32>>> {
+        let p = t.params();
+        (0..t.model.num_quantizers())
+            .map(|q| {
+                p.get(&format!("quantizer.layers.{q}.codebook.embed"))
+                    .unwrap()
+                    .as_tensor()
+                    .to_vec2::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_refresh_replaces_only_dead_entries_with_encoder_frames() {
+        let t = tiny();
+        assert_eq!(t.model.num_quantizers(), 2);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 160), &Device::Cpu).unwrap();
+        t.init_codebooks(&x, &mut rng).unwrap();
+        let before = books(&t);
+        // Codebook 0's entry 2 and codebook 1's entry 0 are dead.
+        let dead = vec![
+            vec![false, false, true, false],
+            vec![true, false, false, false],
+        ];
+        t.refresh_codebooks(&x, Some(&dead), &mut rng).unwrap();
+        let after = books(&t);
+        for (q, mask) in dead.iter().enumerate() {
+            for (e, &is_dead) in mask.iter().enumerate() {
+                assert_eq!(
+                    after[q][e] != before[q][e],
+                    is_dead,
+                    "codebook {q} entry {e}"
+                );
+            }
+        }
+        // A replaced entry of codebook 0 is an encoder frame (plus 1e-3 noise).
+        let z = t.model.embeddings(&x, EncodecPath::Fast).unwrap();
+        let frames = z.transpose(1, 2).unwrap().reshape(((), 8)).unwrap();
+        let frames = frames.to_vec2::<f32>().unwrap();
+        let near = frames
+            .iter()
+            .map(|f| {
+                f.iter()
+                    .zip(&after[0][2])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            })
+            .fold(f32::INFINITY, f32::min);
+        assert!(near < 1e-2, "{near}");
+    }
+
+    #[test]
+    fn codes_are_counted_per_codebook() {
+        let codes = Tensor::from_vec(vec![0i64, 0, 3, 1, 1, 1], (1, 2, 3), &Device::Cpu).unwrap();
+        let mut usage = vec![vec![0u64; 4]; 2];
+        count_codes(&mut usage, &codes).unwrap();
+        assert_eq!(usage, vec![vec![2, 0, 0, 1], vec![0, 3, 0, 0]]);
+    }
 }
