@@ -16,14 +16,13 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 use tritter_model::audio::{AudioPart, AudioTokens, Codec};
 use tritter_model::train::audio_text::{train_audio_text, AudioTextConfig, AudioTextModel};
 use tritter_model::train::image_text::ImageTextExample;
 
-use crate::cli::train_vision::{reply, train_tokenizer};
+use crate::cli::train_vision::{reply, train_tokenizer, StepLog};
 use crate::engine::chat_format::ChatFormat;
 use crate::engine::model::ModelEngine;
 use crate::engine::{ChatMessage, MediaData, Role};
@@ -192,27 +191,10 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
             model.text_cfg.max_position_embeddings
         );
     }
-    let bar = ProgressBar::new(cfg.train.steps).with_style(
-        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     let stop = AtomicBool::new(false);
-    let mut log = String::new();
-    let losses = train_audio_text(&mut model, &cfg, &examples, &stop, |s| {
-        bar.set_position(s.step);
-        bar.set_message(format!("loss {:.3} lr {:.2e}", s.loss, s.lr));
-        if s.step % cfg.train.log_every.max(1) == 0 || s.step == 1 {
-            if bar.is_hidden() {
-                eprintln!("step {}: loss {:.4} lr {:.2e}", s.step, s.loss, s.lr);
-            }
-            log.push_str(&format!(
-                "{{\"step\":{},\"loss\":{},\"lr\":{},\"grad_norm\":{}}}\n",
-                s.step, s.loss, s.lr, s.grad_norm
-            ));
-        }
-    })?;
-    bar.finish();
-    std::fs::write(cfg.run.dir.join("metrics.jsonl"), log)?;
+    let mut steps = StepLog::new(cfg.train.steps, cfg.train.log_every);
+    let losses = train_audio_text(&mut model, &cfg, &examples, &stop, |s| steps.step(s))?;
+    steps.finish(&cfg.run.dir.join("metrics.jsonl"))?;
     let final_dir = cfg.run.dir.join("final");
     model.save(&final_dir, &tk_dir)?;
     eprintln!(

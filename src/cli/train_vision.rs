@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 use tritter_model::data::config::TokenizerConfig;
 use tritter_model::train::image_text::{
-    train_image_text, ImageTextConfig, ImageTextExample, ImageTextModel,
+    train_image_text, ImageStep, ImageTextConfig, ImageTextExample, ImageTextModel,
 };
 
 use tritter_model::multimodal::VqPart;
@@ -250,27 +250,10 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         .par_iter()
         .map(|r| example(r, &tk, &model, vq.as_ref()))
         .collect::<Result<Vec<_>>>()?;
-    let bar = ProgressBar::new(cfg.train.steps).with_style(
-        ProgressStyle::with_template("[{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
     let stop = AtomicBool::new(false);
-    let mut log = String::new();
-    let losses = train_image_text(&mut model, &cfg, &examples, &stop, |s| {
-        bar.set_position(s.step);
-        bar.set_message(format!("loss {:.3} lr {:.2e}", s.loss, s.lr));
-        if s.step % cfg.train.log_every.max(1) == 0 || s.step == 1 {
-            if bar.is_hidden() {
-                eprintln!("step {}: loss {:.4} lr {:.2e}", s.step, s.loss, s.lr);
-            }
-            log.push_str(&format!(
-                "{{\"step\":{},\"loss\":{},\"lr\":{},\"grad_norm\":{}}}\n",
-                s.step, s.loss, s.lr, s.grad_norm
-            ));
-        }
-    })?;
-    bar.finish();
-    std::fs::write(cfg.run.dir.join("metrics.jsonl"), log)?;
+    let mut steps = StepLog::new(cfg.train.steps, cfg.train.log_every);
+    let losses = train_image_text(&mut model, &cfg, &examples, &stop, |s| steps.step(s))?;
+    steps.finish(&cfg.run.dir.join("metrics.jsonl"))?;
     let final_dir = cfg.run.dir.join("final");
     model.save(&final_dir, &tk_dir)?;
     eprintln!(
@@ -362,6 +345,51 @@ pub(crate) fn reply(eng: &mut ModelEngine, msg: ChatMessage) -> Result<String> {
         bail!("generation failed: {e}");
     }
     Ok(out)
+}
+
+/// The progress bar and `metrics.jsonl` lines of an answer-trained run: a record at step 1 and
+/// every `every` steps, printed too when the bar is hidden (stderr not a terminal).
+pub(crate) struct StepLog {
+    bar: ProgressBar,
+    every: u64,
+    log: String,
+}
+
+impl StepLog {
+    pub(crate) fn new(steps: u64, every: u64) -> Self {
+        let bar = ProgressBar::new(steps).with_style(
+            ProgressStyle::with_template(
+                "[{elapsed_precise}] {wide_bar} {pos}/{len} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Self {
+            bar,
+            every: every.max(1),
+            log: String::new(),
+        }
+    }
+
+    pub(crate) fn step(&mut self, s: &ImageStep) {
+        self.bar.set_position(s.step);
+        self.bar
+            .set_message(format!("loss {:.3} lr {:.2e}", s.loss, s.lr));
+        if s.step.checked_rem(self.every) == Some(0) || s.step == 1 {
+            if self.bar.is_hidden() {
+                eprintln!("step {}: loss {:.4} lr {:.2e}", s.step, s.loss, s.lr);
+            }
+            self.log.push_str(&format!(
+                "{{\"step\":{},\"loss\":{},\"lr\":{},\"grad_norm\":{}}}\n",
+                s.step, s.loss, s.lr, s.grad_norm
+            ));
+        }
+    }
+
+    /// Ends the bar and writes the records to `path`.
+    pub(crate) fn finish(self, path: &Path) -> Result<()> {
+        self.bar.finish();
+        std::fs::write(path, self.log).with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 #[cfg(test)]
