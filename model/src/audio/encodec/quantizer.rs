@@ -7,17 +7,22 @@
 //! are EMA-updated buffers (`inited`, `cluster_size`, `embed_avg` beside `embed`); those are kept
 //! when loaded, and written on save (`embed_avg = embed`, `cluster_size = 0`, `inited = 1` for a
 //! model trained here), but our training moves `embed` by gradient (the VQ-VAE codebook loss),
-//! see [`Rvq::train_forward`].
+//! see [`Rvq::train_forward`]. On the CPU in f32, [`Rvq::encode_host`] searches on host buffers
+//! (`rvq_cpu`, one `gemm` per block of rows and codebook).
 
 use super::params::Params;
+use super::rvq_cpu::{self, HostCodebook};
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 use candle_nn::Init;
+use std::sync::Arc;
 
 /// The codebooks.
 #[derive(Debug, Clone)]
 pub(crate) struct Rvq {
     embeds: Vec<Tensor>,
+    /// The codebooks on the host (set when loaded from a checkpoint onto the CPU).
+    host: Option<Arc<Vec<HostCodebook>>>,
 }
 
 impl Rvq {
@@ -50,7 +55,37 @@ impl Rvq {
             }
             embeds.push(embed);
         }
-        Ok(Rvq { embeds })
+        let host = if p.is_file() && p.device().is_cpu() {
+            let books = embeds.iter().map(HostCodebook::new);
+            Some(Arc::new(books.collect::<Result<Vec<_>>>()?))
+        } else {
+            None
+        };
+        Ok(Rvq { embeds, host })
+    }
+
+    /// One item's embeddings, frames `[T, D]` (row-major, consumed) → codes `[n_q, T]` of the
+    /// first `n_q` codebooks, searched on the host.
+    pub(crate) fn encode_host(&self, frames: Vec<f32>, len: usize, n_q: usize) -> Result<Vec<u32>> {
+        let owned;
+        let books: &[HostCodebook] = match &self.host {
+            Some(h) => h.as_slice(),
+            None => {
+                owned = self.embeds[..n_q.min(self.len())]
+                    .iter()
+                    .map(HostCodebook::new)
+                    .collect::<Result<Vec<_>>>()?;
+                &owned
+            }
+        };
+        if n_q > books.len() {
+            return Err(Error::Invalid(format!(
+                "EnCodec: {n_q} codebooks requested of {}",
+                books.len()
+            )));
+        }
+        let books: Vec<&HostCodebook> = books[..n_q].iter().collect();
+        rvq_cpu::encode(&books, frames, len)
     }
 
     /// Number of codebooks.
