@@ -1,9 +1,10 @@
 //! One layer of `EncodecLSTM` on host buffers (the fast path on the CPU): every frame's input
 //! projection `x · W_ihᵀ + b_ih + b_hh` in one `gemm`, then the recurrence with `W_hh · h` split
-//! over scoped threads by hidden unit — each thread owns units `u0..u1`, computes their four gates
-//! (rows `g·H + j` of `W_hh`, four rows at a time against one pass over `h`) and their cell
-//! update, publishes its slice of `h`, and meets the others at one spin barrier per step. No
-//! thread pool is entered per step.
+//! over scoped threads by chunks of hidden units — a thread takes the next chunk of the current
+//! step (a ticket from one counter), computes its units' four gates (rows `g·H + j` of `W_hh`,
+//! four rows at a time against one pass over `h`) and cell update, and publishes them; the chunk
+//! that completes a step releases the next. No thread pool is entered per step, and a thread
+//! that is descheduled (a busy machine) delays only the chunk it holds.
 //!
 //! Must match torch's `nn.LSTM` (gates `i, f, g, o`; `c' = σ(f)·c + σ(i)·tanh(g)`, `h' =
 //! σ(o)·tanh(c')`, zero initial state) as the candle-op path in `lstm.rs` computes it (tested
@@ -14,8 +15,8 @@ use crate::error::{Error, Result};
 use candle_core::Tensor;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-/// Fewest hidden units a thread takes (smaller slices are not worth a barrier).
-const MIN_UNITS: usize = 32;
+/// Hidden units per ticket (a chunk of one step's work: `4·CHUNK` rows of `W_hh`).
+const CHUNK: usize = 64;
 /// Spins before a waiting thread starts yielding its core.
 const SPINS: u32 = 2000;
 
@@ -78,112 +79,117 @@ impl HostLayer {
     }
 }
 
-/// A reusable barrier for a fixed number of threads that spins (then yields) while it waits.
-struct SpinBarrier {
-    n: usize,
-    arrived: AtomicUsize,
-    generation: AtomicUsize,
-}
-
-impl SpinBarrier {
-    fn new(n: usize) -> Self {
-        SpinBarrier {
-            n,
-            arrived: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-        }
-    }
-
-    /// Returns once all `n` threads have called it (every write before the call of each is
-    /// visible to all after it).
-    fn wait(&self) {
-        let gen = self.generation.load(Ordering::Acquire);
-        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.n {
-            self.arrived.store(0, Ordering::Relaxed);
-            self.generation
-                .store(gen.wrapping_add(1), Ordering::Release);
-            return;
-        }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == gen {
-            if spins < SPINS {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-/// What every thread of one recurrence shares.
+/// What the threads of one recurrence share. The work is handed out as tickets in step order —
+/// ticket `k` is chunk `k % chunks` (hidden units `chunk·(k % chunks)..`) of step `k / chunks` —
+/// so a thread the OS takes off its core holds up at most the one chunk it has started, never a
+/// fixed share of every step.
 struct Shared<'a> {
     w_hh: &'a [f32],
     xp: &'a [f32],
     t: usize,
     hd: usize,
-    /// `h` of the step just done, double-buffered by step parity (f32 bits).
-    h: [Vec<AtomicU32>; 2],
-    barrier: SpinBarrier,
+    chunk: usize,
+    chunks: usize,
+    /// `h` after every step (f32 bits): row `s + 1` for step `s`, row 0 the zero initial state.
+    h: Vec<AtomicU32>,
+    /// The cell state (f32 bits).
+    c: Vec<AtomicU32>,
+    /// The next ticket.
+    next: AtomicUsize,
+    /// Chunks finished, over all steps.
+    done: AtomicUsize,
+    /// Steps whose `h` is complete.
+    ready: AtomicUsize,
 }
 
 /// The recurrence: `xp` `[T, 4H]` (input projections with biases), `w_hh` `[4H, H]` →
-/// `[T, H]`, hidden units split over up to `threads` threads.
+/// `[T, H]`, on up to `threads` threads (the caller's and scoped ones).
 pub(crate) fn recur(w_hh: &[f32], xp: &[f32], t: usize, hd: usize, threads: usize) -> Vec<f32> {
-    let n = threads.min(hd / MIN_UNITS).max(1);
-    let per = hd.div_ceil(n).next_multiple_of(8);
-    let bounds: Vec<(usize, usize)> = (0..n)
-        .map(|p| ((p * per).min(hd), ((p + 1) * per).min(hd)))
-        .filter(|(a, b)| a < b)
-        .collect();
+    let chunk = CHUNK.min(hd).max(1);
+    let chunks = hd.div_ceil(chunk);
+    let zeros = |n: usize| (0..n).map(|_| AtomicU32::new(0)).collect::<Vec<_>>();
     let sh = Shared {
         w_hh,
         xp,
         t,
         hd,
-        h: [
-            (0..hd).map(|_| AtomicU32::new(0)).collect(),
-            (0..hd).map(|_| AtomicU32::new(0)).collect(),
-        ],
-        barrier: SpinBarrier::new(bounds.len()),
+        chunk,
+        chunks,
+        h: zeros((t + 1) * hd),
+        c: zeros(hd),
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        ready: AtomicUsize::new(0),
     };
-    let mut out = vec![0f32; t * hd];
     std::thread::scope(|s| {
-        for &(u0, u1) in bounds.iter().skip(1) {
-            let sh = &sh;
-            s.spawn(move || worker(sh, u0, u1, None));
+        for _ in 1..threads.min(chunks) {
+            s.spawn(|| worker(&sh));
         }
-        let (u0, u1) = bounds.first().copied().unwrap_or((0, hd));
-        worker(&sh, u0, u1, Some(&mut out));
+        worker(&sh);
     });
-    out
+    sh.h.into_iter()
+        .skip(hd)
+        .map(|v| f32::from_bits(v.into_inner()))
+        .collect()
 }
 
-/// One thread's share: units `u0..u1` for every step; thread 0 also writes `out`.
-fn worker(sh: &Shared, u0: usize, u1: usize, mut out: Option<&mut [f32]>) {
+/// Waits (spinning, then yielding the core) until `ready` reaches `step`.
+fn wait_for(ready: &AtomicUsize, step: usize) {
+    let mut spins = 0u32;
+    while ready.load(Ordering::Acquire) < step {
+        if spins < SPINS {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Takes tickets until the steps run out.
+fn worker(sh: &Shared) {
     let (simd, arch) = (has_avx2_fma(), pulp::Arch::new());
-    let (hd, m) = (sh.hd, u1 - u0);
+    let (hd, chunk) = (sh.hd, sh.chunk);
     let mut h = vec![0f32; hd];
-    let mut c = vec![0f32; m];
-    let mut gates = vec![0f32; 4 * m];
-    let mut h_new = vec![0f32; m];
-    for step in 0..sh.t {
+    let mut h_of = None;
+    let mut gates = vec![0f32; 4 * chunk];
+    let (mut c, mut h_new) = (vec![0f32; chunk], vec![0f32; chunk]);
+    loop {
+        let k = sh.next.fetch_add(1, Ordering::Relaxed);
+        let (step, part) = (k / sh.chunks, k % sh.chunks);
+        if step >= sh.t {
+            return;
+        }
+        wait_for(&sh.ready, step);
+        if h_of != Some(step) {
+            let row = &sh.h[step * hd..(step + 1) * hd];
+            for (v, slot) in h.iter_mut().zip(row) {
+                *v = f32::from_bits(slot.load(Ordering::Relaxed));
+            }
+            h_of = Some(step);
+        }
+        let (u0, u1) = (part * chunk, ((part + 1) * chunk).min(hd));
+        let m = u1 - u0;
         let xrow = &sh.xp[step * 4 * hd..(step + 1) * 4 * hd];
-        for (g, dst) in gates.chunks_exact_mut(m).enumerate() {
+        for (g, dst) in gates[..4 * m].chunks_exact_mut(m).enumerate() {
             dst.copy_from_slice(&xrow[g * hd + u0..g * hd + u1]);
         }
-        gate_matvec(sh.w_hh, &h, u0, u1, &mut gates, simd);
-        arch.dispatch(|| cell(&gates, &mut c, &mut h_new));
-        let buf = &sh.h[step % 2];
-        for (slot, v) in buf[u0..u1].iter().zip(&h_new) {
-            slot.store(v.to_bits(), Ordering::Relaxed);
-        }
-        sh.barrier.wait();
-        for (v, slot) in h.iter_mut().zip(buf) {
+        gate_matvec(sh.w_hh, &h, u0, u1, &mut gates[..4 * m], simd);
+        for (v, slot) in c.iter_mut().zip(&sh.c[u0..u1]) {
             *v = f32::from_bits(slot.load(Ordering::Relaxed));
         }
-        if let Some(out) = out.as_deref_mut() {
-            out[step * hd..(step + 1) * hd].copy_from_slice(&h);
+        arch.dispatch(|| cell(&gates[..4 * m], &mut c[..m], &mut h_new[..m]));
+        for (slot, v) in sh.c[u0..u1].iter().zip(&c) {
+            slot.store(v.to_bits(), Ordering::Relaxed);
+        }
+        let out = &sh.h[(step + 1) * hd + u0..(step + 1) * hd + u1];
+        for (slot, v) in out.iter().zip(&h_new) {
+            slot.store(v.to_bits(), Ordering::Relaxed);
+        }
+        // The chunk that completes the step publishes it (the AcqRel chain on `done` carries
+        // every chunk's writes to the publisher, its Release store to the readers of `ready`).
+        if sh.done.fetch_add(1, Ordering::AcqRel) + 1 == (step + 1) * sh.chunks {
+            sh.ready.store(step + 1, Ordering::Release);
         }
     }
 }
