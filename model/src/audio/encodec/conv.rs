@@ -25,7 +25,7 @@ use super::params::Params;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 use candle_nn::Init;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Which implementation a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +185,23 @@ pub(crate) fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Res
     }
 }
 
+/// What `make` returns, kept in `cell` after the first call when there is a cell.
+pub(crate) fn cached<T>(
+    cell: Option<&OnceLock<Arc<T>>>,
+    make: impl FnOnce() -> Result<T>,
+) -> Result<Arc<T>> {
+    match cell {
+        Some(cell) => match cell.get() {
+            Some(v) => Ok(v.clone()),
+            None => {
+                let v = Arc::new(make()?);
+                Ok(cell.get_or_init(|| v).clone())
+            }
+        },
+        None => Ok(Arc::new(make()?)),
+    }
+}
+
 /// `EncodecConv1d`.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv1d {
@@ -196,8 +213,9 @@ pub(crate) struct Conv1d {
     kernel: usize,
     causal: bool,
     pad_mode: PadMode,
-    /// The weights laid out for `conv_cpu` (set when loaded from a checkpoint onto the CPU).
-    host: Option<Arc<HostConv>>,
+    /// The weights laid out for `conv_cpu`, made on first use and kept where the weights cannot
+    /// change (loaded from a checkpoint onto the CPU); `None` for a model built from variables.
+    host: Option<OnceLock<Arc<HostConv>>>,
 }
 
 impl Conv1d {
@@ -223,7 +241,7 @@ impl Conv1d {
             NormType::TimeGroupNorm => Some(GroupNorm1::new(&p.pp("norm"), cout)?),
             NormType::WeightNorm => None,
         };
-        let mut conv = Conv1d {
+        Ok(Conv1d {
             weight,
             bias,
             norm,
@@ -232,12 +250,8 @@ impl Conv1d {
             kernel,
             causal: cfg.use_causal_conv,
             pad_mode: cfg.pad()?,
-            host: None,
-        };
-        if p.is_file() && p.device().is_cpu() {
-            conv.host = Some(Arc::new(conv.host_weights()?));
-        }
-        Ok(conv)
+            host: (p.is_file() && p.device().is_cpu()).then(OnceLock::new),
+        })
     }
 
     /// The weights (as the fast path normalises them) laid out for `conv_cpu`.
@@ -288,12 +302,9 @@ impl Conv1d {
         }
     }
 
-    /// The host weights: cached, or laid out now (a model built from variables).
+    /// The host weights: kept from an earlier call, or laid out now.
     pub(crate) fn host(&self) -> Result<Arc<HostConv>> {
-        match &self.host {
-            Some(h) => Ok(h.clone()),
-            None => Ok(Arc::new(self.host_weights()?)),
-        }
+        cached(self.host.as_ref(), || self.host_weights())
     }
 
     /// `x` as this conv sees it: padded as HF pads it, ELU'd first if `elu_in`.

@@ -8,14 +8,14 @@
 //! `gemm` for every frame's input projection, the recurrence on scoped threads), held against
 //! the candle-op path in the tests.
 
-use super::conv::EncodecPath;
+use super::conv::{cached, EncodecPath};
 use super::cpu::Frames;
 use super::lstm_cpu::HostLayer;
 use super::params::Params;
 use crate::error::Result;
 use candle_core::{DType, Tensor, D};
 use candle_nn::Init;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One layer's tensors.
 #[derive(Debug, Clone)]
@@ -24,19 +24,16 @@ struct Layer {
     w_hh: Tensor,
     b_ih: Tensor,
     b_hh: Tensor,
-    /// The weights on the host, for the fast path (set when loaded from a checkpoint onto the
-    /// CPU).
-    host: Option<Arc<HostLayer>>,
+    /// The weights on the host for the fast path, made on first use and kept where the weights
+    /// cannot change (loaded from a checkpoint onto the CPU).
+    host: Option<OnceLock<Arc<HostLayer>>>,
 }
 
 impl Layer {
     fn host(&self) -> Result<Arc<HostLayer>> {
-        match &self.host {
-            Some(h) => Ok(h.clone()),
-            None => Ok(Arc::new(HostLayer::new(
-                &self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh,
-            )?)),
-        }
+        cached(self.host.as_ref(), || {
+            HostLayer::new(&self.w_ih, &self.w_hh, &self.b_ih, &self.b_hh)
+        })
     }
 }
 
@@ -66,11 +63,7 @@ impl Lstm {
             let w_hh = p.get(&[4 * dim, dim], &format!("weight_hh_l{l}"), init)?;
             let b_ih = p.get(&[4 * dim], &format!("bias_ih_l{l}"), init)?;
             let b_hh = p.get(&[4 * dim], &format!("bias_hh_l{l}"), init)?;
-            let host = if p.is_file() && p.device().is_cpu() {
-                Some(Arc::new(HostLayer::new(&w_ih, &w_hh, &b_ih, &b_hh)?))
-            } else {
-                None
-            };
+            let host = (p.is_file() && p.device().is_cpu()).then(OnceLock::new);
             layers.push(Layer {
                 w_ih,
                 w_hh,

@@ -93,7 +93,7 @@ impl ResnetBlock {
 enum Layer {
     Conv(Conv1d),
     ConvT(ConvTranspose1d),
-    Res(ResnetBlock),
+    Res(Box<ResnetBlock>),
     Lstm(Lstm),
     Elu,
 }
@@ -135,8 +135,12 @@ impl Seanet {
             let ch = scale * nf;
             let mut dilation = 1;
             for _ in 0..cfg.num_residual_layers {
-                s.layers
-                    .push(Layer::Res(ResnetBlock::new(&s.next(), cfg, ch, dilation)?));
+                s.layers.push(Layer::Res(Box::new(ResnetBlock::new(
+                    &s.next(),
+                    cfg,
+                    ch,
+                    dilation,
+                )?)));
                 dilation *= cfg.dilation_growth_rate;
             }
             s.layers.push(Layer::Elu);
@@ -182,12 +186,12 @@ impl Seanet {
             s.layers.push(Layer::ConvT(up));
             let mut dilation = 1;
             for _ in 0..cfg.num_residual_layers {
-                s.layers.push(Layer::Res(ResnetBlock::new(
+                s.layers.push(Layer::Res(Box::new(ResnetBlock::new(
                     &s.next(),
                     cfg,
                     ch / 2,
                     dilation,
-                )?));
+                )?)));
                 dilation *= cfg.dilation_growth_rate;
             }
             scale /= 2;
