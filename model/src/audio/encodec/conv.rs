@@ -20,7 +20,7 @@
 
 use super::config::{EncodecConfig, NormType, PadMode};
 use super::conv_cpu::HostConv;
-use super::cpu::{Frames, Padded};
+use super::cpu::{BufferPool, Frames, Padded};
 use super::params::Params;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
@@ -320,9 +320,14 @@ impl Conv1d {
     }
 
     /// The conv on host frames `[L, Cin]` → `[ceil(L / stride), Cout]`, ELU applied to the input
-    /// first if `elu_in`.
-    pub(crate) fn forward_host(&self, x: &Frames, elu_in: bool) -> Result<Frames> {
-        self.host()?.forward(&self.host_input(x, elu_in))
+    /// first if `elu_in`, the output in a buffer from `pool`.
+    pub(crate) fn forward_host(
+        &self,
+        x: &Frames,
+        elu_in: bool,
+        pool: &BufferPool,
+    ) -> Result<Frames> {
+        self.host()?.forward(&self.host_input(x, elu_in), pool)
     }
 
     /// `acc += ` [`Conv1d::forward_host`]`(x, elu_in)`.
@@ -331,8 +336,10 @@ impl Conv1d {
         x: &Frames,
         elu_in: bool,
         acc: &mut Frames,
+        pool: &BufferPool,
     ) -> Result<()> {
-        self.host()?.forward_add(&self.host_input(x, elu_in), acc)
+        self.host()?
+            .forward_add(&self.host_input(x, elu_in), acc, pool)
     }
 }
 

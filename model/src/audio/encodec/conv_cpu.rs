@@ -12,7 +12,9 @@
 //! padding, and the candle residual block: tested in `conv_cpu_tests.rs`, `conv_tests.rs` and
 //! `seanet.rs`.
 
-use super::cpu::{add_inplace, elu1, matmul_acc_with, parallelism, Frames, Mat, Padded};
+use super::cpu::{
+    add_inplace, elu1, matmul_acc_with, parallelism, BufferPool, Frames, Mat, Padded,
+};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 use gemm::Parallelism;
@@ -176,11 +178,12 @@ impl HostConv {
             })
     }
 
-    /// `conv(input) + bias`, then the GroupNorm if any: `[T_out, Cout]`.
-    pub fn forward(&self, input: &Padded) -> Result<Frames> {
+    /// `conv(input) + bias`, then the GroupNorm if any: `[T_out, Cout]`, in a buffer from
+    /// `pool`.
+    pub fn forward(&self, input: &Padded, pool: &BufferPool) -> Result<Frames> {
         let len = self.out_len(input.len())?;
         let mut y = Frames {
-            data: vec![0f32; len * self.cout],
+            data: pool.take(len * self.cout),
             len,
             ch: self.cout,
         };
@@ -193,10 +196,12 @@ impl HostConv {
 
     /// `acc += ` [`HostConv::forward`]`(input)`: accumulated in place by `gemm` when there is
     /// no norm.
-    pub fn forward_add(&self, input: &Padded, acc: &mut Frames) -> Result<()> {
+    pub fn forward_add(&self, input: &Padded, acc: &mut Frames, pool: &BufferPool) -> Result<()> {
         if self.norm.is_some() {
-            let y = self.forward(input)?;
-            return add_inplace(acc, &y);
+            let y = self.forward(input, pool)?;
+            add_inplace(acc, &y)?;
+            pool.give(y.data);
+            return Ok(());
         }
         if acc.ch != self.cout || acc.len != self.out_len(input.len())? {
             return Err(Error::Kernel(format!(
@@ -232,7 +237,8 @@ pub(crate) fn group_norm(y: &mut Frames, weight: &[f32], bias: &[f32]) {
 }
 
 /// `EncodecResnetBlock` fused per tile of rows: `y = shortcut(x) + conv2(elu(conv1(elu(x))))`
-/// (identity shortcut if `None`), `input` being `x` as `conv1` sees it (padded, ELU'd). `None`
+/// (identity shortcut if `None`), `input` being `x` as `conv1` sees it (padded, ELU'd), into a
+/// buffer from `pool`. `None`
 /// when the block does not fit the fused form (a norm, a strided `conv1`, 1-wide convs that are
 /// not, shapes that do not chain); the caller then runs the convs one by one.
 pub(crate) fn res_block(
@@ -240,6 +246,7 @@ pub(crate) fn res_block(
     conv2: &HostConv,
     shortcut: Option<&HostConv>,
     input: &Padded,
+    pool: &BufferPool,
 ) -> Result<Option<Frames>> {
     let x = input.x;
     let (len, ch) = (x.len, x.ch);
@@ -258,7 +265,7 @@ pub(crate) fn res_block(
     }
     let hid = conv1.cout;
     let tile = conv1.tile_rows();
-    let mut out = vec![0f32; len * ch];
+    let mut out = pool.take(len * ch);
     out.par_chunks_mut(tile * ch)
         .enumerate()
         .try_for_each_init(

@@ -1,6 +1,6 @@
 use super::*;
 use crate::audio::encodec::config::PadMode;
-use crate::audio::encodec::cpu::elu_inplace;
+use crate::audio::encodec::cpu::{elu_inplace, BufferPool};
 use candle_core::{Device, Tensor};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
@@ -62,14 +62,17 @@ fn host_conv_equals_candles_conv1d_tiled_or_not_with_strides_dilations_and_odd_l
         let want = candle_conv(&x, &w, &b, s, d);
         let conv = HostConv::new(&w, &b, None, s, d).unwrap();
         let fx = frames(&x);
-        let got = conv.forward(&Padded::plain(&fx)).unwrap();
+        let got = conv
+            .forward(&Padded::plain(&fx), &BufferPool::default())
+            .unwrap();
         assert_eq!((got.len, got.ch), (want.len, want.ch));
         let diff = max_diff(&got.data, &want.data);
         assert!(diff < 1e-4, "case {i}: {diff}");
         // Accumulating onto another [T, Cout]: acc + conv.
         let base = frames(&randn(&[1, cout, want.len], 400 + i as u64));
         let mut acc = base.clone();
-        conv.forward_add(&Padded::plain(&fx), &mut acc).unwrap();
+        conv.forward_add(&Padded::plain(&fx), &mut acc, &BufferPool::default())
+            .unwrap();
         let mut sum = base.clone();
         add_inplace(&mut sum, &want).unwrap();
         assert!(max_diff(&acc.data, &sum.data) < 1e-4, "case {i} (add)");
@@ -78,18 +81,22 @@ fn host_conv_equals_candles_conv1d_tiled_or_not_with_strides_dilations_and_odd_l
             data: vec![0.0; (base.len + 1) * cout],
             ch: cout,
         };
-        assert!(conv.forward_add(&Padded::plain(&fx), &mut wrong).is_err());
+        assert!(conv
+            .forward_add(&Padded::plain(&fx), &mut wrong, &BufferPool::default())
+            .is_err());
     }
     let w = randn(&[2, 3, 5], 1);
     let conv = HostConv::new(&w, &randn(&[2], 2), None, 1, 1).unwrap();
     let short = frames(&randn(&[1, 3, 4], 3));
     assert!(
-        conv.forward(&Padded::plain(&short)).is_err(),
+        conv.forward(&Padded::plain(&short), &BufferPool::default())
+            .is_err(),
         "input shorter than the kernel"
     );
     let wrong = frames(&randn(&[1, 2, 9], 3));
     assert!(
-        conv.forward(&Padded::plain(&wrong)).is_err(),
+        conv.forward(&Padded::plain(&wrong), &BufferPool::default())
+            .is_err(),
         "input channels"
     );
 }
@@ -122,11 +129,14 @@ fn host_conv_with_group_norm_equals_the_candle_formula() {
         .unwrap();
     let conv = HostConv::new(&w, &b, Some((&g, &nb)), 1, 1).unwrap();
     let fx = frames(&x);
-    let got = conv.forward(&Padded::plain(&fx)).unwrap();
+    let got = conv
+        .forward(&Padded::plain(&fx), &BufferPool::default())
+        .unwrap();
     assert!(max_diff(&got.data, &frames(&want).data) < 1e-4);
     // With a norm, accumulating adds the normalised output.
     let mut acc = got.clone();
-    conv.forward_add(&Padded::plain(&fx), &mut acc).unwrap();
+    conv.forward_add(&Padded::plain(&fx), &mut acc, &BufferPool::default())
+        .unwrap();
     let twice: Vec<f32> = got.data.iter().map(|v| 2.0 * v).collect();
     assert!(max_diff(&acc.data, &twice) < 1e-5);
 }
@@ -176,16 +186,20 @@ fn the_fused_residual_block_equals_its_convs_one_by_one() {
             mode,
             elu: true,
         };
-        let got = res_block(&conv1, &conv2, shortcut, &input)
+        let got = res_block(&conv1, &conv2, shortcut, &input, &BufferPool::default())
             .unwrap()
             .unwrap();
-        let mut h = conv1.forward(&input).unwrap();
+        let mut h = conv1.forward(&input, &BufferPool::default()).unwrap();
         elu_inplace(&mut h);
         let mut want = match shortcut {
-            Some(s) => s.forward(&Padded::plain(&x)).unwrap(),
+            Some(s) => s
+                .forward(&Padded::plain(&x), &BufferPool::default())
+                .unwrap(),
             None => x.clone(),
         };
-        conv2.forward_add(&Padded::plain(&h), &mut want).unwrap();
+        conv2
+            .forward_add(&Padded::plain(&h), &mut want, &BufferPool::default())
+            .unwrap();
         assert_eq!((got.len, got.ch), (want.len, want.ch));
         let diff = max_diff(&got.data, &want.data);
         assert!(diff < 1e-4, "case {i}: {diff}");
@@ -202,7 +216,9 @@ fn the_fused_residual_block_equals_its_convs_one_by_one() {
         elu: true,
     };
     assert!(
-        res_block(&conv1, &conv2, None, &input).unwrap().is_none(),
+        res_block(&conv1, &conv2, None, &input, &BufferPool::default())
+            .unwrap()
+            .is_none(),
         "strided conv1"
     );
     let (g, b) = (randn(&[2], 6), randn(&[2], 7));
@@ -216,7 +232,9 @@ fn the_fused_residual_block_equals_its_convs_one_by_one() {
         elu: true,
     };
     assert!(
-        res_block(&normed, &conv2, None, &input).unwrap().is_none(),
+        res_block(&normed, &conv2, None, &input, &BufferPool::default())
+            .unwrap()
+            .is_none(),
         "a norm"
     );
 }

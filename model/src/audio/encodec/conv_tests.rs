@@ -164,6 +164,7 @@ fn host_conv1d_equals_the_candle_path_for_every_padding_norm_and_stride() {
                 };
                 let map = VarMap::new();
                 let p = Params::vars(VarBuilder::from_varmap(&map, candle_core::DType::F32, &dev));
+                let pool = crate::audio::encodec::cpu::BufferPool::default();
                 for (i, (cin, cout, k, s, d, len)) in cases.into_iter().enumerate() {
                     let conv = Conv1d::new(&p.pp(i), &cfg, (cin, cout), k, s, d).unwrap();
                     let x = Tensor::randn(0f32, 1.0, (1, cin, len), &dev).unwrap();
@@ -171,7 +172,7 @@ fn host_conv1d_equals_the_candle_path_for_every_padding_norm_and_stride() {
                         let xin = if elu_in { elu(&x).unwrap() } else { x.clone() };
                         let want = conv.forward(&xin, EncodecPath::Fast).unwrap();
                         let got = conv
-                            .forward_host(&Frames::from_tensor(&x, 0).unwrap(), elu_in)
+                            .forward_host(&Frames::from_tensor(&x, 0).unwrap(), elu_in, &pool)
                             .unwrap();
                         let got = Frames::to_tensor(vec![got], &dev).unwrap();
                         let diff = max_diff(&got, &want);
@@ -182,6 +183,7 @@ fn host_conv1d_equals_the_candle_path_for_every_padding_norm_and_stride() {
                             &Frames::from_tensor(&x, 0).unwrap(),
                             elu_in,
                             &mut acc,
+                            &pool,
                         )
                         .unwrap();
                         let acc = Frames::to_tensor(vec![acc], &dev).unwrap();

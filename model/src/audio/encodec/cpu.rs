@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use candle_core::Tensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Rows per rayon task in the row-wise loops.
 const ROWS_PER_TASK: usize = 256;
@@ -48,6 +49,51 @@ impl Frames {
             out.push(t.t()?);
         }
         Ok(Tensor::stack(&out, 0)?.contiguous()?.to_device(device)?)
+    }
+}
+
+/// Bytes of free buffers a [`BufferPool`] keeps.
+const POOL_BYTES: usize = 128 << 20;
+
+/// Large f32 buffers kept from one call to the next: a fresh allocation of tens of MB costs a
+/// page fault per 4 KiB on first touch (and the faults of parallel threads contend), so the
+/// encoder's activations come from here and go back, at most [`POOL_BYTES`] of them kept.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<Vec<Vec<f32>>>,
+}
+
+impl BufferPool {
+    fn free(&self) -> std::sync::MutexGuard<'_, Vec<Vec<f32>>> {
+        // A panic elsewhere cannot leave the list inconsistent: take it as it is.
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A buffer of `len` values, contents unspecified (the caller writes every one): the
+    /// smallest kept buffer that holds `len`, else a new one.
+    pub fn take(&self, len: usize) -> Vec<f32> {
+        let mut free = self.free();
+        let best = (0..free.len())
+            .filter(|&i| free[i].capacity() >= len)
+            .min_by_key(|&i| free[i].capacity());
+        match best {
+            Some(i) => {
+                let mut v = free.swap_remove(i);
+                drop(free);
+                v.resize(len, 0.0);
+                v
+            }
+            None => vec![0f32; len],
+        }
+    }
+
+    /// Keeps `v` for a later [`BufferPool::take`] (drops it past the pool's size).
+    pub fn give(&self, v: Vec<f32>) {
+        let mut free = self.free();
+        let kept: usize = free.iter().map(|b| b.capacity()).sum();
+        if v.capacity() > 0 && (kept + v.capacity()) * 4 <= POOL_BYTES {
+            free.push(v);
+        }
     }
 }
 

@@ -134,3 +134,36 @@ fn strided_matmul_accumulates_and_checks_its_slices() {
     assert!(matmul_acc(&mut dst, 4, short, rhs, 1.0).is_err());
     assert!(matmul_acc(&mut dst[..9], 4, lhs, rhs, 1.0).is_err());
 }
+
+#[test]
+fn the_pool_hands_back_the_smallest_fitting_buffer_and_keeps_a_bounded_amount() {
+    let pool = BufferPool::default();
+    let a = pool.take(10);
+    assert_eq!(a.len(), 10);
+    let (pa, small) = (a.as_ptr(), vec![1f32; 4]);
+    pool.give(vec![0f32; 1000]);
+    pool.give(a);
+    pool.give(small);
+    let b = pool.take(8);
+    assert_eq!(
+        (b.len(), b.as_ptr()),
+        (8, pa),
+        "the 10-value buffer, cut to 8"
+    );
+    let c = pool.take(12);
+    assert!(
+        c.len() == 12 && c.capacity() >= 1000,
+        "the large one, grown to 12"
+    );
+    let d = pool.take(3);
+    assert_eq!(d.len(), 3);
+    assert!(pool.take(5000).iter().all(|&v| v == 0.0), "a new one");
+    // Past its size the pool drops what it is given.
+    pool.give(vec![0f32; POOL_BYTES / 4]);
+    pool.give(vec![0f32; 16]);
+    let e = pool.take(16);
+    assert!(
+        e.capacity() >= POOL_BYTES / 4,
+        "the big one was kept, the small one not"
+    );
+}

@@ -15,11 +15,12 @@
 use super::config::EncodecConfig;
 use super::conv::{elu, Conv1d, ConvTranspose1d, EncodecPath};
 use super::conv_cpu;
-use super::cpu::{elu_inplace, Frames};
+use super::cpu::{elu_inplace, BufferPool, Frames};
 use super::lstm::Lstm;
 use super::params::Params;
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
+use std::sync::Arc;
 
 /// `EncodecResnetBlock`.
 #[derive(Debug, Clone)]
@@ -66,24 +67,26 @@ impl ResnetBlock {
 
     /// [`ResnetBlock::forward`] on host frames: fused per tile of rows where it can be, else
     /// conv by conv, the second conv accumulating into the shortcut's output.
-    fn forward_host(&self, x: &Frames) -> Result<Frames> {
+    fn forward_host(&self, x: &Frames, pool: &BufferPool) -> Result<Frames> {
         let shortcut = self.shortcut.as_ref().map(|s| s.host()).transpose()?;
         let fused = conv_cpu::res_block(
             &*self.conv1.host()?,
             &*self.conv2.host()?,
             shortcut.as_deref(),
             &self.conv1.host_input(x, true),
+            pool,
         )?;
         if let Some(y) = fused {
             return Ok(y);
         }
-        let mut h = self.conv1.forward_host(x, true)?;
+        let mut h = self.conv1.forward_host(x, true, pool)?;
         elu_inplace(&mut h);
         let mut y = match &self.shortcut {
-            Some(s) => s.forward_host(x, false)?,
+            Some(s) => s.forward_host(x, false, pool)?,
             None => x.clone(),
         };
-        self.conv2.forward_host_add(&h, false, &mut y)?;
+        self.conv2.forward_host_add(&h, false, &mut y, pool)?;
+        pool.give(h.data);
         Ok(y)
     }
 }
@@ -102,6 +105,8 @@ enum Layer {
 #[derive(Debug, Clone)]
 pub(crate) struct Seanet {
     layers: Vec<Layer>,
+    /// The host path's activation buffers, kept between calls.
+    pool: Arc<BufferPool>,
 }
 
 /// Appends layers while counting their HF indices.
@@ -160,7 +165,10 @@ impl Seanet {
             1,
         )?;
         s.layers.push(Layer::Conv(last));
-        Ok(Seanet { layers: s.layers })
+        Ok(Seanet {
+            layers: s.layers,
+            pool: Arc::default(),
+        })
     }
 
     /// `decoder.layers.*` under `p` (which is `decoder`).
@@ -206,7 +214,10 @@ impl Seanet {
             1,
         )?;
         s.layers.push(Layer::Conv(last));
-        Ok(Seanet { layers: s.layers })
+        Ok(Seanet {
+            layers: s.layers,
+            pool: Arc::default(),
+        })
     }
 
     /// Whether [`Seanet::forward_host`] can run this stack (no transposed convs).
@@ -239,17 +250,17 @@ impl Seanet {
                 elu_inplace(&mut h);
                 pending_elu = false;
             }
-            h = match layer {
+            let y = match layer {
                 Layer::Elu => {
                     pending_elu = true;
                     continue;
                 }
                 Layer::Conv(c) => {
-                    let y = c.forward_host(&h, pending_elu)?;
+                    let y = c.forward_host(&h, pending_elu, &self.pool)?;
                     pending_elu = false;
                     y
                 }
-                Layer::Res(r) => r.forward_host(&h)?,
+                Layer::Res(r) => r.forward_host(&h, &self.pool)?,
                 Layer::Lstm(l) => l.forward_host(&h)?,
                 Layer::ConvT(_) => {
                     return Err(Error::Invalid(
@@ -257,6 +268,7 @@ impl Seanet {
                     ))
                 }
             };
+            self.pool.give(std::mem::replace(&mut h, y).data);
         }
         if pending_elu {
             elu_inplace(&mut h);
