@@ -58,9 +58,18 @@ const POOL_BYTES: usize = 128 << 20;
 /// Large f32 buffers kept from one call to the next: a fresh allocation of tens of MB costs a
 /// page fault per 4 KiB on first touch (and the faults of parallel threads contend), so the
 /// encoder's activations come from here and go back, at most [`POOL_BYTES`] of them kept.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct BufferPool {
     free: Mutex<Vec<Vec<f32>>>,
+}
+
+impl std::fmt::Debug for BufferPool {
+    /// The buffers' count and size, not their values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let free = self.free();
+        let bytes: usize = free.iter().map(|b| b.capacity() * 4).sum();
+        write!(f, "BufferPool({} buffers, {bytes} bytes)", free.len())
+    }
 }
 
 impl BufferPool {
