@@ -13,7 +13,7 @@
 use super::cpu::{exp, matmul_acc, Mat};
 use crate::error::{Error, Result};
 use candle_core::Tensor;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Hidden units per ticket (a chunk of one step's work: `4·CHUNK` rows of `W_hh`).
 const CHUNK: usize = 64;
@@ -75,7 +75,7 @@ impl HostLayer {
             cs: inp,
         };
         matmul_acc(&mut xp, 4 * hd, lhs, rhs, 1.0)?;
-        Ok(recur(&self.w_hh, &xp, t, hd, threads))
+        recur(&self.w_hh, &xp, t, hd, threads)
     }
 }
 
@@ -100,11 +100,38 @@ struct Shared<'a> {
     done: AtomicUsize,
     /// Steps whose `h` is complete.
     ready: AtomicUsize,
+    /// Set by a worker that panics, so the others stop waiting for its chunk.
+    failed: AtomicBool,
+}
+
+/// Sets `failed` if its thread unwinds (a panic in a worker would otherwise leave the others
+/// waiting for its chunk, and the scope's join with them).
+struct Bail<'a>(&'a AtomicBool);
+
+impl Drop for Bail<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// The recurrence: `xp` `[T, 4H]` (input projections with biases), `w_hh` `[4H, H]` →
 /// `[T, H]`, on up to `threads` threads (the caller's and scoped ones).
-pub(crate) fn recur(w_hh: &[f32], xp: &[f32], t: usize, hd: usize, threads: usize) -> Vec<f32> {
+pub(crate) fn recur(
+    w_hh: &[f32],
+    xp: &[f32],
+    t: usize,
+    hd: usize,
+    threads: usize,
+) -> Result<Vec<f32>> {
+    if w_hh.len() != 4 * hd * hd || xp.len() != t * 4 * hd {
+        return Err(Error::Kernel(format!(
+            "EnCodec LSTM: W_hh {} values, projections {} for H {hd}, T {t}",
+            w_hh.len(),
+            xp.len()
+        )));
+    }
     let chunk = CHUNK.min(hd).max(1);
     let chunks = hd.div_ceil(chunk);
     let zeros = |n: usize| (0..n).map(|_| AtomicU32::new(0)).collect::<Vec<_>>();
@@ -120,6 +147,7 @@ pub(crate) fn recur(w_hh: &[f32], xp: &[f32], t: usize, hd: usize, threads: usiz
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         ready: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
     };
     std::thread::scope(|s| {
         for _ in 1..threads.min(chunks) {
@@ -127,16 +155,22 @@ pub(crate) fn recur(w_hh: &[f32], xp: &[f32], t: usize, hd: usize, threads: usiz
         }
         worker(&sh);
     });
-    sh.h.into_iter()
+    Ok(sh
+        .h
+        .into_iter()
         .skip(hd)
         .map(|v| f32::from_bits(v.into_inner()))
-        .collect()
+        .collect())
 }
 
-/// Waits (spinning, then yielding the core) until `ready` reaches `step`.
-fn wait_for(ready: &AtomicUsize, step: usize) {
+/// Waits (spinning, then yielding the core) until `ready` reaches `step`; false if a worker
+/// failed instead.
+fn wait_for(sh: &Shared, step: usize) -> bool {
     let mut spins = 0u32;
-    while ready.load(Ordering::Acquire) < step {
+    while sh.ready.load(Ordering::Acquire) < step {
+        if sh.failed.load(Ordering::Acquire) {
+            return false;
+        }
         if spins < SPINS {
             std::hint::spin_loop();
             spins += 1;
@@ -144,10 +178,12 @@ fn wait_for(ready: &AtomicUsize, step: usize) {
             std::thread::yield_now();
         }
     }
+    true
 }
 
 /// Takes tickets until the steps run out.
 fn worker(sh: &Shared) {
+    let _bail = Bail(&sh.failed);
     let (simd, arch) = (has_avx2_fma(), pulp::Arch::new());
     let (hd, chunk) = (sh.hd, sh.chunk);
     let mut h = vec![0f32; hd];
@@ -160,7 +196,9 @@ fn worker(sh: &Shared) {
         if step >= sh.t {
             return;
         }
-        wait_for(&sh.ready, step);
+        if !wait_for(sh, step) {
+            return;
+        }
         if h_of != Some(step) {
             let row = &sh.h[step * hd..(step + 1) * hd];
             for (v, slot) in h.iter_mut().zip(row) {

@@ -43,7 +43,7 @@ fn the_threaded_recurrence_equals_a_scalar_reference_for_any_thread_count() {
         let xp = rand(t * 4 * hd, 7 + hd as u64, 1.5);
         let want = reference(&w, &xp, t, hd);
         for threads in [1, 2, 3, 5] {
-            let got = recur(&w, &xp, t, hd, threads);
+            let got = recur(&w, &xp, t, hd, threads).unwrap();
             let d = got
                 .iter()
                 .zip(&want)
@@ -85,4 +85,6 @@ fn the_layer_projects_with_both_biases_and_checks_its_input() {
         assert!(d < 2e-5, "{threads} threads: {d}");
     }
     assert!(layer.forward(&x[1..], t, 1).is_err());
+    assert!(recur(&w, &xp[1..], t, hd, 2).is_err());
+    assert!(recur(&w[1..], &xp, t, hd, 2).is_err());
 }
