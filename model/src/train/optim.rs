@@ -240,7 +240,13 @@ mod tests {
         params.insert_var("w", w.clone());
         let x = Tensor::new(&[[1f32, 2.0], [3.0, -1.0]], &Device::Cpu).unwrap();
         let hidden = x.matmul(w.as_tensor()).unwrap().tanh().unwrap();
-        let loss = hidden.matmul(w.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap();
+        let loss = hidden
+            .matmul(w.as_tensor())
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let store = loss.backward().unwrap();
         assert!(
             store.get(w.as_tensor()).unwrap().track_op(),
