@@ -10,6 +10,7 @@ pub mod prepare;
 pub mod train;
 pub mod train_audio;
 pub mod train_codec;
+pub mod train_latent;
 pub mod train_vision;
 pub mod train_vqvae;
 
@@ -169,8 +170,9 @@ pub fn run(cli: Cli) -> Result<()> {
             "audio_text" => train_audio::train(config, &cli.overrides, cli.device.as_deref()),
             "codec" => train_codec::train(config, &cli.overrides, cli.device.as_deref()),
             "vqvae" => train_vqvae::train(config, &cli.overrides, cli.device.as_deref()),
+            "latent" => train_latent::train(config, &cli.overrides, cli.device.as_deref()),
             other => bail!(
-                "{}: task = \"{other}\" is not one of text, image_text, audio_text, vqvae, codec",
+                "{}: task = \"{other}\" is not one of text, image_text, audio_text, vqvae, codec, latent",
                 config.display()
             ),
         };
