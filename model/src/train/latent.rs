@@ -9,17 +9,19 @@
 //! norm, before the LM head — the state the inference loop in `crate::latent` feeds) at the
 //! position before its slot, computed by a forward pass over everything before it; so a chain of
 //! `k` thoughts costs `k` sequential passes and one more for the rest, and gradients flow through
-//! every one of them (nothing is detached). Each pass is the full (non-cached) forward, the
-//! reference's computation without its KV-cache shortcut, which gives the same values.
+//! every one of them (nothing is detached). As in the reference, the passes share a KV cache
+//! ([`TensorKvCache`], differentiable: its keys and values stay in the graph), so each pass runs
+//! only its new rows.
 //!
-//! Must match: the loss's gradient equals finite differences through a 2-thought chain (test).
+//! Must match: the loss equals the same chain computed by hand with full (non-cached) forward
+//! passes, and its gradient equals finite differences through a 2-thought chain (tests).
 //! The curriculum loop (optimiser reset per stage, mixing earlier stages) is in `latent_loop.rs`.
 
 use super::config::{ModelSection, OptimSection, RunSection, ScheduleSection};
 use super::image_text::{ImageDataSection, ImageTrainSection};
 use super::{FullPrecision, TrainError};
 use crate::config::Config;
-use crate::transformer::{cross_entropy, Transformer};
+use crate::transformer::{cross_entropy, TensorKvCache, Transformer};
 use crate::vocab::{Special, VocabLayout};
 use crate::weights::Params;
 use candle_core::Tensor;
@@ -237,24 +239,28 @@ pub(crate) fn chain_loss(
                 s.labels
             )));
         }
-        let ids = Tensor::from_slice(&s.ids, (1, t), &device)?;
-        let emb = text.embed(&ids)?;
-        let mut x = emb.narrow(1, 0, s.bot + 1)?;
-        for _ in 0..s.thoughts {
-            let h = text.hidden_from_embeds(&x)?;
-            let last = h.narrow(1, h.dim(1)? - 1, 1)?.to_dtype(emb.dtype())?;
-            let last = if detach { last.detach() } else { last };
-            x = Tensor::cat(&[&x, &last], 1)?;
-        }
-        if rest < t {
-            x = Tensor::cat(&[&x, &emb.narrow(1, rest, t - rest)?], 1)?;
-        }
         if s.labels.is_empty() {
             continue;
         }
-        let h = text.hidden_from_embeds(&x)?;
+        let ids = Tensor::from_slice(&s.ids, (1, t), &device)?;
+        let emb = text.embed(&ids)?;
+        // Rows not yet run: the question and `<bot>`, then each thought in turn, then the
+        // thought before `<eot>` with everything after it; the cache holds the rest (its keys
+        // and values stay in the graph, so gradients reach every earlier pass).
+        let mut cache = TensorKvCache::new(text.config().num_layers);
+        let mut pending = emb.narrow(1, 0, s.bot + 1)?;
+        for _ in 0..s.thoughts {
+            let h = text.hidden_tensor_cache(&pending, &mut cache)?;
+            let last = h.narrow(1, h.dim(1)? - 1, 1)?.to_dtype(emb.dtype())?;
+            pending = if detach { last.detach() } else { last };
+        }
+        if rest < t {
+            pending = Tensor::cat(&[&pending, &emb.narrow(1, rest, t - rest)?], 1)?;
+        }
+        let from = cache.len();
+        let h = text.hidden_tensor_cache(&pending, &mut cache)?;
         let n = s.labels.len();
-        let logits = text.logits_from_hidden(&h.narrow(1, s.labels.start - 1, n)?)?;
+        let logits = text.logits_from_hidden(&h.narrow(1, s.labels.start - 1 - from, n)?)?;
         rows.push(logits.squeeze(0)?);
         targets.extend_from_slice(&s.ids[s.labels.clone()]);
     }

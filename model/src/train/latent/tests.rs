@@ -1,5 +1,6 @@
-//! The curriculum's sequences against hand-built ones, the loss's gradient through a chain of
-//! two thoughts against central finite differences, and the stage switch as an optimiser reset.
+//! The curriculum's sequences against hand-built ones, the cached chain's loss against full
+//! forward passes by hand, its gradient through a chain of two thoughts against central finite
+//! differences, and the stage switch as an optimiser reset.
 
 use super::*;
 use crate::train::latent_loop::LatentRun;
@@ -142,6 +143,76 @@ fn gradients_through_two_thoughts_match_finite_differences() {
         }
     }
     assert!(chain_mattered >= 3, "the chain's gradient barely mattered");
+}
+
+/// The loss of one sequence computed by hand: each thought is the last row of a full
+/// (non-cached) forward over the embeddings so far, then one full forward over everything, and
+/// the cross-entropy of the labelled ids from the rows before them.
+fn loss_by_hand(text: &Transformer, s: &StageSequence) -> f32 {
+    let ids = Tensor::from_slice(&s.ids, (1, s.ids.len()), &Device::Cpu).unwrap();
+    let emb = text.embed(&ids).unwrap();
+    let mut x = emb.narrow(1, 0, s.bot + 1).unwrap();
+    for _ in 0..s.thoughts {
+        let h = text.hidden_from_embeds(&x).unwrap();
+        let last = h.narrow(1, h.dim(1).unwrap() - 1, 1).unwrap();
+        x = Tensor::cat(&[&x, &last], 1).unwrap();
+    }
+    let rest = s.bot + 1 + s.thoughts;
+    let tail = emb.narrow(1, rest, s.ids.len() - rest).unwrap();
+    x = Tensor::cat(&[&x, &tail], 1).unwrap();
+    let logits = text.forward_embeds(&x).unwrap().squeeze(0).unwrap();
+    let rows = logits.to_vec2::<f32>().unwrap();
+    let mut sum = 0f64;
+    for j in s.labels.clone() {
+        let row = &rows[j - 1];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = max
+            + row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln();
+        sum += lse - row[s.ids[j] as usize] as f64;
+    }
+    (sum / s.labels.len() as f64) as f32
+}
+
+#[test]
+fn the_cached_chain_equals_full_forward_passes_by_hand() {
+    let cfg = tiny_cfg();
+    let params = Params::init(&cfg, 2, 0.3, &Device::Cpu).unwrap();
+    let p = LatentProblem {
+        question: vec![3, 9, 17, 4, 30, 2],
+        steps: vec![vec![5, 6], vec![7], vec![8, 9, 10]],
+        answer: vec![11, 12, 13],
+    };
+    for ternary in [false, true] {
+        let text = text_model(&cfg, &params, ternary).unwrap();
+        for (stage, c) in [(0, 1), (1, 1), (2, 2), (3, 1), (4, 2)] {
+            let seq = stage_sequence(&p, stage, c, &IDS);
+            let got = latent_loss(&text, &[&seq])
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let want = loss_by_hand(&text, &seq);
+            assert!(
+                (got - want).abs() <= 1e-4 * want.abs(),
+                "ternary {ternary}, stage {stage}, c {c}: {got} vs {want}"
+            );
+        }
+        // A batch is the mean over all its labelled ids.
+        let (a, b) = (
+            stage_sequence(&p, 1, 1, &IDS),
+            stage_sequence(&p, 3, 1, &IDS),
+        );
+        let both = latent_loss(&text, &[&a, &b])
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let (na, nb) = (a.labels.len() as f32, b.labels.len() as f32);
+        let want = (loss_by_hand(&text, &a) * na + loss_by_hand(&text, &b) * nb) / (na + nb);
+        assert!((both - want).abs() <= 1e-4 * want, "{both} vs {want}");
+    }
 }
 
 fn problems(n: usize) -> Vec<LatentProblem> {
