@@ -3,6 +3,7 @@
 pub mod embed;
 pub mod encode;
 pub mod encode_audio;
+pub mod eval;
 pub mod headless;
 pub mod logits;
 pub mod plan;
@@ -121,6 +122,22 @@ pub enum Command {
         /// Output safetensors file.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Accuracy and generated tokens of a checkpoint (--model DIR) on reasoning problems
+    /// (JSONL {question, steps, answer}) in latent, written (cot) or no-cot mode.
+    Eval {
+        /// The problems.
+        #[arg(long)]
+        data: PathBuf,
+        /// How the prompt ends: no-cot / cot (`<bot><eot>`) or latent (K thoughts between).
+        #[arg(long, value_enum)]
+        mode: eval::EvalMode,
+        /// Thoughts in latent mode (default: the checkpoint's latent.json, per record).
+        #[arg(long)]
+        thoughts: Option<usize>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Plan memory for a model preset: weights, KV cache, activations against a budget.
     Plan {
@@ -245,6 +262,17 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             json,
             threads,
         } => crate::bench::run(*what, *json, *threads, parse_compute(device)?),
+        Command::Eval {
+            data,
+            mode,
+            thoughts,
+            json,
+        } => {
+            let Some(model) = &cli.model else {
+                bail!("eval: --model DIR is required");
+            };
+            eval::run(model, data, *mode, *thoughts, *json)
+        }
         Command::Plan {
             preset,
             vision,

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use tokenizers::Tokenizer;
+use tritter_model::latent::{LatentSpec, SPEC_FILE};
 use tritter_model::train::image_text::ImageStep;
 use tritter_model::train::latent::{
     read_records, LatentConfig, LatentIds, LatentProblem, LatentRecord,
@@ -80,6 +81,7 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         None => Device::Cpu,
     };
     let records = read_records(&cfg.data.train)?;
+    let test = cfg.data.test.as_deref().map(read_records).transpose()?;
     std::fs::create_dir_all(&cfg.run.dir)
         .with_context(|| format!("creating {}", cfg.run.dir.display()))?;
     let replies: Vec<String> = records.iter().map(written_reply).collect();
@@ -137,6 +139,11 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     log.finish(&cfg.run.dir.join("metrics.jsonl"))?;
     let final_dir = cfg.run.dir.join("final");
     tritter_model::save_checkpoint(&final_dir, &text_cfg, &params, Some(&tk_dir))?;
+    LatentSpec {
+        thoughts_per_step: c,
+        stages: cfg.latent.stages,
+    }
+    .save(&final_dir)?;
     eprintln!(
         "{} steps over stages 0..={}, last loss {:.4}; model: {}",
         losses.len(),
@@ -144,8 +151,8 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         losses.last().copied().unwrap_or(f64::NAN),
         final_dir.display()
     );
-    if let Some(test) = &cfg.data.test {
-        let report = evaluate(&final_dir, &read_records(test)?, &cfg)?;
+    if let Some(test) = &test {
+        let report = evaluate(&final_dir, test)?;
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(cfg.run.dir.join("eval.json"), &json)?;
         println!("{json}");
@@ -153,15 +160,27 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     Ok(())
 }
 
-/// Held-out accuracy of the checkpoint in `model_dir` on `records`, greedy, in two modes: latent
-/// (each record's prompt, `<bot>`, `min(steps, S)·c` thoughts, `<eot>`, as the last stage
-/// trained it) and written (`<bot><eot>` with no thought: stage 0's form, the steps written
-/// out). A reply is right when its last line is the answer; the mean number of generated tokens
-/// (thoughts not counted) is reported beside.
-pub fn evaluate(
+/// Held-out accuracy of the latent-trained checkpoint in `model_dir` on `records` in latent
+/// mode (each record's `min(steps, S)·c` thoughts, as the last stage trained it) and written
+/// mode (`<bot><eot>` with no thought: stage 0's form, the steps written out).
+pub fn evaluate(model_dir: &Path, records: &[LatentRecord]) -> Result<serde_json::Value> {
+    let spec = LatentSpec::load(model_dir)?
+        .with_context(|| format!("{}: no {SPEC_FILE}", model_dir.display()))?;
+    let latent = score(model_dir, records, &|r: &LatentRecord| {
+        spec.thoughts_for(r.steps.len())
+    })?;
+    let written = score(model_dir, records, &|_: &LatentRecord| 0)?;
+    Ok(serde_json::json!({ "n": records.len(), "latent": latent, "written": written }))
+}
+
+/// Greedy replies of the checkpoint in `model_dir` to `records`, each prompt followed by
+/// `<bot>`, `thoughts(record)` thoughts and `<eot>`: `{"accuracy", "n",
+/// "mean_generated_tokens"}`. A reply is right when its last line is the answer; thoughts are
+/// not counted as generated tokens.
+pub fn score(
     model_dir: &Path,
     records: &[LatentRecord],
-    cfg: &LatentConfig,
+    thoughts: &dyn Fn(&LatentRecord) -> usize,
 ) -> Result<serde_json::Value> {
     use std::ops::ControlFlow;
     use tritter_model::latent::{generate_latent, LatentOptions};
@@ -169,11 +188,8 @@ pub fn evaluate(
     let ck = tritter_model::load_model(model_dir, &Device::Cpu)?;
     let tk = Tokenizer::from_file(model_dir.join("tokenizer.json"))
         .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", model_dir.display()))?;
-    let end = tk.token_to_id("<|end|>").context("no <|end|> token")?;
-    let (bot, eot) = (
-        tk.token_to_id("<bot>").context("no <bot> token")?,
-        tk.token_to_id("<eot>").context("no <eot> token")?,
-    );
+    let id = |t: &str| tk.token_to_id(t).with_context(|| format!("no {t} token"));
+    let (bot, eot, end) = (id("<bot>")?, id("<eot>")?, id("<|end|>")?);
     let mut cpu = CpuModel::new(&ck.model)?;
     let opts = GenerateOptions {
         max_new_tokens: 160,
@@ -181,44 +197,42 @@ pub fn evaluate(
         stop_tokens: vec![end],
     };
     let never = AtomicBool::new(false);
-    let mut row = serde_json::Map::new();
-    for mode in ["latent", "written"] {
-        let (mut hit, mut tokens) = (0usize, 0usize);
-        for r in records {
-            let p = problem(r, &tk)?;
-            let k = match mode {
-                "latent" => r.steps.len().min(cfg.latent.stages) * cfg.latent.thoughts_per_step,
-                _ => 0,
-            };
-            let out = generate_latent(
-                &mut cpu,
-                &[Segment::Tokens(p.question)],
-                &LatentOptions {
-                    thoughts: k,
-                    bot,
-                    eot,
-                },
-                &opts,
-                &never,
-                |_| {},
-                |_| ControlFlow::Continue(()),
-            )?;
-            let text = tk
-                .decode(&out.stats.generated, true)
-                .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
-            if text.trim().lines().last().map(str::trim) == Some(r.answer.trim()) {
-                hit += 1;
-            }
-            tokens += out.stats.generated.len();
+    let (mut hit, mut tokens) = (0usize, 0usize);
+    for r in records {
+        let p = problem(r, &tk)?;
+        let latent = LatentOptions {
+            thoughts: thoughts(r),
+            bot,
+            eot,
+        };
+        let out = generate_latent(
+            &mut cpu,
+            &[Segment::Tokens(p.question)],
+            &latent,
+            &opts,
+            &never,
+            |_| {},
+            |_| ControlFlow::Continue(()),
+        )?;
+        let text = tk
+            .decode(&out.stats.generated, true)
+            .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+        if last_line_is(&text, &r.answer) {
+            hit += 1;
         }
-        let n = records.len().max(1) as f64;
-        row.insert(
-            mode.into(),
-            serde_json::json!({"accuracy": hit as f64 / n, "mean_generated_tokens": tokens as f64 / n}),
-        );
+        tokens += out.stats.generated.len();
     }
-    row.insert("n".into(), records.len().into());
-    Ok(serde_json::Value::Object(row))
+    let n = records.len().max(1) as f64;
+    Ok(serde_json::json!({
+        "accuracy": hit as f64 / n,
+        "n": records.len(),
+        "mean_generated_tokens": tokens as f64 / n,
+    }))
+}
+
+/// Whether the last non-empty line of `reply` is `answer` (spaces around ignored).
+pub fn last_line_is(reply: &str, answer: &str) -> bool {
+    reply.trim().lines().last().map(str::trim) == Some(answer.trim())
 }
 
 #[cfg(test)]
@@ -244,5 +258,8 @@ mod tests {
         assert_eq!(p.steps.len(), 2);
         assert_eq!(dec(&p.steps[1]), "Every a is a b.\n");
         assert_eq!(dec(&p.answer), "Tom is a b.<|end|>");
+        assert!(last_line_is("Tom is a a.\n Tom is a b. \n", "Tom is a b."));
+        assert!(!last_line_is("Tom is a b.\nTom is a c.", "Tom is a b."));
+        assert!(!last_line_is("", "Tom is a b."));
     }
 }

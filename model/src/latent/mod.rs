@@ -25,6 +25,54 @@ use std::time::Instant;
 
 pub use round::{nearest_tokens, ThoughtRounder};
 
+/// The file in a checkpoint directory that declares it latent-trained.
+pub const SPEC_FILE: &str = "latent.json";
+
+/// How a checkpoint was latent-trained (`latent.json` beside `config.json`): thoughts per
+/// replaced step `c` and the last curriculum stage `S`. A checkpoint without the file was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatentSpec {
+    pub thoughts_per_step: usize,
+    pub stages: usize,
+}
+
+impl LatentSpec {
+    /// Thoughts for a problem of `steps` written steps, as the last stage was trained:
+    /// `min(steps, S) · c`.
+    pub fn thoughts_for(&self, steps: usize) -> usize {
+        steps.min(self.stages) * self.thoughts_per_step
+    }
+
+    /// The most thoughts the last stage trained: `S · c`.
+    pub fn max_thoughts(&self) -> usize {
+        self.stages * self.thoughts_per_step
+    }
+
+    /// The spec of the checkpoint in `dir`, or `None` when it has no `latent.json`.
+    pub fn load(dir: &std::path::Path) -> Result<Option<Self>> {
+        let path = dir.join(SPEC_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes `latent.json` into `dir` (a temporary file renamed over it).
+    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+        let path = dir.join(SPEC_FILE);
+        let tmp = dir.join(format!("{SPEC_FILE}.tmp"));
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Invalid(format!("latent spec: {e}")))?;
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+}
+
 /// How many thoughts to think, and the ids that open and close them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LatentOptions {

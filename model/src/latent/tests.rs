@@ -232,3 +232,19 @@ fn a_thought_changes_what_follows_and_limits_hold() {
     assert_eq!(c.stats.stop, StopReason::Cancelled);
     assert!(c.stats.generated.is_empty() && c.thoughts.is_empty());
 }
+
+#[test]
+fn a_spec_round_trips_and_its_absence_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(LatentSpec::load(dir.path()).unwrap(), None);
+    let spec = LatentSpec {
+        thoughts_per_step: 2,
+        stages: 3,
+    };
+    spec.save(dir.path()).unwrap();
+    assert_eq!(LatentSpec::load(dir.path()).unwrap(), Some(spec));
+    assert_eq!((spec.thoughts_for(1), spec.thoughts_for(5)), (2, 6));
+    assert_eq!(spec.max_thoughts(), 6);
+    std::fs::write(dir.path().join(SPEC_FILE), "{\"stages\": 1}").unwrap();
+    assert!(LatentSpec::load(dir.path()).is_err());
+}
