@@ -13,23 +13,29 @@
 //! candle backward is exact: conv1d as im2col + matmul, and the transposed convolution as a
 //! stride-1 conv over the input (polyphase form) — candle 0.11 has no backward for
 //! `conv_transpose1d`, its CPU `conv_transpose1d` is wrong for batch > 1 (shown in the tests),
-//! and its conv1d backward uses that op. `Fast` uses candle's conv1d forward (1-wide convs as
-//! one matmul), the polyphase transposed conv over it, and the weights normalised once at load.
-//! Tests hold both against naive sums and each other.
+//! and its conv1d backward uses that op. `Fast` uses the weights normalised once at load: on the
+//! CPU in f32 the convs run on host frames (`conv_cpu`, [`Conv1d::forward_host`]), elsewhere
+//! candle's conv1d forward (1-wide convs as one matmul) and the polyphase transposed conv over
+//! it. Tests hold them against naive sums, candle's ops and each other.
 
 use super::config::{EncodecConfig, NormType, PadMode};
+use super::conv_cpu::HostConv;
+use super::cpu::{BufferPool, Frames, Padded};
 use super::params::Params;
 use crate::error::{Error, Result};
 use candle_core::Tensor;
 use candle_nn::Init;
+use std::sync::{Arc, OnceLock};
 
 /// Which implementation a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodecPath {
     /// Only ops with a candle backward: gradients reach every parameter (training).
     Differentiable,
-    /// Inference: cached normalised weights, candle's transposed conv, the LSTM as one input
-    /// matmul plus a tight recurrent loop (CPU).
+    /// Inference: cached normalised weights; on the CPU in f32 the encoder runs on host
+    /// buffers (`cpu`: convs straight into `gemm`, the LSTM's recurrence on scoped threads, the
+    /// quantiser's search as one `gemm` per codebook), elsewhere candle's ops (the transposed
+    /// conv in polyphase form).
     Fast,
 }
 
@@ -179,6 +185,23 @@ pub(crate) fn pad1d(x: &Tensor, left: usize, right: usize, mode: PadMode) -> Res
     }
 }
 
+/// What `make` returns, kept in `cell` after the first call when there is a cell.
+pub(crate) fn cached<T>(
+    cell: Option<&OnceLock<Arc<T>>>,
+    make: impl FnOnce() -> Result<T>,
+) -> Result<Arc<T>> {
+    match cell {
+        Some(cell) => match cell.get() {
+            Some(v) => Ok(v.clone()),
+            None => {
+                let v = Arc::new(make()?);
+                Ok(cell.get_or_init(|| v).clone())
+            }
+        },
+        None => Ok(Arc::new(make()?)),
+    }
+}
+
 /// `EncodecConv1d`.
 #[derive(Debug, Clone)]
 pub(crate) struct Conv1d {
@@ -190,6 +213,9 @@ pub(crate) struct Conv1d {
     kernel: usize,
     causal: bool,
     pad_mode: PadMode,
+    /// The weights laid out for `conv_cpu`, made on first use and kept where the weights cannot
+    /// change (loaded from a checkpoint onto the CPU); `None` for a model built from variables.
+    host: Option<OnceLock<Arc<HostConv>>>,
 }
 
 impl Conv1d {
@@ -224,7 +250,15 @@ impl Conv1d {
             kernel,
             causal: cfg.use_causal_conv,
             pad_mode: cfg.pad()?,
+            host: (p.is_file() && p.device().is_cpu()).then(OnceLock::new),
         })
+    }
+
+    /// The weights (as the fast path normalises them) laid out for `conv_cpu`.
+    fn host_weights(&self) -> Result<HostConv> {
+        let norm = self.norm.as_ref().map(|n| (&n.weight, &n.bias));
+        let w = self.weight.get(EncodecPath::Fast)?;
+        HostConv::new(&w, &self.bias, norm, self.stride, self.dilation)
     }
 
     /// HF's padding: `(left, right)` for an input of `len` samples.
@@ -266,6 +300,46 @@ impl Conv1d {
             Some(n) => n.forward(&y),
             None => Ok(y),
         }
+    }
+
+    /// The host weights: kept from an earlier call, or laid out now.
+    pub(crate) fn host(&self) -> Result<Arc<HostConv>> {
+        cached(self.host.as_ref(), || self.host_weights())
+    }
+
+    /// `x` as this conv sees it: padded as HF pads it, ELU'd first if `elu_in`.
+    pub(crate) fn host_input<'a>(&self, x: &'a Frames, elu_in: bool) -> Padded<'a> {
+        let (left, right) = self.padding(x.len);
+        Padded {
+            x,
+            left,
+            right,
+            mode: self.pad_mode,
+            elu: elu_in,
+        }
+    }
+
+    /// The conv on host frames `[L, Cin]` → `[ceil(L / stride), Cout]`, ELU applied to the input
+    /// first if `elu_in`, the output in a buffer from `pool`.
+    pub(crate) fn forward_host(
+        &self,
+        x: &Frames,
+        elu_in: bool,
+        pool: &BufferPool,
+    ) -> Result<Frames> {
+        self.host()?.forward(&self.host_input(x, elu_in), pool)
+    }
+
+    /// `acc += ` [`Conv1d::forward_host`]`(x, elu_in)`.
+    pub(crate) fn forward_host_add(
+        &self,
+        x: &Frames,
+        elu_in: bool,
+        acc: &mut Frames,
+        pool: &BufferPool,
+    ) -> Result<()> {
+        self.host()?
+            .forward_add(&self.host_input(x, elu_in), acc, pool)
     }
 }
 
@@ -444,150 +518,5 @@ pub(crate) fn elu(x: &Tensor) -> Result<Tensor> {
 
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)] // the references index like the formulas they state
-mod tests {
-    use super::*;
-    use candle_core::{Device, Var};
-
-    /// `y[b, o, n·s + j] += x[b, i, n] · w[i, o, j]`, summed naively.
-    fn naive(x: &Tensor, w: &Tensor, s: usize) -> Tensor {
-        let (bsz, cin, len) = x.dims3().unwrap();
-        let (_, cout, k) = w.dims3().unwrap();
-        let xv = x.to_vec3::<f32>().unwrap();
-        let wv = w.to_vec3::<f32>().unwrap();
-        let out = (len - 1) * s + k;
-        let mut y = vec![0f32; bsz * cout * out];
-        for b in 0..bsz {
-            for i in 0..cin {
-                for o in 0..cout {
-                    for n in 0..len {
-                        for j in 0..k {
-                            y[(b * cout + o) * out + n * s + j] += xv[b][i][n] * wv[i][o][j];
-                        }
-                    }
-                }
-            }
-        }
-        Tensor::from_vec(y, (bsz, cout, out), x.device()).unwrap()
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
-
-    #[test]
-    fn transposed_convs_equal_a_naive_sum_and_the_polyphase_one_has_gradients() {
-        let dev = Device::Cpu;
-        let cases = [
-            (3, 2, 4, 2, 5),
-            (4, 3, 6, 3, 7),
-            (2, 2, 5, 2, 1),
-            (1, 1, 16, 8, 3),
-        ];
-        for (cin, cout, k, s, len) in cases {
-            let x = Tensor::randn(0f32, 1.0, (2, cin, len), &dev).unwrap();
-            let w =
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (cin, cout, k), &dev).unwrap()).unwrap();
-            let want = naive(&x, &w, s);
-            let got = conv_transpose1d_poly(&x, &w, s).unwrap();
-            let d = max_diff(&got, &want);
-            assert!(d < 1e-5, "polyphase ({cin},{cout},{k},{s},{len}): {d}");
-            let fast = conv_transpose_fast(&x, &w, s).unwrap();
-            let d = max_diff(&fast, &want);
-            assert!(d < 1e-5, "fast ({cin},{cout},{k},{s},{len}): {d}");
-            for bsz in [1, 2] {
-                let xb = x.narrow(0, 0, bsz).unwrap();
-                let wc = w.as_tensor().contiguous().unwrap();
-                let fast = xb.conv_transpose1d(&wc, 0, 0, s, 1, 1).unwrap();
-                let d = max_diff(&fast, &want.narrow(0, 0, bsz).unwrap());
-                println!("candle conv_transpose1d ({cin},{cout},{k},{s},{len}) batch {bsz}: {d}");
-            }
-            let grads = got.sum_all().unwrap().backward().unwrap();
-            // d(Σy)/dw[i, o, j] = Σ_b Σ_n x[b, i, n] — the same for every o and j.
-            let gw = grads.get(&w).unwrap();
-            let xs = x.sum((0, 2)).unwrap().to_vec1::<f32>().unwrap();
-            let gw = gw.to_vec3::<f32>().unwrap();
-            for (i, row) in gw.iter().enumerate() {
-                for v in row.iter().flatten() {
-                    assert!((v - xs[i]).abs() < 1e-4, "{v} vs {}", xs[i]);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn im2col_conv1d_equals_candles_and_its_gradients_are_exact() {
-        let dev = Device::Cpu;
-        for (cin, cout, k, s, d, len) in
-            [(3, 2, 3, 1, 2, 9), (2, 4, 4, 2, 1, 11), (4, 3, 1, 1, 1, 5)]
-        {
-            let x =
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, cin, len), &dev).unwrap()).unwrap();
-            let w =
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (cout, cin, k), &dev).unwrap()).unwrap();
-            let y = conv1d_diff(&x, &w, s, d).unwrap();
-            let want = x.conv1d(&w, 0, s, d, 1).unwrap();
-            assert!(max_diff(&y, &want) < 1e-5);
-            let out = y.dim(2).unwrap();
-            let grads = y.sum_all().unwrap().backward().unwrap();
-            // d(Σy)/dx[b, i, n] = Σ_o Σ_j w[o, i, j] over the taps j with n = t·s + j·d.
-            let wv = w.to_vec3::<f32>().unwrap();
-            let xv = x.to_vec3::<f32>().unwrap();
-            let gx = grads.get(&x).unwrap().to_vec3::<f32>().unwrap();
-            let gw = grads.get(&w).unwrap().to_vec3::<f32>().unwrap();
-            for b in 0..2 {
-                for i in 0..cin {
-                    for n in 0..len {
-                        let mut want = 0f32;
-                        for t in 0..out {
-                            for j in 0..k {
-                                if t * s + j * d == n {
-                                    want += (0..cout).map(|o| wv[o][i][j]).sum::<f32>();
-                                }
-                            }
-                        }
-                        assert!((gx[b][i][n] - want).abs() < 1e-4, "dx {b} {i} {n}");
-                    }
-                }
-            }
-            // d(Σy)/dw[o, i, j] = Σ_b Σ_t x[b, i, t·s + j·d].
-            for o in 0..cout {
-                for i in 0..cin {
-                    for j in 0..k {
-                        let want: f32 = (0..2)
-                            .map(|b| (0..out).map(|t| xv[b][i][t * s + j * d]).sum::<f32>())
-                            .sum();
-                        assert!((gw[o][i][j] - want).abs() < 1e-4, "dw {o} {i} {j}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn reflect_padding_matches_torch_including_short_inputs() {
-        let dev = Device::Cpu;
-        let x = Tensor::new(&[[[1f32, 2., 3., 4.]]], &dev).unwrap();
-        let got = pad1d(&x, 3, 2, PadMode::Reflect).unwrap();
-        assert_eq!(
-            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            [4., 3., 2., 1., 2., 3., 4., 3., 2.]
-        );
-        // torch: F.pad(F.pad(x, (0, 2)), (4, 1), "reflect")[..., :-2] for x = [1, 2, 3].
-        let x = Tensor::new(&[[[1f32, 2., 3.]]], &dev).unwrap();
-        let got = pad1d(&x, 4, 1, PadMode::Reflect).unwrap();
-        assert_eq!(
-            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            [0., 0., 3., 2., 1., 2., 3., 0.]
-        );
-    }
-}
+#[path = "conv_tests.rs"]
+mod tests;

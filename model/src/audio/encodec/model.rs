@@ -10,6 +10,7 @@
 
 use super::config::EncodecConfig;
 use super::conv::EncodecPath;
+use super::cpu::Frames;
 use super::params::{Named, Params};
 use super::quantizer::Rvq;
 use super::seanet::Seanet;
@@ -228,8 +229,23 @@ impl Encodec {
     /// [`Encodec::encode`] on the chosen path.
     pub fn encode_with(&self, samples: &Tensor, n_q: usize, path: EncodecPath) -> Result<Tensor> {
         self.check_n_q(n_q)?;
-        let emb = self.embeddings(samples, path)?;
-        self.quantizer.encode(&emb, n_q)
+        let host = path == EncodecPath::Fast && self.device.is_cpu() && self.encoder.host_ok();
+        if !host {
+            let emb = self.embeddings(samples, path)?;
+            return self.quantizer.encode(&emb, n_q);
+        }
+        // The fast path on the CPU: encoder and quantiser on host buffers, item by item.
+        let x = self.check_samples(samples)?;
+        let mut codes = Vec::with_capacity(x.dim(0)?);
+        for b in 0..x.dim(0)? {
+            let emb = self.encoder.forward_host(Frames::from_tensor(&x, b)?)?;
+            let frames = emb.len;
+            let c = self.quantizer.encode_host(emb.data, frames, n_q)?;
+            codes.push(Tensor::from_vec(c, (n_q, frames), &Device::Cpu)?);
+        }
+        Ok(Tensor::stack(&codes, 0)?
+            .to_dtype(DType::I64)?
+            .to_device(&self.device)?)
     }
 
     /// [`Encodec::encode`] at `bandwidth` kbps (one of `target_bandwidths`), as HF counts it.

@@ -7,17 +7,24 @@
 //! are EMA-updated buffers (`inited`, `cluster_size`, `embed_avg` beside `embed`); those are kept
 //! when loaded, and written on save (`embed_avg = embed`, `cluster_size = 0`, `inited = 1` for a
 //! model trained here), but our training moves `embed` by gradient (the VQ-VAE codebook loss),
-//! see [`Rvq::train_forward`].
+//! see [`Rvq::train_forward`]. On the CPU in f32, [`Rvq::encode_host`] searches on host buffers
+//! (`rvq_cpu`, one `gemm` per block of rows and codebook).
 
+use super::conv::cached;
 use super::params::Params;
+use super::rvq_cpu::{self, HostCodebook};
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 use candle_nn::Init;
+use std::sync::{Arc, OnceLock};
 
 /// The codebooks.
 #[derive(Debug, Clone)]
 pub(crate) struct Rvq {
     embeds: Vec<Tensor>,
+    /// The codebooks on the host, made on first use and kept where they cannot change (loaded
+    /// from a checkpoint onto the CPU).
+    host: Option<OnceLock<Arc<Vec<HostCodebook>>>>,
 }
 
 impl Rvq {
@@ -50,7 +57,29 @@ impl Rvq {
             }
             embeds.push(embed);
         }
-        Ok(Rvq { embeds })
+        let host = (p.is_file() && p.device().is_cpu()).then(OnceLock::new);
+        Ok(Rvq { embeds, host })
+    }
+
+    /// One item's embeddings, frames `[T, D]` (row-major, consumed) → codes `[n_q, T]` of the
+    /// first `n_q` codebooks, searched on the host.
+    pub(crate) fn encode_host(&self, frames: Vec<f32>, len: usize, n_q: usize) -> Result<Vec<u32>> {
+        // Every codebook when they are kept, else the ones this call uses.
+        let keep = match self.host {
+            Some(_) => self.len(),
+            None => n_q.min(self.len()),
+        };
+        let books = cached(self.host.as_ref(), || {
+            self.embeds[..keep].iter().map(HostCodebook::new).collect()
+        })?;
+        if n_q > books.len() {
+            return Err(Error::Invalid(format!(
+                "EnCodec: {n_q} codebooks requested of {}",
+                books.len()
+            )));
+        }
+        let books: Vec<&HostCodebook> = books[..n_q].iter().collect();
+        rvq_cpu::encode(&books, frames, len)
     }
 
     /// Number of codebooks.

@@ -7,13 +7,20 @@
 //! `reversed(upsampling_ratios)`: residual blocks, ELU, conv(`C → 2C`, kernel `2r`, stride `r`);
 //! LSTM; ELU; conv(`→ hidden_size`, `last_kernel_size`). Decoder: the mirror, with transposed
 //! convs (`C → C/2`) and the ratios in order.
+//!
+//! On the fast path on the CPU in f32, a stack without transposed convs (the encoder) runs on
+//! host frames (`cpu`), each ELU fused into the padding copy of the conv after it; the candle
+//! form ([`Seanet::forward_candle`]) is what the tests hold it against.
 
 use super::config::EncodecConfig;
 use super::conv::{elu, Conv1d, ConvTranspose1d, EncodecPath};
+use super::conv_cpu;
+use super::cpu::{elu_inplace, BufferPool, Frames};
 use super::lstm::Lstm;
 use super::params::Params;
-use crate::error::Result;
-use candle_core::Tensor;
+use crate::error::{Error, Result};
+use candle_core::{DType, Tensor};
+use std::sync::Arc;
 
 /// `EncodecResnetBlock`.
 #[derive(Debug, Clone)]
@@ -57,6 +64,31 @@ impl ResnetBlock {
         };
         Ok((residual + h)?)
     }
+
+    /// [`ResnetBlock::forward`] on host frames: fused per tile of rows where it can be, else
+    /// conv by conv, the second conv accumulating into the shortcut's output.
+    fn forward_host(&self, x: &Frames, pool: &BufferPool) -> Result<Frames> {
+        let shortcut = self.shortcut.as_ref().map(|s| s.host()).transpose()?;
+        let fused = conv_cpu::res_block(
+            &*self.conv1.host()?,
+            &*self.conv2.host()?,
+            shortcut.as_deref(),
+            &self.conv1.host_input(x, true),
+            pool,
+        )?;
+        if let Some(y) = fused {
+            return Ok(y);
+        }
+        let mut h = self.conv1.forward_host(x, true, pool)?;
+        elu_inplace(&mut h);
+        let mut y = match &self.shortcut {
+            Some(s) => s.forward_host(x, false, pool)?,
+            None => x.clone(),
+        };
+        self.conv2.forward_host_add(&h, false, &mut y, pool)?;
+        pool.give(h.data);
+        Ok(y)
+    }
 }
 
 /// One entry of a `layers` list.
@@ -64,7 +96,7 @@ impl ResnetBlock {
 enum Layer {
     Conv(Conv1d),
     ConvT(ConvTranspose1d),
-    Res(ResnetBlock),
+    Res(Box<ResnetBlock>),
     Lstm(Lstm),
     Elu,
 }
@@ -73,6 +105,8 @@ enum Layer {
 #[derive(Debug, Clone)]
 pub(crate) struct Seanet {
     layers: Vec<Layer>,
+    /// The host path's activation buffers, kept between calls.
+    pool: Arc<BufferPool>,
 }
 
 /// Appends layers while counting their HF indices.
@@ -106,8 +140,12 @@ impl Seanet {
             let ch = scale * nf;
             let mut dilation = 1;
             for _ in 0..cfg.num_residual_layers {
-                s.layers
-                    .push(Layer::Res(ResnetBlock::new(&s.next(), cfg, ch, dilation)?));
+                s.layers.push(Layer::Res(Box::new(ResnetBlock::new(
+                    &s.next(),
+                    cfg,
+                    ch,
+                    dilation,
+                )?)));
                 dilation *= cfg.dilation_growth_rate;
             }
             s.layers.push(Layer::Elu);
@@ -127,7 +165,10 @@ impl Seanet {
             1,
         )?;
         s.layers.push(Layer::Conv(last));
-        Ok(Seanet { layers: s.layers })
+        Ok(Seanet {
+            layers: s.layers,
+            pool: Arc::default(),
+        })
     }
 
     /// `decoder.layers.*` under `p` (which is `decoder`).
@@ -153,12 +194,12 @@ impl Seanet {
             s.layers.push(Layer::ConvT(up));
             let mut dilation = 1;
             for _ in 0..cfg.num_residual_layers {
-                s.layers.push(Layer::Res(ResnetBlock::new(
+                s.layers.push(Layer::Res(Box::new(ResnetBlock::new(
                     &s.next(),
                     cfg,
                     ch / 2,
                     dilation,
-                )?));
+                )?)));
                 dilation *= cfg.dilation_growth_rate;
             }
             scale /= 2;
@@ -173,11 +214,70 @@ impl Seanet {
             1,
         )?;
         s.layers.push(Layer::Conv(last));
-        Ok(Seanet { layers: s.layers })
+        Ok(Seanet {
+            layers: s.layers,
+            pool: Arc::default(),
+        })
     }
 
-    /// Runs the stack over `[B, C, L]`.
+    /// Whether [`Seanet::forward_host`] can run this stack (no transposed convs).
+    pub(crate) fn host_ok(&self) -> bool {
+        !self.layers.iter().any(|l| matches!(l, Layer::ConvT(_)))
+    }
+
+    /// Runs the stack over `[B, C, L]`: on host frames for the fast path on the CPU in f32 where
+    /// [`Seanet::host_ok`], else with candle's ops.
     pub(crate) fn forward(&self, x: &Tensor, path: EncodecPath) -> Result<Tensor> {
+        if path == EncodecPath::Fast
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.host_ok()
+        {
+            let items = (0..x.dim(0)?)
+                .map(|b| self.forward_host(Frames::from_tensor(x, b)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Frames::to_tensor(items, x.device());
+        }
+        self.forward_candle(x, path)
+    }
+
+    /// One item's frames `[L, C]` through the stack on the host (an ELU is applied by the conv
+    /// after it, in its padding copy).
+    pub(crate) fn forward_host(&self, mut h: Frames) -> Result<Frames> {
+        let mut pending_elu = false;
+        for layer in &self.layers {
+            if !matches!(layer, Layer::Conv(_)) && pending_elu {
+                elu_inplace(&mut h);
+                pending_elu = false;
+            }
+            let y = match layer {
+                Layer::Elu => {
+                    pending_elu = true;
+                    continue;
+                }
+                Layer::Conv(c) => {
+                    let y = c.forward_host(&h, pending_elu, &self.pool)?;
+                    pending_elu = false;
+                    y
+                }
+                Layer::Res(r) => r.forward_host(&h, &self.pool)?,
+                Layer::Lstm(l) => l.forward_host(&h)?,
+                Layer::ConvT(_) => {
+                    return Err(Error::Invalid(
+                        "EnCodec: the host path has no transposed conv".into(),
+                    ))
+                }
+            };
+            self.pool.give(std::mem::replace(&mut h, y).data);
+        }
+        if pending_elu {
+            elu_inplace(&mut h);
+        }
+        Ok(h)
+    }
+
+    /// Runs the stack over `[B, C, L]` with candle's ops.
+    pub(crate) fn forward_candle(&self, x: &Tensor, path: EncodecPath) -> Result<Tensor> {
         let mut h = x.clone();
         for layer in &self.layers {
             h = match layer {
@@ -189,5 +289,62 @@ impl Seanet {
             };
         }
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use candle_nn::{VarBuilder, VarMap};
+
+    #[test]
+    fn the_host_encoder_equals_the_candle_one_across_configs() {
+        let dev = Device::Cpu;
+        let variants = [
+            (true, "reflect", "weight_norm", true),
+            (false, "reflect", "time_group_norm", true),
+            (true, "constant", "weight_norm", false),
+            (false, "replicate", "weight_norm", true),
+            (true, "replicate", "time_group_norm", false),
+        ];
+        for (causal, pad, norm, shortcut) in variants {
+            let cfg = EncodecConfig {
+                num_filters: 4,
+                upsampling_ratios: vec![2, 3],
+                hidden_size: 8,
+                num_residual_layers: 2,
+                use_causal_conv: causal,
+                pad_mode: pad.into(),
+                norm_type: norm.into(),
+                use_conv_shortcut: shortcut,
+                ..Default::default()
+            };
+            let map = VarMap::new();
+            let p = Params::vars(VarBuilder::from_varmap(&map, DType::F32, &dev));
+            let enc = Seanet::encoder(&p.pp("encoder"), &cfg).unwrap();
+            let dec = Seanet::decoder(&p.pp("decoder"), &cfg).unwrap();
+            assert!(enc.host_ok() && !dec.host_ok());
+            for len in [50, 7] {
+                let x = Tensor::randn(0f32, 1.0, (2, 1, len), &dev).unwrap();
+                let want = enc.forward_candle(&x, EncodecPath::Differentiable).unwrap();
+                let got = enc.forward(&x, EncodecPath::Fast).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let d = (got - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(d < 1e-4, "{causal} {pad} {norm} {shortcut} len {len}: {d}");
+            }
+            let frames =
+                Frames::from_tensor(&Tensor::zeros((1, 8, 3), DType::F32, &dev).unwrap(), 0);
+            assert!(dec.forward_host(frames.unwrap()).is_err());
+        }
     }
 }
