@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::device::Compute;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::infer::CpuModel;
 use crate::transformer::Transformer;
 
@@ -21,6 +21,20 @@ pub trait Decoder {
     /// Appends input embeddings `x` (`[T, C]` rows of `hidden_size`: an image's projected
     /// features, latent thoughts) and returns the logits `[V]` of the last one.
     fn step_embeds(&mut self, x: Vec<f32>) -> Result<Vec<f32>>;
+    /// Appends `ids` and returns the final hidden state `[C]` of the last one (after the final
+    /// norm, before the LM head): what latent mode feeds back as the next input embedding.
+    /// Decoders without latent mode answer an error.
+    fn step_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let _ = ids;
+        Err(no_latent(&self.device_name()))
+    }
+    /// Appends input embeddings `x` `[T, C]` and returns the final hidden state `[C]` of the
+    /// last one: one latent step when `x` is a thought. Decoders without latent mode answer an
+    /// error.
+    fn step_embeds_hidden(&mut self, x: Vec<f32>) -> Result<Vec<f32>> {
+        let _ = x;
+        Err(no_latent(&self.device_name()))
+    }
     /// Tokens of the sequence so far.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -28,6 +42,12 @@ pub trait Decoder {
     }
     /// Where it runs, for people: `cpu`, `cuda:0 (NVIDIA H200)`.
     fn device_name(&self) -> String;
+}
+
+fn no_latent(device: &str) -> Error {
+    Error::Invalid(format!(
+        "latent (Coconut) mode is not available on {device} yet"
+    ))
 }
 
 /// What a decoder from [`open`] is set up for.
@@ -103,6 +123,14 @@ macro_rules! decoder_steps {
 
 impl Decoder for CpuModel {
     decoder_steps!();
+
+    fn step_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward_hidden(ids)
+    }
+
+    fn step_embeds_hidden(&mut self, x: Vec<f32>) -> Result<Vec<f32>> {
+        self.forward_embeds_hidden(x)
+    }
 
     fn len(&self) -> usize {
         self.cache().len()

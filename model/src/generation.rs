@@ -42,6 +42,17 @@ pub struct GenerationStats {
 }
 
 impl GenerationStats {
+    /// Stats of a generation whose prompt takes `prompt_tokens` positions, before it runs.
+    pub(crate) fn new(prompt_tokens: usize) -> Self {
+        Self {
+            prompt_tokens,
+            generated: vec![],
+            stop: StopReason::MaxTokens,
+            prefill_s: 0.0,
+            decode_s: 0.0,
+        }
+    }
+
     /// Decode speed (tokens after the first / decode time).
     pub fn decode_tokens_per_s(&self) -> f64 {
         if self.decode_s > 0.0 {
@@ -107,18 +118,26 @@ pub fn generate_segments(
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<GenerationStats> {
     model.start()?;
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
-    let limit = model.config().max_position_embeddings;
     let hidden = model.config().hidden_size;
     let mut seen: Vec<u32> = vec![];
-    let mut stats = GenerationStats {
-        prompt_tokens: segments_len(prompt, hidden),
-        generated: vec![],
-        stop: StopReason::MaxTokens,
-        prefill_s: 0.0,
-        decode_s: 0.0,
-    };
+    let mut stats = GenerationStats::new(segments_len(prompt, hidden));
     let t0 = Instant::now();
+    let logits = prefill(model, prompt, &mut seen)?;
+    let Some(logits) = logits else {
+        return Err(crate::error::Error::Invalid("the prompt is empty".into()));
+    };
+    stats.prefill_s = t0.elapsed().as_secs_f64();
+    decode(model, logits, seen, opts, cancel, &mut on_token, &mut stats)?;
+    Ok(stats)
+}
+
+/// Runs the prompt's segments in order (appending their token ids to `seen`) and returns the
+/// logits of the last position, or `None` for an empty prompt.
+pub(crate) fn prefill(
+    model: &mut dyn Decoder,
+    prompt: &[Segment],
+    seen: &mut Vec<u32>,
+) -> Result<Option<Vec<f32>>> {
     let mut logits = None;
     for seg in prompt {
         logits = Some(match seg {
@@ -130,10 +149,23 @@ pub fn generate_segments(
             Segment::Embeds(x) => model.step_embeds(x.clone())?,
         });
     }
-    let Some(mut logits) = logits else {
-        return Err(crate::error::Error::Invalid("the prompt is empty".into()));
-    };
-    stats.prefill_s = t0.elapsed().as_secs_f64();
+    Ok(logits)
+}
+
+/// The decode loop from the logits of the last position so far: samples, streams and appends
+/// tokens until a stop; the repetition penalty sees `seen`. Fills `stats`' tokens, stop reason
+/// and decode time.
+pub(crate) fn decode(
+    model: &mut dyn Decoder,
+    mut logits: Vec<f32>,
+    mut seen: Vec<u32>,
+    opts: &GenerateOptions,
+    cancel: &AtomicBool,
+    on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    stats: &mut GenerationStats,
+) -> Result<()> {
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    let limit = model.config().max_position_embeddings;
     let t1 = Instant::now();
     for _ in 0..opts.max_new_tokens {
         if cancel.load(Ordering::Relaxed) {
@@ -161,5 +193,5 @@ pub fn generate_segments(
         logits = model.step(&[next])?;
     }
     stats.decode_s = t1.elapsed().as_secs_f64();
-    Ok(stats)
+    Ok(())
 }

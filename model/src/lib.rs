@@ -17,6 +17,7 @@ pub mod generation;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod infer;
+pub mod latent;
 pub mod layer;
 pub mod multimodal;
 pub mod norm;

@@ -58,6 +58,11 @@ pub fn run(
     }
     let threads = threads_or_default(threads);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+    if matches!(what, BenchWhat::Vision | BenchWhat::Audio) {
+        // The vision and audio CPU paths size their threads by candle's `get_num_threads`, which
+        // reads RAYON_NUM_THREADS: set it before any of their threads start.
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     let report = match what {
         BenchWhat::Kernels => crate::bench::kernels::kernels_report(threads)?,
         BenchWhat::Decode => crate::bench::decode::decode_report(threads)?,

@@ -3,6 +3,7 @@
 pub mod embed;
 pub mod encode;
 pub mod encode_audio;
+pub mod eval;
 pub mod headless;
 pub mod logits;
 pub mod plan;
@@ -10,6 +11,7 @@ pub mod prepare;
 pub mod train;
 pub mod train_audio;
 pub mod train_codec;
+pub mod train_latent;
 pub mod train_vision;
 pub mod train_vqvae;
 
@@ -121,6 +123,22 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Accuracy and generated tokens of a checkpoint (--model DIR) on reasoning problems
+    /// (JSONL {question, steps, answer}) in latent, written (cot) or no-cot mode.
+    Eval {
+        /// The problems.
+        #[arg(long)]
+        data: PathBuf,
+        /// How the prompt ends: no-cot / cot (`<bot><eot>`) or latent (K thoughts between).
+        #[arg(long, value_enum)]
+        mode: eval::EvalMode,
+        /// Thoughts in latent mode (default: the checkpoint's latent.json, per record).
+        #[arg(long)]
+        thoughts: Option<usize>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Plan memory for a model preset: weights, KV cache, activations against a budget.
     Plan {
         /// Model preset (tritter-tiny, tritter-7b, bitnet-b1.58-2b4t); or plan the checkpoint of
@@ -169,8 +187,9 @@ pub fn run(cli: Cli) -> Result<()> {
             "audio_text" => train_audio::train(config, &cli.overrides, cli.device.as_deref()),
             "codec" => train_codec::train(config, &cli.overrides, cli.device.as_deref()),
             "vqvae" => train_vqvae::train(config, &cli.overrides, cli.device.as_deref()),
+            "latent" => train_latent::train(config, &cli.overrides, cli.device.as_deref()),
             other => bail!(
-                "{}: task = \"{other}\" is not one of text, image_text, audio_text, vqvae, codec",
+                "{}: task = \"{other}\" is not one of text, image_text, audio_text, vqvae, codec, latent",
                 config.display()
             ),
         };
@@ -243,6 +262,17 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             json,
             threads,
         } => crate::bench::run(*what, *json, *threads, parse_compute(device)?),
+        Command::Eval {
+            data,
+            mode,
+            thoughts,
+            json,
+        } => {
+            let Some(model) = &cli.model else {
+                bail!("eval: --model DIR is required");
+            };
+            eval::run(model, data, *mode, *thoughts, *json)
+        }
         Command::Plan {
             preset,
             vision,

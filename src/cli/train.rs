@@ -130,7 +130,7 @@ pub fn read_config<T: serde::de::DeserializeOwned>(
 }
 
 /// The `task` key of a training config: `text` (the default), `image_text`, `audio_text`,
-/// `vqvae` or `codec`.
+/// `vqvae`, `codec` or `latent`.
 pub fn task_of(config: &Path) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;

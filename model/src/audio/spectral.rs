@@ -1,7 +1,8 @@
 //! Multi-scale spectral reconstruction loss for codec training (EnCodec's frequency-domain
 //! term): for each window size `w` in the scales, the STFT (Hann window, hop `w/4`, no centre
-//! padding) of the clip and of its reconstruction, compared as `L1(|X|, |Y|) + L2(log|X|,
-//! log|Y|)` averaged over bins and frames, then averaged over scales.
+//! padding) of the clip and of its reconstruction, compared as `L1(|X|, |Y|) + λ·L2(log|X|,
+//! log|Y|)` averaged over bins and frames, then averaged over scales (λ = 1 unless a codec run
+//! sets `[loss] spectral_log`: on noisy clips the log term is mostly the noise floor).
 //!
 //! The STFT gathers the frames (`index_select` over the samples) and multiplies them by the
 //! windowed DFT basis (`F = w/2 + 1` cosine columns, then the sine columns), so the loss is
@@ -69,13 +70,27 @@ pub fn stft_magnitude(x: &Tensor, w: usize) -> Result<Tensor> {
 /// The multi-scale spectral loss between `x` and `y` (`[B, 1, S]` each), over window sizes
 /// `scales` (those longer than the clip are skipped; at least one must fit).
 pub fn multi_scale_spectral_loss(x: &Tensor, y: &Tensor, scales: &[usize]) -> Result<Tensor> {
+    spectral_loss_weighted(x, y, scales, 1.0)
+}
+
+/// [`multi_scale_spectral_loss`] with weight `log_weight` on the log-magnitude term.
+pub fn spectral_loss_weighted(
+    x: &Tensor,
+    y: &Tensor,
+    scales: &[usize],
+    log_weight: f64,
+) -> Result<Tensor> {
     let s = x.dim(D::Minus1)?;
     let mut terms = vec![];
     for &w in scales.iter().filter(|&&w| w <= s) {
         let (mx, my) = (stft_magnitude(x, w)?, stft_magnitude(y, w)?);
         let l1 = (&mx - &my)?.abs()?.mean_all()?;
+        if log_weight == 0.0 {
+            terms.push(l1);
+            continue;
+        }
         let l2 = (mx.log()? - my.log()?)?.sqr()?.mean_all()?.sqrt()?;
-        terms.push((l1 + l2)?);
+        terms.push((l1 + (l2 * log_weight)?)?);
     }
     if terms.is_empty() {
         return Err(Error::Invalid(format!(
@@ -121,6 +136,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Doubling a clip doubles every magnitude: the log term is exactly ln 2 (bins well above
+    /// the 1e-7 floor), whatever the L1 term is.
+    #[test]
+    fn the_log_term_weighs_what_its_weight_says() {
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 512), &Device::Cpu).unwrap();
+        let y = (&x * 2.0).unwrap();
+        let at = |w: f64| {
+            spectral_loss_weighted(&x, &y, &[64, 128], w)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        let (l0, l1, l3) = (at(0.0), at(1.0), at(3.0));
+        assert!((l1 - l0 - 2f64.ln()).abs() < 1e-3, "{l0} {l1}");
+        assert!((l3 - l0 - 3.0 * 2f64.ln()).abs() < 3e-3, "{l0} {l3}");
+        let full = multi_scale_spectral_loss(&x, &y, &[64, 128])
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert!((full - l1).abs() < 1e-6);
     }
 
     #[test]

@@ -120,13 +120,7 @@ impl CpuModel {
     /// the logits of the last position (`all`: of every position, `[T][V]`).
     pub fn forward_embeds(&mut self, x: Vec<f32>, all: bool) -> Result<Vec<f32>> {
         let c = self.cfg.hidden_size;
-        if x.is_empty() || !x.len().is_multiple_of(c) {
-            return Err(Error::Invalid(format!(
-                "input embeddings of {} values are not rows of {c} channels",
-                x.len()
-            )));
-        }
-        let t = x.len() / c;
+        let t = self.rows_of(&x)?;
         let h = self.hidden_rows(x, t)?;
         if !all {
             return self.head.logits(&h[(t - 1) * c..], self.cfg.vocab_size);
@@ -136,6 +130,39 @@ impl CpuModel {
             out.extend(self.head.logits(row, self.cfg.vocab_size)?);
         }
         Ok(out)
+    }
+
+    /// Appends `ids` and returns the final hidden state `[C]` of the last one: after the final
+    /// norm, before the LM head (which is not run). Latent (Coconut) mode feeds this state back
+    /// as the next input embedding, as the reference feeds the last entry of HF's
+    /// `hidden_states`, which is after GPT-2's final layer norm.
+    pub fn forward_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::Invalid("no tokens to run".into()));
+        }
+        let x = self.embed_rows(ids)?;
+        self.forward_embeds_hidden(x)
+    }
+
+    /// Appends the input embeddings `x` `[T, C]` and returns the final hidden state `[C]` of the
+    /// last position (see [`CpuModel::forward_hidden`]): one latent step when `x` is a thought.
+    pub fn forward_embeds_hidden(&mut self, x: Vec<f32>) -> Result<Vec<f32>> {
+        let c = self.cfg.hidden_size;
+        let t = self.rows_of(&x)?;
+        let mut h = self.hidden_rows(x, t)?;
+        Ok(h.split_off((t - 1) * c))
+    }
+
+    /// Rows of `hidden_size` in `x`, which must be a whole, non-zero number of them.
+    fn rows_of(&self, x: &[f32]) -> Result<usize> {
+        let c = self.cfg.hidden_size;
+        if x.is_empty() || !x.len().is_multiple_of(c) {
+            return Err(Error::Invalid(format!(
+                "input embeddings of {} values are not rows of {c} channels",
+                x.len()
+            )));
+        }
+        Ok(x.len() / c)
     }
 
     /// Final-normed hidden states `[1, T, C]` for input embeddings `[1, T, C]`, appended to the

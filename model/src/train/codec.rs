@@ -2,7 +2,7 @@
 //! random segments of clips through the differentiable forward
 //! ([`crate::audio::encodec::Encodec::forward_train`]), with
 //!
-//! `loss = time · L1(x, x̂) + spectral · multi-scale STFT loss(x, x̂) + commitment · ‖z − sg(q)‖²
+//! `loss = time · L1(x, x̂) + spectral · multi-scale STFT loss(x, x̂; spectral_log) + commitment · ‖z − sg(q)‖²
 //!         + codebook · ‖sg(z) − q‖²`
 //!
 //! (EnCodec's reconstruction terms and the VQ-VAE quantiser terms; HF's EMA codebook updates and
@@ -16,7 +16,7 @@ use super::config::{OptimSection, RunSection, ScheduleSection};
 use super::optim::{self, AdamW, AdamWParams};
 use super::TrainError;
 use crate::audio::encodec::{Encodec, EncodecConfig, EncodecPath};
-use crate::audio::spectral::multi_scale_spectral_loss;
+use crate::audio::spectral::{multi_scale_spectral_loss, spectral_loss_weighted};
 use crate::weights::Params;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
@@ -63,6 +63,9 @@ pub struct CodecLossSection {
     pub codebook: f64,
     /// STFT windows (samples) of the spectral term.
     pub scales: Vec<usize>,
+    /// Weight of the log-magnitude L2 inside the spectral term (1: EnCodec-style; lower it
+    /// where the clips' noise floor would dominate the log term).
+    pub spectral_log: f64,
 }
 
 impl Default for CodecLossSection {
@@ -73,6 +76,7 @@ impl Default for CodecLossSection {
             commitment: 0.25,
             codebook: 1.0,
             scales: vec![32, 64, 128, 256, 512, 1024],
+            spectral_log: 1.0,
         }
     }
 }
@@ -222,7 +226,7 @@ impl CodecTrainer {
         let s = x.dim(D::Minus1)?;
         let recon = recon.narrow(D::Minus1, 0, s)?;
         let time = (&recon - x)?.abs()?.mean_all()?;
-        let spectral = multi_scale_spectral_loss(x, &recon, &w.scales)?;
+        let spectral = spectral_loss_weighted(x, &recon, &w.scales, w.spectral_log)?;
         let total = ((((&time * w.time)? + (&spectral * w.spectral)?)?
             + (&commitment * w.commitment)?)?
             + (&codebook * w.codebook)?)?;
@@ -289,6 +293,13 @@ pub fn train_codec(
         return Err(TrainError::Config(
             "[train] segment_seconds must be > 0".into(),
         ));
+    }
+    let l = &cfg.loss;
+    let weights = [l.time, l.spectral, l.commitment, l.codebook, l.spectral_log];
+    if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
+        return Err(TrainError::Config(format!(
+            "[loss] weights must be finite and ≥ 0 (time, spectral, commitment, codebook, spectral_log = {weights:?})"
+        )));
     }
     let bs = cfg.train.batch_size.max(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.run.seed);

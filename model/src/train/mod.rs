@@ -12,6 +12,8 @@ pub mod audio_text;
 pub mod codec;
 pub mod config;
 pub mod image_text;
+pub mod latent;
+pub mod latent_loop;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
