@@ -14,7 +14,7 @@
 
 pub mod config;
 pub mod connector;
-mod cpu;
+pub(crate) mod cpu;
 pub mod layers;
 pub mod processor;
 pub mod siglip;

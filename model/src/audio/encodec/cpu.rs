@@ -106,32 +106,9 @@ impl BufferPool {
     }
 }
 
-/// A matrix inside a slice: element `(r, c)` at `data[r · rs + c · cs]`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Mat<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-/// One past the last index of a `rows × cols` matrix with strides `rs`, `cs`.
-fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    }
-}
-
-/// `gemm`'s threading: candle's thread count (`RAYON_NUM_THREADS`, else every core).
-pub(crate) fn parallelism() -> Parallelism {
-    match candle_core::utils::get_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
+// The strided-matrix view, `gemm` wrapper, thread choice and `exp` are the vision tower's host
+// path's (`crate::vision::cpu`), shared rather than copied.
+pub(crate) use crate::vision::cpu::{exp, parallelism, Mat};
 
 /// `dst ← dst + scale · lhs · rhs` (`dst` as it is: fill it first); `dst` is
 /// `lhs.rows × rhs.cols`, row-major with row stride `dst_rs`, at the start of the slice.
@@ -154,63 +131,7 @@ pub(crate) fn matmul_acc_with(
     scale: f32,
     par: Parallelism,
 ) -> Result<()> {
-    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
-    let fits = |a: &Mat| extent(a.rows, a.cols, a.rs, a.cs) <= a.data.len();
-    if rhs.rows != k || !fits(&lhs) || !fits(&rhs) || extent(m, n, dst_rs, 1) > dst.len() {
-        return Err(Error::Kernel(format!(
-            "EnCodec matmul: {m}×{k} · {}×{n} does not fit its slices",
-            rhs.rows
-        )));
-    }
-    if m == 0 || n == 0 || k == 0 {
-        return Ok(());
-    }
-    // SAFETY: the checks above keep every element gemm touches (`(r, c)` at `r·rs + c·cs` with
-    // r < rows, c < cols, strides non-negative) inside its slice; `dst` is borrowed mutably, so
-    // it overlaps neither operand (which gemm only reads, overlapping rows included).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            true,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-    Ok(())
-}
-
-/// `e^x` in f32 to about one ulp (Cephes `expf`: `x = n·ln 2 + r`, a degree-7 polynomial in `r`,
-/// `2^n` built in the exponent bits); `x` is clamped to `[-87, 88]`. Branch-free, so loops over
-/// it vectorise.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer.
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = t - MAGIC;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_65)
-        * r
-        + 0.5;
-    let p = p * r * r + r + 1.0;
-    let pow2 = ((t.to_bits() as i32 - 0x4B40_0000 + 127) << 23) as u32;
-    p * f32::from_bits(pow2)
+    crate::vision::cpu::matmul(dst, dst_rs, lhs, rhs, true, scale, par)
 }
 
 /// `elu(x)`, α = 1: `x` if `x > 0`, else `e^x − 1`.
