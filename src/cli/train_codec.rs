@@ -112,13 +112,13 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         if s.step % cfg.train.log_every.max(1) == 0 || s.step == 1 {
             if bar.is_hidden() {
                 eprintln!(
-                    "step {}: loss {:.4} (time {:.4}, spectral {:.4}, commitment {:.4}, codebook {:.4})",
-                    s.step, s.loss, s.time, s.spectral, s.commitment, s.codebook
+                    "step {}: loss {:.4} (time {:.4}, spectral {:.4}, commitment {:.4}, codebook {:.4}, semantic {:.4})",
+                    s.step, s.loss, s.time, s.spectral, s.commitment, s.codebook, s.semantic
                 );
             }
             log.push_str(&format!(
-                "{{\"step\":{},\"loss\":{},\"time\":{},\"spectral\":{},\"commitment\":{},\"codebook\":{},\"lr\":{}}}\n",
-                s.step, s.loss, s.time, s.spectral, s.commitment, s.codebook, s.lr
+                "{{\"step\":{},\"loss\":{},\"time\":{},\"spectral\":{},\"commitment\":{},\"codebook\":{},\"semantic\":{},\"lr\":{}}}\n",
+                s.step, s.loss, s.time, s.spectral, s.commitment, s.codebook, s.semantic, s.lr
             ));
         }
     })?;

@@ -5,13 +5,15 @@
 //! `loss = time · L1(x, x̂) + spectral · multi-scale STFT loss(x, x̂; spectral_log) + commitment · ‖z − sg(q)‖²
 //!         + codebook · ‖sg(z) − q‖²`
 //!
-//! (EnCodec's reconstruction terms and the VQ-VAE quantiser terms; HF's EMA codebook updates and
+//! (EnCodec's reconstruction terms and the VQ-VAE quantiser terms), plus, when `[loss] semantic`
+//! is set, `semantic · ` the distillation of codebook 0 ([`super::codec_distill`]). (HF's EMA codebook updates and
 //! the adversarial losses are not used). Before the first step each codebook is initialised from
 //! encoder frames of a batch — codebook `q` from what codebooks `0..q` leave over — so no entry
 //! starts dead; every `refresh_dead_every` steps the entries no frame chose meanwhile are
 //! replaced the same way (without it the first codebook of the demo codec collapsed onto one
 //! entry for 7 of the 10 DTMF keys). Clips are mono at the codec's rate; the binary decodes and resamples them.
 
+use super::codec_distill;
 use super::config::{OptimSection, RunSection, ScheduleSection};
 use super::optim::{self, AdamW, AdamWParams};
 use super::TrainError;
@@ -66,6 +68,8 @@ pub struct CodecLossSection {
     /// Weight of the log-magnitude L2 inside the spectral term (1: EnCodec-style; lower it
     /// where the clips' noise floor would dominate the log term).
     pub spectral_log: f64,
+    /// Weight of the semantic distillation of codebook 0 (see [`super::codec_distill`]; 0 = off).
+    pub semantic: f64,
 }
 
 impl Default for CodecLossSection {
@@ -77,6 +81,7 @@ impl Default for CodecLossSection {
             codebook: 1.0,
             scales: vec![32, 64, 128, 256, 512, 1024],
             spectral_log: 1.0,
+            semantic: 0.0,
         }
     }
 }
@@ -129,6 +134,8 @@ pub struct CodecStep {
     pub spectral: f64,
     pub commitment: f64,
     pub codebook: f64,
+    /// The semantic distillation term (0 when it is off).
+    pub semantic: f64,
     pub lr: f64,
 }
 
@@ -215,24 +222,45 @@ impl CodecTrainer {
         Ok(())
     }
 
+    /// The semantic distillation's projection (created on first use; see
+    /// [`super::codec_distill`]).
+    pub fn distill_projection(&self) -> Result<Tensor, TrainError> {
+        let vb = VarBuilder::from_varmap(&self.vars, DType::F32, self.model.device());
+        let bins = codec_distill::WINDOW_HOPS * self.model.hop_length() / 2 + 1;
+        codec_distill::projection(&vb, bins, self.model.config().hidden_size)
+    }
+
     /// The weighted loss of a batch `[B, 1, S]`, its terms `(time, spectral, commitment,
-    /// codebook)` and the codes `[B, n_q, T]` the frames chose.
+    /// codebook, semantic)` and the codes `[B, n_q, T]` the frames chose.
     pub fn loss(
         &self,
         x: &Tensor,
         w: &CodecLossSection,
-    ) -> Result<(Tensor, [f64; 4], Tensor), TrainError> {
-        let (recon, codes, commitment, codebook) = self.model.forward_train(x)?;
+    ) -> Result<(Tensor, [f64; 5], Tensor), TrainError> {
+        let f = self.model.forward_train_levels(x)?;
         let s = x.dim(D::Minus1)?;
-        let recon = recon.narrow(D::Minus1, 0, s)?;
+        let recon = f.recon.narrow(D::Minus1, 0, s)?;
         let time = (&recon - x)?.abs()?.mean_all()?;
         let spectral = spectral_loss_weighted(x, &recon, &w.scales, w.spectral_log)?;
-        let total = ((((&time * w.time)? + (&spectral * w.spectral)?)?
-            + (&commitment * w.commitment)?)?
-            + (&codebook * w.codebook)?)?;
+        let mut total = ((((&time * w.time)? + (&spectral * w.spectral)?)?
+            + (&f.commitment * w.commitment)?)?
+            + (&f.codebook * w.codebook)?)?;
         let v = |t: &Tensor| -> Result<f64, TrainError> { Ok(t.to_scalar::<f32>()? as f64) };
-        let terms = [v(&time)?, v(&spectral)?, v(&commitment)?, v(&codebook)?];
-        Ok((total, terms, codes))
+        let mut semantic = 0.0;
+        if w.semantic > 0.0 {
+            let teacher = codec_distill::teacher(x, self.model.hop_length())?;
+            let l = codec_distill::loss(&f.first, &self.distill_projection()?, &teacher)?;
+            semantic = v(&l)?;
+            total = (total + (l * w.semantic)?)?;
+        }
+        let terms = [
+            v(&time)?,
+            v(&spectral)?,
+            v(&f.commitment)?,
+            v(&f.codebook)?,
+            semantic,
+        ];
+        Ok((total, terms, f.codes))
     }
 }
 
@@ -295,14 +323,24 @@ pub fn train_codec(
         ));
     }
     let l = &cfg.loss;
-    let weights = [l.time, l.spectral, l.commitment, l.codebook, l.spectral_log];
+    let weights = [
+        l.time,
+        l.spectral,
+        l.commitment,
+        l.codebook,
+        l.spectral_log,
+        l.semantic,
+    ];
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
         return Err(TrainError::Config(format!(
-            "[loss] weights must be finite and ≥ 0 (time, spectral, commitment, codebook, spectral_log = {weights:?})"
+            "[loss] weights must be finite and ≥ 0 (time, spectral, commitment, codebook, spectral_log, semantic = {weights:?})"
         )));
     }
     let bs = cfg.train.batch_size.max(1);
     let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.run.seed);
+    if l.semantic > 0.0 {
+        trainer.distill_projection()?; // a variable before the optimiser sees them
+    }
     let params = trainer.params();
     trainer.init_codebooks(
         &random_segments(clips, bs * 4, len, &mut rng, &device)?,
@@ -361,6 +399,7 @@ pub fn train_codec(
             spectral: terms[1],
             commitment: terms[2],
             codebook: terms[3],
+            semantic: terms[4],
             lr,
         });
     }
@@ -460,6 +499,46 @@ mod tests {
             })
             .fold(f32::INFINITY, f32::min);
         assert!(near < 1e-2, "{near}");
+    }
+
+    #[test]
+    fn the_semantic_term_reaches_the_projection_and_the_encoder() {
+        let t = tiny();
+        t.distill_projection().unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 1, 256), &Device::Cpu).unwrap();
+        let w = CodecLossSection {
+            time: 0.0,
+            spectral: 0.0,
+            commitment: 0.0,
+            codebook: 0.0,
+            scales: vec![32],
+            spectral_log: 1.0,
+            semantic: 1.0,
+        };
+        let (loss, terms, _) = t.loss(&x, &w).unwrap();
+        // Only the semantic term is weighted: the total is that term, a 1 − cosine.
+        let total = loss.to_scalar::<f32>().unwrap() as f64;
+        assert!((total - terms[4]).abs() < 1e-6 && (0.0..=2.0).contains(&terms[4]));
+        let grads = loss.backward().unwrap();
+        let p = t.params();
+        for name in [codec_distill::PROJ, "encoder.layers.0.conv.bias"] {
+            let g = grads.get(p.get(name).unwrap().as_tensor()).unwrap();
+            let n = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(n > 0.0, "{name}");
+        }
+        // Off, the projection is not needed and the term is 0.
+        let off = CodecLossSection {
+            semantic: 0.0,
+            spectral: 1.0,
+            ..w
+        };
+        assert_eq!(t.loss(&x, &off).unwrap().1[4], 0.0);
     }
 
     #[test]

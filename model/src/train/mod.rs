@@ -10,6 +10,7 @@
 
 pub mod audio_text;
 pub mod codec;
+pub mod codec_distill;
 pub mod config;
 pub mod image_text;
 pub mod latent;

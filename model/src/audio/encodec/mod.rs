@@ -31,4 +31,4 @@ mod seanet;
 
 pub use config::EncodecConfig;
 pub use conv::EncodecPath;
-pub use model::Encodec;
+pub use model::{Encodec, TrainForward};

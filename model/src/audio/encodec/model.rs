@@ -277,9 +277,32 @@ impl Encodec {
     /// the residual quantiser (means over codebooks; see the quantiser). HF updates its
     /// codebooks by EMA; here the codebook loss moves them by gradient, as the VQ-VAE does.
     pub fn forward_train(&self, samples: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
-        let z = self.embeddings(samples, EncodecPath::Differentiable)?;
-        let (z_q, codes, commitment, codebook) = self.quantizer.train_forward(&z)?;
-        let recon = self.decoder.forward(&z_q, EncodecPath::Differentiable)?;
-        Ok((recon, codes, commitment, codebook))
+        let t = self.forward_train_levels(samples)?;
+        Ok((t.recon, t.codes, t.commitment, t.codebook))
     }
+
+    /// [`Encodec::forward_train`] that also returns the first quantiser level alone,
+    /// straight-through (`first`, `[B, D, T]`: value `e_0`, gradient to the encoder), for
+    /// semantic distillation of codebook 0.
+    pub fn forward_train_levels(&self, samples: &Tensor) -> Result<TrainForward> {
+        let z = self.embeddings(samples, EncodecPath::Differentiable)?;
+        let (z_q, codes, commitment, codebook, first) = self.quantizer.train_forward(&z)?;
+        let recon = self.decoder.forward(&z_q, EncodecPath::Differentiable)?;
+        Ok(TrainForward {
+            recon,
+            codes,
+            commitment,
+            codebook,
+            first,
+        })
+    }
+}
+
+/// What [`Encodec::forward_train_levels`] returns.
+pub struct TrainForward {
+    pub recon: Tensor,
+    pub codes: Tensor,
+    pub commitment: Tensor,
+    pub codebook: Tensor,
+    pub first: Tensor,
 }

@@ -169,17 +169,25 @@ impl Rvq {
     /// straight-through quantised latents `z + sg[Σe − z]` (value `Σe`, gradient to `z`), the
     /// codebook loss `mean_q mean((sg[r_q] − e_q)²)` (gradient to the codebooks) and the
     /// commitment loss `mean_q mean((r_q − sg[e_q])²)` (gradient to the encoder), where `r_q` is
-    /// the residual codebook `q` sees (`r_{q+1} = r_q − sg[e_q]`).
-    pub(crate) fn train_forward(&self, z: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    /// the residual codebook `q` sees (`r_{q+1} = r_q − sg[e_q]`); last, the first level alone
+    /// straight-through, `z + sg[e_0 − z]` `[B, D, T]` (what semantic distillation teaches).
+    pub(crate) fn train_forward(
+        &self,
+        z: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor, Tensor)> {
         let (b, d, t) = z.dims3()?;
         let flat = z.transpose(1, 2)?.reshape((b * t, d))?;
         let mut residual = flat.clone();
         let mut quantized: Option<Tensor> = None;
         let (mut codebook, mut commitment) = (Vec::new(), Vec::new());
         let mut codes = Vec::new();
+        let mut first = None;
         for q in 0..self.len() {
             let idx = self.nearest(q, &residual.detach())?;
             let e = self.embeds[q].index_select(&idx, 0)?;
+            if q == 0 {
+                first = Some((&flat + (e.detach() - &flat)?.detach())?);
+            }
             codebook.push((residual.detach() - &e)?.sqr()?.mean_all()?);
             commitment.push((&residual - e.detach())?.sqr()?.mean_all()?);
             residual = (residual - e.detach())?;
@@ -198,6 +206,11 @@ impl Rvq {
         let codebook = (Tensor::stack(&codebook, 0)?.sum_all()? / n)?;
         let commitment = (Tensor::stack(&commitment, 0)?.sum_all()? / n)?;
         let codes = Tensor::stack(&codes, 1)?.to_dtype(DType::I64)?;
-        Ok((z_q, codes, commitment, codebook))
+        let first = first
+            .ok_or_else(|| Error::Invalid("EnCodec: no codebooks".into()))?
+            .reshape((b, t, d))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        Ok((z_q, codes, commitment, codebook, first))
     }
 }
