@@ -108,9 +108,9 @@ impl Config {
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_json_str(&text).map_err(|e| match e {
-            Error::ConfigJson { source, .. } => Error::ConfigJson {
+            Error::ConfigJson { cause, .. } => Error::ConfigJson {
                 path: path.to_path_buf(),
-                source,
+                cause,
             },
             other => other,
         })
@@ -127,7 +127,7 @@ impl Config {
             } else {
                 Error::ConfigJson {
                     path: "config.json".into(),
-                    source,
+                    cause: source,
                 }
             }
         })?;
