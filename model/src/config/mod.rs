@@ -72,6 +72,10 @@ pub enum WeightFormat {
     Dense,
 }
 
+/// Attention sinks kept when `use_attention_sinks` is set (StreamingLLM's choice); the
+/// rolling window (`sliding_window_size`) must be larger.
+pub const ATTENTION_SINKS: usize = 4;
+
 /// A validated model configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
