@@ -154,3 +154,51 @@ fn built_in_model_answers_p_stdin_and_json_alike() {
     assert!(v["tok_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["first_token_ms"].as_f64().unwrap() > 0.0);
 }
+
+/// A huge prompt on stdin is cut to the context budget with a note, and only the part that can
+/// fit is read: the pipe takes little more than the read limit (the budget, 2048 - 512 tokens,
+/// × 16 bytes) plus its own buffer before the binary is done, out of 64 MiB offered.
+#[test]
+fn huge_stdin_is_cut_to_the_context_budget_and_not_read_whole() {
+    let cfg = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tritter"))
+        .args(["-p", "-"])
+        .env("TRITTER_CONFIG_DIR", cfg.path())
+        .env("TRITTER_DATA_DIR", cfg.path())
+        .env("TRITTER_TEST_ENGINE", "echo")
+        .env_remove("TRITTER_TEST_DELAY_MS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let line: Vec<u8> = b"a line of a very long prompt .......................\n".repeat(1024);
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            match input.write_all(&line) {
+                Ok(()) => sent += line.len(),
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    let out = child.wait_with_output().unwrap();
+    let sent = writer.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("stdin is longer than 24.0 KiB; only that much was read"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the prompt on stdin was cut to its first "),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        expected_reply("a line of a very long prompt .......................")
+    );
+    assert!(sent < 4 << 20, "the pipe took {sent} bytes");
+}

@@ -113,7 +113,10 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Writes a directory atomically: `fill` writes files into a temporary sibling directory, which
 /// is fsynced and renamed to `dir` (replacing an existing one). A crash at any point leaves either
-/// the old directory or the new one, never a partial one under `dir`'s name.
+/// the old directory or the new one, never a partial one under `dir`'s name. A failed `fill` (a
+/// full disk, a write error) removes the temporary directory and returns its error, leaving the
+/// old directory as it was. Temporary siblings left by a writer that died (`.NAME.tmp-PID`,
+/// `.NAME.old-PID`) are removed first: one process writes a given directory at a time.
 pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = dir
         .parent()
@@ -125,13 +128,15 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
         .ok_or_else(|| Error::Invalid(format!("{} has no directory name", dir.display())))?
         .to_string_lossy()
         .to_string();
+    remove_stale(parent, &[format!(".{name}.tmp-"), format!(".{name}.old-")])?;
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
     fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    fill(&tmp)?;
-    sync_dir(&tmp)?;
+    if let Err(e) = fill(&tmp).and_then(|()| sync_dir(&tmp)) {
+        // Best effort: the write error is what the caller needs to see, and a directory that
+        // could not be removed now is removed as stale by the next write.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let had_old = dir.exists();
     if had_old {
@@ -141,6 +146,31 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     sync_dir(parent)?;
     if had_old {
         fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Removes the entries of `parent` whose names start with one of `prefixes` (directories or
+/// files left by a writer that died).
+pub fn remove_stale(parent: &Path, prefixes: &[String]) -> Result<()> {
+    let rd = match fs::read_dir(parent) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(parent, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(parent, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| Error::io(&path, e))?;
     }
     Ok(())
 }

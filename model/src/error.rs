@@ -10,11 +10,11 @@ pub enum Error {
     #[error("config: key `{key}`: {msg}")]
     Config { key: String, msg: String },
     /// config.json is not valid JSON.
-    #[error("config: {path}: invalid JSON: {source}")]
+    #[error("config: {path}: invalid JSON: {cause}")]
     ConfigJson {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        /// In the message, not a `#[source]` (see `Io`).
+        cause: serde_json::Error,
     },
     /// A tensor the architecture needs is not in the checkpoint.
     #[error("checkpoint: missing tensor `{0}`")]
@@ -40,11 +40,12 @@ pub enum Error {
     #[error("checkpoint: {path}: {msg}")]
     Safetensors { path: PathBuf, msg: String },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// The cause, in the message (not a `#[source]`: that would print it twice in the
+        /// binary's one-line error chain).
+        cause: std::io::Error,
     },
     /// A token id is outside the vocabulary.
     #[error("token id {id} is out of range for vocabulary size {vocab}")]
@@ -79,7 +80,7 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

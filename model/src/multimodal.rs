@@ -54,7 +54,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::ConfigJson {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })
 }
 

@@ -294,6 +294,36 @@ fn cache_options_follow_config() {
     assert_eq!(CacheOptions::from_config(&cfg).sinks, 0);
 }
 
+/// Attention sinks asked for without a window that can hold them are an error, not a cache
+/// that quietly keeps no sinks: in `config.json` (naming the key) and in a hand-made config.
+#[test]
+fn sinks_without_a_window_are_refused_not_dropped() {
+    let text = std::fs::read_to_string(golden("packed_tied_gqa").join("config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["use_attention_sinks"] = true.into();
+    for window in [0, 4] {
+        v["sliding_window_size"] = window.into();
+        let e = Config::from_json_str(&v.to_string())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "config: key `use_attention_sinks`: needs sliding_window_size above 4 (the sink \
+                 tokens are kept inside the rolling window); it is {window}"
+            )
+        );
+    }
+    v["sliding_window_size"] = 5.into();
+    assert!(Config::from_json_str(&v.to_string()).is_ok());
+    for window in [0, 3] {
+        let e = CpuModel::new(&small_random(window, true)).err().unwrap();
+        assert!(e.to_string().contains("sinks"), "window {window}: {e}");
+    }
+    let m = CpuModel::new(&small_random(5, true)).unwrap();
+    assert_eq!(m.cache().options().sinks, 4);
+}
+
 fn small_random(window: usize, sinks: bool) -> Transformer {
     let mut c = Config::tritter_tiny();
     c.vocab_size = 61;

@@ -1,6 +1,7 @@
 //! `tritter -p PROMPT`: one prompt, no TUI. The reply streams to stdout as it is generated (or, with
 //! `--json`, one JSON object at the end); errors go to stderr as one line with a non-zero exit
-//! (the caller prints them).
+//! (the caller prints them). `-p -` reads stdin up to 16 bytes per token of the context budget,
+//! never a huge stream whole, and cuts it by lines to the budget; every cut is noted on stderr.
 
 use std::io::{Read, Write};
 use std::sync::atomic::AtomicBool;
@@ -9,7 +10,10 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::engine::factory::{self, EngineOptions};
-use crate::engine::{AttachmentKind, ChatMessage, GenEvent, GenRequest, Role, Sampling};
+use crate::engine::{
+    AttachmentKind, ChatMessage, GenEvent, GenRequest, Role, Sampling, TokenCounter,
+};
+use crate::files::human_bytes;
 
 /// What `-p` runs: the prompt (`-` reads stdin), the model and device flags, attachments.
 #[derive(Debug, Clone, Default)]
@@ -29,16 +33,7 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
         Ok(dir) => Config::load(&dir)?,
         Err(_) => Config::default(),
     };
-    let prompt = if prompt_arg == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| anyhow::anyhow!("cannot read the prompt from stdin: {e}"))?;
-        s
-    } else {
-        prompt_arg.to_string()
-    };
-    if prompt.trim().is_empty() {
+    if prompt_arg != "-" && prompt_arg.trim().is_empty() {
         anyhow::bail!("the prompt is empty");
     }
     let mut engine = factory::load(&EngineOptions {
@@ -46,6 +41,19 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
         device: opts.device.clone().or(config.device.clone()),
     })?;
     let info = engine.info();
+    let budget = info.context_limit.saturating_sub(config.max_new_tokens);
+    let prompt = if prompt_arg == "-" {
+        stdin_prompt(
+            &mut std::io::stdin().lock(),
+            &engine.token_counter(),
+            budget,
+        )?
+    } else {
+        prompt_arg.to_string()
+    };
+    if prompt.trim().is_empty() {
+        anyhow::bail!("the prompt is empty");
+    }
     let mut msg = ChatMessage::new(Role::User, prompt.trim_end());
     for p in &opts.images {
         let (a, _) = crate::attach::load_image(p)?;
@@ -67,9 +75,11 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
             );
         }
     }
-    let budget = info.context_limit.saturating_sub(config.max_new_tokens);
-    let (messages, _notes) = crate::engine::prompt::fit(&[msg], &engine.token_counter(), budget)
+    let (messages, notes) = crate::engine::prompt::fit(&[msg], &engine.token_counter(), budget)
         .map_err(anyhow::Error::msg)?;
+    for n in notes {
+        eprintln!("tritter: note: {n}");
+    }
     let req = GenRequest {
         messages,
         latent: config.latent,
@@ -126,4 +136,108 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Bytes of stdin read per token of the context budget: byte-level BPE tokens are seldom longer,
+/// so the text read still fills the context, and a huge stream is never read whole.
+const STDIN_BYTES_PER_TOKEN: usize = 16;
+
+/// The `-p -` prompt: at most `budget × 16` bytes of `input`, cut by whole lines to what fits
+/// `budget` tokens, with a note on stderr for each cut.
+fn stdin_prompt(
+    input: &mut impl Read,
+    count: &TokenCounter,
+    budget: usize,
+) -> anyhow::Result<String> {
+    let cap = budget.max(1) * STDIN_BYTES_PER_TOKEN;
+    let mut bytes = Vec::new();
+    input
+        .take(cap as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot read the prompt from stdin: {e}"))?;
+    let more = bytes.len() > cap;
+    bytes.truncate(cap);
+    let mut text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        // A character cut in two by the read limit: drop its first half.
+        Err(e) if more && e.utf8_error().error_len().is_none() => {
+            let n = e.utf8_error().valid_up_to();
+            String::from_utf8_lossy(&e.into_bytes()[..n]).into_owned()
+        }
+        Err(e) => anyhow::bail!(
+            "the prompt on stdin is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
+    };
+    if more {
+        // The last line read is probably partial.
+        if let Some(i) = text.rfind('\n') {
+            text.truncate(i + 1);
+        }
+        eprintln!(
+            "tritter: note: stdin is longer than {}; only that much was read (the context \
+             budget is {budget} tokens)",
+            human_bytes(cap as u64)
+        );
+    }
+    if let Some((kept, keep)) = crate::engine::prompt::truncate_message(&text, count, budget) {
+        if keep == 0 {
+            anyhow::bail!(
+                "the first line of the prompt on stdin alone is more than the context budget of \
+                 {budget} tokens"
+            );
+        }
+        eprintln!(
+            "tritter: note: the prompt on stdin was cut to its first {keep} of {} lines to fit \
+             the context budget of {budget} tokens",
+            text.lines().count()
+        );
+        text = kept;
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// One token per byte (byte-level BPE's worst case), independent of any tokenizer.
+    fn bytes() -> TokenCounter {
+        Arc::new(|t: &str| t.len())
+    }
+
+    #[test]
+    fn stdin_is_read_up_to_the_cap_and_cut_by_lines() {
+        // 100 lines of 10 bytes; a budget of 58 tokens (50 for the text after the overhead).
+        let text: String = (0..100).map(|i| format!("line {i:04}\n")).collect();
+        let mut input = std::io::Cursor::new(text.as_bytes().to_vec());
+        let got = stdin_prompt(&mut input, &bytes(), 58).unwrap();
+        assert_eq!(got, "line 0000\nline 0001\nline 0002\nline 0003\nline 0004");
+        // Read no further than 58 × 16 = 928 bytes (+1 to see there is more).
+        assert_eq!(input.position(), 929);
+        // Short input passes unchanged.
+        let mut input = std::io::Cursor::new(b"hello\n".to_vec());
+        assert_eq!(stdin_prompt(&mut input, &bytes(), 58).unwrap(), "hello\n");
+        // A first line longer than the budget is a clear error.
+        let long = "x".repeat(200);
+        let e = stdin_prompt(&mut std::io::Cursor::new(long.into_bytes()), &bytes(), 58)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("first line"), "{e}");
+        // Bad UTF-8 is named with its offset; a character cut by the cap is not an error.
+        let e = stdin_prompt(&mut std::io::Cursor::new(b"ok\xff".to_vec()), &bytes(), 58)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("offset 2"), "{e}");
+        let mut cut = vec![b'a'; 927];
+        cut.extend_from_slice("é and more".as_bytes());
+        let got = stdin_prompt(&mut std::io::Cursor::new(cut), &bytes(), 5000).unwrap();
+        assert_eq!(got.len(), 927 + "é and more".len());
+        let mut cut = b"ab\n".to_vec();
+        cut.extend(std::iter::repeat_n(b'a', 924));
+        cut.extend_from_slice("é".as_bytes());
+        let got = stdin_prompt(&mut std::io::Cursor::new(cut), &bytes(), 58).unwrap();
+        assert_eq!(got, "ab\n");
+    }
 }

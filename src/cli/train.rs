@@ -159,7 +159,9 @@ pub fn train(
         }
         None => config_device(&cfg.train.device)?,
     };
-    if !cfg.run.dir.join("data").join("shards.json").is_file() {
+    // manifest.json is the data pipeline's last file: without it the data is incomplete (a
+    // run killed while preparing it) and is prepared again.
+    if !cfg.run.dir.join("data").join("manifest.json").is_file() {
         eprintln!("preparing data in {}", cfg.run.dir.join("data").display());
         crate::cli::prepare::run_pipeline(&cfg.data, &cfg.run.dir)?;
     }

@@ -37,6 +37,21 @@ fn fit_lines(text: &str, count: &TokenCounter, budget: usize) -> usize {
     lo
 }
 
+/// A new message's text cut by whole lines so that the message fits `budget` tokens (what
+/// [`fit`] requires of it): `None` when it fits whole, else the kept prefix and its line count.
+pub fn truncate_message(
+    text: &str,
+    count: &TokenCounter,
+    budget: usize,
+) -> Option<(String, usize)> {
+    let budget = budget.saturating_sub(PER_MESSAGE_OVERHEAD);
+    if count(text) <= budget {
+        return None;
+    }
+    let keep = fit_lines(text, count, budget);
+    Some((text.lines().take(keep).collect::<Vec<_>>().join("\n"), keep))
+}
+
 fn truncation_note(keep: usize, total: usize) -> String {
     format!("\n[... truncated: {keep} of {total} lines fit the context budget]\n")
 }

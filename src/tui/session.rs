@@ -49,13 +49,17 @@ pub fn save(data_dir: &Path, name: &str, messages: &[ChatMessage]) -> anyhow::Re
     };
     let text = serde_json::to_string_pretty(&file)?;
     // Written in full and flushed to disk before the rename, so a crash leaves the old session
-    // or the new one, never a torn file.
-    std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            std::io::Write::write_all(&mut f, text.as_bytes())?;
-            f.sync_all()
-        })
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    // or the new one, never a torn file. A failed write (a full disk) removes the temporary file
+    // and leaves the old session as it was.
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // Best effort: the write error is the one to report.
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("cannot save session {name:?} to {}: {e}", path.display());
+    }
     std::fs::rename(&tmp, &path)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     Ok(path)
@@ -139,6 +143,34 @@ mod tests {
         let e = load(dir.path(), "two").unwrap_err().to_string();
         assert!(e.contains("no saved session named \"two\""), "{e}");
         assert!(save(dir.path(), "../evil", &msgs).is_err());
+    }
+
+    /// A full disk while saving: one clear error, the saved session untouched, no temporary
+    /// file left. (`/dev/full` answers every write with ENOSPC; the temporary file is made a
+    /// link to it.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_keeps_the_saved_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = vec![ChatMessage::new(Role::User, "keep me")];
+        save(dir.path(), "kept", &old).unwrap();
+        let tmp = sessions_dir(dir.path()).join(".kept.json.tmp");
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let new = vec![ChatMessage::new(Role::User, "lost")];
+        let e = save(dir.path(), "kept", &new).unwrap_err().to_string();
+        let path = sessions_dir(dir.path()).join("kept.json");
+        assert_eq!(
+            e,
+            format!(
+                "cannot save session \"kept\" to {}: No space left on device (os error 28)",
+                path.display()
+            )
+        );
+        assert_eq!(load(dir.path(), "kept").unwrap(), old);
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "temporary file left"
+        );
     }
 
     #[test]

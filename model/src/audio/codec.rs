@@ -24,7 +24,7 @@ impl Codec {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::ConfigJson { path, source: e })?;
+            serde_json::from_str(&text).map_err(|e| Error::ConfigJson { path, cause: e })?;
         match v.get("model_type").and_then(|t| t.as_str()) {
             Some("encodec") => Ok(Codec::Encodec(Box::new(Encodec::load(dir, device)?))),
             Some("mimi") => Ok(Codec::Mimi(Box::new(Mimi::load(dir, device)?))),

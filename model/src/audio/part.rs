@@ -68,7 +68,7 @@ impl AudioPart {
         let path = folder.join(TOKENS_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let tokens: AudioTokens =
-            serde_json::from_str(&text).map_err(|e| Error::ConfigJson { path, source: e })?;
+            serde_json::from_str(&text).map_err(|e| Error::ConfigJson { path, cause: e })?;
         if tokens.codebook_size != codec.codebook_size() {
             return Err(Error::config(
                 "codebook_size",

@@ -392,6 +392,17 @@ impl TryFrom<ConfigFile> for Config {
         let bos = ids_of("bos_token_id", &f.bos_token_id)?;
         let pad = ids_of("pad_token_id", &f.pad_token_id)?;
         let attention_mode = attention_mode(&f)?;
+        let window = f.sliding_window_size.unwrap_or(0);
+        if f.use_attention_sinks == Some(true) && window <= super::ATTENTION_SINKS {
+            return Err(Error::config(
+                "use_attention_sinks",
+                format!(
+                    "needs sliding_window_size above {} (the sink tokens are kept inside the \
+                     rolling window); it is {window}",
+                    super::ATTENTION_SINKS
+                ),
+            ));
+        }
         Ok(Config {
             vocab_size: d.vocab_size,
             hidden_size: d.hidden_size,
@@ -418,7 +429,7 @@ impl TryFrom<ConfigFile> for Config {
             bos_token_id: bos.first().copied(),
             eos_token_ids: ids_of("eos_token_id", &f.eos_token_id)?,
             pad_token_id: pad.first().copied(),
-            sliding_window_size: f.sliding_window_size.unwrap_or(0),
+            sliding_window_size: window,
             use_attention_sinks: f.use_attention_sinks.unwrap_or(false),
             attention_mode,
         })

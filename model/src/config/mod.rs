@@ -72,6 +72,10 @@ pub enum WeightFormat {
     Dense,
 }
 
+/// Attention sinks kept when `use_attention_sinks` is set (StreamingLLM's choice); the
+/// rolling window (`sliding_window_size`) must be larger.
+pub const ATTENTION_SINKS: usize = 4;
+
 /// A validated model configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -108,9 +112,9 @@ impl Config {
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::from_json_str(&text).map_err(|e| match e {
-            Error::ConfigJson { source, .. } => Error::ConfigJson {
+            Error::ConfigJson { cause, .. } => Error::ConfigJson {
                 path: path.to_path_buf(),
-                source,
+                cause,
             },
             other => other,
         })
@@ -127,7 +131,7 @@ impl Config {
             } else {
                 Error::ConfigJson {
                     path: "config.json".into(),
-                    source,
+                    cause: source,
                 }
             }
         })?;

@@ -45,15 +45,15 @@ pub enum DataError {
         message: String,
     },
     /// An I/O error on a file the pipeline owns (run directory, shards, spool).
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}: {cause}")]
     Io {
         /// What was being done ("write", "read", ...).
         op: &'static str,
         /// The file.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause, in the message (not a `#[source]`: that would print it twice in the
+        /// binary's one-line error chain).
+        cause: std::io::Error,
     },
     /// Tokenizer training, loading or encoding failed.
     #[error("tokenizer: {message}")]
@@ -95,7 +95,7 @@ impl DataError {
         DataError::Io {
             op,
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Sinks kept when `use_attention_sinks` is set (StreamingLLM's choice).
-pub const DEFAULT_SINKS: usize = 4;
+pub const DEFAULT_SINKS: usize = crate::config::ATTENTION_SINKS;
 
 pub(super) fn attn_err(e: attn::AttnError) -> Error {
     Error::Invalid(format!("attention: {e}"))
@@ -26,13 +26,14 @@ pub struct CacheOptions {
 
 impl CacheOptions {
     /// `config.json`'s choice: f32 storage, `sliding_window_size`, 4 sinks if
-    /// `use_attention_sinks` (and a window).
+    /// `use_attention_sinks`. Sinks without a window larger than them are not dropped quietly:
+    /// `config.json` is rejected when it asks for them, and a cache built from such a
+    /// hand-made [`Config`] fails.
     pub fn from_config(cfg: &Config) -> Self {
-        let window = cfg.sliding_window_size;
         Self {
             kind: KvKind::F32,
-            window,
-            sinks: if cfg.use_attention_sinks && window > DEFAULT_SINKS {
+            window: cfg.sliding_window_size,
+            sinks: if cfg.use_attention_sinks {
                 DEFAULT_SINKS
             } else {
                 0

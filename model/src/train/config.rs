@@ -373,7 +373,7 @@ impl TrainConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, TrainError> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::Io {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::from_toml_str(&text, overrides, base)

@@ -45,28 +45,36 @@ pub(crate) struct MetricsLog {
 
 impl MetricsLog {
     /// Open `path` for appending, first dropping rows past `step` (left by a run that was killed
-    /// after its last checkpoint).
+    /// after its last checkpoint) and a torn last line. The kept rows are written to a temporary
+    /// file that replaces `path` by a rename, so a kill while this runs loses no row.
     pub(crate) fn open(path: &Path, step: u64) -> Result<MetricsLog, TrainError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
         }
-        let kept: Vec<String> = match fs::read_to_string(path) {
-            Ok(text) => text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v["step"].as_u64())
-                        .is_some_and(|s| s <= step)
-                })
-                .map(str::to_string)
-                .collect(),
-            Err(_) => Vec::new(),
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(TrainError::io(path, e)),
         };
-        let mut file = fs::File::create(path).map_err(|e| TrainError::io(path, e))?;
-        for l in kept {
-            writeln!(file, "{l}").map_err(|e| TrainError::io(path, e))?;
+        let mut kept = String::new();
+        for l in text.lines().filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        }) {
+            kept.push_str(l);
+            kept.push('\n');
         }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        fs::write(&tmp, kept).map_err(|e| TrainError::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| TrainError::io(path, e))?;
         Ok(MetricsLog {
             file,
             path: path.to_path_buf(),
@@ -75,8 +83,12 @@ impl MetricsLog {
 
     /// Append one row.
     pub(crate) fn write(&mut self, row: &impl Serialize) -> Result<(), TrainError> {
-        let line = serde_json::to_string(row)
+        let mut line = serde_json::to_string(row)
             .map_err(|e| TrainError::Config(format!("metrics serialisation: {e}")))?;
-        writeln!(self.file, "{line}").map_err(|e| TrainError::io(&self.path, e))
+        line.push('\n');
+        // One write call per row: a kill leaves whole rows, or a torn last one that `open` drops.
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| TrainError::io(&self.path, e))
     }
 }

@@ -39,11 +39,12 @@ pub enum TrainError {
     #[error("training config: {0}")]
     Config(String),
     /// A file of the run directory could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// The cause, in the message (not a `#[source]`: that would print it twice in the
+        /// binary's one-line error chain).
+        cause: std::io::Error,
     },
     /// A training checkpoint is missing, malformed or does not fit the model.
     #[error("loss plot: {0}")]
@@ -71,7 +72,7 @@ impl TrainError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         TrainError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use super::optim::Moments;
 use super::TrainError;
-use crate::checkpoint::write_dir_atomically;
+use crate::checkpoint::{remove_stale, write_dir_atomically};
 use crate::config::Config;
 use crate::weights::{param_shapes, Params};
 use crate::Error;
@@ -164,12 +164,17 @@ pub fn latest(root: &Path) -> Result<Option<(u64, PathBuf)>, TrainError> {
     Ok(list(root)?.pop())
 }
 
-/// Delete all but the newest `keep` checkpoints and stale temporary directories.
+/// Delete all but the newest `keep` checkpoints, and the temporary directories (`.step-…`) of
+/// writes that died. A checkpoint is renamed to a hidden name before it is deleted, so a crash
+/// mid-delete never leaves a partial `step-N` that [`list`] would take for a complete one.
 pub fn prune(root: &Path, keep: usize) -> Result<(), TrainError> {
     let all = list(root)?;
     let n = all.len().saturating_sub(keep);
-    for (_, p) in all.into_iter().take(n) {
-        fs::remove_dir_all(&p).map_err(|e| TrainError::io(&p, e))?;
+    for (step, p) in all.into_iter().take(n) {
+        let doomed = root.join(format!(".step-{step:08}.del-{}", std::process::id()));
+        fs::rename(&p, &doomed).map_err(|e| TrainError::io(&p, e))?;
+        fs::remove_dir_all(&doomed).map_err(|e| TrainError::io(&doomed, e))?;
     }
+    remove_stale(root, &[".step-".to_string()])?;
     Ok(())
 }

@@ -178,6 +178,10 @@ pub struct Trainer {
     train: Stream,
     val: SplitReader,
     data_dir: PathBuf,
+    /// The step of the newest checkpoint this run wrote or resumed from: a second save of the
+    /// same step (Ctrl-C right after a periodic checkpoint, the end of a run resumed at its end)
+    /// is skipped instead of replacing a complete checkpoint.
+    saved_step: Option<u64>,
 }
 
 impl Trainer {
@@ -210,6 +214,7 @@ impl Trainer {
         };
         let ckpts = cfg.run.dir.join("checkpoints");
         let found = if resume { state::latest(&ckpts)? } else { None };
+        let saved_step = found.as_ref().map(|(step, _)| *step);
         let (params, opt, st) = match found {
             Some((_, dir)) => {
                 let l = state::load(&dir, &model_cfg, &device)?;
@@ -258,6 +263,7 @@ impl Trainer {
             dtype,
             val,
             data_dir,
+            saved_step,
         })
     }
 
@@ -328,10 +334,25 @@ impl Trainer {
         }))
     }
 
-    fn checkpoint(&self, obs: &mut dyn Observer) -> Result<(), TrainError> {
+    /// Write the checkpoint of the current step (unless this run already has it) and prune.
+    /// A failed write (a full disk) names the checkpoint that is still the newest complete one.
+    fn checkpoint(&mut self, obs: &mut dyn Observer) -> Result<(), TrainError> {
+        if self.saved_step == Some(self.state.step) {
+            return Ok(());
+        }
         let root = self.cfg.run.dir.join("checkpoints");
         let dir = state::step_dir(&root, self.state.step);
-        state::save(&dir, &self.state, &self.params, self.opt.moments())?;
+        if let Err(e) = state::save(&dir, &self.state, &self.params, self.opt.moments()) {
+            let kept = state::latest(&root)?
+                .map_or("none was written yet".to_string(), |(_, p)| {
+                    format!("{} is kept", p.display())
+                });
+            return Err(TrainError::Checkpoint(format!(
+                "saving step {} failed ({e}); the newest complete checkpoint {kept}",
+                self.state.step
+            )));
+        }
+        self.saved_step = Some(self.state.step);
         state::prune(&root, self.cfg.checkpoint.keep)?;
         obs.event(&Event::Checkpoint {
             step: self.state.step,
@@ -400,7 +421,10 @@ impl Trainer {
         // The end of the run: final evaluation, checkpoint, export and samples, then the plot.
         let mut final_dir = None;
         if !interrupted {
-            val_loss = self.log_evaluation(&mut metrics, obs)?.or(val_loss);
+            // Resumed from the end-of-run checkpoint: its evaluation is in the log already.
+            if self.saved_step != Some(self.state.step) {
+                val_loss = self.log_evaluation(&mut metrics, obs)?.or(val_loss);
+            }
             final_dir = Some(self.finish(obs)?);
         }
         if super::plot::plot_run(&self.cfg.run.dir)? {
@@ -450,7 +474,7 @@ impl Trainer {
     /// Whether the loop stops before the next step: on the stop flag (after a checkpoint, unless
     /// nothing was done yet) or after `max_new_steps` steps of this invocation.
     fn stopped(
-        &self,
+        &mut self,
         stop: &AtomicBool,
         max_new_steps: Option<u64>,
         start_step: u64,

@@ -137,9 +137,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::ConfigJson {
+    serde_json::from_str(&text).map_err(|cause| Error::ConfigJson {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

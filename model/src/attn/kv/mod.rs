@@ -83,6 +83,15 @@ impl KvCache {
                 format!("kv_heads ({h}) must be > 0 and head_dim ({d}) even and > 0"),
             ));
         }
+        if cfg.window == 0 && cfg.sinks > 0 {
+            return Err(config_err(
+                "kv cache sinks",
+                format!(
+                    "{} attention sinks need a rolling window (window is 0)",
+                    cfg.sinks
+                ),
+            ));
+        }
         if cfg.window > 0 && cfg.sinks >= cfg.window {
             return Err(config_err(
                 "kv cache sinks",
