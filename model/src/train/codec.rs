@@ -70,6 +70,9 @@ pub struct CodecLossSection {
     pub spectral_log: f64,
     /// Weight of the semantic distillation of codebook 0 (see [`super::codec_distill`]; 0 = off).
     pub semantic: f64,
+    /// The distillation teacher's range: its log spectrum is floored this many dB below each
+    /// frame's peak. Default 30.
+    pub semantic_top_db: f64,
 }
 
 impl Default for CodecLossSection {
@@ -82,6 +85,7 @@ impl Default for CodecLossSection {
             scales: vec![32, 64, 128, 256, 512, 1024],
             spectral_log: 1.0,
             semantic: 0.0,
+            semantic_top_db: 30.0,
         }
     }
 }
@@ -248,7 +252,7 @@ impl CodecTrainer {
         let v = |t: &Tensor| -> Result<f64, TrainError> { Ok(t.to_scalar::<f32>()? as f64) };
         let mut semantic = 0.0;
         if w.semantic > 0.0 {
-            let teacher = codec_distill::teacher(x, self.model.hop_length())?;
+            let teacher = codec_distill::teacher(x, self.model.hop_length(), w.semantic_top_db)?;
             let l = codec_distill::loss(&f.first, &self.distill_projection()?, &teacher)?;
             semantic = v(&l)?;
             total = (total + (l * w.semantic)?)?;
@@ -514,6 +518,7 @@ mod tests {
             scales: vec![32],
             spectral_log: 1.0,
             semantic: 1.0,
+            semantic_top_db: 30.0,
         };
         let (loss, terms, _) = t.loss(&x, &w).unwrap();
         // Only the semantic term is weighted: the total is that term, a 1 − cosine.

@@ -3,8 +3,10 @@
 //! content rather than waveform phase and loudness). No pretrained speech model is available
 //! offline, so the teacher is the clip's own short-time spectrum made gain-free: for codec frame
 //! `t`, the log-magnitude STFT (Hann, 4 hops long, so the STFT's quarter-window hop is the
-//! codec's hop) of the window that ends where frame `t` ends, minus its mean over the bins (a gain change is a constant added to a
-//! log spectrum, so it cancels). A learned linear map `P` (`[F, D]`, F = window/2 + 1) of the
+//! codec's hop) of the window that ends where frame `t` ends, floored at `top_db` below the
+//! frame's peak (librosa's `top_db`: the noise floor becomes one constant, so what is left is
+//! where the peaks are), minus its mean over the bins (a gain change adds a constant to a log
+//! spectrum, so it cancels). A learned linear map `P` (`[F, D]`, F = window/2 + 1) of the
 //! first level's straight-through vector `q₀` (value: the chosen entry of codebook 0;
 //! gradient: to the encoder) is pulled toward it by cosine:
 //!
@@ -25,12 +27,21 @@ pub const PROJ: &str = "distill.proj";
 pub const WINDOW_HOPS: usize = 4;
 
 /// The teacher `[B, F, T − 3]` for samples `x` `[B, 1, S]` (S = T·hop, F = 2·hop + 1): the
-/// gain-free log spectrum of the window of 4 hops ending where codec frame `j + 3` ends.
-pub fn teacher(x: &Tensor, hop: usize) -> Result<Tensor, TrainError> {
+/// gain-free log spectrum of the window of 4 hops ending where codec frame `j + 3` ends,
+/// floored `top_db` decibels below each frame's peak.
+pub fn teacher(x: &Tensor, hop: usize, top_db: f64) -> Result<Tensor, TrainError> {
     if hop < 1 {
         return Err(TrainError::Config("semantic distillation: hop 0".into()));
     }
+    if !(top_db.is_finite() && top_db > 0.0) {
+        return Err(TrainError::Config(format!(
+            "[loss] semantic_top_db must be > 0, not {top_db}"
+        )));
+    }
     let log = stft_magnitude(x, WINDOW_HOPS * hop)?.log()?;
+    // top_db dB of magnitude = top_db/20 · ln 10 in natural log.
+    let floor = (log.max_keepdim(1)? - top_db / 20.0 * std::f64::consts::LN_10)?;
+    let log = log.broadcast_maximum(&floor)?;
     let mean = log.mean_keepdim(1)?;
     Ok(log.broadcast_sub(&mean)?)
 }
@@ -61,9 +72,10 @@ pub fn loss(first: &Tensor, proj: &Tensor, teacher: &Tensor) -> Result<Tensor, T
     let q = first.narrow(D::Minus1, t - frames, frames)?;
     let student = proj.broadcast_matmul(&q)?; // [B, F, frames]
     let dot = (&student * teacher)?.sum(1)?;
-    let ns = student.sqr()?.sum(1)?.sqrt()?;
-    let nt = teacher.sqr()?.sum(1)?.sqrt()?;
-    let cos = (dot / ((ns * nt)? + 1e-8)?)?;
+    // ε inside the roots: the derivative of √ at 0 is infinite.
+    let ns = (student.sqr()?.sum(1)? + 1e-12)?.sqrt()?;
+    let nt = (teacher.sqr()?.sum(1)? + 1e-12)?.sqrt()?;
+    let cos = (dot / (ns * nt)?)?;
     Ok((1.0 - cos.mean_all()?)?)
 }
 
@@ -97,12 +109,12 @@ mod tests {
             })
             .collect();
         let xt = Tensor::from_slice(&x, (1, 1, hop * t), &Device::Cpu).unwrap();
-        let teach = teacher(&xt, hop).unwrap();
+        let teach = teacher(&xt, hop, 30.0).unwrap();
         let bins = 4 * hop / 2 + 1;
         assert_eq!(teach.dims(), &[1, bins, t - 3]);
         let tv = teach.squeeze(0).unwrap().to_vec2::<f32>().unwrap();
         // A gain change leaves the teacher as it was (up to the 1e-7 floor under the magnitude).
-        let loud = teacher(&(&xt * 10.0).unwrap(), hop).unwrap();
+        let loud = teacher(&(&xt * 10.0).unwrap(), hop, 30.0).unwrap();
         let diff = (loud - &teach).unwrap().abs().unwrap().max_all().unwrap();
         let diff = diff.to_scalar::<f32>().unwrap();
         assert!(diff < 1e-3, "{diff}");
@@ -115,6 +127,8 @@ mod tests {
         for j in 0..t - 3 {
             let a = j * hop;
             let teach_j: Vec<f64> = (0..bins).map(|k| naive_log(&x, a, 4 * hop, k)).collect();
+            let floor = teach_j.iter().cloned().fold(f64::MIN, f64::max) - 1.5 * 10f64.ln();
+            let teach_j: Vec<f64> = teach_j.iter().map(|v| v.max(floor)).collect();
             let m = teach_j.iter().sum::<f64>() / bins as f64;
             let teach_j: Vec<f64> = teach_j.iter().map(|v| v - m).collect();
             for (k, v) in teach_j.iter().enumerate() {
@@ -146,6 +160,6 @@ mod tests {
         assert_eq!(vars.all_vars().len(), 1);
         // A segment shorter than one teacher window is refused.
         let short = Tensor::zeros((1, 1, 16), DType::F32, &Device::Cpu).unwrap();
-        assert!(teacher(&short, 8).is_err());
+        assert!(teacher(&short, 8, 30.0).is_err());
     }
 }
