@@ -2,7 +2,8 @@
 //! Continuous Latent Space"; reference: facebookresearch/coconut) at inference: after `<bot>` the
 //! last position's final hidden state is fed back as the next input embedding for `k` steps
 //! ("continuous thoughts": the KV cache grows by one position per thought and no token is
-//! sampled), then `<eot>` is fed and decoding continues as usual ([`generate_latent`]).
+//! sampled), then `<eot>` is fed and decoding continues as usual ([`generate_latent`]; [`generate_latent_gated`]
+//! lets the caller decline to answer once the chain is done).
 //!
 //! The state fed back is the final hidden state *after the final norm, before the LM head*: the
 //! reference feeds `outputs.hidden_states[-1]` of a HF GPT-2, whose last entry is taken after the
@@ -114,7 +115,35 @@ pub fn generate_latent(
     latent: &LatentOptions,
     opts: &GenerateOptions,
     cancel: &AtomicBool,
+    on_thought: impl FnMut(&[f32]),
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<LatentGeneration> {
+    generate_latent_gated(
+        model,
+        prompt,
+        latent,
+        opts,
+        cancel,
+        on_thought,
+        |_| ControlFlow::Continue(()),
+        on_token,
+    )
+}
+
+/// [`generate_latent`] with a gate between the chain and the answer: once every thought is fed
+/// and `<eot>` has given the logits `[V]` of the first answer token, `gate` sees them and
+/// decides whether to answer. `Break` ends the generation there, before any token is sampled:
+/// `stop` is then [`StopReason::Callback`] with nothing generated (the caller can answer another
+/// way, e.g. in token mode, when its confidence signal says the chain degraded).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_latent_gated(
+    model: &mut dyn Decoder,
+    prompt: &[Segment],
+    latent: &LatentOptions,
+    opts: &GenerateOptions,
+    cancel: &AtomicBool,
     mut on_thought: impl FnMut(&[f32]),
+    mut gate: impl FnMut(&[f32]) -> ControlFlow<()>,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<LatentGeneration> {
     model.start()?;
@@ -146,6 +175,10 @@ pub fn generate_latent(
     seen.push(latent.eot);
     let logits = model.step(&[latent.eot])?;
     out.stats.prefill_s = t0.elapsed().as_secs_f64();
+    if gate(&logits).is_break() {
+        out.stats.stop = StopReason::Callback;
+        return Ok(out);
+    }
     generation::decode(
         model,
         logits,

@@ -248,3 +248,57 @@ fn a_spec_round_trips_and_its_absence_is_none() {
     std::fs::write(dir.path().join(SPEC_FILE), "{\"stages\": 1}").unwrap();
     assert!(LatentSpec::load(dir.path()).is_err());
 }
+
+#[test]
+fn a_gate_sees_the_first_answer_logits_and_can_decline() {
+    let m = tiny();
+    let never = AtomicBool::new(false);
+    let mut cpu = CpuModel::new(&m).unwrap();
+    let full = generate_latent(
+        &mut cpu,
+        &[Segment::Tokens(prompt())],
+        &latent(2),
+        &opts(0.0),
+        &never,
+        |_| {},
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    // The logits the gate sees are those the first token is sampled from (greedy: its argmax).
+    let mut seen = vec![];
+    let open = generate_latent_gated(
+        &mut cpu,
+        &[Segment::Tokens(prompt())],
+        &latent(2),
+        &opts(0.0),
+        &never,
+        |_| {},
+        |l| {
+            seen = l.to_vec();
+            ControlFlow::Continue(())
+        },
+        |_| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(open.stats.generated, full.stats.generated);
+    assert_eq!(open.thoughts, full.thoughts);
+    assert_eq!(seen.len(), m.config().vocab_size);
+    let argmax = (0..seen.len())
+        .max_by(|&a, &b| seen[a].total_cmp(&seen[b]).then(b.cmp(&a)))
+        .unwrap() as u32;
+    assert_eq!(full.stats.generated[0], argmax);
+    let declined = generate_latent_gated(
+        &mut cpu,
+        &[Segment::Tokens(prompt())],
+        &latent(2),
+        &opts(0.0),
+        &never,
+        |_| {},
+        |_| ControlFlow::Break(()),
+        |_| panic!("no token after a declined gate"),
+    )
+    .unwrap();
+    assert_eq!(declined.stats.stop, StopReason::Callback);
+    assert!(declined.stats.generated.is_empty());
+    assert_eq!(declined.thoughts, full.thoughts);
+}
