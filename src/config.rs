@@ -11,6 +11,11 @@ pub const CONFIG_DIR_VAR: &str = "TRITTER_CONFIG_DIR";
 /// Overrides the data folder where sessions are saved.
 pub const DATA_DIR_VAR: &str = "TRITTER_DATA_DIR";
 
+/// The default of `latent_min_cosine` (see `engine::model::latent`; not calibrated on a
+/// latent-trained model yet: the built-in model's fed-back states, which it was not trained on,
+/// round to tokens at cosines of 0.45–0.64, so 0.2 flags only chains that drift from every token).
+pub const DEFAULT_MIN_COSINE: f32 = 0.2;
+
 /// The user's settings; every field has a default.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,8 +31,11 @@ pub struct Config {
     pub temperature: f32,
     pub top_p: f32,
     pub top_k: usize,
-    /// Start in latent-reasoning mode.
-    pub latent: bool,
+    /// Latent-reasoning mode at start: "on", "off" or "auto" (`true`/`false` mean on/off).
+    pub latent: crate::engine::LatentMode,
+    /// Latent mode's confidence signal: a chain whose weakest thought's nearest token has a
+    /// lower cosine counts as degraded (auto then answers in token mode). 0 turns it off.
+    pub latent_min_cosine: f32,
     /// Width of the code pane in percent of the screen (20–80).
     pub code_pane_percent: u16,
     /// Clipboard route for /copy: "auto" (system clipboard, OSC 52 over SSH/tmux or on failure),
@@ -53,7 +61,8 @@ impl Default for Config {
             temperature: 0.7,
             top_p: 0.9,
             top_k: 40,
-            latent: false,
+            latent: crate::engine::LatentMode::Off,
+            latent_min_cosine: DEFAULT_MIN_COSINE,
             code_pane_percent: 50,
             clipboard: ClipboardMode::Auto,
         }
@@ -94,6 +103,12 @@ impl Config {
             anyhow::bail!(
                 "config {origin}: `top_p` = {} is out of range (0, 1]",
                 cfg.top_p
+            );
+        }
+        if !(0.0..=2.0).contains(&cfg.latent_min_cosine) {
+            anyhow::bail!(
+                "config {origin}: `latent_min_cosine` = {} is out of range 0..=2",
+                cfg.latent_min_cosine
             );
         }
         Ok(cfg)
@@ -141,6 +156,7 @@ pub fn data_dir() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::LatentMode;
 
     #[test]
     fn empty_file_gives_defaults_and_fields_parse() {
@@ -151,8 +167,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.theme, "light");
-        assert!(c.latent);
+        assert_eq!(c.latent, LatentMode::On);
         assert_eq!(c.clipboard, ClipboardMode::Osc52);
+        for (text, mode) in [
+            ("latent = false", LatentMode::Off),
+            ("latent = \"on\"", LatentMode::On),
+            ("latent = \"off\"", LatentMode::Off),
+            ("latent = \"auto\"", LatentMode::Auto),
+        ] {
+            assert_eq!(Config::parse("t", text).unwrap().latent, mode, "{text}");
+        }
+        let c = Config::parse("t", "latent_min_cosine = 1.5").unwrap();
+        assert_eq!(c.latent_min_cosine, 1.5);
     }
 
     #[test]
@@ -172,6 +198,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("x11"), "{e}");
+        let e = Config::parse("t", "latent = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("on, off or auto") && e.contains("sometimes"),
+            "{e}"
+        );
+        let e = Config::parse("t", "latent_min_cosine = -0.5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("latent_min_cosine"), "{e}");
     }
 
     #[test]

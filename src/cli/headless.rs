@@ -1,7 +1,9 @@
 //! `tritter -p PROMPT`: one prompt, no TUI. The reply streams to stdout as it is generated (or, with
-//! `--json`, one JSON object at the end); errors go to stderr as one line with a non-zero exit
-//! (the caller prints them). `-p -` reads stdin up to 16 bytes per token of the context budget,
-//! never a huge stream whole, and cuts it by lines to the budget; every cut is noted on stderr.
+//! `--json`, one JSON object at the end, with latent mode's rounded thoughts and the engine's
+//! notices); without `--json`, notices and thoughts go to stderr as `tritter: ` lines. Errors go
+//! to stderr as one line with a non-zero exit (the caller prints them). `-p -` reads stdin up to
+//! 16 bytes per token of the context budget, never a huge stream whole, and cuts it by lines to
+//! the budget; every cut is noted on stderr.
 
 use std::io::{Read, Write};
 use std::sync::atomic::AtomicBool;
@@ -11,7 +13,8 @@ use std::path::PathBuf;
 use crate::config::Config;
 use crate::engine::factory::{self, EngineOptions};
 use crate::engine::{
-    AttachmentKind, ChatMessage, GenEvent, GenRequest, Role, Sampling, TokenCounter,
+    thought_text, AttachmentKind, ChatMessage, EngineInfo, GenEvent, GenRequest, LatentMode, Role,
+    Sampling, TokenCounter,
 };
 use crate::files::human_bytes;
 
@@ -25,6 +28,8 @@ pub struct HeadlessOptions {
     pub json: bool,
     pub images: Vec<PathBuf>,
     pub audio: Vec<PathBuf>,
+    /// `--latent`: overrides the config's latent mode.
+    pub latent: Option<LatentMode>,
 }
 
 pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
@@ -54,7 +59,108 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
     if prompt.trim().is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let mut msg = ChatMessage::new(Role::User, prompt.trim_end());
+    let msg = message(&opts, prompt.trim_end(), &info)?;
+    let (messages, notes) = crate::engine::prompt::fit(&[msg], &engine.token_counter(), budget)
+        .map_err(anyhow::Error::msg)?;
+    for n in notes {
+        eprintln!("tritter: note: {n}");
+    }
+    let req = GenRequest {
+        messages,
+        latent: opts.latent.unwrap_or(config.latent),
+        latent_min_cosine: config.latent_min_cosine,
+        max_new_tokens: config.max_new_tokens,
+        sampling: Sampling {
+            temperature: config.temperature,
+            top_p: config.top_p,
+            top_k: config.top_k,
+            seed: 0,
+        },
+    };
+    answer(engine.as_mut(), &req, &info, opts.json)
+}
+
+/// Runs `req` on `engine`: the reply streamed to stdout (with `json`, one object at the end),
+/// notices and thoughts on stderr unless `json`.
+fn answer(
+    engine: &mut dyn crate::engine::Engine,
+    req: &GenRequest,
+    info: &EngineInfo,
+    json: bool,
+) -> anyhow::Result<()> {
+    let cancel = AtomicBool::new(false);
+    let mut reply = String::new();
+    let mut stats = None;
+    let mut error = None;
+    let mut thoughts = vec![];
+    let mut notices = vec![];
+    let mut out = std::io::stdout().lock();
+    let mut write_err = None;
+    engine.generate(req, &cancel, &mut |ev| match ev {
+        GenEvent::Prompt { .. } => {}
+        GenEvent::Thought { index, candidates } => {
+            if !json {
+                eprintln!(
+                    "tritter: thought {}: {}",
+                    index + 1,
+                    thought_text(&candidates)
+                );
+            }
+            thoughts.push(candidates);
+        }
+        GenEvent::Notice(n) => {
+            if !json {
+                eprintln!("tritter: {n}");
+            }
+            notices.push(n);
+        }
+        GenEvent::Token { text } => {
+            if !json && write_err.is_none() {
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                    write_err = Some(e);
+                }
+            }
+            reply.push_str(&text);
+        }
+        GenEvent::Done {
+            tokens,
+            tok_per_s,
+            first_token_ms,
+            thoughts,
+            ..
+        } => stats = Some((tokens, tok_per_s, first_token_ms, thoughts)),
+        GenEvent::Error(e) => error = Some(e),
+    })?;
+    if let Some(e) = error {
+        anyhow::bail!("generation failed: {e}");
+    }
+    if let Some(e) = write_err {
+        anyhow::bail!("cannot write to stdout: {e}");
+    }
+    let (tokens, tok_per_s, first_token_ms, fed) = stats.unwrap_or((0, 0.0, 0.0, 0));
+    if json {
+        let obj = serde_json::json!({
+            "reply": reply,
+            "tokens": tokens,
+            "tok_per_s": tok_per_s,
+            "first_token_ms": first_token_ms,
+            "model": info.model_name,
+            "mode": if fed > 0 { "latent" } else { "token" },
+            "thoughts": thoughts,
+            "notices": notices,
+        });
+        writeln!(out, "{obj}")?;
+    } else if !reply.ends_with('\n') {
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The user message: `text` with the attachments of `opts`, refused when the model takes none
+/// of their kind.
+fn message(opts: &HeadlessOptions, text: &str, info: &EngineInfo) -> anyhow::Result<ChatMessage> {
+    let mut msg = ChatMessage::new(Role::User, text);
     for p in &opts.images {
         let (a, _) = crate::attach::load_image(p)?;
         msg.attachments.push(a);
@@ -75,67 +181,7 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
             );
         }
     }
-    let (messages, notes) = crate::engine::prompt::fit(&[msg], &engine.token_counter(), budget)
-        .map_err(anyhow::Error::msg)?;
-    for n in notes {
-        eprintln!("tritter: note: {n}");
-    }
-    let req = GenRequest {
-        messages,
-        latent: config.latent,
-        max_new_tokens: config.max_new_tokens,
-        sampling: Sampling {
-            temperature: config.temperature,
-            top_p: config.top_p,
-            top_k: config.top_k,
-            seed: 0,
-        },
-    };
-    let cancel = AtomicBool::new(false);
-    let mut reply = String::new();
-    let mut stats = None;
-    let mut error = None;
-    let mut out = std::io::stdout().lock();
-    let mut write_err = None;
-    engine.generate(&req, &cancel, &mut |ev| match ev {
-        GenEvent::Prompt { .. } => {}
-        GenEvent::Token { text } => {
-            if !opts.json && write_err.is_none() {
-                if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-                    write_err = Some(e);
-                }
-            }
-            reply.push_str(&text);
-        }
-        GenEvent::Done {
-            tokens,
-            tok_per_s,
-            first_token_ms,
-            ..
-        } => stats = Some((tokens, tok_per_s, first_token_ms)),
-        GenEvent::Error(e) => error = Some(e),
-    })?;
-    if let Some(e) = error {
-        anyhow::bail!("generation failed: {e}");
-    }
-    if let Some(e) = write_err {
-        anyhow::bail!("cannot write to stdout: {e}");
-    }
-    let (tokens, tok_per_s, first_token_ms) = stats.unwrap_or((0, 0.0, 0.0));
-    if opts.json {
-        let obj = serde_json::json!({
-            "reply": reply,
-            "tokens": tokens,
-            "tok_per_s": tok_per_s,
-            "first_token_ms": first_token_ms,
-            "model": info.model_name,
-        });
-        writeln!(out, "{obj}")?;
-    } else if !reply.ends_with('\n') {
-        writeln!(out)?;
-    }
-    out.flush()?;
-    Ok(())
+    Ok(msg)
 }
 
 /// Bytes of stdin read per token of the context budget: byte-level BPE tokens are seldom longer,

@@ -41,7 +41,8 @@ pub struct Cli {
     /// Run one prompt without the TUI and stream the reply to stdout; `-p -` reads it from stdin.
     #[arg(short = 'p', long = "prompt", value_name = "PROMPT")]
     pub prompt: Option<String>,
-    /// With -p: print one JSON object {reply, tokens, tok_per_s, first_token_ms, model} instead.
+    /// With -p: print one JSON object {reply, tokens, tok_per_s, first_token_ms, model, mode,
+    /// thoughts, notices} instead.
     #[arg(long, requires = "prompt")]
     pub json: bool,
     /// With -p: attach an image (PNG/JPEG).
@@ -50,6 +51,9 @@ pub struct Cli {
     /// With -p: attach audio (WAV/FLAC/MP3).
     #[arg(long, value_name = "FILE", requires = "prompt")]
     pub audio: Vec<PathBuf>,
+    /// Latent-reasoning mode: on, off or auto (overrides config.toml's `latent`).
+    #[arg(long, value_name = "on|off|auto")]
+    pub latent: Option<crate::engine::LatentMode>,
     /// Colour theme (overrides config.toml).
     #[arg(long, value_name = "NAME")]
     pub theme: Option<String>,
@@ -205,12 +209,14 @@ pub fn run(cli: Cli) -> Result<()> {
             json: cli.json,
             images: cli.img,
             audio: cli.audio,
+            latent: cli.latent,
         }),
         None => crate::tui::run(crate::tui::TuiOptions {
             model_dir: cli.model,
             device: cli.device,
             theme: cli.theme,
             resume: cli.resume,
+            latent: cli.latent,
         }),
     }
 }

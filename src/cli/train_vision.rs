@@ -327,7 +327,8 @@ fn blank_like(data: &MediaData) -> MediaData {
 pub(crate) fn reply(eng: &mut ModelEngine, msg: ChatMessage) -> Result<String> {
     let req = GenRequest {
         messages: vec![msg],
-        latent: false,
+        latent: crate::engine::LatentMode::Off,
+        latent_min_cosine: 0.0,
         max_new_tokens: 24,
         sampling: Sampling {
             temperature: 0.0,

@@ -67,7 +67,8 @@ mod tests {
             .contains("does not follow instructions"));
         let req = GenRequest {
             messages: vec![ChatMessage::new(Role::User, "def add(a, b):")],
-            latent: false,
+            latent: crate::engine::LatentMode::Off,
+            latent_min_cosine: 0.0,
             max_new_tokens: 16,
             sampling: Sampling {
                 temperature: 0.0,
@@ -85,5 +86,37 @@ mod tests {
         let tokens = done.expect("Done event");
         assert!(tokens > 0 && tokens <= 16);
         assert!(!text.is_empty());
+    }
+
+    #[test]
+    fn latent_auto_with_the_built_in_model_falls_back_with_a_notice() {
+        let mut eng = load(&Device::Cpu, "cpu").unwrap();
+        assert_eq!(eng.info().latent, None);
+        let req = GenRequest {
+            messages: vec![ChatMessage::new(Role::User, "def add(a, b):")],
+            latent: crate::engine::LatentMode::Auto,
+            latent_min_cosine: 0.2,
+            max_new_tokens: 4,
+            sampling: Sampling {
+                temperature: 0.0,
+                ..Sampling::default()
+            },
+        };
+        let mut notices = vec![];
+        let mut done = None;
+        eng.generate(&req, &AtomicBool::new(false), &mut |e| match e {
+            GenEvent::Notice(n) => notices.push(n),
+            GenEvent::Thought { .. } => panic!("no thoughts in token mode"),
+            GenEvent::Done {
+                tokens, thoughts, ..
+            } => done = Some((tokens, thoughts)),
+            _ => {}
+        })
+        .unwrap();
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(notices[0].contains("tritter-tiny was not latent-trained"));
+        let (tokens, thoughts) = done.expect("Done event");
+        assert!(tokens > 0);
+        assert_eq!(thoughts, 0);
     }
 }

@@ -113,12 +113,103 @@ impl Default for Sampling {
     }
 }
 
+/// Coconut latent-reasoning mode, as `/latent`, `--latent` and the config's `latent` set it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LatentMode {
+    /// Token mode: the model answers (and reasons, if it does) in written tokens.
+    #[default]
+    Off,
+    /// Latent reasoning; an error when the model was not latent-trained.
+    On,
+    /// Latent reasoning where the model declares it was latent-trained (and the chain looks
+    /// sound), else token mode with a notice.
+    Auto,
+}
+
+impl LatentMode {
+    pub const NAMES: [&str; 3] = ["on", "off", "auto"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LatentMode::Off => "off",
+            LatentMode::On => "on",
+            LatentMode::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for LatentMode {
+    type Err = String;
+
+    /// `on`, `off`, `auto` (and `true`/`false`, `1`/`0` for on and off).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" => Ok(LatentMode::On),
+            "off" | "false" | "0" => Ok(LatentMode::Off),
+            "auto" => Ok(LatentMode::Auto),
+            other => Err(format!("latent mode is on, off or auto, not {other:?}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LatentMode {
+    /// `"on"`, `"off"`, `"auto"`, or a bool (`true` is on), as older configs wrote it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(LatentMode::On),
+            Raw::Bool(false) => Ok(LatentMode::Off),
+            Raw::Name(n) => n.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One token a continuous thought is near: its text, id and cosine similarity.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThoughtToken {
+    pub token: String,
+    pub id: u32,
+    pub score: f32,
+}
+
+impl ThoughtToken {
+    /// The token's text for people: trimmed, or escaped when it is only whitespace.
+    pub fn label(&self) -> String {
+        let t = self.token.trim();
+        if t.is_empty() {
+            self.token.escape_debug().to_string()
+        } else {
+            t.to_string()
+        }
+    }
+}
+
+/// A thought's candidates as one line: `parent (0.82) · Zorp (0.41) · every (0.30)`.
+pub fn thought_text(candidates: &[ThoughtToken]) -> String {
+    if candidates.is_empty() {
+        return "(no direction to round)".to_string();
+    }
+    candidates
+        .iter()
+        .map(|c| format!("{} ({:.2})", c.label(), c.score))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// One request for a reply.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenRequest {
     pub messages: Vec<ChatMessage>,
     /// Coconut latent-reasoning mode.
-    pub latent: bool,
+    pub latent: LatentMode,
+    /// The confidence signal's threshold: a latent chain whose weakest thought's nearest token
+    /// has a lower cosine counts as degraded (see `engine::model::latent`).
+    pub latent_min_cosine: f32,
     pub max_new_tokens: usize,
     pub sampling: Sampling,
 }
@@ -126,10 +217,19 @@ pub struct GenRequest {
 /// What a running generation reports.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GenEvent {
-    /// The prompt after formatting was this many tokens (sent once, before the first token).
+    /// The prompt after formatting was this many tokens (sent before the first token; again
+    /// when the engine falls back from latent to token mode, which changes the prompt).
     Prompt {
         tokens: usize,
     },
+    /// A continuous thought (latent mode), rounded to its nearest tokens (best first); sent as
+    /// each thought is fed, before the reply's first token. `index` counts from 0.
+    Thought {
+        index: usize,
+        candidates: Vec<ThoughtToken>,
+    },
+    /// Something the user should know about this reply (e.g. latent mode fell back to tokens).
+    Notice(String),
     /// The next piece of the reply.
     Token {
         text: String,
@@ -140,6 +240,8 @@ pub enum GenEvent {
         tok_per_s: f64,
         first_token_ms: f64,
         cancelled: bool,
+        /// Continuous thoughts the reply was conditioned on (0: it was answered in token mode).
+        thoughts: usize,
     },
     Error(String),
 }
@@ -154,6 +256,8 @@ pub struct EngineInfo {
     pub accepts_audio: bool,
     /// One honest sentence about what this model is.
     pub description: String,
+    /// How the model was latent-trained (its `latent.json`), or `None` when it was not.
+    pub latent: Option<tritter_model::latent::LatentSpec>,
 }
 
 /// Counts tokens the way the engine's tokenizer does; shared with the UI thread.

@@ -1,13 +1,17 @@
 //! A scripted test engine: it is not a language model. It answers every request with a fixed
 //! markdown reply that quotes the last user message and holds one fenced Rust code block, streamed
-//! word by word. The binary runs it only when `TRITTER_TEST_ENGINE=echo` is set, so the snapshot and
-//! terminal tests have deterministic output; its name and description say plainly what it is.
+//! word by word; with `/latent on` it first sends two fixed, made-up thoughts (it has no hidden
+//! states to round). The binary runs it only when `TRITTER_TEST_ENGINE=echo` is set, so the
+//! snapshot and terminal tests have deterministic output; its name and description say plainly
+//! what it is.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, EngineInfo, GenEvent, GenRequest, Role, TokenCounter};
+use crate::engine::{
+    Engine, EngineInfo, GenEvent, GenRequest, LatentMode, Role, ThoughtToken, TokenCounter,
+};
 
 /// Per-token delay in milliseconds for the scripted engine (makes streaming visible in tests).
 pub const DELAY_VAR: &str = "TRITTER_TEST_DELAY_MS";
@@ -62,10 +66,27 @@ impl ScriptedEngine {
             s.push_str("Here is some code:\n\n");
             s.push_str("```rust\nfn main() {\n    let answer = 42; // the answer\n    println!(\"{answer}\");\n}\n```\n");
         }
-        if req.latent {
-            s.push_str("\n(latent mode was on)\n");
+        if req.latent != LatentMode::Off {
+            s.push_str(&format!("\n(latent mode was {})\n", req.latent.name()));
         }
         s
+    }
+
+    /// The fixed thoughts sent with `/latent on`: made up, not rounded from anything.
+    pub fn thoughts() -> Vec<Vec<ThoughtToken>> {
+        let t = |token: &str, id, score| ThoughtToken {
+            token: token.to_string(),
+            id,
+            score,
+        };
+        vec![
+            vec![
+                t("echo", 1, 0.82),
+                t("scripted", 2, 0.41),
+                t("every", 3, 0.30),
+            ],
+            vec![t("reply", 4, 0.77), t("code", 5, 0.52), t("fn", 6, 0.25)],
+        ]
     }
 
     /// Splits a reply into word-sized pieces, each keeping its trailing whitespace.
@@ -104,6 +125,7 @@ impl Engine for ScriptedEngine {
             description:
                 "a scripted test engine that echoes the prompt; it is not a language model"
                     .to_string(),
+            latent: None,
         }
     }
 
@@ -130,6 +152,14 @@ impl Engine for ScriptedEngine {
             })
             .sum();
         sink(GenEvent::Prompt { tokens: prompt });
+        let thoughts = if req.latent == LatentMode::On {
+            Self::thoughts()
+        } else {
+            vec![]
+        };
+        for (index, candidates) in thoughts.iter().cloned().enumerate() {
+            sink(GenEvent::Thought { index, candidates });
+        }
         let mut first_token_ms = 0.0;
         let mut n = 0;
         let mut cancelled = false;
@@ -156,6 +186,7 @@ impl Engine for ScriptedEngine {
             tok_per_s: if secs > 0.0 { n as f64 / secs } else { 0.0 },
             first_token_ms,
             cancelled,
+            thoughts: thoughts.len(),
         });
         Ok(())
     }
@@ -169,7 +200,8 @@ mod tests {
     fn req(text: &str, max: usize) -> GenRequest {
         GenRequest {
             messages: vec![ChatMessage::new(Role::User, text)],
-            latent: false,
+            latent: LatentMode::Off,
+            latent_min_cosine: 0.0,
             max_new_tokens: max,
             sampling: Sampling::default(),
         }
@@ -192,7 +224,7 @@ mod tests {
         e.generate(&req("hello", 10_000), &cancel, &mut |ev| match ev {
             GenEvent::Token { text: t } => text.push_str(&t),
             GenEvent::Done { tokens, .. } => done = Some(tokens),
-            GenEvent::Prompt { .. } | GenEvent::Error(_) => {}
+            _ => {}
         })
         .unwrap();
         assert_eq!(text, ScriptedEngine::reply_for(&req("hello", 1)));

@@ -74,7 +74,8 @@ mod tests {
     fn req() -> GenRequest {
         GenRequest {
             messages: vec![ChatMessage::new(Role::User, "hi")],
-            latent: false,
+            latent: crate::engine::LatentMode::Off,
+            latent_min_cosine: 0.0,
             max_new_tokens: 100,
             sampling: Sampling::default(),
         }
@@ -100,7 +101,7 @@ mod tests {
             match ev {
                 GenEvent::Token { text: t } => text.push_str(&t),
                 GenEvent::Done { .. } => break,
-                GenEvent::Prompt { .. } | GenEvent::Error(_) => {}
+                _ => {}
             }
         }
         assert_eq!(text, ScriptedEngine::reply_for(&req()));

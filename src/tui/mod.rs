@@ -42,6 +42,8 @@ pub struct TuiOptions {
     pub device: Option<String>,
     pub theme: Option<String>,
     pub resume: bool,
+    /// `--latent`: the latent mode to start in (overrides `config.toml`).
+    pub latent: Option<crate::engine::LatentMode>,
 }
 
 pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
@@ -86,7 +88,10 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
 /// thread that streams generation events into `tx`, the app, and the resumed session.
 fn setup(opts: &TuiOptions, tx: &Sender<AppEvent>) -> anyhow::Result<(App, Option<Worker>)> {
     let config_dir = crate::config::config_dir()?;
-    let config = Config::load(&config_dir)?;
+    let mut config = Config::load(&config_dir)?;
+    if let Some(m) = opts.latent {
+        config.latent = m;
+    }
     highlight::warm_up();
     let theme_name = opts.theme.clone().unwrap_or_else(|| config.theme.clone());
     let theme = Theme::load(&theme_name, Some(&config_dir.join("themes")))?;

@@ -19,7 +19,11 @@ pub const COMMANDS: [(&str, &str, &str); 12] = [
     ("/audio", "PATH", "attach WAV/FLAC/MP3 audio"),
     ("/copy", "N", "copy code block N to the clipboard"),
     ("/model", "", "what model is running"),
-    ("/latent", "[on|off]", "toggle latent-reasoning mode"),
+    (
+        "/latent",
+        "[on|off|auto]",
+        "latent-reasoning mode (alone: say which)",
+    ),
     (
         "/theme",
         "NAME",
@@ -43,7 +47,7 @@ pub enum Command {
     Audio(String),
     Copy(usize),
     Model,
-    Latent(Option<bool>),
+    Latent(Option<crate::engine::LatentMode>),
     Theme(Option<String>),
     Save(Option<String>),
     Load(Option<String>),
@@ -92,9 +96,10 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/model" => none(Command::Model),
         "/latent" => match arg {
             "" => Ok(Command::Latent(None)),
-            "on" | "true" | "1" => Ok(Command::Latent(Some(true))),
-            "off" | "false" | "0" => Ok(Command::Latent(Some(false))),
-            other => Err(format!("/latent takes on or off, not {other:?}")),
+            other => other
+                .parse()
+                .map(|m| Command::Latent(Some(m)))
+                .map_err(|_| format!("/latent takes on, off or auto, not {other:?}")),
         },
         "/theme" => Ok(Command::Theme(arg_opt())),
         "/save" => Ok(Command::Save(arg_opt())),
@@ -164,7 +169,11 @@ pub fn complete(line: &str, src: &CompletionSources) -> Option<Completions> {
                     }
                     "/theme" => names(src.themes, arg, "theme"),
                     "/load" => names(src.sessions, arg, "session"),
-                    "/latent" => names(&["on".to_string(), "off".to_string()], arg, ""),
+                    "/latent" => names(
+                        &crate::engine::LatentMode::NAMES.map(String::from),
+                        arg,
+                        "latent mode",
+                    ),
                     _ => Vec::new(),
                 };
                 return (!words.is_empty()).then_some(Completions {
@@ -215,6 +224,7 @@ pub fn mentions(text: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::LatentMode;
 
     #[test]
     fn parse_commands() {
@@ -224,7 +234,10 @@ mod tests {
         check("/copy 2", Command::Copy(2));
         check("/copy", Command::Copy(0));
         check("/latent", Command::Latent(None));
-        check("/latent off", Command::Latent(Some(false)));
+        check("/latent off", Command::Latent(Some(LatentMode::Off)));
+        check("/latent on", Command::Latent(Some(LatentMode::On)));
+        check("/latent auto", Command::Latent(Some(LatentMode::Auto)));
+        check("/latent true", Command::Latent(Some(LatentMode::On)));
         check("/theme light", Command::Theme(Some("light".into())));
         check("/save", Command::Save(None));
         check("  /quit  ", Command::Quit);
@@ -280,6 +293,15 @@ mod tests {
         let c = complete("x\u{3000}@ma", &src).unwrap();
         assert_eq!((c.start, c.items[0].insert.as_str()), (4, "@main.rs"));
         assert!(complete("/zzz", &src).is_none());
+        let c = complete("/latent ", &src).unwrap();
+        let ins: Vec<_> = c.items.iter().map(|i| i.insert.as_str()).collect();
+        assert_eq!((c.start, ins), (8, vec!["on", "off", "auto"]));
+        let c = complete("/latent a", &src).unwrap();
+        assert_eq!(c.items[0].insert, "auto");
+        assert_eq!(
+            parse("/latent maybe"),
+            Err("/latent takes on, off or auto, not \"maybe\"".into())
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Drawing: `draw(&App, frame)` lays out the chat pane, the optional code pane, pending chips, the
-//! composer, the completion popup and the status bar. It reads state only (no I/O); wrapped chat
-//! lines are cached per entry keyed by (version, width, theme, first code-block number).
+//! composer, the completion popup and the status bar (with the latent mode). A latent-mode
+//! reply shows its rounded thoughts above its text (one line each, or one summary line). It
+//! reads state only (no I/O); wrapped chat lines are cached per entry keyed by (version, width,
+//! theme, first code-block number).
 
 use ratatui::layout::{Constraint, Direction, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -9,7 +11,7 @@ use ratatui::widgets::{Block, Borders, Clear, List, ListItem, ListState, Paragra
 use ratatui::Frame;
 use ratatui_image::Image;
 
-use crate::engine::Role;
+use crate::engine::{thought_text, Role, ThoughtToken};
 use crate::tui::app::chat::{CachedEntry, Entry, EntryKind};
 use crate::tui::app::{App, Focus, GenState};
 use crate::tui::codepane::{FileView, PaneContent};
@@ -187,6 +189,9 @@ fn entry_lines(
                 Span::styled("▌ ", t.role(e.msg.role)),
                 Span::styled(who, t.role(e.msg.role)),
             ]));
+            if !e.thoughts.is_empty() {
+                out.extend(indent(thought_lines(app, &e.thoughts)));
+            }
             let body = match e.msg.role {
                 Role::Assistant => {
                     let (lines, n) = markdown::render(&e.msg.content, t, t.base(), first_block);
@@ -224,6 +229,38 @@ fn entry_lines(
     }
     out.push(Line::default());
     (out, blocks)
+}
+
+/// The "thinking" lines above a latent-mode reply: shown, one line per thought with its nearest
+/// tokens and their cosines; hidden (Ctrl+T), one line with each thought's nearest token.
+fn thought_lines(app: &App, thoughts: &[Vec<ThoughtToken>]) -> Vec<Line<'static>> {
+    let t = &app.theme;
+    let n = thoughts.len();
+    let noun = if n == 1 { "thought" } else { "thoughts" };
+    if !app.show_thoughts {
+        let tops: Vec<String> = thoughts
+            .iter()
+            .map(|c| c.first().map_or("?".to_string(), ThoughtToken::label))
+            .collect();
+        return vec![Line::styled(
+            format!(
+                "▸ thinking · {n} {noun}: {} (Ctrl+T shows)",
+                tops.join(" → ")
+            ),
+            t.dim(),
+        )];
+    }
+    let mut v = vec![Line::styled(
+        format!("▾ thinking · {n} {noun} (Ctrl+T hides)"),
+        t.dim(),
+    )];
+    for (i, c) in thoughts.iter().enumerate() {
+        v.push(Line::from(vec![
+            Span::styled(format!("  thought {}: ", i + 1), t.dim()),
+            Span::styled(thought_text(c), t.dim()),
+        ]));
+    }
+    v
 }
 
 fn chat_lines(app: &App, width: u16) -> Vec<Line<'static>> {
@@ -459,7 +496,7 @@ fn draw_status(app: &App, f: &mut Frame, area: Rect) {
         " {} · {device} · {tps} · ctx {}/{limit} · latent {} · {state} · {hint}",
         app.model_name(),
         app.chat.context_used,
-        if app.latent { "on" } else { "off" },
+        app.latent.name(),
     );
     f.render_widget(
         Paragraph::new(Line::styled(text, app.theme.status())).style(app.theme.status()),

@@ -1,6 +1,7 @@
 //! Tests of the whole app without a terminal: insta snapshots of `ui::draw` on ratatui's
 //! `TestBackend` (empty start, a streamed exchange with a highlighted code block, the code pane with
-//! an outline, the command popup, an attachment chip, a tiny terminal) and behaviour tests that
+//! an outline, the command popup, an attachment chip, a tiny terminal, a latent-mode reply's
+//! thoughts shown and hidden) and behaviour tests that
 //! drive `App::update` with the same key events the terminal loop produces.
 
 use std::path::Path;
@@ -355,6 +356,7 @@ fn esc_stops_the_reply_and_ctrl_c_twice_quits() {
         tok_per_s: 1.0,
         first_token_ms: 1.0,
         cancelled: true,
+        thoughts: 0,
     }));
     assert_eq!(app.gen, GenState::Idle);
     assert!(app
@@ -483,4 +485,52 @@ fn sessions_save_and_load_through_commands() {
     app.composer.popup = None;
     press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
     assert_eq!(app.chat.messages(), saved);
+}
+
+#[test]
+fn snapshot_latent_thoughts_shown_and_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app_in(dir.path());
+    type_str(&mut app, "/latent on");
+    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+    assert_eq!(app.latent, crate::engine::LatentMode::On);
+    // The scripted engine was not latent-trained: /latent on says replies will fail.
+    let said = &app.chat.entries.last().unwrap().msg.content;
+    assert!(said.contains("not latent-trained"), "{said}");
+    app.chat.clear("t".into());
+    type_str(&mut app, "think first");
+    press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+    let req = take_request(&mut app);
+    assert_eq!(req.latent, crate::engine::LatentMode::On);
+    assert_eq!(req.latent_min_cosine, Config::default().latent_min_cosine);
+    let events = events_for(&req);
+    let first_token = events
+        .iter()
+        .position(|e| matches!(e, GenEvent::Token { .. }))
+        .unwrap();
+    for ev in events[..first_token + 3].iter().cloned() {
+        app.update(Action::Gen(ev));
+    }
+    // A notice about the reply lands above it, not under the streaming text.
+    app.update(Action::Gen(GenEvent::Notice(
+        "a notice about this reply".into(),
+    )));
+    let t = render(&app, 70, 18);
+    let screen = format!("{}", t.backend());
+    assert!(
+        screen.find("a notice about").unwrap() < screen.find("▾ thinking").unwrap(),
+        "{screen}"
+    );
+    insta::assert_snapshot!("latent_thoughts_shown", t.backend());
+    for ev in events[first_token + 3..].iter().cloned() {
+        app.update(Action::Gen(ev));
+    }
+    press(&mut app, KeyCode::Char('t'), KeyModifiers::CONTROL);
+    assert!(!app.show_thoughts);
+    let t = render(&app, 70, 28);
+    let screen = format!("{}", t.backend());
+    assert!(!screen.contains("thought 1:"), "{screen}");
+    insta::assert_snapshot!("latent_thoughts_hidden", t.backend());
+    press(&mut app, KeyCode::Char('t'), KeyModifiers::CONTROL);
+    assert!(format!("{}", render(&app, 70, 40).backend()).contains("thought 2: reply (0.77)"));
 }

@@ -4,7 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::engine::{ChatMessage, Role};
+use crate::engine::{ChatMessage, Role, ThoughtToken};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -22,6 +22,9 @@ pub struct Entry {
     pub stats: Option<String>,
     /// Attachments shown on the message but not given to the model.
     pub not_sent: bool,
+    /// Latent mode's continuous thoughts before this reply, each rounded to its nearest tokens
+    /// (shown, not saved with the session).
+    pub thoughts: Vec<Vec<ThoughtToken>>,
     /// Bumped on every change (the render cache's key).
     pub version: u64,
 }
@@ -74,9 +77,36 @@ impl Chat {
             msg,
             stats: None,
             not_sent: false,
+            thoughts: Vec::new(),
             version,
         });
         self.scroll = 0;
+    }
+
+    /// A notice about the reply being written, placed just above it.
+    pub fn notice_before_reply(&mut self, text: impl Into<String>) {
+        let at = self
+            .entries
+            .iter()
+            .rposition(|e| e.kind == EntryKind::Message && e.msg.role == Role::Assistant);
+        self.notice(text);
+        if let Some(at) = at {
+            if let Some(n) = self.entries.pop() {
+                self.entries.insert(at, n);
+                let mut cache = self.cache.borrow_mut();
+                if cache.len() > at {
+                    cache.insert(at, None);
+                }
+            }
+        }
+    }
+
+    /// Marks every reply with thoughts changed (their thinking lines are drawn anew).
+    pub fn touch_thoughts(&mut self) {
+        let v = self.version();
+        for e in self.entries.iter_mut().filter(|e| !e.thoughts.is_empty()) {
+            e.version = v;
+        }
     }
 
     pub fn notice(&mut self, text: impl Into<String>) {

@@ -4,7 +4,7 @@
 
 use super::effect::{Effect, Job, Outcome};
 use super::App;
-use crate::engine::ChatMessage;
+use crate::engine::{ChatMessage, LatentMode};
 use crate::tui::codepane::PaneContent;
 use crate::tui::slash::{Command, COMMANDS};
 use crate::tui::theme::Theme;
@@ -13,7 +13,7 @@ use crate::tui::theme::Theme;
 pub fn help_text() -> String {
     let mut s = String::from(
         "Keys: Enter send · Shift+Enter, Alt+Enter or Ctrl+J newline · Esc stop the reply · Ctrl+C stop, twice quit · \
-         Ctrl+O code pane · F2 focus code pane (↑/↓ symbols, Enter adds one to the prompt) · Alt+←/→ resize pane · \
+         Ctrl+O code pane · Ctrl+T show/hide latent thoughts · F2 focus code pane (↑/↓ symbols, Enter adds one to the prompt) · Alt+←/→ resize pane · \
          PgUp/PgDn scroll · Tab complete · Backspace on empty input drops the last chip.\nCommands:",
     );
     for (n, a, h) in COMMANDS {
@@ -98,12 +98,33 @@ impl App {
         self.notice(text);
     }
 
-    fn set_latent(&mut self, v: Option<bool>) {
-        self.latent = v.unwrap_or(!self.latent);
-        self.notice(format!(
-            "latent reasoning mode {}",
-            if self.latent { "on" } else { "off" }
-        ));
+    /// `/latent on|off|auto` sets the mode and says what it will do with this model; `/latent`
+    /// alone says the mode.
+    fn set_latent(&mut self, v: Option<LatentMode>) {
+        if let Some(m) = v {
+            self.latent = m;
+        }
+        let spec = self.engine.as_ref().ok().and_then(|i| i.latent);
+        let model = self.model_name().to_string();
+        let what = match (self.latent, spec) {
+            (LatentMode::Off, _) => "replies use token mode".to_string(),
+            (_, Some(s)) => format!(
+                "{model} was latent-trained: {} continuous thoughts per reply",
+                s.max_thoughts()
+            ),
+            (LatentMode::On, None) => format!(
+                "but {model} was not latent-trained (no latent.json), so replies fail until /latent off or auto"
+            ),
+            (LatentMode::Auto, None) => {
+                format!("{model} was not latent-trained (no latent.json), so replies use token mode")
+            }
+        };
+        let msg = format!("latent reasoning mode {}: {what}", self.latent.name());
+        if self.latent == LatentMode::On && spec.is_none() {
+            self.error(msg);
+        } else {
+            self.notice(msg);
+        }
     }
 
     fn theme_command(&mut self, name: Option<String>) {

@@ -17,6 +17,7 @@ impl App {
         match key.code {
             KeyCode::Char('c') if ctrl => return Some(Action::Interrupt),
             KeyCode::Char('o') if ctrl => return Some(Action::ToggleCodePane),
+            KeyCode::Char('t') if ctrl => return Some(Action::ToggleThoughts),
             KeyCode::F(2) => return Some(Action::FocusCodePane),
             KeyCode::Left if alt => return Some(Action::ResizeCodePane(-5)),
             KeyCode::Right if alt => return Some(Action::ResizeCodePane(5)),

@@ -26,7 +26,7 @@ use crossterm::event::KeyEvent;
 use ratatui_image::picker::Picker;
 
 use crate::config::Config;
-use crate::engine::{ChatMessage, ContextSnippet, EngineInfo, GenEvent, TokenCounter};
+use crate::engine::{ChatMessage, ContextSnippet, EngineInfo, GenEvent, LatentMode, TokenCounter};
 use crate::tui::codepane::{FileView, PaneContent};
 use crate::tui::slash::CompletionSources;
 use crate::tui::theme::Theme;
@@ -64,6 +64,8 @@ pub enum Action {
     /// Ctrl+C: stop the reply; twice quits.
     Interrupt,
     ToggleCodePane,
+    /// Ctrl+T: show or hide the thoughts of latent-mode replies.
+    ToggleThoughts,
     FocusCodePane,
     ResizeCodePane(i16),
     ScrollChat(i32),
@@ -107,7 +109,9 @@ pub struct App {
     pub focus: Focus,
     pub gen: GenState,
     pub cancel: Arc<AtomicBool>,
-    pub latent: bool,
+    pub latent: LatentMode,
+    /// Latent-mode replies show one line per thought (else one summary line).
+    pub show_thoughts: bool,
     pub tok_per_s: Option<f64>,
     pub ctrl_c_at: Option<Instant>,
     pub picker: Picker,
@@ -127,6 +131,7 @@ impl App {
         };
         Self {
             latent: config.latent,
+            show_thoughts: true,
             code: CodePane::new(config.code_pane_percent),
             composer: Composer::new(&theme),
             chat: Chat::new(crate::tui::session::new_name()),
@@ -180,6 +185,10 @@ impl App {
                 if !self.code.visible {
                     self.focus = Focus::Composer;
                 }
+            }
+            Action::ToggleThoughts => {
+                self.show_thoughts = !self.show_thoughts;
+                self.chat.touch_thoughts();
             }
             Action::FocusCodePane => {
                 if self.focus == Focus::CodePane || self.code.content.is_none() {

@@ -131,6 +131,7 @@ impl App {
         self.effects.push(Effect::Generate(GenRequest {
             messages,
             latent: self.latent,
+            latent_min_cosine: self.config.latent_min_cosine,
             max_new_tokens: self.config.max_new_tokens,
             sampling: Sampling {
                 temperature: self.config.temperature,
@@ -147,6 +148,12 @@ impl App {
         let v = self.chat.version();
         match ev {
             GenEvent::Prompt { tokens } => self.chat.context_used = tokens,
+            GenEvent::Thought { candidates, .. } => {
+                if let Some(e) = self.chat.last_reply(v) {
+                    e.thoughts.push(candidates);
+                }
+            }
+            GenEvent::Notice(n) => self.chat.notice_before_reply(n),
             GenEvent::Token { text } => {
                 if self.gen == GenState::Waiting {
                     self.gen = GenState::Streaming;
@@ -161,12 +168,16 @@ impl App {
                 tok_per_s,
                 first_token_ms,
                 cancelled,
+                thoughts,
             } => {
                 self.gen = GenState::Idle;
                 self.tok_per_s = Some(tok_per_s);
                 let mut stats = format!(
                     "{tokens} tokens · {tok_per_s:.1} tok/s · first token {first_token_ms:.0} ms"
                 );
+                if thoughts > 0 {
+                    stats.push_str(&format!(" · {thoughts} thoughts"));
+                }
                 if cancelled {
                     stats.push_str(" · stopped");
                 }
