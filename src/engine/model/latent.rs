@@ -124,9 +124,11 @@ impl ModelEngine {
         let prompt_len = segments_len(&prompt, self.model.config().hidden_size) + thoughts + 2;
         sink(GenEvent::Prompt { tokens: prompt_len });
         let opts = self.options(req, self.info.context_limit.saturating_sub(prompt_len));
-        if self.latent.rounder.is_none() {
-            self.latent.rounder = Some(ThoughtRounder::from_model(&self.model)?);
-        }
+        // Built on the first latent reply and kept (an early error return only rebuilds it).
+        let rounder = match self.latent.rounder.take() {
+            Some(r) => r,
+            None => ThoughtRounder::from_model(&self.model)?,
+        };
         let mut cpu;
         let decoder: &mut dyn Decoder = match self.decoder.as_mut() {
             Some(d) => d.as_mut(),
@@ -134,9 +136,6 @@ impl ModelEngine {
                 cpu = CpuModel::new(&self.model)?;
                 &mut cpu
             }
-        };
-        let Some(rounder) = self.latent.rounder.as_ref() else {
-            bail!("no thought rounder");
         };
         let tokenizer = &*self.tokenizer;
         let sink = RefCell::new(sink);
@@ -148,7 +147,7 @@ impl ModelEngine {
         let declined = Cell::new(false);
         let mut index = 0;
         let on_thought = |h: &[f32]| {
-            let candidates = round(rounder, tokenizer, h);
+            let candidates = round(&rounder, tokenizer, h);
             let top = candidates.first().map_or(0.0, |c| c.score);
             if weakest.get().is_none_or(|(_, s)| top < s) {
                 weakest.set(Some((index, top)));
@@ -185,11 +184,12 @@ impl ModelEngine {
             gate,
             |id| text.push(id, &mut |ev| emit(ev)),
         )?;
-        if declined.get() && out.stats.stop == StopReason::Callback {
-            return Ok(false);
+        let declined = declined.get() && out.stats.stop == StopReason::Callback;
+        if !declined {
+            text.finish(&out.stats, out.thoughts.len(), &mut |ev| emit(ev))?;
         }
-        text.finish(&out.stats, out.thoughts.len(), &mut |ev| emit(ev))?;
-        Ok(true)
+        self.latent.rounder = Some(rounder);
+        Ok(!declined)
     }
 }
 
