@@ -288,6 +288,40 @@ fn resume_reopens_the_last_conversation() {
     t.wait_for("EXIT-CODE=0", Duration::from_secs(20));
 }
 
+/// `/latent on` with the scripted engine (two fixed, made-up thoughts): the thinking lines show
+/// above the reply, Ctrl+T folds them into one line, and the status bar says the mode. The
+/// scripted engine is not a model: this checks the terminal path, not thoughts of a real chain.
+#[test]
+fn latent_thoughts_show_and_fold_in_a_real_terminal() {
+    require_tmux!();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("l.json");
+    let t = start(dir.path(), 0, &log);
+    t.wait_for("latent off", Duration::from_secs(20));
+    t.type_text("/latent on");
+    t.send(&["Enter"]);
+    t.wait_for("latent on ·", Duration::from_secs(10));
+    t.type_text("/clear");
+    t.send(&["Enter"]);
+    t.type_text("think first");
+    t.send(&["Enter"]);
+    let s = t.wait_for("first token", Duration::from_secs(20));
+    assert!(
+        s.contains("thought 1: echo (0.82) · scripted (0.41) · every (0.30)"),
+        "{s}"
+    );
+    assert!(s.contains("2 thoughts"), "{s}");
+    t.send(&["C-t"]);
+    let s = t.wait_for(
+        "▸ thinking · 2 thoughts: echo → reply",
+        Duration::from_secs(10),
+    );
+    assert!(!s.contains("thought 1:"), "{s}");
+    t.type_text("/quit");
+    t.send(&["Enter"]);
+    t.wait_for("EXIT-CODE=0", Duration::from_secs(20));
+}
+
 /// Attachments are decoded and sessions written off the UI thread (as jobs); their results still
 /// reach the screen, and `/save` writes the file.
 #[test]
