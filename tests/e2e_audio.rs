@@ -3,11 +3,7 @@
 //! `tritter encode audio` writes the probe's tensors (codes that re-encode the same from the
 //! written samples, a decoded clip), and a silent clip gets no clip-specific answer. Accuracy
 //! over the whole held-out set is measured by the training run (`assets/audio-demo/eval.json`),
-//! not here.
-//!
-//! The demo model is not committed yet (issue #15: the first text model trained on the demo
-//! codec's tokens did not learn to transcribe), so the tests that read it are ignored until
-//! `scripts/train-audio-demo.sh` produces one that does; the refusal test runs on its own clip.
+//! not here. The refusal test (a model without a codec) runs on its own clip.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -85,7 +81,6 @@ fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
 }
 
 #[test]
-#[ignore = "needs assets/audio-demo (scripts/train-audio-demo.sh); not committed yet, issue #15"]
 fn p_audio_transcribes_held_out_clips() {
     let ex = examples();
     assert!(ex.len() >= 4);
@@ -94,7 +89,6 @@ fn p_audio_transcribes_held_out_clips() {
 }
 
 #[test]
-#[ignore = "needs assets/audio-demo (scripts/train-audio-demo.sh); not committed yet, issue #15"]
 fn a_silent_clip_is_not_transcribed_as_the_examples() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("silence.wav");
@@ -109,7 +103,6 @@ fn a_silent_clip_is_not_transcribed_as_the_examples() {
 }
 
 #[test]
-#[ignore = "needs assets/audio-demo (scripts/train-audio-demo.sh); not committed yet, issue #15"]
 fn encode_audio_writes_the_probe_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o.safetensors");

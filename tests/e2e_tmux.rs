@@ -430,7 +430,6 @@ fn img_reaches_the_vision_demo_model_in_a_real_terminal() {
 /// The audio demo model in a real terminal: `/audio` attaches a held-out DTMF clip, the question
 /// is sent with it, and the reply is the clip's digits.
 #[test]
-#[ignore = "needs assets/audio-demo (scripts/train-audio-demo.sh); not committed yet, issue #15"]
 fn audio_reaches_the_audio_demo_model_in_a_real_terminal() {
     require_tmux!();
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/audio-demo");
