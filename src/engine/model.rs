@@ -130,10 +130,7 @@ impl ModelEngine {
     /// tokenizer_config.json with a chat template).
     pub fn load_dir(dir: &Path, device: &Device, device_name: &str) -> Result<Self> {
         let ck = tritter_model::load_model(dir, device)?;
-        let tk_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tk_path)
-            .map_err(|e| anyhow!("{}: {e}", tk_path.display()))
-            .context("loading the tokenizer")?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let format = ChatFormat::for_dir(dir)?;
         let name = dir
             .file_name()
@@ -277,6 +274,13 @@ impl ModelEngine {
         };
         text.finish(&stats, 0, sink)
     }
+}
+
+/// Loads a checkpoint's `tokenizer.json`; errors name the file.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    Tokenizer::from_file(path)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
+        .context("loading the tokenizer")
 }
 
 #[cfg(test)]
