@@ -46,6 +46,9 @@ pub struct ModelEngine {
 mod latent;
 mod prompt_media;
 mod stream;
+mod tokenizer;
+
+pub use tokenizer::load_tokenizer;
 
 impl ModelEngine {
     /// Assembles an engine from its parts; `name`/`description` are what the UI shows.
@@ -274,13 +277,6 @@ impl ModelEngine {
         };
         text.finish(&stats, 0, sink)
     }
-}
-
-/// Loads a checkpoint's `tokenizer.json`; errors name the file.
-pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    Tokenizer::from_file(path)
-        .map_err(|e| anyhow!("{}: {e}", path.display()))
-        .context("loading the tokenizer")
 }
 
 #[cfg(test)]
