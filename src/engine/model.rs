@@ -7,7 +7,7 @@
 
 use crate::engine::chat_format::ChatFormat;
 use crate::engine::{Engine, EngineInfo, GenEvent, GenRequest, TokenCounter};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
