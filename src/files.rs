@@ -22,8 +22,27 @@ pub fn read_text_file(path: &Path) -> anyhow::Result<String> {
             human_bytes(MAX_FILE_BYTES)
         );
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    // A device or FIFO reports length 0 and may never end (`/dev/zero`): regular files only,
+    // and never more than the limit read even if the file grows meanwhile.
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{} is not a regular file (a device, FIFO or socket); not opened",
+            path.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE_BYTES + 1), &mut bytes)
+        })
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        anyhow::bail!(
+            "{} grew past the {} limit while it was read; not opened",
+            path.display(),
+            human_bytes(MAX_FILE_BYTES)
+        );
+    }
     check_text(path, bytes)
 }
 
@@ -140,6 +159,14 @@ mod tests {
         assert!(e.contains("cannot open"), "{e}");
         let e = read_text_file(dir.path()).unwrap_err().to_string();
         assert!(e.contains("directory"), "{e}");
+        // A device of length 0 that never ends: `/file /dev/zero` used to read without end
+        // (found while writing the TUI soak).
+        if Path::new("/dev/zero").exists() {
+            let e = read_text_file(Path::new("/dev/zero"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
     }
 
     #[test]

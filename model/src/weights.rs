@@ -69,6 +69,18 @@ impl TensorStore {
             files.sort_unstable();
             files.dedup();
             for f in files {
+                // A shard is a file of the checkpoint: never an absolute path or `..` that
+                // would read anything else on the machine.
+                let inside = !f.is_empty()
+                    && Path::new(f)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !inside {
+                    return Err(Error::Safetensors {
+                        path: index.clone(),
+                        msg: format!("shard {f:?} is not a file inside the checkpoint directory"),
+                    });
+                }
                 tensors.extend(read_safetensors(&dir.join(f), device)?);
             }
         } else {

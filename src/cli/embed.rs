@@ -15,8 +15,7 @@ pub fn run(model_dir: Option<&Path>, text: &str, device: &Device) -> Result<()> 
             let ck = tritter_model::load_model(dir, device)
                 .with_context(|| format!("loading model {}", dir.display()))?;
             let p = dir.join("tokenizer.json");
-            let tk = tokenizers::Tokenizer::from_file(&p)
-                .map_err(|e| anyhow!("{}: {e}", p.display()))?;
+            let tk = crate::engine::model::load_tokenizer(&p)?;
             (ck.model, tk, dir.display().to_string())
         }
         None => {

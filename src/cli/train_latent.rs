@@ -186,8 +186,7 @@ pub fn score(
     use tritter_model::latent::{generate_latent, LatentOptions};
     use tritter_model::{CpuModel, GenerateOptions, SamplingParams, Segment};
     let ck = tritter_model::load_model(model_dir, &Device::Cpu)?;
-    let tk = Tokenizer::from_file(model_dir.join("tokenizer.json"))
-        .map_err(|e| anyhow::anyhow!("{}: tokenizer: {e}", model_dir.display()))?;
+    let tk = crate::engine::model::load_tokenizer(&model_dir.join("tokenizer.json"))?;
     let id = |t: &str| tk.token_to_id(t).with_context(|| format!("no {t} token"));
     let (bot, eot, end) = (id("<bot>")?, id("<eot>")?, id("<|end|>")?);
     let mut cpu = CpuModel::new(&ck.model)?;

@@ -89,7 +89,7 @@ fn load_pixels(paths: &[PathBuf], side: usize) -> Result<Vec<Tensor>> {
         .collect()
 }
 
-fn load_config(path: &Path, overrides: &[String]) -> Result<VqConfig> {
+pub fn load_config(path: &Path, overrides: &[String]) -> Result<VqConfig> {
     let (mut cfg, fix): (VqConfig, _) = crate::cli::train::read_config(path, overrides)?;
     cfg.run.dir = fix(&cfg.run.dir);
     cfg.data.train = fix(&cfg.data.train);

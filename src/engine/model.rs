@@ -7,7 +7,7 @@
 
 use crate::engine::chat_format::ChatFormat;
 use crate::engine::{Engine, EngineInfo, GenEvent, GenRequest, TokenCounter};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -46,6 +46,9 @@ pub struct ModelEngine {
 mod latent;
 mod prompt_media;
 mod stream;
+mod tokenizer;
+
+pub use tokenizer::load_tokenizer;
 
 impl ModelEngine {
     /// Assembles an engine from its parts; `name`/`description` are what the UI shows.
@@ -130,10 +133,7 @@ impl ModelEngine {
     /// tokenizer_config.json with a chat template).
     pub fn load_dir(dir: &Path, device: &Device, device_name: &str) -> Result<Self> {
         let ck = tritter_model::load_model(dir, device)?;
-        let tk_path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&tk_path)
-            .map_err(|e| anyhow!("{}: {e}", tk_path.display()))
-            .context("loading the tokenizer")?;
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let format = ChatFormat::for_dir(dir)?;
         let name = dir
             .file_name()

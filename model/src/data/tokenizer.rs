@@ -52,9 +52,18 @@ where
     Ok(Tokenizer::from(tok))
 }
 
-/// Load a `tokenizer.json`.
+/// Load a `tokenizer.json`. The tokenizers crate panics on some malformed files (found by
+/// fuzzing): that is an error too.
 pub fn load(path: &Path) -> Result<Tokenizer, DataError> {
-    Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
+    let loaded = std::panic::catch_unwind(|| Tokenizer::from_file(path)).map_err(|_| {
+        DataError::Tokenizer {
+            message: format!(
+                "loading {}: malformed (the tokenizer library failed on it)",
+                path.display()
+            ),
+        }
+    })?;
+    loaded.map_err(|e| DataError::Tokenizer {
         message: format!("loading {}: {e}", path.display()),
     })
 }

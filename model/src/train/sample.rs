@@ -20,8 +20,7 @@ pub fn complete(
 ) -> Result<Vec<(String, String)>, TrainError> {
     let ck = load_model(dir, device)?;
     let tp = dir.join("tokenizer.json");
-    let tok = tokenizers::Tokenizer::from_file(&tp)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", tp.display())))?;
+    let tok = crate::data::tokenizer::load(&tp).map_err(|e| TrainError::Config(e.to_string()))?;
     let opts = GenerateOptions {
         max_new_tokens: max_new,
         sampling: SamplingParams::greedy(),
