@@ -191,7 +191,12 @@ pub fn run(cli: Cli) -> Result<()> {
             "audio_text" => train_audio::train(config, &cli.overrides, cli.device.as_deref()),
             "codec" => train_codec::train(config, &cli.overrides, cli.device.as_deref()),
             "vqvae" => train_vqvae::train(config, &cli.overrides, cli.device.as_deref()),
-            "latent" => train_latent::train(config, &cli.overrides, cli.device.as_deref()),
+            "latent" => train_latent::train(
+                config,
+                &cli.overrides,
+                cli.resume,
+                cli.device.as_deref(),
+            ),
             other => bail!(
                 "{}: task = \"{other}\" is not one of text, image_text, audio_text, vqvae, codec, latent",
                 config.display()

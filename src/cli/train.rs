@@ -19,7 +19,7 @@ extern "C" fn on_sigint(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_sigint() {
+pub(crate) fn install_sigint() {
     // SAFETY: the handler only stores to a static atomic, which is async-signal-safe; `signal`
     // is given a valid `extern "C"` function pointer of the required signature.
     unsafe {
@@ -28,6 +28,11 @@ fn install_sigint() {
             on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t,
         );
     }
+}
+
+/// Set by Ctrl-C once [`install_sigint`] ran: training loops finish their step and stop.
+pub(crate) fn stop_flag() -> &'static AtomicBool {
+    &STOP
 }
 
 struct Bar {

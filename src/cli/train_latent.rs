@@ -4,7 +4,11 @@
 //! question (Tritter's chat format up to the assistant's turn), then each written step as its own
 //! line, then the answer and `<|end|>` — the pieces the curriculum (`[latent]`,
 //! `tritter_model::train::latent_loop`) turns into `<bot>`, thoughts and `<eot>` stage by stage.
-//! The model is written to `RUN/final/`, the step records to `RUN/metrics.jsonl`.
+//! The model is written to `RUN/final/` and, at the end of each stage `s`, to
+//! `RUN/stages/stage-s/` (stage 0 is the model trained on written reasoning alone); the step
+//! records go to `RUN/metrics.jsonl`. Resumable checkpoints (`[checkpoint] every`, and at every
+//! stage's end and on Ctrl-C) go to `RUN/checkpoints/`; `--resume` continues exactly where one
+//! left off, inside a stage or across a stage switch.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -18,6 +22,9 @@ use tritter_model::train::latent::{
     read_records, LatentConfig, LatentIds, LatentProblem, LatentRecord,
 };
 use tritter_model::train::latent_loop::LatentRun;
+use tritter_model::train::optim::AdamW;
+use tritter_model::train::state::{self, TrainState};
+use tritter_model::train::TrainError;
 use tritter_model::weights::Params;
 
 use crate::cli::train_vision::{train_tokenizer, StepLog};
@@ -71,8 +78,15 @@ pub fn problem(r: &LatentRecord, tk: &Tokenizer) -> Result<LatentProblem> {
     })
 }
 
-/// `tritter --train` for `task = "latent"`.
-pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Result<()> {
+/// `tritter --train` for `task = "latent"`; `resume` continues from the newest checkpoint under
+/// `RUN/checkpoints/` (the same config and data: the tokenizer trained again must equal the one
+/// saved).
+pub fn train(
+    config: &Path,
+    overrides: &[String],
+    resume: bool,
+    device: Option<&str>,
+) -> Result<()> {
     let cfg = load_config(config, overrides)?;
     let dev = match device {
         Some(name) => {
@@ -84,17 +98,10 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
     let test = cfg.data.test.as_deref().map(read_records).transpose()?;
     std::fs::create_dir_all(&cfg.run.dir)
         .with_context(|| format!("creating {}", cfg.run.dir.display()))?;
-    let replies: Vec<String> = records.iter().map(written_reply).collect();
-    let pairs: Vec<(&str, &str)> = records
-        .iter()
-        .zip(&replies)
-        .map(|(r, t)| (r.question.as_str(), t.as_str()))
-        .collect();
-    let (tk, layout) = train_tokenizer(&pairs, cfg.data.vocab_size, 0, 0)?;
+    let ckpts = cfg.run.dir.join("checkpoints");
+    let found = if resume { state::latest(&ckpts)? } else { None };
+    let (tk, layout) = tokenizer(&cfg, &records, found.is_some())?;
     let tk_dir = cfg.run.dir.join("tokenizer");
-    std::fs::create_dir_all(&tk_dir)?;
-    tk.save(tk_dir.join("tokenizer.json"), false)
-        .map_err(|e| anyhow::anyhow!("saving the tokenizer: {e}"))?;
     let mut text_cfg = cfg.model.preset_config()?;
     text_cfg.vocab_size = (layout.total() as usize).max(tk.get_vocab_size(true));
     text_cfg.max_position_embeddings = text_cfg.max_position_embeddings.min(1024);
@@ -102,21 +109,20 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         .iter()
         .map(|r| problem(r, &tk))
         .collect::<Result<Vec<_>>>()?;
-    let c = cfg.latent.thoughts_per_step;
-    let longest = problems
-        .iter()
-        .map(|p| p.question.len() + p.steps.iter().map(Vec::len).sum::<usize>() + p.answer.len())
-        .max()
-        .unwrap_or(0)
-        + 2
-        + c * cfg.latent.stages;
-    if longest > text_cfg.max_position_embeddings {
-        bail!(
-            "the longest sequence is {longest} positions, over the model's {}",
-            text_cfg.max_position_embeddings
-        );
-    }
-    let params = Params::init(&text_cfg, cfg.run.seed, cfg.model.init_std, &dev)?;
+    check_lengths(&cfg, &text_cfg, &problems)?;
+    let (params, st, moments) = match &found {
+        Some((_, dir)) => {
+            let l = state::load(dir, &text_cfg, &dev)?;
+            eprintln!("resuming from {} (step {})", dir.display(), l.state.step);
+            (l.params, Some(l.state), Some(l.moments))
+        }
+        None => (
+            Params::init(&text_cfg, cfg.run.seed, cfg.model.init_std, &dev)?,
+            None,
+            None,
+        ),
+    };
+    let (done, mut tokens) = st.map_or((0, 0), |s| (s.step, s.tokens));
     let run = LatentRun {
         text_cfg: &text_cfg,
         params: &params,
@@ -124,29 +130,68 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         problems: &problems,
         ids: LatentIds::new(&layout),
     };
+    let mut adam = run.optimizer()?;
+    if let Some(m) = moments {
+        adam.restore(run.adam_steps(done), m)?;
+    }
+    let spec = |stages| LatentSpec {
+        thoughts_per_step: cfg.latent.thoughts_per_step,
+        stages,
+    };
     let per_stage = run.stage_steps();
     let total = per_stage * (cfg.latent.stages as u64 + 1);
-    let stop = AtomicBool::new(false);
-    let mut log = StepLog::new(total, cfg.train.log_every);
-    let losses = run.train(&stop, |s| {
-        log.step(&ImageStep {
-            step: s.stage as u64 * per_stage + s.step,
-            loss: s.loss,
-            lr: s.lr,
-            grad_norm: s.grad_norm,
-        })
-    })?;
-    log.finish(&cfg.run.dir.join("metrics.jsonl"))?;
+    let metrics = cfg.run.dir.join("metrics.jsonl");
+    let mut log = StepLog::new(total, cfg.train.log_every).resumed(&metrics, done)?;
+    let mut saved = done;
+    crate::cli::train::install_sigint();
+    let losses = run.train_from(
+        &mut adam,
+        done,
+        crate::cli::train::stop_flag(),
+        &mut |s, adam| {
+            let global = s.stage as u64 * per_stage + s.step;
+            tokens += s.tokens;
+            log.step(&ImageStep {
+                step: global,
+                loss: s.loss,
+                lr: s.lr,
+                grad_norm: s.grad_norm,
+            });
+            let every = cfg.checkpoint.every;
+            let stage_end = s.step == per_stage;
+            if stage_end || (every > 0 && global.is_multiple_of(every)) {
+                checkpoint(&cfg, global, tokens, &params, adam)?;
+                log.save(&metrics)
+                    .map_err(|e| TrainError::Checkpoint(format!("{e:#}")))?;
+                saved = global;
+            }
+            if stage_end {
+                let dir = cfg
+                    .run
+                    .dir
+                    .join("stages")
+                    .join(format!("stage-{}", s.stage));
+                tritter_model::save_checkpoint(&dir, &text_cfg, &params, Some(&tk_dir))
+                    .and_then(|()| spec(s.stage).save(&dir))
+                    .map_err(TrainError::from)?;
+            }
+            Ok(())
+        },
+    )?;
+    log.finish(&metrics)?;
+    let reached = done + losses.len() as u64;
+    if reached < total {
+        if reached > saved {
+            checkpoint(&cfg, reached, tokens, &params, &adam)?;
+        }
+        eprintln!("stopped at step {reached} of {total}; `--resume` continues");
+        return Ok(());
+    }
     let final_dir = cfg.run.dir.join("final");
     tritter_model::save_checkpoint(&final_dir, &text_cfg, &params, Some(&tk_dir))?;
-    LatentSpec {
-        thoughts_per_step: c,
-        stages: cfg.latent.stages,
-    }
-    .save(&final_dir)?;
+    spec(cfg.latent.stages).save(&final_dir)?;
     eprintln!(
-        "{} steps over stages 0..={}, last loss {:.4}; model: {}",
-        losses.len(),
+        "{total} steps over stages 0..={}, last loss {:.4}; model: {}",
         cfg.latent.stages,
         losses.last().copied().unwrap_or(f64::NAN),
         final_dir.display()
@@ -158,6 +203,84 @@ pub fn train(config: &Path, overrides: &[String], device: Option<&str>) -> Resul
         println!("{json}");
     }
     Ok(())
+}
+
+/// The run's tokenizer: trained on the records (deterministically) and saved to
+/// `RUN/tokenizer/`; on resume it must equal the one saved, or the checkpoint's ids would mean
+/// other text.
+fn tokenizer(
+    cfg: &LatentConfig,
+    records: &[LatentRecord],
+    resuming: bool,
+) -> Result<(Tokenizer, tritter_model::vocab::VocabLayout)> {
+    let replies: Vec<String> = records.iter().map(written_reply).collect();
+    let pairs: Vec<(&str, &str)> = records
+        .iter()
+        .zip(&replies)
+        .map(|(r, t)| (r.question.as_str(), t.as_str()))
+        .collect();
+    let (tk, layout) = train_tokenizer(&pairs, cfg.data.vocab_size, 0, 0)?;
+    let tk_dir = cfg.run.dir.join("tokenizer");
+    let path = tk_dir.join("tokenizer.json");
+    let json = tk
+        .to_string(false)
+        .map_err(|e| anyhow::anyhow!("serialising the tokenizer: {e}"))?;
+    if resuming {
+        let saved = std::fs::read_to_string(&path)
+            .with_context(|| format!("resuming needs {}", path.display()))?;
+        if saved != json {
+            bail!(
+                "{}: the tokenizer trained on [data] train differs from the run's; the data \
+                 changed since the checkpoint",
+                path.display()
+            );
+        }
+    } else {
+        std::fs::create_dir_all(&tk_dir)?;
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok((tk, layout))
+}
+
+/// Fails when the longest sequence of the last stage would not fit the model's positions.
+fn check_lengths(
+    cfg: &LatentConfig,
+    text_cfg: &tritter_model::Config,
+    problems: &[LatentProblem],
+) -> Result<()> {
+    let longest = problems
+        .iter()
+        .map(|p| p.question.len() + p.steps.iter().map(Vec::len).sum::<usize>() + p.answer.len())
+        .max()
+        .unwrap_or(0)
+        + 2
+        + cfg.latent.thoughts_per_step * cfg.latent.stages;
+    if longest > text_cfg.max_position_embeddings {
+        bail!(
+            "the longest sequence is {longest} positions, over the model's {}",
+            text_cfg.max_position_embeddings
+        );
+    }
+    Ok(())
+}
+
+/// Writes the resumable checkpoint after `step` steps (over all stages) and prunes old ones.
+fn checkpoint(
+    cfg: &LatentConfig,
+    step: u64,
+    tokens: u64,
+    params: &Params,
+    adam: &AdamW,
+) -> std::result::Result<(), TrainError> {
+    let root = cfg.run.dir.join("checkpoints");
+    let st = TrainState {
+        step,
+        data_pos: step,
+        tokens,
+        seed: cfg.run.seed,
+    };
+    state::save(&state::step_dir(&root, step), &st, params, adam.moments())?;
+    state::prune(&root, cfg.checkpoint.keep)
 }
 
 /// Held-out accuracy of the latent-trained checkpoint in `model_dir` on `records` in latent

@@ -386,6 +386,35 @@ impl StepLog {
         }
     }
 
+    /// Continues the records of a resumed run: the rows of `path` up to step `done` are kept
+    /// (later ones were logged after the checkpoint and will be logged again).
+    pub(crate) fn resumed(mut self, path: &Path, done: u64) -> Result<Self> {
+        if done == 0 {
+            return Ok(self);
+        }
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for line in text.lines() {
+            let step = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64));
+            if step.is_some_and(|s| s <= done) {
+                self.log.push_str(line);
+                self.log.push('\n');
+            }
+        }
+        self.bar.set_position(done);
+        Ok(self)
+    }
+
+    /// Writes the records so far to `path` (atomically: beside it, then renamed), so a run
+    /// killed after a checkpoint keeps its rows up to it.
+    pub(crate) fn save(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, &self.log)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     /// Ends the bar and writes the records to `path`.
     pub(crate) fn finish(self, path: &Path) -> Result<()> {
         self.bar.finish();

@@ -170,7 +170,7 @@ impl<'de> Deserialize<'de> for LatentMode {
 }
 
 /// One token a continuous thought is near: its text, id and cosine similarity.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ThoughtToken {
     pub token: String,
     pub id: u32,

@@ -1,11 +1,12 @@
 //! Saved conversations: one JSON file per session in `<data dir>/sessions/NAME.json`, written
-//! atomically (temp file + rename). Attachments keep their path and kind, not their decoded data.
+//! atomically (temp file + rename). Attachments keep their path and kind, not their decoded data;
+//! a latent-mode reply keeps its rounded thoughts (files without them still load).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::ChatMessage;
+use crate::engine::{ChatMessage, ThoughtToken};
 
 const VERSION: u32 = 1;
 
@@ -13,7 +14,26 @@ const VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 pub struct SessionFile {
     pub version: u32,
-    pub messages: Vec<ChatMessage>,
+    pub messages: Vec<SavedMessage>,
+}
+
+/// A message as saved: the message and, for a latent-mode reply, its continuous thoughts each
+/// rounded to its nearest tokens (as the chat pane shows them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedMessage {
+    #[serde(flatten)]
+    pub message: ChatMessage,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thoughts: Vec<Vec<ThoughtToken>>,
+}
+
+impl From<ChatMessage> for SavedMessage {
+    fn from(message: ChatMessage) -> Self {
+        SavedMessage {
+            message,
+            thoughts: Vec::new(),
+        }
+    }
 }
 
 pub fn sessions_dir(data_dir: &Path) -> PathBuf {
@@ -36,7 +56,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// Saves messages as session `name`; returns the file written.
-pub fn save(data_dir: &Path, name: &str, messages: &[ChatMessage]) -> anyhow::Result<PathBuf> {
+pub fn save(data_dir: &Path, name: &str, messages: &[SavedMessage]) -> anyhow::Result<PathBuf> {
     check_name(name)?;
     let dir = sessions_dir(data_dir);
     std::fs::create_dir_all(&dir)
@@ -66,7 +86,7 @@ pub fn save(data_dir: &Path, name: &str, messages: &[ChatMessage]) -> anyhow::Re
 }
 
 /// Loads session `name`.
-pub fn load(data_dir: &Path, name: &str) -> anyhow::Result<Vec<ChatMessage>> {
+pub fn load(data_dir: &Path, name: &str) -> anyhow::Result<Vec<SavedMessage>> {
     check_name(name)?;
     let path = sessions_dir(data_dir).join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
@@ -136,7 +156,13 @@ mod tests {
             },
             data: None,
         });
-        let msgs = vec![m, ChatMessage::new(Role::Assistant, "hello")];
+        let mut reply = SavedMessage::from(ChatMessage::new(Role::Assistant, "hello"));
+        reply.thoughts = vec![vec![ThoughtToken {
+            token: " pumpax".into(),
+            id: 7,
+            score: 0.5,
+        }]];
+        let msgs = vec![SavedMessage::from(m), reply];
         save(dir.path(), "one", &msgs).unwrap();
         assert_eq!(load(dir.path(), "one").unwrap(), msgs);
         assert_eq!(list(dir.path()), vec!["one"]);
@@ -152,11 +178,11 @@ mod tests {
     #[test]
     fn a_full_disk_keeps_the_saved_session() {
         let dir = tempfile::tempdir().unwrap();
-        let old = vec![ChatMessage::new(Role::User, "keep me")];
+        let old = vec![ChatMessage::new(Role::User, "keep me").into()];
         save(dir.path(), "kept", &old).unwrap();
         let tmp = sessions_dir(dir.path()).join(".kept.json.tmp");
         std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
-        let new = vec![ChatMessage::new(Role::User, "lost")];
+        let new = vec![ChatMessage::new(Role::User, "lost").into()];
         let e = save(dir.path(), "kept", &new).unwrap_err().to_string();
         let path = sessions_dir(dir.path()).join("kept.json");
         assert_eq!(
@@ -171,6 +197,17 @@ mod tests {
             std::fs::symlink_metadata(&tmp).is_err(),
             "temporary file left"
         );
+    }
+
+    /// A file written before thoughts were saved (no `thoughts` keys) loads with none.
+    #[test]
+    fn files_without_thoughts_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(sessions_dir(dir.path())).unwrap();
+        let text = r#"{"version":1,"messages":[{"role":"user","content":"hi"}]}"#;
+        std::fs::write(sessions_dir(dir.path()).join("old.json"), text).unwrap();
+        let got = load(dir.path(), "old").unwrap();
+        assert_eq!(got, vec![ChatMessage::new(Role::User, "hi").into()]);
     }
 
     #[test]

@@ -533,4 +533,15 @@ fn snapshot_latent_thoughts_shown_and_hidden() {
     insta::assert_snapshot!("latent_thoughts_hidden", t.backend());
     press(&mut app, KeyCode::Char('t'), KeyModifiers::CONTROL);
     assert!(format!("{}", render(&app, 70, 40).backend()).contains("thought 2: reply (0.77)"));
+    // The thoughts are saved with the session and shown again after /load.
+    app.paths.data_dir = Some(dir.path().join("data"));
+    let saved = app.chat.messages();
+    assert!(saved.iter().any(|m| m.thoughts.len() > 1), "{saved:?}");
+    for cmd in ["/save thinking", "/clear", "/load thinking"] {
+        app.update(Action::Paste(cmd.into()));
+        app.composer.popup = None;
+        press(&mut app, KeyCode::Enter, KeyModifiers::NONE);
+    }
+    assert_eq!(app.chat.messages(), saved);
+    assert!(format!("{}", render(&app, 70, 40).backend()).contains("thought 2: reply (0.77)"));
 }

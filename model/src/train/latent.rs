@@ -17,7 +17,7 @@
 //! passes, and its gradient equals finite differences through a 2-thought chain (tests).
 //! The curriculum loop (optimiser reset per stage, mixing earlier stages) is in `latent_loop.rs`.
 
-use super::config::{ModelSection, OptimSection, RunSection, ScheduleSection};
+use super::config::{CheckpointSection, ModelSection, OptimSection, RunSection, ScheduleSection};
 use super::image_text::{ImageDataSection, ImageTrainSection};
 use super::{FullPrecision, TrainError};
 use crate::config::Config;
@@ -81,6 +81,10 @@ pub struct LatentConfig {
     pub data: ImageDataSection,
     #[serde(default)]
     pub latent: LatentSection,
+    /// `[checkpoint]`: resumable state under `RUN/checkpoints/` every `every` steps (counted
+    /// over all stages) and at the end of every stage.
+    #[serde(default)]
+    pub checkpoint: CheckpointSection,
 }
 
 impl LatentConfig {
@@ -101,6 +105,11 @@ impl LatentConfig {
         if self.train.batch_size == 0 || (self.train.steps == 0 && l.epochs_per_stage == 0) {
             return Err(TrainError::Config(
                 "train.batch_size and train.steps (or latent.epochs_per_stage) must be > 0".into(),
+            ));
+        }
+        if self.checkpoint.keep == 0 {
+            return Err(TrainError::Config(
+                "checkpoint.keep must be at least 1".into(),
             ));
         }
         Ok(())

@@ -9,7 +9,9 @@
 //!
 //! Must match: a curriculum run equals its stages run one after another from the same weights,
 //! each with a fresh optimiser (test), so the stage switch is exactly a reset. The data order and
-//! the mixing of a stage are a pure function of (seed, stage, step).
+//! the mixing of a stage are a pure function of (seed, stage, step), so a run resumed from a
+//! checkpoint of its weights and moments after any step ([`LatentRun::train_from`]) equals the
+//! run never stopped, inside a stage and across a stage switch (test).
 
 use super::config::QatMode;
 use super::latent::{
@@ -32,6 +34,8 @@ pub struct LatentStep {
     pub loss: f64,
     pub lr: f64,
     pub grad_norm: f64,
+    /// Tokens in the step's batch (thought slots included).
+    pub tokens: u64,
 }
 
 /// What a curriculum run trains: the text model's config and parameters, the run's config, the
@@ -74,14 +78,50 @@ impl LatentRun<'_> {
         stop: &AtomicBool,
         mut on_step: impl FnMut(&LatentStep),
     ) -> Result<Vec<f64>, TrainError> {
-        self.cfg.validate()?;
         let mut adam = self.optimizer()?;
+        self.train_from(&mut adam, 0, stop, &mut |s, _| {
+            on_step(s);
+            Ok(())
+        })
+    }
+
+    /// Where the run is after `done` optimiser steps over all stages: `(stage, steps done in
+    /// it)`; past the last stage when the run is complete.
+    pub fn place(&self, done: u64) -> (usize, u64) {
+        let per = self.stage_steps().max(1);
+        ((done / per) as usize, done % per)
+    }
+
+    /// Optimiser steps in `AdamW`'s count after `done` steps over all stages: those of the
+    /// current stage when every stage resets the moments, else all of them.
+    pub fn adam_steps(&self, done: u64) -> u64 {
+        if self.cfg.latent.reset_optimizer {
+            self.place(done).1
+        } else {
+            done
+        }
+    }
+
+    /// Runs the curriculum from `done` steps completed (0 for a fresh run; a resumed run passes
+    /// its checkpoint's count and an `adam` restored to [`adam_steps`](Self::adam_steps)).
+    /// `on_step` sees every step with the optimiser after it (to checkpoint) and may fail the
+    /// run. Returns the losses of the steps run.
+    pub fn train_from(
+        &self,
+        adam: &mut AdamW,
+        done: u64,
+        stop: &AtomicBool,
+        on_step: &mut dyn FnMut(&LatentStep, &AdamW) -> Result<(), TrainError>,
+    ) -> Result<Vec<f64>, TrainError> {
+        self.cfg.validate()?;
+        let (first, from) = self.place(done);
         let mut losses = vec![];
-        for stage in 0..=self.cfg.latent.stages {
-            if stage > 0 && self.cfg.latent.reset_optimizer {
-                adam = self.optimizer()?;
+        for stage in first..=self.cfg.latent.stages {
+            let from = if stage == first { from } else { 0 };
+            if stage > 0 && from == 0 && self.cfg.latent.reset_optimizer {
+                *adam = self.optimizer()?;
             }
-            losses.extend(self.train_stage(stage, &mut adam, stop, &mut on_step)?);
+            losses.extend(self.train_stage_from(stage, from, adam, stop, on_step)?);
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -131,13 +171,28 @@ impl LatentRun<'_> {
         stop: &AtomicBool,
         on_step: &mut dyn FnMut(&LatentStep),
     ) -> Result<Vec<f64>, TrainError> {
+        self.train_stage_from(stage, 0, adam, stop, &mut |s, _| {
+            on_step(s);
+            Ok(())
+        })
+    }
+
+    /// The steps `from..` of one stage (see [`train_from`](Self::train_from)).
+    pub fn train_stage_from(
+        &self,
+        stage: usize,
+        from: u64,
+        adam: &mut AdamW,
+        stop: &AtomicBool,
+        on_step: &mut dyn FnMut(&LatentStep, &AdamW) -> Result<(), TrainError>,
+    ) -> Result<Vec<f64>, TrainError> {
         if self.problems.is_empty() {
             return Err(TrainError::Config("[data] train: no problems".into()));
         }
         let steps = self.stage_steps();
         let ternary = self.cfg.train.qat != QatMode::FullPrecision;
         let mut losses = vec![];
-        for step in 0..steps {
+        for step in from..steps {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -147,6 +202,7 @@ impl LatentRun<'_> {
             let text = text_model(self.text_cfg, self.params, ternary)?;
             let l = latent_loss(&text, &refs)?;
             let lv = l.to_scalar::<f32>()? as f64;
+            let tokens = seqs.iter().map(|s| s.ids.len() as u64).sum();
             if !lv.is_finite() {
                 return Err(TrainError::Config(format!(
                     "loss became {lv} at stage {stage}, step {step}"
@@ -157,13 +213,17 @@ impl LatentRun<'_> {
             let grad_norm = optim::clip_grad_norm(&mut g, self.cfg.train.grad_clip)?;
             adam.step(self.params, &g, lr, decay_on)?;
             losses.push(lv);
-            on_step(&LatentStep {
-                stage,
-                step: step + 1,
-                loss: lv,
-                lr,
-                grad_norm,
-            });
+            on_step(
+                &LatentStep {
+                    stage,
+                    step: step + 1,
+                    loss: lv,
+                    lr,
+                    grad_norm,
+                    tokens,
+                },
+                adam,
+            )?;
         }
         Ok(losses)
     }

@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 
 use crate::engine::{ChatMessage, Role, ThoughtToken};
+use crate::tui::session::SavedMessage;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -23,7 +24,7 @@ pub struct Entry {
     /// Attachments shown on the message but not given to the model.
     pub not_sent: bool,
     /// Latent mode's continuous thoughts before this reply, each rounded to its nearest tokens
-    /// (shown, not saved with the session).
+    /// (shown, and saved with the session).
     pub thoughts: Vec<Vec<ThoughtToken>>,
     /// Bumped on every change (the render cache's key).
     pub version: u64,
@@ -126,11 +127,14 @@ impl Chat {
     }
 
     /// Replaces the conversation with saved messages.
-    pub fn load(&mut self, name: &str, messages: Vec<ChatMessage>) {
+    pub fn load(&mut self, name: &str, messages: Vec<SavedMessage>) {
         self.entries.clear();
         self.cache.borrow_mut().clear();
         for m in messages {
-            self.push(EntryKind::Message, m);
+            self.push(EntryKind::Message, m.message);
+            if let Some(e) = self.entries.last_mut() {
+                e.thoughts = m.thoughts;
+            }
         }
         self.session_name = name.to_string();
     }
@@ -140,12 +144,15 @@ impl Chat {
         self.scroll = (self.scroll as i64 + i64::from(lines)).clamp(0, max) as usize;
     }
 
-    /// The conversation's messages (for saving).
-    pub fn messages(&self) -> Vec<ChatMessage> {
+    /// The conversation's messages with their thoughts (for saving).
+    pub fn messages(&self) -> Vec<SavedMessage> {
         self.entries
             .iter()
             .filter(|e| e.kind == EntryKind::Message)
-            .map(|e| e.msg.clone())
+            .map(|e| SavedMessage {
+                message: e.msg.clone(),
+                thoughts: e.thoughts.clone(),
+            })
             .collect()
     }
 

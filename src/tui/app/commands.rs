@@ -4,8 +4,9 @@
 
 use super::effect::{Effect, Job, Outcome};
 use super::App;
-use crate::engine::{ChatMessage, LatentMode};
+use crate::engine::LatentMode;
 use crate::tui::codepane::PaneContent;
+use crate::tui::session::SavedMessage;
 use crate::tui::slash::{Command, COMMANDS};
 use crate::tui::theme::Theme;
 
@@ -233,7 +234,7 @@ impl App {
         }
     }
 
-    fn session_loaded(&mut self, name: String, result: Result<Vec<ChatMessage>, String>) {
+    fn session_loaded(&mut self, name: String, result: Result<Vec<SavedMessage>, String>) {
         match result {
             Ok(msgs) => {
                 let n = msgs.len();

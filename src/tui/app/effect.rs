@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::engine::{Attachment, ChatMessage, GenRequest};
+use crate::engine::{Attachment, GenRequest};
+use crate::tui::session::SavedMessage;
 
 /// Work for the terminal loop.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +28,7 @@ pub enum Job {
     SaveSession {
         dir: PathBuf,
         name: String,
-        messages: Vec<ChatMessage>,
+        messages: Vec<SavedMessage>,
         auto: bool,
     },
     /// Read the session file `name` for `/load`.
@@ -48,7 +49,7 @@ pub enum Outcome {
     },
     SessionLoaded {
         name: String,
-        result: Result<Vec<ChatMessage>, String>,
+        result: Result<Vec<SavedMessage>, String>,
     },
 }
 

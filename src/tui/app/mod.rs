@@ -26,8 +26,9 @@ use crossterm::event::KeyEvent;
 use ratatui_image::picker::Picker;
 
 use crate::config::Config;
-use crate::engine::{ChatMessage, ContextSnippet, EngineInfo, GenEvent, LatentMode, TokenCounter};
+use crate::engine::{ContextSnippet, EngineInfo, GenEvent, LatentMode, TokenCounter};
 use crate::tui::codepane::{FileView, PaneContent};
+use crate::tui::session::SavedMessage;
 use crate::tui::slash::CompletionSources;
 use crate::tui::theme::Theme;
 use chat::Chat;
@@ -342,7 +343,7 @@ impl App {
     }
 
     /// Replaces the conversation with saved messages.
-    pub fn load_messages(&mut self, name: &str, messages: Vec<ChatMessage>) {
+    pub fn load_messages(&mut self, name: &str, messages: Vec<SavedMessage>) {
         self.chat.load(name, messages);
     }
 

@@ -324,3 +324,101 @@ fn batches_are_seeded_and_mix_only_earlier_stages() {
     want.sort();
     assert_eq!(questions, want);
 }
+
+/// Every parameter of `params` as a name → values map (for exact comparison).
+fn values(params: &Params) -> std::collections::BTreeMap<String, Vec<f32>> {
+    params
+        .iter()
+        .map(|(k, v)| {
+            let t = v
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            (k.clone(), t)
+        })
+        .collect()
+}
+
+#[test]
+fn resume_is_exact_inside_a_stage_and_across_a_stage_switch() {
+    use crate::train::state::{self, TrainState};
+    let text_cfg = tiny_cfg();
+    let data = problems(5);
+    let never = AtomicBool::new(false);
+    for reset in [true, false] {
+        let cfg = run_cfg(reset);
+        // The whole curriculum in one go: 3 stages of 3 steps.
+        let whole = Params::init(&text_cfg, 9, 0.1, &Device::Cpu).unwrap();
+        let run = LatentRun {
+            text_cfg: &text_cfg,
+            params: &whole,
+            cfg: &cfg,
+            problems: &data,
+            ids: IDS,
+        };
+        let want = run.train(&never, |_| {}).unwrap();
+        // Stopped after `cut` steps (inside stage 1, and exactly at the stage 0 → 1 switch),
+        // saved, loaded and resumed.
+        for cut in [4u64, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let params = Params::init(&text_cfg, 9, 0.1, &Device::Cpu).unwrap();
+            let first = LatentRun {
+                params: &params,
+                ..run_with(&run)
+            };
+            let mut adam = first.optimizer().unwrap();
+            let stop = AtomicBool::new(false);
+            let mut n = 0;
+            let mut got = first
+                .train_from(&mut adam, 0, &stop, &mut |_, _| {
+                    n += 1;
+                    if n == cut {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(got.len() as u64, cut);
+            let st = TrainState {
+                step: cut,
+                data_pos: cut,
+                tokens: 0,
+                seed: 0,
+            };
+            let ck = dir.path().join("ck");
+            state::save(&ck, &st, &params, adam.moments()).unwrap();
+            let loaded = state::load(&ck, &text_cfg, &Device::Cpu).unwrap();
+            let second = LatentRun {
+                params: &loaded.params,
+                ..run_with(&run)
+            };
+            let mut adam = second.optimizer().unwrap();
+            adam.restore(second.adam_steps(cut), loaded.moments)
+                .unwrap();
+            got.extend(
+                second
+                    .train_from(&mut adam, cut, &never, &mut |_, _| Ok(()))
+                    .unwrap(),
+            );
+            assert_eq!(got, want, "reset {reset}, cut at {cut}");
+            assert_eq!(
+                values(&loaded.params),
+                values(&whole),
+                "reset {reset}, cut {cut}"
+            );
+        }
+    }
+}
+
+/// A copy of `run`'s fields (to swap the parameters with struct update syntax).
+fn run_with<'a>(run: &LatentRun<'a>) -> LatentRun<'a> {
+    LatentRun {
+        text_cfg: run.text_cfg,
+        params: run.params,
+        cfg: run.cfg,
+        problems: run.problems,
+        ids: run.ids,
+    }
+}
