@@ -4,23 +4,43 @@
 
 use std::path::{Path, PathBuf};
 
-/// Files larger than this are refused (the model's context could never hold them anyway).
+/// At most this much of a file is read: a larger file is cut to its first whole lines within it
+/// (the model's context could never hold more; the prompt cuts it further to the budget).
 pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
 
-/// Reads a text file or says clearly why it cannot be shown.
-pub fn read_text_file(path: &Path) -> anyhow::Result<String> {
+/// A text file as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextFile {
+    pub text: String,
+    /// The file's size when it was larger than [`MAX_FILE_BYTES`] and only its first lines
+    /// were read.
+    pub truncated_from: Option<u64>,
+}
+
+impl TextFile {
+    /// "x.rs is 5.0 MiB; only its first 2.0 MiB (whole lines) were read", for a cut file.
+    pub fn notice(&self, name: &str) -> Option<String> {
+        truncation_notice(name, self.text.len(), self.truncated_from)
+    }
+}
+
+/// The notice for a file of `full` bytes of which `read` were read (`None` when it was whole).
+pub fn truncation_notice(name: &str, read: usize, full: Option<u64>) -> Option<String> {
+    full.map(|full| {
+        format!(
+            "{name} is {}; only its first {} (whole lines) were read",
+            human_bytes(full),
+            human_bytes(read as u64)
+        )
+    })
+}
+
+/// Reads a text file (at most [`MAX_FILE_BYTES`] of it) or says clearly why it cannot be shown.
+pub fn read_text_file(path: &Path) -> anyhow::Result<TextFile> {
     let meta = std::fs::metadata(path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     if meta.is_dir() {
         anyhow::bail!("{} is a directory, not a file", path.display());
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        anyhow::bail!(
-            "{} is too large to open ({} > {} limit)",
-            path.display(),
-            human_bytes(meta.len()),
-            human_bytes(MAX_FILE_BYTES)
-        );
     }
     // A device or FIFO reports length 0 and may never end (`/dev/zero`): regular files only,
     // and never more than the limit read even if the file grows meanwhile.
@@ -36,14 +56,28 @@ pub fn read_text_file(path: &Path) -> anyhow::Result<String> {
             std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_FILE_BYTES + 1), &mut bytes)
         })
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        anyhow::bail!(
-            "{} grew past the {} limit while it was read; not opened",
-            path.display(),
-            human_bytes(MAX_FILE_BYTES)
-        );
-    }
-    check_text(path, bytes)
+    let truncated_from = if bytes.len() as u64 > MAX_FILE_BYTES {
+        bytes.truncate(MAX_FILE_BYTES as usize);
+        // Whole lines only; a file without a newline in the limit is cut at the last whole
+        // UTF-8 character instead.
+        match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => bytes.truncate(i + 1),
+            None => {
+                if let Err(e) = std::str::from_utf8(&bytes) {
+                    if e.error_len().is_none() {
+                        bytes.truncate(e.valid_up_to());
+                    }
+                }
+            }
+        }
+        Some(meta.len().max(MAX_FILE_BYTES + 1))
+    } else {
+        None
+    };
+    Ok(TextFile {
+        text: check_text(path, bytes)?,
+        truncated_from,
+    })
 }
 
 fn check_text(path: &Path, bytes: Vec<u8>) -> anyhow::Result<String> {
@@ -140,7 +174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
         std::fs::write(p("a.rs"), "fn main() {}\n").unwrap();
-        assert_eq!(read_text_file(&p("a.rs")).unwrap(), "fn main() {}\n");
+        assert_eq!(read_text_file(&p("a.rs")).unwrap().text, "fn main() {}\n");
 
         std::fs::write(p("b.bin"), [1u8, 2, 0, 3]).unwrap();
         let e = read_text_file(&p("b.bin")).unwrap_err().to_string();
@@ -150,10 +184,26 @@ mod tests {
         let e = read_text_file(&p("c.txt")).unwrap_err().to_string();
         assert!(e.contains("not UTF-8") && e.contains("offset 2"), "{e}");
 
-        let f = std::fs::File::create(p("d.txt")).unwrap();
-        f.set_len(MAX_FILE_BYTES + 1).unwrap();
-        let e = read_text_file(&p("d.txt")).unwrap_err().to_string();
-        assert!(e.contains("too large") && e.contains("2.0 MiB"), "{e}");
+        // A file over the limit: its first whole lines within the limit, and a notice.
+        let line = "let x = \"é\";\n"; // 15 bytes, a two-byte character inside
+        let big = line.repeat(MAX_FILE_BYTES as usize / line.len() + 10);
+        std::fs::write(p("d.txt"), &big).unwrap();
+        let got = read_text_file(&p("d.txt")).unwrap();
+        let whole = MAX_FILE_BYTES as usize / line.len();
+        assert_eq!(got.text, line.repeat(whole));
+        assert_eq!(got.truncated_from, Some(big.len() as u64));
+        let note = got.notice("d.txt").unwrap();
+        assert!(
+            note.starts_with("d.txt is 2.0 MiB; only its first 2.0 MiB"),
+            "{note}"
+        );
+        // No newline within the limit: cut at the last whole character.
+        let one = "é".repeat(MAX_FILE_BYTES as usize);
+        std::fs::write(p("e.txt"), &one).unwrap();
+        let got = read_text_file(&p("e.txt")).unwrap();
+        assert_eq!(got.text.len(), MAX_FILE_BYTES as usize);
+        assert!(got.text.chars().all(|c| c == 'é'));
+        assert_eq!(read_text_file(&p("a.rs")).unwrap().truncated_from, None);
 
         let e = read_text_file(&p("missing")).unwrap_err().to_string();
         assert!(e.contains("cannot open"), "{e}");

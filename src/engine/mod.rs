@@ -10,6 +10,7 @@ pub mod chat_format;
 pub mod default_model;
 pub mod factory;
 pub mod media;
+pub mod memory;
 pub mod model;
 pub mod prompt;
 pub mod scripted;

@@ -132,6 +132,7 @@ impl ModelEngine {
     /// Loads a checkpoint directory (config.json, model.safetensors, tokenizer.json, optional
     /// tokenizer_config.json with a chat template).
     pub fn load_dir(dir: &Path, device: &Device, device_name: &str) -> Result<Self> {
+        crate::engine::memory::check(dir, crate::engine::memory::available())?;
         let ck = tritter_model::load_model(dir, device)?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let format = ChatFormat::for_dir(dir)?;
@@ -280,4 +281,4 @@ impl ModelEngine {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -25,6 +25,8 @@ pub struct FileView {
     pub scroll: usize,
     /// Why there is no outline, if there is none.
     pub outline_note: Option<String>,
+    /// The file's size when only its first lines were read (see `files::read_text_file`).
+    pub truncated_from: Option<u64>,
 }
 
 pub enum PaneContent {
@@ -41,8 +43,10 @@ pub enum PaneContent {
 
 impl FileView {
     pub fn open(path: &Path, display: &str, theme: &Theme) -> anyhow::Result<Self> {
-        let text = crate::files::read_text_file(path)?;
-        Ok(Self::from_text(path, display, text, theme))
+        let file = crate::files::read_text_file(path)?;
+        let mut view = Self::from_text(path, display, file.text, theme);
+        view.truncated_from = file.truncated_from;
+        Ok(view)
     }
 
     pub fn from_text(path: &Path, display: &str, text: String, theme: &Theme) -> Self {
@@ -64,6 +68,7 @@ impl FileView {
             selected: 0,
             scroll: 0,
             outline_note,
+            truncated_from: None,
         }
     }
 
@@ -88,10 +93,23 @@ impl FileView {
     }
 
     /// The whole file as a context snippet.
+    /// The notice for a file of which only the first lines were read.
+    pub fn truncation_notice(&self) -> Option<String> {
+        crate::files::truncation_notice(&self.display, self.text.len(), self.truncated_from)
+    }
+
     pub fn file_snippet(&self) -> ContextSnippet {
+        let mut text = self.text.clone();
+        if let Some(full) = self.truncated_from {
+            text.push_str(&format!(
+                "\n[only the first {} of this {} file]",
+                crate::files::human_bytes(self.text.len() as u64),
+                crate::files::human_bytes(full)
+            ));
+        }
         ContextSnippet {
             label: self.display.clone(),
-            text: self.text.clone(),
+            text,
         }
     }
 

@@ -10,7 +10,7 @@ use tritter_model::{generate, Segment};
 use tritter_model::{save_checkpoint, Config, Params};
 
 /// A tiny random checkpoint with a real byte-level BPE tokenizer trained on a few lines.
-pub(super) fn checkpoint(dir: &Path) -> Tokenizer {
+pub(crate) fn checkpoint(dir: &Path) -> Tokenizer {
     let docs: Vec<String> = (0..40)
         .map(|i| format!("def f{i}(x):\n    return x * {i} + 1\n\nfn g{i}() -> u32 {{ {i} }}\n"))
         .collect();

@@ -337,6 +337,9 @@ impl App {
     /// Opens a file in the code pane; returns its whole-file snippet.
     pub fn open_file(&mut self, display: &str) -> anyhow::Result<ContextSnippet> {
         let view = FileView::open(&self.resolve(display), display, &self.theme)?;
+        if let Some(n) = view.truncation_notice() {
+            self.notice(n);
+        }
         let snippet = view.file_snippet();
         self.code.show(PaneContent::File(view));
         Ok(snippet)
