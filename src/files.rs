@@ -17,13 +17,6 @@ pub struct TextFile {
     pub truncated_from: Option<u64>,
 }
 
-impl TextFile {
-    /// "x.rs is 5.0 MiB; only its first 2.0 MiB (whole lines) were read", for a cut file.
-    pub fn notice(&self, name: &str) -> Option<String> {
-        truncation_notice(name, self.text.len(), self.truncated_from)
-    }
-}
-
 /// The notice for a file of `full` bytes of which `read` were read (`None` when it was whole).
 pub fn truncation_notice(name: &str, read: usize, full: Option<u64>) -> Option<String> {
     full.map(|full| {
@@ -192,7 +185,7 @@ mod tests {
         let whole = MAX_FILE_BYTES as usize / line.len();
         assert_eq!(got.text, line.repeat(whole));
         assert_eq!(got.truncated_from, Some(big.len() as u64));
-        let note = got.notice("d.txt").unwrap();
+        let note = truncation_notice("d.txt", got.text.len(), got.truncated_from).unwrap();
         assert!(
             note.starts_with("d.txt is 2.0 MiB; only its first 2.0 MiB"),
             "{note}"

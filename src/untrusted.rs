@@ -39,6 +39,35 @@ pub fn train_config(path: &Path, overrides: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// One fuzz input for the TOML readers, decoded as the `toml_configs` target and its regression
+/// test both read it: the first byte picks the reader — 0 the TUI's `config.toml`, 1 a colour
+/// theme, anything else a `--train` config of any task, written to `scratch/train.toml`, whose
+/// lines `#--set KEY=VALUE` (comments to TOML) are also passed as `--set` overrides. Input that is
+/// empty or not UTF-8 is no config at all (`Ok`).
+pub fn toml_input(data: &[u8], scratch: &Path) -> Result<()> {
+    let Some((&kind, rest)) = data.split_first() else {
+        return Ok(());
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return Ok(());
+    };
+    match kind {
+        0 => tui_config(text),
+        1 => theme(text),
+        _ => {
+            let overrides: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("#--set "))
+                .map(str::to_string)
+                .collect();
+            let path = scratch.join("train.toml");
+            std::fs::write(&path, rest)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            train_config(&path, &overrides)
+        }
+    }
+}
+
 /// A saved session `name` in `data_dir` (`sessions/NAME.json`); returns its message count.
 pub fn session(data_dir: &Path, name: &str) -> Result<usize> {
     crate::tui::session::load(data_dir, name).map(|m| m.len())

@@ -95,26 +95,7 @@ fn tokenizer_json_crashes() {
 #[test]
 fn toml_configs_crashes() {
     replay("toml_configs", |b, dir| {
-        let Some((&kind, rest)) = b.split_first() else {
-            return;
-        };
-        let Ok(text) = std::str::from_utf8(rest) else {
-            return;
-        };
-        match kind {
-            0 => one_line(tritter::untrusted::tui_config(text)),
-            1 => one_line(tritter::untrusted::theme(text)),
-            _ => {
-                let overrides: Vec<String> = text
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("#--set "))
-                    .map(str::to_string)
-                    .collect();
-                let p = dir.join("train.toml");
-                std::fs::write(&p, rest).unwrap();
-                one_line(tritter::untrusted::train_config(&p, &overrides));
-            }
-        }
+        one_line(tritter::untrusted::toml_input(b, dir))
     });
 }
 
