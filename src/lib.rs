@@ -6,6 +6,7 @@
 mod attach;
 mod audio_in;
 mod bench;
+mod caught;
 mod cli;
 mod config;
 mod device;

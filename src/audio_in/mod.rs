@@ -67,12 +67,10 @@ pub fn decode_mono(path: &Path) -> anyhow::Result<(Vec<f32>, u32)> {
     }
     // Symphonia's demuxers and decoders are not meant to panic, but a malformed file is exactly
     // where one would: turn that into an error too.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_file(path, ext.as_deref(), head)
-    }));
-    decoded.unwrap_or_else(|_| {
+    let decoded = crate::caught::catch(|| decode_file(path, ext.as_deref(), head));
+    decoded.unwrap_or_else(|m| {
         Err(anyhow::anyhow!(
-            "{p}: the audio decoder failed on this file"
+            "{p}: the audio decoder failed on this file ({m})"
         ))
     })
 }

@@ -115,11 +115,11 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> anyhow::Result<Vec<f32>>
             active_channels_mask: None,
         };
         // rubato asserts on some index edge cases rather than returning an error.
-        let chunk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            rs.process(&input, Some(&indexing))
-        }))
-        .map_err(|_| anyhow::anyhow!("resampling {from} Hz → {to} Hz failed (resampler panicked)"))?
-        .map_err(|e| anyhow::anyhow!("resampling {from} Hz → {to} Hz failed: {e}"))?;
+        let chunk = crate::caught::catch(|| rs.process(&input, Some(&indexing)))
+            .map_err(|m| {
+                anyhow::anyhow!("resampling {from} Hz → {to} Hz failed (resampler panicked: {m})")
+            })?
+            .map_err(|e| anyhow::anyhow!("resampling {from} Hz → {to} Hz failed: {e}"))?;
         out.extend_from_slice(&chunk.take_data());
         offset += next.min(avail);
     }

@@ -2,7 +2,6 @@
 //! its `GenEvent`s back through a callback, so the UI thread never waits on the model. A panic in
 //! the engine becomes an `Error` event instead of a hung UI.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::Arc;
@@ -28,15 +27,13 @@ impl Worker {
             .spawn(move || {
                 for req in rx {
                     let mut sink = |ev: GenEvent| emit(ev);
-                    let res = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        engine.generate(&req, &cancel, &mut sink)
-                    }));
+                    let res = crate::caught::catch(|| engine.generate(&req, &cancel, &mut sink));
                     match res {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => emit(GenEvent::Error(format!("{e:#}"))),
-                        Err(_) => emit(GenEvent::Error(
-                            "the engine crashed (panic) during generation".into(),
-                        )),
+                        Err(m) => emit(GenEvent::Error(format!(
+                            "the engine crashed (panic) during generation: {m}"
+                        ))),
                     }
                 }
             })?;

@@ -52,11 +52,12 @@ impl Drop for Guard {
 }
 
 pub fn enter() -> anyhow::Result<(Guard, Terminal<CrosstermBackend<Stdout>>)> {
+    // A panic the program catches and reports (`crate::caught`) leaves the screen alone.
     let prev = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
+    crate::caught::install_hook(move |info| {
         restore_terminal();
         prev(info);
-    }));
+    });
     enable_raw_mode()
         .map_err(|e| anyhow::anyhow!("cannot switch the terminal to raw mode: {e}"))?;
     ACTIVE.store(true, Ordering::SeqCst);

@@ -8,9 +8,9 @@ use tokenizers::Tokenizer;
 /// Loads a checkpoint's `tokenizer.json`; errors name the file. The tokenizers crate panics on
 /// some malformed files (found by fuzzing: a decoder with a non-string key): that is an error too.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let loaded = std::panic::catch_unwind(|| Tokenizer::from_file(path)).map_err(|_| {
+    let loaded = crate::caught::catch(|| Tokenizer::from_file(path)).map_err(|m| {
         anyhow!(
-            "{}: malformed (the tokenizer library failed on it)",
+            "{}: malformed (the tokenizer library failed on it: {m})",
             path.display()
         )
     })?;
