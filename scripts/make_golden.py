@@ -14,9 +14,11 @@ Usage:
     python scripts/make_golden.py                      # regenerate every fixture in tests/golden/
                                                        # (also runs golden_vision.py, golden_vqvae.py,
                                                        # golden_chameleon.py, golden_resample.py,
-                                                       # golden_encodec.py, golden_mimi.py: SigLIP +
+                                                       # golden_encodec.py, golden_mimi.py,
+                                                       # golden_hybrid.py: SigLIP +
                                                        # processor + Idefics3 connector, ChameleonVQVAE,
-                                                       # Chameleon text, resampling, EnCodec, Mimi)
+                                                       # Chameleon text, resampling, EnCodec, Mimi,
+                                                       # Mamba-2 and the gated delta rule)
     python scripts/make_golden.py --make-random OUT --seed 7 --kind packed [--untied]
     python scripts/make_golden.py --check DIR --logits tritter_logits.safetensors [--ids 1,2,3]
 
@@ -805,9 +807,10 @@ def main() -> int:
     if not wanted:
         # The multimodal fixtures have their own generators (one file each): SigLIP tower,
         # processor and Idefics3 connector; Chameleon's VQ-VAE; Chameleon's text stack; the audio
-        # resampler (libsoxr); EnCodec; Mimi.
+        # resampler (libsoxr); EnCodec; Mimi; the hybrid layers (Mamba-2, gated delta rule).
         for script in ("golden_vision.py", "golden_vqvae.py", "golden_chameleon.py",
-                       "golden_resample.py", "golden_encodec.py", "golden_mimi.py"):
+                       "golden_resample.py", "golden_encodec.py", "golden_mimi.py",
+                       "golden_hybrid.py"):
             subprocess.run([sys.executable, str(ROOT / "scripts" / script)], check=True)
     for spec in CASES + GRAD_CASES:
         if wanted and spec.name not in wanted:
