@@ -16,6 +16,7 @@ pub mod error;
 pub mod generation;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod hybrid;
 pub mod infer;
 pub mod latent;
 pub mod layer;
