@@ -39,8 +39,6 @@ pub struct ModelEngine {
     audio: Option<AudioPart>,
     /// Latent mode's state: the checkpoint's spec, the thought rounder, notices already given.
     latent: latent::LatentState,
-    /// Generation runs on a GPU (`--device cuda`), where latent mode is not available yet.
-    on_gpu: bool,
 }
 
 mod latent;
@@ -91,7 +89,6 @@ impl ModelEngine {
             vq: None,
             audio: None,
             latent: latent::LatentState::default(),
-            on_gpu: false,
         }
     }
 
@@ -109,7 +106,6 @@ impl ModelEngine {
             .with_context(|| format!("putting the model on {}", compute.name()))?;
         if compute != crate::device::Compute::Cpu {
             self.info.device = d.device_name();
-            self.on_gpu = true;
         }
         self.decoder = Some(d);
         Ok(self)
