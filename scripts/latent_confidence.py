@@ -7,7 +7,8 @@ script asks the real binary (`tritter -p QUESTION --json --latent on --model DIR
 question of a `{question, steps, answer}` JSONL file, reads the thoughts and the reply from the
 JSON, and reports how the signal is spread over right and wrong answers, and what accuracy and
 coverage each threshold would give (answers whose chain scores under the threshold would go to
-token mode under `/latent auto`).
+token mode under `/latent auto`), and how often the reply names one of the question's two options
+at all.
 
 Usage:
     python3 scripts/latent_confidence.py --bin target/release/tritter --model assets/latent-demo \\
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     rows = []
+    valid: list[bool] = []
     with open(a.data) as f:
         records = [json.loads(line) for line in f if line.strip()][: a.n]
     for r in records:
@@ -57,6 +59,11 @@ def main() -> None:
         weakest = min((t[0]["score"] for t in thoughts if t), default=0.0)
         lines = [ln.strip() for ln in got["reply"].strip().splitlines() if ln.strip()]
         right = bool(lines) and lines[-1] == r["answer"].strip()
+        # "... Is Tom a A or a B?": does the reply name the entity and one of the two options?
+        ent, opts = r["question"].rsplit("Is ", 1)[1].split(" a ", 1)
+        a_opt, b_opt = opts.rstrip("?").split(" or a ", 1)
+        named = bool(lines) and lines[-1] in (f"{ent} is a {a_opt}.", f"{ent} is a {b_opt}.")
+        valid.append(named)
         rows.append((weakest, right))
     right = [w for w, ok in rows if ok]
     wrong = [w for w, ok in rows if not ok]
@@ -71,6 +78,7 @@ def main() -> None:
     report = {
         "n": len(rows),
         "accuracy": round(len(right) / max(1, len(rows)), 3),
+        "names_an_option": round(sum(valid) / max(1, len(valid)), 3),
         "weakest_cosine_right_q0_10_50_90": quantiles(right),
         "weakest_cosine_wrong_q0_10_50_90": quantiles(wrong),
         "by_threshold": table,
