@@ -4,6 +4,7 @@ pub mod embed;
 pub mod encode;
 pub mod encode_audio;
 pub mod eval;
+pub mod export;
 pub mod headless;
 pub mod logits;
 pub mod plan;
@@ -89,6 +90,19 @@ pub enum Command {
         /// Output safetensors file (tensor `logits`).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Export the checkpoint of --model DIR for other frameworks: `--format hf` writes a directory
+    /// that transformers' BitNetForCausalLM.from_pretrained loads as it is.
+    Export {
+        /// Target format.
+        #[arg(long, value_enum)]
+        format: export::ExportFormat,
+        /// Output directory (created, or replaced if it holds an earlier checkpoint).
+        #[arg(long)]
+        out: PathBuf,
+        /// packed: uint8 ternary weights for inference; bf16: master weights for training on.
+        #[arg(long, value_enum, default_value = "packed")]
+        form: export::ExportForm,
     },
     /// Run a benchmark report: kernels, decode or attention.
     Bench {
@@ -267,6 +281,12 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
                     encode_audio::run(model, src, *codebooks, out)
                 }
             }
+        }
+        Command::Export { format, out, form } => {
+            let Some(model) = &cli.model else {
+                bail!("export: --model DIR is required");
+            };
+            export::run(model, *format, out, *form)
         }
         Command::Bench {
             what,
