@@ -11,6 +11,7 @@ mod config;
 mod device;
 mod engine;
 mod files;
+mod repomap;
 mod tui;
 pub mod untrusted;
 

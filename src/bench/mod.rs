@@ -1,5 +1,5 @@
-//! `tritter bench kernels|decode|attention|vision|audio [--json] [--threads N]`: runs one of the
-//! benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`) and prints it as one JSON object or as indented
+//! `tritter bench kernels|decode|attention|vision|audio|repomap [--json] [--threads N]`: runs one
+//! of the benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`, `repomap`) and prints it as one JSON object or as indented
 //! JSON / a short table for people. With `--device cuda` the GPU reports run instead (`cuda`), and
 //! `bench variants --device cuda` prints JSON lines as its measurements complete
 //! (`cuda_variants`). This file is the binary's one place that names the `cuda` feature: the
@@ -13,6 +13,7 @@ mod cuda;
 mod cuda_variants;
 pub mod decode;
 pub mod kernels;
+pub mod repomap;
 pub mod vision;
 
 use anyhow::Result;
@@ -35,6 +36,9 @@ pub enum BenchWhat {
     Audio,
     /// The CUDA path's speed variants against its default (`--device cuda` only; JSON lines).
     Variants,
+    /// The repo map: build, rebuild and render times and map size, on the current folder and a
+    /// synthetic 1,000-file tree (CPU only).
+    Repomap,
 }
 
 /// Threads to use: the flag, or every core.
@@ -78,6 +82,7 @@ pub fn run(
         BenchWhat::Variants => anyhow::bail!(
             "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
         ),
+        BenchWhat::Repomap => crate::bench::repomap::repomap_report(1000)?,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -104,6 +109,7 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
             5,
             &candle_core::Device::new_cuda(ordinal)?,
         )?)?,
+        BenchWhat::Repomap => anyhow::bail!("`bench repomap` runs on the CPU only"),
         BenchWhat::Variants => {
             // One JSON line per measurement, flushed, whatever `--json` says.
             return crate::bench::cuda_variants::variants_report(ordinal, &mut |line| {
