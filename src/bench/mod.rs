@@ -1,5 +1,6 @@
-//! `tritter bench kernels|decode|attention|vision|audio|train [--json] [--threads N]`: runs one of
-//! the benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`, `train`) and prints it as one JSON object or as indented
+//! `tritter bench kernels|decode|attention|vision|audio|train|repomap [--json] [--threads N]`:
+//! runs one of the benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`, `train`,
+//! `repomap`) and prints it as one JSON object or as indented
 //! JSON / a short table for people. With `--device cuda` the GPU reports run instead (`cuda`), and
 //! `bench variants --device cuda` prints JSON lines as its measurements complete
 //! (`cuda_variants`). This file is the binary's one place that names the `cuda` feature: the
@@ -13,6 +14,7 @@ mod cuda;
 mod cuda_variants;
 pub mod decode;
 pub mod kernels;
+pub mod repomap;
 pub mod train;
 pub mod vision;
 
@@ -39,6 +41,9 @@ pub enum BenchWhat {
     /// One training step of tritter-tiny (batch 8 × 256, ternary STE, AdamW) timed by phase
     /// (compare with PyTorch: scripts/torch_train_bench.py).
     Train,
+    /// The repo map: build, rebuild and render times and map size, on the current folder and a
+    /// synthetic 1,000-file tree (CPU only).
+    Repomap,
 }
 
 /// Threads to use: the flag, or every core.
@@ -88,6 +93,7 @@ pub fn run(
         BenchWhat::Variants => anyhow::bail!(
             "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
         ),
+        BenchWhat::Repomap => crate::bench::repomap::repomap_report(1000)?,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -117,6 +123,7 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
         BenchWhat::Train => anyhow::bail!(
             "`bench train` times the CPU trainer; on a GPU, `tritter --train --device cuda` reports tokens/s"
         ),
+        BenchWhat::Repomap => anyhow::bail!("`bench repomap` runs on the CPU only"),
         BenchWhat::Variants => {
             // One JSON line per measurement, flushed, whatever `--json` says.
             return crate::bench::cuda_variants::variants_report(ordinal, &mut |line| {

@@ -43,9 +43,13 @@ pub struct Cli {
     #[arg(short = 'p', long = "prompt", value_name = "PROMPT")]
     pub prompt: Option<String>,
     /// With -p: print one JSON object {reply, tokens, tok_per_s, first_token_ms, model, mode,
-    /// thoughts, notices} instead.
+    /// thoughts, notices, raw, prompt_tokens, repo_map} instead.
     #[arg(long, requires = "prompt")]
     pub json: bool,
+    /// With -p: continue the prompt's text as it stands (completion mode): no chat template,
+    /// history, repo map or latent mode; the reply ends at the model's end-of-text token.
+    #[arg(long, requires = "prompt")]
+    pub raw: bool,
     /// With -p: attach an image (PNG/JPEG).
     #[arg(long, value_name = "FILE", requires = "prompt")]
     pub img: Vec<PathBuf>,
@@ -229,6 +233,7 @@ pub fn run(cli: Cli) -> Result<()> {
             images: cli.img,
             audio: cli.audio,
             latent: cli.latent,
+            raw: cli.raw,
         }),
         None => crate::tui::run(crate::tui::TuiOptions {
             model_dir: cli.model,

@@ -101,6 +101,11 @@ impl ChatFormat {
         Self::from_tokenizer_config(&text).with_context(|| p.display().to_string())
     }
 
+    /// The end-of-text token (`<|eos|>` in Tritter's own format).
+    pub fn eos_token(&self) -> String {
+        self.eos_token.clone()
+    }
+
     pub fn has_template(&self) -> bool {
         self.template.is_some()
     }
