@@ -214,7 +214,14 @@ mod tests {
         let want = ChatFormat::tritter().render(&msgs).unwrap();
         assert_eq!(f.render(&msgs).unwrap(), want);
         assert!(want.starts_with("<|system|>\nBe brief.<|end|>\n<|user|>\nHello\nthere"));
-        assert_eq!(f.stop_strings, ChatFormat::tritter().stop_strings);
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sorted(f.stop_strings.clone()),
+            sorted(ChatFormat::tritter().stop_strings)
+        );
     }
 
     #[test]

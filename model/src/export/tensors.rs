@@ -206,8 +206,12 @@ mod tests {
             }
             assert_eq!(m.to_ternary(), codes, "len {len}");
             let rel = ((1.0 / s) as f64 - target as f64).abs() / target as f64;
-            assert!(rel < 2e-5, "len {len}: scale off by {rel}");
-            assert!((mean_abs(&w) - target as f64).abs() / (target as f64) < 2e-5);
+            // Two neighbouring bf16 magnitudes (2^-7 apart at most, relative) mixed over nnz
+            // entries: the mean lands within 2^-8 / nnz of the target, plus f32 rounding.
+            let nnz = codes.iter().filter(|&&c| c != 0).count() as f64;
+            let bound = 1e-6 + 1.0 / (256.0 * nnz);
+            assert!(rel < bound, "len {len}: scale off by {rel} > {bound}");
+            assert!((mean_abs(&w) - target as f64).abs() / (target as f64) < bound);
         }
     }
 
