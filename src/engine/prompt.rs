@@ -258,7 +258,7 @@ mod tests {
         let total: usize = msgs.iter().map(|m| cost(m, &c)).sum();
         assert!(total <= 300, "{total}");
         // A small budget: the message is sent whole, the map left out.
-        let (msgs, _) = fit_with(&[new.clone()], &c, 120, Some(&x)).unwrap();
+        let (msgs, _) = fit_with(std::slice::from_ref(&new), &c, 120, Some(&x)).unwrap();
         assert_eq!(msgs, vec![new.clone()]);
         // A map that does not keep to its size is left out rather than overflowing.
         let greedy = |_: usize| make(10_000);
@@ -267,7 +267,9 @@ mod tests {
             make: &greedy,
         };
         assert_eq!(
-            fit_with(&[new.clone()], &c, 1000, Some(&x)).unwrap().0,
+            fit_with(std::slice::from_ref(&new), &c, 1000, Some(&x))
+                .unwrap()
+                .0,
             vec![new]
         );
     }

@@ -193,7 +193,7 @@ mod tests {
             .map(|k| format!("sym_{k}"))
             .map(|n| (naive_uses(dir.path(), &n), n))
             .collect();
-        expect.sort_by(|a, b| b.0.cmp(&a.0));
+        expect.sort_by_key(|e| std::cmp::Reverse(e.0));
         assert_eq!(expect[0].0, 2 * 7, "the naive count sees both languages");
         // Each name is defined twice (lib_k.py, lib_k.rs): both definitions share its rank.
         let mut got: Vec<&String> = names.iter().filter(|n| n.starts_with("sym_")).collect();

@@ -49,6 +49,9 @@ const PYTHON_QUERY: &str = r#"
 (type (generic_type (identifier) @ref))
 "#;
 
+/// A file's definitions (in source order) and referenced names with their counts (by name).
+pub type Tags = (Vec<Def>, Vec<(String, usize)>);
+
 /// Compiled queries for both languages; shared by the threads of a build (a `Parser` is not).
 pub struct Tagger {
     rust: (Language, Query),
@@ -70,12 +73,7 @@ impl Tagger {
 
     /// The definitions (in source order) and references (name, count; sorted by name) of
     /// `source`; `None` when the parser gives up.
-    pub fn tag(
-        &self,
-        parser: &mut Parser,
-        lang: Lang,
-        source: &str,
-    ) -> Option<(Vec<Def>, Vec<(String, usize)>)> {
+    pub fn tag(&self, parser: &mut Parser, lang: Lang, source: &str) -> Option<Tags> {
         let (language, query) = match lang {
             Lang::Rust => &self.rust,
             Lang::Python => &self.python,
