@@ -41,6 +41,9 @@ pub struct Config {
     /// Clipboard route for /copy: "auto" (system clipboard, OSC 52 over SSH/tmux or on failure),
     /// "system" or "osc52".
     pub clipboard: ClipboardMode,
+    /// The repo map's share of the prompt, in tokens (at most half of what the message leaves);
+    /// 0 turns the map off.
+    pub repo_map_tokens: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -65,6 +68,7 @@ impl Default for Config {
             latent_min_cosine: DEFAULT_MIN_COSINE,
             code_pane_percent: 50,
             clipboard: ClipboardMode::Auto,
+            repo_map_tokens: 1024,
         }
     }
 }

@@ -12,6 +12,7 @@ mod config;
 mod device;
 mod engine;
 mod files;
+mod repomap;
 mod tui;
 pub mod untrusted;
 

@@ -5,6 +5,10 @@
 #[allow(dead_code)]
 #[path = "../src/audio_in/mod.rs"]
 mod audio_in;
+// `audio_in` turns a decoder's or resampler's panic into an error through `crate::caught`.
+#[allow(dead_code)]
+#[path = "../src/caught.rs"]
+mod caught;
 
 use std::path::{Path, PathBuf};
 

@@ -464,3 +464,46 @@ fn audio_reaches_the_audio_demo_model_in_a_real_terminal() {
     let s = t.wait_for("EXIT-CODE=", Duration::from_secs(20));
     assert!(s.contains("EXIT-CODE=0"), "{s}");
 }
+
+/// The latent demo model in a real terminal with `--latent on`: a held-out ProsQA-style question
+/// gets four continuous thoughts, each shown as a "thinking" line of its nearest tokens, then a
+/// reply naming the entity and one of the question's two options (whether it is the right one is
+/// the held-out accuracy's business, README).
+#[test]
+fn latent_demo_model_thinks_then_answers_in_a_real_terminal() {
+    require_tmux!();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/latent-demo");
+    let held_out = std::fs::read_to_string(format!("{demo}/examples/held-out.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(held_out.lines().next().unwrap()).unwrap();
+    let question = first["question"].as_str().unwrap().to_string();
+    // "… Is Leo a shoumax or a limion?": the entity and the two options.
+    let ask = question.rsplit_once("Is ").unwrap().1;
+    let (entity, options) = ask.split_once(" a ").unwrap();
+    let (a, b) = options.trim_end_matches('?').split_once(" or a ").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("latency.json");
+    let t = start_sized(
+        dir.path(),
+        0,
+        &log,
+        "TRITTER_TEST_ENGINE=",
+        (160, 40),
+        &format!("--model '{demo}' --latent on"),
+    );
+    t.wait_for("latent on ·", Duration::from_secs(30));
+    t.type_text(&question);
+    t.send(&["Enter"]);
+    let s = t.wait_for("first token", Duration::from_secs(60));
+    eprintln!("{s}");
+    assert!(s.contains("thought 4:") && !s.contains("thought 5:"), "{s}");
+    assert!(
+        s.contains(&format!("{entity} is a {a}.")) || s.contains(&format!("{entity} is a {b}.")),
+        "{s}"
+    );
+    t.send(&["C-t"]);
+    t.wait_for("▸ thinking · 4 thoughts", Duration::from_secs(10));
+    t.type_text("/quit");
+    t.send(&["Enter"]);
+    let s = t.wait_for("EXIT-CODE=", Duration::from_secs(20));
+    assert!(s.contains("EXIT-CODE=0"), "{s}");
+}

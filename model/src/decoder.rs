@@ -146,6 +146,14 @@ impl Decoder for CpuModel {
 impl Decoder for crate::gpu::GpuModel {
     decoder_steps!();
 
+    fn step_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward_hidden(ids)
+    }
+
+    fn step_embeds_hidden(&mut self, x: Vec<f32>) -> Result<Vec<f32>> {
+        self.forward_embeds_hidden(x)
+    }
+
     fn len(&self) -> usize {
         self.seen()
     }

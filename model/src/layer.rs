@@ -216,6 +216,7 @@ impl Attention {
         rope: &Rope,
         offset: usize,
         cache: Option<(&mut TensorKvCache, usize)>,
+        blocked: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (b, t, _c) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -262,6 +263,12 @@ impl Attention {
             let mask = Tensor::from_vec(mask, (t, s), x.device())?.broadcast_as(att.shape())?;
             let neg = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(att.shape())?;
             att = mask.where_cond(&neg, &att)?;
+        }
+        if let Some(m) = blocked {
+            // `[B, T, S]` → every head: 1 hides the key from the query (a document mask).
+            let m = m.unsqueeze(1)?.broadcast_as(att.shape())?;
+            let neg = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(att.shape())?;
+            att = m.where_cond(&neg, &att)?;
         }
         let att = candle_nn::ops::softmax(&att, D::Minus1)?.to_dtype(v.dtype())?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
@@ -370,25 +377,31 @@ impl Block {
     }
 
     /// The candle forward of `x` `[B, T, C]` at positions `offset..`, appending to layer `l` of
-    /// a tensor cache when given.
+    /// a tensor cache when given; `blocked` `[B, T, S]` (u8, 1 = hidden) hides keys from queries
+    /// on top of the causal mask.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
         offset: usize,
         cache: Option<(&mut TensorKvCache, usize)>,
+        blocked: Option<&Tensor>,
     ) -> Result<Tensor> {
         match self.placement {
             NormPlacement::Pre | NormPlacement::Subln => {
-                let h = (x + self
-                    .attn
-                    .forward(&self.norm1.forward(x)?, rope, offset, cache)?)?;
+                let h = (x + self.attn.forward(
+                    &self.norm1.forward(x)?,
+                    rope,
+                    offset,
+                    cache,
+                    blocked,
+                )?)?;
                 Ok((&h + self.mlp.forward(&self.norm2.forward(&h)?)?)?)
             }
             NormPlacement::SwinNorm => {
                 let h = (x + self
                     .norm1
-                    .forward(&self.attn.forward(x, rope, offset, cache)?)?)?;
+                    .forward(&self.attn.forward(x, rope, offset, cache, blocked)?)?)?;
                 Ok((&h + self.norm2.forward(&self.mlp.forward(&h)?)?)?)
             }
         }

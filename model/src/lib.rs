@@ -13,6 +13,7 @@ pub mod decoder;
 pub mod dense;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod generation;
 #[cfg(feature = "cuda")]
 pub mod gpu;

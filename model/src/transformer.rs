@@ -164,10 +164,20 @@ impl Transformer {
     /// Final-normed hidden states `[B, T, C]` for input embeddings `[B, T, C]`: the full
     /// (training) forward on candle ops.
     pub fn hidden_from_embeds(&self, x: &Tensor) -> Result<Tensor> {
+        self.hidden_from_embeds_masked(x, None)
+    }
+
+    /// [`Transformer::hidden_from_embeds`] with `blocked` `[B, T, T]` (u8, 1 = the key is
+    /// hidden from the query) on top of the causal mask: a document mask ([`document_mask`]).
+    pub fn hidden_from_embeds_masked(
+        &self,
+        x: &Tensor,
+        blocked: Option<&Tensor>,
+    ) -> Result<Tensor> {
         self.check_channels(x)?;
         let mut h = x.to_dtype(self.dtype)?;
         for block in &self.blocks {
-            h = block.forward(&h, &self.rope, 0, None)?;
+            h = block.forward(&h, &self.rope, 0, None, blocked)?;
         }
         self.norm.forward(&h)
     }
@@ -180,7 +190,7 @@ impl Transformer {
         let offset = cache.len();
         let mut h = x.to_dtype(self.dtype)?;
         for (l, block) in self.blocks.iter().enumerate() {
-            h = block.forward(&h, &self.rope, offset, Some((&mut *cache, l)))?;
+            h = block.forward(&h, &self.rope, offset, Some((&mut *cache, l)), None)?;
         }
         cache.advance(t);
         self.norm.forward(&h)
@@ -220,6 +230,40 @@ impl Transformer {
             .to_vec1::<f32>()?)
     }
 
+    /// Logits `[B, T, V]` of packed ids `[B, T]` whose positions belong to the documents `docs`
+    /// `[B, T]`: each position attends only to its own document ([`document_mask`]). Positions
+    /// keep their place in the sequence (RoPE depends on the distance between positions only, so
+    /// a document's logits equal those of the document run alone, up to rounding).
+    pub fn forward_docs(&self, ids: &Tensor, docs: &Tensor) -> Result<Tensor> {
+        let x = self.embed(ids)?;
+        let mask = document_mask(docs)?;
+        let h = self.hidden_from_embeds_masked(&x, Some(&mask))?;
+        self.logits_from_hidden(&h)
+    }
+
+    /// [`Transformer::loss`] of packed sequences: attention within each document
+    /// ([`Transformer::forward_docs`]), and no loss on targets that are padding (document id
+    /// `pad_doc`). A position still predicts the next document's first token from its own
+    /// (the end-of-document token is followed by the next document, as when run one by one).
+    pub fn loss_docs(&self, ids: &Tensor, docs: &Tensor, pad_doc: u32) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t < 2 {
+            return Err(Error::Invalid(
+                "loss needs at least 2 tokens per sequence".into(),
+            ));
+        }
+        let docs = docs.to_dtype(DType::U32)?;
+        let logits = self.forward_docs(&ids.narrow(1, 0, t - 1)?, &docs.narrow(1, 0, t - 1)?)?;
+        let targets = ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
+        let pad = Tensor::full(pad_doc, (b, t - 1), ids.device())?;
+        let weights = docs.narrow(1, 1, t - 1)?.ne(&pad)?.to_dtype(DType::F32)?;
+        cross_entropy_weighted(
+            &logits.reshape((b * (t - 1), self.cfg.vocab_size))?,
+            &targets.flatten_all()?,
+            &weights.flatten_all()?,
+        )
+    }
+
     /// Mean next-token cross-entropy of ids `[B, T]` (HF causal-LM loss: labels = ids shifted).
     pub fn loss(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
@@ -237,6 +281,36 @@ impl Transformer {
     }
 }
 
+/// The document mask of packed sequences: `[B, T, T]` u8, 1 where query `i` and key `j` belong to
+/// different documents (`docs` `[B, T]` u32, one id per position, as the shard format stores them).
+/// With the causal mask each position sees only the earlier positions of its own document.
+pub fn document_mask(docs: &Tensor) -> Result<Tensor> {
+    let (b, t) = docs.dims2()?;
+    let q = docs.unsqueeze(2)?.broadcast_as((b, t, t))?;
+    let k = docs.unsqueeze(1)?.broadcast_as((b, t, t))?;
+    Ok(q.ne(&k)?)
+}
+
+/// Mean cross-entropy of logits `[N, V]` against targets `[N]` over the rows where `weights`
+/// `[N]` (f32, 0 or 1) is 1.
+pub fn cross_entropy_weighted(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let logp = shifted.broadcast_sub(&lse)?;
+    let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let n = weights.sum_all()?.to_scalar::<f32>()?;
+    if n <= 0.0 {
+        return Err(Error::Invalid("a batch with no position to predict".into()));
+    }
+    Ok(((picked * weights)?.sum_all()? / f64::from(n))?.neg()?)
+}
+
 /// Mean cross-entropy of logits `[N, V]` against targets `[N]`, from differentiable ops, in f32
 /// whatever the logits' dtype.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
@@ -248,3 +322,6 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let picked = logp.gather(&targets.unsqueeze(1)?, 1)?;
     Ok(picked.mean_all()?.neg()?)
 }
+
+#[cfg(test)]
+mod doc_tests;

@@ -155,7 +155,7 @@ fn check_float(name: &str, t: &Tensor) -> Result<()> {
     }
 }
 
-fn scalar_f32(name: &str, t: &Tensor) -> Result<f32> {
+pub(crate) fn scalar_f32(name: &str, t: &Tensor) -> Result<f32> {
     check_float(name, t)?;
     if t.elem_count() != 1 {
         return Err(Error::BadShape {

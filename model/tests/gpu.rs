@@ -1,6 +1,7 @@
 //! The model on CUDA against the CPU and Hugging Face (feature `cuda`; needs an NVIDIA GPU):
 //! logits of the golden fixtures, incremental decode (graph replay), a rolling window with sinks
-//! on the built-in model, and the fast settings (INT4 cache, f16 head). Without a GPU each test
+//! on the built-in model, the fast settings (INT4 cache, f16 head), and latent mode's hidden-state
+//! steps. Without a GPU each test
 //! prints why it did nothing, unless `TRITTER_REQUIRE_GPU=1` (set by scripts/gpu-check.sh).
 #![cfg(feature = "cuda")]
 
@@ -236,6 +237,42 @@ fn speed_options_give_identical_logits() {
         assert!(worst <= 1e-2, "grouped attention: {worst}");
         assert!(agree * 20 >= rows * 19, "argmax agreement {agree}/{rows}");
     }
+}
+
+/// Latent mode on CUDA (issue #16): the final hidden state of a prompt, three thoughts each fed
+/// back as the next input embedding, then tokens again, against the CPU path doing the same
+/// (each path feeds back its own states); the GPU's hidden state is read after the final norm,
+/// as the CPU's.
+#[test]
+fn latent_steps_on_cuda_match_cpu() {
+    let Some(_) = gpu() else { return };
+    let ck = load_model(&root().join("tests/golden/packed_tied_gqa"), &Device::Cpu).unwrap();
+    let cfg = ck.config.clone();
+    let ids: Vec<u32> = text_ids(24)
+        .into_iter()
+        .map(|i| i % cfg.vocab_size as u32)
+        .collect();
+    let mut cpu = CpuModel::new(&ck.model).unwrap();
+    let mut g = GpuModel::new(&ck.model, GpuOptions::reference(&cfg), 0).unwrap();
+    let (mut hc, mut hg) = (
+        cpu.forward_hidden(&ids).unwrap(),
+        g.forward_hidden(&ids).unwrap(),
+    );
+    assert_eq!(hg.len(), cfg.hidden_size);
+    let mut worst = rel(&hg, &hc);
+    for _ in 0..3 {
+        hc = cpu.forward_embeds_hidden(hc).unwrap();
+        hg = g.forward_embeds_hidden(hg).unwrap();
+        worst = worst.max(rel(&hg, &hc));
+    }
+    let after_c = cpu.forward(&ids[..3], false).unwrap();
+    let after_g = g.forward(&ids[..3], false).unwrap();
+    let e_logits = rel(&after_g, &after_c);
+    eprintln!("latent chain: hidden max rel {worst:.2e}, logits after it {e_logits:.2e}");
+    assert!(worst <= 1e-3, "hidden states: {worst}");
+    assert!(e_logits <= 1e-3, "logits after the chain: {e_logits}");
+    assert_eq!(argmax(&after_g), argmax(&after_c));
+    assert_eq!(g.seen(), ids.len() + 3 + 3);
 }
 
 #[test]

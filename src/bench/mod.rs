@@ -1,5 +1,6 @@
-//! `tritter bench kernels|decode|attention|vision|audio [--json] [--threads N]`: runs one of the
-//! benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`) and prints it as one JSON object or as indented
+//! `tritter bench kernels|decode|attention|vision|audio|train|repomap [--json] [--threads N]`:
+//! runs one of the benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`, `train`,
+//! `repomap`) and prints it as one JSON object or as indented
 //! JSON / a short table for people. With `--device cuda` the GPU reports run instead (`cuda`), and
 //! `bench variants --device cuda` prints JSON lines as its measurements complete
 //! (`cuda_variants`). This file is the binary's one place that names the `cuda` feature: the
@@ -13,6 +14,8 @@ mod cuda;
 mod cuda_variants;
 pub mod decode;
 pub mod kernels;
+pub mod repomap;
+pub mod train;
 pub mod vision;
 
 use anyhow::Result;
@@ -35,6 +38,12 @@ pub enum BenchWhat {
     Audio,
     /// The CUDA path's speed variants against its default (`--device cuda` only; JSON lines).
     Variants,
+    /// One training step of tritter-tiny (batch 8 × 256, ternary STE, AdamW) timed by phase
+    /// (compare with PyTorch: scripts/torch_train_bench.py).
+    Train,
+    /// The repo map: build, rebuild and render times and map size, on the current folder and a
+    /// synthetic 1,000-file tree (CPU only).
+    Repomap,
 }
 
 /// Threads to use: the flag, or every core.
@@ -58,7 +67,10 @@ pub fn run(
     }
     let threads = threads_or_default(threads);
     anyhow::ensure!(threads >= 1, "--threads must be at least 1");
-    if matches!(what, BenchWhat::Vision | BenchWhat::Audio) {
+    if matches!(
+        what,
+        BenchWhat::Vision | BenchWhat::Audio | BenchWhat::Train
+    ) {
         // The vision and audio CPU paths size their threads by candle's `get_num_threads`, which
         // reads RAYON_NUM_THREADS: set it before any of their threads start.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
@@ -75,9 +87,13 @@ pub fn run(
             5,
             &candle_core::Device::Cpu,
         )?)?,
+        BenchWhat::Train => {
+            serde_json::to_value(crate::bench::train::train_report(threads, 8, 256, 8)?)?
+        }
         BenchWhat::Variants => anyhow::bail!(
             "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
         ),
+        BenchWhat::Repomap => crate::bench::repomap::repomap_report(1000)?,
     };
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -104,6 +120,10 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
             5,
             &candle_core::Device::new_cuda(ordinal)?,
         )?)?,
+        BenchWhat::Train => anyhow::bail!(
+            "`bench train` times the CPU trainer; on a GPU, `tritter --train --device cuda` reports tokens/s"
+        ),
+        BenchWhat::Repomap => anyhow::bail!("`bench repomap` runs on the CPU only"),
         BenchWhat::Variants => {
             // One JSON line per measurement, flushed, whatever `--json` says.
             return crate::bench::cuda_variants::variants_report(ordinal, &mut |line| {

@@ -3,7 +3,9 @@
 //! notices); without `--json`, notices and thoughts go to stderr as `tritter: ` lines. Errors go
 //! to stderr as one line with a non-zero exit (the caller prints them). `-p -` reads stdin up to
 //! 16 bytes per token of the context budget, never a huge stream whole, and cuts it by lines to
-//! the budget; every cut is noted on stderr.
+//! the budget; every cut is noted on stderr. Started inside a project, the prompt carries the
+//! repo map of the current folder (`repo_map_tokens`; `--json` reports its size). `--raw` sends the
+//! prompt as it stands, to be continued: no chat template, no repo map, no latent mode.
 
 use std::io::{Read, Write};
 use std::sync::atomic::AtomicBool;
@@ -12,11 +14,14 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::engine::factory::{self, EngineOptions};
+use crate::engine::prompt::Extra;
 use crate::engine::{
     thought_text, AttachmentKind, ChatMessage, EngineInfo, GenEvent, GenRequest, LatentMode, Role,
     Sampling, TokenCounter,
 };
 use crate::files::human_bytes;
+use crate::repomap::build::build;
+use crate::repomap::render::snippet;
 
 /// What `-p` runs: the prompt (`-` reads stdin), the model and device flags, attachments.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +35,17 @@ pub struct HeadlessOptions {
     pub audio: Vec<PathBuf>,
     /// `--latent`: overrides the config's latent mode.
     pub latent: Option<LatentMode>,
+    /// `--raw`: continue the prompt's text without the chat template.
+    pub raw: bool,
+}
+
+/// What the repo map put into a prompt: its size and how long the map took to build.
+#[derive(Debug, Clone, serde::Serialize)]
+struct MapReport {
+    files: usize,
+    definitions: usize,
+    tokens: usize,
+    build_ms: f64,
 }
 
 pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
@@ -59,16 +75,24 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
     if prompt.trim().is_empty() {
         anyhow::bail!("the prompt is empty");
     }
-    let msg = message(&opts, prompt.trim_end(), &info)?;
-    let (messages, notes) = crate::engine::prompt::fit(&[msg], &engine.token_counter(), budget)
-        .map_err(anyhow::Error::msg)?;
-    for n in notes {
-        eprintln!("tritter: note: {n}");
+    if opts.raw && !(opts.images.is_empty() && opts.audio.is_empty()) {
+        anyhow::bail!("--raw continues text only; it takes no --img or --audio");
     }
+    // A completion continues the text exactly where it ends, trailing newline included.
+    let text = if opts.raw {
+        prompt.as_str()
+    } else {
+        prompt.trim_end()
+    };
+    let msg = message(&opts, text, &info)?;
+    let count = engine.token_counter();
+    let tokens = if opts.raw { 0 } else { config.repo_map_tokens };
+    let (messages, map) = fit_with_map(msg, &count, budget, tokens)?;
     let req = GenRequest {
         messages,
         latent: opts.latent.unwrap_or(config.latent),
         latent_min_cosine: config.latent_min_cosine,
+        raw: opts.raw,
         max_new_tokens: config.max_new_tokens,
         sampling: Sampling {
             temperature: config.temperature,
@@ -77,7 +101,65 @@ pub fn run(opts: HeadlessOptions) -> anyhow::Result<()> {
             seed: 0,
         },
     };
-    answer(engine.as_mut(), &req, &info, opts.json)
+    answer(engine.as_mut(), &req, &info, opts.json, map)
+}
+
+/// `msg` fitted to `budget` with the current folder's repo map (when `map_tokens` > 0 and the
+/// folder has `.py`/`.rs` files); notes about cuts go to stderr. A map that cannot be built is
+/// left out with a note: it never stops the prompt.
+fn fit_with_map(
+    msg: ChatMessage,
+    count: &TokenCounter,
+    budget: usize,
+    map_tokens: usize,
+) -> anyhow::Result<(Vec<ChatMessage>, Option<MapReport>)> {
+    let tags = match map_tokens {
+        0 => None,
+        _ => match std::env::current_dir()
+            .map_err(|e| e.to_string())
+            .and_then(|d| build(&d, None).map_err(|e| e.to_string()))
+        {
+            Ok((tags, stats)) => (stats.files > 0).then_some((tags, stats)),
+            Err(e) => {
+                eprintln!("tritter: note: no repo map: {e}");
+                None
+            }
+        },
+    };
+    let make = |n: usize| {
+        tags.as_ref()
+            .and_then(|(t, _)| snippet(t, &msg.content, &**count, n))
+    };
+    let extra = Extra {
+        max_tokens: map_tokens,
+        make: &make,
+    };
+    let (messages, notes) = crate::engine::prompt::fit_with(
+        std::slice::from_ref(&msg),
+        count,
+        budget,
+        tags.as_ref().map(|_| &extra),
+    )
+    .map_err(anyhow::Error::msg)?;
+    for n in notes {
+        eprintln!("tritter: note: {n}");
+    }
+    let map = tags.as_ref().map(|(t, stats)| {
+        let sent = messages.last().and_then(|m| {
+            m.context
+                .iter()
+                .find(|c| c.label.starts_with("Repository map"))
+        });
+        MapReport {
+            files: t.files.len(),
+            definitions: sent.map_or(0, |c| {
+                c.text.lines().filter(|l| l.starts_with("  ")).count()
+            }),
+            tokens: sent.map_or(0, |c| count(&c.text)),
+            build_ms: stats.total_ms,
+        }
+    });
+    Ok((messages, map))
 }
 
 /// Runs `req` on `engine`: the reply streamed to stdout (with `json`, one object at the end),
@@ -87,6 +169,7 @@ fn answer(
     req: &GenRequest,
     info: &EngineInfo,
     json: bool,
+    map: Option<MapReport>,
 ) -> anyhow::Result<()> {
     let cancel = AtomicBool::new(false);
     let mut reply = String::new();
@@ -96,8 +179,9 @@ fn answer(
     let mut notices = vec![];
     let mut out = std::io::stdout().lock();
     let mut write_err = None;
+    let mut prompt_tokens = 0;
     engine.generate(req, &cancel, &mut |ev| match ev {
-        GenEvent::Prompt { .. } => {}
+        GenEvent::Prompt { tokens } => prompt_tokens = tokens,
         GenEvent::Thought { index, candidates } => {
             if !json {
                 eprintln!(
@@ -148,9 +232,12 @@ fn answer(
             "mode": if fed > 0 { "latent" } else { "token" },
             "thoughts": thoughts,
             "notices": notices,
+            "raw": req.raw,
+            "prompt_tokens": prompt_tokens,
+            "repo_map": map,
         });
         writeln!(out, "{obj}")?;
-    } else if !reply.ends_with('\n') {
+    } else if !reply.ends_with('\n') && !req.raw {
         writeln!(out)?;
     }
     out.flush()?;

@@ -4,6 +4,7 @@ pub mod embed;
 pub mod encode;
 pub mod encode_audio;
 pub mod eval;
+pub mod export;
 pub mod headless;
 pub mod logits;
 pub mod plan;
@@ -42,9 +43,13 @@ pub struct Cli {
     #[arg(short = 'p', long = "prompt", value_name = "PROMPT")]
     pub prompt: Option<String>,
     /// With -p: print one JSON object {reply, tokens, tok_per_s, first_token_ms, model, mode,
-    /// thoughts, notices} instead.
+    /// thoughts, notices, raw, prompt_tokens, repo_map} instead.
     #[arg(long, requires = "prompt")]
     pub json: bool,
+    /// With -p: continue the prompt's text as it stands (completion mode): no chat template,
+    /// history, repo map or latent mode; the reply ends at the model's end-of-text token.
+    #[arg(long, requires = "prompt")]
+    pub raw: bool,
     /// With -p: attach an image (PNG/JPEG).
     #[arg(long, value_name = "FILE", requires = "prompt")]
     pub img: Vec<PathBuf>,
@@ -89,6 +94,19 @@ pub enum Command {
         /// Output safetensors file (tensor `logits`).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Export the checkpoint of --model DIR for other frameworks: `--format hf` writes a directory
+    /// that transformers' BitNetForCausalLM.from_pretrained loads as it is.
+    Export {
+        /// Target format.
+        #[arg(long, value_enum)]
+        format: export::ExportFormat,
+        /// Output directory (created, or replaced if it holds an earlier checkpoint).
+        #[arg(long)]
+        out: PathBuf,
+        /// packed: uint8 ternary weights for inference; bf16: master weights for training on.
+        #[arg(long, value_enum, default_value = "packed")]
+        form: export::ExportForm,
     },
     /// Run a benchmark report: kernels, decode or attention.
     Bench {
@@ -215,6 +233,7 @@ pub fn run(cli: Cli) -> Result<()> {
             images: cli.img,
             audio: cli.audio,
             latent: cli.latent,
+            raw: cli.raw,
         }),
         None => crate::tui::run(crate::tui::TuiOptions {
             model_dir: cli.model,
@@ -267,6 +286,12 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
                     encode_audio::run(model, src, *codebooks, out)
                 }
             }
+        }
+        Command::Export { format, out, form } => {
+            let Some(model) = &cli.model else {
+                bail!("export: --model DIR is required");
+            };
+            export::run(model, *format, out, *form)
         }
         Command::Bench {
             what,

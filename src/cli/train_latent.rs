@@ -110,18 +110,7 @@ pub fn train(
         .map(|r| problem(r, &tk))
         .collect::<Result<Vec<_>>>()?;
     check_lengths(&cfg, &text_cfg, &problems)?;
-    let (params, st, moments) = match &found {
-        Some((_, dir)) => {
-            let l = state::load(dir, &text_cfg, &dev)?;
-            eprintln!("resuming from {} (step {})", dir.display(), l.state.step);
-            (l.params, Some(l.state), Some(l.moments))
-        }
-        None => (
-            Params::init(&text_cfg, cfg.run.seed, cfg.model.init_std, &dev)?,
-            None,
-            None,
-        ),
-    };
+    let (params, st, moments) = initial(&cfg, &text_cfg, found.as_ref().map(|f| &f.1), &dev)?;
     let (done, mut tokens) = st.map_or((0, 0), |s| (s.step, s.tokens));
     let run = LatentRun {
         text_cfg: &text_cfg,
@@ -203,6 +192,33 @@ pub fn train(
         println!("{json}");
     }
     Ok(())
+}
+
+/// The run's starting weights: the checkpoint in `from` (with its counters and moments), or
+/// fresh ones from the seed.
+#[allow(clippy::type_complexity)]
+fn initial(
+    cfg: &LatentConfig,
+    text_cfg: &tritter_model::Config,
+    from: Option<&std::path::PathBuf>,
+    dev: &Device,
+) -> Result<(
+    Params,
+    Option<TrainState>,
+    Option<std::collections::BTreeMap<String, tritter_model::train::optim::Moments>>,
+)> {
+    Ok(match from {
+        Some(dir) => {
+            let l = state::load(dir, text_cfg, dev)?;
+            eprintln!("resuming from {} (step {})", dir.display(), l.state.step);
+            (l.params, Some(l.state), Some(l.moments))
+        }
+        None => (
+            Params::init(text_cfg, cfg.run.seed, cfg.model.init_std, dev)?,
+            None,
+            None,
+        ),
+    })
 }
 
 /// The run's tokenizer: trained on the records (deterministically) and saved to

@@ -329,6 +329,7 @@ pub(crate) fn reply(eng: &mut ModelEngine, msg: ChatMessage) -> Result<String> {
         messages: vec![msg],
         latent: crate::engine::LatentMode::Off,
         latent_min_cosine: 0.0,
+        raw: false,
         max_new_tokens: 24,
         sampling: Sampling {
             temperature: 0.0,

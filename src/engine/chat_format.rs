@@ -12,6 +12,12 @@ use crate::engine::{ChatMessage, Role};
 use anyhow::{Context, Result};
 use std::path::Path;
 
+/// Tritter's own format as a Jinja chat template (what `tritter export` writes for a checkpoint
+/// without one); renders as [`ChatFormat::tritter`] does (tested).
+pub const TRITTER_TEMPLATE: &str = "{% for message in messages %}{{ '<|' + message['role'] + \
+    '|>\\n' + message['content'] + '<|end|>\\n' }}{% endfor %}{% if add_generation_prompt %}\
+    {{ '<|assistant|>\\n' }}{% endif %}";
+
 /// How a conversation becomes prompt text, and which tokens end a reply.
 #[derive(Debug, Clone)]
 pub struct ChatFormat {
@@ -93,6 +99,11 @@ impl ChatFormat {
         let text =
             std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         Self::from_tokenizer_config(&text).with_context(|| p.display().to_string())
+    }
+
+    /// The end-of-text token (`<|eos|>` in Tritter's own format).
+    pub fn eos_token(&self) -> String {
+        self.eos_token.clone()
     }
 
     pub fn has_template(&self) -> bool {
@@ -189,6 +200,29 @@ mod tests {
       "eos_token": {"content": "<|eot_id|>"},
       "chat_template": "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
     }"#;
+
+    #[test]
+    fn tritter_template_renders_as_tritter_format() {
+        let cfg = serde_json::json!({"chat_template": TRITTER_TEMPLATE, "eos_token": "<|eos|>"});
+        let f = ChatFormat::from_tokenizer_config(&cfg.to_string()).unwrap();
+        let msgs = [
+            ChatMessage::new(Role::System, "Be brief."),
+            ChatMessage::new(Role::User, "Hello\nthere"),
+            ChatMessage::new(Role::Assistant, "Hi."),
+            ChatMessage::new(Role::User, "fn main() {}"),
+        ];
+        let want = ChatFormat::tritter().render(&msgs).unwrap();
+        assert_eq!(f.render(&msgs).unwrap(), want);
+        assert!(want.starts_with("<|system|>\nBe brief.<|end|>\n<|user|>\nHello\nthere"));
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sorted(f.stop_strings.clone()),
+            sorted(ChatFormat::tritter().stop_strings)
+        );
+    }
 
     #[test]
     fn renders_a_checkpoint_template_with_generation_prompt() {

@@ -69,6 +69,7 @@ mod tests {
             messages: vec![ChatMessage::new(Role::User, "def add(a, b):")],
             latent: crate::engine::LatentMode::Off,
             latent_min_cosine: 0.0,
+            raw: false,
             max_new_tokens: 16,
             sampling: Sampling {
                 temperature: 0.0,
@@ -96,6 +97,7 @@ mod tests {
             messages: vec![ChatMessage::new(Role::User, "def add(a, b):")],
             latent: crate::engine::LatentMode::Auto,
             latent_min_cosine: 0.2,
+            raw: false,
             max_new_tokens: 4,
             sampling: Sampling {
                 temperature: 0.0,

@@ -211,6 +211,10 @@ pub struct GenRequest {
     /// The confidence signal's threshold: a latent chain whose weakest thought's nearest token
     /// has a lower cosine counts as degraded (see `engine::model::latent`).
     pub latent_min_cosine: f32,
+    /// Completion mode (`-p --raw`, `/raw on`): the last message's text is continued as it
+    /// stands, without the chat template, the history or latent mode; the reply ends at the
+    /// model's end-of-text token or the length limit.
+    pub raw: bool,
     pub max_new_tokens: usize,
     pub sampling: Sampling,
 }

@@ -27,6 +27,8 @@ pub struct ModelEngine {
     tokenizer: Arc<Tokenizer>,
     format: ChatFormat,
     stop_ids: Vec<u32>,
+    /// The model's end-of-text ids: what ends a raw completion (`GenRequest::raw`).
+    eos_ids: Vec<u32>,
     info: EngineInfo,
     /// The decoder for `--device` (the model uploaded to a GPU for `cuda`); generation runs
     /// there when set, else on the CPU inference path.
@@ -39,8 +41,6 @@ pub struct ModelEngine {
     audio: Option<AudioPart>,
     /// Latent mode's state: the checkpoint's spec, the thought rounder, notices already given.
     latent: latent::LatentState,
-    /// Generation runs on a GPU (`--device cuda`), where latent mode is not available yet.
-    on_gpu: bool,
 }
 
 mod latent;
@@ -71,6 +71,10 @@ impl ModelEngine {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
+        let mut eos_ids: Vec<u32> = cfg.eos_token_ids.clone();
+        eos_ids.extend(tokenizer.token_to_id(&format.eos_token()));
+        eos_ids.sort_unstable();
+        eos_ids.dedup();
         let info = EngineInfo {
             model_name: name,
             device: device.to_string(),
@@ -85,13 +89,13 @@ impl ModelEngine {
             tokenizer: Arc::new(tokenizer),
             format,
             stop_ids,
+            eos_ids,
             info,
             decoder: None,
             vision: None,
             vq: None,
             audio: None,
             latent: latent::LatentState::default(),
-            on_gpu: false,
         }
     }
 
@@ -109,7 +113,6 @@ impl ModelEngine {
             .with_context(|| format!("putting the model on {}", compute.name()))?;
         if compute != crate::device::Compute::Cpu {
             self.info.device = d.device_name();
-            self.on_gpu = true;
         }
         self.decoder = Some(d);
         Ok(self)
@@ -222,6 +225,9 @@ impl Engine for ModelEngine {
         sink: &mut dyn FnMut(GenEvent),
     ) -> Result<()> {
         let t0 = Instant::now();
+        if req.raw {
+            return self.answer_tokens(req, t0, cancel, sink);
+        }
         if let Some(thoughts) = self.latent_plan(req.latent, sink)? {
             if self.answer_latent(req, thoughts, t0, cancel, sink)? {
                 return Ok(());
@@ -243,7 +249,11 @@ impl ModelEngine {
                 repetition_penalty: 1.1,
                 seed: req.sampling.seed,
             },
-            stop_tokens: self.stop_ids.clone(),
+            stop_tokens: if req.raw {
+                self.eos_ids.clone()
+            } else {
+                self.stop_ids.clone()
+            },
         }
     }
 
@@ -258,7 +268,8 @@ impl ModelEngine {
         sink: &mut dyn FnMut(GenEvent),
     ) -> Result<()> {
         let mut prompt = self.prompt_segments(req)?;
-        if let Some((bot, eot)) = self.latent.spec.and(self.thought_ids()) {
+        let latent_trained = self.latent.spec.filter(|_| !req.raw);
+        if let Some((bot, eot)) = latent_trained.and(self.thought_ids()) {
             match prompt.last_mut() {
                 Some(Segment::Tokens(ids)) => ids.extend([bot, eot]),
                 _ => prompt.push(Segment::Tokens(vec![bot, eot])),

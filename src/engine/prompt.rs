@@ -1,7 +1,9 @@
 //! Fitting a conversation into the model's context budget before it goes to the engine (which
 //! formats it with the checkpoint's chat template). The newest user message must fit whole; its
 //! context snippets (files, symbols, pastes) are cut by whole lines to what is left, oldest history
-//! is dropped first. Token counts come from the engine's own tokenizer.
+//! is dropped first. Token counts come from the engine's own tokenizer. Extra context the caller
+//! can size (the repo map) comes after the new message's own snippets and before history, with at
+//! most half of the tokens they leave, so it never pushes the user's message out.
 
 use crate::engine::{ChatMessage, ContextSnippet, TokenCounter};
 
@@ -84,6 +86,13 @@ fn cut_snippet(
     ))
 }
 
+/// Context made to measure: `make(tokens)` gives a snippet whose text counts at most `tokens`
+/// (or nothing); it is offered at most `max_tokens`.
+pub struct Extra<'a> {
+    pub max_tokens: usize,
+    pub make: &'a dyn Fn(usize) -> Option<ContextSnippet>,
+}
+
 /// Fits `messages` (the last one being the new user message) into `budget` tokens. Returns the
 /// messages to send and notes for the user about what was cut; an error if the new message's own
 /// text does not fit.
@@ -91,6 +100,17 @@ pub fn fit(
     messages: &[ChatMessage],
     count: &TokenCounter,
     budget: usize,
+) -> Result<(Vec<ChatMessage>, Vec<String>), String> {
+    fit_with(messages, count, budget, None)
+}
+
+/// [`fit`], with `extra` appended to the new message's context within the smaller of its
+/// `max_tokens` and half the tokens left after the message and its own snippets.
+pub fn fit_with(
+    messages: &[ChatMessage],
+    count: &TokenCounter,
+    budget: usize,
+    extra: Option<&Extra>,
 ) -> Result<(Vec<ChatMessage>, Vec<String>), String> {
     let Some((last, history)) = messages.split_last() else {
         return Ok((Vec::new(), Vec::new()));
@@ -120,6 +140,9 @@ pub fn fit(
             )),
         }
     }
+    if let Some(x) = extra {
+        left -= add_extra(x, count, left, &mut newest);
+    }
     let mut kept = Vec::new();
     for m in history.iter().rev() {
         let c = cost(m, count);
@@ -138,6 +161,21 @@ pub fn fit(
     kept.reverse();
     kept.push(newest);
     Ok((kept, notes))
+}
+
+/// Appends `x`'s snippet to `newest` within half of `left` tokens; returns what it costs.
+fn add_extra(x: &Extra, count: &TokenCounter, left: usize, newest: &mut ChatMessage) -> usize {
+    let room = x.max_tokens.min(left / 2);
+    // The label is not known before the snippet is made: allow for one of 32 tokens.
+    let Some(s) = (x.make)(room.saturating_sub(32 + 4)) else {
+        return 0;
+    };
+    let cost = count(&s.text) + count(&s.label) + 4;
+    if s.text.is_empty() || cost > room {
+        return 0;
+    }
+    newest.context.push(s);
+    cost
 }
 
 #[cfg(test)]
@@ -194,6 +232,45 @@ mod tests {
         assert_eq!(
             notes,
             vec!["the 1 oldest messages no longer fit the context and were not sent"]
+        );
+    }
+
+    #[test]
+    fn extra_context_takes_at_most_half_of_what_is_left_and_never_the_message() {
+        let c = bytes();
+        let make = |n: usize| {
+            Some(ContextSnippet {
+                label: "map".into(),
+                text: "m".repeat(n),
+            })
+        };
+        let x = Extra {
+            max_tokens: 1000,
+            make: &make,
+        };
+        let old = ChatMessage::new(Role::User, "o".repeat(40));
+        let new = ChatMessage::new(Role::User, "q".repeat(100));
+        let (msgs, _) = fit_with(&[old.clone(), new.clone()], &c, 300, Some(&x)).unwrap();
+        let map = &msgs.last().unwrap().context[0];
+        // 300 - 108 for the message leaves 192; the map gets at most 96 of them.
+        assert_eq!(map.text.len(), 96 - 36);
+        assert_eq!(msgs[0], old, "history still fits beside the map");
+        let total: usize = msgs.iter().map(|m| cost(m, &c)).sum();
+        assert!(total <= 300, "{total}");
+        // A small budget: the message is sent whole, the map left out.
+        let (msgs, _) = fit_with(std::slice::from_ref(&new), &c, 120, Some(&x)).unwrap();
+        assert_eq!(msgs, vec![new.clone()]);
+        // A map that does not keep to its size is left out rather than overflowing.
+        let greedy = |_: usize| make(10_000);
+        let x = Extra {
+            max_tokens: 50,
+            make: &greedy,
+        };
+        assert_eq!(
+            fit_with(std::slice::from_ref(&new), &c, 1000, Some(&x))
+                .unwrap()
+                .0,
+            vec![new]
         );
     }
 

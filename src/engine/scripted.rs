@@ -61,6 +61,9 @@ impl ScriptedEngine {
             .map(|m| m.content.as_str())
             .unwrap_or("");
         let first_line = last.lines().next().unwrap_or("");
+        if req.raw {
+            return format!("[raw] {first_line} …\n");
+        }
         let mut s = format!("You said: **{first_line}**\n\n");
         for _ in 0..repeat.max(1) {
             s.push_str("Here is some code:\n\n");
@@ -202,6 +205,7 @@ mod tests {
             messages: vec![ChatMessage::new(Role::User, text)],
             latent: LatentMode::Off,
             latent_min_cosine: 0.0,
+            raw: false,
             max_new_tokens: max,
             sampling: Sampling::default(),
         }

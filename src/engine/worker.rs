@@ -73,6 +73,7 @@ mod tests {
             messages: vec![ChatMessage::new(Role::User, "hi")],
             latent: crate::engine::LatentMode::Off,
             latent_min_cosine: 0.0,
+            raw: false,
             max_new_tokens: 100,
             sampling: Sampling::default(),
         }

@@ -66,6 +66,10 @@ where
         pending_keys: Vec::new(),
         saves: Vec::new(),
     };
+    // What the app asked for before the first event (the first repo map build).
+    if lp.run_effects(app).is_break() {
+        return Ok(lp.finish());
+    }
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
     let test_panic = std::env::var_os(TEST_PANIC_VAR).is_some();

@@ -1,5 +1,5 @@
-//! Carries out the app's jobs (`app::effect::Job`): decoding attachments and reading and writing
-//! session files. The event loop runs each on its own thread and feeds the `Outcome` back to
+//! Carries out the app's jobs (`app::effect::Job`): decoding attachments, reading and writing
+//! session files, and building the repo map. The event loop runs each on its own thread and feeds the `Outcome` back to
 //! `App::update`, so a 50 MB attachment or a slow disk never holds up a keystroke; tests call
 //! [`run`] directly.
 
@@ -48,5 +48,10 @@ pub fn run(job: Job) -> Outcome {
             result: crate::tui::session::load(&dir, &name).map_err(line),
             name,
         },
+        Job::BuildMap { root, previous } => Outcome::MapBuilt(
+            crate::repomap::build::build(&root, previous.as_deref())
+                .map(|(tags, stats)| (std::sync::Arc::new(tags), stats))
+                .map_err(|e| e.to_string()),
+        ),
     }
 }

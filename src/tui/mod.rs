@@ -19,6 +19,8 @@ pub mod theme;
 pub mod ui;
 
 #[cfg(test)]
+mod ui_map_tests;
+#[cfg(test)]
 mod ui_tests;
 
 use std::sync::atomic::Ordering;
@@ -110,6 +112,7 @@ fn setup(opts: &TuiOptions, tx: &Sender<AppEvent>) -> anyhow::Result<(App, Optio
         config_dir: Some(config_dir),
     };
     let mut app = App::new(config, theme, engine_info, paths);
+    app.build_map();
     let worker = match engine {
         Some(e) => {
             let gtx = tx.clone();

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::files::complete_path;
 
 /// Name, argument hint, one-line help.
-pub const COMMANDS: [(&str, &str, &str); 12] = [
+pub const COMMANDS: [(&str, &str, &str); 14] = [
     ("/help", "", "keys and commands"),
     ("/clear", "", "start a new conversation"),
     (
@@ -23,6 +23,16 @@ pub const COMMANDS: [(&str, &str, &str); 12] = [
         "/latent",
         "[on|off|auto]",
         "latent-reasoning mode (alone: say which)",
+    ),
+    (
+        "/map",
+        "[on|off]",
+        "show the repo map; on/off: send it with messages or not",
+    ),
+    (
+        "/raw",
+        "[on|off]",
+        "completion mode: continue text without the chat template",
     ),
     (
         "/theme",
@@ -48,6 +58,10 @@ pub enum Command {
     Copy(usize),
     Model,
     Latent(Option<crate::engine::LatentMode>),
+    /// `/map` (show), `/map on`, `/map off`.
+    Map(Option<bool>),
+    /// `/raw` (say which), `/raw on`, `/raw off`.
+    Raw(Option<bool>),
     Theme(Option<String>),
     Save(Option<String>),
     Load(Option<String>),
@@ -101,6 +115,19 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 .map(|m| Command::Latent(Some(m)))
                 .map_err(|_| format!("/latent takes on, off or auto, not {other:?}")),
         },
+        "/map" | "/raw" => {
+            let on = match arg {
+                "" => None,
+                "on" => Some(true),
+                "off" => Some(false),
+                other => return Err(format!("{name} takes on or off, not {other:?}")),
+            };
+            Ok(if name == "/map" {
+                Command::Map(on)
+            } else {
+                Command::Raw(on)
+            })
+        }
         "/theme" => Ok(Command::Theme(arg_opt())),
         "/save" => Ok(Command::Save(arg_opt())),
         "/load" | "/resume" => Ok(Command::Load(arg_opt())),

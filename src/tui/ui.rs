@@ -492,8 +492,15 @@ fn draw_status(app: &App, f: &mut Frame, area: Rect) {
     } else {
         "/help"
     };
+    let mut modes = String::new();
+    if app.raw {
+        modes.push_str(" · raw");
+    }
+    if let Some(m) = app.map.status() {
+        modes.push_str(&format!(" · {m}"));
+    }
     let text = format!(
-        " {} · {device} · {tps} · ctx {}/{limit} · latent {} · {state} · {hint}",
+        " {} · {device} · {tps} · ctx {}/{limit} · latent {}{modes} · {state} · {hint}",
         app.model_name(),
         app.chat.context_used,
         app.latent.name(),

@@ -19,7 +19,7 @@ use crate::tui::app::effect::Effect;
 use crate::tui::app::{Action, App, Focus, GenState, Paths};
 use crate::tui::theme::Theme;
 
-fn app_in(cwd: &Path) -> App {
+pub(super) fn app_in(cwd: &Path) -> App {
     let e = ScriptedEngine::new(Duration::ZERO);
     App::new(
         Config::default(),
@@ -39,14 +39,14 @@ fn key(code: KeyCode, m: KeyModifiers) -> KeyEvent {
 
 /// A key, then the jobs it started (attachments, sessions) run here as the event loop runs them
 /// on their own threads, their outcomes applied.
-fn press(app: &mut App, code: KeyCode, m: KeyModifiers) {
+pub(super) fn press(app: &mut App, code: KeyCode, m: KeyModifiers) {
     if let Some(a) = app.action_for_key(key(code, m)) {
         app.update(a);
     }
     run_jobs(app);
 }
 
-fn run_jobs(app: &mut App) {
+pub(super) fn run_jobs(app: &mut App) {
     let (jobs, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut app.effects)
         .into_iter()
         .partition(|e| matches!(e, Effect::Job(_)));
@@ -64,14 +64,14 @@ fn type_str(app: &mut App, s: &str) {
     }
 }
 
-fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
+pub(super) fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
     t.draw(|f| crate::tui::ui::draw(app, f)).unwrap();
     t
 }
 
 /// Takes the pending `Generate` effect.
-fn take_request(app: &mut App) -> GenRequest {
+pub(super) fn take_request(app: &mut App) -> GenRequest {
     let effects = std::mem::take(&mut app.effects);
     effects
         .into_iter()
@@ -83,7 +83,7 @@ fn take_request(app: &mut App) -> GenRequest {
 }
 
 /// The scripted engine's events for a request.
-fn events_for(req: &GenRequest) -> Vec<GenEvent> {
+pub(super) fn events_for(req: &GenRequest) -> Vec<GenEvent> {
     let mut e = ScriptedEngine::new(Duration::ZERO);
     let mut v = Vec::new();
     e.generate(req, &AtomicBool::new(false), &mut |ev| v.push(ev))

@@ -35,16 +35,69 @@ impl GpuModel {
         self.run_rows(&x, all)
     }
 
-    /// Runs the input rows `x` `[T, C]` in chunks of `max_chunk` rows.
-    fn run_rows(&mut self, x: &[f32], all: bool) -> Result<Vec<f32>> {
+    /// Appends `ids` and returns the final hidden state `[C]` of the last position (after the
+    /// final norm, before the head): what latent mode feeds back as the next input embedding,
+    /// as `CpuModel::forward_hidden` does on the CPU.
+    pub fn forward_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(Error::Invalid("no tokens to run".into()));
+        }
+        let vocab = self.cfg.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::TokenOutOfRange { id: bad, vocab });
+        }
+        let x = self.embed_rows(ids);
+        self.run_rows_hidden(&x)
+    }
+
+    /// Appends the input embeddings `x` `[T, C]` and returns the final hidden state `[C]` of the
+    /// last position: one latent step when `x` is a thought.
+    pub fn forward_embeds_hidden(&mut self, x: Vec<f32>) -> Result<Vec<f32>> {
         let c = self.cfg.hidden_size;
-        let t = x.len() / c;
+        if x.is_empty() || !x.len().is_multiple_of(c) {
+            return Err(Error::Invalid(format!(
+                "input embeddings of {} values are not rows of {c} channels",
+                x.len()
+            )));
+        }
+        self.run_rows_hidden(&x)
+    }
+
+    /// Fails when `t` more tokens would not fit a cache without a rolling window.
+    fn check_room(&self, t: usize) -> Result<()> {
         if self.opts.window == 0 && self.seen + t > self.opts.max_context {
             return Err(Error::Invalid(format!(
                 "context full: {} + {t} tokens exceed the GPU cache of {}",
                 self.seen, self.opts.max_context
             )));
         }
+        Ok(())
+    }
+
+    /// [`GpuModel::run_rows`] without the head: the final-normed hidden state of the last row,
+    /// read from `s.h` after the layers (never through the captured graph, which ends in the
+    /// head).
+    fn run_rows_hidden(&mut self, x: &[f32]) -> Result<Vec<f32>> {
+        let c = self.cfg.hidden_size;
+        self.check_room(x.len() / c)?;
+        let mut last = Vec::new();
+        for chunk in x.chunks(self.opts.max_chunk * c) {
+            let t = chunk.len() / c;
+            self.stage(chunk)?;
+            self.layers_pass(t)?;
+            self.seen += t;
+            last = self
+                .gpu
+                .download_range(&self.s.h, (t - 1) * c, c)
+                .map_err(kerr)?;
+        }
+        Ok(last)
+    }
+
+    /// Runs the input rows `x` `[T, C]` in chunks of `max_chunk` rows.
+    fn run_rows(&mut self, x: &[f32], all: bool) -> Result<Vec<f32>> {
+        let c = self.cfg.hidden_size;
+        self.check_room(x.len() / c)?;
         let mut out = Vec::new();
         for chunk in x.chunks(self.opts.max_chunk * c) {
             let logits = self.run_chunk(chunk, all)?;

@@ -109,6 +109,10 @@ pub struct TrainSection {
     /// weights and AdamW state; matmuls in bf16; RMSNorm statistics, softmax and the loss in
     /// f32). Default `f32`.
     pub dtype: String,
+    /// Attend only within each document of a packed sequence (the shard's document ids) and
+    /// leave padding out of the loss; `false` is the plain causal mask over the whole packed
+    /// window, padding included. Default true.
+    pub document_mask: bool,
 }
 
 impl Default for TrainSection {
@@ -122,6 +126,7 @@ impl Default for TrainSection {
             grad_clip: 1.0,
             device: "cpu".into(),
             dtype: "f32".into(),
+            document_mask: true,
         }
     }
 }

@@ -16,10 +16,10 @@ use super::state::{self, TrainState};
 use super::{FullPrecision, TrainError};
 use crate::checkpoint::save_checkpoint;
 use crate::config::{Config, WeightFormat};
-use crate::data::{Sequence, ShardSet, Split, SplitReader};
+use crate::data::{ShardSet, Split, SplitReader};
 use crate::transformer::Transformer;
 use crate::weights::Params;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::fs;
@@ -88,22 +88,6 @@ impl Stream {
         }
         self.perm.as_ref().map_or(0, |p| p.1[(pos % len) as usize])
     }
-}
-
-fn batch_tensor(
-    reader: &mut SplitReader,
-    indices: &[u64],
-    t: usize,
-    device: &Device,
-) -> Result<Tensor, TrainError> {
-    let mut seq = Sequence::default();
-    let mut ids = Vec::with_capacity(indices.len() * t);
-    for &i in indices {
-        reader.read(i, &mut seq)?;
-        ids.extend_from_slice(&seq.tokens[..t.min(seq.tokens.len())]);
-    }
-    let b = indices.len();
-    Ok(Tensor::from_vec(ids, (b, t), device)?)
 }
 
 /// Vocabulary size and special ids from the prepared data's manifest.
@@ -322,8 +306,9 @@ impl Trainer {
         let mut sum = 0f64;
         for k in 0..self.cfg.eval.batches as u64 {
             let idx: Vec<u64> = (0..b).map(|j| (k * b + j) % len).collect();
-            let ids = batch_tensor(&mut self.val, &idx, t, &self.device)?;
-            sum += model.loss(&ids)?.to_scalar::<f32>()? as f64;
+            let batch = super::batch::batch_tensor(&mut self.val, &idx, t, &self.device)?;
+            let loss = super::batch::batch_loss(&model, &batch, self.cfg.train.document_mask)?;
+            sum += loss.to_scalar::<f32>()? as f64;
         }
         let val_loss = sum / self.cfg.eval.batches as f64;
         Ok(Some(EvalRecord {
@@ -512,8 +497,8 @@ impl Trainer {
                 .map(|j| self.train.index(self.state.data_pos + j))
                 .collect();
             self.state.data_pos += b as u64;
-            let ids = batch_tensor(&mut self.train.reader, &idx, t, &self.device)?;
-            let loss = model.loss(&ids)?;
+            let batch = super::batch::batch_tensor(&mut self.train.reader, &idx, t, &self.device)?;
+            let loss = super::batch::batch_loss(&model, &batch, self.cfg.train.document_mask)?;
             let lv = loss.to_scalar::<f32>()?;
             if !lv.is_finite() {
                 let last = state::latest(&self.cfg.run.dir.join("checkpoints"))?

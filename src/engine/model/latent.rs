@@ -1,8 +1,9 @@
 //! Coconut latent mode in the chat engine: which mode a reply gets (`/latent on|off|auto` against
-//! the checkpoint's `latent.json` and the device), the latent answer itself
-//! (`tritter_model::latent::generate_latent_gated` with the spec's `S·c` thoughts on the CPU
-//! path), each thought rounded to its 3 nearest token embeddings by cosine and sent as a
-//! `GenEvent::Thought`, and the confidence signal that decides whether the chain is trusted.
+//! the checkpoint's `latent.json`), the latent answer itself
+//! (`tritter_model::latent::generate_latent_gated` with the spec's `S·c` thoughts, on the CPU
+//! path or on the GPU decoder, which returns the final hidden state too), each thought rounded
+//! to its 3 nearest token embeddings by cosine and sent as a `GenEvent::Thought`, and the
+//! confidence signal that decides whether the chain is trusted.
 //!
 //! **The confidence signal** is the top-1 cosine of the chain's weakest thought: every thought is
 //! rounded to the token embeddings nearest to it by cosine similarity (what the UI shows), and
@@ -75,18 +76,14 @@ impl ModelEngine {
         sink: &mut dyn FnMut(GenEvent),
     ) -> Result<Option<usize>> {
         let name = &self.info.model_name;
-        let why_not = match (self.latent.spec, self.on_gpu) {
-            (Some(s), false) => {
+        let why_not = match self.latent.spec {
+            Some(s) => {
                 if self.thought_ids().is_none() {
                     bail!("{name} has a {SPEC_FILE} but its tokenizer has no <bot>/<eot> tokens");
                 }
                 return Ok((mode != LatentMode::Off).then_some(s.max_thoughts()));
             }
-            (None, _) => format!("{name} was not latent-trained (it has no {SPEC_FILE})"),
-            (Some(_), true) => format!(
-                "latent mode is not supported on {} yet (only on the CPU)",
-                self.info.device
-            ),
+            None => format!("{name} was not latent-trained (it has no {SPEC_FILE})"),
         };
         match mode {
             LatentMode::Off => Ok(None),

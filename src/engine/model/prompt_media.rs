@@ -61,19 +61,26 @@ impl ModelEngine {
     /// `</audio>`, each image's rows or codes between its `<img>` and `</img>` (the tail, if it
     /// does not fit).
     pub(super) fn prompt_segments(&self, req: &GenRequest) -> Result<Vec<Segment>> {
-        let text = self.format.render(&req.messages)?;
+        // A raw completion is the last message's text as it stands, with the tokenizer's own
+        // special tokens (a BOS where it adds one), as `tokenizer(text)` in transformers.
+        let (text, special) = match req.messages.last() {
+            Some(m) if req.raw => (m.content.clone(), true),
+            _ => (self.format.render(&req.messages)?, false),
+        };
         let enc = self
             .tokenizer
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| anyhow!("tokenizer: {e}"))?;
         let mut ids = enc.get_ids().to_vec();
-        let images = media::images_in(&req.messages);
+        // A raw completion has no media markers: its attachments are not sent.
+        let media_of = if req.raw { &[][..] } else { &req.messages[..] };
+        let images = media::images_in(media_of);
         let per_image = if images.is_empty() {
             0
         } else {
             self.image_len()?
         };
-        let clips = self.clip_ids(&media::clips_in(&req.messages))?;
+        let clips = self.clip_ids(&media::clips_in(media_of))?;
         let media_len = images.len() * per_image + clips.iter().map(Vec::len).sum::<usize>();
         let limit = self.info.context_limit;
         if media_len + req.max_new_tokens.min(limit / 2) >= limit {

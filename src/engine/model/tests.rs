@@ -42,6 +42,7 @@ pub(super) fn request(max: usize) -> GenRequest {
         messages: vec![ChatMessage::new(Role::User, "def add(a, b):")],
         latent: crate::engine::LatentMode::Off,
         latent_min_cosine: 0.0,
+        raw: false,
         max_new_tokens: max,
         sampling: Sampling {
             temperature: 0.0,

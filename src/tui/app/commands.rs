@@ -1,5 +1,6 @@
 //! What each slash command does to the app, one function per command (`/help`, `/clear`,
-//! `/file`, `/img`, `/audio`, `/copy`, `/model`, `/latent`, `/theme`, `/save`, `/load`, `/quit`),
+//! `/file`, `/img`, `/audio`, `/copy`, `/model`, `/latent`, `/theme`, `/save`, `/load`, `/quit`;
+//! `/map` and `/raw` are in `map`),
 //! and how the jobs that `/img`, `/audio`, `/save`, `/load` and the autosave start are finished.
 
 use super::effect::{Effect, Job, Outcome};
@@ -35,6 +36,8 @@ impl App {
             Command::Copy(n) => self.copy(n),
             Command::Model => self.model(),
             Command::Latent(v) => self.set_latent(v),
+            Command::Map(on) => self.map_command(on),
+            Command::Raw(on) => self.raw_command(on),
             Command::Theme(name) => self.theme_command(name),
             Command::Save(name) => self.save(name),
             Command::Load(name) => self.load(name),
@@ -219,6 +222,7 @@ impl App {
             Outcome::Image(Err(e)) | Outcome::Audio(Err(e)) => self.error(e),
             Outcome::Saved { name, auto, result } => self.saved(name, auto, result),
             Outcome::SessionLoaded { name, result } => self.session_loaded(name, result),
+            Outcome::MapBuilt(result) => self.map_built(result),
         }
     }
 

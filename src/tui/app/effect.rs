@@ -1,10 +1,12 @@
 //! What the app asks the terminal loop to do (`Effect`), the disk and decode work among it that
 //! runs off the UI thread (`Job`, carried out by `tui::jobs`), and what such work reports back
-//! (`Outcome`, applied by `App::update` as `Action::Finished`).
+//! (`Outcome`, applied by `App::update` as `Action::Finished`). Repo map builds are jobs too.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::engine::{Attachment, GenRequest};
+use crate::repomap::{BuildStats, RepoTags};
 use crate::tui::session::SavedMessage;
 
 /// Work for the terminal loop.
@@ -33,6 +35,11 @@ pub enum Job {
     },
     /// Read the session file `name` for `/load`.
     LoadSession { dir: PathBuf, name: String },
+    /// Build the repo map of `root`, reusing the tags of `previous` for unchanged files.
+    BuildMap {
+        root: PathBuf,
+        previous: Option<Arc<RepoTags>>,
+    },
 }
 
 /// What a finished `Job` reports; errors are one line with their cause chain.
@@ -51,6 +58,7 @@ pub enum Outcome {
         name: String,
         result: Result<Vec<SavedMessage>, String>,
     },
+    MapBuilt(Result<(Arc<RepoTags>, BuildStats), String>),
 }
 
 /// Longest side of an image preview handed to the UI thread: larger than any terminal cell grid

@@ -7,7 +7,8 @@
 //! The state is split by what it serves: `chat` (history, scroll, session), `composer` (the
 //! message being written and its chips), `code_pane` (what the side pane shows); `keys` maps keys
 //! to actions, `submit` sends a message and follows its reply, `commands` has one function per
-//! slash command and applies the outcome of the jobs they start.
+//! slash command and applies the outcome of the jobs they start; `map` has the repo map's state,
+//! `/map` and `/raw`.
 
 pub mod chat;
 pub mod code_pane;
@@ -15,6 +16,7 @@ mod commands;
 pub mod composer;
 pub mod effect;
 mod keys;
+pub mod map;
 mod submit;
 
 use std::path::{Path, PathBuf};
@@ -117,6 +119,10 @@ pub struct App {
     pub ctrl_c_at: Option<Instant>,
     pub picker: Picker,
     pub effects: Vec<Effect>,
+    /// The repo map (`/map`).
+    pub map: map::MapState,
+    /// Completion mode (`/raw on`): messages are continued without the chat template.
+    pub raw: bool,
 }
 
 impl App {
@@ -126,6 +132,7 @@ impl App {
         engine: Result<(EngineInfo, TokenCounter), String>,
         paths: Paths,
     ) -> Self {
+        let map_off = config.repo_map_tokens == 0;
         let (engine, counter): (Result<EngineInfo, String>, TokenCounter) = match engine {
             Ok((i, c)) => (Ok(i), c),
             Err(e) => (Err(e), Arc::new(|t: &str| t.len().div_ceil(4))),
@@ -148,6 +155,11 @@ impl App {
             tok_per_s: None,
             ctrl_c_at: None,
             picker: Picker::halfblocks(),
+            map: map::MapState {
+                off: map_off,
+                ..Default::default()
+            },
+            raw: false,
             effects: Vec::new(),
         }
     }

@@ -95,8 +95,18 @@ impl App {
         let budget = info
             .context_limit
             .saturating_sub(self.config.max_new_tokens);
-        let history = self.chat.history_with(sent);
-        let messages = match crate::engine::prompt::fit(&history, &self.counter, budget) {
+        // Completion mode continues this message alone, without history or map.
+        let history = if self.raw {
+            vec![sent]
+        } else {
+            self.chat.history_with(sent)
+        };
+        let fitted = if self.raw {
+            crate::engine::prompt::fit(&history, &self.counter, budget)
+        } else {
+            self.fit_prompt(&history, budget)
+        };
+        let messages = match fitted {
             Ok((m, notes)) => {
                 for n in notes {
                     self.notice(n);
@@ -132,6 +142,7 @@ impl App {
             messages,
             latent: self.latent,
             latent_min_cosine: self.config.latent_min_cosine,
+            raw: self.raw,
             max_new_tokens: self.config.max_new_tokens,
             sampling: Sampling {
                 temperature: self.config.temperature,
@@ -185,6 +196,8 @@ impl App {
                     e.stats = Some(stats);
                 }
                 self.autosave();
+                // Files may have changed meanwhile: the next message gets a fresh map.
+                self.build_map();
             }
             GenEvent::Error(e) => {
                 self.gen = GenState::Idle;

@@ -169,7 +169,7 @@ fn auto_without_a_spec_answers_in_token_mode_with_one_notice() {
 }
 
 #[test]
-fn on_without_a_spec_or_on_a_gpu_is_a_clear_error() {
+fn on_without_a_spec_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut eng, _) = engine(tmp.path(), false);
     let mut events = 0;
@@ -186,25 +186,6 @@ fn on_without_a_spec_or_on_a_gpu_is_a_clear_error() {
         "{e}"
     );
     assert_eq!(events, 0);
-
-    // A latent-trained model on a GPU: `on` refuses, `auto` answers in token mode and says why.
-    let tmp = tempfile::tempdir().unwrap();
-    let (mut eng, tk) = engine(tmp.path(), true);
-    eng.on_gpu = true;
-    eng.info.device = "cuda:0".into();
-    let e = run(&mut eng, &ask(LatentMode::On, 0.1)).err().unwrap();
-    assert!(
-        format!("{e:#}").contains("not supported on cuda:0"),
-        "{e:#}"
-    );
-    let auto = run(&mut eng, &ask(LatentMode::Auto, 0.1)).unwrap();
-    assert!(
-        auto.notices[0].contains("not supported on cuda:0"),
-        "{:?}",
-        auto.notices
-    );
-    assert_eq!(auto.fed, 0);
-    assert_eq!(auto.text, direct(tmp.path(), &tk, 0).0);
 }
 
 #[test]
