@@ -67,7 +67,7 @@ impl Mamba2Config {
             && self.head_dim > 0
             && self.state_size > 0
             && self.n_groups > 0
-            && self.num_heads % self.n_groups == 0
+            && self.num_heads.is_multiple_of(self.n_groups)
             && self.conv_kernel > 0
             && self.chunk_size > 0;
         if ok {

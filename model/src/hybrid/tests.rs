@@ -121,9 +121,13 @@ fn mamba2_chunked_equals_recurrent() {
             let (got, gs) = m.forward_chunked(&x, None, chunk).unwrap();
             let (dy, ds) = (max_diff(&got, &want), max_diff(&gs.ssm, &ws.ssm));
             let dc = max_diff(&gs.conv, &ws.conv);
-            eprintln!("mamba2 {proj:?} chunk {chunk}: |Δy| {dy:.2e} |Δstate| {ds:.2e}");
+            eprintln!(
+                "mamba2 {proj:?} chunk {chunk}: |Δy| {dy:.2e} |Δstate| {ds:.2e} |Δconv| {dc:.2e}"
+            );
+            // The conv state holds the in-projection's last outputs: one matmul over the whole
+            // sequence against one per step, so equal up to the matmul's float rounding.
             assert!(
-                dy < 1e-5 && ds < 1e-5 && dc == 0.0,
+                dy < 1e-5 && ds < 1e-5 && dc < 1e-5,
                 "{proj:?} chunk {chunk}"
             );
         }
