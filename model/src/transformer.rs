@@ -291,6 +291,17 @@ pub fn document_mask(docs: &Tensor) -> Result<Tensor> {
     Ok(q.ne(&k)?)
 }
 
+/// `log p(target)` of each row of logits `[N, V]` for targets `[N]`: `[N, 1]`, in f32 whatever
+/// the logits' dtype (differentiable).
+fn target_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = logits.to_dtype(DType::F32)?;
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let logp = shifted.broadcast_sub(&lse)?;
+    Ok(logp.gather(&targets.unsqueeze(1)?, 1)?)
+}
+
 /// Mean cross-entropy of logits `[N, V]` against targets `[N]` over the rows where `weights`
 /// `[N]` (f32, 0 or 1) is 1.
 pub fn cross_entropy_weighted(
@@ -298,12 +309,7 @@ pub fn cross_entropy_weighted(
     targets: &Tensor,
     weights: &Tensor,
 ) -> Result<Tensor> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let logp = shifted.broadcast_sub(&lse)?;
-    let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
+    let picked = target_log_probs(logits, targets)?.squeeze(1)?;
     let n = weights.sum_all()?.to_scalar::<f32>()?;
     if n <= 0.0 {
         return Err(Error::Invalid("a batch with no position to predict".into()));
@@ -314,13 +320,7 @@ pub fn cross_entropy_weighted(
 /// Mean cross-entropy of logits `[N, V]` against targets `[N]`, from differentiable ops, in f32
 /// whatever the logits' dtype.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let logp = shifted.broadcast_sub(&lse)?;
-    let picked = logp.gather(&targets.unsqueeze(1)?, 1)?;
-    Ok(picked.mean_all()?.neg()?)
+    Ok(target_log_probs(logits, targets)?.mean_all()?.neg()?)
 }
 
 #[cfg(test)]
