@@ -36,6 +36,9 @@ macro_rules! require_tmux {
     };
 }
 
+/// One test's tmux session, on its own server (socket `-L <session>`): tests run in parallel, and
+/// on one shared server a session ending can stop the server while another test's `new-session`
+/// is connecting to it ("server exited unexpectedly").
 struct Tmux {
     session: String,
 }
@@ -43,6 +46,7 @@ struct Tmux {
 impl Tmux {
     fn cmd(&self, args: &[&str]) -> String {
         let out = Command::new("tmux")
+            .args(["-L", &self.session])
             .args(args)
             .output()
             .expect("tmux is installed");
@@ -78,7 +82,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
+            .args(["-L", &self.session, "kill-server"])
             .output();
     }
 }
@@ -112,6 +116,8 @@ fn start_sized(
     );
     let status = Command::new("tmux")
         .args([
+            "-L",
+            &session,
             "new-session",
             "-d",
             "-s",

@@ -111,14 +111,26 @@ fn train_prepares_data_and_trains_without_a_network() {
     assert_eq!(ck.config.hidden_size, 64);
 }
 
-/// A tmux session running `script` under `sh`, killed on drop.
+/// A tmux session running `script` under `sh`, on its own server (socket `-L <name>`), killed on
+/// drop.
 struct Tmux(String);
 
 impl Tmux {
     fn start(script: &str) -> Tmux {
         let name = format!("tritter-offline-{}", std::process::id());
         let st = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30"])
+            .args([
+                "-L",
+                &name,
+                "new-session",
+                "-d",
+                "-s",
+                &name,
+                "-x",
+                "100",
+                "-y",
+                "30",
+            ])
             .args(["sh", "-c", script])
             .status()
             .unwrap();
@@ -126,7 +138,11 @@ impl Tmux {
         Tmux(name)
     }
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").args(args).output().unwrap();
+        let out = Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     fn type_line(&self, text: &str) {
@@ -152,7 +168,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.0])
+            .args(["-L", &self.0, "kill-server"])
             .output();
     }
 }
