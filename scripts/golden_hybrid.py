@@ -8,6 +8,13 @@ transformers. Two cases, written to tests/golden/:
   chunked scan, `mamba2_chunk_scan`, chunk 5 over 13 tokens), the final-normed hidden state, and the
   hidden states of a prefill of 6 tokens followed by 7 single-token steps through HF's cache (the
   recurrent path, `mamba2_selective_state_update`) with the SSM states after the prefill and at the end.
+* `granite_hybrid_rope/`, `granite_hybrid_nope/` — tiny random dense (no experts)
+  `GraniteMoeHybridForCausalLM`s, IBM Granite 4's hybrid: Mamba-2 layers (Bamba's mixer) and
+  attention layers in one stack, each followed by the fused `shared_mlp`, with the embedding,
+  residual, attention and logits multipliers set away from 1; one with RoPE, untied head and GQA,
+  one without positions (Granite's default), tied, no conv bias. Written with `save_pretrained`;
+  `expected.safetensors` holds the ids, the logits of the full forward and the logits of a prefill
+  of 6 tokens followed by single-token steps through HF's cache.
 * `gated_delta_rule/` — transformers' torch statement of the gated delta rule
   (`torch_recurrent_gated_delta_rule` from `models/qwen3_next`, the same as fla-org's
   `fused_recurrent_gated_delta_rule` with `use_qk_l2norm_in_kernel=True`) on random q, k, v, g, beta and a
@@ -29,7 +36,13 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import DynamicCache, Mamba2Config, Mamba2Model  # noqa: E402
+from transformers import (  # noqa: E402
+    DynamicCache,
+    GraniteMoeHybridConfig,
+    GraniteMoeHybridForCausalLM,
+    Mamba2Config,
+    Mamba2Model,
+)
 from transformers.models.qwen3_next.modeling_qwen3_next import (  # noqa: E402
     torch_chunk_gated_delta_rule,
     torch_recurrent_gated_delta_rule,
@@ -120,6 +133,54 @@ def mamba2_case() -> None:
     print(f"mamba2_tiny: HF stepped vs full max |Δ| {gap:.2e}; block outputs {len(blocks)}")
 
 
+GRANITE_BASE = dict(
+    vocab_size=64, hidden_size=32, num_attention_heads=4, shared_intermediate_size=48,
+    num_local_experts=0, mamba_n_heads=4, mamba_d_state=8, mamba_expand=2, mamba_d_conv=4,
+    rms_norm_eps=1e-6, embedding_multiplier=3.0, residual_multiplier=0.7, attention_multiplier=0.3,
+    logits_scaling=2.5, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+)
+GRANITE = {
+    "granite_hybrid_rope": dict(
+        GRANITE_BASE, num_hidden_layers=4, layer_types=["mamba", "attention", "mamba", "mamba"],
+        num_key_value_heads=2, position_embedding_type="rope", tie_word_embeddings=False,
+        mamba_n_groups=2, mamba_chunk_size=5, mamba_conv_bias=True,
+    ),
+    "granite_hybrid_nope": dict(
+        GRANITE_BASE, num_hidden_layers=3, layer_types=["attention", "mamba", "mamba"],
+        num_key_value_heads=4, position_embedding_type=None, tie_word_embeddings=True,
+        mamba_n_groups=1, mamba_chunk_size=4, mamba_conv_bias=False,
+    ),
+}
+
+
+def granite_case(name: str, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    model = GraniteMoeHybridForCausalLM(GraniteMoeHybridConfig(**GRANITE[name])).eval()
+    randomise(model, gen)
+    out = GOLDEN / name
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        model = GraniteMoeHybridForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        for f in ("config.json", "model.safetensors"):
+            shutil.copy(Path(tmp) / f, out / f)
+    ids = torch.randint(3, GRANITE[name]["vocab_size"], (1, SEQ), generator=gen)
+    with torch.no_grad():
+        full = model(input_ids=ids, use_cache=False).logits
+        cache = DynamicCache(config=model.config)
+        steps = [model(input_ids=ids[:, :PREFILL], cache=cache, use_cache=True).logits]
+        for t in range(PREFILL, SEQ):
+            steps.append(model(input_ids=ids[:, t:t + 1], cache=cache, use_cache=True).logits)
+    stepped = torch.cat(steps, dim=1)
+    gap = (stepped - full).abs().max().item()
+    assert gap < 1e-4, f"HF's cached decoding differs from its full forward by {gap}"
+    save_file({"ids": ids[0].to(torch.int64), "logits": full[0].contiguous(),
+               "stepped_logits": stepped[0].contiguous()}, out / "expected.safetensors")
+    print(f"{name}: HF stepped vs full max |Δ| {gap:.2e}; logits max |x| {full.abs().max().item():.2f}")
+
+
 def delta_case() -> None:
     gen = torch.Generator().manual_seed(2302)
     b, t, h, dk, dv = 2, 19, 2, 8, 6
@@ -145,3 +206,5 @@ def delta_case() -> None:
 if __name__ == "__main__":
     mamba2_case()
     delta_case()
+    granite_case("granite_hybrid_rope", 2303)
+    granite_case("granite_hybrid_nope", 2304)

@@ -179,3 +179,62 @@ fn device_flag_overrides_train_device_and_bf16_trains() {
     assert_eq!(steps, 3);
     assert!(tritter_model::load_model(&run.join("final"), &Device::Cpu).is_ok());
 }
+
+/// The 9:1 Mamba-2 hybrid preset trains through the binary (the document mask refused with the
+/// reason, then off), its checkpoint loads with the hybrid layers, `tritter plan --model` plans
+/// its recurrent states, and `tritter -p` answers from it on the candle path.
+#[test]
+fn hybrid_preset_trains_then_answers_and_plans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let base = [
+        "model.preset=\"tritter-hybrid-tiny\"",
+        "model.num_layers=6",
+        "train.steps=4",
+        "eval.every=0",
+    ];
+    let out = train(&run, &base).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("document_mask = false"), "{err}");
+    let mut sets = base.to_vec();
+    sets.push("train.document_mask=false");
+    let out = train(&run, &sets).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let final_dir = run.join("final");
+    let ck = tritter_model::load_model(&final_dir, &Device::Cpu).unwrap();
+    use tritter_model::config::LayerKind;
+    let kinds: Vec<_> = (0..6).map(|l| ck.config.layer_kind(l)).collect();
+    assert_eq!(kinds[5], LayerKind::Attention);
+    assert!(
+        kinds[..5].iter().all(|&k| k == LayerKind::Mamba2),
+        "{kinds:?}"
+    );
+
+    let bin = env!("CARGO_BIN_EXE_tritter");
+    let m = final_dir.to_str().unwrap();
+    let out = Command::new(bin)
+        .args(["--model", m, "-p", "fn main"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(bin)
+        .args(["plan", "--model", m, "--context", "32768"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("recurrent state"), "{text}");
+    assert!(
+        text.contains("1 with a KV cache, 5 with a fixed state"),
+        "{text}"
+    );
+}

@@ -65,11 +65,18 @@ pub fn load_model_from_bytes(
     })
 }
 
-/// Whether `name` is the weight of a BitLinear layer.
+/// Whether `name` is the weight of a BitLinear layer: a projection of attention, the MLP or a
+/// recurrent mixer (`mamba`, `linear_attn`; not Gated DeltaNet's full-precision gate projections
+/// `a_proj`, `b_proj`).
 fn is_bitlinear_weight(name: &str) -> bool {
-    name.starts_with("model.layers.")
+    let gate = name.contains(".linear_attn.")
+        && (name.ends_with(".a_proj.weight") || name.ends_with(".b_proj.weight"));
+    !gate
+        && name.starts_with("model.layers.")
         && name.ends_with("_proj.weight")
-        && (name.contains(".self_attn.") || name.contains(".mlp."))
+        && [".self_attn.", ".mlp.", ".mamba.", ".linear_attn."]
+            .iter()
+            .any(|p| name.contains(p))
 }
 
 /// The tensors of a packed (HF `bitlinear` / `offline`) checkpoint for these latent parameters.

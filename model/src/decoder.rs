@@ -64,12 +64,23 @@ pub enum Profile {
 
 /// The decoder for `model` on `compute`: the CPU inference path, or the model uploaded to GPU
 /// `N` (a build without the `cuda` feature answers
-/// [`DeviceError::NoCuda`](crate::device::DeviceError::NoCuda)).
+/// [`DeviceError::NoCuda`](crate::device::DeviceError::NoCuda)). Models only the candle path
+/// runs ([`Config::needs_candle_path`]: hybrid layers, Granite's switches) get the
+/// [`CandleDecoder`](crate::decoder_candle::CandleDecoder) on the CPU, and an error on a GPU.
 pub fn open(
     model: &Transformer,
     compute: Compute,
     profile: Profile,
 ) -> Result<Box<dyn Decoder + Send>> {
+    if model.config().needs_candle_path() {
+        return match compute {
+            Compute::Cpu => Ok(Box::new(crate::decoder_candle::CandleDecoder::new(model))),
+            Compute::Cuda(_) => Err(Error::Invalid(format!(
+                "this model has {}, which runs on the CPU only for now (--device cpu)",
+                crate::transformer::candle_only_features(model.config())
+            ))),
+        };
+    }
     match compute {
         Compute::Cpu => Ok(Box::new(CpuModel::new(model)?)),
         Compute::Cuda(n) => open_cuda(model, n, profile),
@@ -138,6 +149,26 @@ impl Decoder for CpuModel {
 
     fn device_name(&self) -> String {
         "cpu".into()
+    }
+}
+
+impl Decoder for crate::decoder_candle::CandleDecoder {
+    decoder_steps!();
+
+    fn step_hidden(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.forward_hidden(ids)
+    }
+
+    fn step_embeds_hidden(&mut self, x: Vec<f32>) -> Result<Vec<f32>> {
+        self.forward_embeds_hidden(x)
+    }
+
+    fn len(&self) -> usize {
+        Self::len(self)
+    }
+
+    fn device_name(&self) -> String {
+        Self::device_name(self)
     }
 }
 

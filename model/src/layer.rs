@@ -1,80 +1,27 @@
-//! One transformer layer (block) of the Tritter / BitNet b1.58 decoder: attention (q/k/v/o
-//! BitLinears, optional QK-Norm and SubLN norm), the MLP (gated or ungated, ReLU² or SiLU, optional
-//! SubLN norm) and the two block norms, placed pre-norm, swin-norm or SubLN. With Chameleon's
-//! switches (`swin_norm`, q/k per-head LayerNorm, dense linears) it is HF's
-//! `ChameleonDecoderLayer` / `ChameleonSwinDecoderLayer` (`tests/golden_chameleon.rs`).
+//! One transformer layer (block) of the Tritter / BitNet b1.58 decoder: a token mixer — attention
+//! (q/k/v/o BitLinears, optional QK-Norm and SubLN norm) or, in hybrid models, a Mamba-2 or
+//! Gated DeltaNet mixer (`hybrid`) — the MLP (gated or ungated, ReLU² or SiLU, optional SubLN norm)
+//! and the two block norms, placed pre-norm, swin-norm or SubLN. With Chameleon's switches
+//! (`swin_norm`, q/k per-head LayerNorm, dense linears) it is HF's `ChameleonDecoderLayer` /
+//! `ChameleonSwinDecoderLayer` (`tests/golden_chameleon.rs`); with Granite 4's (residual and
+//! attention multipliers, no RoPE, fused `shared_mlp`) `GraniteMoeHybridDecoderLayer` without
+//! experts (`model/tests/golden_hybrid.rs`).
 //!
 //! The layer is stated once, here: [`Block::load`] names every tensor with its shape (HF BitNet
 //! names; `weights::param_shapes` records this walk), [`Block::forward`] is the differentiable
 //! candle form (training and the reference), and [`LayerView`] is how the inference paths (CPU
 //! slices, the GPU upload, byte counts) read the loaded weights.
 
-use crate::bitlinear::BitLinear;
-use crate::config::{Activation, Config, NormPlacement, QkNormKind};
+use crate::bitlinear::{BitLinear, BitWeights};
+use crate::config::{Activation, Config, LayerKind, MlpLayout, NormPlacement, QkNormKind};
 use crate::error::{Error, Result};
+use crate::hybrid::{GatedDeltaNet, GdnConfig, Mamba2Config, Mamba2Mixer, Projection};
+use crate::layer_cache::LayerState;
+pub use crate::layer_cache::TensorKvCache;
 use crate::norm::{HeadLayerNorm, QkNorm, RmsNorm, CHAMELEON_QK_EPS};
 use crate::rope::Rope;
 use crate::source::WeightSource;
 use candle_core::{DType, Tensor, D};
-
-/// Per-layer key/value cache of the candle path (tensors in the model's compute dtype on its
-/// device, keys after RoPE), used by `Transformer::hidden_tensor_cache`; the CPU inference path
-/// uses `infer::InferenceCache`.
-#[derive(Debug, Clone, Default)]
-pub struct TensorKvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-}
-
-impl TensorKvCache {
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-            len: 0,
-        }
-    }
-
-    /// Tokens held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn clear(&mut self) {
-        self.layers.iter_mut().for_each(|l| *l = None);
-        self.len = 0;
-    }
-
-    /// Bytes held by the cached tensors.
-    pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
-    }
-
-    /// Records `t` more tokens once every layer has appended them.
-    pub(crate) fn advance(&mut self, t: usize) {
-        self.len += t;
-    }
-
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let slot = self
-            .layers
-            .get_mut(layer)
-            .ok_or_else(|| Error::Invalid(format!("cache has no layer {layer}")))?;
-        let kv = match slot.take() {
-            None => (k.clone(), v.clone()),
-            Some((pk, pv)) => (Tensor::cat(&[&pk, k], 2)?, Tensor::cat(&[&pv, v], 2)?),
-        };
-        *slot = Some(kv.clone());
-        Ok(kv)
-    }
-}
 
 /// One layer's weights as the inference paths read them (shapes from the config).
 #[derive(Clone, Copy)]
@@ -123,6 +70,7 @@ impl LayerView<'_> {
     }
 }
 
+#[derive(Clone)]
 struct Attention {
     q_proj: BitLinear,
     k_proj: BitLinear,
@@ -135,6 +83,10 @@ struct Attention {
     num_kv_heads: usize,
     head_dim: usize,
     causal: bool,
+    /// The scores' scale: `1/√head_dim`, or Granite's `attention_multiplier`.
+    scale: f64,
+    /// RoPE on queries and keys (Granite 4 hybrids have none).
+    rope: bool,
 }
 
 fn bitlinear(
@@ -207,6 +159,12 @@ impl Attention {
                 cfg.attention_mode,
                 crate::attn::AttentionMode::Bidirectional | crate::attn::AttentionMode::Embedding
             ),
+            scale: cfg
+                .hybrid
+                .scales
+                .attention
+                .unwrap_or(1.0 / (d as f64).sqrt()),
+            rope: cfg.hybrid.use_rope,
         })
     }
 
@@ -231,8 +189,12 @@ impl Attention {
             Some(n) => n.forward(&k)?,
             None => k,
         };
-        let q = rope.apply(&q.transpose(1, 2)?.contiguous()?, offset)?;
-        let k = rope.apply(&k.transpose(1, 2)?.contiguous()?, offset)?;
+        let q = q.transpose(1, 2)?.contiguous()?;
+        let k = k.transpose(1, 2)?.contiguous()?;
+        let (q, k) = match self.rope {
+            true => (rope.apply(&q, offset)?, rope.apply(&k, offset)?),
+            false => (q, k),
+        };
         let v = v.transpose(1, 2)?.contiguous()?;
         let (k, v) = match cache {
             Some((c, layer)) => c.append(layer, &k, &v)?,
@@ -252,7 +214,7 @@ impl Attention {
         } else {
             (k, v)
         };
-        let scale = 1.0 / (d as f64).sqrt();
+        let scale = self.scale;
         // Scores, mask and softmax in f32; the weighted sum in the compute dtype.
         let mut att = (q.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)? * scale)?;
         if self.causal && t > 1 {
@@ -280,6 +242,7 @@ impl Attention {
     }
 }
 
+#[derive(Clone)]
 struct Mlp {
     gate: Option<BitLinear>,
     up: BitLinear,
@@ -289,8 +252,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(src: &mut dyn WeightSource, cfg: &Config, p: &str) -> Result<Self> {
+    fn load(src: &mut dyn WeightSource, cfg: &Config, layer: &str) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        if cfg.hybrid.mlp_layout == MlpLayout::Fused {
+            return Self::load_fused(src, cfg, &format!("{layer}.shared_mlp"));
+        }
+        let p = format!("{layer}.mlp");
         Ok(Self {
             gate: if cfg.mlp_gated {
                 Some(bitlinear(src, cfg, &format!("{p}.gate_proj"), i, h)?)
@@ -303,6 +270,21 @@ impl Mlp {
                 NormPlacement::Subln => Some(norm(src, cfg, &format!("{p}.ffn_sub_norm"), i)?),
                 _ => None,
             },
+            act: cfg.activation,
+        })
+    }
+
+    /// Granite's `shared_mlp`: `input_linear` `[2·I, C]` holds the gate's rows, then up's
+    /// (`chunk(2)`; the activation goes on the first half); float weights only.
+    fn load_fused(src: &mut dyn WeightSource, cfg: &Config, p: &str) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let w = src.dense(&format!("{p}.input_linear.weight"), &[2 * i, h])?;
+        let dense = |t: Tensor| BitLinear::new(BitWeights::Dense(t), None);
+        Ok(Self {
+            gate: Some(dense(w.narrow(0, 0, i)?.contiguous()?)),
+            up: dense(w.narrow(0, i, i)?.contiguous()?),
+            down: dense(src.dense(&format!("{p}.output_linear.weight"), &[h, i])?),
+            sub_norm: None,
             act: cfg.activation,
         })
     }
@@ -327,10 +309,148 @@ impl Mlp {
     }
 }
 
+/// A layer's token mixer.
+#[derive(Clone)]
+enum Mixer {
+    Attention(Attention),
+    Mamba2(Mamba2Mixer),
+    GatedDeltaNet(GatedDeltaNet),
+}
+
+/// The recurrent layers' projections: BitLinears through the source (ternary, or float for a
+/// config without `quantization_config`), as every other linear.
+fn recurrent_checks(cfg: &Config, kind: LayerKind) -> Result<()> {
+    if cfg.bitlinear_rms_norm.is_some() {
+        return Err(Error::config(
+            "quantization_config.use_rms_norm",
+            format!("is not supported with {} layers", kind.name()),
+        ));
+    }
+    Ok(())
+}
+
+fn missing_shape(kind: LayerKind) -> Error {
+    Error::config(
+        "layer_types",
+        format!(
+            "names a {} layer but the config has no shape for it",
+            kind.name()
+        ),
+    )
+}
+
+impl Mixer {
+    fn load(src: &mut dyn WeightSource, cfg: &Config, l: usize, p: &str) -> Result<Self> {
+        let kind = cfg.layer_kind(l);
+        match kind {
+            LayerKind::Attention => Ok(Mixer::Attention(Attention::load(
+                src,
+                cfg,
+                &format!("{p}.self_attn"),
+            )?)),
+            LayerKind::Mamba2 => {
+                recurrent_checks(cfg, kind)?;
+                let m = cfg.hybrid.mamba.ok_or_else(|| missing_shape(kind))?;
+                let mc = Mamba2Config {
+                    hidden_size: cfg.hidden_size,
+                    num_heads: m.num_heads,
+                    head_dim: m.head_dim,
+                    state_size: m.state_size,
+                    n_groups: m.n_groups,
+                    conv_kernel: m.conv_kernel,
+                    use_conv_bias: m.conv_bias,
+                    chunk_size: m.chunk_size,
+                    eps: cfg.rms_norm_eps,
+                    projection: Projection::Ternary,
+                };
+                Ok(Mixer::Mamba2(Mamba2Mixer::load(
+                    src,
+                    &mc,
+                    &format!("{p}.mamba"),
+                )?))
+            }
+            LayerKind::GatedDeltaNet => {
+                recurrent_checks(cfg, kind)?;
+                let g = cfg.hybrid.gdn.ok_or_else(|| missing_shape(kind))?;
+                let gc = GdnConfig {
+                    hidden_size: cfg.hidden_size,
+                    num_heads: g.num_heads,
+                    head_k_dim: g.head_k_dim,
+                    head_v_dim: g.head_v_dim,
+                    conv_kernel: g.conv_kernel,
+                    conv_bias: false,
+                    chunk_size: g.chunk_size,
+                    norm_eps: cfg.rms_norm_eps,
+                    projection: Projection::Ternary,
+                };
+                Ok(Mixer::GatedDeltaNet(GatedDeltaNet::load(
+                    src,
+                    &gc,
+                    &format!("{p}.linear_attn"),
+                )?))
+            }
+        }
+    }
+
+    /// The mixer over (normed) `x` at positions `offset..`, with layer `l` of a cache when given.
+    /// Recurrent mixers run the chunked form over several tokens and the recurrent step over one.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        offset: usize,
+        cache: Option<(&mut TensorKvCache, usize)>,
+        blocked: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let recurrent = !matches!(self, Mixer::Attention(_));
+        if recurrent && blocked.is_some() {
+            return Err(Error::Invalid(
+                "a document mask cannot stop a recurrent (Mamba-2 / Gated DeltaNet) layer's \
+                 state from crossing packed documents; train hybrid models with \
+                 [train] document_mask = false"
+                    .into(),
+            ));
+        }
+        let one = x.dim(1)? == 1;
+        match (self, cache) {
+            (Mixer::Attention(a), cache) => a.forward(x, rope, offset, cache, blocked),
+            (Mixer::Mamba2(m), None) => Ok(m.forward(x, None)?.0),
+            (Mixer::Mamba2(m), Some((c, l))) => {
+                let (y, s) = match one {
+                    true => m.forward_recurrent(x, c.mamba2(l)?)?,
+                    false => m.forward(x, c.mamba2(l)?)?,
+                };
+                c.set(l, LayerState::Mamba2(s))?;
+                Ok(y)
+            }
+            (Mixer::GatedDeltaNet(g), None) => Ok(g.forward(x, None)?.0),
+            (Mixer::GatedDeltaNet(g), Some((c, l))) => {
+                let (y, s) = match one {
+                    true => g.forward_recurrent(x, c.gdn(l)?)?,
+                    false => g.forward(x, c.gdn(l)?)?,
+                };
+                c.set(l, LayerState::GatedDeltaNet(s))?;
+                Ok(y)
+            }
+        }
+    }
+
+    fn linears(&self) -> Vec<&BitLinear> {
+        match self {
+            Mixer::Attention(a) => vec![&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj],
+            Mixer::Mamba2(m) => m.linears(),
+            Mixer::GatedDeltaNet(g) => g.linears(),
+        }
+    }
+}
+
 /// One decoder layer.
+#[derive(Clone)]
 pub(crate) struct Block {
-    attn: Attention,
+    mixer: Mixer,
     mlp: Mlp,
+    /// Granite's `residual_multiplier` on the mixer's and the MLP's output (1 elsewhere).
+    residual: f64,
     norm1: RmsNorm,
     norm2: RmsNorm,
     placement: NormPlacement,
@@ -343,18 +463,23 @@ impl Block {
         let h = cfg.hidden_size;
         let p = format!("model.layers.{l}");
         Ok(Block {
-            attn: Attention::load(src, cfg, &format!("{p}.self_attn"))?,
-            mlp: Mlp::load(src, cfg, &format!("{p}.mlp"))?,
+            mixer: Mixer::load(src, cfg, l, &p)?,
+            mlp: Mlp::load(src, cfg, &p)?,
+            residual: cfg.hybrid.scales.residual,
             norm1: norm(src, cfg, &format!("{p}.input_layernorm"), h)?,
             norm2: norm(src, cfg, &format!("{p}.post_attention_layernorm"), h)?,
             placement: cfg.norm_placement,
         })
     }
 
-    /// The read-only view of the loaded weights.
-    pub(crate) fn view(&self) -> LayerView<'_> {
-        let (a, m) = (&self.attn, &self.mlp);
-        LayerView {
+    /// The read-only view of the loaded weights of an attention layer (`None` for a recurrent
+    /// one: the inference paths that read views run attention-only models).
+    pub(crate) fn view(&self) -> Option<LayerView<'_>> {
+        let Mixer::Attention(a) = &self.mixer else {
+            return None;
+        };
+        let m = &self.mlp;
+        Some(LayerView {
             q_proj: &a.q_proj,
             k_proj: &a.k_proj,
             v_proj: &a.v_proj,
@@ -373,6 +498,22 @@ impl Block {
             head_dim: a.head_dim,
             placement: self.placement,
             activation: m.act,
+        })
+    }
+
+    /// Every BitLinear of the layer (mixer, then MLP).
+    pub(crate) fn linears(&self) -> Vec<&BitLinear> {
+        let mut out = self.mixer.linears();
+        out.extend(self.mlp.gate.as_ref());
+        out.extend([&self.mlp.up, &self.mlp.down]);
+        out
+    }
+
+    /// `y · residual_multiplier` (a no-op at 1).
+    fn scaled(&self, y: Tensor) -> Result<Tensor> {
+        match self.residual == 1.0 {
+            true => Ok(y),
+            false => Ok((y * self.residual)?),
         }
     }
 
@@ -389,20 +530,18 @@ impl Block {
     ) -> Result<Tensor> {
         match self.placement {
             NormPlacement::Pre | NormPlacement::Subln => {
-                let h = (x + self.attn.forward(
-                    &self.norm1.forward(x)?,
-                    rope,
-                    offset,
-                    cache,
-                    blocked,
-                )?)?;
-                Ok((&h + self.mlp.forward(&self.norm2.forward(&h)?)?)?)
+                let y =
+                    self.mixer
+                        .forward(&self.norm1.forward(x)?, rope, offset, cache, blocked)?;
+                let h = (x + self.scaled(y)?)?;
+                let y = self.mlp.forward(&self.norm2.forward(&h)?)?;
+                Ok((&h + self.scaled(y)?)?)
             }
             NormPlacement::SwinNorm => {
-                let h = (x + self
-                    .norm1
-                    .forward(&self.attn.forward(x, rope, offset, cache, blocked)?)?)?;
-                Ok((&h + self.norm2.forward(&self.mlp.forward(&h)?)?)?)
+                let y = self.mixer.forward(x, rope, offset, cache, blocked)?;
+                let h = (x + self.scaled(self.norm1.forward(&y)?)?)?;
+                let y = self.norm2.forward(&self.mlp.forward(&h)?)?;
+                Ok((&h + self.scaled(y)?)?)
             }
         }
     }

@@ -73,16 +73,7 @@ pub fn gpu_plan(d: &ModelDims, o: &GpuPlanOptions) -> GpuPlan {
 pub fn gpu_memory(cfg: &Config, o: &GpuPlanOptions) -> GpuPlan {
     let d = ModelDims {
         name: "config",
-        layers: cfg.num_layers,
-        hidden: cfg.hidden_size,
-        heads: cfg.num_heads,
-        kv_heads: cfg.num_kv_heads,
-        head_dim: cfg.head_dim,
-        intermediate: cfg.intermediate_size,
-        vocab: cfg.vocab_size,
-        tied: cfg.tie_word_embeddings,
-        gated_ffn: cfg.mlp_gated,
-        vision_params: 0,
+        ..ModelDims::from_config(cfg)
     };
     gpu_plan(&d, o)
 }
@@ -106,6 +97,8 @@ mod tests {
             tied: true,
             gated_ffn: true,
             vision_params: 0,
+            state_bytes: vec![],
+            ternary: None,
         };
         let o = GpuPlanOptions {
             kv: GpuKvKind::Int4,

@@ -28,7 +28,8 @@ use crate::rope::Rope;
 use crate::source::WeightSource;
 use candle_core::{DType, Device, Tensor, D};
 
-/// The decoder-only transformer with its LM head.
+/// The decoder-only transformer with its LM head (cloning shares the weight tensors).
+#[derive(Clone)]
 pub struct Transformer {
     cfg: Config,
     embed: Tensor,
@@ -95,9 +96,26 @@ impl Transformer {
         Ok(self)
     }
 
-    /// Every layer's weights, in order.
-    pub fn layers(&self) -> impl ExactSizeIterator<Item = LayerView<'_>> {
-        self.blocks.iter().map(Block::view)
+    /// Every layer's weights, in order, for the inference paths that run attention-only models
+    /// with RoPE and no Granite multipliers; a model needing the candle path
+    /// ([`Config::needs_candle_path`]) is refused with the reason, naming `what` asked.
+    pub fn layers(&self, what: &str) -> Result<Vec<LayerView<'_>>> {
+        if self.cfg.needs_candle_path() {
+            return Err(Error::Invalid(format!(
+                "{what} runs attention-only BitNet models; this one has {} (it runs on the \
+                 candle path)",
+                candle_only_features(&self.cfg)
+            )));
+        }
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(l, b)| {
+                b.view().ok_or_else(|| {
+                    Error::Invalid(format!("{what}: layer {l} is not an attention layer"))
+                })
+            })
+            .collect()
     }
 
     /// The token embedding `[V, C]`.
@@ -119,11 +137,9 @@ impl Transformer {
     /// norms).
     pub fn weight_bytes(&self) -> (usize, usize) {
         let mut packed = 0;
-        for layer in self.layers() {
-            for (_, l) in layer.linears() {
-                if let BitWeights::Packed(p) = l.weights() {
-                    packed += p.matrix().packed_bytes();
-                }
+        for l in self.blocks.iter().flat_map(Block::linears) {
+            if let BitWeights::Packed(p) = l.weights() {
+                packed += p.matrix().packed_bytes();
             }
         }
         let dense =
@@ -175,7 +191,7 @@ impl Transformer {
         blocked: Option<&Tensor>,
     ) -> Result<Tensor> {
         self.check_channels(x)?;
-        let mut h = x.to_dtype(self.dtype)?;
+        let mut h = self.enter(x)?;
         for block in &self.blocks {
             h = block.forward(&h, &self.rope, 0, None, blocked)?;
         }
@@ -188,7 +204,7 @@ impl Transformer {
         self.check_channels(x)?;
         let t = x.dim(1)?;
         let offset = cache.len();
-        let mut h = x.to_dtype(self.dtype)?;
+        let mut h = self.enter(x)?;
         for (l, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h, &self.rope, offset, Some((&mut *cache, l)), None)?;
         }
@@ -196,12 +212,27 @@ impl Transformer {
         self.norm.forward(&h)
     }
 
+    /// The input of the first layer: embeddings in the compute dtype, times Granite's
+    /// `embedding_multiplier` (1 elsewhere; HF multiplies `inputs_embeds` alike).
+    fn enter(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_dtype(self.dtype)?;
+        match self.cfg.hybrid.scales.embedding {
+            1.0 => Ok(x),
+            m => Ok((x * m)?),
+        }
+    }
+
     /// Logits `[B, T, V]` from final hidden states (candle matmul in the hidden states' dtype,
-    /// returned as f32).
+    /// returned as f32; divided by Granite's `logits_scaling`).
     pub fn logits_from_hidden(&self, h: &Tensor) -> Result<Tensor> {
         let w = self.head_weight();
-        Ok(h.broadcast_matmul(&w.to_dtype(h.dtype())?.t()?)?
-            .to_dtype(DType::F32)?)
+        let logits = h
+            .broadcast_matmul(&w.to_dtype(h.dtype())?.t()?)?
+            .to_dtype(DType::F32)?;
+        match self.cfg.hybrid.scales.logits_divisor {
+            1.0 => Ok(logits),
+            d => Ok((logits / d)?),
+        }
     }
 
     /// Logits `[B, T, V]` for input embeddings `[B, T, C]` (latent mode, image/audio inputs).
@@ -279,6 +310,35 @@ impl Transformer {
             &targets.flatten_all()?,
         )
     }
+}
+
+/// What in `cfg` only the candle path runs, for people: "2 mamba2 layers, no RoPE".
+pub fn candle_only_features(cfg: &Config) -> String {
+    use crate::config::{LayerKind, MlpLayout};
+    let mut out = vec![];
+    for kind in [LayerKind::Mamba2, LayerKind::GatedDeltaNet] {
+        let n = (0..cfg.num_layers)
+            .filter(|&l| cfg.layer_kind(l) == kind)
+            .count();
+        if n > 0 {
+            out.push(format!(
+                "{n} {} layer{}",
+                kind.name(),
+                if n == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    let h = &cfg.hybrid;
+    if !h.scales.is_default() {
+        out.push("Granite's multipliers".into());
+    }
+    if !h.use_rope {
+        out.push("no RoPE".into());
+    }
+    if h.mlp_layout == MlpLayout::Fused {
+        out.push("a fused shared_mlp".into());
+    }
+    out.join(", ")
 }
 
 /// The document mask of packed sequences: `[B, T, T]` u8, 1 where query `i` and key `j` belong to

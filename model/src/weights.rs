@@ -286,14 +286,17 @@ impl Params {
     }
 
     /// Random initialisation for training from scratch: normal(0, std) for matrices, ones for
-    /// norm weights, zeros for norm biases; deterministic for a seed.
+    /// norm weights, zeros for norm biases, and the recurrent layers' own (`recurrent_init`);
+    /// deterministic for a seed.
     pub fn init(cfg: &Config, seed: u64, std: f32, device: &Device) -> Result<Self> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut p = Params::new();
         for (name, shape) in param_shapes(cfg) {
             let n: usize = shape.iter().product();
-            let data: Vec<f32> = if name.contains("norm") && name.ends_with(".bias") {
+            let data: Vec<f32> = if let Some(v) = recurrent_init(&name, n) {
+                v
+            } else if name.contains("norm") && name.ends_with(".bias") {
                 vec![0.0; n]
             } else if name.contains("norm") {
                 vec![1.0; n]
@@ -369,6 +372,21 @@ impl WeightSource for &Params {
         Ok(BitWeights::Latent(
             self.dense(&format!("{name}.weight"), &[out, inp])?,
         ))
+    }
+}
+
+/// The recurrent layers' starting values, as transformers' Granite 4 / Bamba initialise them:
+/// `A_log = log(1..=H)` (decay rates spread over the heads), `dt_bias` and `D` ones, conv biases
+/// zeros. `None` for any other tensor.
+fn recurrent_init(name: &str, n: usize) -> Option<Vec<f32>> {
+    if name.ends_with(".A_log") {
+        Some((1..=n).map(|h| (h as f32).ln()).collect())
+    } else if name.ends_with(".dt_bias") || name.ends_with(".D") {
+        Some(vec![1.0; n])
+    } else if name.contains("conv1d") && name.ends_with(".bias") {
+        Some(vec![0.0; n])
+    } else {
+        None
     }
 }
 

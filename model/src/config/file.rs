@@ -5,138 +5,10 @@
 //! norms, quantisation, attention mode), each error naming the key; strings are mapped to enums
 //! here, once.
 
+use super::keys::{ConfigFile, QkNormKey};
 use super::{Activation, Config, NormPlacement, QkNormKind, WeightFormat};
 use crate::attn::AttentionMode;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
-
-/// The `quantization_config` object of an HF BitNet config.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct QuantizationConfig {
-    pub quant_method: String,
-    #[serde(default = "default_linear_class")]
-    pub linear_class: String,
-    #[serde(default = "default_quant_mode")]
-    pub quantization_mode: String,
-    #[serde(default)]
-    pub use_rms_norm: bool,
-    #[serde(default)]
-    pub rms_norm_eps: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub modules_to_not_convert: Option<Vec<String>>,
-}
-
-fn default_linear_class() -> String {
-    "bitlinear".into()
-}
-fn default_quant_mode() -> String {
-    "offline".into()
-}
-
-/// The `rope_parameters` object newer transformers versions write instead of `rope_theta`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RopeParameters {
-    #[serde(default)]
-    pub rope_theta: Option<f64>,
-    #[serde(default)]
-    pub rope_type: Option<String>,
-}
-
-/// The `qk_norm` key: `true` / `false` (the RMS kind, as older configs write it) or a kind
-/// (`"rms"`, `"layernorm"`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum QkNormKey {
-    Switch(bool),
-    Kind(QkNormKind),
-}
-
-impl QkNormKey {
-    fn kind(self) -> Option<QkNormKind> {
-        match self {
-            QkNormKey::Switch(on) => on.then_some(QkNormKind::Rms),
-            QkNormKey::Kind(k) => Some(k),
-        }
-    }
-
-    fn of(kind: Option<QkNormKind>) -> Self {
-        match kind {
-            None => QkNormKey::Switch(false),
-            Some(QkNormKind::Rms) => QkNormKey::Switch(true),
-            Some(k) => QkNormKey::Kind(k),
-        }
-    }
-}
-
-/// `config.json` as written by HF transformers for BitNet or Chameleon (plus Tritter's own
-/// switches).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ConfigFile {
-    #[serde(default)]
-    pub model_type: Option<String>,
-    pub vocab_size: Option<usize>,
-    pub hidden_size: Option<usize>,
-    pub intermediate_size: Option<usize>,
-    pub num_hidden_layers: Option<usize>,
-    pub num_attention_heads: Option<usize>,
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    #[serde(default)]
-    pub head_dim: Option<usize>,
-    #[serde(default)]
-    pub hidden_act: Option<String>,
-    #[serde(default)]
-    pub max_position_embeddings: Option<usize>,
-    #[serde(default)]
-    pub rms_norm_eps: Option<f64>,
-    #[serde(default)]
-    pub rope_theta: Option<f64>,
-    #[serde(default)]
-    pub rope_parameters: Option<RopeParameters>,
-    #[serde(default)]
-    pub rope_scaling: Option<serde_json::Value>,
-    #[serde(default)]
-    pub tie_word_embeddings: Option<bool>,
-    #[serde(default)]
-    pub attention_bias: Option<bool>,
-    #[serde(default)]
-    pub mlp_bias: Option<bool>,
-    #[serde(default)]
-    pub bos_token_id: Option<serde_json::Value>,
-    #[serde(default)]
-    pub eos_token_id: Option<serde_json::Value>,
-    #[serde(default)]
-    pub pad_token_id: Option<serde_json::Value>,
-    #[serde(default)]
-    pub quantization_config: Option<QuantizationConfig>,
-    /// Chameleon: post-norm "swin" placement (`norm_placement` swin_norm) when true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swin_norm: Option<bool>,
-    /// Chameleon-style q/k LayerNorm (`qk_norm` "layernorm") when true. HF's Chameleon has no
-    /// such switch and always applies it, so a chameleon config without the key gets it too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qk_layernorm: Option<bool>,
-    // ---- Tritter's own switches (absent from HF configs; defaults give HF BitNet) ----
-    /// "subln" (default), "pre", "swin_norm".
-    #[serde(default)]
-    pub norm_placement: Option<NormPlacement>,
-    /// QK-Norm on queries and keys (`q_norm`, `k_norm`): `true` or "rms" (RMSNorm over head_dim,
-    /// one weight for all heads), "layernorm" (Chameleon's per-head LayerNorm), `false`.
-    #[serde(default)]
-    pub qk_norm: Option<QkNormKey>,
-    /// Gated MLP (`act(gate(x)) * up(x)`); false gives `down(act(up(x)))`.
-    #[serde(default)]
-    pub mlp_gated: Option<bool>,
-    /// Sliding attention window (tokens); 0 or absent = full attention.
-    #[serde(default)]
-    pub sliding_window_size: Option<usize>,
-    /// StreamingLLM attention sinks.
-    #[serde(default)]
-    pub use_attention_sinks: Option<bool>,
-    /// "causal" (default), "bidirectional", "prefix_lm", "embedding".
-    #[serde(default)]
-    pub attention_mode: Option<String>,
-}
 
 fn ids_of(key: &str, v: &Option<serde_json::Value>) -> Result<Vec<u32>> {
     let Some(v) = v else { return Ok(vec![]) };
@@ -223,9 +95,15 @@ fn is_chameleon(f: &ConfigFile) -> bool {
     f.model_type.as_deref() == Some("chameleon")
 }
 
+/// Chameleon and Granite 4 hybrids: SiLU, pre-norm, float linears, RoPE theta 10000 unless the
+/// config says otherwise (transformers' defaults for those model types).
+fn is_llama_like(f: &ConfigFile) -> bool {
+    is_chameleon(f) || super::hybrid::is_granite(f)
+}
+
 fn activation(f: &ConfigFile) -> Result<Activation> {
     // HF's defaults: BitNetConfig relu2, ChameleonConfig silu.
-    let default = if is_chameleon(f) { "silu" } else { "relu2" };
+    let default = if is_llama_like(f) { "silu" } else { "relu2" };
     match f.hidden_act.as_deref().unwrap_or(default) {
         "relu2" | "relu_squared" | "squared_relu" => Ok(Activation::Relu2),
         "silu" | "swish" => Ok(Activation::Silu),
@@ -258,7 +136,11 @@ fn check_unsupported(f: &ConfigFile) -> Result<()> {
 /// `rope_parameters.rope_theta` (newer transformers), else `rope_theta`, else HF's default
 /// (BitNet 500000, Chameleon 10000).
 fn rope_theta(f: &ConfigFile) -> Result<f64> {
-    let default = if is_chameleon(f) { 10_000.0 } else { 500_000.0 };
+    let default = if is_llama_like(f) {
+        10_000.0
+    } else {
+        500_000.0
+    };
     let rope_theta = match (&f.rope_parameters, f.rope_theta) {
         (Some(p), _) if p.rope_theta.is_some() => {
             if let Some(t) = p.rope_type.as_deref() {
@@ -281,7 +163,12 @@ fn rope_theta(f: &ConfigFile) -> Result<f64> {
 }
 
 fn rms_norm_eps(f: &ConfigFile) -> Result<f64> {
-    let eps = f.rms_norm_eps.unwrap_or(1e-5);
+    let default = if super::hybrid::is_granite(f) {
+        1e-6
+    } else {
+        1e-5
+    };
+    let eps = f.rms_norm_eps.unwrap_or(default);
     if !(eps.is_finite() && eps >= 0.0) {
         return Err(Error::config(
             "rms_norm_eps",
@@ -296,7 +183,7 @@ fn rms_norm_eps(f: &ConfigFile) -> Result<f64> {
 /// weights quantised on the fly.
 fn quantization(f: &ConfigFile) -> Result<(WeightFormat, Option<f64>)> {
     let Some(q) = &f.quantization_config else {
-        let fmt = if is_chameleon(f) {
+        let fmt = if is_llama_like(f) {
             WeightFormat::Dense
         } else {
             WeightFormat::Online
@@ -338,7 +225,7 @@ fn norms(f: &ConfigFile) -> Result<(NormPlacement, Option<QkNormKind>)> {
         }
         (Some(p), _) => p,
         (None, Some(true)) => NormPlacement::SwinNorm,
-        (None, _) if chameleon => NormPlacement::Pre,
+        (None, _) if is_llama_like(f) => NormPlacement::Pre,
         (None, _) => NormPlacement::Subln,
     };
     let layernorm = f.qk_layernorm.map(|on| on.then_some(QkNormKind::Layernorm));
@@ -392,6 +279,20 @@ impl TryFrom<ConfigFile> for Config {
         let bos = ids_of("bos_token_id", &f.bos_token_id)?;
         let pad = ids_of("pad_token_id", &f.pad_token_id)?;
         let attention_mode = attention_mode(&f)?;
+        let hybrid = super::hybrid::hybrid_parts(&f, d.num_layers, d.hidden_size)?;
+        let intermediate_size = match hybrid.mlp_layout {
+            super::MlpLayout::Fused => required(
+                "shared_intermediate_size",
+                Some(f.shared_intermediate_size.unwrap_or(1024)),
+            )?,
+            super::MlpLayout::Split => d.intermediate_size,
+        };
+        if hybrid.mlp_layout == super::MlpLayout::Fused && weight_format != WeightFormat::Dense {
+            return Err(Error::config(
+                "quantization_config",
+                "Granite's fused shared_mlp is supported with float weights only",
+            ));
+        }
         let window = f.sliding_window_size.unwrap_or(0);
         if f.use_attention_sinks == Some(true) && window <= super::ATTENTION_SINKS {
             return Err(Error::config(
@@ -406,7 +307,7 @@ impl TryFrom<ConfigFile> for Config {
         Ok(Config {
             vocab_size: d.vocab_size,
             hidden_size: d.hidden_size,
-            intermediate_size: d.intermediate_size,
+            intermediate_size,
             num_layers: d.num_layers,
             num_heads: d.num_heads,
             num_kv_heads: d.num_kv_heads,
@@ -432,60 +333,7 @@ impl TryFrom<ConfigFile> for Config {
             sliding_window_size: window,
             use_attention_sinks: f.use_attention_sinks.unwrap_or(false),
             attention_mode,
+            hybrid,
         })
-    }
-}
-
-impl Config {
-    /// The HF-compatible `config.json` object for this config. Tritter checkpoints are saved
-    /// packed (`bitlinear` / `offline`), so HF transformers loads them as BitNet (a dense model
-    /// is saved ternarised too).
-    pub fn to_config_file(&self) -> ConfigFile {
-        let ids = |v: &[u32]| match v {
-            [] => None,
-            [one] => Some(serde_json::json!(one)),
-            many => Some(serde_json::json!(many)),
-        };
-        ConfigFile {
-            model_type: Some("bitnet".into()),
-            vocab_size: Some(self.vocab_size),
-            hidden_size: Some(self.hidden_size),
-            intermediate_size: Some(self.intermediate_size),
-            num_hidden_layers: Some(self.num_layers),
-            num_attention_heads: Some(self.num_heads),
-            num_key_value_heads: Some(self.num_kv_heads),
-            head_dim: Some(self.head_dim),
-            hidden_act: Some(match self.activation {
-                Activation::Relu2 => "relu2".into(),
-                Activation::Silu => "silu".into(),
-            }),
-            max_position_embeddings: Some(self.max_position_embeddings),
-            rms_norm_eps: Some(self.rms_norm_eps),
-            rope_theta: Some(self.rope_theta),
-            rope_parameters: None,
-            rope_scaling: None,
-            tie_word_embeddings: Some(self.tie_word_embeddings),
-            attention_bias: Some(false),
-            mlp_bias: None,
-            bos_token_id: self.bos_token_id.map(|b| serde_json::json!(b)),
-            eos_token_id: ids(&self.eos_token_ids),
-            pad_token_id: self.pad_token_id.map(|b| serde_json::json!(b)),
-            swin_norm: None,
-            qk_layernorm: None,
-            quantization_config: Some(QuantizationConfig {
-                quant_method: "bitnet".into(),
-                linear_class: "bitlinear".into(),
-                quantization_mode: "offline".into(),
-                use_rms_norm: self.bitlinear_rms_norm.is_some(),
-                rms_norm_eps: self.bitlinear_rms_norm,
-                modules_to_not_convert: None,
-            }),
-            norm_placement: Some(self.norm_placement),
-            qk_norm: Some(QkNormKey::of(self.qk_norm)),
-            mlp_gated: Some(self.mlp_gated),
-            sliding_window_size: Some(self.sliding_window_size),
-            use_attention_sinks: Some(self.use_attention_sinks),
-            attention_mode: Some(self.attention_mode.name().to_string()),
-        }
     }
 }

@@ -8,8 +8,12 @@
 //! Every key the model uses is checked, and an error names the key.
 
 mod file;
+mod hybrid;
+mod keys;
+mod write;
 
-pub use file::{ConfigFile, QkNormKey, QuantizationConfig, RopeParameters};
+pub use hybrid::{GdnShape, HybridParts, LayerKind, MambaShape, MlpLayout, Scales};
+pub use keys::{ConfigFile, QkNormKey, QuantizationConfig, RopeParameters};
 
 use crate::attn::AttentionMode;
 use crate::error::{Error, Result};
@@ -105,6 +109,9 @@ pub struct Config {
     pub use_attention_sinks: bool,
     /// How positions attend to each other (`attention_mode`).
     pub attention_mode: AttentionMode,
+    /// Each layer's token mixer, the recurrent layers' shapes and Granite's switches
+    /// (`hybrid.rs`); all attention, no multipliers, RoPE and split MLP for BitNet.
+    pub hybrid: HybridParts,
 }
 
 impl Config {
@@ -138,15 +145,20 @@ impl Config {
         Config::try_from(file)
     }
 
-    /// A preset by name: `tritter-tiny`, `tritter-7b`, `bitnet-b1.58-2b4t`.
+    /// A preset by name: `tritter-tiny`, `tritter-hybrid-tiny`, `tritter-7b`,
+    /// `bitnet-b1.58-2b4t`.
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "tritter-tiny" => Ok(Self::tritter_tiny()),
+            "tritter-hybrid-tiny" => Ok(Self::tritter_hybrid_tiny()),
             "tritter-7b" => Ok(Self::tritter_7b()),
             "bitnet-b1.58-2b4t" | "bitnet-2b4t" => Ok(Self::bitnet_b158_2b4t()),
             other => Err(Error::config(
                 "preset",
-                format!("unknown preset `{other}` (tritter-tiny, tritter-7b, bitnet-b1.58-2b4t)"),
+                format!(
+                    "unknown preset `{other}` (tritter-tiny, tritter-hybrid-tiny, tritter-7b, \
+                     bitnet-b1.58-2b4t)"
+                ),
             )),
         }
     }
@@ -183,6 +195,14 @@ impl Config {
             sliding_window_size: 4096,
             use_attention_sinks: false,
             attention_mode: AttentionMode::Causal,
+            hybrid: HybridParts {
+                layer_types: vec![LayerKind::Attention; layers],
+                mamba: None,
+                gdn: None,
+                scales: Scales::default(),
+                use_rope: true,
+                mlp_layout: MlpLayout::Split,
+            },
         }
     }
 
@@ -193,6 +213,57 @@ impl Config {
         c.rope_theta = 10_000.0;
         c.sliding_window_size = 1024;
         c
+    }
+
+    /// The 9:1 Mamba-2 : attention hybrid after IBM's Granite 4.0-H (whose 40 layers put
+    /// attention at every tenth, from layer 5): `tritter-tiny`'s width and vocabulary, ten layers
+    /// with attention at layer 5 only, Mamba-2 elsewhere (8 heads of 64 — `expand` 2 — state 64,
+    /// one group, conv 4, chunk 64). Ternary linears, SubLN for the attention layer, ReLU² MLPs
+    /// as every Tritter model.
+    pub fn tritter_hybrid_tiny() -> Self {
+        let mut c = Self::tritter_tiny();
+        c.num_layers = 10;
+        c.hybrid.layer_types = (0..10)
+            .map(|l| match l % 10 == 5 {
+                true => LayerKind::Attention,
+                false => LayerKind::Mamba2,
+            })
+            .collect();
+        c.hybrid.mamba = Some(MambaShape {
+            num_heads: 8,
+            head_dim: 64,
+            state_size: 64,
+            n_groups: 1,
+            conv_kernel: 4,
+            conv_bias: true,
+            chunk_size: 64,
+        });
+        c
+    }
+
+    /// The kind of layer `l` (attention past the end of the list).
+    pub fn layer_kind(&self, l: usize) -> LayerKind {
+        self.hybrid
+            .layer_types
+            .get(l)
+            .copied()
+            .unwrap_or(LayerKind::Attention)
+    }
+
+    /// Whether any layer has a recurrent mixer (Mamba-2, Gated DeltaNet).
+    pub fn has_recurrent_layers(&self) -> bool {
+        (0..self.num_layers).any(|l| self.layer_kind(l) != LayerKind::Attention)
+    }
+
+    /// Whether the config uses anything only the candle path implements: recurrent layers,
+    /// Granite's multipliers, attention without RoPE, the fused MLP. The CPU inference and GPU
+    /// paths refuse such models; [`crate::decoder::open`] runs them on the candle path.
+    pub fn needs_candle_path(&self) -> bool {
+        let h = &self.hybrid;
+        self.has_recurrent_layers()
+            || !h.scales.is_default()
+            || !h.use_rope
+            || h.mlp_layout != MlpLayout::Split
     }
 
     /// The RTX 5080 target of ROADMAP.md's memory table (~7B parameters, ~1.4 GB ternary weights).
@@ -211,13 +282,30 @@ impl Config {
         c
     }
 
-    /// Number of weights in the ternary linear layers.
+    /// Number of weights in the ternary linear layers (every projection of every mixer and MLP).
     pub fn ternary_params(&self) -> usize {
         let h = self.hidden_size;
         let q = self.num_heads * self.head_dim;
         let kv = self.num_kv_heads * self.head_dim;
         let mlp = if self.mlp_gated { 3 } else { 2 } * h * self.intermediate_size;
-        self.num_layers * (h * q + 2 * h * kv + q * h + mlp)
+        (0..self.num_layers)
+            .map(|l| {
+                let mixer = match self.layer_kind(l) {
+                    LayerKind::Attention => h * q + 2 * h * kv + q * h,
+                    LayerKind::Mamba2 => self.hybrid.mamba.map_or(0, |m| {
+                        let i = m.num_heads * m.head_dim;
+                        let conv = i + 2 * m.n_groups * m.state_size;
+                        h * (i + conv + m.num_heads) + i * h
+                    }),
+                    LayerKind::GatedDeltaNet => self.hybrid.gdn.map_or(0, |g| {
+                        let (k, v) = (g.num_heads * g.head_k_dim, g.num_heads * g.head_v_dim);
+                        // a_proj and b_proj are full precision (`hybrid::gated_deltanet`).
+                        h * (2 * k + 2 * v) + v * h
+                    }),
+                };
+                mixer + mlp
+            })
+            .sum()
     }
 }
 
@@ -361,7 +449,12 @@ mod tests {
 
     #[test]
     fn round_trips_through_config_file() {
-        for name in ["tritter-tiny", "tritter-7b", "bitnet-b1.58-2b4t"] {
+        for name in [
+            "tritter-tiny",
+            "tritter-hybrid-tiny",
+            "tritter-7b",
+            "bitnet-b1.58-2b4t",
+        ] {
             let c = Config::preset(name).unwrap();
             let json = serde_json::to_string(&c.to_config_file()).unwrap();
             assert_eq!(Config::from_json_str(&json).unwrap(), c, "{name}");

@@ -158,9 +158,10 @@ impl GpuModel {
         }
         // The layers, then the final norm and the head; the embedding stays on the host.
         let layers = model
-            .layers()
+            .layers("the GPU path")?
+            .iter()
             .enumerate()
-            .map(|(i, v)| upload_layer(&gpu, &v, i))
+            .map(|(i, v)| upload_layer(&gpu, v, i))
             .collect::<Result<Vec<_>>>()?;
         let gated_all = layers.iter().all(|l| l.gated);
         let norm = upload_norm(&gpu, model.final_norm())?;

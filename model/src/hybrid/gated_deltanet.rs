@@ -10,6 +10,9 @@
 //! y = o_proj( RMSNorm_{d_v}(o) · o_norm.weight · silu(g_proj x) )                  (per head)
 //! ```
 //!
+//! `a_proj` and `b_proj` (one output per head: the decay and the write strength) are
+//! full-precision linears in either projection mode; the others follow it.
+//!
 //! The convs are depthwise and causal (kernel `K`, fla's `ShortConvolution`). The layer is the
 //! mixer only (fla's layer; a block adds its own norm, residual and MLP). Tensor names under a
 //! prefix `p`, as fla's: `p.{q,k,v,a,b,g,o}_proj.weight`, `p.{q,k,v}_conv1d.weight` `[C, 1, K]`
@@ -109,16 +112,22 @@ impl GatedDeltaNet {
         );
         let mode = cfg.projection;
         let kk = cfg.conv_kernel;
-        let mut lin = |name: &str, out: usize, inp: usize| {
-            linear(src, mode, &format!("{p}.{name}"), out, inp)
+        let mut lin = |name: &str, out: usize, inp: usize, full: bool| {
+            let m = if full { Projection::Dense } else { mode };
+            linear(src, m, &format!("{p}.{name}"), out, inp)
         };
         let (q_proj, k_proj, v_proj) = (
-            lin("q_proj", kd, hid)?,
-            lin("k_proj", kd, hid)?,
-            lin("v_proj", vd, hid)?,
+            lin("q_proj", kd, hid, false)?,
+            lin("k_proj", kd, hid, false)?,
+            lin("v_proj", vd, hid, false)?,
         );
-        let (a_proj, b_proj) = (lin("a_proj", h, hid)?, lin("b_proj", h, hid)?);
-        let (g_proj, o_proj) = (lin("g_proj", vd, hid)?, lin("o_proj", hid, vd)?);
+        // The gates' projections (one output per head) stay full precision, as the attention
+        // scores' own scale does: H × C weights, and a ternary packing needs H % 4 == 0.
+        let (a_proj, b_proj) = (lin("a_proj", h, hid, true)?, lin("b_proj", h, hid, true)?);
+        let (g_proj, o_proj) = (
+            lin("g_proj", vd, hid, false)?,
+            lin("o_proj", hid, vd, false)?,
+        );
         let chans = [("q", kd), ("k", kd), ("v", vd)];
         let mut ws = Vec::with_capacity(3);
         let mut bs = Vec::with_capacity(3);
@@ -147,6 +156,19 @@ impl GatedDeltaNet {
             o_norm: src.dense(&format!("{p}.o_norm.weight"), &[cfg.head_v_dim])?,
             cfg: cfg.clone(),
         })
+    }
+
+    /// The projections: q, k, v, a, b, g, o.
+    pub fn linears(&self) -> Vec<&BitLinear> {
+        vec![
+            &self.q_proj,
+            &self.k_proj,
+            &self.v_proj,
+            &self.a_proj,
+            &self.b_proj,
+            &self.g_proj,
+            &self.o_proj,
+        ]
     }
 
     pub fn config(&self) -> &GdnConfig {

@@ -89,11 +89,18 @@ pub struct Mamba2State {
     pub ssm: Tensor,
 }
 
-/// One Mamba-2 block (pre-norm, residual).
+/// One Mamba-2 block (pre-norm, residual): `x + mixer(RMSNorm(x))`, as `Mamba2Block`.
 #[derive(Debug, Clone)]
 pub struct Mamba2Block {
-    cfg: Mamba2Config,
     norm: RmsNorm,
+    mixer: Mamba2Mixer,
+}
+
+/// The Mamba-2 token mixer alone (HF `Mamba2Mixer`, and Bamba's / Granite 4's `mamba` layer):
+/// what a hybrid decoder layer puts where attention would be.
+#[derive(Debug, Clone)]
+pub struct Mamba2Mixer {
+    cfg: Mamba2Config,
     in_proj: BitLinear,
     conv_w: Tensor,
     conv_b: Option<Tensor>,
@@ -108,14 +115,68 @@ impl Mamba2Block {
     /// Loads the block named `prefix` (`backbone.layers.0` in an HF checkpoint).
     pub fn load(src: &mut dyn WeightSource, cfg: &Mamba2Config, prefix: &str) -> Result<Self> {
         cfg.validate()?;
-        let (hid, i, h) = (cfg.hidden_size, cfg.inner(), cfg.num_heads);
-        let cd = cfg.conv_dim();
-        let m = format!("{prefix}.mixer");
         Ok(Self {
             norm: RmsNorm::new(
-                src.dense(&format!("{prefix}.norm.weight"), &[hid])?,
+                src.dense(&format!("{prefix}.norm.weight"), &[cfg.hidden_size])?,
                 cfg.eps,
             ),
+            mixer: Mamba2Mixer::load(src, cfg, &format!("{prefix}.mixer"))?,
+        })
+    }
+
+    pub fn config(&self) -> &Mamba2Config {
+        &self.mixer.cfg
+    }
+
+    /// The state before any token, for a batch of `b`.
+    pub fn zero_state(&self, b: usize, device: &candle_core::Device) -> Result<Mamba2State> {
+        self.mixer.zero_state(b, device)
+    }
+
+    /// `x` `[B, T, hidden]` → `[B, T, hidden]` and the state after it: the chunked scan with the
+    /// configured chunk length (training, prefill). `state` continues an earlier call.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        state: Option<&Mamba2State>,
+    ) -> Result<(Tensor, Mamba2State)> {
+        self.forward_chunked(x, state, self.mixer.cfg.chunk_size)
+    }
+
+    /// [`Self::forward`] with a given chunk length (any length gives the same values).
+    pub fn forward_chunked(
+        &self,
+        x: &Tensor,
+        state: Option<&Mamba2State>,
+        chunk: usize,
+    ) -> Result<(Tensor, Mamba2State)> {
+        self.mixer.check_width(x)?;
+        let (y, s) = self.mixer.run(&self.norm.forward(x)?, state, Some(chunk))?;
+        Ok(((x + y)?, s))
+    }
+
+    /// One token `x` `[B, hidden]` through the recurrent form (decode): `[B, hidden]` and the new
+    /// state; O(1) in the tokens before it.
+    pub fn step(&self, x: &Tensor, state: Option<&Mamba2State>) -> Result<(Tensor, Mamba2State)> {
+        let x3 = x.unsqueeze(1)?;
+        self.mixer.check_width(&x3)?;
+        let (y, s) = self.mixer.run(&self.norm.forward(&x3)?, state, None)?;
+        Ok(((x3 + y)?.squeeze(1)?, s))
+    }
+}
+
+impl Mamba2Mixer {
+    /// The projections: `in_proj`, `out_proj`.
+    pub fn linears(&self) -> Vec<&BitLinear> {
+        vec![&self.in_proj, &self.out_proj]
+    }
+
+    /// Loads the mixer named `m` (`backbone.layers.0.mixer`, `model.layers.0.mamba`).
+    pub fn load(src: &mut dyn WeightSource, cfg: &Mamba2Config, m: &str) -> Result<Self> {
+        cfg.validate()?;
+        let (hid, i, h) = (cfg.hidden_size, cfg.inner(), cfg.num_heads);
+        let cd = cfg.conv_dim();
+        Ok(Self {
             in_proj: linear(
                 src,
                 cfg.projection,
@@ -154,35 +215,36 @@ impl Mamba2Block {
         })
     }
 
-    /// `x` `[B, T, hidden]` → `[B, T, hidden]` and the state after it: the chunked scan with the
-    /// configured chunk length (training, prefill). `state` continues an earlier call.
+    /// The mixer's output (no residual) for `x` `[B, T, hidden]` (already normed by the layer):
+    /// the chunked scan with the configured chunk length, and the state after `x`.
     pub fn forward(
         &self,
         x: &Tensor,
         state: Option<&Mamba2State>,
     ) -> Result<(Tensor, Mamba2State)> {
-        self.forward_chunked(x, state, self.cfg.chunk_size)
+        self.run(x, state, Some(self.cfg.chunk_size))
     }
 
-    /// [`Self::forward`] with a given chunk length (any length gives the same values).
-    pub fn forward_chunked(
+    /// [`Self::forward`] token by token through the recurrent form (decode).
+    pub fn forward_recurrent(
         &self,
         x: &Tensor,
         state: Option<&Mamba2State>,
-        chunk: usize,
     ) -> Result<(Tensor, Mamba2State)> {
-        self.run(x, state, Some(chunk))
+        let t = x.dim(1)?;
+        let mut st = state.cloned();
+        let mut ys = Vec::with_capacity(t);
+        for i in 0..t {
+            let (y, s) = self.run(&x.narrow(1, i, 1)?, st.as_ref(), None)?;
+            ys.push(y);
+            st = Some(s);
+        }
+        let st = st.ok_or_else(|| Error::Invalid("Mamba-2: no tokens".into()))?;
+        Ok((Tensor::cat(&ys, 1)?, st))
     }
 
-    /// One token `x` `[B, hidden]` through the recurrent form (decode): `[B, hidden]` and the new
-    /// state; O(1) in the tokens before it.
-    pub fn step(&self, x: &Tensor, state: Option<&Mamba2State>) -> Result<(Tensor, Mamba2State)> {
-        let (y, s) = self.run(&x.unsqueeze(1)?, state, None)?;
-        Ok((y.squeeze(1)?, s))
-    }
-
-    /// The block over `x` `[B, T, hidden]`: chunked scan with `chunk`, or the recurrent step when
-    /// `None` (`T = 1`).
+    /// The mixer over normed `x` `[B, T, hidden]`: chunked scan with `chunk`, or the recurrent
+    /// step when `None` (`T = 1`). No residual.
     fn run(
         &self,
         x: &Tensor,
@@ -190,18 +252,10 @@ impl Mamba2Block {
         chunk: Option<usize>,
     ) -> Result<(Tensor, Mamba2State)> {
         let c = &self.cfg;
-        let (b, t, hid) = x.dims3()?;
-        if hid != c.hidden_size {
-            return Err(Error::Invalid(format!(
-                "Mamba-2 block: input has {hid} features, the block {}",
-                c.hidden_size
-            )));
-        }
+        let (b, t, _) = x.dims3()?;
+        self.check_width(x)?;
         let (i, h, gn) = (c.inner(), c.num_heads, c.n_groups * c.state_size);
-        let proj = self
-            .in_proj
-            .forward(&self.norm.forward(x)?)?
-            .to_dtype(DType::F32)?;
+        let proj = self.in_proj.forward(x)?.to_dtype(DType::F32)?;
         let z = proj.narrow(D::Minus1, 0, i)?;
         let xbc = proj.narrow(D::Minus1, i, c.conv_dim())?;
         let dt = proj.narrow(D::Minus1, i + c.conv_dim(), h)?;
@@ -238,7 +292,18 @@ impl Mamba2Block {
         };
         let y = self.gated_norm(&y.reshape((b, t, i))?, &z)?;
         let out = self.out_proj.forward(&y.to_dtype(x.dtype())?)?;
-        Ok(((x + out)?, Mamba2State { conv, ssm }))
+        Ok((out, Mamba2State { conv, ssm }))
+    }
+
+    fn check_width(&self, x: &Tensor) -> Result<()> {
+        let hid = x.dims3()?.2;
+        if hid != self.cfg.hidden_size {
+            return Err(Error::Invalid(format!(
+                "Mamba-2 block: input has {hid} features, the block {}",
+                self.cfg.hidden_size
+            )));
+        }
+        Ok(())
     }
 
     /// HF `MambaRMSNormGated` with `norm_before_gate = False`: `w · rms_G(y · silu(z))`, the RMS

@@ -1,5 +1,6 @@
-//! Hybrid layers (in progress, issue #23): linear-recurrent token mixers that can stand beside
-//! attention in a Tritter model. Not wired into `Config`, the presets, the planner or the CLI yet.
+//! Hybrid layers (issue #23): linear-recurrent token mixers that stand beside attention in a
+//! Tritter model (`Config::hybrid`'s `layer_types`; the decoder layer in `layer.rs` holds one
+//! of them where attention would be).
 //!
 //! - [`mamba2`]: the Mamba-2 block (Dao & Gu 2024, "Transformers are SSMs"), as transformers'
 //!   `Mamba2Block` / `Mamba2Mixer` (same tensor names and shapes), over [`ssd`]: the SSD chunked
@@ -27,6 +28,8 @@ pub mod mamba2;
 pub mod ssd;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::bitlinear::{BitLinear, BitWeights};
@@ -35,7 +38,7 @@ use crate::source::WeightSource;
 use candle_core::{DType, Device, Tensor, D};
 
 pub use gated_deltanet::{GatedDeltaNet, GdnConfig, GdnState};
-pub use mamba2::{Mamba2Block, Mamba2Config, Mamba2State};
+pub use mamba2::{Mamba2Block, Mamba2Config, Mamba2Mixer, Mamba2State};
 
 /// How a hybrid layer's linears are built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -52,8 +52,9 @@ impl CpuModel {
     pub fn with_options(model: &Transformer, cache: &CacheOptions, head: HeadKind) -> Result<Self> {
         let cfg = model.config().clone();
         let layers = model
-            .layers()
-            .map(|v| Layer::new(&v))
+            .layers("the CPU inference path")?
+            .iter()
+            .map(Layer::new)
             .collect::<Result<Vec<_>>>()?;
         let hidden = cfg.hidden_size;
         Ok(Self {

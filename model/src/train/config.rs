@@ -46,7 +46,8 @@ pub struct ModelSection {
     pub init_std: f32,
     /// Override the preset's hidden size (0 keeps it). Default 0.
     pub hidden_size: usize,
-    /// Override the preset's layer count (0 keeps it). Default 0.
+    /// Override the preset's layer count (0 keeps it; a hybrid preset's layer pattern repeats).
+    /// Default 0.
     pub num_layers: usize,
     /// Override the preset's MLP width (0 keeps it). Default 0.
     pub intermediate_size: usize,
@@ -62,6 +63,16 @@ impl ModelSection {
             c.head_dim = self.hidden_size / c.num_heads;
         }
         if self.num_layers > 0 {
+            // A hybrid preset's pattern repeats over the new depth (9:1 stays 9:1).
+            let pattern = c.hybrid.layer_types.clone();
+            c.hybrid.layer_types = (0..self.num_layers)
+                .map(|l| {
+                    pattern
+                        .get(l % pattern.len().max(1))
+                        .copied()
+                        .unwrap_or(crate::config::LayerKind::Attention)
+                })
+                .collect();
             c.num_layers = self.num_layers;
         }
         if self.intermediate_size > 0 {

@@ -39,7 +39,12 @@ pub struct AdamW {
 
 /// Whether a parameter gets weight decay under the trainer's rule: not norms, not embeddings.
 pub fn default_decay(name: &str) -> bool {
-    !(name.contains("norm") || name.contains("embed_tokens"))
+    // Recurrent layers' decay rates, skip and time-step biases, and conv biases are not decayed
+    // (as transformers' Mamba / Granite training leaves `A_log` and `D` alone).
+    let recurrent = [".A_log", ".D", ".dt_bias", ".bias"]
+        .iter()
+        .any(|s| name.ends_with(s));
+    !(name.contains("norm") || name.contains("embed_tokens") || recurrent)
 }
 
 impl AdamW {

@@ -128,6 +128,13 @@ pub fn model_config(cfg: &TrainConfig, data_dir: &Path) -> Result<Config, TrainE
     }
     c.max_position_embeddings = c.max_position_embeddings.max(cfg.seq_len());
     c.weight_format = WeightFormat::PackedBitLinear;
+    if c.has_recurrent_layers() && cfg.train.document_mask {
+        return Err(TrainError::Config(format!(
+            "the model has {}: a recurrent layer's state would cross packed documents, which \
+             the document mask cannot stop; set [train] document_mask = false",
+            crate::transformer::candle_only_features(&c)
+        )));
+    }
     Ok(c)
 }
 

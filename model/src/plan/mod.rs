@@ -1,6 +1,8 @@
 //! Memory planner behind `tritter plan --preset NAME --context N --budget 16GiB`: pure arithmetic
 //! over a model's dimensions giving weights, vision encoder, KV cache (by cache kind and window),
-//! activations, overhead and total, and the longest context that fits a budget. The KV figure
+//! activations, overhead and total, and the longest context that fits a budget. In a hybrid
+//! model only the attention layers hold a KV cache; Mamba-2 and Gated DeltaNet layers hold a
+//! fixed state, planned beside it (`dims.rs`). The KV figure
 //! follows the allocation of [`crate::attn::KvCache`] block for block (tests compare it with the
 //! bytes a real cache holds); for `tritter-7b` [`roadmap_comparison`] sets the result beside the
 //! RTX 5080 table of the prototype's ROADMAP.md and explains the differences.
@@ -14,7 +16,10 @@ use crate::attn::KvKind;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     /// No preset of that name.
-    #[error("unknown preset {name:?} (known: tritter-tiny, tritter-7b, bitnet-b1.58-2b4t)")]
+    #[error(
+        "unknown preset {name:?} (known: tritter-tiny, tritter-hybrid-tiny, tritter-7b, \
+         bitnet-b1.58-2b4t)"
+    )]
     UnknownPreset {
         /// The name given.
         name: String,
@@ -35,137 +40,9 @@ pub enum PlanError {
     },
 }
 
-/// The dimensions the planner needs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ModelDims {
-    /// Preset name (`checkpoint`: read from a model directory).
-    pub name: &'static str,
-    /// Transformer layers.
-    pub layers: usize,
-    /// Hidden size.
-    pub hidden: usize,
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (GQA).
-    pub kv_heads: usize,
-    /// Head dimension.
-    pub head_dim: usize,
-    /// FFN inner size.
-    pub intermediate: usize,
-    /// Vocabulary (unified: text + specials + image + audio codes).
-    pub vocab: usize,
-    /// Whether the LM head shares the embedding matrix.
-    pub tied: bool,
-    /// Gated FFN (three matrices) or plain (two).
-    pub gated_ffn: bool,
-    /// Parameters of the image path (tower + connector, f32; 0: the model has none).
-    pub vision_params: u64,
-}
+mod dims;
 
-impl ModelDims {
-    /// The embedded default model (adjust with the trained checkpoint).
-    pub fn tritter_tiny() -> Self {
-        ModelDims {
-            name: "tritter-tiny",
-            layers: 4,
-            hidden: 256,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 64,
-            intermediate: 688,
-            vocab: 8192,
-            tied: true,
-            gated_ffn: true,
-            vision_params: 0,
-        }
-    }
-
-    /// The RTX 5080 target: LLaMA-7B's shape (hidden 4096, 32 layers, 32 heads of 128, gated FFN
-    /// 11008) with GQA 8 kv heads and the ~100K unified vocabulary. Its ternary layers hold 5.67 G
-    /// weights = 1.42 GB packed at 2 bits, ROADMAP.md's "7B BitNet weights 1.4 GB"; the f16
-    /// embedding (tied) comes on top. A text model: plan the roadmap's SigLIP-B/16 tower by
-    /// setting `vision_params` ([`crate::multimodal::siglip_b16_params`]).
-    pub fn tritter_7b() -> Self {
-        ModelDims {
-            name: "tritter-7b",
-            layers: 32,
-            hidden: 4096,
-            heads: 32,
-            kv_heads: 8,
-            head_dim: 128,
-            intermediate: 11008,
-            vocab: 100_352,
-            tied: true,
-            gated_ffn: true,
-            vision_params: 0,
-        }
-    }
-
-    /// Microsoft's BitNet b1.58 2B4T.
-    pub fn bitnet_2b4t() -> Self {
-        ModelDims {
-            name: "bitnet-b1.58-2b4t",
-            layers: 30,
-            hidden: 2560,
-            heads: 20,
-            kv_heads: 5,
-            head_dim: 128,
-            intermediate: 6912,
-            vocab: 128_256,
-            tied: true,
-            gated_ffn: true,
-            vision_params: 0,
-        }
-    }
-
-    /// A text model's config (named `checkpoint`), without an image path.
-    pub fn from_config(cfg: &crate::Config) -> Self {
-        ModelDims {
-            name: "checkpoint",
-            layers: cfg.num_layers,
-            hidden: cfg.hidden_size,
-            heads: cfg.num_heads,
-            kv_heads: cfg.num_kv_heads,
-            head_dim: cfg.head_dim,
-            intermediate: cfg.intermediate_size,
-            vocab: cfg.vocab_size,
-            tied: cfg.tie_word_embeddings,
-            gated_ffn: cfg.mlp_gated,
-            vision_params: 0,
-        }
-    }
-
-    /// Preset by name.
-    pub fn preset(name: &str) -> Result<Self, PlanError> {
-        match name {
-            "tritter-tiny" => Ok(Self::tritter_tiny()),
-            "tritter-7b" => Ok(Self::tritter_7b()),
-            "bitnet-b1.58-2b4t" | "bitnet-2b4t" => Ok(Self::bitnet_2b4t()),
-            _ => Err(PlanError::UnknownPreset { name: name.into() }),
-        }
-    }
-
-    /// Ternary weights of the transformer layers (q, k, v, o and the FFN matrices).
-    pub fn ternary_params(&self) -> u64 {
-        let (h, a, kv) = (
-            self.hidden as u64,
-            (self.heads * self.head_dim) as u64,
-            (self.kv_heads * self.head_dim) as u64,
-        );
-        let ffn = if self.gated_ffn { 3 } else { 2 } * h * self.intermediate as u64;
-        self.layers as u64 * (2 * h * a + 2 * h * kv + ffn)
-    }
-
-    /// Bytes of the weights as loaded: ternary layers packed 2 bits per weight plus one f32 scale
-    /// per matrix, f32 norms, f16 embedding (and f16 LM head when untied).
-    pub fn weight_bytes(&self) -> u64 {
-        let mats = if self.gated_ffn { 7 } else { 6 };
-        let ternary = self.ternary_params() / 4 + 4 * mats * self.layers as u64;
-        let norms = 4 * (2 * self.layers as u64 + 1) * self.hidden as u64;
-        let emb = 2 * (self.vocab * self.hidden) as u64 * if self.tied { 1 } else { 2 };
-        ternary + norms + emb
-    }
-}
+pub use dims::ModelDims;
 
 /// What to plan for.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,8 +93,15 @@ pub struct Plan {
     pub weights: u64,
     /// Vision encoder weights.
     pub vision: u64,
-    /// KV cache of all layers.
+    /// KV cache of all attention layers.
     pub kv_cache: u64,
+    /// Layers holding a KV cache.
+    pub kv_layers: usize,
+    /// Recurrent states of the Mamba-2 / Gated DeltaNet layers (constant in the context).
+    pub recurrent_state: u64,
+    /// Bytes of each layer's recurrent state (0: an attention layer); empty when all are
+    /// attention.
+    pub state_bytes_per_layer: Vec<u64>,
     /// KV bytes per cached token per layer (the cache holds `min(context, window)` tokens).
     pub kv_bytes_per_token_per_layer: f64,
     /// Activations of one prefill chunk plus logits.
@@ -300,7 +184,7 @@ pub fn plan(dims: &ModelDims, opts: &PlanOptions) -> Result<Plan, PlanError> {
         });
     }
     let kv_at = |ctx: usize| {
-        dims.layers as u64
+        dims.kv_layers() as u64
             * kv_layer_bytes(
                 dims.kv_heads,
                 dims.head_dim,
@@ -313,7 +197,8 @@ pub fn plan(dims: &ModelDims, opts: &PlanOptions) -> Result<Plan, PlanError> {
     let weights = dims.weight_bytes();
     let vision = 4 * dims.vision_params;
     let activations = activation_bytes(dims, opts.prefill_chunk.min(opts.context.max(1)));
-    let fixed = weights + vision + activations + opts.overhead;
+    let recurrent_state = dims.total_state_bytes();
+    let fixed = weights + vision + activations + recurrent_state + opts.overhead;
     let kv_cache = kv_at(opts.context);
     let total = fixed + kv_cache;
     let fits = total <= opts.budget;
@@ -343,8 +228,11 @@ pub fn plan(dims: &ModelDims, opts: &PlanOptions) -> Result<Plan, PlanError> {
         weights,
         vision,
         kv_cache,
+        kv_layers: dims.kv_layers(),
+        recurrent_state,
+        state_bytes_per_layer: dims.state_bytes.clone(),
         kv_bytes_per_token_per_layer: kv_cache as f64
-            / (dims.layers as f64 * cached_tokens(opts).max(1) as f64),
+            / (dims.kv_layers().max(1) as f64 * cached_tokens(opts).max(1) as f64),
         activations,
         overhead: opts.overhead,
         total,
@@ -423,6 +311,7 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
         ("weights", p.weights),
         ("vision encoder", p.vision),
         ("KV cache", p.kv_cache),
+        ("recurrent state", p.recurrent_state),
         ("activations", p.activations),
         ("overhead", p.overhead),
         ("total", p.total),
@@ -436,6 +325,9 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
         p.kv_bytes_per_token_per_layer,
         p.budget as f64 / (1u64 << 30) as f64
     );
+    if !p.state_bytes_per_layer.is_empty() {
+        s += &layer_lines(&p);
+    }
     s += &match p.max_context {
         None => "  fits: any context (the rolling window keeps the KV cache constant)\n".into(),
         Some(0) => "  fits: nothing, the weights alone exceed the budget\n".into(),
@@ -448,6 +340,23 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
         s += &roadmap_comparison();
     }
     Ok(s)
+}
+
+/// One line per layer of a hybrid model: its state or its KV cache at the planned context.
+fn layer_lines(p: &Plan) -> String {
+    let kv_layer = p.kv_cache / p.kv_layers.max(1) as u64;
+    let mut s = format!(
+        "  per layer ({} with a KV cache, {} with a fixed state):\n",
+        p.kv_layers,
+        p.state_bytes_per_layer.len() - p.kv_layers
+    );
+    for (l, &b) in p.state_bytes_per_layer.iter().enumerate() {
+        s += &match b {
+            0 => format!("    layer {l:>3}  attention   KV {:>10}\n", gb(kv_layer)),
+            b => format!("    layer {l:>3}  recurrent   state {:>7}\n", gb(b)),
+        };
+    }
+    s
 }
 
 /// [`plan`] as JSON.
