@@ -66,8 +66,13 @@ def token_stream(a: argparse.Namespace, cfg: dict) -> torch.Tensor:
     g = torch.Generator().manual_seed(a.seed)
     if a.random_data:
         return torch.randint(0, cfg["vocab_size"], (a.random_data,), generator=g)
+    if a.shards:
+        # Already tokenised by `tritter --train --prepare-only` (the export's tokenizer.json).
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from read_shards import ShardSet
+        return torch.tensor(ShardSet(a.shards).token_stream("train"), dtype=torch.int64)
     if not a.data:
-        fail("give --data FILE... (text or JSONL with `text`) or --random-data N")
+        fail("give --data FILE... (text or JSONL with `text`), --shards RUN/data or --random-data N")
     if not (a.model / "tokenizer.json").exists():
         fail(f"{a.model} has no tokenizer.json; use --random-data N or export a model with one")
     tok = AutoTokenizer.from_pretrained(str(a.model))
@@ -155,6 +160,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, required=True, help="where to save (replaced if present)")
     ap.add_argument("--form", choices=("bf16", "packed"), default="bf16")
     ap.add_argument("--data", type=Path, nargs="*", default=[])
+    ap.add_argument("--shards", type=Path, metavar="RUN/data",
+                    help="train on the train split of tritter --train --prepare-only's shards")
     ap.add_argument("--random-data", type=int, default=0, metavar="N", help="N uniform random ids")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seq", type=int, default=512)

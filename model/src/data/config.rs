@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::lsh::{choose_bands_weighted, LshParams};
+
 use super::DataError;
 
 /// The whole `[data]` table.
@@ -227,6 +229,14 @@ pub struct DedupConfig {
     pub lowercase: bool,
     /// Jaccard similarity at which two documents count as duplicates. Default 0.7.
     pub threshold: f64,
+    /// Weight of the false-positive area (candidate probability below `threshold`) when the
+    /// band/row split is chosen. Default 0.1: verification removes false positives, so they
+    /// cost only a signature comparison, while a missed pair is lost.
+    pub false_positive_weight: f64,
+    /// Weight of the false-negative area (miss probability above `threshold`). Default 0.9
+    /// (32 bands × 8 rows at 0.7 and 256 permutations; 0.5 / 0.5 gives datasketch's default
+    /// 25 × 10).
+    pub false_negative_weight: f64,
     /// LSH bands; with `rows` overrides the split chosen for `threshold` (both or neither).
     pub bands: Option<usize>,
     /// LSH rows per band; see `bands`.
@@ -234,6 +244,9 @@ pub struct DedupConfig {
     /// Keep only LSH candidate pairs whose MinHash-estimated Jaccard reaches `threshold`
     /// (removes most LSH false positives). Default true.
     pub verify: bool,
+    /// Memory for LSH band keys (16 bytes per document and band) before they are spilled to
+    /// sorted runs on disk, in MiB. Default 256. Signatures always live in a temporary file.
+    pub memory_mb: usize,
 }
 
 impl Default for DedupConfig {
@@ -245,9 +258,12 @@ impl Default for DedupConfig {
             shingle_size: 5,
             lowercase: true,
             threshold: 0.7,
+            false_positive_weight: 0.1,
+            false_negative_weight: 0.9,
             bands: None,
             rows: None,
             verify: true,
+            memory_mb: 256,
         }
     }
 }
@@ -362,6 +378,19 @@ impl DataConfig {
                 d.threshold
             ));
         }
+        let weights = [d.false_positive_weight, d.false_negative_weight];
+        if weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+            || weights.iter().sum::<f64>() <= 0.0
+        {
+            return bad(format!(
+                "data.dedup.false_positive_weight and false_negative_weight must be finite, \
+                 non-negative and not both zero, got {} and {}",
+                d.false_positive_weight, d.false_negative_weight
+            ));
+        }
+        if d.memory_mb == 0 {
+            return bad("data.dedup.memory_mb must be positive".into());
+        }
         match (d.bands, d.rows) {
             (None, None) => {}
             (Some(b), Some(r)) if b > 0 && r > 0 && b * r <= d.num_perm => {}
@@ -381,5 +410,18 @@ impl DataConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The LSH split the config asks for (explicit, or chosen for the threshold).
+pub fn lsh_params(dedup: &DedupConfig) -> LshParams {
+    match (dedup.bands, dedup.rows) {
+        (Some(bands), Some(rows)) => LshParams { bands, rows },
+        _ => choose_bands_weighted(
+            dedup.threshold,
+            dedup.num_perm,
+            dedup.false_positive_weight,
+            dedup.false_negative_weight,
+        ),
     }
 }

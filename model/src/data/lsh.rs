@@ -2,9 +2,10 @@
 //! verification, and the deterministic choice of which document of a duplicate group is kept.
 //!
 //! Must match datasketch's `MinHashLSH`: the `(bands, rows)` split minimises
-//! `0.5 · ∫₀ᵗ P(s) ds + 0.5 · ∫ₜ¹ (1 − P(s)) ds` with `P(s) = 1 − (1 − s^r)^b` (its
-//! `_optimal_param` with equal weights), and two documents are candidates when all `r` values of
-//! at least one band agree.
+//! `w_fp · ∫₀ᵗ P(s) ds + w_fn · ∫ₜ¹ (1 − P(s)) ds` with `P(s) = 1 − (1 − s^r)^b` (its and
+//! text-dedup's `_optimal_param` / `optimal_param`; [`choose_bands`] is the equal-weight case),
+//! and two documents are candidates when all `r` values of at least one band agree. The band
+//! key ([`band_key`]) is shared with the on-disk index (`lsh_disk`).
 
 use rayon::prelude::*;
 
@@ -35,19 +36,48 @@ fn integrate(f: impl Fn(f64) -> f64, lo: f64, hi: f64) -> f64 {
 /// The split of `num_perm` entries that minimises the equally weighted false-positive and
 /// false-negative areas for Jaccard `threshold`.
 pub fn choose_bands(threshold: f64, num_perm: usize) -> LshParams {
+    choose_bands_weighted(threshold, num_perm, 0.5, 0.5)
+}
+
+/// The split of `num_perm` entries that minimises `fp_weight` × the false-positive area
+/// (candidate probability below `threshold`) plus `fn_weight` × the false-negative area
+/// (miss probability above it). Ties keep the first split in `(bands, rows)` order, as
+/// datasketch does.
+pub fn choose_bands_weighted(
+    threshold: f64,
+    num_perm: usize,
+    fp_weight: f64,
+    fn_weight: f64,
+) -> LshParams {
     let mut best = (f64::INFINITY, LshParams { bands: 1, rows: 1 });
     for b in 1..=num_perm {
         for r in 1..=num_perm / b {
             let p = |s: f64| 1.0 - (1.0 - s.powi(r as i32)).powi(b as i32);
             let fp = integrate(p, 0.0, threshold);
             let fneg = integrate(|s| 1.0 - p(s), threshold, 1.0);
-            let err = 0.5 * fp + 0.5 * fneg;
+            let err = fp_weight * fp + fn_weight * fneg;
             if err < best.0 {
                 best = (err, LshParams { bands: b, rows: r });
             }
         }
     }
     best.1
+}
+
+/// The bucket key of band `band` of signature `sig` (its `rows` entries, hashed in order).
+pub fn band_key(sig: &[u32], params: LshParams, band: usize) -> u64 {
+    let lo = band * params.rows;
+    let band_vals = &sig[lo..lo + params.rows];
+    let mut vals = [0u64; 64];
+    if band_vals.len() <= vals.len() {
+        for (v, &s) in vals.iter_mut().zip(band_vals) {
+            *v = s as u64;
+        }
+        combine(&vals[..band_vals.len()])
+    } else {
+        let v: Vec<u64> = band_vals.iter().map(|&s| s as u64).collect();
+        combine(&v)
+    }
 }
 
 /// Two documents (indices into the signature table, `a < b`) found to be near duplicates.
@@ -82,23 +112,8 @@ pub fn find_duplicate_pairs(
     let mut pairs: Vec<(u32, u32)> = (0..params.bands)
         .into_par_iter()
         .flat_map_iter(|band| {
-            let lo = band * params.rows;
-            let hi = lo + params.rows;
             let mut keys: Vec<(u64, u32)> = (0..n)
-                .map(|i| {
-                    let mut vals = [0u64; 64];
-                    let band_vals = &sig(i)[lo..hi];
-                    let key = if band_vals.len() <= vals.len() {
-                        for (v, &s) in vals.iter_mut().zip(band_vals) {
-                            *v = s as u64;
-                        }
-                        combine(&vals[..band_vals.len()])
-                    } else {
-                        let v: Vec<u64> = band_vals.iter().map(|&s| s as u64).collect();
-                        combine(&v)
-                    };
-                    (key, i as u32)
-                })
+                .map(|i| (band_key(sig(i), params, band), i as u32))
                 .collect();
             keys.sort_unstable();
             let mut out = Vec::new();
@@ -162,6 +177,26 @@ mod tests {
         check(0.7, 256, 25, 10);
         check(0.5, 128, 25, 5);
         check(0.8, 64, 5, 11);
+    }
+
+    #[test]
+    fn weighted_split_matches_datasketch_optimal_param() {
+        // datasketch 2.0.0 `lsh._optimal_param(threshold, num_perm, fp_weight, fn_weight)`
+        // (scipy quad integrals), run once and recorded here.
+        let check = |t, n, wfp, wfn, bands, rows| {
+            assert_eq!(
+                choose_bands_weighted(t, n, wfp, wfn),
+                LshParams { bands, rows },
+                "t {t} num_perm {n} weights {wfp}/{wfn}"
+            )
+        };
+        check(0.7, 256, 0.1, 0.9, 32, 8);
+        check(0.7, 256, 0.3, 0.7, 28, 9);
+        check(0.7, 128, 0.2, 0.8, 18, 7);
+        check(0.8, 64, 0.3, 0.7, 7, 9);
+        check(0.5, 128, 0.2, 0.8, 30, 4);
+        check(0.6, 256, 0.1, 0.9, 42, 6);
+        check(0.9, 256, 0.1, 0.9, 13, 19);
     }
 
     #[test]

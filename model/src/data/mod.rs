@@ -7,14 +7,17 @@
 //! the trainer: [`ShardSet`].
 
 pub mod config;
+pub mod dedup_dir;
 mod document;
 pub mod filter;
 pub mod hash;
 pub mod lsh;
+pub mod lsh_disk;
 pub mod manifest;
 pub mod minhash;
 mod parquet_source;
 pub mod pipeline;
+pub mod plant;
 pub mod shard;
 pub mod source;
 mod spool;
@@ -25,7 +28,10 @@ pub use config::{
     DataConfig, DedupConfig, FilterConfig, Language, SourceConfig, SourceKind, TokenizerConfig,
 };
 pub use filter::{FilterRule, QualityFilter};
-pub use lsh::{choose_bands, find_duplicate_pairs, greedy_keep, DuplicatePair, LshParams};
+pub use lsh::{
+    choose_bands, choose_bands_weighted, find_duplicate_pairs, greedy_keep, DuplicatePair,
+    LshParams,
+};
 pub use manifest::Manifest;
 pub use minhash::{exact_jaccard, shingle_hashes, MinHasher};
 pub use pipeline::prepare;

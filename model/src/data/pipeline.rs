@@ -4,9 +4,10 @@
 //!
 //! Deterministic for a config: documents get ids in reading order, parallel stages (filter +
 //! MinHash per batch, LSH bands, encoding) return results in input order, and the train/val
-//! split is a seeded hash of each document's content. Memory holds per-document metadata and
-//! MinHash signatures (`4 × num_perm` bytes each) but never the corpus: accepted texts are
-//! spooled to a temporary file (`spool`) that the later stages stream.
+//! split is a seeded hash of each document's content. Memory holds per-document metadata but
+//! never the corpus: accepted texts are spooled to a temporary file (`spool`) that the later
+//! stages stream, and MinHash signatures and LSH band keys go to an on-disk index
+//! (`lsh_disk`) that keeps at most `dedup.memory_mb` of band keys in memory.
 //!
 //! `run` lists the stages in order; each is one method of `Run` that reports its progress and
 //! returns what the later stages read.
@@ -18,10 +19,12 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
+pub use super::config::lsh_params;
 use super::config::{DataConfig, DedupConfig};
 use super::filter::{FilterRule, QualityFilter};
 use super::hash::{content_hash, hash_bytes, unit_interval};
-use super::lsh::{choose_bands, find_duplicate_pairs, greedy_keep, LshParams};
+use super::lsh::{greedy_keep, LshParams};
+use super::lsh_disk::SigSink;
 use super::manifest::{
     DedupSummary, DuplicateEntry, Manifest, SourceStats, TokenCounts, TokenizerSummary,
     MAX_LISTED_ISSUES,
@@ -65,14 +68,6 @@ pub fn screen(
     })
 }
 
-/// The LSH split the config asks for (explicit, or chosen for the threshold).
-pub fn lsh_params(dedup: &DedupConfig) -> LshParams {
-    match (dedup.bands, dedup.rows) {
-        (Some(bands), Some(rows)) => LshParams { bands, rows },
-        _ => choose_bands(dedup.threshold, dedup.num_perm),
-    }
-}
-
 /// What every later stage knows of an accepted document (its text is in the spool).
 struct DocMeta {
     source: usize,
@@ -91,8 +86,9 @@ struct ReadOutput {
     /// The accepted documents, indexed by id.
     metas: Vec<DocMeta>,
     exact_duplicates: Vec<DuplicateEntry>,
-    /// MinHash signatures (`num_perm` each, concatenated) of the documents `sig_doc` names.
-    sigs: Vec<u32>,
+    /// The on-disk LSH index of the signatures (near dedup on); signature `i` is of document
+    /// `sig_doc[i]`.
+    sink: Option<SigSink>,
     sig_doc: Vec<u32>,
 }
 
@@ -118,6 +114,8 @@ struct Run<'a> {
     cfg: &'a DataConfig,
     data_dir: &'a Path,
     spool_path: &'a Path,
+    /// Scratch directory of the LSH index.
+    lsh_dir: &'a Path,
     progress: &'a dyn Progress,
 }
 
@@ -132,9 +130,13 @@ pub fn prepare(
     let data_dir = run_dir.join("data");
     std::fs::create_dir_all(&data_dir).map_err(|e| DataError::io("create", &data_dir, e))?;
     let spool_path = data_dir.join("spool.bin.tmp");
-    let result = run(cfg, &data_dir, &spool_path, progress);
-    // The spool is scratch space either way.
+    let lsh_dir = data_dir.join("lsh.tmp");
+    let _ = std::fs::remove_dir_all(&lsh_dir);
+    std::fs::create_dir_all(&lsh_dir).map_err(|e| DataError::io("create", &lsh_dir, e))?;
+    let result = run(cfg, &data_dir, &spool_path, &lsh_dir, progress);
+    // The spool and the LSH index are scratch space either way.
     let _ = std::fs::remove_file(&spool_path);
+    let _ = std::fs::remove_dir_all(&lsh_dir);
     result
 }
 
@@ -143,18 +145,20 @@ fn run(
     cfg: &DataConfig,
     data_dir: &Path,
     spool_path: &Path,
+    lsh_dir: &Path,
     progress: &dyn Progress,
 ) -> Result<Manifest, DataError> {
     let run = Run {
         cfg,
         data_dir,
         spool_path,
+        lsh_dir,
         progress,
     };
     // Stage 1: read, filter, exact dedup, MinHash.
     let mut read = run.read_sources()?;
     // Stage 2: near dedup.
-    let (near_dropped, near) = run.near_dedup(&mut read);
+    let (near_dropped, near) = run.near_dedup(&mut read)?;
     // Train/val split by seeded content hash.
     let sel = run.split(&mut read, near_dropped)?;
     // Stage 3: tokenizer.
@@ -178,7 +182,15 @@ impl Run<'_> {
             issues_total: 0,
             metas: Vec::new(),
             exact_duplicates: Vec::new(),
-            sigs: Vec::new(),
+            sink: match dedup.near {
+                true => Some(SigSink::create(
+                    self.lsh_dir,
+                    lsh_params(dedup),
+                    dedup.num_perm,
+                    dedup.memory_mb.saturating_mul(1 << 20),
+                )?),
+                false => None,
+            },
             sig_doc: Vec::new(),
         };
         let mut exact_seen: HashMap<u128, u32> = HashMap::new();
@@ -253,17 +265,15 @@ impl Run<'_> {
 
     /// Stage 2: LSH over the signatures, verified pairs, greedy keeping in reading order. Returns
     /// which document ids are dropped, and the stage's part of the manifest.
-    fn near_dedup(&self, read: &mut ReadOutput) -> (Vec<bool>, NearDedup) {
+    fn near_dedup(&self, read: &mut ReadOutput) -> Result<(Vec<bool>, NearDedup), DataError> {
         let dedup = &self.cfg.dedup;
-        let sigs = std::mem::take(&mut read.sigs);
         let sig_doc = &read.sig_doc;
         let lsh = lsh_params(dedup);
         self.progress
             .start(Stage::NearDedup, Some(sig_doc.len() as u64));
-        let pairs = if dedup.near {
-            find_duplicate_pairs(&sigs, dedup.num_perm, lsh, dedup.threshold, dedup.verify)
-        } else {
-            Vec::new()
+        let pairs = match read.sink.take() {
+            Some(sink) => sink.pairs(dedup.threshold, dedup.verify)?,
+            None => Vec::new(),
         };
         let mut near_dropped: Vec<bool> = vec![false; read.metas.len()];
         let mut near_duplicates = Vec::new();
@@ -280,7 +290,6 @@ impl Run<'_> {
                 });
             }
         }
-        drop(sigs);
         self.progress.advance(sig_doc.len() as u64);
         self.progress.finish(Stage::NearDedup);
         let near = NearDedup {
@@ -288,7 +297,7 @@ impl Run<'_> {
             duplicate_pairs: pairs.len() as u64,
             duplicates: near_duplicates,
         };
-        (near_dropped, near)
+        Ok((near_dropped, near))
     }
 
     /// The train/val split by seeded content hash of the documents near dedup kept (a tiny
@@ -539,8 +548,8 @@ impl ReadOutput {
             message: "more than 2^32 documents; split the corpus into several runs".into(),
         })?;
         exact_seen.insert(s.hash, id);
-        if let Some(sig) = &s.signature {
-            self.sigs.extend_from_slice(sig);
+        if let (Some(sig), Some(sink)) = (&s.signature, self.sink.as_mut()) {
+            sink.push(sig)?;
             self.sig_doc.push(id);
         }
         spool.push(id, &s.text)?;

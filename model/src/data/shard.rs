@@ -2,8 +2,8 @@
 //! them, and the reader the trainer streams from.
 //!
 //! Format (version 1, all integers little-endian):
-//! - `data/shards.json`: `{ version, seq_len, pad_id, pad_doc, splits: { train|val:
-//!   { sequences, tokens, shards: [{ file, sequences }] } } }`.
+//! - `data/shards.json`: `{ version, seq_len, pad_id, pad_doc, train: SPLIT, val: SPLIT }` with
+//!   `SPLIT = { sequences, tokens, shards: [{ file, sequences }] }` (`tokens`: not padding).
 //! - `data/{train,val}/shard-NNNNN.bin`: a 32-byte header — magic `TRTSHRD1`, `u32` version,
 //!   `u32` seq_len, `u64` sequences, 8 reserved zero bytes — then per sequence `seq_len` `u32`
 //!   token ids followed by `seq_len` `u32` document ids.
