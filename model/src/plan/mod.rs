@@ -318,6 +318,9 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
         ("budget", p.budget),
     ];
     for (name, b) in rows {
+        if name == "recurrent state" && p.state_bytes_per_layer.is_empty() {
+            continue;
+        }
         s += &format!("  {name:<16} {:>10}\n", gb(b));
     }
     s += &format!(
