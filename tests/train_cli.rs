@@ -238,3 +238,46 @@ fn hybrid_preset_trains_then_answers_and_plans() {
         "{text}"
     );
 }
+
+/// The recurrent-depth preset trains through the binary (a count drawn per step) and its
+/// evaluation reports the held-out loss at 1..=8 iterations of the block.
+#[test]
+fn depth_preset_trains_and_reports_loss_per_iteration_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = train(
+        &run,
+        &[
+            "model.preset=\"tritter-depth-tiny\"",
+            "model.num_layers=0",
+            "train.steps=3",
+            "eval.every=0",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rows(&run);
+    let eval = rows
+        .iter()
+        .find(|r| r.get("val_loss_by_iterations").is_some())
+        .expect("an evaluation row with per-count losses");
+    let by = eval["val_loss_by_iterations"].as_array().unwrap();
+    assert_eq!(by.len(), 8);
+    assert!(by.iter().all(|v| v.as_f64().is_some_and(f64::is_finite)));
+    // The default count (4) is the row's val_loss.
+    let at4 = by[3].as_f64().unwrap();
+    assert!(
+        (at4 - eval["val_loss"].as_f64().unwrap()).abs() < 1e-9,
+        "{eval}"
+    );
+    let ck = tritter_model::load_model(&run.join("final"), &Device::Cpu).unwrap();
+    assert_eq!(
+        ck.config.hybrid.depth.map(|d| (d.start, d.end)),
+        Some((1, 3))
+    );
+}

@@ -23,7 +23,7 @@ pub struct CandleDecoder {
 impl CandleDecoder {
     pub fn new(model: &Transformer) -> Self {
         Self {
-            cache: TensorKvCache::new(model.config().num_layers),
+            cache: TensorKvCache::new(model.cache_slots()),
             model: model.clone(),
         }
     }

@@ -40,12 +40,25 @@ pub struct Transformer {
     device: Device,
     /// The dtype the candle path computes in (see the module docs).
     dtype: DType,
+    /// Iterations of the recurrent-depth block (`Config::hybrid.depth`; 1 without one).
+    iterations: usize,
 }
 
 impl Transformer {
     /// Builds the model from a weight source (a checkpoint or trainable parameters).
     pub fn load(cfg: &Config, src: &mut dyn WeightSource, device: &Device) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        if let Some(d) = cfg.hybrid.depth {
+            if !(d.start < d.end && d.end <= cfg.num_layers && d.iterations > 0) {
+                return Err(Error::config(
+                    "recurrent_block",
+                    format!(
+                        "[{}, {}] with {} iterations does not fit {} layers",
+                        d.start, d.end, d.iterations, cfg.num_layers
+                    ),
+                ));
+            }
+        }
         let embed = src.dense("model.embed_tokens.weight", &[v, h])?;
         let blocks = (0..cfg.num_layers)
             .map(|l| Block::load(src, cfg, l))
@@ -59,6 +72,7 @@ impl Transformer {
         let rope = Rope::new(cfg.head_dim, cfg.rope_theta);
         let dtype = embed.dtype();
         Ok(Self {
+            iterations: cfg.hybrid.depth.map_or(1, |d| d.iterations),
             cfg: cfg.clone(),
             embed,
             blocks,
@@ -94,6 +108,33 @@ impl Transformer {
         }
         self.dtype = dtype;
         Ok(self)
+    }
+
+    /// The same model running its recurrent-depth block `r` times (a model without one refuses
+    /// any `r` but 1).
+    pub fn with_iterations(mut self, r: usize) -> Result<Self> {
+        if r == 0 || (self.cfg.hybrid.depth.is_none() && r != 1) {
+            return Err(Error::Invalid(format!(
+                "{r} iterations: the model {} (1 or more with a recurrent_block)",
+                if self.cfg.hybrid.depth.is_some() {
+                    "needs at least 1"
+                } else {
+                    "has no recurrent-depth block"
+                }
+            )));
+        }
+        self.iterations = r;
+        Ok(self)
+    }
+
+    /// Iterations of the recurrent-depth block.
+    pub fn iterations(&self) -> usize {
+        self.iterations
+    }
+
+    /// Cache slots a [`TensorKvCache`] for this model needs: one per layer run.
+    pub fn cache_slots(&self) -> usize {
+        self.cfg.layer_schedule(self.iterations).len()
     }
 
     /// Every layer's weights, in order, for the inference paths that run attention-only models
@@ -192,8 +233,8 @@ impl Transformer {
     ) -> Result<Tensor> {
         self.check_channels(x)?;
         let mut h = self.enter(x)?;
-        for block in &self.blocks {
-            h = block.forward(&h, &self.rope, 0, None, blocked)?;
+        for l in self.cfg.layer_schedule(self.iterations) {
+            h = self.blocks[l].forward(&h, &self.rope, 0, None, blocked)?;
         }
         self.norm.forward(&h)
     }
@@ -205,8 +246,13 @@ impl Transformer {
         let t = x.dim(1)?;
         let offset = cache.len();
         let mut h = self.enter(x)?;
-        for (l, block) in self.blocks.iter().enumerate() {
-            h = block.forward(&h, &self.rope, offset, Some((&mut *cache, l)), None)?;
+        for (slot, l) in self
+            .cfg
+            .layer_schedule(self.iterations)
+            .into_iter()
+            .enumerate()
+        {
+            h = self.blocks[l].forward(&h, &self.rope, offset, Some((&mut *cache, slot)), None)?;
         }
         cache.advance(t);
         self.norm.forward(&h)
@@ -329,6 +375,12 @@ pub fn candle_only_features(cfg: &Config) -> String {
         }
     }
     let h = &cfg.hybrid;
+    if let Some(d) = h.depth {
+        out.push(format!(
+            "a recurrent-depth block (layers {}..{})",
+            d.start, d.end
+        ));
+    }
     if !h.scales.is_default() {
         out.push("Granite's multipliers".into());
     }

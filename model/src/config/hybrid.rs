@@ -87,6 +87,19 @@ impl Scales {
     }
 }
 
+/// A recurrent-depth block (after Geiping et al. 2025, "Scaling up Test-Time Compute with Latent
+/// Reasoning: A Recurrent Depth Approach", without their input injection): layers
+/// `start..end` run `iterations` times in a row with shared weights, between a prelude
+/// (`0..start`) and a coda (`end..`). Training samples the count uniformly from
+/// `1..=train_max` each step; inference uses `iterations` unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecurrentDepth {
+    pub start: usize,
+    pub end: usize,
+    pub iterations: usize,
+    pub train_max: usize,
+}
+
 /// How the MLP's weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MlpLayout {
@@ -106,6 +119,8 @@ pub struct HybridParts {
     pub scales: Scales,
     pub use_rope: bool,
     pub mlp_layout: MlpLayout,
+    /// A block of layers iterated a variable number of times (`recurrent_block`).
+    pub depth: Option<RecurrentDepth>,
 }
 
 pub(super) fn is_granite(f: &ConfigFile) -> bool {
@@ -303,6 +318,37 @@ fn granite_switches(f: &ConfigFile) -> Result<(Scales, bool, MlpLayout)> {
     Ok((scales, use_rope, layout))
 }
 
+/// `recurrent_block` `[start, end]` (layers `start..end`), `recurrent_iterations` (default 1),
+/// `recurrent_train_max` (default `recurrent_iterations`).
+fn recurrent_depth(f: &ConfigFile, layers: usize) -> Result<Option<RecurrentDepth>> {
+    let Some(block) = &f.recurrent_block else {
+        if f.recurrent_iterations.is_some() || f.recurrent_train_max.is_some() {
+            return Err(Error::config(
+                "recurrent_iterations",
+                "needs recurrent_block [start, end]",
+            ));
+        }
+        return Ok(None);
+    };
+    let [start, end] = block[..] else {
+        return Err(Error::config("recurrent_block", "expected [start, end]"));
+    };
+    if !(start < end && end <= layers) {
+        return Err(Error::config(
+            "recurrent_block",
+            format!("[{start}, {end}] is not a range of layers within 0..{layers}"),
+        ));
+    }
+    let iterations = positive("recurrent_iterations", f.recurrent_iterations, 1)?;
+    let train_max = positive("recurrent_train_max", f.recurrent_train_max, iterations)?;
+    Ok(Some(RecurrentDepth {
+        start,
+        end,
+        iterations,
+        train_max,
+    }))
+}
+
 /// The hybrid part of `f` for a model of `layers` layers of width `hidden`.
 pub(super) fn hybrid_parts(f: &ConfigFile, layers: usize, hidden: usize) -> Result<HybridParts> {
     let layer_types = layer_types(f, layers)?;
@@ -322,6 +368,7 @@ pub(super) fn hybrid_parts(f: &ConfigFile, layers: usize, hidden: usize) -> Resu
         scales,
         use_rope,
         mlp_layout,
+        depth: recurrent_depth(f, layers)?,
     })
 }
 
@@ -355,6 +402,11 @@ pub(super) fn write_hybrid(h: &HybridParts, f: &mut ConfigFile) {
     }
     if !h.use_rope {
         f.position_embedding_type = Some("none".into());
+    }
+    if let Some(d) = &h.depth {
+        f.recurrent_block = Some(vec![d.start, d.end]);
+        f.recurrent_iterations = Some(d.iterations);
+        f.recurrent_train_max = Some(d.train_max);
     }
     if h.mlp_layout == MlpLayout::Fused {
         f.shared_intermediate_size = f.intermediate_size;

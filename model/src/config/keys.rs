@@ -184,6 +184,15 @@ pub struct ConfigFile {
     pub shared_intermediate_size: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_local_experts: Option<usize>,
+    /// Tritter's recurrent-depth block: layers `[start, end)` iterated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrent_block: Option<Vec<usize>>,
+    /// Iterations of the block at inference (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrent_iterations: Option<usize>,
+    /// The most iterations a training step samples (uniform from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrent_train_max: Option<usize>,
     /// Mamba-2's clamp of `dt`; only transformers' default `[0, ∞)` is supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_step_limit: Option<serde_json::Value>,

@@ -12,7 +12,7 @@ mod hybrid;
 mod keys;
 mod write;
 
-pub use hybrid::{GdnShape, HybridParts, LayerKind, MambaShape, MlpLayout, Scales};
+pub use hybrid::{GdnShape, HybridParts, LayerKind, MambaShape, MlpLayout, RecurrentDepth, Scales};
 pub use keys::{ConfigFile, QkNormKey, QuantizationConfig, RopeParameters};
 
 use crate::attn::AttentionMode;
@@ -151,13 +151,14 @@ impl Config {
         match name {
             "tritter-tiny" => Ok(Self::tritter_tiny()),
             "tritter-hybrid-tiny" => Ok(Self::tritter_hybrid_tiny()),
+            "tritter-depth-tiny" => Ok(Self::tritter_depth_tiny()),
             "tritter-7b" => Ok(Self::tritter_7b()),
             "bitnet-b1.58-2b4t" | "bitnet-2b4t" => Ok(Self::bitnet_b158_2b4t()),
             other => Err(Error::config(
                 "preset",
                 format!(
-                    "unknown preset `{other}` (tritter-tiny, tritter-hybrid-tiny, tritter-7b, \
-                     bitnet-b1.58-2b4t)"
+                    "unknown preset `{other}` (tritter-tiny, tritter-hybrid-tiny, \
+                     tritter-depth-tiny, tritter-7b, bitnet-b1.58-2b4t)"
                 ),
             )),
         }
@@ -202,6 +203,7 @@ impl Config {
                 scales: Scales::default(),
                 use_rope: true,
                 mlp_layout: MlpLayout::Split,
+                depth: None,
             },
         }
     }
@@ -241,6 +243,32 @@ impl Config {
         c
     }
 
+    /// Recurrent depth on `tritter-tiny`'s layers: layer 0 the prelude, layers 1–2 the block
+    /// iterated (4 times at inference by default; training samples 1–4), layer 3 the coda. At 4
+    /// iterations it computes like a 10-layer model with the parameters of 4.
+    pub fn tritter_depth_tiny() -> Self {
+        let mut c = Self::tritter_tiny();
+        c.hybrid.depth = Some(RecurrentDepth {
+            start: 1,
+            end: 3,
+            iterations: 4,
+            train_max: 4,
+        });
+        c
+    }
+
+    /// The order layers run in: each once, the recurrent-depth block (if any) `iterations`
+    /// times over.
+    pub fn layer_schedule(&self, iterations: usize) -> Vec<usize> {
+        match self.hybrid.depth {
+            None => (0..self.num_layers).collect(),
+            Some(d) => (0..d.start)
+                .chain((0..iterations).flat_map(|_| d.start..d.end))
+                .chain(d.end..self.num_layers)
+                .collect(),
+        }
+    }
+
     /// The kind of layer `l` (attention past the end of the list).
     pub fn layer_kind(&self, l: usize) -> LayerKind {
         self.hybrid
@@ -261,6 +289,7 @@ impl Config {
     pub fn needs_candle_path(&self) -> bool {
         let h = &self.hybrid;
         self.has_recurrent_layers()
+            || h.depth.is_some()
             || !h.scales.is_default()
             || !h.use_rope
             || h.mlp_layout != MlpLayout::Split
@@ -452,6 +481,7 @@ mod tests {
         for name in [
             "tritter-tiny",
             "tritter-hybrid-tiny",
+            "tritter-depth-tiny",
             "tritter-7b",
             "bitnet-b1.58-2b4t",
         ] {

@@ -28,6 +28,8 @@ pub mod mamba2;
 pub mod ssd;
 
 #[cfg(test)]
+mod depth_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;

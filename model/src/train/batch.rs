@@ -1,6 +1,6 @@
 //! Training batches of packed sequences: the ids and document ids of the sequences at given
 //! positions of a split, and the loss of a batch with or without the document mask
-//! (`Transformer::loss_docs` / `Transformer::loss`).
+//! (`Transformer::loss_docs` / `Transformer::loss`); the recurrent-depth count a step draws.
 
 use candle_core::{Device, Tensor};
 
@@ -48,4 +48,17 @@ pub(crate) fn batch_loss(
     } else {
         model.loss(ids)?
     })
+}
+
+/// The iterations of a recurrent-depth block at step `step`: uniform over `1..=max`, a pure
+/// function of the seed and the step (splitmix64), so a resumed run samples what an
+/// uninterrupted one did.
+pub fn sampled_iterations(seed: u64, step: u64, max: usize) -> usize {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step.wrapping_add(1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    1 + (z % max.max(1) as u64) as usize
 }

@@ -35,6 +35,10 @@ pub struct EvalRecord {
     pub val_loss: f64,
     pub val_ppl: f64,
     pub val_tokens: u64,
+    /// A recurrent-depth model's validation loss at 1..=8 iterations of its block (`val_loss` is
+    /// at the config's `recurrent_iterations`); absent for other models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss_by_iterations: Option<Vec<f64>>,
 }
 
 /// `metrics.jsonl` open for appending rows.

@@ -9,7 +9,7 @@
 //! position, and the data order is a pure function of (seed, position).
 
 pub mod audio_text;
-mod batch;
+pub(crate) mod batch;
 pub mod codec;
 pub mod codec_distill;
 pub mod config;

@@ -310,20 +310,36 @@ impl Trainer {
         }
         let model = self.model(self.cfg.ternary_at(self.state.step))?;
         let (b, t) = (self.cfg.train.batch_size as u64, self.cfg.seq_len());
-        let mut sum = 0f64;
-        for k in 0..self.cfg.eval.batches as u64 {
-            let idx: Vec<u64> = (0..b).map(|j| (k * b + j) % len).collect();
-            let batch = super::batch::batch_tensor(&mut self.val, &idx, t, &self.device)?;
-            let loss = super::batch::batch_loss(&model, &batch, self.cfg.train.document_mask)?;
-            sum += loss.to_scalar::<f32>()? as f64;
-        }
-        let val_loss = sum / self.cfg.eval.batches as f64;
+        let val_loss = self.val_loss(&model)?;
+        let val_loss_by_iterations = match self.model_cfg.hybrid.depth {
+            None => None,
+            Some(_) => Some(
+                (1..=8)
+                    .map(|r| self.val_loss(&model.clone().with_iterations(r)?))
+                    .collect::<Result<Vec<_>, TrainError>>()?,
+            ),
+        };
         Ok(Some(EvalRecord {
             step: self.state.step,
             val_loss,
             val_ppl: val_loss.exp(),
             val_tokens: self.cfg.eval.batches as u64 * b * (t as u64 - 1),
+            val_loss_by_iterations,
         }))
+    }
+
+    /// Mean loss of `model` over the first `eval.batches` held-out micro-batches.
+    fn val_loss(&mut self, model: &Transformer) -> Result<f64, TrainError> {
+        let len = self.val.len();
+        let (b, t) = (self.cfg.train.batch_size as u64, self.cfg.seq_len());
+        let mut sum = 0f64;
+        for k in 0..self.cfg.eval.batches as u64 {
+            let idx: Vec<u64> = (0..b).map(|j| (k * b + j) % len).collect();
+            let batch = super::batch::batch_tensor(&mut self.val, &idx, t, &self.device)?;
+            let loss = super::batch::batch_loss(model, &batch, self.cfg.train.document_mask)?;
+            sum += loss.to_scalar::<f32>()? as f64;
+        }
+        Ok(sum / self.cfg.eval.batches as f64)
     }
 
     /// Write the checkpoint of the current step (unless this run already has it) and prune.
@@ -497,6 +513,14 @@ impl Trainer {
         let t0 = Instant::now();
         let ternary = self.cfg.ternary_at(self.state.step);
         let model = self.model(ternary)?;
+        let model = match self.model_cfg.hybrid.depth {
+            None => model,
+            Some(d) => model.with_iterations(super::batch::sampled_iterations(
+                self.cfg.run.seed,
+                self.state.step,
+                d.train_max,
+            ))?,
+        };
         let mut grads = std::collections::BTreeMap::new();
         let mut loss_sum = 0f64;
         for _ in 0..accum {
