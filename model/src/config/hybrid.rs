@@ -113,6 +113,8 @@ pub enum MlpLayout {
 /// The hybrid part of a validated config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HybridParts {
+    /// Each layer's mixer; empty (the canonical form, so a config stays equal to itself when
+    /// `num_layers` changes) when every layer is attention. `Config::layer_kind` reads it.
     pub layer_types: Vec<LayerKind>,
     pub mamba: Option<MambaShape>,
     pub gdn: Option<GdnShape>,
@@ -351,7 +353,10 @@ fn recurrent_depth(f: &ConfigFile, layers: usize) -> Result<Option<RecurrentDept
 
 /// The hybrid part of `f` for a model of `layers` layers of width `hidden`.
 pub(super) fn hybrid_parts(f: &ConfigFile, layers: usize, hidden: usize) -> Result<HybridParts> {
-    let layer_types = layer_types(f, layers)?;
+    let mut layer_types = layer_types(f, layers)?;
+    if layer_types.iter().all(|&k| k == LayerKind::Attention) {
+        layer_types.clear();
+    }
     let mamba = match layer_types.contains(&LayerKind::Mamba2) {
         true => Some(mamba_shape(f, hidden)?),
         false => None,

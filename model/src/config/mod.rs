@@ -197,7 +197,7 @@ impl Config {
             use_attention_sinks: false,
             attention_mode: AttentionMode::Causal,
             hybrid: HybridParts {
-                layer_types: vec![LayerKind::Attention; layers],
+                layer_types: vec![],
                 mamba: None,
                 gdn: None,
                 scales: Scales::default(),

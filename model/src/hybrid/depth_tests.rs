@@ -19,7 +19,6 @@ fn small(layers: usize) -> Config {
     c.num_kv_heads = 2;
     c.head_dim = 8;
     c.num_layers = layers;
-    c.hybrid.layer_types = vec![crate::config::LayerKind::Attention; layers];
     c
 }
 

@@ -65,14 +65,16 @@ impl ModelSection {
         if self.num_layers > 0 {
             // A hybrid preset's pattern repeats over the new depth (9:1 stays 9:1).
             let pattern = c.hybrid.layer_types.clone();
-            c.hybrid.layer_types = (0..self.num_layers)
-                .map(|l| {
-                    pattern
-                        .get(l % pattern.len().max(1))
-                        .copied()
-                        .unwrap_or(crate::config::LayerKind::Attention)
-                })
-                .collect();
+            if !pattern.is_empty() {
+                c.hybrid.layer_types = (0..self.num_layers)
+                    .map(|l| {
+                        pattern
+                            .get(l % pattern.len().max(1))
+                            .copied()
+                            .unwrap_or(crate::config::LayerKind::Attention)
+                    })
+                    .collect();
+            }
             c.num_layers = self.num_layers;
         }
         if self.intermediate_size > 0 {
