@@ -99,6 +99,7 @@ mod tests {
             vision_params: 0,
             state_bytes: vec![],
             ternary: None,
+            extra_kv_runs: 0,
         };
         let o = GpuPlanOptions {
             kv: GpuKvKind::Int4,

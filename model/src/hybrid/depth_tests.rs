@@ -154,3 +154,25 @@ fn training_samples_every_count_from_the_seed_and_step() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn the_planner_keeps_a_kv_cache_per_layer_run() {
+    use crate::plan::{kv_layer_bytes, plan, ModelDims, PlanOptions};
+    // Layers 1-2 run 4 times: 1 + 4 × 2 + 1 = 10 attention runs, each with its own cache, as
+    // the candle decoder allocates them.
+    let d = ModelDims::preset("tritter-depth-tiny").unwrap();
+    assert_eq!(d.kv_layers(), 10);
+    let c = Config::tritter_depth_tiny();
+    let m = Transformer::load(
+        &c,
+        &mut crate::random::RandomSource::new(1, &Device::Cpu),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(m.cache_slots(), d.kv_layers());
+    let mut o = PlanOptions::new(2048);
+    o.kv = crate::attn::KvKind::F16;
+    let p = plan(&d, &o).unwrap();
+    let one = kv_layer_bytes(c.num_kv_heads, c.head_dim, o.kv, 0, 0, 2048);
+    assert_eq!(p.kv_cache, 10 * one);
+}

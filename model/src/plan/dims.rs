@@ -36,6 +36,9 @@ pub struct ModelDims {
     /// Ternary weights when the layers are not all attention (`Config::ternary_params`);
     /// `None`: the attention formula of [`ModelDims::ternary_params`].
     pub ternary: Option<u64>,
+    /// Extra layer runs that each keep a KV cache of their own: a recurrent-depth block's
+    /// attention layers once per iteration beyond the first.
+    pub extra_kv_runs: usize,
 }
 
 impl ModelDims {
@@ -55,6 +58,7 @@ impl ModelDims {
             vision_params: 0,
             state_bytes: vec![],
             ternary: None,
+            extra_kv_runs: 0,
         }
     }
 
@@ -78,6 +82,7 @@ impl ModelDims {
             vision_params: 0,
             state_bytes: vec![],
             ternary: None,
+            extra_kv_runs: 0,
         }
     }
 
@@ -97,6 +102,7 @@ impl ModelDims {
             vision_params: 0,
             state_bytes: vec![],
             ternary: None,
+            extra_kv_runs: 0,
         }
     }
 
@@ -110,6 +116,12 @@ impl ModelDims {
         let ternary = cfg
             .has_recurrent_layers()
             .then(|| cfg.ternary_params() as u64);
+        let extra_kv_runs = cfg.hybrid.depth.map_or(0, |d| {
+            let attention = (d.start..d.end)
+                .filter(|&l| cfg.layer_kind(l) == crate::config::LayerKind::Attention)
+                .count();
+            attention * (d.iterations - 1)
+        });
         ModelDims {
             name: "checkpoint",
             layers: cfg.num_layers,
@@ -124,6 +136,7 @@ impl ModelDims {
             vision_params: 0,
             state_bytes,
             ternary,
+            extra_kv_runs,
         }
     }
 
@@ -135,11 +148,21 @@ impl ModelDims {
         }
     }
 
-    /// Layers that hold a KV cache.
+    /// KV caches the model keeps: one per attention layer, and one more per extra run of an
+    /// attention layer in a recurrent-depth block.
     pub fn kv_layers(&self) -> usize {
-        match self.state_bytes.is_empty() {
+        let attention = match self.state_bytes.is_empty() {
             true => self.layers,
             false => self.state_bytes.iter().filter(|&&b| b == 0).count(),
+        };
+        attention + self.extra_kv_runs
+    }
+
+    /// The recurrent-depth preset (`Config::tritter_depth_tiny`, 4 iterations).
+    pub fn tritter_depth_tiny() -> Self {
+        ModelDims {
+            name: "tritter-depth-tiny",
+            ..Self::from_config(&crate::Config::tritter_depth_tiny())
         }
     }
 
@@ -153,6 +176,7 @@ impl ModelDims {
         match name {
             "tritter-tiny" => Ok(Self::tritter_tiny()),
             "tritter-hybrid-tiny" => Ok(Self::tritter_hybrid_tiny()),
+            "tritter-depth-tiny" => Ok(Self::tritter_depth_tiny()),
             "tritter-7b" => Ok(Self::tritter_7b()),
             "bitnet-b1.58-2b4t" | "bitnet-2b4t" => Ok(Self::bitnet_2b4t()),
             _ => Err(PlanError::UnknownPreset { name: name.into() }),

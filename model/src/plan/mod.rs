@@ -17,8 +17,8 @@ use crate::attn::KvKind;
 pub enum PlanError {
     /// No preset of that name.
     #[error(
-        "unknown preset {name:?} (known: tritter-tiny, tritter-hybrid-tiny, tritter-7b, \
-         bitnet-b1.58-2b4t)"
+        "unknown preset {name:?} (known: tritter-tiny, tritter-hybrid-tiny, tritter-depth-tiny, \
+         tritter-7b, bitnet-b1.58-2b4t)"
     )]
     UnknownPreset {
         /// The name given.
@@ -348,10 +348,10 @@ pub fn plan_report(dims: &ModelDims, opts: &PlanOptions) -> Result<String, PlanE
 /// One line per layer of a hybrid model: its state or its KV cache at the planned context.
 fn layer_lines(p: &Plan) -> String {
     let kv_layer = p.kv_cache / p.kv_layers.max(1) as u64;
+    let recurrent = p.state_bytes_per_layer.iter().filter(|&&b| b > 0).count();
     let mut s = format!(
-        "  per layer ({} with a KV cache, {} with a fixed state):\n",
-        p.kv_layers,
-        p.state_bytes_per_layer.len() - p.kv_layers
+        "  per layer ({} with a KV cache, {recurrent} with a fixed state):\n",
+        p.state_bytes_per_layer.len() - recurrent
     );
     for (l, &b) in p.state_bytes_per_layer.iter().enumerate() {
         s += &match b {
