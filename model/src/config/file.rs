@@ -27,6 +27,7 @@ fn ids_of(key: &str, v: &Option<serde_json::Value>) -> Result<Vec<u32>> {
 fn required(key: &str, v: Option<usize>) -> Result<usize> {
     match v {
         Some(0) => Err(Error::config(key, "must be greater than 0")),
+        Some(n) if n > super::MAX_SIZE => Err(super::hybrid::too_large(key, n)),
         Some(n) => Ok(n),
         None => Err(Error::config(
             key,
@@ -304,7 +305,7 @@ impl TryFrom<ConfigFile> for Config {
                 ),
             ));
         }
-        Ok(Config {
+        let c = Config {
             vocab_size: d.vocab_size,
             hidden_size: d.hidden_size,
             intermediate_size,
@@ -334,6 +335,14 @@ impl TryFrom<ConfigFile> for Config {
             use_attention_sinks: f.use_attention_sinks.unwrap_or(false),
             attention_mode,
             hybrid,
-        })
+        };
+        let n = c.ternary_params_exact();
+        if n > super::MAX_PARAMS {
+            return Err(Error::config(
+                "hidden_size",
+                format!("the layers would hold {n} weights, beyond any model"),
+            ));
+        }
+        Ok(c)
     }
 }

@@ -129,9 +129,18 @@ pub(super) fn is_granite(f: &ConfigFile) -> bool {
     f.model_type.as_deref() == Some("granitemoehybrid")
 }
 
+/// A size past [`super::MAX_SIZE`]: no model has it, and the arithmetic on it would overflow.
+pub(super) fn too_large(key: &str, n: usize) -> Error {
+    Error::config(
+        key,
+        format!("{n} is beyond any model (at most {})", super::MAX_SIZE),
+    )
+}
+
 fn positive(key: &str, v: Option<usize>, default: usize) -> Result<usize> {
     match v.unwrap_or(default) {
         0 => Err(Error::config(key, "must be greater than 0")),
+        n if n > super::MAX_SIZE => Err(too_large(key, n)),
         n => Ok(n),
     }
 }

@@ -76,6 +76,14 @@ pub enum WeightFormat {
     Dense,
 }
 
+/// The largest size a config key may give (2²⁴): far past any real model, small enough that
+/// products of sizes cannot overflow.
+pub const MAX_SIZE: usize = 1 << 24;
+
+/// The most weights a config's layers may hold (2⁵⁰): every count downstream (the planner's
+/// bytes, the loaders) fits in 64 bits below it.
+pub const MAX_PARAMS: u128 = 1 << 50;
+
 /// Attention sinks kept when `use_attention_sinks` is set (StreamingLLM's choice); the
 /// rolling window (`sliding_window_size`) must be larger.
 pub const ATTENTION_SINKS: usize = 4;
@@ -313,21 +321,30 @@ impl Config {
 
     /// Number of weights in the ternary linear layers (every projection of every mixer and MLP).
     pub fn ternary_params(&self) -> usize {
-        let h = self.hidden_size;
-        let q = self.num_heads * self.head_dim;
-        let kv = self.num_kv_heads * self.head_dim;
-        let mlp = if self.mlp_gated { 3 } else { 2 } * h * self.intermediate_size;
+        usize::try_from(self.ternary_params_exact()).unwrap_or(usize::MAX)
+    }
+
+    /// [`Config::ternary_params`] in 128 bits (no overflow for sizes up to [`MAX_SIZE`]).
+    pub fn ternary_params_exact(&self) -> u128 {
+        let w = |n: usize| n as u128;
+        let h = w(self.hidden_size);
+        let q = w(self.num_heads) * w(self.head_dim);
+        let kv = w(self.num_kv_heads) * w(self.head_dim);
+        let mlp = if self.mlp_gated { 3 } else { 2 } * h * w(self.intermediate_size);
         (0..self.num_layers)
             .map(|l| {
                 let mixer = match self.layer_kind(l) {
                     LayerKind::Attention => h * q + 2 * h * kv + q * h,
                     LayerKind::Mamba2 => self.hybrid.mamba.map_or(0, |m| {
-                        let i = m.num_heads * m.head_dim;
-                        let conv = i + 2 * m.n_groups * m.state_size;
-                        h * (i + conv + m.num_heads) + i * h
+                        let i = w(m.num_heads) * w(m.head_dim);
+                        let conv = i + 2 * w(m.n_groups) * w(m.state_size);
+                        h * (i + conv + w(m.num_heads)) + i * h
                     }),
                     LayerKind::GatedDeltaNet => self.hybrid.gdn.map_or(0, |g| {
-                        let (k, v) = (g.num_heads * g.head_k_dim, g.num_heads * g.head_v_dim);
+                        let (k, v) = (
+                            w(g.num_heads) * w(g.head_k_dim),
+                            w(g.num_heads) * w(g.head_v_dim),
+                        );
                         // a_proj and b_proj are full precision (`hybrid::gated_deltanet`).
                         h * (2 * k + 2 * v) + v * h
                     }),
@@ -494,6 +511,23 @@ mod tests {
         c.norm_placement = NormPlacement::SwinNorm;
         let json = serde_json::to_string(&c.to_config_file()).unwrap();
         assert_eq!(Config::from_json_str(&json).unwrap(), c);
+    }
+
+    /// Found by the `config_json` fuzz target: a huge `hidden_size` overflowed the weight count.
+    #[test]
+    fn sizes_beyond_any_model_are_refused_by_key() {
+        let big = r#"{"vocab_size":8014,"hidden_size":222222222222256,"intermediate_size":688,
+            "num_hidden_layers":8,"num_attention_heads":4}"#;
+        let e = Config::from_json_str(big).unwrap_err().to_string();
+        assert!(
+            e.contains("hidden_size") && e.contains("beyond any model"),
+            "{e}"
+        );
+        // Each size within bounds, the product past 2^50 weights.
+        let wide = r#"{"vocab_size":10,"hidden_size":16777216,"intermediate_size":16777216,
+            "num_hidden_layers":64,"num_attention_heads":4096}"#;
+        let e = Config::from_json_str(wide).unwrap_err().to_string();
+        assert!(e.contains("weights, beyond any model"), "{e}");
     }
 
     #[test]
