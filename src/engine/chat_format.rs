@@ -179,8 +179,14 @@ impl ChatFormat {
                 ))
             },
         );
-        env.add_template("chat", template)?;
-        let out = env.get_template("chat")?.render(minijinja::context! {
+        crate::engine::chat_guard::register(&mut env)?;
+        env.add_template_owned(
+            "chat",
+            crate::engine::chat_guard::wrap_namespace_sets(template),
+        )?;
+        let tmpl = env.get_template("chat")?;
+        crate::engine::chat_guard::check_compiled(&tmpl)?;
+        let out = tmpl.render(minijinja::context! {
             messages => msgs,
             add_generation_prompt => true,
             bos_token => self.bos_token.clone(),
@@ -273,5 +279,44 @@ mod tests {
     fn a_broken_template_is_an_error() {
         let e = ChatFormat::from_tokenizer_config(r#"{"chat_template": "{% for %}"}"#).unwrap_err();
         assert!(format!("{e:#}").contains("chat_template"));
+    }
+
+    /// Namespace flags, counters, strings and `set` blocks, as real templates use them, render as
+    /// Python's jinja2 renders them (the expected text is jinja2's output).
+    #[test]
+    fn namespace_assignments_render_unchanged() {
+        let cfg = r#"{"eos_token": "</s>", "chat_template":
+          "{%- set ns = namespace(found=false, n=0, last='') -%}{%- for m in messages -%}{%- if m['role'] == 'system' %}{% set ns.found = true %}{% endif -%}{%- set ns.n = ns.n + 1 -%}{%- set ns.last %}<{{ m['role'] }}>{% endset -%}{%set ns . last=ns.last ~ '!'%}{%- endfor -%}{{ ns.found }}/{{ ns.n }}/{{ ns.last }}"}"#;
+        let f = ChatFormat::from_tokenizer_config(cfg).unwrap();
+        let s = f
+            .render(&[
+                ChatMessage::new(Role::System, "s"),
+                ChatMessage::new(Role::User, "u"),
+            ])
+            .unwrap();
+        assert_eq!(s, "True/2/<user>!");
+    }
+
+    /// A namespace stored in a namespace (directly, through a list, a map, an iterator, another
+    /// namespace, a tuple or a filtered `set` block) is refused with an error; before the guard
+    /// printing it overflowed the stack (the `chat_template` fuzz target).
+    #[test]
+    fn a_namespace_inside_a_namespace_is_refused() {
+        for t in [
+            "{% set ns = namespace(a=1) %}{% set ns.a = ns %}{{ ns }}",
+            "{% set ns = namespace() %}{%- set ns.a = [1, [ns]] -%}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a = {'k': {'j': ns}} %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a = [ns]|reverse %}{{ ns }}",
+            "{% set n = namespace() %}{% set m = namespace(b=n) %}{% set n.a = m %}{{ n }}",
+            "{% set ns = namespace() %}{% set ns.a, b = [ns, 1] %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a | trim %} x {% endset %}{{ ns }}",
+            "{% set ns = namespace() %}{% set ns.a = ns if true else 1 %}{{ ns }}",
+            "{% macro f(x) %}{% set x.a = x %}{% endmacro %}{{ f(namespace()) }}",
+        ] {
+            let cfg = serde_json::json!({ "chat_template": t }).to_string();
+            let e = ChatFormat::from_tokenizer_config(&cfg).unwrap_err();
+            let msg = format!("{e:#}");
+            assert!(msg.contains("namespace"), "{t}: {msg}");
+        }
     }
 }

@@ -2,11 +2,13 @@
 //! the typed messages and events that cross the worker-thread channel. The app never formats
 //! prompts or samples tokens itself. Beside this file: `factory` (picks the engine for a run),
 //! `model` (the model-backed engine: tokenizer, streaming detokenisation, stop tokens),
-//! `chat_format` (chat templates), `default_model` (the embedded model), `scripted` (the test
-//! engine), `worker` (the generation thread), `prompt` (fitting a conversation to the context).
+//! `chat_format` (chat templates) with `chat_guard` (refuses namespace cycles), `default_model`
+//! (the embedded model), `scripted` (the test engine), `worker` (the generation thread), `prompt`
+//! (fitting a conversation to the context).
 //! This file uses none of them: they all implement or carry what it states.
 
 pub mod chat_format;
+mod chat_guard;
 pub mod default_model;
 pub mod factory;
 pub mod media;
