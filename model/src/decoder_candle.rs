@@ -23,7 +23,7 @@ pub struct CandleDecoder {
 impl CandleDecoder {
     pub fn new(model: &Transformer) -> Self {
         Self {
-            cache: TensorKvCache::new(model.cache_slots()),
+            cache: TensorKvCache::for_inference(model.cache_slots()),
             model: model.clone(),
         }
     }
@@ -93,6 +93,11 @@ impl CandleDecoder {
 
     pub fn config(&self) -> &Config {
         self.model.config()
+    }
+
+    /// The cache, to pad for benchmarks ([`TensorKvCache::pad_attention`]).
+    pub fn cache_mut(&mut self) -> &mut TensorKvCache {
+        &mut self.cache
     }
 
     /// Empties the cache.

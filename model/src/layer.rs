@@ -202,21 +202,17 @@ impl Attention {
         };
         let s = k.dim(2)?;
         let rep = h / hkv;
-        let (k, v) = if rep > 1 {
-            (
-                k.unsqueeze(2)?
-                    .expand((b, hkv, rep, s, d))?
-                    .reshape((b, h, s, d))?,
-                v.unsqueeze(2)?
-                    .expand((b, hkv, rep, s, d))?
-                    .reshape((b, h, s, d))?,
-            )
-        } else {
-            (k, v)
-        };
-        let scale = self.scale;
+        // Queries grouped by their key/value head, `[B, H_kv, rep·T, D]` (head `g·rep + r` is
+        // group `g`, rows `r·T..`): keys and values are read where they are, never copied per
+        // query head or transposed, and a decode step reads the cache once.
+        let qg = q.reshape((b, hkv, rep * t, d))?;
+        let scores = k
+            .matmul(&qg.t()?)?
+            .transpose(2, 3)?
+            .contiguous()?
+            .reshape((b, h, t, s))?;
         // Scores, mask and softmax in f32; the weighted sum in the compute dtype.
-        let mut att = (q.matmul(&k.t()?.contiguous()?)?.to_dtype(DType::F32)? * scale)?;
+        let mut att = (scores.to_dtype(DType::F32)? * self.scale)?;
         if self.causal && t > 1 {
             let past = s - t;
             let mask: Vec<u8> = (0..t)
@@ -233,7 +229,12 @@ impl Attention {
             att = m.where_cond(&neg, &att)?;
         }
         let att = candle_nn::ops::softmax(&att, D::Minus1)?.to_dtype(v.dtype())?;
-        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * d))?;
+        let y = att
+            .reshape((b, hkv, rep * t, s))?
+            .matmul(&v)?
+            .reshape((b, h, t, d))?
+            .transpose(1, 2)?
+            .reshape((b, t, h * d))?;
         let y = match &self.sub_norm {
             Some(n) => n.forward(&y)?,
             None => y,

@@ -230,3 +230,61 @@ fn the_planner_counts_the_state_bytes_a_real_cache_holds() {
         "{text}"
     );
 }
+
+/// The decoding cache (keys and values in buffers written in place) gives the concatenating
+/// cache's hidden states; a clone shares no buffer, so two continuations of one prefix each equal
+/// their own full forward; padding for benchmarks counts its positions and bytes.
+#[test]
+fn buffered_and_concatenating_caches_agree_and_clones_are_independent() {
+    use crate::layer::TensorKvCache;
+    let cfg = tiny_hybrid();
+    let (m, _) = model(&cfg, 5);
+    let embed = |ids: &[u32]| {
+        let t = Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu).unwrap();
+        m.embed(&t).unwrap()
+    };
+    let rows = |h: Tensor| h.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ids: Vec<u32> = (0..13).map(|i| (i * 5 + 1) % 50).collect();
+    let (mut cat, mut buf) = (TensorKvCache::new(5), TensorKvCache::for_inference(5));
+    for piece in [&ids[..3], &ids[3..4], &ids[4..9], &ids[9..10], &ids[10..]] {
+        let a = rows(m.hidden_tensor_cache(&embed(piece), &mut cat).unwrap());
+        let b = rows(m.hidden_tensor_cache(&embed(piece), &mut buf).unwrap());
+        assert_eq!(a, b, "the two caches give the same hidden states");
+    }
+    assert_eq!((cat.len(), buf.len()), (13, 13));
+    assert_eq!(
+        cat.bytes(),
+        buf.bytes(),
+        "bytes count the held positions only"
+    );
+
+    let mut fork = buf.clone();
+    let last = |h: Tensor| {
+        let t = h.dim(1).unwrap();
+        rows(h.narrow(1, t - 1, 1).unwrap())
+    };
+    let a = last(m.hidden_tensor_cache(&embed(&[7]), &mut buf).unwrap());
+    let b = last(m.hidden_tensor_cache(&embed(&[9]), &mut fork).unwrap());
+    for (tail, got) in [(7u32, a), (9u32, b)] {
+        let mut seq = ids.clone();
+        seq.push(tail);
+        let mut fresh = TensorKvCache::new(5);
+        let want = last(m.hidden_tensor_cache(&embed(&seq), &mut fresh).unwrap());
+        let d = max_rel(&got, &want);
+        assert!(d < 1e-5, "continuation with {tail}: {d}");
+    }
+
+    let before = buf.layer_bytes(1);
+    buf.pad_attention(100).unwrap();
+    assert_eq!(buf.len(), 114);
+    assert_eq!(
+        buf.layer_bytes(1),
+        before / 14 * 114,
+        "an attention layer grows"
+    );
+    assert_eq!(
+        buf.layer_bytes(0),
+        cat.layer_bytes(0),
+        "a Mamba-2 state does not"
+    );
+}
