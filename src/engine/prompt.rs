@@ -10,24 +10,60 @@ use crate::engine::{ChatMessage, ContextSnippet, TokenCounter};
 /// Tokens a message costs besides its text (role markers, separators) — a small safety margin.
 const PER_MESSAGE_OVERHEAD: usize = 8;
 
-fn cost(m: &ChatMessage, count: &TokenCounter) -> usize {
-    PER_MESSAGE_OVERHEAD
-        + count(&m.content)
-        + m.context
-            .iter()
-            .map(|c| count(&c.label) + count(&c.text) + 4)
-            .sum::<usize>()
+/// `text`'s token count when it is at most `limit`, else `None` — without tokenizing all of a
+/// long text: prefixes of 4, 8, 16… × `limit` bytes are counted first, and one over `limit`
+/// settles it (a prefix does not count more than the whole, but for the token its cut splits). The work is bounded by a few times
+/// the bytes that `limit` tokens span, not by the text's length (a pasted megabyte).
+fn count_within(text: &str, count: &TokenCounter, limit: usize) -> Option<usize> {
+    let mut bytes = limit.saturating_mul(4).max(64);
+    while bytes < text.len() {
+        let mut end = bytes;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        if count(&text[..end]) > limit {
+            return None;
+        }
+        bytes = bytes.saturating_mul(2);
+    }
+    Some(count(text)).filter(|&n| n <= limit)
+}
+
+/// [`cost`] when it is at most `limit`, else `None`, counting each part within what is left.
+fn cost_within(m: &ChatMessage, count: &TokenCounter, limit: usize) -> Option<usize> {
+    let mut left = limit.checked_sub(PER_MESSAGE_OVERHEAD)?;
+    left -= count_within(&m.content, count, left)?;
+    for c in &m.context {
+        left -= count_within(&c.label, count, left)?;
+        left -= count_within(&c.text, count, left)?;
+        left = left.checked_sub(4)?;
+    }
+    Some(limit - left)
 }
 
 /// The longest whole-line prefix of `text` that counts at most `budget` tokens. Byte-level BPE
-/// gives at most one token per byte, so the prefix search starts from `budget` bytes.
+/// gives at most one token per byte, so every line ending within `budget` bytes fits; the search
+/// then doubles the span it tries from there before bisecting, so a megabyte paste costs a few
+/// counts of what fits, not ~20 counts of the whole paste.
 fn fit_lines(text: &str, count: &TokenCounter, budget: usize) -> usize {
     let mut ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
     if !text.is_empty() && !text.ends_with('\n') {
         ends.push(text.len());
     }
     let fits = |n: usize| n == 0 || count(&text[..ends[n - 1]]) <= budget;
-    let (mut lo, mut hi) = (0usize, ends.len());
+    let lines_within = |bytes: usize| ends.partition_point(|&e| e <= bytes);
+    let (mut lo, mut hi) = (lines_within(budget), ends.len());
+    let mut span = budget.max(1);
+    while lo < hi {
+        span = span.saturating_mul(2);
+        let n = lines_within(span).max(lo + 1).min(hi);
+        if fits(n) {
+            lo = n;
+        } else {
+            hi = n - 1;
+            break;
+        }
+    }
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);
         if fits(mid) {
@@ -145,10 +181,9 @@ pub fn fit_with(
     }
     let mut kept = Vec::new();
     for m in history.iter().rev() {
-        let c = cost(m, count);
-        if c > left {
+        let Some(c) = cost_within(m, count, left) else {
             break;
-        }
+        };
         left -= c;
         kept.push(m.clone());
     }
@@ -184,6 +219,15 @@ mod tests {
     use crate::engine::Role;
     use std::sync::Arc;
 
+    fn cost(m: &ChatMessage, count: &TokenCounter) -> usize {
+        PER_MESSAGE_OVERHEAD
+            + count(&m.content)
+            + m.context
+                .iter()
+                .map(|c| count(&c.label) + count(&c.text) + 4)
+                .sum::<usize>()
+    }
+
     /// One token per byte: an independent, exact model of byte-level worst case.
     fn bytes() -> TokenCounter {
         Arc::new(|t: &str| t.len())
@@ -200,6 +244,92 @@ mod tests {
                 .unwrap();
             assert_eq!(n, naive, "budget {budget}");
         }
+    }
+
+    /// A monotone counter unlike bytes: one token per word, per newline and per 3 bytes of a word
+    /// past its first 3.
+    fn words() -> TokenCounter {
+        Arc::new(|t: &str| {
+            t.split(' ')
+                .map(|w| w.len().saturating_sub(1) / 3 + 1)
+                .sum::<usize>()
+                + t.matches('\n').count()
+        })
+    }
+
+    /// The plain bisection over every line (what `fit_lines` did before bounding its work).
+    fn naive_fit_lines(text: &str, count: &TokenCounter, budget: usize) -> usize {
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        (0..=lines.len())
+            .rev()
+            .find(|&k| count(&lines[..k].concat()) <= budget)
+            .unwrap_or(0)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// The bounded searches give what exhaustive ones give, on random texts, budgets and
+        /// both counters.
+        #[test]
+        fn bounded_counting_equals_exhaustive(
+            lines in proptest::collection::vec("[a-z é]{0,40}", 0..40),
+            tail in proptest::bool::ANY,
+            budget in 0usize..400,
+        ) {
+            let mut text = lines.join("\n");
+            if tail { text.push('\n'); }
+            for c in [bytes(), words()] {
+                proptest::prop_assert_eq!(
+                    fit_lines(&text, &c, budget),
+                    naive_fit_lines(&text, &c, budget)
+                );
+                let exact = c(&text);
+                proptest::prop_assert_eq!(
+                    count_within(&text, &c, budget),
+                    (exact <= budget).then_some(exact)
+                );
+                let mut m = ChatMessage::new(Role::User, text.clone());
+                m.context.push(ContextSnippet { label: "a.rs".into(), text: text.repeat(3) });
+                let full = cost(&m, &c);
+                proptest::prop_assert_eq!(
+                    cost_within(&m, &c, budget * 4),
+                    (full <= budget * 4).then_some(full)
+                );
+            }
+        }
+    }
+
+    /// A megabyte paste in the history and another in the new message are sized with a few
+    /// counts of what fits, not by tokenizing them whole again and again.
+    #[test]
+    fn a_megabyte_paste_is_sized_without_counting_it_whole() {
+        let counted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = counted.clone();
+        let c: TokenCounter = Arc::new(move |t: &str| {
+            seen.fetch_add(t.len(), std::sync::atomic::Ordering::Relaxed);
+            t.len()
+        });
+        let big: String = (0..20_000)
+            .map(|i| format!("line {i:05} of a paste\n"))
+            .collect();
+        assert!(big.len() > 400_000);
+        let paste = |label: &str| ContextSnippet {
+            label: label.into(),
+            text: big.clone(),
+        };
+        let mut old = ChatMessage::new(Role::User, "old");
+        old.context.push(paste("old paste"));
+        let mut new = ChatMessage::new(Role::User, "new");
+        new.context.push(paste("new paste"));
+        let (msgs, notes) = fit(&[old, new], &c, 2000).unwrap();
+        assert_eq!(msgs.len(), 1, "{notes:?}");
+        assert!(msgs[0].context[0].text.len() < 2100);
+        let n = counted.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            n < 100_000,
+            "{n} bytes counted for two pastes of {} bytes",
+            big.len()
+        );
     }
 
     #[test]
