@@ -288,3 +288,46 @@ fn buffered_and_concatenating_caches_agree_and_clones_are_independent() {
         "a Mamba-2 state does not"
     );
 }
+
+/// Causality, a property every decoder must have: changing the token at position `j` leaves the
+/// logits of every earlier position unchanged — for each layer kind, in a batch, over several
+/// chunks of the recurrent layers' scans (the training forward).
+#[test]
+fn a_later_token_never_changes_earlier_logits() {
+    for kinds in [
+        vec![LayerKind::Mamba2; 3],
+        vec![LayerKind::GatedDeltaNet; 3],
+        vec![LayerKind::Attention; 3],
+    ] {
+        let mut cfg = tiny_hybrid();
+        cfg.num_layers = 3;
+        cfg.hybrid.layer_types = kinds.clone();
+        let (m, _) = model(&cfg, 3);
+        let (b, t) = (2usize, 23usize);
+        let ids: Vec<u32> = (0..b * t).map(|i| ((i * 13 + 5) % 50) as u32).collect();
+        let logits = |ids: &[u32]| {
+            let x = Tensor::from_slice(ids, (b, t), &Device::Cpu).unwrap();
+            m.forward(&x).unwrap().to_vec3::<f32>().unwrap()
+        };
+        let base = logits(&ids);
+        for j in [1usize, 4, 9, 15, 22] {
+            let mut changed = ids.clone();
+            changed[t + j] = (changed[t + j] + 17) % 50;
+            let got = logits(&changed);
+            assert_eq!(
+                got[0], base[0],
+                "{kinds:?}: another sequence of the batch changed"
+            );
+            for p in 0..j {
+                assert_eq!(
+                    got[1][p], base[1][p],
+                    "{kinds:?}: position {p} saw token {j}"
+                );
+            }
+            assert_ne!(
+                got[1][j], base[1][j],
+                "{kinds:?}: token {j} changes its own logits"
+            );
+        }
+    }
+}
