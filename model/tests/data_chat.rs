@@ -114,7 +114,10 @@ fn chat_examples_are_packed_whole_with_their_flags() {
         let n = flags.iter().take_while(|f| *f & FLAG_PREFIX != 0).count();
         assert_eq!(dec(&ids[..n]), render_prompt(&turns[..turns.len() - 1]));
         // The example ends with its reply's end marker, a newline and eos, none of them prefix.
-        assert_eq!(dec(&ids[n..]), format!("{}\n<|eos|>", replies.last().unwrap()));
+        assert_eq!(
+            dec(&ids[n..]),
+            format!("{}\n<|eos|>", replies.last().unwrap())
+        );
     }
 }
 
@@ -135,9 +138,13 @@ fn a_bad_chat_line_stops_the_pipeline_with_its_file_and_line() {
         ),
     ] {
         std::fs::write(&src, format!("{good}\n\n{bad}\n{good}\n")).unwrap();
-        let e = prepare(&config(&src, "chat", 64), &tmp.path().join("run"), &NoProgress)
-            .unwrap_err()
-            .to_string();
+        let e = prepare(
+            &config(&src, "chat", 64),
+            &tmp.path().join("run"),
+            &NoProgress,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.starts_with(&format!("chat data {}:3: {want}", src.display())),
             "{e}"

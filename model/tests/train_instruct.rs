@@ -32,7 +32,9 @@ fn model(mode: &str, window: usize) -> (tempfile::TempDir, Transformer) {
 }
 
 fn ids(n: usize, seed: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 37 + seed * 11 + 5) % 256) as u32).collect()
+    (0..n)
+        .map(|i| ((i * 37 + seed * 11 + 5) % 256) as u32)
+        .collect()
 }
 
 /// The inference path's logits `[T][V]`: `prompt` prefilled in one chunk (the prefix of
@@ -163,6 +165,9 @@ fn a_packed_instruction_batch_equals_its_examples_run_alone() {
             .to_scalar::<f32>()
             .unwrap() as f64;
         let want = loss_sum / n as f64;
-        assert!((loss - want).abs() < 1e-4 * want, "window {window}: {loss} vs {want}");
+        assert!(
+            (loss - want).abs() < 1e-4 * want,
+            "window {window}: {loss} vs {want}"
+        );
     }
 }
