@@ -65,6 +65,9 @@ fn records() -> Vec<(String, Vec<ChatTurn>)> {
     out
 }
 
+/// An example in the shards: the sequences it is in, its ids, its flags.
+type Example = (Vec<u64>, Vec<u32>, Vec<u32>);
+
 #[test]
 fn chat_examples_are_packed_whole_with_their_flags() {
     let tmp = tempfile::tempdir().unwrap();
@@ -81,7 +84,7 @@ fn chat_examples_are_packed_whole_with_their_flags() {
     let set = ShardSet::open(&data).unwrap();
     assert_eq!(set.index().version, VERSION_FLAGS);
     // Every example, by document id: the sequences it is in, its ids and flags.
-    let mut docs: BTreeMap<u32, (Vec<u64>, Vec<u32>, Vec<u32>)> = BTreeMap::new();
+    let mut docs: BTreeMap<u32, Example> = BTreeMap::new();
     for (i, s) in set.split(Split::Train).iter_from(0).enumerate() {
         let s = s.unwrap();
         for ((&t, &d), &f) in s.tokens.iter().zip(&s.doc_ids).zip(&s.flags) {

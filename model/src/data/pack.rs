@@ -15,11 +15,22 @@ use tokenizers::Tokenizer;
 use super::chat::{encode_chat, parse_rendered};
 use super::config::DataConfig;
 use super::manifest::TokenCounts;
-use super::pipeline::Selection;
 use super::shard::{self, Packer, ShardIndex, Split, PAD_DOC};
 use super::tokenizer;
 use super::{DataError, Progress};
 use crate::vocab::{Special, VocabLayout};
+
+/// Which accepted documents survive near dedup, and which of those go to validation.
+pub(super) struct Selection {
+    /// Dropped as a near duplicate, by document id.
+    pub(super) dropped: Vec<bool>,
+    /// In the validation split, by document id.
+    pub(super) is_val: Vec<bool>,
+    /// From a `chat` source, by document id.
+    pub(super) chat: Vec<bool>,
+    /// Documents kept.
+    pub(super) kept: u64,
+}
 
 /// One encoded document: its id, ids and (chat documents) flags.
 type Encoded = (u32, Vec<u32>, Option<Vec<u32>>);

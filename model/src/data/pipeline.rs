@@ -30,6 +30,7 @@ use super::manifest::{
     MAX_LISTED_ISSUES,
 };
 use super::minhash::{shingle_hashes, MinHasher};
+use super::pack::Selection;
 use super::shard;
 use super::source::{open_source, Document, Issue, SourceEvent};
 use super::spool::{SpoolReader, SpoolWriter};
@@ -97,18 +98,6 @@ struct NearDedup {
     lsh: LshParams,
     duplicate_pairs: u64,
     duplicates: Vec<DuplicateEntry>,
-}
-
-/// Which accepted documents survive near dedup, and which of those go to validation.
-pub(super) struct Selection {
-    /// Dropped as a near duplicate, by document id.
-    pub(super) dropped: Vec<bool>,
-    /// In the validation split, by document id.
-    pub(super) is_val: Vec<bool>,
-    /// From a `chat` source, by document id.
-    pub(super) chat: Vec<bool>,
-    /// Documents kept.
-    pub(super) kept: u64,
 }
 
 /// One pipeline run: what every stage reads (config, output directory, spool, progress sink).
