@@ -40,9 +40,24 @@ pub fn blocked_row(docs: &[u32], flags: &[u32], spec: PackedSpec) -> Result<Vec<
             doc_ids: None,
         }
         .mask()?;
+        // Without a window the mask is causal past the prefix: stated directly (the hot case of
+        // long rows), the same as `mask.allowed` (tested below).
+        let plain = spec.window == 0
+            && matches!(spec.mode, AttentionMode::Causal | AttentionMode::PrefixLm);
+        let prefix = if spec.mode == AttentionMode::PrefixLm {
+            prefix_len
+        } else {
+            0
+        };
         for q in start..end {
             for k in start..end {
-                out[q * t + k] = u8::from(!mask.allowed(q - start, k - start));
+                let (rq, rk) = (q - start, k - start);
+                let allowed = if plain {
+                    rk <= rq || rk < prefix
+                } else {
+                    mask.allowed(rq, rk)
+                };
+                out[q * t + k] = u8::from(!allowed);
             }
         }
         start = end;
@@ -53,6 +68,45 @@ pub fn blocked_row(docs: &[u32], flags: &[u32], spec: PackedSpec) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_direct_form_equals_the_mask_spec() {
+        let docs: Vec<u32> = (0..30).map(|i| u32::from(i >= 12)).collect();
+        let flags: Vec<u32> = (0..30)
+            .map(|i| {
+                if i < 5 || (12..20).contains(&i) {
+                    FLAG_PREFIX
+                } else {
+                    1
+                }
+            })
+            .collect();
+        for mode in [AttentionMode::Causal, AttentionMode::PrefixLm] {
+            let spec = PackedSpec {
+                mode,
+                window: 0,
+                sinks: 0,
+            };
+            let got = blocked_row(&docs, &flags, spec).unwrap();
+            for (start, end, prefix) in [(0usize, 12usize, 5usize), (12, 30, 8)] {
+                let m = MaskSpec {
+                    mode,
+                    window: 0,
+                    sinks: 0,
+                    prefix_len: prefix,
+                    doc_ids: None,
+                }
+                .mask()
+                .unwrap();
+                for q in start..end {
+                    for k in 0..30 {
+                        let inside = (start..end).contains(&k) && m.allowed(q - start, k - start);
+                        assert_eq!(got[q * 30 + k] == 0, inside, "{mode:?} q{q} k{k}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn documents_are_masked_alone_and_never_see_each_other() {
