@@ -166,6 +166,14 @@ pub fn render_example(turns: &[ChatTurn]) -> String {
     s
 }
 
+/// `text` with the chat markers removed: what the tokenizer's BPE is trained on (the markers
+/// are control tokens, never merged with the text around them).
+pub fn without_markers(text: &str) -> String {
+    MARKERS
+        .iter()
+        .fold(text.to_string(), |t, m| t.replace(m, ""))
+}
+
 /// The turns of [`render_example`]'s text.
 pub fn parse_rendered(text: &str) -> Result<Vec<ChatTurn>, String> {
     let mut rest = text;

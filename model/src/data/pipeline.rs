@@ -389,7 +389,11 @@ impl Run<'_> {
                         return None;
                     }
                     budget = budget.saturating_sub(text.len() as u64);
-                    return Some(text);
+                    // Chat markers are control tokens: the BPE learns the text between them.
+                    return Some(match sel.chat[id] {
+                        true => super::chat::without_markers(&text),
+                        false => text,
+                    });
                 }
                 Ok(None) => return None,
                 Err(e) => {

@@ -93,6 +93,10 @@ fn rendered_text_round_trips_and_ends_with_the_reply() {
         "<|system|>\nBe brief.<|end|>\n<|assistant|>\n"
     );
     assert!(parse_rendered("<|user|>\nno end").is_err());
+    assert_eq!(
+        without_markers(&render_example(&turns[1..3])),
+        "\nAdd one?\n\ndef f(x):\n    return x + 1\n"
+    );
 }
 
 /// The loss mask by hand: under causal training the targets are exactly each reply's tokens and
