@@ -133,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             SourceEvent::Doc(d) if d.path.contains("/site-packages/") => {}
             SourceEvent::Doc(d) => docs.push((d.path, d.bytes)),
             SourceEvent::TooLarge { .. } => too_large += 1,
-            SourceEvent::Issue(_) => issues += 1,
+            SourceEvent::Issue(_) | SourceEvent::Fatal(_) => issues += 1,
             SourceEvent::LanguageSkipped => {}
         }
     }

@@ -83,6 +83,10 @@ struct Attention {
     num_kv_heads: usize,
     head_dim: usize,
     causal: bool,
+    /// `sliding_window_size` (0: none) and the sinks kept with it, as the inference path's
+    /// rolling cache holds them: the built-in mask applies them too.
+    window: usize,
+    sinks: usize,
     /// The scores' scale: `1/√head_dim`, or Granite's `attention_multiplier`.
     scale: f64,
     /// RoPE on queries and keys (Granite 4 hybrids have none).
@@ -159,12 +163,53 @@ impl Attention {
                 cfg.attention_mode,
                 crate::attn::AttentionMode::Bidirectional | crate::attn::AttentionMode::Embedding
             ),
+            window: cfg.sliding_window_size,
+            sinks: if cfg.use_attention_sinks {
+                crate::config::ATTENTION_SINKS
+            } else {
+                0
+            },
             scale: cfg
                 .hybrid
                 .scales
                 .attention
                 .unwrap_or(1.0 / (d as f64).sqrt()),
             rope: cfg.hybrid.use_rope,
+        })
+    }
+
+    /// The mask `[T, S]` (1 = hidden) of `t` queries after `s - t` cached keys: causal (unless
+    /// the mode is bidirectional), and the sliding window with its sinks when it binds, as
+    /// [`crate::attn::MaskSpec`] states them for the inference path. `None`: nothing is hidden.
+    fn builtin_mask(&self, t: usize, s: usize) -> Option<Result<Vec<u8>>> {
+        let past = s - t;
+        let band = self.window > 0 && s > self.window.saturating_sub(self.sinks);
+        if !band {
+            return (self.causal && t > 1).then(|| {
+                Ok((0..t)
+                    .flat_map(|i| (0..s).map(move |j| u8::from(j > i + past)))
+                    .collect())
+            });
+        }
+        let spec = crate::attn::MaskSpec {
+            mode: match self.causal {
+                true => crate::attn::AttentionMode::Causal,
+                false => crate::attn::AttentionMode::Bidirectional,
+            },
+            window: self.window,
+            sinks: self.sinks,
+            prefix_len: 0,
+            doc_ids: None,
+        };
+        Some(match spec.mask() {
+            Ok(m) => Ok((0..t)
+                .flat_map(|i| {
+                    (0..s)
+                        .map(|j| u8::from(!m.allowed(i + past, j)))
+                        .collect::<Vec<_>>()
+                })
+                .collect()),
+            Err(e) => Err(Error::Invalid(e.to_string())),
         })
     }
 
@@ -213,17 +258,14 @@ impl Attention {
             .reshape((b, h, t, s))?;
         // Scores, mask and softmax in f32; the weighted sum in the compute dtype.
         let mut att = (scores.to_dtype(DType::F32)? * self.scale)?;
-        if self.causal && t > 1 {
-            let past = s - t;
-            let mask: Vec<u8> = (0..t)
-                .flat_map(|i| (0..s).map(move |j| u8::from(j > i + past)))
-                .collect();
-            let mask = Tensor::from_vec(mask, (t, s), x.device())?.broadcast_as(att.shape())?;
+        if let Some(mask) = self.builtin_mask(t, s).filter(|_| blocked.is_none()) {
+            let mask = Tensor::from_vec(mask?, (t, s), x.device())?.broadcast_as(att.shape())?;
             let neg = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(att.shape())?;
             att = mask.where_cond(&neg, &att)?;
         }
         if let Some(m) = blocked {
-            // `[B, T, S]` → every head: 1 hides the key from the query (a document mask).
+            // `[B, T, S]` → every head: 1 hides the key from the query; the whole mask (a packed
+            // batch's, `attn::packed`), in place of the built-in one.
             let m = m.unsqueeze(1)?.broadcast_as(att.shape())?;
             let neg = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(att.shape())?;
             att = m.where_cond(&neg, &att)?;

@@ -225,7 +225,8 @@ impl Transformer {
     }
 
     /// [`Transformer::hidden_from_embeds`] with `blocked` `[B, T, T]` (u8, 1 = the key is
-    /// hidden from the query) on top of the causal mask: a document mask ([`document_mask`]).
+    /// hidden from the query) in place of the built-in causal (and window) mask: the whole mask
+    /// of a packed batch ([`Transformer::packed_mask`]).
     pub fn hidden_from_embeds_masked(
         &self,
         x: &Tensor,
@@ -312,10 +313,88 @@ impl Transformer {
     /// keep their place in the sequence (RoPE depends on the distance between positions only, so
     /// a document's logits equal those of the document run alone, up to rounding).
     pub fn forward_docs(&self, ids: &Tensor, docs: &Tensor) -> Result<Tensor> {
+        self.forward_packed(ids, docs, None)
+    }
+
+    /// [`Transformer::forward_docs`] with per-token flags `[B, T]` (the shards' flag channel):
+    /// under `prefix_lm` each document's [`FLAG_PREFIX`](crate::data::chat::FLAG_PREFIX) tokens
+    /// attend bidirectionally; the window and sinks of the config apply ([`Self::packed_mask`]).
+    pub fn forward_packed(
+        &self,
+        ids: &Tensor,
+        docs: &Tensor,
+        flags: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let x = self.embed(ids)?;
-        let mask = document_mask(docs)?;
+        let mask = self.packed_mask(docs, flags)?;
         let h = self.hidden_from_embeds_masked(&x, Some(&mask))?;
         self.logits_from_hidden(&h)
+    }
+
+    /// The whole attention mask `[B, T, T]` (u8, 1 = hidden) of packed rows with document ids
+    /// `docs` and flags `flags` `[B, T]`: each document masked as the inference path masks it
+    /// alone (the config's `attention_mode`, `sliding_window_size`, sinks; `attn::packed`).
+    pub fn packed_mask(&self, docs: &Tensor, flags: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t) = docs.dims2()?;
+        let docs = docs.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let flags = match flags {
+            Some(f) => f.to_dtype(DType::U32)?.to_vec2::<u32>()?,
+            None => vec![vec![]; b],
+        };
+        let spec = crate::attn::packed::PackedSpec {
+            mode: self.cfg.attention_mode,
+            window: self.cfg.sliding_window_size,
+            sinks: if self.cfg.use_attention_sinks {
+                crate::config::ATTENTION_SINKS
+            } else {
+                0
+            },
+        };
+        let mut out = Vec::with_capacity(b * t * t);
+        for (d, f) in docs.iter().zip(&flags) {
+            out.extend(
+                crate::attn::packed::blocked_row(d, f, spec)
+                    .map_err(|e| Error::Invalid(e.to_string()))?,
+            );
+        }
+        Ok(Tensor::from_vec(out, (b, t, t), &self.device)?)
+    }
+
+    /// Mean next-token cross-entropy of packed ids `[B, T]` with document ids and flags `[B, T]`
+    /// ([`Self::forward_packed`]) over the targets flagged
+    /// [`FLAG_TARGET`](crate::data::chat::FLAG_TARGET) — under `prefix_lm` less those inside a
+    /// prefix, which the positions before them see — normalised by their number.
+    pub fn loss_packed(&self, ids: &Tensor, docs: &Tensor, flags: &Tensor) -> Result<Tensor> {
+        use crate::data::chat::{FLAG_PREFIX, FLAG_TARGET};
+        let (b, t) = ids.dims2()?;
+        if t < 2 {
+            return Err(Error::Invalid(
+                "loss needs at least 2 tokens per sequence".into(),
+            ));
+        }
+        let flags = flags.to_dtype(DType::U32)?;
+        let logits = self.forward_packed(
+            &ids.narrow(1, 0, t - 1)?,
+            &docs.narrow(1, 0, t - 1)?,
+            Some(&flags.narrow(1, 0, t - 1)?),
+        )?;
+        let targets = ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
+        let prefix_lm = self.cfg.attention_mode == crate::attn::AttentionMode::PrefixLm;
+        let weights: Vec<f32> = flags
+            .narrow(1, 1, t - 1)?
+            .flatten_all()?
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|f| {
+                let hidden = prefix_lm && f & FLAG_PREFIX != 0;
+                f32::from(u8::from(f & FLAG_TARGET != 0 && !hidden))
+            })
+            .collect();
+        cross_entropy_weighted(
+            &logits.reshape((b * (t - 1), self.cfg.vocab_size))?,
+            &targets.flatten_all()?,
+            &Tensor::from_vec(weights, b * (t - 1), &self.device)?,
+        )
     }
 
     /// [`Transformer::loss`] of packed sequences: attention within each document
@@ -395,7 +474,8 @@ pub fn candle_only_features(cfg: &Config) -> String {
 
 /// The document mask of packed sequences: `[B, T, T]` u8, 1 where query `i` and key `j` belong to
 /// different documents (`docs` `[B, T]` u32, one id per position, as the shard format stores them).
-/// With the causal mask each position sees only the earlier positions of its own document.
+/// The packed forward uses [`Transformer::packed_mask`], which adds the causal part and the
+/// window.
 pub fn document_mask(docs: &Tensor) -> Result<Tensor> {
     let (b, t) = docs.dims2()?;
     let q = docs.unsqueeze(2)?.broadcast_as((b, t, t))?;

@@ -70,6 +70,7 @@ fn collect(cfg: &SourceConfig) -> (Vec<(String, String)>, Vec<Issue>, u64) {
             SourceEvent::Issue(i) => issues.push(i),
             SourceEvent::LanguageSkipped => skipped += 1,
             SourceEvent::TooLarge { path } => panic!("unexpected too large {path}"),
+            SourceEvent::Fatal(e) => panic!("unexpected fatal {e}"),
         }
     }
     (docs, issues, skipped)

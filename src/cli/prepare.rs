@@ -94,6 +94,12 @@ pub fn run_pipeline(cfg: &DataConfig, run_dir: &Path) -> anyhow::Result<()> {
         m.tokenizer.vocab_size,
         m.tokenizer.text_vocab_size
     );
+    if m.tokens.chat_too_long > 0 {
+        eprintln!(
+            "{} chat examples left out: longer than data.seq_len = {} (examples are never split)",
+            m.tokens.chat_too_long, m.seq_len
+        );
+    }
     if m.issues_total > 0 {
         eprintln!(
             "{} inputs skipped as unreadable or invalid (listed in the manifest)",

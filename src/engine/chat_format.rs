@@ -230,6 +230,53 @@ mod tests {
         );
     }
 
+    /// The model crate's training renderer (`tritter_model::data::chat`) gives the text this
+    /// engine sends, byte for byte, for the same messages, through the built-in format and the
+    /// exported template; a training example is that text for every turn.
+    #[test]
+    fn the_training_renderer_gives_the_engines_text() {
+        use tritter_model::data::chat::{render_example, render_prompt, ChatRole, ChatTurn};
+        let convs: [&[(Role, &str)]; 4] = [
+            &[(Role::User, "hi")],
+            &[
+                (Role::System, "Be brief.\n\nAlways."),
+                (Role::User, "Write `f`:\n```py\ndef f(): pass\n```"),
+                (Role::Assistant, "  indented\n\tand tabs — ünïcode ✓"),
+                (Role::User, ""),
+            ],
+            &[(Role::Assistant, "first"), (Role::User, "second\n")],
+            &[
+                (Role::System, "s"),
+                (Role::System, "t"),
+                (Role::User, "<|eos|> stays"),
+            ],
+        ];
+        let template = ChatFormat::from_tokenizer_config(
+            &serde_json::json!({"chat_template": TRITTER_TEMPLATE}).to_string(),
+        )
+        .unwrap();
+        for conv in convs {
+            let msgs: Vec<ChatMessage> =
+                conv.iter().map(|(r, c)| ChatMessage::new(*r, *c)).collect();
+            let turns: Vec<ChatTurn> = conv
+                .iter()
+                .map(|(r, c)| {
+                    let role = match r {
+                        Role::System => ChatRole::System,
+                        Role::User => ChatRole::User,
+                        Role::Assistant => ChatRole::Assistant,
+                    };
+                    ChatTurn::new(role, *c)
+                })
+                .collect();
+            let engine = ChatFormat::tritter().render(&msgs).unwrap();
+            assert_eq!(render_prompt(&turns), engine);
+            assert_eq!(template.render(&msgs).unwrap(), engine);
+            let example = render_example(&turns);
+            assert_eq!(format!("{example}<|assistant|>\n"), engine);
+        }
+    }
+
     #[test]
     fn renders_a_checkpoint_template_with_generation_prompt() {
         let f = ChatFormat::from_tokenizer_config(LLAMA3).unwrap();

@@ -12,6 +12,7 @@ pub mod int4;
 pub mod kv;
 pub mod mask;
 pub mod mode;
+pub mod packed;
 pub mod reference;
 mod rope;
 mod tile;

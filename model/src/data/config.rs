@@ -64,6 +64,11 @@ pub enum SourceKind {
     /// A Parquet file, or a directory of `*.parquet` files, with The Stack's column names
     /// (`content`, `lang` or `language`, `path` or `max_stars_repo_path`).
     Parquet,
+    /// Chat (instruction) data: a JSONL file, or a directory of `*.jsonl` files, one
+    /// conversation per line (`{"messages": [{"role", "content"}, ...]}` or `{"problem",
+    /// "solution"}`), rendered in Tritter's chat format; the loss covers the replies only. A bad
+    /// line stops the pipeline with its file and line. The quality filters do not apply.
+    Chat,
 }
 
 /// Programming languages the pipeline can select by file extension or by a `lang` field.

@@ -270,6 +270,7 @@ fn sign_file(
             }
             SourceEvent::Issue(_) | SourceEvent::TooLarge { .. } => counts.issues += 1,
             SourceEvent::LanguageSkipped => {}
+            SourceEvent::Fatal(e) => return Err(e),
         }
     }
     writer.finish()?;

@@ -66,6 +66,8 @@ pub enum SourceEvent {
     LanguageSkipped,
     /// Bad input, skipped.
     Issue(Issue),
+    /// Bad input that stops the pipeline (a chat source's unusable line).
+    Fatal(super::DataError),
 }
 
 /// Whether a document with `lang` passes the language selection `languages` (empty = all).

@@ -92,6 +92,9 @@ pub struct TokenCounts {
     pub train_documents: u64,
     /// Validation documents.
     pub val_documents: u64,
+    /// Chat examples left out: longer than `seq_len` (they are never split).
+    #[serde(default)]
+    pub chat_too_long: u64,
 }
 
 /// The tokenizer and the unified vocabulary.
@@ -154,6 +157,7 @@ impl SourceStats {
                 SourceKind::Dir => "dir",
                 SourceKind::Jsonl => "jsonl",
                 SourceKind::Parquet => "parquet",
+                SourceKind::Chat => "chat",
             }
             .into(),
             path: cfg.path.display().to_string(),

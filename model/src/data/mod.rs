@@ -6,6 +6,8 @@
 //! [`Issue`] that is counted and listed in the manifest. Entry point: [`prepare`]; readers for
 //! the trainer: [`ShardSet`].
 
+pub mod chat;
+mod chat_source;
 pub mod config;
 pub mod dedup_dir;
 mod document;
@@ -15,6 +17,7 @@ pub mod lsh;
 pub mod lsh_disk;
 pub mod manifest;
 pub mod minhash;
+mod pack;
 mod parquet_source;
 pub mod pipeline;
 pub mod plant;
@@ -89,6 +92,13 @@ pub enum DataError {
     #[error(transparent)]
     Vocab(#[from] crate::vocab::VocabError),
     /// The corpus has no document left after filtering and deduplication.
+    /// A line of a chat source that is not a usable conversation.
+    #[error("chat data {path}:{line}: {message}")]
+    ChatLine {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
     #[error("no documents left after filtering and deduplication ({read} read)")]
     EmptyCorpus {
         /// Documents read.

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
 pub use super::config::lsh_params;
-use super::config::{DataConfig, DedupConfig};
+use super::config::{DataConfig, DedupConfig, FilterConfig, SourceKind};
 use super::filter::{FilterRule, QualityFilter};
 use super::hash::{content_hash, hash_bytes, unit_interval};
 use super::lsh::{greedy_keep, LshParams};
@@ -30,7 +30,8 @@ use super::manifest::{
     MAX_LISTED_ISSUES,
 };
 use super::minhash::{shingle_hashes, MinHasher};
-use super::shard::{self, Packer, ShardIndex, Split, PAD_DOC};
+use super::pack::Selection;
+use super::shard;
 use super::source::{open_source, Document, Issue, SourceEvent};
 use super::spool::{SpoolReader, SpoolWriter};
 use super::tokenizer;
@@ -99,16 +100,6 @@ struct NearDedup {
     duplicates: Vec<DuplicateEntry>,
 }
 
-/// Which accepted documents survive near dedup, and which of those go to validation.
-struct Selection {
-    /// Dropped as a near duplicate, by document id.
-    dropped: Vec<bool>,
-    /// In the validation split, by document id.
-    is_val: Vec<bool>,
-    /// Documents kept.
-    kept: u64,
-}
-
 /// One pipeline run: what every stage reads (config, output directory, spool, progress sink).
 struct Run<'a> {
     cfg: &'a DataConfig,
@@ -173,7 +164,15 @@ impl Run<'_> {
     /// drop exact duplicates and spool the accepted texts.
     fn read_sources(&self) -> Result<ReadOutput, DataError> {
         let cfg = self.cfg;
-        let filter = QualityFilter::new(&cfg.filter);
+        let code_filter = QualityFilter::new(&cfg.filter);
+        // Chat data is prose and code in a conversation: only the size and binary rules apply.
+        let chat_filter = QualityFilter::new(&FilterConfig {
+            max_line_length: usize::MAX,
+            max_mean_line_length: f64::INFINITY,
+            min_alnum_fraction: 0.0,
+            autogen_markers: Vec::new(),
+            ..cfg.filter.clone()
+        });
         let dedup = &cfg.dedup;
         let hasher = dedup.near.then(|| MinHasher::new(dedup.num_perm, cfg.seed));
         let mut out = ReadOutput {
@@ -198,8 +197,12 @@ impl Run<'_> {
         self.progress.start(Stage::Read, None);
         for (si, scfg) in cfg.sources.iter().enumerate() {
             let mut events = open_source(si, scfg, cfg.filter.max_bytes);
+            let filter = match scfg.kind {
+                SourceKind::Chat => &chat_filter,
+                _ => &code_filter,
+            };
             loop {
-                let batch = self.next_batch(&mut *events, si, &mut out);
+                let batch = self.next_batch(&mut *events, si, &mut out)?;
                 if batch.is_empty() {
                     break;
                 }
@@ -208,7 +211,7 @@ impl Run<'_> {
                     .into_par_iter()
                     .map(|mut d| {
                         let bytes = std::mem::take(&mut d.bytes);
-                        let s = screen(bytes, &filter, hasher.as_ref(), dedup);
+                        let s = screen(bytes, filter, hasher.as_ref(), dedup);
                         (d, s)
                     })
                     .collect();
@@ -225,13 +228,14 @@ impl Run<'_> {
     }
 
     /// The next batch of up to `batch_docs` documents of source `si`, counting the other events
-    /// (size rejections, skipped languages, issues) on the way; empty at the source's end.
+    /// (size rejections, skipped languages, issues) on the way; empty at the source's end; a
+    /// fatal event (a chat source's bad line) is the error.
     fn next_batch(
         &self,
         events: &mut dyn Iterator<Item = SourceEvent>,
         si: usize,
         out: &mut ReadOutput,
-    ) -> Vec<Document> {
+    ) -> Result<Vec<Document>, DataError> {
         let mut batch: Vec<Document> = Vec::with_capacity(self.cfg.batch_docs);
         for ev in events {
             match ev {
@@ -249,6 +253,7 @@ impl Run<'_> {
                         .or_default() += 1;
                 }
                 SourceEvent::LanguageSkipped => out.stats[si].language_skipped += 1,
+                SourceEvent::Fatal(e) => return Err(e),
                 SourceEvent::Issue(issue) => {
                     self.progress.issue(&issue);
                     *out.stats[si].issues.entry(issue.kind).or_default() += 1;
@@ -260,7 +265,7 @@ impl Run<'_> {
                 }
             }
         }
-        batch
+        Ok(batch)
     }
 
     /// Stage 2: LSH over the signatures, verified pairs, greedy keeping in reading order. Returns
@@ -335,6 +340,10 @@ impl Run<'_> {
         Ok(Selection {
             dropped: near_dropped,
             is_val,
+            chat: metas
+                .iter()
+                .map(|m| cfg.sources[m.source].kind == SourceKind::Chat)
+                .collect(),
             kept: kept_ids.len() as u64,
         })
     }
@@ -380,7 +389,11 @@ impl Run<'_> {
                         return None;
                     }
                     budget = budget.saturating_sub(text.len() as u64);
-                    return Some(text);
+                    // Chat markers are control tokens: the BPE learns the text between them.
+                    return Some(match sel.chat[id] {
+                        true => super::chat::without_markers(&text),
+                        false => text,
+                    });
                 }
                 Ok(None) => return None,
                 Err(e) => {
@@ -398,71 +411,23 @@ impl Run<'_> {
         Ok(tok)
     }
 
-    /// Stage 4: encode the kept documents in parallel batches (each followed by eos), pack them
-    /// into the train and val shards, and write the shard index.
+    /// Stage 4: encode the kept documents (`pack`) into the train and val shards.
     fn pack(
         &self,
         tok: &Tokenizer,
         layout: &VocabLayout,
         sel: &Selection,
     ) -> Result<TokenCounts, DataError> {
-        let (cfg, data_dir) = (self.cfg, self.data_dir);
         self.progress.start(Stage::Pack, Some(sel.kept));
-        let encoder = tokenizer::data_encoder(tok);
-        let eos = layout.special_id(Special::Eos);
-        let pad = layout.special_id(Special::Pad);
-        let mut train = Packer::new(
-            data_dir,
-            Split::Train,
-            cfg.seq_len,
-            cfg.shard_sequences,
-            pad,
-        )?;
-        let mut val = Packer::new(data_dir, Split::Val, cfg.seq_len, cfg.shard_sequences, pad)?;
-        let mut counts = TokenCounts::default();
         let mut reader = SpoolReader::open(self.spool_path)?;
-        loop {
-            let batch = next_kept(&mut reader, &sel.dropped, cfg.batch_docs)?;
-            if batch.is_empty() {
-                break;
-            }
-            let encoded: Vec<Result<(u32, Vec<u32>), DataError>> = batch
-                .par_iter()
-                .map(|(id, text)| {
-                    let mut ids = tokenizer::encode(&encoder, text)?;
-                    ids.push(eos);
-                    Ok((*id, ids))
-                })
-                .collect();
-            let n = encoded.len() as u64;
-            for item in encoded {
-                let (id, ids) = item?;
-                if sel.is_val[id as usize] {
-                    counts.val_documents += 1;
-                    val.push(id, &ids)?;
-                } else {
-                    counts.train_documents += 1;
-                    train.push(id, &ids)?;
-                }
-            }
-            self.progress.advance(n);
-        }
-        let train = train.finish()?;
-        let val = val.finish()?;
-        counts.train_tokens = train.tokens;
-        counts.val_tokens = val.tokens;
-        counts.train_sequences = train.sequences;
-        counts.val_sequences = val.sequences;
-        shard::write_index(
-            data_dir,
-            &ShardIndex {
-                version: shard::VERSION,
-                seq_len: cfg.seq_len as u32,
-                pad_id: pad,
-                pad_doc: PAD_DOC,
-                train,
-                val,
-            },
+        let counts = super::pack::pack(
+            self.cfg,
+            self.data_dir,
+            tok,
+            layout,
+            sel,
+            &mut || next_kept(&mut reader, &sel.dropped, self.cfg.batch_docs),
+            self.progress,
         )?;
         self.progress.finish(Stage::Pack);
         Ok(counts)

@@ -1,12 +1,15 @@
 //! Packed training sequences on disk: the shard files, the JSON index, the packer that fills
 //! them, and the reader the trainer streams from.
 //!
-//! Format (version 1, all integers little-endian):
+//! Format (version 1, or 2 with flags; all integers little-endian):
 //! - `data/shards.json`: `{ version, seq_len, pad_id, pad_doc, train: SPLIT, val: SPLIT }` with
 //!   `SPLIT = { sequences, tokens, shards: [{ file, sequences }] }` (`tokens`: not padding).
 //! - `data/{train,val}/shard-NNNNN.bin`: a 32-byte header — magic `TRTSHRD1`, `u32` version,
 //!   `u32` seq_len, `u64` sequences, 8 reserved zero bytes — then per sequence `seq_len` `u32`
-//!   token ids followed by `seq_len` `u32` document ids.
+//!   token ids followed by `seq_len` `u32` document ids; version 2 (written when the data has a
+//!   `chat` source) adds `seq_len` `u32` flags per sequence ([`super::chat::FLAG_TARGET`],
+//!   [`super::chat::FLAG_PREFIX`]; every non-padding token of plain text is a target). Both
+//!   versions are read; a version-1 sequence reads as if its flags were written.
 //!
 //! Documents are concatenated, each followed by eos, and cut into sequences of exactly
 //! `seq_len` tokens; a document may continue into the next sequence with the same id. The last
@@ -24,8 +27,10 @@ use super::DataError;
 
 /// Shard file magic.
 pub const MAGIC: &[u8; 8] = b"TRTSHRD1";
-/// Format version.
+/// Format version of shards without flags.
 pub const VERSION: u32 = 1;
+/// Format version of shards with the flag channel.
+pub const VERSION_FLAGS: u32 = 2;
 /// Header bytes.
 pub const HEADER_LEN: u64 = 32;
 /// Document id of padding positions.
@@ -111,6 +116,8 @@ pub struct Packer {
     pad_id: u32,
     tokens: Vec<u32>,
     docs: Vec<u32>,
+    /// The flag channel (version 2), when written.
+    flags: Option<Vec<u32>>,
     out: Option<(BufWriter<File>, PathBuf, u64)>,
     index: SplitIndex,
 }
@@ -134,12 +141,19 @@ impl Packer {
             pad_id,
             tokens: Vec::with_capacity(seq_len),
             docs: Vec::with_capacity(seq_len),
+            flags: None,
             out: None,
             index: SplitIndex::default(),
         })
     }
 
-    /// Append one document's tokens (the caller adds eos).
+    /// Write version 2: a flag per token.
+    pub fn with_flags(mut self) -> Self {
+        self.flags = Some(Vec::with_capacity(self.seq_len));
+        self
+    }
+
+    /// Append one document's tokens (the caller adds eos); in version 2 each is a target.
     pub fn push(&mut self, doc: u32, tokens: &[u32]) -> Result<(), DataError> {
         self.index.tokens += tokens.len() as u64;
         let mut rest = tokens;
@@ -148,12 +162,59 @@ impl Packer {
             let take = room.min(rest.len());
             self.tokens.extend_from_slice(&rest[..take]);
             self.docs.extend(std::iter::repeat_n(doc, take));
+            if let Some(f) = self.flags.as_mut() {
+                f.extend(std::iter::repeat_n(super::chat::FLAG_TARGET, take));
+            }
             rest = &rest[take..];
             if self.tokens.len() == self.seq_len {
                 self.flush_sequence()?;
             }
         }
         Ok(())
+    }
+
+    /// Append one document with its flags (version 2) in a single sequence: a document that does
+    /// not fit the rest of the current sequence starts the next (the rest is padding). Returns
+    /// false, writing nothing, for a document longer than a sequence.
+    pub fn push_whole(
+        &mut self,
+        doc: u32,
+        tokens: &[u32],
+        flags: &[u32],
+    ) -> Result<bool, DataError> {
+        if tokens.len() > self.seq_len || flags.len() != tokens.len() {
+            return Ok(false);
+        }
+        if tokens.len() > self.seq_len - self.tokens.len() {
+            self.pad_sequence()?;
+        }
+        let Some(f) = self.flags.as_mut() else {
+            return Err(DataError::Config {
+                message: "a document with flags for shards without them".into(),
+            });
+        };
+        f.extend_from_slice(flags);
+        self.index.tokens += tokens.len() as u64;
+        self.tokens.extend_from_slice(tokens);
+        self.docs.extend(std::iter::repeat_n(doc, tokens.len()));
+        if self.tokens.len() == self.seq_len {
+            self.flush_sequence()?;
+        }
+        Ok(true)
+    }
+
+    /// Pad the open sequence to `seq_len` and write it (nothing when it is empty).
+    fn pad_sequence(&mut self) -> Result<(), DataError> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let pad = self.seq_len - self.tokens.len();
+        self.tokens.extend(std::iter::repeat_n(self.pad_id, pad));
+        self.docs.extend(std::iter::repeat_n(PAD_DOC, pad));
+        if let Some(f) = self.flags.as_mut() {
+            f.extend(std::iter::repeat_n(0, pad));
+        }
+        self.flush_sequence()
     }
 
     fn flush_sequence(&mut self) -> Result<(), DataError> {
@@ -175,8 +236,9 @@ impl Packer {
         let Some((w, path, count)) = self.out.as_mut() else {
             return Ok(());
         };
-        let mut buf = Vec::with_capacity(self.seq_len * 8);
-        for &t in self.tokens.iter().chain(&self.docs) {
+        let mut buf = Vec::with_capacity(self.seq_len * 12);
+        let flags = self.flags.as_deref().unwrap_or_default();
+        for &t in self.tokens.iter().chain(&self.docs).chain(flags) {
             buf.extend_from_slice(&t.to_le_bytes());
         }
         w.write_all(&buf)
@@ -185,6 +247,9 @@ impl Packer {
         self.index.sequences += 1;
         self.tokens.clear();
         self.docs.clear();
+        if let Some(f) = self.flags.as_mut() {
+            f.clear();
+        }
         if *count == self.shard_sequences {
             self.close_shard()?;
         }
@@ -201,7 +266,7 @@ impl Packer {
             .map_err(|e| DataError::io("write", &tmp, e.into_error()))?;
         let mut header = Vec::with_capacity(HEADER_LEN as usize);
         header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&self.version().to_le_bytes());
         header.extend_from_slice(&(self.seq_len as u32).to_le_bytes());
         header.extend_from_slice(&count.to_le_bytes());
         header.extend_from_slice(&[0u8; 8]);
@@ -217,14 +282,16 @@ impl Packer {
         Ok(())
     }
 
+    fn version(&self) -> u32 {
+        match self.flags {
+            Some(_) => VERSION_FLAGS,
+            None => VERSION,
+        }
+    }
+
     /// Pad and write the last sequence, close the open shard, and return the split's index.
     pub fn finish(mut self) -> Result<SplitIndex, DataError> {
-        if !self.tokens.is_empty() {
-            let pad = self.seq_len - self.tokens.len();
-            self.tokens.extend(std::iter::repeat_n(self.pad_id, pad));
-            self.docs.extend(std::iter::repeat_n(PAD_DOC, pad));
-            self.flush_sequence()?;
-        }
+        self.pad_sequence()?;
         self.close_shard()?;
         Ok(self.index)
     }
@@ -247,6 +314,8 @@ pub struct Sequence {
     pub tokens: Vec<u32>,
     /// The document id of each token ([`PAD_DOC`] for padding).
     pub doc_ids: Vec<u32>,
+    /// The flags of each token (version 2; for version 1 every non-padding token is a target).
+    pub flags: Vec<u32>,
 }
 
 /// All shards of a prepared data directory.
@@ -265,10 +334,14 @@ impl ShardSet {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        if index.version != VERSION {
+        if index.version != VERSION && index.version != VERSION_FLAGS {
             return Err(DataError::Shard {
                 path,
-                message: format!("version {} (expected {VERSION})", index.version),
+                message: format!(
+                    "version {} (this build reads {VERSION} and {VERSION_FLAGS}): prepare the \
+                     data again with this build",
+                    index.version
+                ),
             });
         }
         Ok(ShardSet {
@@ -298,6 +371,7 @@ impl ShardSet {
             dir: self.dir.clone(),
             split,
             seq_len: self.index.seq_len as usize,
+            version: self.index.version,
             shards: idx.shards.clone(),
             starts,
             len: acc,
@@ -312,6 +386,8 @@ pub struct SplitReader {
     dir: PathBuf,
     split: Split,
     seq_len: usize,
+    /// The index's format version: 2 has a flag channel.
+    version: u32,
     shards: Vec<ShardEntry>,
     starts: Vec<u64>,
     len: u64,
@@ -332,6 +408,12 @@ impl SplitReader {
     /// Tokens per sequence.
     pub fn seq_len(&self) -> usize {
         self.seq_len
+    }
+
+    /// Bytes of one sequence in a shard file: two or three channels of `seq_len` words.
+    fn row_bytes(&self) -> u64 {
+        let channels = if self.version == VERSION_FLAGS { 3 } else { 2 };
+        channels * self.seq_len as u64 * 4
     }
 
     fn shard_file(&mut self, shard: usize) -> Result<&mut File, DataError> {
@@ -355,16 +437,20 @@ impl SplitReader {
             let mut count = [0u8; 8];
             count.copy_from_slice(&header[16..24]);
             let count = u64::from_le_bytes(count);
-            if word(8) != VERSION || word(12) as usize != self.seq_len || count != entry.sequences {
+            if word(8) != self.version
+                || word(12) as usize != self.seq_len
+                || count != entry.sequences
+            {
                 return Err(bad(format!(
-                    "header says version {} seq_len {} sequences {count}, index says version {VERSION} seq_len {} sequences {}",
+                    "header says version {} seq_len {} sequences {count}, index says version {} seq_len {} sequences {}",
                     word(8),
                     word(12),
+                    self.version,
                     self.seq_len,
                     entry.sequences
                 )));
             }
-            let want = HEADER_LEN + count * self.seq_len as u64 * 8;
+            let want = HEADER_LEN + count * self.row_bytes();
             let have = f
                 .metadata()
                 .map_err(|e| DataError::io("stat", &path, e))?
@@ -396,9 +482,10 @@ impl SplitReader {
         let local = index - self.starts[shard];
         let seq_len = self.seq_len;
         let path = self.dir.join(&self.shards[shard].file);
+        let row = self.row_bytes();
         let f = self.shard_file(shard)?;
-        let mut buf = vec![0u8; seq_len * 8];
-        f.seek(SeekFrom::Start(HEADER_LEN + local * seq_len as u64 * 8))
+        let mut buf = vec![0u8; row as usize];
+        f.seek(SeekFrom::Start(HEADER_LEN + local * row))
             .and_then(|_| f.read_exact(&mut buf))
             .map_err(|e| DataError::io("read", &path, e))?;
         let words = buf
@@ -406,12 +493,23 @@ impl SplitReader {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         out.tokens.clear();
         out.doc_ids.clear();
+        out.flags.clear();
         for (i, w) in words.enumerate() {
-            if i < seq_len {
-                out.tokens.push(w);
-            } else {
-                out.doc_ids.push(w);
+            match i / seq_len {
+                0 => out.tokens.push(w),
+                1 => out.doc_ids.push(w),
+                _ => out.flags.push(w),
             }
+        }
+        if self.version == VERSION {
+            let target = |&d: &u32| {
+                if d == PAD_DOC {
+                    0
+                } else {
+                    super::chat::FLAG_TARGET
+                }
+            };
+            out.flags.extend(out.doc_ids.iter().map(target));
         }
         Ok(())
     }

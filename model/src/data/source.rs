@@ -1,5 +1,5 @@
-//! Document sources: directory trees (language chosen by extension), JSONL files, and Parquet
-//! files with The Stack's column names.
+//! Document sources: directory trees (language chosen by extension), JSONL files, Parquet
+//! files with The Stack's column names, and chat data (`chat_source`).
 //!
 //! Every source is a streaming iterator of [`SourceEvent`]s in a deterministic order (directory
 //! entries sorted by name), holding at most one document (or one Parquet batch) at a time.
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::chat_source::ChatSource;
 use super::config::{Language, SourceConfig, SourceKind};
 use super::document::language_selected;
 pub use super::document::{Document, Issue, IssueKind, SourceEvent};
@@ -47,6 +48,11 @@ pub fn open_source(
             Walk::new(index, &cfg.path, Some("parquet")),
             languages,
         )),
+        SourceKind::Chat => Box::new(ChatSource {
+            index,
+            walk: Walk::new(index, &cfg.path, Some("jsonl")),
+            current: None,
+        }),
     };
     match cfg.max_docs {
         Some(max) => Box::new(LimitDocs {

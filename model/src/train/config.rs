@@ -126,6 +126,12 @@ pub struct TrainSection {
     /// leave padding out of the loss; `false` is the plain causal mask over the whole packed
     /// window, padding included. Default true.
     pub document_mask: bool,
+    /// How a packed example attends: `causal`, or `prefix_lm` — each chat example's prompt (up
+    /// to and including the last `<|assistant|>\n`) attends bidirectionally, its reply causally,
+    /// and the exported model's `attention_mode` is `prefix_lm`, so inference prefills the
+    /// prompt the same way. Unset: the model config's `attention_mode` (`causal` for presets).
+    /// `prefix_lm` needs `document_mask`.
+    pub attention: Option<String>,
 }
 
 impl Default for TrainSection {
@@ -140,6 +146,7 @@ impl Default for TrainSection {
             device: "cpu".into(),
             dtype: "f32".into(),
             document_mask: true,
+            attention: None,
         }
     }
 }
@@ -357,6 +364,35 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 impl TrainConfig {
+    /// `train.attention` into the model config; the mode must be one training runs.
+    pub fn apply_attention(&self, c: &mut crate::config::Config) -> Result<(), TrainError> {
+        let cfg = self;
+        use crate::attn::AttentionMode;
+        match cfg.train.attention.as_deref() {
+            None => {}
+            Some(name) => match AttentionMode::parse(name) {
+                Some(m @ (AttentionMode::Causal | AttentionMode::PrefixLm)) => c.attention_mode = m,
+                _ => {
+                    return Err(TrainError::Config(format!(
+                        "train.attention = {name:?}: expected \"causal\" or \"prefix_lm\""
+                    )))
+                }
+            },
+        }
+        match c.attention_mode {
+            AttentionMode::Causal => Ok(()),
+            AttentionMode::PrefixLm if cfg.train.document_mask => Ok(()),
+            AttentionMode::PrefixLm => Err(TrainError::Config(
+                "attention prefix_lm needs [train] document_mask = true (the prefix is per example)"
+                    .into(),
+            )),
+            m => Err(TrainError::Config(format!(
+                "the model's attention_mode is {}: training runs causal or prefix_lm models",
+                m.name()
+            ))),
+        }
+    }
+
     /// Parse TOML text with `KEY=VALUE` overrides applied; relative paths are resolved against
     /// `base` (the config file's directory).
     pub fn from_toml_str(

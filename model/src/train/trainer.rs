@@ -128,6 +128,7 @@ pub fn model_config(cfg: &TrainConfig, data_dir: &Path) -> Result<Config, TrainE
     }
     c.max_position_embeddings = c.max_position_embeddings.max(cfg.seq_len());
     c.weight_format = WeightFormat::PackedBitLinear;
+    cfg.apply_attention(&mut c)?;
     if c.has_recurrent_layers() && cfg.train.document_mask {
         return Err(TrainError::Config(format!(
             "the model has {}: a recurrent layer's state would cross packed documents, which \
@@ -196,6 +197,12 @@ impl Trainer {
             ));
         }
         let val = shards.split(Split::Val);
+        if shards.index().version == crate::data::shard::VERSION_FLAGS && !cfg.train.document_mask {
+            return Err(TrainError::Config(
+                "the data has chat examples: their loss mask needs [train] document_mask = true"
+                    .into(),
+            ));
+        }
         let model_cfg = model_config(&cfg, &data_dir)?;
         let hp = AdamWParams {
             beta1: cfg.optim.betas[0],
