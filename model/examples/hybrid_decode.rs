@@ -8,7 +8,7 @@
 //! cargo run --release -p tritter-model --example hybrid_decode -- [--json] DIR...
 //! ```
 //!
-//! Prints, per model and context: milliseconds per token, tokens/s, and the cache's bytes split
+//! Prints, per model and context: milliseconds per token (the median of 15 steps), tokens/s, and the cache's bytes split
 //! into attention keys/values and recurrent states (f32, as the candle path keeps them on the
 //! CPU). Attention runs over the whole context: the study's question is what a layer costs when
 //! it must see everything, and the candle path applies no window.
@@ -26,7 +26,7 @@ use tritter_model::{Config, TensorStore, Transformer};
 const CONTEXTS: [usize; 3] = [4096, 32_768, 131_072];
 const PREFILL: usize = 64;
 const WARM: usize = 2;
-const TIMED: usize = 8;
+const TIMED: usize = 15;
 
 fn load(dir: &Path, max_pos: usize) -> tritter_model::Result<Transformer> {
     let mut config = Config::from_json_file(&dir.join("config.json"))?;
@@ -63,12 +63,16 @@ fn measure(model: &Transformer, context: usize) -> tritter_model::Result<(f64, u
         dec.forward(&[next], false)?;
         next = (next * 31 + 7) % vocab;
     }
-    let t0 = Instant::now();
+    // The median step: robust to another process taking the core for a moment.
+    let mut times = Vec::with_capacity(TIMED);
     for _ in 0..TIMED {
+        let t0 = Instant::now();
         dec.forward(&[next], false)?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
         next = (next * 31 + 7) % vocab;
     }
-    let ms = t0.elapsed().as_secs_f64() * 1e3 / TIMED as f64;
+    times.sort_by(f64::total_cmp);
+    let ms = times[TIMED / 2];
     let (mut kv, mut state) = (0, 0);
     let schedule = cfg.layer_schedule(model.iterations());
     for (slot, &layer) in schedule.iter().enumerate() {
