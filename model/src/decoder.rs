@@ -73,6 +73,14 @@ pub fn open(
     profile: Profile,
 ) -> Result<Box<dyn Decoder + Send>> {
     if model.config().needs_candle_path() {
+        if model.config().attention_mode == crate::attn::AttentionMode::PrefixLm {
+            // The candle path's cached forward knows no prompt length: it would decode causally.
+            return Err(Error::Invalid(format!(
+                "attention_mode prefix_lm is decoded by the CPU inference path only, and this \
+                 model has {}, which only the candle path runs",
+                crate::transformer::candle_only_features(model.config())
+            )));
+        }
         return match compute {
             Compute::Cpu => Ok(Box::new(crate::decoder_candle::CandleDecoder::new(model))),
             Compute::Cuda(_) => Err(Error::Invalid(format!(

@@ -331,3 +331,16 @@ fn a_later_token_never_changes_earlier_logits() {
         }
     }
 }
+
+/// A prefix-LM model the packed kernels cannot run is refused by name, not decoded causally.
+#[test]
+fn a_prefix_lm_hybrid_is_refused_rather_than_decoded_causally() {
+    let mut cfg = tiny_hybrid();
+    cfg.attention_mode = crate::attn::AttentionMode::PrefixLm;
+    let (m, _) = model(&cfg, 2);
+    let e = crate::decoder::open(&m, crate::Compute::Cpu, crate::Profile::Reference)
+        .err()
+        .expect("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("prefix_lm") && msg.contains("mamba2"), "{msg}");
+}
