@@ -25,6 +25,11 @@ LABEL = {
     "gated_deltanet": "9:1 Gated DeltaNet : attention",
     "depth": "recurrent depth (layers 4-5 x r)",
 }
+LABEL_2B = {
+    "attention": "attention (30 layers)",
+    "mamba2": "9:1 Mamba-2 (27) : attention (3)",
+    "gated_deltanet": "9:1 Gated DeltaNet (27) : attention (3)",
+}
 COLOR = {"attention": "C0", "mamba2": "C1", "gated_deltanet": "C2", "depth": "C3"}
 
 
@@ -144,16 +149,17 @@ def main(runs: Path, out: Path):
                 if not p:
                     continue
                 ax.plot([x["context"] for x in p], [x["total"] / 2**30 for x in p], ls=ls,
-                        marker="o", color=COLOR[kind], label=f"{LABEL[kind]}, {kv} KV")
+                        marker="o", color=COLOR[kind], label=f"{LABEL_2B[kind]}, {kv} KV")
                 for x in p:
-                    print(f"| {LABEL[kind]} | {kv} | {x['context']:,} | {x['weights'] / 1e9:.2f} GB | "
+                    print(f"| {LABEL_2B[kind]} | {kv} | {x['context']:,} | {x['weights'] / 1e9:.2f} GB | "
                           f"{x['kv_cache'] / 1e9:.3f} GB | {x['recurrent_state'] / 1e6:.1f} MB | "
                           f"{x['total'] / 1e9:.2f} GB | {x['max_context']:,} |")
         ax.axhline(16, color="black", lw=1, ls=":", label="16 GiB card")
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel("planned memory (GiB)")
-        ax.set_title("Memory of 2B4T-shaped models (tritter plan)")
+        ax.set_title("Memory of 2B4T-shaped models (tritter plan; the two hybrids overlap)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         fig.tight_layout()
