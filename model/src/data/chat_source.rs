@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use super::chat::{parse_record, render_example};
 use super::document::{Document, SourceEvent};
-use super::walk::{unreadable, Walk, WalkItem};
+use super::walk::{open_next, Walk};
 use super::DataError;
 
 /// Reads conversations, one per non-blank line, in walk order.
@@ -26,16 +26,9 @@ impl Iterator for ChatSource {
         let mut line = String::new();
         loop {
             let Some((path, reader, lineno)) = self.current.as_mut() else {
-                match self.walk.next()? {
-                    WalkItem::Issue(i) => return Some(SourceEvent::Issue(i)),
-                    WalkItem::File(p) => match File::open(&p) {
-                        Ok(f) => self.current = Some((p, BufReader::new(f), 0)),
-                        Err(e) => {
-                            if let WalkItem::Issue(i) = unreadable(self.index, &p, &e) {
-                                return Some(SourceEvent::Issue(i));
-                            }
-                        }
-                    },
+                match open_next(&mut self.walk, self.index)? {
+                    Ok((p, r)) => self.current = Some((p, r, 0)),
+                    Err(i) => return Some(SourceEvent::Issue(i)),
                 }
                 continue;
             };

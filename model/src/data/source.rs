@@ -20,7 +20,7 @@ use super::config::{Language, SourceConfig, SourceKind};
 use super::document::language_selected;
 pub use super::document::{Document, Issue, IssueKind, SourceEvent};
 use super::parquet_source::ParquetSource;
-use super::walk::{unreadable, Walk, WalkItem};
+use super::walk::{open_next, unreadable, Walk, WalkItem};
 
 /// Open source `index` as a stream of events. `max_bytes` lets directory sources reject large
 /// files from their metadata alone.
@@ -155,16 +155,9 @@ impl Iterator for JsonlSource {
         let mut line = Vec::new();
         loop {
             let Some((path, reader, lineno)) = self.current.as_mut() else {
-                match self.walk.next()? {
-                    WalkItem::Issue(i) => return Some(SourceEvent::Issue(i)),
-                    WalkItem::File(p) => match File::open(&p) {
-                        Ok(f) => self.current = Some((p, BufReader::new(f), 0)),
-                        Err(e) => {
-                            if let WalkItem::Issue(i) = unreadable(self.index, &p, &e) {
-                                return Some(SourceEvent::Issue(i));
-                            }
-                        }
-                    },
+                match open_next(&mut self.walk, self.index)? {
+                    Ok((p, r)) => self.current = Some((p, r, 0)),
+                    Err(i) => return Some(SourceEvent::Issue(i)),
                 }
                 continue;
             };

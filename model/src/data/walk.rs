@@ -2,6 +2,8 @@
 //! depth-first, sorted by name (so every run reads in the same order), hidden entries and symlinks
 //! inside the tree skipped; unreadable entries and a missing root become [`Issue`]s.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use super::document::{Issue, IssueKind};
@@ -102,11 +104,30 @@ impl Iterator for Walk {
 
 /// The issue for a file or directory that cannot be opened or read.
 pub(crate) fn unreadable(index: usize, path: &Path, e: &std::io::Error) -> WalkItem {
-    WalkItem::Issue(Issue {
+    WalkItem::Issue(unreadable_issue(index, path, e))
+}
+
+fn unreadable_issue(index: usize, path: &Path, e: &std::io::Error) -> Issue {
+    Issue {
         source: index,
         kind: IssueKind::UnreadableFile,
         path: path.display().to_string(),
         message: e.to_string(),
         lost: 0,
+    }
+}
+
+/// The next file of `walk` opened to be read line by line, or the issue its walk or its opening
+/// reports; `None` at the end of the walk.
+pub(crate) fn open_next(
+    walk: &mut Walk,
+    index: usize,
+) -> Option<Result<(PathBuf, BufReader<File>), Issue>> {
+    Some(match walk.next()? {
+        WalkItem::Issue(i) => Err(i),
+        WalkItem::File(p) => match File::open(&p) {
+            Ok(f) => Ok((p, BufReader::new(f))),
+            Err(e) => Err(unreadable_issue(index, &p, &e)),
+        },
     })
 }
