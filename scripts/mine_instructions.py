@@ -26,11 +26,12 @@ holds out the one with the smallest key). No record comes from a held-out docume
 function whose code (docstring removed, whitespace collapsed) also occurs in a held-out
 document. Near-duplicates of held-out functions are not detected.
 
-Skipped: test functions (`test*`, or in a file named `test_*.py` / `*_test.py` / under
-`tests/`), dunder methods, docstrings under 20 characters, bodies under 3 lines, content with
-a chat marker, records whose rendering exceeds `--seq-len` bytes (a token is at least one byte,
-so bytes bound tokens). Files that do not parse are skipped and counted. Output is deduplicated
-and deterministic; a JSON summary goes to stdout.
+Skipped: test functions (`test*`, `#[test]`, or in a file named `test_*.py` / `*_test.py` /
+under a `test/` or `tests/` folder), dunder methods, docstrings under 20 characters, bodies
+under 3 lines, content with a chat marker, records whose rendering exceeds `--seq-len` bytes
+(a token is at least one byte, so bytes bound tokens). Files that do not parse are skipped and
+counted. `--exclude NAME` leaves folders of that name out (the pipeline has no such option).
+Output is deduplicated and deterministic; a JSON summary goes to stdout.
 """
 
 import argparse
@@ -84,8 +85,9 @@ def unit_interval(h):
     return (h >> 11) / float(1 << 53)
 
 
-def walk(root, exts):
-    """The pipeline's walk: sorted, depth-first, hidden entries and inner symlinks skipped."""
+def walk(root, exts, exclude=()):
+    """The pipeline's walk: sorted, depth-first, hidden entries and inner symlinks skipped
+    (and folders named in `exclude`, which the pipeline does not have)."""
     if os.path.isfile(root):
         yield root
         return
@@ -94,13 +96,13 @@ def walk(root, exts):
     except OSError:
         return
     for name in names:
-        if name.startswith("."):
+        if name.startswith(".") or name in exclude:
             continue
         p = os.path.join(root, name)
         if os.path.islink(p):
             continue
         if os.path.isdir(p):
-            yield from walk(p, exts)
+            yield from walk(p, exts, exclude)
         elif name.endswith(exts):
             yield p
 
@@ -112,7 +114,8 @@ def norm_code(code):
 def is_test_file(rel):
     base = os.path.basename(rel)
     parts = rel.replace(os.sep, "/").split("/")
-    return base.startswith("test_") or base.endswith("_test.py") or "tests" in parts[:-1]
+    in_tests = bool({"test", "tests"} & set(parts[:-1]))
+    return base.startswith("test_") or base.endswith("_test.py") or in_tests
 
 
 def python_items(text):
@@ -163,7 +166,7 @@ def summary_line(doc):
 
 def skip_reason(it, rel):
     name = it["name"]
-    if name.startswith("test") or is_test_file(rel):
+    if name.startswith("test") or is_test_file(rel) or it.get("is_test"):
         return "test"
     if name.startswith("__") and name.endswith("__"):
         return "dunder"
@@ -246,12 +249,12 @@ def sources_from_args(args):
     return srcs, float(vf), 0 if args.seed is None else args.seed
 
 
-def read_docs(srcs, seed, val_fraction, stats):
+def read_docs(srcs, seed, val_fraction, stats, exclude):
     """Every document of the sources with its language, licence, relative path and split."""
     docs = []
     for root, langs, lic in srcs:
         exts = tuple(e for lang in langs for e in EXTS.get(lang, ()))
-        for p in walk(root, exts):
+        for p in walk(root, exts, exclude):
             with open(p, "rb") as f:
                 raw = f.read()
             stats["files_read"] += 1
@@ -313,7 +316,7 @@ def mine(args):
         "unparsed_files": [],
         "records": {"write_python": 0, "write_rust": 0, "explain": 0, "fim": 0},
     }
-    docs = read_docs(srcs, seed, val_fraction, stats)
+    docs = read_docs(srcs, seed, val_fraction, stats, tuple(args.exclude))
     parsed = [(d, items_of(d, stats)) for d in docs]
     held_code = set()
     for d, items in parsed:
@@ -366,6 +369,12 @@ def main():
     ap.add_argument("--seed", type=int, help="overrides [data] seed")
     ap.add_argument("--seq-len", type=int, default=2048, help="max rendered bytes per record")
     ap.add_argument("--out", required=True, help="output JSONL")
+    ap.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="a folder name not to mine anywhere in the tree (repeatable; e.g. site-packages)",
+    )
     args = ap.parse_args()
     if bool(args.config) == bool(args.dir):
         sys.exit("mine_instructions: give --config or --dir, not both")

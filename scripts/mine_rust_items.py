@@ -153,6 +153,7 @@ def rust_items(src):
                 "doc": _doc_text(lines[d0:a0]),
                 "code": code,
                 "line": d0 + 1,
+                "is_test": any(x.strip() == "#[test]" for x in lines[a0:i]),
                 "body": inner,
             }
         )
