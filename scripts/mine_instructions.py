@@ -24,7 +24,9 @@ Held-out rule: a document is held out exactly as the pipeline splits it
 val_fraction, model/src/data/hash.rs ported below; a corpus with no held-out document then
 holds out the one with the smallest key). No record comes from a held-out document, nor from a
 function whose code (docstring removed, whitespace collapsed) also occurs in a held-out
-document. Near-duplicates of held-out functions are not detected.
+document, nor one whose word shingles (the pipeline's: `[data.dedup]` shingle_size 5,
+lowercase) have an exact Jaccard similarity of at least `[data.dedup] threshold` (0.7) with
+those of a held-out function.
 
 Skipped: test functions (`test*`, `#[test]`, or in a file named `test_*.py` / `*_test.py` /
 under a `test/` or `tests/` folder), dunder methods, docstrings under 20 characters, bodies
@@ -39,6 +41,7 @@ import ast
 import json
 import os
 import random
+import re
 import sys
 import textwrap
 import time
@@ -109,6 +112,40 @@ def walk(root, exts, exclude=()):
 
 def norm_code(code):
     return " ".join(code.split())
+
+
+WORD = re.compile(r"[A-Za-z0-9_]+", re.ASCII)
+
+
+def shingles(code, n, lowercase):
+    """The pipeline's shingles (minhash.rs): n consecutive ASCII words, as word tuples."""
+    words = WORD.findall(code.lower() if lowercase else code)
+    if len(words) < n:
+        return {tuple(words)} if words else set()
+    return {tuple(words[k : k + n]) for k in range(len(words) - n + 1)}
+
+
+class NearIndex:
+    """Held-out functions' shingle sets; `near` is true when a code's exact Jaccard similarity
+    to one of them reaches the pipeline's near-dedup threshold."""
+
+    def __init__(self, n, lowercase, threshold):
+        self.n, self.lowercase, self.threshold = n, lowercase, threshold
+        self.sizes, self.index = [], {}
+
+    def add(self, code):
+        sh = shingles(code, self.n, self.lowercase)
+        for s in sh:
+            self.index.setdefault(s, []).append(len(self.sizes))
+        self.sizes.append(len(sh))
+
+    def near(self, code):
+        sh = shingles(code, self.n, self.lowercase)
+        common = {}
+        for s in sh:
+            for k in self.index.get(s, ()):
+                common[k] = common.get(k, 0) + 1
+        return any(c / (len(sh) + self.sizes[k] - c) >= self.threshold for k, c in common.items())
 
 
 def is_test_file(rel):
@@ -240,13 +277,15 @@ def sources_from_args(args):
             srcs.append((os.path.join(base, s["path"]), langs, s.get("license")))
         vf = data.get("val_fraction", 0.01) if args.val_fraction is None else args.val_fraction
         seed = data.get("seed", 0) if args.seed is None else args.seed
-        return srcs, float(vf), int(seed)
+        dd = data.get("dedup", {})
+        near = (dd.get("shingle_size", 5), dd.get("lowercase", True), dd.get("threshold", 0.7))
+        return srcs, float(vf), int(seed), near
     lic = args.license or [None] * len(args.dir)
     if len(lic) != len(args.dir):
         sys.exit("mine_instructions: give one --license per --dir, or none")
     srcs = [(d, ["python", "rust"], lv) for d, lv in zip(args.dir, lic)]
     vf = 0.01 if args.val_fraction is None else args.val_fraction
-    return srcs, float(vf), 0 if args.seed is None else args.seed
+    return srcs, float(vf), 0 if args.seed is None else args.seed, (5, True, 0.7)
 
 
 def read_docs(srcs, seed, val_fraction, stats, exclude):
@@ -293,7 +332,7 @@ def items_of(doc, stats):
 
 
 def mine(args):
-    srcs, val_fraction, seed = sources_from_args(args)
+    srcs, val_fraction, seed, near = sources_from_args(args)
     stats = {
         "files_read": 0,
         "held_out_files": 0,
@@ -313,17 +352,19 @@ def mine(args):
             )
         },
         "held_out_excluded": 0,
+        "held_out_near_excluded": 0,
         "unparsed_files": [],
         "records": {"write_python": 0, "write_rust": 0, "explain": 0, "fim": 0},
     }
     docs = read_docs(srcs, seed, val_fraction, stats, tuple(args.exclude))
     parsed = [(d, items_of(d, stats)) for d in docs]
-    held_code = set()
+    held_code, held_near = set(), NearIndex(*near)
     for d, items in parsed:
         if d["val"]:
             stats["held_out_files"] += 1
             for it in items or []:
                 held_code.add(norm_code(it["code_nodoc"]))
+                held_near.add(it["code_nodoc"])
     seen, records = set(), []
     for d, items in parsed:
         if d["val"] or items is None:
@@ -336,6 +377,9 @@ def mine(args):
                 continue
             if norm_code(it["code_nodoc"]) in held_code:
                 stats["held_out_excluded"] += 1
+                continue
+            if held_near.near(it["code_nodoc"]):
+                stats["held_out_near_excluded"] += 1
                 continue
             for kind, user, answer in pairs_of(it, d["lang"], seed, d["rel"]):
                 if rendered_bytes(user, answer) > args.seq_len:

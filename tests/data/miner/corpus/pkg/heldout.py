@@ -13,7 +13,10 @@ def clamp_value(v, lo, hi):
 def held_only_function(items):
     """Count the items that are truthy, a function only this file has."""
     n = 0
+    skipped = 0
     for it in items:
         if it:
             n += 1
-    return n
+        else:
+            skipped += 1
+    return n, skipped
