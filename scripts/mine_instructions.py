@@ -293,6 +293,9 @@ def read_docs(srcs, seed, val_fraction, stats, exclude):
     docs = []
     for root, langs, lic in srcs:
         exts = tuple(e for lang in langs for e in EXTS.get(lang, ()))
+        if not os.path.exists(root):
+            stats["missing_sources"].append(root)
+            print(f"mine_instructions: source path does not exist: {root}", file=sys.stderr)
         for p in walk(root, exts, exclude):
             with open(p, "rb") as f:
                 raw = f.read()
@@ -319,7 +322,7 @@ def read_docs(srcs, seed, val_fraction, stats, exclude):
 
 def items_of(doc, stats):
     try:
-        text = doc["raw"].decode("utf-8")
+        text = doc["raw"].decode("utf-8-sig")  # a byte-order mark is not code
     except UnicodeDecodeError:
         stats["skipped"]["not_utf8"] += 1
         return None
@@ -354,6 +357,7 @@ def mine(args):
         "held_out_excluded": 0,
         "held_out_near_excluded": 0,
         "unparsed_files": [],
+        "missing_sources": [],
         "records": {"write_python": 0, "write_rust": 0, "explain": 0, "fim": 0},
     }
     docs = read_docs(srcs, seed, val_fraction, stats, tuple(args.exclude))
