@@ -257,7 +257,8 @@ pub fn attention_report(threads: usize) -> anyhow::Result<Value> {
         Ok(json!({
             "shape": {"heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM,
                       "window": WINDOW, "sinks": SINKS, "threads": threads,
-                      "tile_kernels": tritter_model::attn::tile_kernel_name()},
+                      "tile_kernels": tritter_model::attn::tile_kernel_name(),
+                      "fused_kernels": tritter_model::attn::fused_kernel_name()},
             "copy_bandwidth_gbs": bw,
             "decode": decode,
             "prefill": prefill,

@@ -8,7 +8,8 @@
 
 use rayon::prelude::*;
 
-use super::kv::{KvCache, TileScratch};
+use super::fused;
+use super::kv::{KvCache, KvKind, RawBuffers, RawTile, TileScratch};
 use super::mask::{BlockMask, BlockMaskCache, Mask};
 use super::tile;
 use super::{check_len, config_err, Result};
@@ -218,25 +219,28 @@ pub fn attention_cached(
         w => w - n_sinks,
     };
     let sink_table = cache.sink_rotation();
-    let kern = tile::kernels();
+    let vg = match cfg.kind {
+        KvKind::Int4 { group, .. } => group.min(d),
+        _ => 64,
+    };
+    let fused_ok = fused::takes(d, vg);
+    let int4 = matches!(cfg.kind, KvKind::Int4 { .. }) && fused_ok;
     out.par_chunks_mut(rows * d)
         .enumerate()
         .for_each(|(kvh, acc)| {
             acc.fill(0.0);
             let qg = &q[kvh * rows * d..][..rows * d];
-            let mut m = vec![f32::NEG_INFINITY; rows];
-            let mut l = vec![0f32; rows];
-            let mut s_buf = Vec::new();
-            let mut scratch = TileScratch::default();
-            cache.visit_head(
-                kvh,
-                &mut scratch,
-                sink_table.as_deref(),
-                &mut |keys, vals, k0| {
-                    let kn = keys.len() / d;
-                    s_buf.resize(rows * kn, 0.0);
-                    let s = &mut s_buf[..rows * kn];
-                    (kern.scores)(qg, keys, d, scale, s);
+            let mut st = DecodeState::new(rows, if int4 { rows * d } else { 0 });
+            let mut raw = RawBuffers::default();
+            let mut conv = TileScratch::default();
+            cache.visit_head_raw(kvh, &mut raw, sink_table.as_deref(), &mut |tile, k0| {
+                let tile = if fused_ok {
+                    tile
+                } else {
+                    let (k, v) = conv.convert(tile, d);
+                    RawTile::F32 { k, v }
+                };
+                let mask = |s: &mut [f32], kn: usize| {
                     // Row r is query (r % n) of its head; the newest query sees every key.
                     if n > 1 {
                         for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
@@ -250,15 +254,81 @@ pub fn attention_cached(
                             }
                         }
                     }
-                    for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
-                        tile::online_softmax_row(&mut m[r], &mut l[r], &mut acc[r * d..][..d], sr);
-                    }
-                    (kern.accumulate)(s, vals, d, acc);
-                },
-            );
-            finish_rows(acc, &l, d);
+                };
+                st.tile(qg, tile, d, scale, acc, mask);
+            });
+            st.finish(acc, d);
         });
     Ok(())
+}
+
+/// Per-kv-head state of [`attention_cached`]: running max and sum per query row, the score
+/// buffer, the even/odd-ordered accumulator of INT4 values and the fused kernels' scratch.
+struct DecodeState {
+    m: Vec<f32>,
+    l: Vec<f32>,
+    s: Vec<f32>,
+    accp: Vec<f32>,
+    buf: Vec<f32>,
+}
+
+impl DecodeState {
+    fn new(rows: usize, accp: usize) -> Self {
+        DecodeState {
+            m: vec![f32::NEG_INFINITY; rows],
+            l: vec![0.0; rows],
+            s: Vec::new(),
+            accp: vec![0.0; accp],
+            buf: Vec::new(),
+        }
+    }
+
+    /// Folds one cache tile into the rows' online softmax and accumulators.
+    fn tile(
+        &mut self,
+        q: &[f32],
+        tile: RawTile<'_>,
+        d: usize,
+        scale: f32,
+        acc: &mut [f32],
+        mask: impl Fn(&mut [f32], usize),
+    ) {
+        let (kern, fk) = (tile::kernels(), fused::kernels());
+        let rows = self.m.len();
+        let kn = tile.len(d);
+        self.s.resize(rows * kn, 0.0);
+        let s = &mut self.s[..rows * kn];
+        match &tile {
+            RawTile::F32 { k, .. } => (kern.scores)(q, k, d, scale, s),
+            RawTile::F16 { k, .. } => (fk.scores_f16)(q, k, d, scale, s),
+            RawTile::Int4(t) => (fk.scores_int4)(q, t, d, scale, s, &mut self.buf),
+        }
+        mask(s, kn);
+        for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
+            let corr = tile::online_softmax_row(
+                &mut self.m[r],
+                &mut self.l[r],
+                &mut acc[r * d..][..d],
+                sr,
+            );
+            if corr != 1.0 && !self.accp.is_empty() {
+                self.accp[r * d..][..d].iter_mut().for_each(|a| *a *= corr);
+            }
+        }
+        match &tile {
+            RawTile::F32 { v, .. } => (kern.accumulate)(s, v, d, acc),
+            RawTile::F16 { v, .. } => (fk.accumulate_f16)(s, v, d, acc),
+            RawTile::Int4(t) => (fk.accumulate_int4)(s, t, d, &mut self.accp, acc, &mut self.buf),
+        }
+    }
+
+    /// Merges the INT4 accumulator and divides by the softmax sums.
+    fn finish(&self, acc: &mut [f32], d: usize) {
+        if !self.accp.is_empty() {
+            fused::merge_permuted(&self.accp, acc, d);
+        }
+        finish_rows(acc, &self.l, d);
+    }
 }
 
 fn finish_rows(acc: &mut [f32], l: &[f32], d: usize) {

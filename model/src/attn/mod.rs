@@ -8,6 +8,13 @@
 //! naive masked softmax attention (`softmax(q kᵀ · scale + mask) v`) within float tolerance.
 
 pub mod flash;
+mod fused;
+#[cfg(target_arch = "x86_64")]
+#[path = "fused_x86.rs"]
+mod fused_arch;
+#[cfg(not(target_arch = "x86_64"))]
+#[path = "fused_other.rs"]
+mod fused_arch;
 pub mod int4;
 pub mod kv;
 pub mod mask;
@@ -79,4 +86,9 @@ pub(crate) fn config_err(what: &'static str, why: impl Into<String>) -> AttnErro
 /// Name of the tile kernels chosen for this CPU (`avx512`, `avx2` or `scalar`).
 pub fn tile_kernel_name() -> &'static str {
     tile::kernels().name
+}
+
+/// Name of the fused decode kernels (f16 and INT4 caches read in registers) chosen for this CPU.
+pub fn fused_kernel_name() -> &'static str {
+    fused::kernels().name
 }

@@ -32,7 +32,7 @@ pub(crate) fn kernels() -> &'static Kernels {
 }
 
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {
@@ -105,17 +105,19 @@ pub(crate) fn accumulate_generic<const FMA: bool>(
 
 /// Folds one row of scores (`-inf` = masked) into the row's running max `m`, sum `l` and
 /// accumulator `acc` (rescaled when the max grows); leaves the probabilities `exp(s - m)` in `s`
-/// for [`AccumulateFn`]. FlashAttention-2's online softmax.
+/// for [`AccumulateFn`]. FlashAttention-2's online softmax. Returns the factor `acc` was rescaled
+/// by (1 when it was not), for callers that keep a second accumulator.
 #[inline]
-pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) {
+pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) -> f32 {
     let tile_max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if tile_max == f32::NEG_INFINITY {
         s.fill(0.0);
-        return;
+        return 1.0;
     }
     let m_new = m.max(tile_max);
+    let mut corr = 1.0;
     if *m != f32::NEG_INFINITY && *m < m_new {
-        let corr = (*m - m_new).exp();
+        corr = (*m - m_new).exp();
         *l *= corr;
         acc.iter_mut().for_each(|a| *a *= corr);
     }
@@ -125,6 +127,7 @@ pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &
         *x = if *x == f32::NEG_INFINITY { 0.0 } else { e };
     }
     *l += s.iter().sum::<f32>();
+    corr
 }
 
 /// `exp(x)` for `x <= 0` (inputs below -87 give ≈1e-38 instead of underflowing), branch-free so

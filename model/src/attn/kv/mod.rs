@@ -20,11 +20,12 @@
 //! storage).
 
 mod kind;
+mod raw;
 mod store;
 
 pub use kind::KvKind;
+pub use raw::{Int4Tile, RawBuffers, RawTile};
 
-use super::int4;
 use super::rope::RopeShift;
 use super::{check_len, config_err, Result};
 use store::{flush_group, push_float, reset, visit_float, Blocks, FBlock, QBlock, Recent};
@@ -52,12 +53,21 @@ pub struct KvCacheConfig {
 /// Callback of [`KvCache::visit_head`]: `(keys, values, first_position)`.
 pub type TileVisitor<'a> = dyn FnMut(&[f32], &[f32], usize) + 'a;
 
+/// Callback of [`KvCache::visit_head_raw`]: `(tile, first_position)`.
+pub type RawTileVisitor<'a> = dyn FnMut(RawTile<'_>, usize) + 'a;
+
 /// Reusable buffers for viewing a cache (one per worker thread).
 #[derive(Default, Debug)]
 pub struct TileScratch {
-    k: Vec<f32>,
-    v: Vec<f32>,
-    tmp: Vec<f32>,
+    raw: RawBuffers,
+    f: raw::F32Buffers,
+}
+
+impl TileScratch {
+    /// `tile` as f32 keys and values `[n][d]`, converted into these buffers unless it is f32.
+    pub(crate) fn convert<'a>(&'a mut self, tile: RawTile<'a>, d: usize) -> (&'a [f32], &'a [f32]) {
+        raw::to_f32(tile, d, &mut self.f)
+    }
 }
 
 /// One layer's KV cache. See the module docs for layout and position handling.
@@ -258,15 +268,32 @@ impl KvCache {
 
     /// Calls `f(keys, values, pos)` on f32 tiles `[n][head_dim]` covering every visible token of kv
     /// head `head`, sinks first, then oldest to newest; `pos` is the absolute position of the
-    /// tile's first token (tiles are contiguous in position). INT4 tiles are dequantised into
-    /// `scratch`; sink keys are rotated by `sink_table` when given. A `head` out of range visits
-    /// nothing.
+    /// tile's first token (tiles are contiguous in position). f16 and INT4 tiles are converted
+    /// into `scratch`; sink keys are rotated by `sink_table` when given. A `head` out of range
+    /// visits nothing.
     pub fn visit_head(
         &self,
         head: usize,
         scratch: &mut TileScratch,
         sink_table: Option<&[(f32, f32)]>,
         f: &mut TileVisitor<'_>,
+    ) {
+        let d = self.cfg.head_dim;
+        let TileScratch { raw, f: fb } = scratch;
+        self.visit_head_raw(head, raw, sink_table, &mut |tile, pos| {
+            let (k, v) = raw::to_f32(tile, d, fb);
+            f(k, v, pos);
+        });
+    }
+
+    /// [`KvCache::visit_head`] without the conversion: `f(tile, pos)` gets each tile as stored
+    /// (f32, f16 or INT4 codes; bf16 tiles and rotated sinks come as f32 in `buf`).
+    pub fn visit_head_raw(
+        &self,
+        head: usize,
+        buf: &mut RawBuffers,
+        sink_table: Option<&[(f32, f32)]>,
+        f: &mut RawTileVisitor<'_>,
     ) {
         let d = self.cfg.head_dim;
         let h = self.cfg.kv_heads;
@@ -281,24 +308,25 @@ impl KvCache {
             let vals = &self.sink_v[base..base + self.sink_len * d];
             match sink_table {
                 Some(t) => {
-                    scratch.k.clear();
-                    scratch.k.extend_from_slice(keys);
-                    for row in scratch.k.chunks_exact_mut(d) {
+                    buf.k.clear();
+                    buf.k.extend_from_slice(keys);
+                    for row in buf.k.chunks_exact_mut(d) {
                         RopeShift::apply(t, row);
                     }
-                    f(&scratch.k, vals, 0);
+                    f(RawTile::F32 { k: &buf.k, v: vals }, 0);
                 }
-                None => f(keys, vals, 0),
+                None => f(RawTile::F32 { k: keys, v: vals }, 0),
             }
         }
-        let f = &mut |k: &[f32], v: &[f32]| {
-            f(k, v, pos);
-            pos += k.len() / d;
+        let f = &mut |t: RawTile<'_>| {
+            let n = t.len(d);
+            f(t, pos);
+            pos += n;
         };
         match &self.recent {
-            Recent::F32(b) => visit_float(b, head, d, scratch, f),
-            Recent::F16(b) => visit_float(b, head, d, scratch, f),
-            Recent::Bf16(b) => visit_float(b, head, d, scratch, f),
+            Recent::F32(b) => visit_float(b, head, d, buf, f),
+            Recent::F16(b) => visit_float(b, head, d, buf, f),
+            Recent::Bf16(b) => visit_float(b, head, d, buf, f),
             Recent::Int4 {
                 q,
                 tail_k,
@@ -310,25 +338,24 @@ impl KvCache {
                 let per_tok = d / vg;
                 for (i, blk) in q.blocks.iter().enumerate() {
                     let (s, e) = q.live(i, group);
-                    let n = e - s;
-                    scratch.k.resize(n * d, 0.0);
-                    scratch.v.resize(n * d, 0.0);
-                    let kc = &blk.kc[head * group * d / 2..][..group * d / 2];
-                    let km = &blk.km[head * d..][..d];
-                    let ks = &blk.ks[head * d..][..d];
-                    int4::dequantize_keys(kc, d, km, ks, s, &mut scratch.k, &mut scratch.tmp);
-                    let vc = &blk.vc[head * group * d / 2..][..group * d / 2];
-                    let vm = &blk.vm[head * group * per_tok..][..group * per_tok];
-                    let vs = &blk.vs[head * group * per_tok..][..group * per_tok];
-                    int4::dequantize_values(vc, d, vg, vm, vs, s, &mut scratch.v);
-                    f(&scratch.k, &scratch.v);
+                    let codes = head * group * d / 2;
+                    let vp = head * group * per_tok;
+                    f(RawTile::Int4(Int4Tile {
+                        kc: &blk.kc[codes + s * d / 2..codes + e * d / 2],
+                        km: &blk.km[head * d..][..d],
+                        ks: &blk.ks[head * d..][..d],
+                        vc: &blk.vc[codes + s * d / 2..codes + e * d / 2],
+                        vm: &blk.vm[vp + s * per_tok..vp + e * per_tok],
+                        vs: &blk.vs[vp + s * per_tok..vp + e * per_tok],
+                        vg,
+                    }));
                 }
                 if *tail_len > 0 {
                     let base = head * residual * d;
-                    f(
-                        &tail_k[base..base + tail_len * d],
-                        &tail_v[base..base + tail_len * d],
-                    );
+                    f(RawTile::F32 {
+                        k: &tail_k[base..base + tail_len * d],
+                        v: &tail_v[base..base + tail_len * d],
+                    });
                 }
             }
         }

@@ -8,22 +8,22 @@ use std::collections::VecDeque;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use super::{TileScratch, FLOAT_BLOCK};
+use super::{RawBuffers, RawTile, FLOAT_BLOCK};
 use crate::attn::int4;
 
 /// Conversion of a storage element type from/to f32 slices.
 pub(super) trait Elem: Copy + Default + Send + Sync + 'static {
     fn store(src: &[f32], dst: &mut [Self]);
-    /// `src` as f32, converted into `scratch` unless it already is f32.
-    fn view<'a>(src: &'a [Self], scratch: &'a mut Vec<f32>) -> &'a [f32];
+    /// Keys `k` and values `v` as a raw tile (bf16 converted into `buf`).
+    fn raw<'a>(k: &'a [Self], v: &'a [Self], buf: &'a mut RawBuffers) -> RawTile<'a>;
 }
 
 impl Elem for f32 {
     fn store(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
-    fn view<'a>(src: &'a [f32], _: &'a mut Vec<f32>) -> &'a [f32] {
-        src
+    fn raw<'a>(k: &'a [f32], v: &'a [f32], _: &'a mut RawBuffers) -> RawTile<'a> {
+        RawTile::F32 { k, v }
     }
 }
 
@@ -31,10 +31,8 @@ impl Elem for f16 {
     fn store(src: &[f32], dst: &mut [f16]) {
         dst.convert_from_f32_slice(src);
     }
-    fn view<'a>(src: &'a [f16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        scratch.resize(src.len(), 0.0);
-        src.convert_to_f32_slice(scratch);
-        scratch
+    fn raw<'a>(k: &'a [f16], v: &'a [f16], _: &'a mut RawBuffers) -> RawTile<'a> {
+        RawTile::F16 { k, v }
     }
 }
 
@@ -42,10 +40,15 @@ impl Elem for bf16 {
     fn store(src: &[f32], dst: &mut [bf16]) {
         dst.convert_from_f32_slice(src);
     }
-    fn view<'a>(src: &'a [bf16], scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        scratch.resize(src.len(), 0.0);
-        src.convert_to_f32_slice(scratch);
-        scratch
+    fn raw<'a>(k: &'a [bf16], v: &'a [bf16], buf: &'a mut RawBuffers) -> RawTile<'a> {
+        buf.k.resize(k.len(), 0.0);
+        buf.v.resize(v.len(), 0.0);
+        k.convert_to_f32_slice(&mut buf.k);
+        v.convert_to_f32_slice(&mut buf.v);
+        RawTile::F32 {
+            k: &buf.k,
+            v: &buf.v,
+        }
     }
 }
 
@@ -166,15 +169,13 @@ pub(super) fn visit_float<T: Elem>(
     b: &Blocks<FBlock<T>>,
     head: usize,
     d: usize,
-    scratch: &mut TileScratch,
-    f: &mut dyn FnMut(&[f32], &[f32]),
+    buf: &mut RawBuffers,
+    f: &mut dyn FnMut(RawTile<'_>),
 ) {
     for (i, blk) in b.blocks.iter().enumerate() {
         let (s, e) = b.live(i, FLOAT_BLOCK);
         let range = (head * FLOAT_BLOCK + s) * d..(head * FLOAT_BLOCK + e) * d;
-        let k = T::view(&blk.k[range.clone()], &mut scratch.k);
-        let v = T::view(&blk.v[range], &mut scratch.v);
-        f(k, v);
+        f(T::raw(&blk.k[range.clone()], &blk.v[range], buf));
     }
 }
 

@@ -1,0 +1,215 @@
+//! The fused kernels against the generic build (bit for bit), the f32 tile spec on converted
+//! f16 data (bit for bit) and a naive f64 product over the dequantised INT4 tile (tolerance).
+
+use half::f16;
+
+use super::*;
+use crate::attn::int4;
+use crate::attn::tile::{accumulate_generic, scores_generic};
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// An INT4 tile of `n` tokens quantised from random keys/values, and its dequantised f32 form.
+struct Tile {
+    kc: Vec<u8>,
+    km: Vec<f16>,
+    ks: Vec<f16>,
+    vc: Vec<u8>,
+    vm: Vec<f16>,
+    vs: Vec<f16>,
+    vg: usize,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Tile {
+    fn new(n: usize, d: usize, vg: usize, seed: u64) -> Self {
+        // An outlier channel and an offset, so minima and steps matter.
+        let k: Vec<f32> = data(n * d, seed)
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if i % d == 5 { 9.0 + 3.0 * x } else { x + 0.3 })
+            .collect();
+        let v = data(n * d, seed + 1);
+        let g = d / vg;
+        let mut t = Tile {
+            kc: vec![0; n * d / 2],
+            km: vec![f16::ZERO; d],
+            ks: vec![f16::ZERO; d],
+            vc: vec![0; n * d / 2],
+            vm: vec![f16::ZERO; n * g],
+            vs: vec![f16::ZERO; n * g],
+            vg,
+            k: vec![0.0; n * d],
+            v: vec![0.0; n * d],
+        };
+        int4::quantize_keys(&k, d, &mut t.kc, &mut t.km, &mut t.ks);
+        int4::quantize_values(&v, d, vg, &mut t.vc, &mut t.vm, &mut t.vs);
+        int4::dequantize_keys(&t.kc, d, &t.km, &t.ks, 0, &mut t.k, &mut Vec::new());
+        int4::dequantize_values(&t.vc, d, vg, &t.vm, &t.vs, 0, &mut t.v);
+        t
+    }
+
+    fn view(&self) -> Int4Tile<'_> {
+        Int4Tile {
+            kc: &self.kc,
+            km: &self.km,
+            ks: &self.ks,
+            vc: &self.vc,
+            vm: &self.vm,
+            vs: &self.vs,
+            vg: self.vg,
+        }
+    }
+}
+
+/// Probabilities with some exact zeros (masked keys).
+fn probs(rows: usize, n: usize, seed: u64) -> Vec<f32> {
+    data(rows * n, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, x)| if i % 7 == 3 { 0.0 } else { x.abs() })
+        .collect()
+}
+
+const SHAPES: [(usize, usize, usize, usize); 6] = [
+    // (rows, n, d, vg)
+    (4, 64, 128, 64),
+    (1, 7, 64, 32),
+    (3, 33, 128, 128),
+    (5, 64, 128, 32),
+    (8, 1, 64, 64),
+    (4, 16, 256, 64),
+];
+
+fn run_int4(k: &FusedKernels, rows: usize, t: &Tile, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let n = t.kc.len() * 2 / d;
+    let q = data(rows * d, 11);
+    let mut s = vec![0f32; rows * n];
+    (k.scores_int4)(&q, &t.view(), d, 0.125, &mut s, &mut Vec::new());
+    let p = probs(rows, n, 12);
+    let mut acc = data(rows * d, 13);
+    let mut accp = data(rows * d, 14);
+    (k.accumulate_int4)(&p, &t.view(), d, &mut accp, &mut acc, &mut Vec::new());
+    merge_permuted(&accp, &mut acc, d);
+    (s, acc)
+}
+
+fn run_f16(k: &FusedKernels, rows: usize, n: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    let q = data(rows * d, 21);
+    let keys: Vec<f16> = data(n * d, 22).iter().map(|&x| f16::from_f32(x)).collect();
+    let vals: Vec<f16> = data(n * d, 23).iter().map(|&x| f16::from_f32(x)).collect();
+    let mut s = vec![0f32; rows * n];
+    (k.scores_f16)(&q, &keys, d, 0.3, &mut s);
+    let p = probs(rows, n, 24);
+    let mut acc = data(rows * d, 25);
+    (k.accumulate_f16)(&p, &vals, d, &mut acc);
+    (s, acc)
+}
+
+/// The generic build with fused multiply-adds: what every SIMD build must equal.
+const GENERIC_FMA: FusedKernels = FusedKernels {
+    scores_f16: scores_f16::<Lanes<true>>,
+    accumulate_f16: accumulate_f16::<Lanes<true>>,
+    scores_int4: scores_int4::<Lanes<true>, true>,
+    accumulate_int4: accumulate_int4::<Lanes<true>, true>,
+    name: "generic-fma",
+};
+
+#[test]
+fn every_build_equals_the_generic_one_bit_for_bit() {
+    let builds = super::super::fused_arch::available();
+    for b in &builds {
+        for (rows, n, d, vg) in SHAPES {
+            let t = Tile::new(n, d, vg, 1);
+            assert_eq!(
+                run_int4(b, rows, &t, d),
+                run_int4(&GENERIC_FMA, rows, &t, d),
+                "{} int4 {rows}x{n}x{d}/{vg}",
+                b.name
+            );
+            assert_eq!(
+                run_f16(b, rows, n, d),
+                run_f16(&GENERIC_FMA, rows, n, d),
+                "{} f16 {rows}x{n}x{d}",
+                b.name
+            );
+        }
+    }
+    // The chosen build is one of them (or the generic one on a CPU without AVX2 + FMA + F16C).
+    assert!(builds.iter().any(|b| b.name == kernels().name) || kernels().name == "generic");
+}
+
+#[test]
+fn f16_kernels_equal_the_f32_tile_spec_on_converted_data() {
+    for (rows, n, d, _) in SHAPES {
+        let q = data(rows * d, 31);
+        let keys: Vec<f16> = data(n * d, 32).iter().map(|&x| f16::from_f32(x)).collect();
+        let kf: Vec<f32> = keys.iter().map(|x| x.to_f32()).collect();
+        let p = probs(rows, n, 33);
+        let acc0 = data(rows * d, 34);
+        for fma in [false, true] {
+            let (mut s1, mut s2) = (vec![0f32; rows * n], vec![0f32; rows * n]);
+            let (mut a1, mut a2) = (acc0.clone(), acc0.clone());
+            if fma {
+                scores_f16::<Lanes<true>>(&q, &keys, d, 0.7, &mut s1);
+                scores_generic::<true>(&q, &kf, d, 0.7, &mut s2);
+                accumulate_f16::<Lanes<true>>(&p, &keys, d, &mut a1);
+                accumulate_generic::<true>(&p, &kf, d, &mut a2);
+            } else {
+                scores_f16::<Lanes<false>>(&q, &keys, d, 0.7, &mut s1);
+                scores_generic::<false>(&q, &kf, d, 0.7, &mut s2);
+                accumulate_f16::<Lanes<false>>(&p, &keys, d, &mut a1);
+                accumulate_generic::<false>(&p, &kf, d, &mut a2);
+            }
+            assert_eq!(s1, s2, "scores {rows}x{n}x{d} fma {fma}");
+            assert_eq!(a1, a2, "accumulate {rows}x{n}x{d} fma {fma}");
+        }
+    }
+}
+
+#[test]
+fn int4_kernels_equal_the_dequantised_product() {
+    for (rows, n, d, vg) in SHAPES {
+        let t = Tile::new(n, d, vg, 2);
+        for k in [&GENERIC, kernels()] {
+            let (s, acc) = run_int4(k, rows, &t, d);
+            let q = data(rows * d, 11);
+            let p = probs(rows, n, 12);
+            let mut want = data(rows * d, 13);
+            let accp0 = data(rows * d, 14);
+            for r in 0..rows {
+                for j in 0..n {
+                    let dot: f64 = (0..d)
+                        .map(|c| f64::from(q[r * d + c]) * f64::from(t.k[j * d + c]))
+                        .sum();
+                    let got = f64::from(s[r * n + j]);
+                    assert!(
+                        (got - dot * 0.125).abs() < 2e-5 * (1.0 + dot.abs()),
+                        "score"
+                    );
+                }
+                for c in 0..d {
+                    let perm = if c % 2 == 0 { c / 2 } else { d / 2 + c / 2 };
+                    let sum: f64 = (0..n)
+                        .map(|j| f64::from(p[r * n + j]) * f64::from(t.v[j * d + c]))
+                        .sum();
+                    let w = f64::from(want[r * d + c]) + f64::from(accp0[r * d + perm]) + sum;
+                    want[r * d + c] = w as f32;
+                    let e = (f64::from(acc[r * d + c]) - w).abs();
+                    assert!(e < 2e-5 * (1.0 + w.abs()), "{} value {r} {c}: {e}", k.name);
+                }
+            }
+        }
+    }
+}

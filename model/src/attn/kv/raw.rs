@@ -1,0 +1,110 @@
+//! Tiles of one kv head exactly as the cache stores them ([`RawTile`]), for kernels that
+//! dequantise in registers (`attn::fused`), and the conversion of a raw tile to f32 for those that
+//! take f32 tiles ([`KvCache::visit_head`](super::KvCache::visit_head)).
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use crate::attn::int4;
+
+/// One stored tile of a kv head: `n` consecutive tokens' keys and values.
+#[derive(Clone, Copy, Debug)]
+pub enum RawTile<'a> {
+    /// f32 keys and values `[n][head_dim]`: f32 storage, the sinks, bf16 storage (converted)
+    /// and the INT4 kind's f32 residual.
+    F32 {
+        /// Keys `[n][head_dim]`.
+        k: &'a [f32],
+        /// Values `[n][head_dim]`.
+        v: &'a [f32],
+    },
+    /// f16 keys and values `[n][head_dim]`.
+    F16 {
+        /// Keys `[n][head_dim]`.
+        k: &'a [f16],
+        /// Values `[n][head_dim]`.
+        v: &'a [f16],
+    },
+    /// Tokens of one INT4 group block (see `attn::int4` for the code layout).
+    Int4(Int4Tile<'a>),
+}
+
+/// The INT4 codes and group parameters of `n` tokens of one kv head.
+#[derive(Clone, Copy, Debug)]
+pub struct Int4Tile<'a> {
+    /// Key codes `[n][head_dim / 2]`, low nibble = even channel.
+    pub kc: &'a [u8],
+    /// Key minimum per channel `[head_dim]` (one group of tokens shares it).
+    pub km: &'a [f16],
+    /// Key step per channel `[head_dim]`.
+    pub ks: &'a [f16],
+    /// Value codes `[n][head_dim / 2]`, low nibble = even channel.
+    pub vc: &'a [u8],
+    /// Value minimum per token and channel group `[n][head_dim / vg]`.
+    pub vm: &'a [f16],
+    /// Value step per token and channel group `[n][head_dim / vg]`.
+    pub vs: &'a [f16],
+    /// Channels per value group.
+    pub vg: usize,
+}
+
+impl RawTile<'_> {
+    /// Tokens in the tile, for head dimension `d`.
+    pub fn len(&self, d: usize) -> usize {
+        match self {
+            RawTile::F32 { k, .. } => k.len() / d,
+            RawTile::F16 { k, .. } => k.len() / d,
+            RawTile::Int4(t) => t.kc.len() * 2 / d,
+        }
+    }
+
+    /// Whether the tile holds no token.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            RawTile::F32 { k, .. } => k.is_empty(),
+            RawTile::F16 { k, .. } => k.is_empty(),
+            RawTile::Int4(t) => t.kc.is_empty(),
+        }
+    }
+}
+
+/// Buffers of the raw visitor (rotated sinks, bf16 converted to f32), one per worker thread.
+#[derive(Default, Debug)]
+pub struct RawBuffers {
+    pub(super) k: Vec<f32>,
+    pub(super) v: Vec<f32>,
+}
+
+/// Buffers for f32 views of raw tiles.
+#[derive(Default, Debug)]
+pub(super) struct F32Buffers {
+    pub(super) k: Vec<f32>,
+    pub(super) v: Vec<f32>,
+    pub(super) tmp: Vec<f32>,
+}
+
+/// `tile` as f32 keys and values `[n][d]`, converted into `buf` unless it already is f32.
+pub(super) fn to_f32<'a>(
+    tile: RawTile<'a>,
+    d: usize,
+    buf: &'a mut F32Buffers,
+) -> (&'a [f32], &'a [f32]) {
+    match tile {
+        RawTile::F32 { k, v } => (k, v),
+        RawTile::F16 { k, v } => {
+            buf.k.resize(k.len(), 0.0);
+            buf.v.resize(v.len(), 0.0);
+            k.convert_to_f32_slice(&mut buf.k);
+            v.convert_to_f32_slice(&mut buf.v);
+            (&buf.k, &buf.v)
+        }
+        RawTile::Int4(t) => {
+            let n = t.kc.len() * 2 / d;
+            buf.k.resize(n * d, 0.0);
+            buf.v.resize(n * d, 0.0);
+            int4::dequantize_keys(t.kc, d, t.km, t.ks, 0, &mut buf.k, &mut buf.tmp);
+            int4::dequantize_values(t.vc, d, t.vg, t.vm, t.vs, 0, &mut buf.v);
+            (&buf.k, &buf.v)
+        }
+    }
+}
