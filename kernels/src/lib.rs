@@ -13,6 +13,7 @@
 //!   [`ternary_matmul`], the run-time instruction-set choice ([`Isa`]) and forced-ISA variants
 //!   for tests and benchmarks.
 
+mod autovec;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;

@@ -21,13 +21,16 @@ use rayon::prelude::*;
 
 use crate::format::{TernaryMatrix, BLOCK_K, PANEL_ROWS};
 use crate::quant::quantize_with;
-use crate::{arch, scalar, KernelError};
+use crate::{arch, autovec, scalar, KernelError};
 
 /// Instruction-set level a kernel runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Isa {
     /// Portable scalar code: the specification.
     Scalar,
+    /// Portable code the compiler vectorises (`crate::autovec`): what CPUs without a hand-written
+    /// back end run (ARM: NEON / SVE), and on x86-64 the baseline (SSE2) build of it.
+    Portable,
     /// AVX2 (`vpmaddubsw` + `vpmaddwd`).
     Avx2,
     /// AVX-512 F/BW (`vpmaddubsw` + `vpmaddwd` on 512-bit vectors).
@@ -40,7 +43,7 @@ pub enum Isa {
 pub fn available_isas() -> &'static [Isa] {
     static ISAS: OnceLock<Vec<Isa>> = OnceLock::new();
     ISAS.get_or_init(|| {
-        let mut v = vec![Isa::Scalar];
+        let mut v = vec![Isa::Scalar, Isa::Portable];
         v.extend(arch::detect());
         v
     })
@@ -162,13 +165,34 @@ fn run<S: Sink>(isa: Isa, w: &TernaryMatrix, packed: &[i8], sums: &[i32], m: usi
     // GEMV: small groups for load balance; GEMM: 8 panels (128 rows) share each packed
     // activation tile while it is hot in L1/L2.
     let group = if m == 1 { 4 } else { 8 };
+    // The portable tile reads each token's activations as expanded lane patterns: made once.
+    let xexp: Vec<Vec<[i16; 16]>> = if isa == Isa::Portable {
+        packed
+            .chunks_exact(k_pad)
+            .map(|x| {
+                let mut e = Vec::new();
+                autovec::expand(x, &mut e);
+                e
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     (0..np.div_ceil(group)).into_par_iter().for_each(|g| {
         let panels = g * group..np.min((g + 1) * group);
         let mut t0 = 0;
         while t0 < m {
             let mt = tt.min(m - t0);
             let xp = &packed[t0 * k_pad..(t0 + mt) * k_pad];
-            run_tile(isa, w, xp, &sums[t0..t0 + mt], t0, panels.clone(), sink);
+            if isa == Isa::Portable {
+                for p in panels.clone() {
+                    let vals = autovec::tile(w.panel(p), &xexp[t0], sums[t0]);
+                    // SAFETY: this task owns `panels` for every token (tiles of one token).
+                    unsafe { sink.put(t0, p, &vals) };
+                }
+            } else {
+                run_tile(isa, w, xp, &sums[t0..t0 + mt], t0, panels.clone(), sink);
+            }
             t0 += mt;
         }
     });

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde_json::{json, Value};
-use tritter_kernels::{best_isa, ternary_matmul, TernaryMatrix};
+use tritter_kernels::{available_isas, best_isa, gemv_with, ternary_matmul, Isa, TernaryMatrix};
 
 /// What to measure; [`kernels_report`] uses [`ReportConfig::full`].
 struct ReportConfig {
@@ -109,8 +109,39 @@ fn report(threads: usize, cfg: &ReportConfig) -> Result<Value> {
             "copy_gbps": copy_gbps,
             "gemv": gemv,
             "gemm": gemm,
+            "gemv_paths": gemv_paths(cfg)?,
         }))
     })
+}
+
+/// The integer GEMV on every instruction-set path this CPU has (the scalar specification, the
+/// portable path the compiler vectorises, the SIMD tiles) at the projection shapes, with each
+/// path's speed relative to the AVX2 tile (`vs_avx2`, when present) and to the scalar one.
+fn gemv_paths(cfg: &ReportConfig) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for &(n, k) in cfg.gemm.iter() {
+        let w = random_ternary(n, k)?;
+        let x: Vec<i8> = (0..k)
+            .map(|i| ((i * 7919 % 255) as i32 - 127) as i8)
+            .collect();
+        let mut y = vec![0i32; n];
+        let mut us = Vec::new();
+        for &isa in available_isas() {
+            let (best, _) = time_us(cfg.min_time, || gemv_with(isa, &w, &x, &mut y))?;
+            us.push((isa, best));
+        }
+        let of = |want: Isa| us.iter().find(|(i, _)| *i == want).map(|(_, t)| *t);
+        for &(isa, t) in &us {
+            rows.push(json!({
+                "shape": [n, k],
+                "isa": format!("{isa:?}"),
+                "us": t,
+                "vs_avx2": of(Isa::Avx2).map(|a| a / t),
+                "vs_scalar": of(Isa::Scalar).map(|a| a / t),
+            }));
+        }
+    }
+    Ok(rows)
 }
 
 /// STREAM-style copy bandwidth in GB/s (10^9 bytes/s, read + write counted), best of `passes`,
@@ -217,6 +248,12 @@ mod tests {
         assert!((g["ternary_gbps"].as_f64().unwrap() - want).abs() < 1e-9 * want);
         assert_eq!(r["gemm"][0]["batch"], 9);
         assert!(r["gemm"][0]["ternary_gflops"].as_f64().unwrap() > 0.0);
+        // One GEMV row per instruction-set path for each GEMM shape; the scalar path is 1× itself.
+        let paths = r["gemv_paths"].as_array().unwrap();
+        assert_eq!(paths.len(), tritter_kernels::available_isas().len());
+        assert!(paths.iter().any(|p| p["isa"] == "Portable"));
+        let scalar = paths.iter().find(|p| p["isa"] == "Scalar").unwrap();
+        assert!((scalar["vs_scalar"].as_f64().unwrap() - 1.0).abs() < 1e-12);
     }
 
     /// The published measurement, until `tritter bench kernels --json` is wired:

@@ -13,6 +13,7 @@ mod cuda;
 #[cfg(feature = "cuda")]
 mod cuda_variants;
 pub mod decode;
+pub mod host;
 pub mod kernels;
 pub mod repomap;
 pub mod train;
@@ -75,7 +76,7 @@ pub fn run(
         // reads RAYON_NUM_THREADS: set it before any of their threads start.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
-    let report = match what {
+    let mut report = match what {
         BenchWhat::Kernels => crate::bench::kernels::kernels_report(threads)?,
         BenchWhat::Decode => crate::bench::decode::decode_report(threads)?,
         BenchWhat::Attention => crate::bench::attention::attention_report(threads)?,
@@ -95,6 +96,9 @@ pub fn run(
         ),
         BenchWhat::Repomap => crate::bench::repomap::repomap_report(1000)?,
     };
+    if let Some(obj) = report.as_object_mut() {
+        obj.insert("host".into(), crate::bench::host::host_json(threads));
+    }
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else if what == BenchWhat::Decode {

@@ -33,13 +33,14 @@ pub(crate) fn detect() -> Vec<Isa> {
 /// Tokens per GEMM tile for `isa` (the activation packing in `crate::matmul` follows it).
 pub(crate) fn tile_tokens(isa: Isa) -> usize {
     match isa {
-        Isa::Scalar => 1,
+        Isa::Scalar | Isa::Portable => 1,
         Isa::Avx2 => 4,
         Isa::Avx512 | Isa::Avx512Vnni => 16,
     }
 }
 
-/// Quantises one row with `isa`'s SIMD quantiser; `None` for [`Isa::Scalar`].
+/// Quantises one row with `isa`'s SIMD quantiser; `None` for [`Isa::Scalar`] and
+/// [`Isa::Portable`].
 ///
 /// # Safety
 /// `isa` must be one [`detect`] returned; `x.len() == out.len()`.
@@ -47,7 +48,7 @@ pub(crate) unsafe fn quantize_row(isa: Isa, x: &[f32], out: &mut [i8]) -> Option
     // SAFETY: the caller guarantees the CPU features and equal lengths.
     unsafe {
         match isa {
-            Isa::Scalar => None,
+            Isa::Scalar | Isa::Portable => None,
             Isa::Avx2 => Some(avx2::quantize_row(x, out)),
             Isa::Avx512 | Isa::Avx512Vnni => Some(avx512::quantize_row(x, out)),
         }
