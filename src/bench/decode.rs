@@ -126,7 +126,8 @@ fn decode_rows(bw_gbps: f64, threads: usize) -> Result<Vec<Value>> {
 
 /// The decode report: the kernel report's object (`copy_gbps`, `gemv`, `gemm`, ...) plus
 /// `decode`, a list of `{model, head, tokens_per_s, prefill_tokens_per_s, bound_tokens_per_s,
-/// ratio_to_bound, bytes_per_token, ...}`. Runs on a rayon pool of `threads` threads.
+/// ratio_to_bound, bytes_per_token, ...}`, and `profile`, the 2B4T step taken apart
+/// (`bench::profile`). Runs on a rayon pool of `threads` threads.
 pub fn decode_report(threads: usize) -> Result<Value> {
     let mut report = crate::bench::kernels::kernels_report(threads)?;
     let bw = report["copy_gbps"]
@@ -137,6 +138,19 @@ pub fn decode_report(threads: usize) -> Result<Value> {
         .build()
         .context("building the benchmark thread pool")?;
     let rows = pool.install(|| decode_rows(bw, threads))?;
+    // The step the profile is compared with: the 2B4T decode with the f16 head.
+    let step = rows
+        .iter()
+        .find(|r| r["model"] == "bitnet-b1.58-2b4t" && r["head"] == "f16")
+        .and_then(|r| r["tokens_per_s"].as_f64())
+        .map_or(f64::NAN, |t| 1e6 / t);
+    let context = cases()
+        .iter()
+        .map(|c| c.prompt + c.decode / 2)
+        .max()
+        .unwrap_or(0);
+    report["profile"] =
+        pool.install(|| crate::bench::profile::decode_profile(bw, context, step))?;
     report["decode"] = Value::Array(rows);
     Ok(report)
 }

@@ -15,6 +15,7 @@ mod cuda_variants;
 pub mod decode;
 pub mod host;
 pub mod kernels;
+pub mod profile;
 pub mod repomap;
 pub mod train;
 pub mod vision;
