@@ -76,7 +76,9 @@ class Tokenizer:
         self.inv = {i: t for t, i in self.vocab.items()}
         for a in tj.get("added_tokens", []):
             self.inv[a["id"]] = a["content"]
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        merges = [
+            tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]
+        ]
         self.ranks = {m: r for r, m in enumerate(merges)}
         self.byte_map = bytes_to_unicode()
         self.unbyte = {c: b for b, c in self.byte_map.items()}
@@ -118,4 +120,3 @@ class Tokenizer:
     def decode(self, ids):
         chars = "".join(self.inv[i] for i in ids)
         return bytes(self.unbyte[c] for c in chars).decode("utf-8", errors="replace")
-

