@@ -448,7 +448,7 @@ def main(argv=None):
     log = lambda m: print(f"eval_model: {m}", file=sys.stderr, flush=True)  # noqa: E731
     if args.encode:
         tok = Tokenizer(os.path.join(args.model or DEFAULT_MODEL, "tokenizer.json"))
-        with open(args.encode, encoding="utf-8") as f:
+        with open(args.encode, encoding="utf-8", newline="") as f:
             print(json.dumps(tok.encode(f.read())))
         return 0
     if args.make_heldout:
