@@ -11,7 +11,8 @@ assets/default-model/SOURCES.md):
   training file;
 * function prompts: Python functions with a docstring from those files and from the standard
   library files the recipe's filter left out by size (over 60,000 bytes, outside test folders),
-  with the miner's rules (no tests or dunders, a docstring of 20+ characters, 3+ body lines),
+  with the miner's rules (no tests or dunders, a docstring of 20+ characters, 3+ body lines) and
+  a prompt of at most 2,048 bytes (room for the reply in a 1,024-token context),
   less any whose code (docstring removed, whitespace collapsed) occurs in a training file or
   whose shingles reach Jaccard 0.7 with a training function's. Order: SHA-1 of
   `path:line:name`, so the first N are a fixed, spread-out sample.
@@ -44,6 +45,9 @@ MIN_BYTES, MAX_BYTES = 200, 60000
 VAL_FRACTION, SEED = 0.05, 0
 NEAR = (5, True, 0.7)
 MAX_FUNCTIONS = 500
+# A prompt must leave room for the completion in a small model's context (v1: 1,024 tokens, 256
+# of them for the reply): 2,048 bytes is about 550 of v1's tokens.
+MAX_PROMPT_BYTES = 2048
 
 
 def stdlib_dir():
@@ -148,7 +152,8 @@ def build(std, sources_md):
                 continue
             if train_near.near(it["code_nodoc"]) or not shingles(it["code_nodoc"], 5, True):
                 continue
-            if prompt_of(text, it["line"]) is None:
+            pr = prompt_of(text, it["line"])
+            if pr is None or len(pr[0].rstrip().encode()) > MAX_PROMPT_BYTES:
                 continue
             key = hashlib.sha1(f"{r}:{it['line']}:{it['name']}".encode()).hexdigest()
             funcs.append((key, r, it["line"], it["name"]))

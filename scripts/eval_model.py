@@ -256,6 +256,9 @@ class Model:
         )
         if p.returncode != 0:
             raise RuntimeError(f"tritter -p failed: {p.stderr.decode('utf-8', 'replace')[-500:]}")
+        note = p.stderr.decode("utf-8", "replace").strip()
+        if note:  # e.g. a prompt cut to fit the context
+            print(f"eval_model: tritter said: {note[-300:]}", file=sys.stderr, flush=True)
         out = json.loads(p.stdout)
         return out["reply"], out["tokens"], out["tokens"] >= self.max_new
 
