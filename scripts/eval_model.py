@@ -298,10 +298,10 @@ def eval_perplexity(model, texts, files, window, log):
             f_nll += a
             f_tok += b
         nb = len(texts[r].encode("utf-8"))
-        per_file.append({"path": r, "tokens": f_tok, "mean_nll": f_nll / f_tok})
+        per_file.append({"path": r, "tokens": f_tok, "mean_nll": f_nll / max(f_tok, 1)})
         nll, tokens, nbytes = nll + f_nll, tokens + f_tok, nbytes + nb
         log(
-            f"perplexity {k + 1}/{len(files)} {r}: {f_tok} tokens, ppl {math.exp(f_nll / f_tok):.2f}"
+            f"perplexity {k + 1}/{len(files)} {r}: {f_tok} tokens, ppl {math.exp(f_nll / max(f_tok, 1)):.2f}"
         )
     out = ppl_figures(nll, tokens, nbytes)
     out.update({"files": len(files), "window": window, "per_file": per_file})
