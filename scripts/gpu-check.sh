@@ -77,7 +77,8 @@ step() {
 
 step kernel-tests sh -c "'$bin/test-cuda' --test-threads=1 --nocapture >'$out/test-kernels.txt' 2>&1"
 step model-tests sh -c "'$bin/test-gpu' --test-threads=1 --nocapture >'$out/test-model.txt' 2>&1"
-step prompt-cuda sh -c "'$bin/tritter' -p 'def fibonacci(n):' --device cuda --json >>'$out/cli.txt' 2>&1"
+step prompt-cuda sh -c "'$bin/tritter' -p 'def fibonacci(n):' --device cuda --json >'$out/prompt-cuda.json' 2>>'$out/cli.txt' && cat '$out/prompt-cuda.json' >>'$out/cli.txt'"
+step plan-rtx5080 sh -c "for p in bitnet-b1.58-2b4t tritter-7b; do '$bin/tritter' plan --gpu --preset \$p --context 131072 --budget 16GiB || exit 1; done >>'$out/cli.txt' 2>&1"
 step logits-cli sh -c "'$bin/tritter' logits --model tests/golden/packed_tied_gqa --ids 1,5,9,200,17,3 --device cuda --out '$bin/l_gpu.safetensors' >>'$out/cli.txt' 2>&1 && '$bin/tritter' logits --model tests/golden/packed_tied_gqa --ids 1,5,9,200,17,3 --out '$bin/l_cpu.safetensors' >>'$out/cli.txt' 2>&1 && python3 -c '
 import sys
 from safetensors.numpy import load_file
@@ -150,11 +151,11 @@ for v in lines:
         print("variant gemm512 %-20s dp4a %.1f TOPS, mma %.1f TOPS (%.2fx)"
               % (v["shape"], v["dp4a_tops"], v["mma_tops"], v["speedup"]))
     elif sec == "attention":
-        print("variant attention %s ctx %d: default %.1f us, grouped %.1f us (%.2fx)"
-              % (v["kv"], v["context"], v["default_us"], v["grouped_us"], v["speedup"]))
+        print("variant attention %s ctx %d: plain %.1f us, grouped %.1f us (%.2fx)"
+              % (v["kv"], v["context"], v.get("plain_us", v.get("default_us")), v["grouped_us"], v["speedup"]))
     elif sec == "decode":
         prof = v.get("profile") or {}
-        sp = v.get("speedup_vs_default")
+        sp = v.get("speedup_vs_plain")
         print("variant decode %-15s %.0f tok/s%s, prefill %.0f tok/s, graph step %s ms; profile: %s"
               % (v["variant"], v["tokens_per_s"], "" if sp is None else " (%.2fx)" % sp, v["prefill_tokens_per_s"],
                  v.get("graph_step_gpu_ms"),
