@@ -74,7 +74,7 @@ step() {
 
 {
   echo "== nvidia-smi"
-  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1
+  nvidia-smi --query-gpu=name,compute_cap,memory.total,memory.free,driver_version,clocks.sm,clocks.mem --format=csv 2>&1
   echo "== libraries"
   ldd "$bin/tritter" | grep -E 'cuda|cublas|curand|nvrtc'
 } >"$out/cli.txt" 2>&1
