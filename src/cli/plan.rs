@@ -103,10 +103,10 @@ fn render_gpu(a: &PlanArgs, dims: &ModelDims) -> Result<String> {
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
     let choice = match choice {
         Ok(f) => format!(
-            "--device cuda on this card: {} (free {:.3} GiB after the CUDA context, {:.3} GiB \
+            "--device cuda on this card: {} (free: after the {:.3} GiB CUDA context; {:.3} GiB \
              kept as headroom)",
             f.summary(),
-            gib(f.free),
+            gib(GPU_CONTEXT_BYTES),
             gib(GPU_HEADROOM_BYTES)
         ),
         Err(e) => format!("--device cuda on this card: refused: {e}"),
