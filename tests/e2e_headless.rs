@@ -84,6 +84,10 @@ fn json_prints_one_object() {
     assert_eq!(text.lines().count(), 1, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["reply"], expected_reply("json please"));
+    // Where it ran and, on a GPU only, the cache sized to the card.
+    assert_eq!(v["device"], "cpu");
+    assert_eq!(v["context_limit"], 2048);
+    assert!(v["gpu_cache"].is_null(), "{v}");
     assert!(v["tokens"].as_u64().unwrap() > 10);
     assert!(v["tok_per_s"].as_f64().unwrap() >= 0.0);
     assert!(v["first_token_ms"].as_f64().unwrap() >= 0.0);

@@ -42,6 +42,11 @@ pub trait Decoder {
     }
     /// Where it runs, for people: `cpu`, `cuda:0 (NVIDIA H200)`.
     fn device_name(&self) -> String;
+    /// The KV kind, window and context chosen for the device's free memory
+    /// ([`crate::plan_gpu::fit`]), when the decoder was sized to one.
+    fn gpu_fit(&self) -> Option<&crate::plan_gpu::GpuFit> {
+        None
+    }
 }
 
 fn no_latent(device: &str) -> Error {
@@ -91,7 +96,10 @@ pub fn open(
     }
     match compute {
         Compute::Cpu => Ok(Box::new(CpuModel::new(model)?)),
-        Compute::Cuda(n) => open_cuda(model, n, profile),
+        Compute::Cuda(n) => {
+            crate::gpu_scope::check(model.config())?;
+            open_cuda(model, n, profile)
+        }
     }
 }
 
@@ -102,11 +110,31 @@ fn open_cuda(
     profile: Profile,
 ) -> Result<Box<dyn Decoder + Send>> {
     use crate::gpu::{GpuModel, GpuOptions};
+    let cfg = model.config();
     let opts = match profile {
-        Profile::Reference => GpuOptions::reference(model.config()),
-        Profile::Fast => GpuOptions::fast(model.config()),
+        Profile::Reference => GpuOptions::reference(cfg),
+        Profile::Fast => GpuOptions::fast(cfg),
     };
-    Ok(Box::new(GpuModel::new(model, opts, ordinal)?))
+    if profile == Profile::Reference {
+        return Ok(Box::new(GpuModel::new(model, opts, ordinal)?));
+    }
+    // Chat: the cache sized to the memory the device has free once its context exists.
+    let gpu = tritter_kernels::cuda::Gpu::new(ordinal).map_err(|e| Error::Kernel(e.to_string()))?;
+    let (free, _) = gpu.mem_info().map_err(|e| Error::Kernel(e.to_string()))?;
+    let req = crate::plan_gpu::GpuFitRequest::chat(cfg);
+    let dims = crate::plan::ModelDims::from_config(cfg);
+    let fit = crate::plan_gpu::fit(&dims, free as u64, &req)
+        .map_err(|e| Error::Invalid(format!("cuda:{ordinal} ({}): {e}", gpu.name())))?;
+    let opts = GpuOptions {
+        kv: req.kv,
+        window: fit.window,
+        max_context: fit.context,
+        max_chunk: req.chunk,
+        head_f16: req.head_f16,
+        fit: Some(fit),
+        ..opts
+    };
+    Ok(Box::new(GpuModel::with_gpu(model, opts, gpu)?))
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -200,6 +228,10 @@ impl Decoder for crate::gpu::GpuModel {
     fn device_name(&self) -> String {
         format!("cuda:{} ({})", self.gpu().ordinal(), self.gpu().name())
     }
+
+    fn gpu_fit(&self) -> Option<&crate::plan_gpu::GpuFit> {
+        self.fit()
+    }
 }
 
 #[cfg(test)]
@@ -230,5 +262,28 @@ mod tests {
                 .unwrap();
             assert!(e.to_string().contains("no CUDA support"), "{e}");
         }
+    }
+
+    /// Item 5 of issue #19: the CUDA path masks causally only, so other modes are refused on
+    /// `cuda` (in every build, before a device is opened) and still run on the CPU.
+    #[test]
+    fn non_causal_modes_are_refused_on_cuda_by_name() {
+        let mut cfg = Config::tritter_tiny();
+        cfg.vocab_size = 32;
+        cfg.hidden_size = 32;
+        cfg.intermediate_size = 48;
+        cfg.num_layers = 1;
+        cfg.num_heads = 2;
+        cfg.num_kv_heads = 1;
+        cfg.head_dim = 16;
+        cfg.attention_mode = crate::attn::AttentionMode::Bidirectional;
+        let mut src = crate::random::RandomSource::new(1, &candle_core::Device::Cpu);
+        let m = Transformer::load(&cfg, &mut src, &candle_core::Device::Cpu).unwrap();
+        let e = open(&m, Compute::Cuda(0), Profile::Fast).err().unwrap();
+        assert!(
+            e.to_string().contains("attention_mode bidirectional"),
+            "{e}"
+        );
+        assert!(open(&m, Compute::Cpu, Profile::Fast).is_ok());
     }
 }

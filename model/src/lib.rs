@@ -18,6 +18,7 @@ pub mod export;
 pub mod generation;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod gpu_scope;
 pub mod hybrid;
 pub mod infer;
 pub mod latent;

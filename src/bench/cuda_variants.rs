@@ -1,14 +1,15 @@
 //! `tritter bench variants --device cuda` (feature `cuda`): each speed variant of the CUDA path
-//! (`tritter_kernels::cuda::Tuning`, the fused residual add) against the default path, every
-//! ratio within one process. Printed as JSON lines, one per measurement as it completes, so a
-//! variant that fails on a GPU (they are off by default until one has run) leaves the lines
+//! (`tritter_kernels::cuda::Tuning`, the fused residual add) against the plain path
+//! (`Tuning::plain`, every variant off), every ratio within one process. Printed as JSON lines,
+//! one per measurement as it completes, so a variant that fails on a GPU leaves the lines
 //! before it; the order runs from the least to the most intrusive change:
 //! - `gemv`: the decode GEMV at the 2B4T shapes, graph-replayed (weights rotated past the L2),
-//!   default vs register GEMV, with and without programmatic dependent launch;
+//!   plain vs register GEMV, with and without programmatic dependent launch;
 //! - `gemm512`: the prefill GEMM (512 tokens), dp4a vs int8 tensor cores;
-//! - `attention`: decode attention per layer, default vs grouped-query blocks;
-//! - `decode`: the 2B4T-shaped random model (INT4 cache, f16 head): tokens/s of the default and
-//!   of each variant alone and all together, with a per-operation profile of one step each.
+//! - `attention`: decode attention per layer, plain vs grouped-query blocks;
+//! - `decode`: the 2B4T-shaped random model (INT4 cache, f16 head): tokens/s of the plain path,
+//!   of each variant alone, of the default set (`Tuning::default` + fused residual add) and of
+//!   all together, with a per-operation profile of one step each.
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -24,15 +25,15 @@ use crate::bench::cuda::{
 };
 use crate::bench::decode::ids;
 
-/// The GEMV variants measured besides the default (shared-memory staging, plain launches).
+/// The GEMV variants measured besides the plain one (shared-memory staging, plain launches).
 fn gemv_variants() -> [(&'static str, Tuning); 3] {
     let regs = Tuning {
         gemv_regs: true,
-        ..Tuning::default()
+        ..Tuning::plain()
     };
     let pdl = Tuning {
         pdl: true,
-        ..Tuning::default()
+        ..Tuning::plain()
     };
     [
         ("regs", regs),
@@ -44,7 +45,7 @@ fn gemv_variants() -> [(&'static str, Tuning); 3] {
 /// The decode variants: each speed option alone (programmatic dependent launch last), then
 /// all together. `(label, tuning, fuse_residual)`.
 fn decode_variants() -> Vec<(&'static str, Tuning, bool)> {
-    let d = Tuning::default();
+    let d = Tuning::plain();
     vec![
         (
             "attn_skip_empty",
@@ -80,6 +81,7 @@ fn decode_variants() -> Vec<(&'static str, Tuning, bool)> {
             false,
         ),
         ("pdl", Tuning { pdl: true, ..d }, false),
+        ("default", Tuning::default(), true),
         (
             "all_but_pdl",
             Tuning {
@@ -110,11 +112,11 @@ fn gemv_lines(g: &mut Gpu, copy: f64, emit: &mut dyn FnMut(Value) -> Result<()>)
             })?
             .map(|t| t / copies as f64))
         };
-        g.set_tuning(Tuning::default())?;
+        g.set_tuning(Tuning::plain())?;
         let base = measure(g)?;
         let frac = |ms: f64| bytes / (ms * 1e-3) / 1e9 / copy;
         emit(json!({
-            "section": "gemv", "shape": name, "variant": "default",
+            "section": "gemv", "shape": name, "variant": "plain",
             "graph_us": base.map(|t| t * 1e3), "fraction_of_copy": base.map(frac),
         }))?;
         for (label, tuning) in gemv_variants() {
@@ -128,10 +130,10 @@ fn gemv_lines(g: &mut Gpu, copy: f64, emit: &mut dyn FnMut(Value) -> Result<()>)
             emit(json!({
                 "section": "gemv", "shape": name, "variant": label,
                 "graph_us": t.map(|t| t * 1e3), "fraction_of_copy": t.map(frac),
-                "speedup_vs_default": base.zip(t).map(|(b, t)| b / t),
+                "speedup_vs_plain": base.zip(t).map(|(b, t)| b / t),
             }))?;
         }
-        g.set_tuning(Tuning::default())?;
+        g.set_tuning(Tuning::plain())?;
     }
     Ok(())
 }
@@ -139,7 +141,7 @@ fn gemv_lines(g: &mut Gpu, copy: f64, emit: &mut dyn FnMut(Value) -> Result<()>)
 fn gemm_lines(g: &mut Gpu, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<()> {
     let mma = Tuning {
         gemm_mma: true,
-        ..Tuning::default()
+        ..Tuning::plain()
     };
     for (i, &(name, n, k)) in SHAPES.iter().take(5).enumerate() {
         let w = g.upload_ternary(&random_g2(n, k, 200 + i as u64))?;
@@ -148,7 +150,7 @@ fn gemm_lines(g: &mut Gpu, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<
         let out = g.zeros::<f32>(n * 512)?;
         g.act_quant(&dx, 0, 512, &act)?;
         let ops = 2.0 * 512.0 * (n * k) as f64;
-        g.set_tuning(Tuning::default())?;
+        g.set_tuning(Tuning::plain())?;
         let dp4a = g.time_ms(2, 10, || g.ternary(&w, &act, 512, &out, 0))?;
         let line = match g.set_tuning(mma) {
             Ok(()) => {
@@ -162,7 +164,7 @@ fn gemm_lines(g: &mut Gpu, emit: &mut dyn FnMut(Value) -> Result<()>) -> Result<
             }
             Err(e) => json!({"section": "gemm512", "shape": name, "error": e.to_string()}),
         };
-        g.set_tuning(Tuning::default())?;
+        g.set_tuning(Tuning::plain())?;
         emit(line)?;
     }
     Ok(())
@@ -183,7 +185,7 @@ fn attention_lines(g: &mut Gpu, emit: &mut dyn FnMut(Value) -> Result<()>) -> Re
     let scale = 1.0 / (d as f32).sqrt();
     let grouped = Tuning {
         attn_group: true,
-        ..Tuning::default()
+        ..Tuning::plain()
     };
     for kind in [GpuKvKind::F16, GpuKvKind::Int4] {
         for ctx in [4096usize, 65536] {
@@ -198,15 +200,15 @@ fn attention_lines(g: &mut Gpu, emit: &mut dyn FnMut(Value) -> Result<()>) -> Re
                 p += t;
             }
             g.write(&[ctx as i32], &mut base)?;
-            g.set_tuning(Tuning::default())?;
+            g.set_tuning(Tuning::plain())?;
             let t0 = g.time_ms(5, 50, || g.attention(&q, 1, h, &kv, &base, scale, &s, &out))?;
             g.set_tuning(grouped)?;
             let t1 = g.time_ms(5, 50, || g.attention(&q, 1, h, &kv, &base, scale, &s, &out))?;
-            g.set_tuning(Tuning::default())?;
+            g.set_tuning(Tuning::plain())?;
             let bytes = (kind.bytes_per_head(d) * hkv * (ctx + 1)) as f64;
             emit(json!({
                 "section": "attention", "kv": format!("{kind:?}"), "context": ctx,
-                "default_us": t0 * 1e3, "grouped_us": t1 * 1e3, "speedup": t0 / t1,
+                "plain_us": t0 * 1e3, "grouped_us": t1 * 1e3, "speedup": t0 / t1,
                 "grouped_cache_gbps": bytes / (t1 * 1e-3) / 1e9,
             }))?;
         }
@@ -219,17 +221,23 @@ fn decode_lines(ordinal: usize, emit: &mut dyn FnMut(Value) -> Result<()>) -> Re
     let mut src = RandomSource::new(7, &candle_core::Device::Cpu);
     let model = Transformer::load(&cfg, &mut src, &candle_core::Device::Cpu)?;
     let (prompt, decode) = (512usize, 128usize);
-    let mut m = GpuModel::new(&model, GpuOptions::fast(&cfg), ordinal)?;
+    let mut m = GpuModel::new(&model, GpuOptions::fast(&cfg).plain(), ordinal)?;
     drop(model);
     let last = ids(1, cfg.vocab_size, 9)[0];
     let (pre, dec) = gpu_speed(&mut m, prompt, decode, 3)?;
     emit(json!({
-        "section": "decode", "variant": "default", "tokens_per_s": dec,
+        "section": "decode", "variant": "plain", "tokens_per_s": dec,
         "prefill_tokens_per_s": pre, "graph_step_gpu_ms": m.graph_step_ms(20)?,
         "profile": profile_json(&m.profile_step(last)?),
         "prompt_tokens": prompt, "decode_tokens": decode,
     }))?;
     for (label, tuning, fuse) in decode_variants() {
+        // The default set is what a `Gpu` runs: trimmed to the device.
+        let tuning = if label == "default" {
+            m.gpu().runnable(tuning)?
+        } else {
+            tuning
+        };
         if let Err(e) = m.retune(tuning, fuse) {
             emit(json!({"section": "decode", "variant": label, "error": e.to_string()}))?;
             continue;
@@ -237,8 +245,8 @@ fn decode_lines(ordinal: usize, emit: &mut dyn FnMut(Value) -> Result<()>) -> Re
         let (vpre, vdec) = gpu_speed(&mut m, prompt, decode, 3)?;
         emit(json!({
             "section": "decode", "variant": label, "tokens_per_s": vdec,
-            "speedup_vs_default": vdec / dec, "prefill_tokens_per_s": vpre,
-            "prefill_speedup_vs_default": vpre / pre,
+            "speedup_vs_plain": vdec / dec, "prefill_tokens_per_s": vpre,
+            "prefill_speedup_vs_plain": vpre / pre,
             "graph_step_gpu_ms": m.graph_step_ms(20)?,
             "profile": profile_json(&m.profile_step(last)?),
         }))?;

@@ -181,14 +181,16 @@ pub enum Command {
         /// Rolling attention window in tokens (0 = full attention); plans 4 sinks with it.
         #[arg(long, default_value_t = 0)]
         window: usize,
-        /// KV cache kind: f32, f16, bf16, int4 (or int4-gG-rR).
-        #[arg(long, default_value = "f16")]
-        kv: String,
+        /// KV cache kind: f32, f16, bf16, int4 (or int4-gG-rR); default f16, int4 with --gpu
+        /// (what `--device cuda` runs).
+        #[arg(long)]
+        kv: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
         /// Plan the CUDA build's GPU memory instead (weights, f16 head, GPU KV cache, scratch,
-        /// CUDA context) against the budget (an RTX 5080 has 16 GiB).
+        /// CUDA context) against the budget (an RTX 5080 has 16 GiB), and the cache
+        /// `--device cuda` would choose on a card of that size.
         #[arg(long)]
         gpu: bool,
     },
@@ -326,7 +328,9 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             context: *context,
             budget: budget.clone(),
             window: *window,
-            kv: kv.clone(),
+            kv: kv
+                .clone()
+                .unwrap_or_else(|| if *gpu { "int4" } else { "f16" }.into()),
             json: *json,
             gpu: *gpu,
         }),

@@ -1,12 +1,16 @@
 //! `tritter plan --preset NAME --context N [--budget 16GiB] [--window W] [--kv KIND] [--json]
 //! [--gpu]`: the memory planner (`tritter_model::plan`, or `plan_gpu` for the CUDA build's GPU
 //! memory with `--gpu`) on the command line. With a window, 4 attention sinks are planned
-//! (StreamingLLM's choice, as the inference caches use).
+//! (StreamingLLM's choice, as the inference caches use). `--gpu` also shows the cache
+//! `--device cuda` would choose on a card with the budget's memory (`plan_gpu::fit`).
 
 use anyhow::{Context, Result};
 use tritter_model::attn::KvKind;
 use tritter_model::plan::{parse_bytes, plan_json, plan_report, ModelDims, PlanOptions};
-use tritter_model::plan_gpu::{gpu_plan, GpuKvKind, GpuPlanOptions};
+use tritter_model::plan_gpu::{
+    fit, gpu_plan, FitError, GpuFit, GpuFitRequest, GpuKvKind, GpuPlanOptions, GPU_CONTEXT_BYTES,
+    GPU_HEADROOM_BYTES,
+};
 
 /// Options of `tritter plan` as given on the command line.
 #[derive(Debug, Clone)]
@@ -38,11 +42,26 @@ pub fn options(a: &PlanArgs) -> Result<PlanOptions> {
     Ok(o)
 }
 
-/// CUDA context and module images, planned on top of the model's own allocations (the decode
-/// benchmark measures the model's allocations alone against `plan_gpu`).
-const GPU_CONTEXT_BYTES: u64 = 512 << 20;
+/// The cache `--device cuda` would choose on a card with `budget` bytes (less the CUDA
+/// context): `plan_gpu::fit` at this kind, window and context.
+fn gpu_choice(
+    dims: &ModelDims,
+    budget: u64,
+    kv: GpuKvKind,
+    a: &PlanArgs,
+) -> Result<GpuFit, FitError> {
+    let req = GpuFitRequest {
+        kv,
+        window: a.window,
+        context: a.context,
+        chunk: 512,
+        head_f16: true,
+    };
+    fit(dims, budget.saturating_sub(GPU_CONTEXT_BYTES), &req)
+}
 
-/// The GPU plan: weights, head, KV cache, scratch, CUDA context, against the budget.
+/// The GPU plan: weights, head, KV cache, scratch, CUDA context, against the budget; and what
+/// `--device cuda` would choose on a card of that size.
 fn render_gpu(a: &PlanArgs, dims: &ModelDims) -> Result<String> {
     let budget = parse_bytes(&a.budget).with_context(|| format!("--budget {}", a.budget))?;
     let kv = GpuKvKind::parse(&a.kv)
@@ -57,7 +76,12 @@ fn render_gpu(a: &PlanArgs, dims: &ModelDims) -> Result<String> {
     let p = gpu_plan(dims, &o);
     let total = p.total + GPU_CONTEXT_BYTES;
     let fits = total <= budget;
+    let choice = gpu_choice(dims, budget, kv, a);
     if a.json {
+        let choice = match &choice {
+            Ok(f) => serde_json::to_value(f)?,
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        };
         return Ok(serde_json::to_string(&serde_json::json!({
             "preset": dims.name,
             "device": "cuda",
@@ -69,14 +93,26 @@ fn render_gpu(a: &PlanArgs, dims: &ModelDims) -> Result<String> {
             "kv_cache": p.kv_cache,
             "scratch": p.scratch,
             "cuda_context": GPU_CONTEXT_BYTES,
+            "headroom": GPU_HEADROOM_BYTES,
             "total": total,
             "budget": budget,
             "fits": fits,
+            "choice": choice,
         }))?);
     }
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let choice = match choice {
+        Ok(f) => format!(
+            "--device cuda on this card: {} (free: after the {:.3} GiB CUDA context; {:.3} GiB \
+             kept as headroom)",
+            f.summary(),
+            gib(GPU_CONTEXT_BYTES),
+            gib(GPU_HEADROOM_BYTES)
+        ),
+        Err(e) => format!("--device cuda on this card: refused: {e}"),
+    };
     Ok(format!(
-        "{} on a GPU, context {} (window {}), {kv:?} KV cache, f16 head:\n  ternary weights + norms {:>8.3} GiB\n  LM head (f16)           {:>8.3} GiB\n  KV cache                {:>8.3} GiB\n  scratch (512-token pass){:>8.3} GiB\n  CUDA context            {:>8.3} GiB\n  total                   {:>8.3} GiB of {:.3} GiB: {}\n",
+        "{} on a GPU, context {} (window {}), {kv:?} KV cache, f16 head:\n  ternary weights + norms {:>8.3} GiB\n  LM head (f16)           {:>8.3} GiB\n  KV cache                {:>8.3} GiB\n  scratch (512-token pass){:>8.3} GiB\n  CUDA context            {:>8.3} GiB\n  total                   {:>8.3} GiB of {:.3} GiB: {}\n{choice}\n",
         dims.name,
         a.context,
         a.window,
@@ -237,5 +273,41 @@ mod tests {
         let mut a = args("tritter-tiny", 0, "f16");
         a.json = false;
         assert!(render(&a).unwrap().contains("tritter-tiny"));
+    }
+
+    /// Item 4 of issue #19: on a 16 GiB RTX 5080, 2B4T and tritter-7b at 128K get the INT4
+    /// cache over the whole context (the figures `plan_gpu`'s tests derive by hand).
+    #[test]
+    fn gpu_plan_shows_the_choice_for_a_16_gib_card() {
+        for (preset, total) in [
+            ("bitnet-b1.58-2b4t", 7_102_230_528u64),
+            ("tritter-7b", 11_797_884_928),
+        ] {
+            let mut a = args(preset, 0, "int4");
+            a.gpu = true;
+            let v: serde_json::Value = serde_json::from_str(&render(&a).unwrap()).unwrap();
+            let c = &v["choice"];
+            assert_eq!(c["kv"], "Int4", "{preset}: {v}");
+            assert_eq!(c["context"], 131_072, "{preset}");
+            assert_eq!(c["window"], 0, "{preset}");
+            assert_eq!(c["shortened"], false, "{preset}");
+            assert_eq!(c["plan"]["total"], total, "{preset}");
+            assert_eq!(c["free"], (16u64 << 30) - GPU_CONTEXT_BYTES, "{preset}");
+            a.json = false;
+            let text = render(&a).unwrap();
+            assert!(
+                text.contains("--device cuda on this card: int4 KV, 131072 ctx"),
+                "{text}"
+            );
+        }
+        let mut a = args("tritter-7b", 0, "int4");
+        a.gpu = true;
+        a.budget = "2GiB".into();
+        let v: serde_json::Value = serde_json::from_str(&render(&a).unwrap()).unwrap();
+        let e = v["choice"]["error"].as_str().unwrap();
+        assert!(
+            e.contains("weights alone") && e.contains("not loaded"),
+            "{e}"
+        );
     }
 }

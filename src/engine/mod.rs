@@ -265,6 +265,8 @@ pub struct EngineInfo {
     pub description: String,
     /// How the model was latent-trained (its `latent.json`), or `None` when it was not.
     pub latent: Option<tritter_model::latent::LatentSpec>,
+    /// On a GPU: the KV kind, window and context chosen for the device's free memory.
+    pub gpu_fit: Option<tritter_model::plan_gpu::GpuFit>,
 }
 
 /// Counts tokens the way the engine's tokenizer does; shared with the UI thread.

@@ -83,6 +83,7 @@ impl ModelEngine {
             accepts_audio: false,
             description,
             latent: None,
+            gpu_fit: None,
         };
         Self {
             model,
@@ -106,13 +107,21 @@ impl ModelEngine {
         self
     }
 
-    /// Moves generation to `compute` (uploads the model for `Compute::Cuda`; INT4 KV cache with
-    /// the config's window, f16 LM head).
+    /// Moves generation to `compute` (uploads the model for `Compute::Cuda`: INT4 KV cache with
+    /// the config's window and the longest context the device's free memory holds, f16 LM
+    /// head; refused when even the weights do not fit).
     pub fn on(mut self, compute: crate::device::Compute) -> Result<Self> {
         let d = tritter_model::decoder::open(&self.model, compute, Profile::Fast)
             .with_context(|| format!("putting the model on {}", compute.name()))?;
         if compute != crate::device::Compute::Cpu {
             self.info.device = d.device_name();
+        }
+        if let Some(fit) = d.gpu_fit() {
+            // Without a window the cache holds `fit.context` tokens: prompts are fitted to it.
+            if fit.window == 0 {
+                self.info.context_limit = self.info.context_limit.min(fit.context);
+            }
+            self.info.gpu_fit = Some(fit.clone());
         }
         self.decoder = Some(d);
         Ok(self)

@@ -129,6 +129,7 @@ impl Engine for ScriptedEngine {
                 "a scripted test engine that echoes the prompt; it is not a language model"
                     .to_string(),
             latent: None,
+            gpu_fit: None,
         }
     }
 

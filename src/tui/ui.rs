@@ -112,6 +112,9 @@ fn welcome(app: &App) -> Vec<Line<'static>> {
                 )),
             ]));
             v.push(Line::styled(i.description.clone(), t.dim()));
+            if let Some(f) = &i.gpu_fit {
+                v.push(Line::styled(format!("GPU cache: {}", f.summary()), t.dim()));
+            }
         }
         Err(e) => v.push(Line::styled(format!("No model is loaded: {e}"), t.error())),
     }
@@ -468,7 +471,13 @@ fn draw_popup(app: &App, f: &mut Frame, main: Rect, composer: Rect) {
 
 fn draw_status(app: &App, f: &mut Frame, area: Rect) {
     let (device, limit) = match &app.engine {
-        Ok(i) => (i.device.clone(), i.context_limit.to_string()),
+        Ok(i) => match &i.gpu_fit {
+            Some(f) => (
+                format!("{} · {}", i.device, f.short()),
+                i.context_limit.to_string(),
+            ),
+            None => (i.device.clone(), i.context_limit.to_string()),
+        },
         Err(_) => ("-".to_string(), "-".to_string()),
     };
     let state = match (app.gen, app.engine.is_ok()) {

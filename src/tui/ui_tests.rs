@@ -545,3 +545,31 @@ fn snapshot_latent_thoughts_shown_and_hidden() {
     assert_eq!(app.chat.messages(), saved);
     assert!(format!("{}", render(&app, 70, 40).backend()).contains("thought 2: reply (0.77)"));
 }
+
+/// On a GPU the status bar names the KV cache the engine sized to the card, and says when the
+/// context was shortened to fit (issue #19).
+#[test]
+fn status_bar_shows_the_gpu_cache_choice() {
+    use tritter_model::plan::ModelDims;
+    use tritter_model::plan_gpu::{fit, GpuFitRequest, GpuKvKind};
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app_in(dir.path());
+    let req = GpuFitRequest {
+        kv: GpuKvKind::Int4,
+        window: 0,
+        context: 131_072,
+        chunk: 512,
+        head_f16: true,
+    };
+    let f = fit(&ModelDims::tritter_7b(), 8 << 30, &req).unwrap();
+    if let Ok(i) = &mut app.engine {
+        i.device = "cuda:0 (GPU)".into();
+        i.context_limit = f.context;
+        i.gpu_fit = Some(f);
+    }
+    let screen = format!("{}", render(&app, 160, 8).backend());
+    assert!(
+        screen.contains("cuda:0 (GPU) · int4 KV, ctx shortened to fit"),
+        "{screen}"
+    );
+}

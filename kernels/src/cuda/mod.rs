@@ -21,8 +21,9 @@
 //!
 //! [`Tuning`] selects kernel variants that change speed (programmatic dependent launch, the
 //! register GEMV, skipping empty attention splits, grouped-query attention blocks, the
-//! tensor-core GEMM); each must give the default path's values, bit for bit except the
-//! grouped attention (same tolerance as the default against the naive statement).
+//! tensor-core GEMM); each must give the plain path's values ([`Tuning::plain`]), bit for bit
+//! except the grouped attention (same tolerance against the naive statement). A new `Gpu`
+//! runs [`Tuning::default`], the variants verified on a GPU, less what its device cannot run.
 
 mod attention;
 mod launch;
@@ -76,7 +77,8 @@ pub struct Gpu {
 }
 
 impl Gpu {
-    /// Opens GPU `ordinal` and loads the kernels.
+    /// Opens GPU `ordinal` and loads the kernels; the kernel variants are the default set
+    /// this device runs.
     pub fn new(ordinal: usize) -> Result<Self, KernelError> {
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| KernelError::Cuda(format!("opening CUDA device {ordinal}: {e}")))?;
@@ -90,13 +92,16 @@ impl Gpu {
             attention: attention::AttentionKernels::load(&ctx)?,
             ops: ops::OpsKernels::load(&ctx)?,
         };
-        Ok(Self {
+        let mut gpu = Self {
             ctx,
             stream,
             k,
             ordinal,
-            tuning: Tuning::default(),
-        })
+            tuning: Tuning::plain(),
+        };
+        // The verified variants this device and the PTX run (`Tuning::default`).
+        gpu.tuning = gpu.runnable(Tuning::default())?;
+        Ok(gpu)
     }
 
     pub fn ordinal(&self) -> usize {

@@ -75,9 +75,10 @@ fn attention_matches_naive_with_window_and_sinks() {
     let Some(mut g) = gpu() else { return };
     let grouped = Tuning {
         attn_group: true,
-        ..Tuning::default()
+        ..Tuning::plain()
     };
-    for tuning in [Tuning::default(), grouped] {
+    let default = g.runnable(Tuning::default()).unwrap();
+    for tuning in [Tuning::plain(), default, grouped] {
         g.set_tuning(tuning).unwrap();
         attention_cases(&g, tuning);
     }

@@ -1,17 +1,17 @@
 //! The speed variants of `Tuning` (register GEMV, fused residual add, skipped attention splits,
-//! tensor-core GEMM, programmatic dependent launch) give the default path's values bit for bit.
+//! tensor-core GEMM, programmatic dependent launch) give the plain path's values bit for bit.
 
 use tritter_kernels::cuda::{Gpu, GpuKvKind, Tuning};
 use tritter_kernels::gpu_ref::G2Matrix;
 
 use super::{gpu, rand, rand_ternary};
 
-/// The bit-identical speed variants to compare with the default path: each alone, all but
-/// programmatic dependent launch, and all (grouped attention, which reorders float sums, is
-/// checked against the naive statement instead); those the device or the PTX cannot run are
-/// left out (noted).
+/// The bit-identical speed variants to compare with the plain path (`Tuning::plain`): each
+/// alone, all but programmatic dependent launch, and all (grouped attention, which reorders
+/// float sums, is checked against the naive statement instead); those the device or the PTX
+/// cannot run are left out (noted).
 fn variants(g: &mut Gpu) -> Vec<Tuning> {
-    let d = Tuning::default();
+    let d = Tuning::plain();
     let all = Tuning::all();
     let candidates = [
         Tuning {
@@ -52,13 +52,13 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// Every speed variant gives the default path's values bit for bit: the register GEMV over
+/// Every speed variant gives the plain path's values bit for bit: the register GEMV over
 /// every register width (k up to 16384) and past it (the shared-memory kernel again), the
 /// residual add fused into the GEMV/GEMM epilogue, attention with empty splits skipped over
 /// chunked prefill and decode, and a dependent chain of launches under programmatic dependent
 /// launch (a kernel that ran ahead of its inputs would change the result).
 #[test]
-fn speed_variants_equal_the_default_path() {
+fn speed_variants_equal_the_plain_path() {
     let Some(mut g) = gpu() else { return };
     let vs = variants(&mut g);
     // GEMV / GEMM, plain and accumulating.
@@ -111,7 +111,7 @@ fn speed_variants_equal_the_default_path() {
                 "{t:?}: accumulate n {n} k {k} m {m}"
             );
         }
-        g.set_tuning(Tuning::default()).unwrap();
+        g.set_tuning(Tuning::plain()).unwrap();
     }
     // Attention over a cache filled chunk by chunk (windowed and not, past the window).
     for &(heads, hkv, d, window, sinks, total, chunk, cap) in &[
@@ -125,7 +125,7 @@ fn speed_variants_equal_the_default_path() {
         let k = rand(total * hkv * d, 22);
         let v = rand(total * hkv * d, 23);
         let mut outs: Vec<Vec<u32>> = vec![];
-        for t in std::iter::once(Tuning::default()).chain(vs.iter().copied()) {
+        for t in std::iter::once(Tuning::plain()).chain(vs.iter().copied()) {
             g.set_tuning(t).unwrap();
             let kv = g
                 .kv_cache(GpuKvKind::Int4, cap, hkv, d, window, sinks, 10000.0)
@@ -165,7 +165,7 @@ fn speed_variants_equal_the_default_path() {
     let norm = g.upload(&rand(k, 32)).unwrap();
     let x0 = rand(k, 33);
     let mut results = vec![];
-    for t in std::iter::once(Tuning::default()).chain(vs.iter().copied()) {
+    for t in std::iter::once(Tuning::plain()).chain(vs.iter().copied()) {
         g.set_tuning(t).unwrap();
         let x = g.upload(&x0).unwrap();
         let act = g.act_buf(k, 1).unwrap();
@@ -181,5 +181,5 @@ fn speed_variants_equal_the_default_path() {
     for (i, r) in results.iter().enumerate().skip(1) {
         assert!(r == &results[0], "{:?}: dependent chain differs", vs[i - 1]);
     }
-    g.set_tuning(Tuning::default()).unwrap();
+    g.set_tuning(Tuning::plain()).unwrap();
 }

@@ -17,7 +17,7 @@ mod graph;
 mod profile;
 mod upload;
 
-use crate::config::{Config, QkNormKind, WeightFormat};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::transformer::Transformer;
 use graph::Graph;
@@ -30,24 +30,10 @@ fn kerr(e: KernelError) -> Error {
     Error::Kernel(e.to_string())
 }
 
-/// What the GPU path cannot run, refused before a device is opened: Chameleon's per-head q/k
-/// LayerNorm and dense (unquantised) linears.
+/// What the GPU path cannot run, refused before a device is opened (`gpu_scope::check`:
+/// Chameleon's per-head q/k LayerNorm, dense linears, attention modes other than causal).
 fn check_supported(cfg: &Config) -> Result<()> {
-    if cfg.qk_norm == Some(QkNormKind::Layernorm) {
-        return Err(Error::Invalid(
-            "the CUDA path does not support the per-head LayerNorm QK-Norm (qk_norm \"layernorm\", \
-             Chameleon); run this model on the CPU"
-                .into(),
-        ));
-    }
-    if cfg.weight_format == WeightFormat::Dense {
-        return Err(Error::Invalid(
-            "the CUDA path runs ternary models only; this one has dense (unquantised) linears; \
-             run it on the CPU"
-                .into(),
-        ));
-    }
-    Ok(())
+    crate::gpu_scope::check(cfg)
 }
 
 /// Options of a [`GpuModel`].
@@ -67,16 +53,21 @@ pub struct GpuOptions {
     pub head_f16: bool,
     /// Replay single-token steps as a CUDA graph.
     pub graphs: bool,
-    /// Kernel variants (speed only; off by default, see [`Tuning`]).
+    /// Kernel variants (speed only, see [`Tuning`]): [`Tuning::default`], the set verified on
+    /// a GPU, is trimmed to what the device runs; any other set is refused where it cannot run.
     pub tuning: Tuning,
     /// Add the o and down projections to the residual stream in the GEMV/GEMM epilogue
-    /// instead of a separate add (pre-norm and subln placements; the same values).
+    /// instead of a separate add (pre-norm and subln placements; the same values, bit for bit
+    /// on an H200). On by default.
     pub fuse_residual: bool,
+    /// What [`crate::plan_gpu::fit`] chose for the device, when the cache was sized to it
+    /// (`decoder::open` with `Profile::Fast`); shown by the status bar and `-p --json`.
+    pub fit: Option<crate::plan_gpu::GpuFit>,
 }
 
 impl GpuOptions {
     /// Reference settings for `cfg` (f32 cache and head, the config's window and sinks): what
-    /// the CPU inference path computes by default.
+    /// the CPU inference path computes by default, with the default speed variants.
     pub fn reference(cfg: &Config) -> Self {
         let c = crate::infer::CacheOptions::from_config(cfg);
         Self {
@@ -88,16 +79,27 @@ impl GpuOptions {
             head_f16: false,
             graphs: true,
             tuning: Tuning::default(),
-            fuse_residual: false,
+            fuse_residual: true,
+            fit: None,
         }
     }
 
-    /// These options with every speed variant on (kernel [`Tuning::all`] and the fused
-    /// residual add).
+    /// These options with every speed variant on (kernel [`Tuning::all`], grouped attention
+    /// included, and the fused residual add).
     pub fn tuned(self) -> Self {
         Self {
             tuning: Tuning::all(),
             fuse_residual: true,
+            ..self
+        }
+    }
+
+    /// These options with every speed variant off ([`Tuning::plain`], separate residual
+    /// add): the path the variants are tested against.
+    pub fn plain(self) -> Self {
+        Self {
+            tuning: Tuning::plain(),
+            fuse_residual: false,
             ..self
         }
     }
@@ -183,6 +185,11 @@ impl GpuModel {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// What the cache was sized to, when it was sized to the device.
+    pub fn fit(&self) -> Option<&crate::plan_gpu::GpuFit> {
+        self.opts.fit.as_ref()
     }
 
     pub fn options(&self) -> &GpuOptions {

@@ -11,7 +11,7 @@ use crate::layer::LayerView;
 use crate::norm::{QkNorm, RmsNorm};
 use crate::transformer::Transformer;
 use candle_core::DType;
-use tritter_kernels::cuda::{CudaSlice, DevKv, DevTernary, Gpu};
+use tritter_kernels::cuda::{CudaSlice, DevKv, DevTernary, Gpu, Tuning};
 use tritter_kernels::gpu_ref::G2Matrix;
 
 /// The packed form of a BitLinear the GPU kernels take (latent weights are quantised here).
@@ -149,8 +149,11 @@ fn scratch(gpu: &Gpu, cfg: &Config, opts: &GpuOptions, gated_all: bool) -> Resul
 
 impl GpuModel {
     /// Uploads `model` to an opened GPU.
-    pub fn with_gpu(model: &Transformer, opts: GpuOptions, mut gpu: Gpu) -> Result<Self> {
+    pub fn with_gpu(model: &Transformer, mut opts: GpuOptions, mut gpu: Gpu) -> Result<Self> {
         check_supported(model.config())?;
+        if opts.tuning == Tuning::default() {
+            opts.tuning = gpu.runnable(opts.tuning).map_err(kerr)?;
+        }
         gpu.set_tuning(opts.tuning).map_err(kerr)?;
         let cfg = model.config().clone();
         if opts.max_chunk == 0 {
