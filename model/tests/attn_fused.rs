@@ -1,6 +1,7 @@
 //! Decode and chunked prefill over f16 and INT4 caches at head dimensions the fused kernels take
 //! (`head_dim % 64 == 0`): equal to naive attention over what the cache holds (its f32 view),
-//! with and without a rolling window and sinks, across block boundaries.
+//! with and without a rolling window and sinks, across block boundaries. Up to two queries per
+//! kv-head group (8 rows) run the fused kernels, longer chunks the f32 tiles.
 
 use tritter_model::attn::reference::attention_naive;
 use tritter_model::attn::{attention_cached, AttnShape, KvCache, KvCacheConfig, KvKind};
@@ -110,6 +111,7 @@ fn fused_cache_kernels_match_naive_over_the_cache() {
                 (384, 4, 900, 1),
                 (384, 4, 900, 20),
                 (384, 0, 600, 3),
+                (384, 4, 700, 2),
             ] {
                 let (got, want) = run(kind, d, window, sinks, t, b);
                 let e = max_err(&got, &want);

@@ -2,9 +2,10 @@
 //! each kind of operation a token's forward pass runs — the ternary GEMVs by shape (activation
 //! quantisation included), the f16 LM head, attention over the cache, the RMS norms, and a
 //! rayon fork-join with no work (the hand-off every parallel operation pays) — timed alone on
-//! the same thread pool, multiplied by how often one token runs it, set against the bytes it
-//! reads and the copy bandwidth, and summed against the measured step. What the sum misses is
-//! the glue (RoPE, residual adds, activations, the cache append, buffer handling).
+//! the same thread pool (the GEMVs over as many distinct copies of their matrix as a token reads,
+//! so they stream from memory as in the model), multiplied by how often one token runs it, set
+//! against the bytes it reads and the copy bandwidth, and summed against the measured step. What
+//! the sum misses is the glue (RoPE, residual adds, activations, the cache append, buffers).
 
 use std::time::Instant;
 
@@ -16,11 +17,11 @@ use tritter_kernels::{gemv_f16, ternary_matmul, TernaryMatrix};
 use tritter_model::attn::{attention_decode, KvCache, KvCacheConfig, KvKind};
 use tritter_model::Config;
 
-/// Best-of time of `f` in µs over at least 20 calls and 0.3 s, after a warm-up call.
+/// Best-of time of `f` in µs over at least 5 calls and 0.3 s, after a warm-up call.
 fn best_us(mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let (start, mut best, mut n) = (Instant::now(), f64::INFINITY, 0);
-    while n < 20 || start.elapsed().as_secs_f64() < 0.3 {
+    while n < 5 || start.elapsed().as_secs_f64() < 0.3 {
         let t = Instant::now();
         f()?;
         best = best.min(t.elapsed().as_secs_f64() * 1e6);

@@ -223,7 +223,9 @@ pub fn attention_cached(
         KvKind::Int4 { group, .. } => group.min(d),
         _ => 64,
     };
-    let fused_ok = fused::takes(d, vg);
+    // Few query rows (decode): read the cache in registers. Many (a prefill chunk): convert each
+    // tile to f32 once and let the blocked f32 kernels share it among the rows.
+    let fused_ok = fused::takes(d, vg) && rows <= fused::MAX_ROWS;
     let int4 = matches!(cfg.kind, KvKind::Int4 { .. }) && fused_ok;
     out.par_chunks_mut(rows * d)
         .enumerate()

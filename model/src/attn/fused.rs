@@ -19,7 +19,8 @@
 //!   (`accp`), the second straight into the natural-order accumulator after the tile.
 //!
 //! Shapes the fused kernels take (others use the f32 path): `head_dim % 64 == 0`, and for INT4
-//! a value group `vg % 32 == 0` (16 lanes of one nibble half stay in one group).
+//! a value group `vg % 32 == 0` (16 lanes of one nibble half stay in one group); the decode path
+//! uses them for at most [`MAX_ROWS`] query rows per kv head.
 
 use std::sync::OnceLock;
 
@@ -31,6 +32,9 @@ use super::tile::madd;
 
 /// Rows of queries sharing one decoded key or value.
 const ROWS: usize = 4;
+/// Most query rows the decode path gives these kernels: they decode each key once per four rows,
+/// so past this a tile converted to f32 once is cheaper.
+pub(crate) const MAX_ROWS: usize = 8;
 /// Lanes of the spec (one AVX-512 register).
 const L: usize = 16;
 
