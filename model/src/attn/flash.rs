@@ -272,8 +272,6 @@ struct DecodeState {
     s: Vec<f32>,
     accp: Vec<f32>,
     buf: Vec<f32>,
-    qbuf: Vec<i16>,
-    ibuf: Vec<i32>,
 }
 
 impl DecodeState {
@@ -284,8 +282,6 @@ impl DecodeState {
             s: Vec::new(),
             accp: vec![0.0; accp],
             buf: Vec::new(),
-            qbuf: Vec::new(),
-            ibuf: Vec::new(),
         }
     }
 
@@ -307,17 +303,7 @@ impl DecodeState {
         match &tile {
             RawTile::F32 { k, .. } => (kern.scores)(q, k, d, scale, s),
             RawTile::F16 { k, .. } => (fk.scores_f16)(q, k, d, scale, s),
-            RawTile::Int4(t) => fused::scores_int4(
-                fk.dot_codes,
-                q,
-                t,
-                d,
-                scale,
-                s,
-                &mut self.buf,
-                &mut self.qbuf,
-                &mut self.ibuf,
-            ),
+            RawTile::Int4(t) => (fk.scores_int4)(q, t, d, scale, s, &mut self.buf),
         }
         mask(s, kn);
         for (r, sr) in s.chunks_exact_mut(kn).enumerate() {

@@ -2,20 +2,18 @@
 //! INT4 keys/values decoded in registers with each group's step folded into the query (keys) or
 //! the probability (values) once per group, so no dequantised tile is ever written to memory.
 //!
-//! The f32 kernel bodies are written once over [`V16`], sixteen f32 lanes; [`Lanes`] (plain
-//! arrays) is the specification, and `fused_x86` runs the same bodies on AVX-512 or AVX2 + FMA +
-//! F16C registers whose every operation computes each lane exactly as [`Lanes`] with fused
-//! multiply-adds does; the integer key dot products are exact. So every build equals the generic
-//! one bit for bit (tests). Against the dequantise-then-multiply
+//! The kernel bodies are written once over [`V16`], sixteen f32 lanes; [`Lanes`] (plain arrays)
+//! is the specification, and `fused_x86` runs the same bodies on AVX-512 or AVX2 + FMA + F16C
+//! registers whose every operation computes each lane exactly as [`Lanes`] with fused
+//! multiply-adds does, so every build equals the generic one bit for bit (tests). Against the dequantise-then-multiply
 //! path (`attn::int4` + `attn::tile`) the results differ only by rounding:
 //!
 //! - f16: `scores_f16` / `accumulate_f16` equal `tile::scores_generic` / `accumulate_generic`
 //!   on the keys/values converted to f32, bit for bit (f16 → f32 is exact, the order is the same).
 //! - INT4 keys (per-channel min `m` and step `s` over the group, KIVI): `q · k̂ = Σ (q_c s_c) code_c
 //!   + Σ q_c m_c`. The scaled query `q'` is laid out even channels first, then odd ones — the
-//!   order in which a byte's low and high nibbles come out — and rounded to i16 per row (step
-//!   `max|q'| / 32767`), so the code terms are an exact integer dot product (`vpdpwssd` /
-//!   `vpmaddwd`); the rounding costs at most half that step per code unit (tests check the bound).
+//!   order in which a byte's low and high nibbles come out — and the dot runs in 16 lanes over
+//!   that order, halving reduction as in `tile::dot_generic`.
 //! - INT4 values (per-token groups of `vg` channels): `Σ_j p_j v̂_j = Σ_j (p_j s_jg) code_j +
 //!   Σ_j p_j m_jg`. The first sum goes into an accumulator in the same even/odd channel order
 //!   (`accp`), the second straight into the natural-order accumulator after the tile.
@@ -44,6 +42,9 @@ const L: usize = 16;
 pub(crate) type ScoresF16 = fn(q: &[f32], keys: &[f16], d: usize, scale: f32, s: &mut [f32]);
 /// `acc[r] += Σ_j p[r * n + j] · v[j]`, f16 values `[n][d]`.
 pub(crate) type AccumulateF16 = fn(p: &[f32], vals: &[f16], d: usize, acc: &mut [f32]);
+/// Scores of INT4 keys; `buf` is scratch for the scaled queries.
+pub(crate) type ScoresInt4 =
+    fn(q: &[f32], t: &Int4Tile<'_>, d: usize, scale: f32, s: &mut [f32], buf: &mut Vec<f32>);
 /// Accumulation of INT4 values into `accp` (even/odd order) and `acc` (natural order, the
 /// minima); `buf` is scratch for the per-token weights.
 pub(crate) type AccumulateInt4 = fn(
@@ -60,7 +61,7 @@ pub(crate) type AccumulateInt4 = fn(
 pub(crate) struct FusedKernels {
     pub scores_f16: ScoresF16,
     pub accumulate_f16: AccumulateF16,
-    pub dot_codes: DotCodes,
+    pub scores_int4: ScoresInt4,
     pub accumulate_int4: AccumulateInt4,
     pub name: &'static str,
 }
@@ -69,7 +70,7 @@ pub(crate) struct FusedKernels {
 pub(crate) const GENERIC: FusedKernels = FusedKernels {
     scores_f16: scores_f16::<Lanes<false>>,
     accumulate_f16: accumulate_f16::<Lanes<false>>,
-    dot_codes: dot_codes_generic,
+    scores_int4: scores_int4::<Lanes<false>, false>,
     accumulate_int4: accumulate_int4::<Lanes<false>, false>,
     name: "generic",
 };
@@ -256,74 +257,49 @@ pub(crate) fn accumulate_f16<V: V16>(p: &[f32], vals: &[f16], d: usize, acc: &mu
     }
 }
 
-/// Largest magnitude of a quantised query element.
-const Q16: f32 = 32767.0;
-
-/// Scores against INT4 keys (module docs). The scaled query `q'` (even/odd order) is rounded to
-/// i16 per row with the step `S = max|q'| / 32767`, so a key's code terms are an exact integer
-/// dot product (`dot`, the instruction-set part): `s = (S · Σ q16 · code + Σ q · min) · scale`.
-/// Against the exact product over the dequantised keys the error is at most
-/// `scale · S / 2 · Σ code` (tests). `buf` and `qbuf` are scratch.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn scores_int4(
-    dot: DotCodes,
+/// Scores against INT4 keys (module docs): `buf` receives the scaled queries `[rows][d]` in
+/// even/odd order, then the minima terms `[rows]`.
+#[inline(always)]
+pub(crate) fn scores_int4<V: V16, const FMA: bool>(
     q: &[f32],
     t: &Int4Tile<'_>,
     d: usize,
     scale: f32,
     s: &mut [f32],
     buf: &mut Vec<f32>,
-    qbuf: &mut Vec<i16>,
-    ibuf: &mut Vec<i32>,
 ) {
     let (rows, h) = (q.len() / d, d / 2);
     let n = t.kc.len() / h;
-    buf.resize(d + 2 * rows + 2 * d, 0.0);
-    let (qp, rest) = buf.split_at_mut(d);
-    let (bias, rest) = rest.split_at_mut(rows);
-    let (step16, params) = rest.split_at_mut(rows);
+    buf.resize(rows * d + rows + 2 * d, 0.0);
+    let (qp, rest) = buf.split_at_mut(rows * d);
+    let (bias, params) = rest.split_at_mut(rows);
     let (mins, steps) = params.split_at_mut(d);
     t.km.convert_to_f32_slice(mins);
     t.ks.convert_to_f32_slice(steps);
-    qbuf.resize(rows * d, 0);
-    for (r, qr) in q.chunks_exact(d).enumerate() {
+    for (r, (qr, b)) in q.chunks_exact(d).zip(bias.iter_mut()).enumerate() {
+        let out = &mut qp[r * d..][..d];
         for i in 0..h {
-            qp[i] = qr[2 * i] * steps[2 * i];
-            qp[h + i] = qr[2 * i + 1] * steps[2 * i + 1];
+            out[i] = qr[2 * i] * steps[2 * i];
+            out[h + i] = qr[2 * i + 1] * steps[2 * i + 1];
         }
-        let amax = qp.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
-        for (o, x) in qbuf[r * d..][..d].iter_mut().zip(qp.iter()) {
-            *o = (x * inv).round().clamp(-Q16, Q16) as i16;
-        }
-        step16[r] = amax / Q16;
-        bias[r] = super::tile::dot_generic::<false>(qr, mins);
+        *b = super::tile::dot_generic::<FMA>(qr, mins);
     }
-    ibuf.resize(rows * n, 0);
-    dot(qbuf, t.kc, d, ibuf);
-    for r in 0..rows {
-        for j in 0..n {
-            s[r * n + j] = (ibuf[r * n + j] as f32 * step16[r] + bias[r]) * scale;
-        }
-    }
-}
-
-/// `out[r · n + j] = Σ_c qi[r][c] · code_j[c]` for i16 queries `qi` `[rows][d]` in even/odd
-/// order and the INT4 codes `[n][d / 2]` of `n` keys (exact in i32: |Σ| ≤ 32767 · 15 · d).
-pub(crate) type DotCodes = fn(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]);
-
-/// The portable [`DotCodes`].
-pub(crate) fn dot_codes_generic(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    let h = d / 2;
-    let n = codes.len() / h;
-    for (r, qr) in qi.chunks_exact(d).enumerate() {
-        let (lo, hi) = qr.split_at(h);
-        for (j, cj) in codes.chunks_exact(h).enumerate() {
-            let mut acc = 0i32;
-            for ((&b, &a), &c) in cj.iter().zip(lo).zip(hi) {
-                acc += i32::from(a) * i32::from(b & 15) + i32::from(c) * i32::from(b >> 4);
+    for r0 in (0..rows).step_by(ROWS) {
+        let rb = (rows - r0).min(ROWS);
+        let qr: [&[f32]; ROWS] = [0, 1, 2, 3].map(|r| &qp[row(r0, r, rb) * d..][..d]);
+        let lo: [&[f32]; ROWS] = qr.map(|x| &x[..h]);
+        let hi: [&[f32]; ROWS] = qr.map(|x| &x[h..]);
+        for (j, codes) in t.kc.chunks_exact(h).enumerate() {
+            let mut acc = [V::zero(); ROWS];
+            for (c, qc) in codes.chunks_exact(L).zip(quad_chunks(&lo)) {
+                madd4(&mut acc, qc, V::nibbles(c, false));
             }
-            out[r * n + j] = acc;
+            for (c, qc) in codes.chunks_exact(L).zip(quad_chunks(&hi)) {
+                madd4(&mut acc, qc, V::nibbles(c, true));
+            }
+            for (r, a) in V::reduce4(acc).iter().enumerate().take(rb) {
+                s[(r0 + r) * n + j] = (a + bias[r0 + r]) * scale;
+            }
         }
     }
 }

@@ -199,7 +199,7 @@ impl V16 for Y {
 }
 
 macro_rules! fused_build {
-    ($v:ty, $feat:literal, $sf:ident, $af:ident, $ai:ident) => {
+    ($v:ty, $feat:literal, $sf:ident, $af:ident, $si:ident, $ai:ident) => {
         /// # Safety
         /// The CPU must support
         #[doc = $feat]
@@ -218,6 +218,20 @@ macro_rules! fused_build {
         /// The CPU must support
         #[doc = $feat]
         #[target_feature(enable = $feat)]
+        unsafe fn $si(
+            q: &[f32],
+            t: &Int4Tile<'_>,
+            d: usize,
+            scale: f32,
+            s: &mut [f32],
+            buf: &mut Vec<f32>,
+        ) {
+            fused::scores_int4::<$v, true>(q, t, d, scale, s, buf)
+        }
+        /// # Safety
+        /// The CPU must support
+        #[doc = $feat]
+        #[target_feature(enable = $feat)]
         unsafe fn $ai(
             p: &[f32],
             t: &Int4Tile<'_>,
@@ -231,92 +245,12 @@ macro_rules! fused_build {
     };
 }
 
-fused_build!(Z, "avx512f,avx2,fma,f16c", sf_512, af_512, ai_512);
-fused_build!(Y, "avx2,fma,f16c", sf_256, af_256, ai_256);
-
-/// [`fused::DotCodes`] with `vpdpwssd`: 32 codes per register (zero-extended bytes, low and high
-/// nibbles), four query rows per pass over a key's codes.
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW/VNNI; `qi` is `[rows][d]`, `codes` `[n][d/2]`, `out`
-/// `[rows][n]`, `d % 64 == 0`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn dot_codes_512(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    let (h, rows) = (d / 2, qi.len() / d);
-    let n = codes.len() / h;
-    assert!(h.is_multiple_of(32) && out.len() >= rows * n && qi.len() == rows * d);
-    // SAFETY: every load reads 32 bytes of codes (c + 32 <= h within key j < n) or 32 i16 of a
-    // query row (c + 32 <= h, h + c + 32 <= d), checked by the assert above.
-    unsafe {
-        let m = _mm512_set1_epi16(15);
-        for r0 in (0..rows).step_by(4) {
-            let q: [*const i16; 4] =
-                [0, 1, 2, 3].map(|r| qi.as_ptr().add((r0 + r).min(rows - 1) * d));
-            for j in 0..n {
-                let cp = codes.as_ptr().add(j * h);
-                let mut a = [_mm512_setzero_si512(); 4];
-                for c in (0..h).step_by(32) {
-                    let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(cp.add(c).cast()));
-                    let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
-                    for (ar, qr) in a.iter_mut().zip(q) {
-                        *ar = _mm512_dpwssd_epi32(*ar, lo, _mm512_loadu_si512(qr.add(c).cast()));
-                        *ar =
-                            _mm512_dpwssd_epi32(*ar, hi, _mm512_loadu_si512(qr.add(h + c).cast()));
-                    }
-                }
-                for (r, ar) in a.iter().enumerate().take(rows - r0) {
-                    out[(r0 + r) * n + j] = _mm512_reduce_add_epi32(*ar);
-                }
-            }
-        }
-    }
-}
-
-/// [`fused::DotCodes`] with `vpmaddwd`: 16 codes per register.
-///
-/// # Safety
-/// The CPU must support AVX2; shapes as for [`dot_codes_512`].
-#[target_feature(enable = "avx2")]
-unsafe fn dot_codes_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    let (h, rows) = (d / 2, qi.len() / d);
-    let n = codes.len() / h;
-    assert!(h.is_multiple_of(16) && out.len() >= rows * n && qi.len() == rows * d);
-    // SAFETY: every load reads 16 bytes of codes (c + 16 <= h) or 16 i16 of a query row
-    // (c + 16 <= h, h + c + 16 <= d), checked by the assert above.
-    unsafe {
-        let m = _mm256_set1_epi16(15);
-        for r0 in (0..rows).step_by(4) {
-            let q: [*const i16; 4] =
-                [0, 1, 2, 3].map(|r| qi.as_ptr().add((r0 + r).min(rows - 1) * d));
-            for j in 0..n {
-                let cp = codes.as_ptr().add(j * h);
-                let mut a = [_mm256_setzero_si256(); 4];
-                for c in (0..h).step_by(16) {
-                    let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(cp.add(c).cast()));
-                    let (lo, hi) = (_mm256_and_si256(b, m), _mm256_srli_epi16::<4>(b));
-                    for (ar, qr) in a.iter_mut().zip(q) {
-                        let x = _mm256_madd_epi16(lo, _mm256_loadu_si256(qr.add(c).cast()));
-                        let y = _mm256_madd_epi16(hi, _mm256_loadu_si256(qr.add(h + c).cast()));
-                        *ar = _mm256_add_epi32(*ar, _mm256_add_epi32(x, y));
-                    }
-                }
-                for (r, ar) in a.iter().enumerate().take(rows - r0) {
-                    let s = _mm_add_epi32(
-                        _mm256_castsi256_si128(*ar),
-                        _mm256_extracti128_si256::<1>(*ar),
-                    );
-                    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-                    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-                    out[(r0 + r) * n + j] = _mm_cvtsi128_si32(s);
-                }
-            }
-        }
-    }
-}
+fused_build!(Z, "avx512f,avx2,fma,f16c", sf_512, af_512, si_512, ai_512);
+fused_build!(Y, "avx2,fma,f16c", sf_256, af_256, si_256, ai_256);
 
 /// Safe entry points over one build's functions; only called after detecting its features.
 macro_rules! safe_kernels {
-    ($sf:ident, $af:ident, $dc:ident, $ai:ident, $name:literal) => {{
+    ($sf:ident, $af:ident, $si:ident, $ai:ident, $name:literal) => {{
         fn sf(q: &[f32], k: &[f16], d: usize, sc: f32, s: &mut [f32]) {
             // SAFETY: handed out by `available` only after its features were detected.
             unsafe { $sf(q, k, d, sc, s) }
@@ -325,9 +259,9 @@ macro_rules! safe_kernels {
             // SAFETY: as above.
             unsafe { $af(p, v, d, a) }
         }
-        fn dc(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+        fn si(q: &[f32], t: &Int4Tile<'_>, d: usize, sc: f32, s: &mut [f32], b: &mut Vec<f32>) {
             // SAFETY: as above.
-            unsafe { $dc(qi, codes, d, out) }
+            unsafe { $si(q, t, d, sc, s, b) }
         }
         fn ai(
             p: &[f32],
@@ -343,7 +277,7 @@ macro_rules! safe_kernels {
         FusedKernels {
             scores_f16: sf,
             accumulate_f16: af,
-            dot_codes: dc,
+            scores_int4: si,
             accumulate_int4: ai,
             name: $name,
         }
@@ -361,21 +295,11 @@ pub(crate) fn available() -> Vec<FusedKernels> {
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
     let mut v = Vec::new();
-    if avx2
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vnni")
-    {
-        v.push(safe_kernels!(
-            sf_512,
-            af_512,
-            dot_codes_512,
-            ai_512,
-            "avx512"
-        ));
+    if avx2 && is_x86_feature_detected!("avx512f") {
+        v.push(safe_kernels!(sf_512, af_512, si_512, ai_512, "avx512"));
     }
     if avx2 {
-        v.push(safe_kernels!(sf_256, af_256, dot_codes_256, ai_256, "avx2"));
+        v.push(safe_kernels!(sf_256, af_256, si_256, ai_256, "avx2"));
     }
     v
 }
