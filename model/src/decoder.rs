@@ -238,8 +238,8 @@ impl Decoder for crate::gpu::GpuModel {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_gpu_without_cuda_is_a_plain_error() {
+    /// A one-layer model small enough to build in a test.
+    fn small_config() -> Config {
         let mut cfg = Config::tritter_tiny();
         cfg.vocab_size = 32;
         cfg.hidden_size = 32;
@@ -248,6 +248,12 @@ mod tests {
         cfg.num_heads = 2;
         cfg.num_kv_heads = 1;
         cfg.head_dim = 16;
+        cfg
+    }
+
+    #[test]
+    fn a_gpu_without_cuda_is_a_plain_error() {
+        let cfg = small_config();
         let mut src = crate::random::RandomSource::new(1, &candle_core::Device::Cpu);
         let m = Transformer::load(&cfg, &mut src, &candle_core::Device::Cpu).unwrap();
         let mut d = open(&m, Compute::Cpu, Profile::Fast).unwrap();
@@ -268,14 +274,7 @@ mod tests {
     /// `cuda` (in every build, before a device is opened) and still run on the CPU.
     #[test]
     fn non_causal_modes_are_refused_on_cuda_by_name() {
-        let mut cfg = Config::tritter_tiny();
-        cfg.vocab_size = 32;
-        cfg.hidden_size = 32;
-        cfg.intermediate_size = 48;
-        cfg.num_layers = 1;
-        cfg.num_heads = 2;
-        cfg.num_kv_heads = 1;
-        cfg.head_dim = 16;
+        let mut cfg = small_config();
         cfg.attention_mode = crate::attn::AttentionMode::Bidirectional;
         let mut src = crate::random::RandomSource::new(1, &candle_core::Device::Cpu);
         let m = Transformer::load(&cfg, &mut src, &candle_core::Device::Cpu).unwrap();

@@ -341,7 +341,7 @@ fn finish_rows(acc: &mut [f32], l: &[f32], d: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::reference::attention_naive;
     use super::*;
 

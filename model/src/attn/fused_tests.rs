@@ -7,16 +7,9 @@ use super::*;
 use crate::attn::int4;
 use crate::attn::tile::{accumulate_generic, scores_generic};
 
+/// The attention tests' deterministic values in [-1, 1).
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
+    crate::attn::flash::tests::rand_vec(n, seed)
 }
 
 /// An INT4 tile of `n` tokens quantised from random keys/values, and its dequantised f32 form.
