@@ -163,8 +163,8 @@ pub enum Command {
     },
     /// Plan memory for a model preset: weights, KV cache, activations against a budget.
     Plan {
-        /// Model preset (tritter-tiny, tritter-hybrid-tiny, tritter-depth-tiny, tritter-7b,
-        /// bitnet-b1.58-2b4t); or plan the checkpoint of
+        /// Model preset (tritter-tiny, tritter-small, tritter-hybrid-tiny, tritter-depth-tiny,
+        /// tritter-7b, bitnet-b1.58-2b4t); or plan the checkpoint of
         /// --model DIR (its image path counted when it has one).
         #[arg(long, required_unless_present = "model")]
         preset: Option<String>,

@@ -153,11 +153,12 @@ impl Config {
         Config::try_from(file)
     }
 
-    /// A preset by name: `tritter-tiny`, `tritter-hybrid-tiny`, `tritter-7b`,
-    /// `bitnet-b1.58-2b4t`.
+    /// A preset by name: `tritter-tiny`, `tritter-small`, `tritter-hybrid-tiny`,
+    /// `tritter-depth-tiny`, `tritter-7b`, `bitnet-b1.58-2b4t`.
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "tritter-tiny" => Ok(Self::tritter_tiny()),
+            "tritter-small" => Ok(Self::tritter_small()),
             "tritter-hybrid-tiny" => Ok(Self::tritter_hybrid_tiny()),
             "tritter-depth-tiny" => Ok(Self::tritter_depth_tiny()),
             "tritter-7b" => Ok(Self::tritter_7b()),
@@ -165,8 +166,8 @@ impl Config {
             other => Err(Error::config(
                 "preset",
                 format!(
-                    "unknown preset `{other}` (tritter-tiny, tritter-hybrid-tiny, \
-                     tritter-depth-tiny, tritter-7b, bitnet-b1.58-2b4t)"
+                    "unknown preset `{other}` (tritter-tiny, tritter-small, \
+                     tritter-hybrid-tiny, tritter-depth-tiny, tritter-7b, bitnet-b1.58-2b4t)"
                 ),
             )),
         }
@@ -222,6 +223,17 @@ impl Config {
         c.max_position_embeddings = 1024;
         c.rope_theta = 10_000.0;
         c.sliding_window_size = 1024;
+        c
+    }
+
+    /// The next size up (27.4 M parameters with an 8192-entry vocabulary): hidden 512, 8 layers,
+    /// FFN 1376, 8 heads / 4 KV heads of 64 — the shape of the 27M PyTorch training peer
+    /// (issue #17), for training-speed comparisons and a stronger built-in model.
+    pub fn tritter_small() -> Self {
+        let mut c = Self::base(8192, 512, 1376, 8, 8, 4);
+        c.max_position_embeddings = 2048;
+        c.rope_theta = 10_000.0;
+        c.sliding_window_size = 2048;
         c
     }
 
@@ -494,9 +506,18 @@ mod tests {
     }
 
     #[test]
+    fn tritter_small_is_in_the_25_to_50m_range() {
+        let c = Config::tritter_small();
+        let n = c.ternary_params() + c.vocab_size * c.hidden_size;
+        assert!((25_000_000..50_000_000).contains(&n), "{n}");
+        assert_eq!(c.head_dim, 64);
+    }
+
+    #[test]
     fn round_trips_through_config_file() {
         for name in [
             "tritter-tiny",
+            "tritter-small",
             "tritter-hybrid-tiny",
             "tritter-depth-tiny",
             "tritter-7b",

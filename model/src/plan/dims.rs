@@ -175,6 +175,10 @@ impl ModelDims {
     pub fn preset(name: &str) -> Result<Self, PlanError> {
         match name {
             "tritter-tiny" => Ok(Self::tritter_tiny()),
+            "tritter-small" => Ok(ModelDims {
+                name: "tritter-small",
+                ..Self::from_config(&crate::Config::tritter_small())
+            }),
             "tritter-hybrid-tiny" => Ok(Self::tritter_hybrid_tiny()),
             "tritter-depth-tiny" => Ok(Self::tritter_depth_tiny()),
             "tritter-7b" => Ok(Self::tritter_7b()),

@@ -17,8 +17,8 @@ use crate::attn::KvKind;
 pub enum PlanError {
     /// No preset of that name.
     #[error(
-        "unknown preset {name:?} (known: tritter-tiny, tritter-hybrid-tiny, tritter-depth-tiny, \
-         tritter-7b, bitnet-b1.58-2b4t)"
+        "unknown preset {name:?} (known: tritter-tiny, tritter-small, tritter-hybrid-tiny, \
+         tritter-depth-tiny, tritter-7b, bitnet-b1.58-2b4t)"
     )]
     UnknownPreset {
         /// The name given.
