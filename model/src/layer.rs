@@ -332,27 +332,19 @@ impl Mlp {
         })
     }
 
-    /// The activation; ReLU² of a contiguous f32 CPU tensor as the fused op (`crate::fused`).
     fn act(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self.act {
-            Activation::Relu2 if crate::fused::applies(x) => crate::fused::relu2(x)?,
-            Activation::Relu2 => x.relu()?.sqr()?,
+            Activation::Relu2 => crate::fused::relu2_or_composed(x)?,
             Activation::Silu => x.silu()?,
         })
     }
 
-    /// `act(gate) · up`; ReLU² on contiguous f32 CPU tensors as one fused op.
-    fn gated(&self, g: &Tensor, u: &Tensor) -> Result<Tensor> {
-        let fused = crate::fused::applies(g) && crate::fused::applies(u);
-        match self.act {
-            Activation::Relu2 if fused => crate::fused::gated_relu2(g, u),
-            _ => Ok((self.act(g)? * u)?),
-        }
-    }
-
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let hdn = match &self.gate {
-            Some(g) => self.gated(&g.forward(x)?, &self.up.forward(x)?)?,
+            Some(g) if self.act == Activation::Relu2 => {
+                crate::fused::gated_relu2_or_composed(&g.forward(x)?, &self.up.forward(x)?)?
+            }
+            Some(g) => (self.act(&g.forward(x)?)? * self.up.forward(x)?)?,
             None => self.act(&self.up.forward(x)?)?,
         };
         let hdn = match &self.sub_norm {

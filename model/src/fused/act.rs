@@ -169,3 +169,21 @@ pub fn gated_relu2(g: &Tensor, u: &Tensor) -> Result<Tensor> {
     }
     Ok(g.apply_op2(u, GatedRelu2)?)
 }
+
+/// `relu(x)²`: [`relu2`] when [`super::applies`] accepts `x`, the composed candle ops (the
+/// specification; CUDA, bf16, strided) otherwise.
+pub fn relu2_or_composed(x: &Tensor) -> Result<Tensor> {
+    match super::applies(x) {
+        true => relu2(x),
+        false => Ok(x.relu()?.sqr()?),
+    }
+}
+
+/// `relu(g)² · u`: [`gated_relu2`] when [`super::applies`] accepts both, the composed candle ops
+/// otherwise.
+pub fn gated_relu2_or_composed(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    match super::applies(g) && super::applies(u) && g.dims() == u.dims() {
+        true => gated_relu2(g, u),
+        false => Ok((g.relu()?.sqr()? * u)?),
+    }
+}

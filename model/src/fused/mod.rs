@@ -18,7 +18,7 @@ mod rms;
 #[cfg(test)]
 mod tests;
 
-pub use act::{gated_relu2, relu2};
+pub use act::{gated_relu2, gated_relu2_or_composed, relu2, relu2_or_composed};
 pub use quant::{act_quant_ste, weight_quant_ste};
 pub use rms::rms_norm;
 

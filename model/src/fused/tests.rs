@@ -229,6 +229,12 @@ fn other_tensors_keep_the_composed_ops() {
         &quant::act_quant_ste_composed(&xt).unwrap(),
         "strided",
     );
+    let composed = (xt.relu().unwrap().sqr().unwrap() * &xt).unwrap();
+    assert_same(
+        &gated_relu2_or_composed(&xt, &xt).unwrap(),
+        &composed,
+        "strided gated",
+    );
     let xb = x.to_dtype(DType::BF16).unwrap();
     assert!(!applies(&xb));
     assert!(act_quant_ste(&xb).is_err());
