@@ -334,13 +334,16 @@ impl Mlp {
 
     fn act(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self.act {
-            Activation::Relu2 => x.relu()?.sqr()?,
+            Activation::Relu2 => crate::fused::relu2_or_composed(x)?,
             Activation::Silu => x.silu()?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let hdn = match &self.gate {
+            Some(g) if self.act == Activation::Relu2 => {
+                crate::fused::gated_relu2_or_composed(&g.forward(x)?, &self.up.forward(x)?)?
+            }
             Some(g) => (self.act(&g.forward(x)?)? * self.up.forward(x)?)?,
             None => self.act(&self.up.forward(x)?)?,
         };

@@ -15,6 +15,7 @@ pub mod dense;
 pub mod device;
 pub mod error;
 pub mod export;
+pub mod fused;
 pub mod generation;
 #[cfg(feature = "cuda")]
 pub mod gpu;

@@ -42,8 +42,18 @@ impl RmsNorm {
             .to_vec1::<f32>()?)
     }
 
-    /// `[.., C]` → `[.., C]` in `x`'s dtype.
+    /// `[.., C]` → `[.., C]` in `x`'s dtype: the fused op (`crate::fused::rms_norm`, one pass,
+    /// with its own backward) for contiguous f32 CPU tensors, [`Self::forward_composed`]
+    /// otherwise.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match crate::fused::applies(x) && crate::fused::applies(&self.weight) {
+            true => crate::fused::rms_norm(x, &self.weight, self.eps),
+            false => self.forward_composed(x),
+        }
+    }
+
+    /// [`Self::forward`] as composed candle ops (the specification; CUDA and bf16).
+    pub fn forward_composed(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
         let x32 = x.to_dtype(DType::F32)?;
         let var = x32.sqr()?.mean_keepdim(D::Minus1)?;

@@ -9,6 +9,10 @@
 //! Inputs of any float dtype are accepted (bf16 mixed-precision training): scales, rounding and
 //! the STE are computed in f32 and the result is cast back to the input's dtype, so an f32 input
 //! goes through exactly the f32 ops (casts to the same dtype are no-ops).
+//!
+//! The composed candle forms ([`act_quant_ste_composed`], [`weight_quant_ste_composed`]) are the
+//! specification; contiguous f32 CPU tensors take the fused single-pass ops of `crate::fused`,
+//! which give the same values bit for bit.
 
 use crate::error::Result;
 use candle_core::{DType, Tensor, D};
@@ -26,9 +30,14 @@ pub fn round_ties_even(x: &Tensor) -> Result<Tensor> {
 /// The per-tensor absmean scale `1 / max(mean|W|, 1e-5)` (mean accumulated in f64).
 pub fn absmean_scale(w: &Tensor) -> Result<f32> {
     let v = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(absmean_scale_of(&v))
+}
+
+/// [`absmean_scale`] of f32 values (summed in order, in f64).
+pub fn absmean_scale_of(v: &[f32]) -> f32 {
     let sum: f64 = v.iter().map(|x| x.abs() as f64).sum();
     let mean = (sum / v.len().max(1) as f64) as f32;
-    Ok(1f32 / mean.max(1e-5))
+    1f32 / mean.max(1e-5)
 }
 
 /// Ternary values `round(W·s).clamp(-1, 1)` (as f32) and the scale `s`.
@@ -38,8 +47,17 @@ pub fn ternarize(w: &Tensor) -> Result<(Tensor, f32)> {
     Ok((q, s))
 }
 
-/// Forward value `W_q / s`, gradient identity (STE), in `w`'s dtype (computed in f32).
+/// Forward value `W_q / s`, gradient identity (STE), in `w`'s dtype (computed in f32): the fused
+/// op for contiguous f32 CPU tensors, [`weight_quant_ste_composed`] otherwise.
 pub fn weight_quant_ste(w: &Tensor) -> Result<Tensor> {
+    match crate::fused::applies(w) {
+        true => crate::fused::weight_quant_ste(w),
+        false => weight_quant_ste_composed(w),
+    }
+}
+
+/// [`weight_quant_ste`] as composed candle ops (the specification; CUDA and bf16).
+pub fn weight_quant_ste_composed(w: &Tensor) -> Result<Tensor> {
     let (q, s) = ternarize(w)?;
     let deq = (q / s as f64)?;
     let w32 = w.to_dtype(DType::F32)?;
@@ -57,8 +75,17 @@ pub fn act_quant(x: &Tensor) -> Result<(Tensor, Tensor)> {
 }
 
 /// Forward value `q / s` (fake-quantised activations), gradient identity (STE), in `x`'s dtype
-/// (computed in f32).
+/// (computed in f32): the fused op for contiguous f32 CPU tensors, [`act_quant_ste_composed`]
+/// otherwise.
 pub fn act_quant_ste(x: &Tensor) -> Result<Tensor> {
+    match crate::fused::applies(x) {
+        true => crate::fused::act_quant_ste(x),
+        false => act_quant_ste_composed(x),
+    }
+}
+
+/// [`act_quant_ste`] as composed candle ops (the specification; CUDA and bf16).
+pub fn act_quant_ste_composed(x: &Tensor) -> Result<Tensor> {
     let (q, s) = act_quant(x)?;
     let deq = q.broadcast_div(&s)?;
     let x32 = x.to_dtype(DType::F32)?;
