@@ -102,8 +102,10 @@ pub(crate) fn tile(blocks: &[BlockT2], steps: &Steps, x_sum: i32) -> [i32; PANEL
         for (blk, s) in bs.iter().zip(ss) {
             block(&mut acc, &blk.qs, s);
         }
-        for (w, a) in wide.iter_mut().zip(acc.iter().flatten()) {
-            *w += i32::from(*a);
+        for (wc, ac) in wide.chunks_exact_mut(W).zip(&acc) {
+            for (w, a) in wc.iter_mut().zip(ac) {
+                *w += i32::from(*a);
+            }
         }
     }
     let mut out = [0i32; PANEL_ROWS];
