@@ -20,7 +20,7 @@
 //! per block (codes are 0..=2, `x ≥ −128`), so [`FLUSH`] = 16 blocks stay within
 //! [−32768, 32512] before the lanes are widened to i32. The `z` patterns depend only on the
 //! activations: [`Steps::expand`] makes them once per call (eight 8-lane vectors per block,
-//! repeating every two lanes) and every panel reuses them. Row `r` is lanes `2r + 2r + 1`
+//! repeating every two lanes) and every panel reuses them. Row `r` is lanes `2r` and `2r + 1`
 //! summed, minus `Σ x` (codes are weights + 1).
 
 use crate::format::{BlockT2, BLOCK_K, PANEL_ROWS};
