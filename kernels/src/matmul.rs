@@ -165,13 +165,13 @@ fn run<S: Sink>(isa: Isa, w: &TernaryMatrix, packed: &[i8], sums: &[i32], m: usi
     // GEMV: small groups for load balance; GEMM: 8 panels (128 rows) share each packed
     // activation tile while it is hot in L1/L2.
     let group = if m == 1 { 4 } else { 8 };
-    // The portable tile reads each token's activations as expanded lane patterns: made once.
-    let xexp: Vec<Vec<[i16; 16]>> = if isa == Isa::Portable {
+    // The portable tile reads each token's activations as telescoped lane patterns: made once.
+    let xexp: Vec<autovec::Steps> = if isa == Isa::Portable {
         packed
             .chunks_exact(k_pad)
             .map(|x| {
-                let mut e = Vec::new();
-                autovec::expand(x, &mut e);
+                let mut e = autovec::Steps::default();
+                e.expand(x);
                 e
             })
             .collect()
