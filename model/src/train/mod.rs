@@ -22,6 +22,7 @@ pub mod plot;
 pub mod sample;
 pub mod state;
 pub mod trainer;
+pub mod xent;
 
 pub use config::{QatMode, TrainConfig};
 pub use optim::{AdamW, AdamWParams};
