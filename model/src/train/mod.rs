@@ -18,6 +18,7 @@ pub mod latent;
 pub mod latent_loop;
 pub mod metrics;
 pub mod optim;
+mod optim_fused;
 pub mod plot;
 pub mod sample;
 pub mod state;
