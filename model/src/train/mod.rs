@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod optim;
 mod optim_fused;
 pub mod plot;
+mod prefetch;
 pub mod sample;
 pub mod state;
 pub mod trainer;
