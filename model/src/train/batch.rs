@@ -25,7 +25,7 @@ pub(crate) struct HostBatch {
 
 impl HostBatch {
     /// The three `[B, T]` tensors on `device`.
-    pub(crate) fn to_device(self, device: &Device) -> Result<Batch, TrainError> {
+    pub(crate) fn into_device(self, device: &Device) -> Result<Batch, TrainError> {
         let shape = (self.b, self.t);
         Ok((
             Tensor::from_vec(self.ids, shape, device)?,
@@ -74,7 +74,7 @@ pub(crate) fn batch_tensor(
     t: usize,
     device: &Device,
 ) -> Result<Batch, TrainError> {
-    batch_host(reader, indices, t)?.to_device(device)
+    batch_host(reader, indices, t)?.into_device(device)
 }
 
 /// The loss of one batch: within documents, on the flagged targets (no padding, a chat

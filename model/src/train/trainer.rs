@@ -509,7 +509,7 @@ impl Trainer {
             let batch = self
                 .train
                 .next(self.state.data_pos)?
-                .to_device(&self.device)?;
+                .into_device(&self.device)?;
             self.state.data_pos += b as u64;
             let loss = super::batch::batch_loss(&model, &batch, self.cfg.train.document_mask)?;
             let lv = loss.to_scalar::<f32>()?;
