@@ -495,8 +495,26 @@ fn target_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 /// Mean cross-entropy of logits `[N, V]` against targets `[N]` over the rows where `weights`
-/// `[N]` (f32, 0 or 1) is 1.
+/// `[N]` (f32, 0 or 1) is 1: the fused op ([`crate::train::xent`]) for f32 CPU logits, else
+/// [`cross_entropy_weighted_composed`].
 pub fn cross_entropy_weighted(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> Result<Tensor> {
+    if crate::train::xent::fits(logits) {
+        return Ok(crate::train::xent::cross_entropy(
+            logits,
+            targets,
+            Some(weights),
+        )?);
+    }
+    cross_entropy_weighted_composed(logits, targets, weights)
+}
+
+/// [`cross_entropy_weighted`] from differentiable candle ops (CUDA, bf16; the reference of the
+/// fused op).
+pub fn cross_entropy_weighted_composed(
     logits: &Tensor,
     targets: &Tensor,
     weights: &Tensor,
@@ -509,9 +527,18 @@ pub fn cross_entropy_weighted(
     Ok(((picked * weights)?.sum_all()? / f64::from(n))?.neg()?)
 }
 
-/// Mean cross-entropy of logits `[N, V]` against targets `[N]`, from differentiable ops, in f32
-/// whatever the logits' dtype.
+/// Mean cross-entropy of logits `[N, V]` against targets `[N]`, in f32 whatever the logits'
+/// dtype: the fused op ([`crate::train::xent`]) for f32 CPU logits, else
+/// [`cross_entropy_composed`].
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if crate::train::xent::fits(logits) {
+        return Ok(crate::train::xent::cross_entropy(logits, targets, None)?);
+    }
+    cross_entropy_composed(logits, targets)
+}
+
+/// [`cross_entropy`] from differentiable candle ops (CUDA, bf16; the reference of the fused op).
+pub fn cross_entropy_composed(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     Ok(target_log_probs(logits, targets)?.mean_all()?.neg()?)
 }
 

@@ -90,6 +90,7 @@ pub fn run(
             &candle_core::Device::Cpu,
         )?)?,
         BenchWhat::Train => {
+            crate::cli::train::tune_allocator();
             serde_json::to_value(crate::bench::train::train_report(threads, 8, 256, 8)?)?
         }
         BenchWhat::Variants => anyhow::bail!(

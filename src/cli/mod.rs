@@ -200,6 +200,9 @@ pub enum Command {
 /// structs end here: everything below takes typed options.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(config) = &cli.train {
+        if !cli.prepare_only && !cli.plot {
+            train::tune_allocator();
+        }
         if cli.prepare_only {
             return prepare::prepare(config, &cli.overrides);
         }

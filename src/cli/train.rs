@@ -30,6 +30,39 @@ pub(crate) fn install_sigint() {
     }
 }
 
+/// glibc's allocator for a training run: no `mmap` for large blocks (`M_MMAP_MAX` = 0) and no
+/// trimming of the heap's top (`M_TRIM_THRESHOLD` at its maximum), so the step's large tensors
+/// (the logits and their gradient are 66 MB for `tritter-tiny`) reuse freed heap memory instead
+/// of each being a fresh mapping that the kernel page-faults and zeroes again every step.
+/// Memory freed during a run stays with the process until it exits. Left alone when the user
+/// tuned glibc through its own `MALLOC_*` variables (`MALLOC_ARENA_MAX=8` alone keeps glibc's
+/// defaults, dynamic mmap threshold included: how the A/B in docs/TRAINING.md was run); a no-op
+/// off glibc.
+pub(crate) fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_set = [
+            "MALLOC_ARENA_MAX",
+            "MALLOC_MMAP_MAX_",
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TOP_PAD_",
+            "MALLOC_TRIM_THRESHOLD_",
+        ]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some());
+        if !user_set {
+            // SAFETY: `mallopt` only changes glibc's allocator parameters (it takes the arena
+            // lock itself, so other threads may allocate meanwhile); both values are in the
+            // documented ranges. Its return value (0 on a refused value) needs no handling:
+            // the defaults stay.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_MAX, 0);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+            }
+        }
+    }
+}
+
 /// Set by Ctrl-C once [`install_sigint`] ran: training loops finish their step and stop.
 pub(crate) fn stop_flag() -> &'static AtomicBool {
     &STOP

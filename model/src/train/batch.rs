@@ -12,13 +12,35 @@ use crate::transformer::Transformer;
 /// A batch: ids, document ids and flags, each `[B, T]`.
 pub(crate) type Batch = (Tensor, Tensor, Tensor);
 
-/// The ids `[B, T]` of the sequences at `indices`, their document ids and their flags `[B, T]`.
-pub(crate) fn batch_tensor(
+/// A batch in host memory, as the loader thread builds it: ids, document ids and flags of `b`
+/// sequences of `t` tokens, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostBatch {
+    pub b: usize,
+    pub t: usize,
+    pub ids: Vec<u32>,
+    pub docs: Vec<u32>,
+    pub flags: Vec<u32>,
+}
+
+impl HostBatch {
+    /// The three `[B, T]` tensors on `device`.
+    pub(crate) fn into_device(self, device: &Device) -> Result<Batch, TrainError> {
+        let shape = (self.b, self.t);
+        Ok((
+            Tensor::from_vec(self.ids, shape, device)?,
+            Tensor::from_vec(self.docs, shape, device)?,
+            Tensor::from_vec(self.flags, shape, device)?,
+        ))
+    }
+}
+
+/// The ids of the sequences at `indices`, their document ids and their flags, `t` tokens each.
+pub(crate) fn batch_host(
     reader: &mut SplitReader,
     indices: &[u64],
     t: usize,
-    device: &Device,
-) -> Result<Batch, TrainError> {
+) -> Result<HostBatch, TrainError> {
     let mut seq = Sequence::default();
     let mut ids = Vec::with_capacity(indices.len() * t);
     let mut docs = Vec::with_capacity(indices.len() * t);
@@ -36,11 +58,23 @@ pub(crate) fn batch_tensor(
             "the data's sequences are shorter than train.seq_len = {t}"
         )));
     }
-    Ok((
-        Tensor::from_vec(ids, (b, t), device)?,
-        Tensor::from_vec(docs, (b, t), device)?,
-        Tensor::from_vec(flags, (b, t), device)?,
-    ))
+    Ok(HostBatch {
+        b,
+        t,
+        ids,
+        docs,
+        flags,
+    })
+}
+
+/// The ids `[B, T]` of the sequences at `indices`, their document ids and their flags `[B, T]`.
+pub(crate) fn batch_tensor(
+    reader: &mut SplitReader,
+    indices: &[u64],
+    t: usize,
+    device: &Device,
+) -> Result<Batch, TrainError> {
+    batch_host(reader, indices, t)?.into_device(device)
 }
 
 /// The loss of one batch: within documents, on the flagged targets (no padding, a chat

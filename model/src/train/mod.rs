@@ -18,10 +18,13 @@ pub mod latent;
 pub mod latent_loop;
 pub mod metrics;
 pub mod optim;
+mod optim_fused;
 pub mod plot;
+mod prefetch;
 pub mod sample;
 pub mod state;
 pub mod trainer;
+pub mod xent;
 
 pub use config::{QatMode, TrainConfig};
 pub use optim::{AdamW, AdamWParams};

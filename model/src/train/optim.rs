@@ -57,8 +57,10 @@ impl AdamW {
         let mut moments = BTreeMap::new();
         let mut dmap = BTreeMap::new();
         for (name, var) in params.iter() {
-            let z = var.as_tensor().zeros_like()?;
-            moments.insert(name.clone(), Moments { m: z.clone(), v: z });
+            // Two tensors, not one shared: the fused step rewrites each in place.
+            let m = var.as_tensor().zeros_like()?;
+            let v = var.as_tensor().zeros_like()?;
+            moments.insert(name.clone(), Moments { m, v });
             dmap.insert(name.clone(), decay(name));
         }
         Ok(AdamW {
@@ -103,13 +105,29 @@ impl AdamW {
     }
 
     /// One update of every parameter that has a gradient in `grads`, at learning rate `lr`;
-    /// `decay_on` = false switches weight decay off (two-stage schedule, stage 2).
+    /// `decay_on` = false switches weight decay off (two-stage schedule, stage 2). On the CPU in
+    /// f32 each parameter is updated in one in-place pass (`optim_fused`), bit-identical to
+    /// the composed candle ops used elsewhere; the moments' tensors are then rewritten in
+    /// place, not replaced.
     pub fn step(
         &mut self,
         params: &Params,
         grads: &BTreeMap<String, Tensor>,
         lr: f64,
         decay_on: bool,
+    ) -> Result<(), TrainError> {
+        self.step_with(params, grads, lr, decay_on, true)
+    }
+
+    /// [`AdamW::step`] with the fused CPU pass allowed or not (`fused` = false: composed
+    /// candle ops only, the reference of the fused pass).
+    pub fn step_with(
+        &mut self,
+        params: &Params,
+        grads: &BTreeMap<String, Tensor>,
+        lr: f64,
+        decay_on: bool,
+        fused: bool,
     ) -> Result<(), TrainError> {
         self.step += 1;
         let t = self.step as i32;
@@ -129,10 +147,29 @@ impl AdamW {
                 .moments
                 .get_mut(name)
                 .ok_or_else(|| TrainError::Checkpoint(format!("no moments for `{name}`")))?;
+            let decayed =
+                decay_on && weight_decay > 0.0 && self.decay.get(name).copied().unwrap_or(true);
+            // The scalars as candle's `affine` rounds them (`Tensor * f64` is `affine(x, 0)`,
+            // `Tensor / f64` is `affine(1 / x, 0)`, `Tensor + f64` is `affine(1, x)`).
+            let k = super::optim_fused::Coeffs {
+                beta1: beta1 as f32,
+                one_minus_beta1: (1.0 - beta1) as f32,
+                beta2: beta2 as f32,
+                one_minus_beta2: (1.0 - beta2) as f32,
+                decay: decayed.then_some((1.0 - lr * weight_decay) as f32),
+                inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+                eps: eps as f32,
+                step: (lr / bc1) as f32,
+            };
+            if fused
+                && super::optim_fused::update(var.as_tensor(), &mo.m, &mo.v, &g.contiguous()?, &k)?
+            {
+                continue;
+            }
             let m = ((&mo.m * beta1)? + (g * (1.0 - beta1))?)?;
             let v = ((&mo.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             let mut p = var.as_tensor().clone();
-            if decay_on && weight_decay > 0.0 && self.decay.get(name).copied().unwrap_or(true) {
+            if decayed {
                 p = (p * (1.0 - lr * weight_decay))?;
             }
             let denom = ((v.sqrt()? / bc2.sqrt())? + eps)?;

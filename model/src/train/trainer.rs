@@ -20,8 +20,6 @@ use crate::data::{ShardSet, Split, SplitReader};
 use crate::transformer::Transformer;
 use crate::weights::Params;
 use candle_core::{DType, Device};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,29 +63,6 @@ pub struct Outcome {
     pub final_dir: Option<PathBuf>,
     /// Mean training throughput of this invocation.
     pub tokens_per_s: f64,
-}
-
-/// Deterministic, seekable order of training sequences.
-struct Stream {
-    reader: SplitReader,
-    seed: u64,
-    perm: Option<(u64, Vec<u64>)>,
-}
-
-impl Stream {
-    fn index(&mut self, pos: u64) -> u64 {
-        let len = self.reader.len();
-        let epoch = pos / len;
-        if self.perm.as_ref().map(|p| p.0) != Some(epoch) {
-            let mut v: Vec<u64> = (0..len).collect();
-            let mut rng = rand::rngs::StdRng::seed_from_u64(
-                self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
-            v.shuffle(&mut rng);
-            self.perm = Some((epoch, v));
-        }
-        self.perm.as_ref().map_or(0, |p| p.1[(pos % len) as usize])
-    }
 }
 
 /// Vocabulary size and special ids from the prepared data's manifest.
@@ -167,7 +142,8 @@ pub struct Trainer {
     device: Device,
     /// Compute dtype of the forward/backward pass (`train.dtype`).
     dtype: DType,
-    train: Stream,
+    /// The training stream on its loader thread (`prefetch.rs`).
+    train: super::prefetch::Prefetch,
     val: SplitReader,
     data_dir: PathBuf,
     /// The step of the newest checkpoint this run wrote or resumed from: a second save of the
@@ -246,12 +222,10 @@ impl Trainer {
                 (params, opt, st)
             }
         };
+        let stream = super::prefetch::Stream::new(train, cfg.run.seed);
+        let (b, t) = (cfg.train.batch_size, cfg.seq_len());
         Ok(Trainer {
-            train: Stream {
-                reader: train,
-                seed: cfg.run.seed,
-                perm: None,
-            },
+            train: super::prefetch::Prefetch::start(stream, st.data_pos, b, t)?,
             cfg,
             model_cfg,
             params,
@@ -531,11 +505,12 @@ impl Trainer {
         let mut grads = std::collections::BTreeMap::new();
         let mut loss_sum = 0f64;
         for _ in 0..accum {
-            let idx: Vec<u64> = (0..b as u64)
-                .map(|j| self.train.index(self.state.data_pos + j))
-                .collect();
+            // Built on the loader thread while the previous micro-step ran.
+            let batch = self
+                .train
+                .next(self.state.data_pos)?
+                .into_device(&self.device)?;
             self.state.data_pos += b as u64;
-            let batch = super::batch::batch_tensor(&mut self.train.reader, &idx, t, &self.device)?;
             let loss = super::batch::batch_loss(&model, &batch, self.cfg.train.document_mask)?;
             let lv = loss.to_scalar::<f32>()?;
             if !lv.is_finite() {
