@@ -17,8 +17,8 @@
 
 use half::f16;
 
-use super::lanes::{row, L, ROWS, V16};
 use super::kv::Int4Tile;
+use super::lanes::{row, L, ROWS, V16};
 use super::tile::dot_generic;
 
 /// Largest magnitude of a quantised query element.
