@@ -40,8 +40,8 @@ pub enum BenchWhat {
     Audio,
     /// The CUDA path's speed variants against its default (`--device cuda` only; JSON lines).
     Variants,
-    /// One training step of tritter-tiny (batch 8 × 256, ternary STE, AdamW) timed by phase
-    /// (compare with PyTorch: scripts/torch_train_bench.py).
+    /// One training step of tritter-tiny, or `--preset tritter-small` (batch 8 × 256, ternary
+    /// STE, AdamW) timed by phase (compare with PyTorch: scripts/torch_train_bench.py).
     Train,
     /// The repo map: build, rebuild and render times and map size, on the current folder and a
     /// synthetic 1,000-file tree (CPU only).
@@ -62,8 +62,14 @@ pub fn run(
     what: BenchWhat,
     json: bool,
     threads: Option<usize>,
+    preset: Option<&str>,
     compute: crate::device::Compute,
 ) -> Result<()> {
+    anyhow::ensure!(
+        preset.is_none() || what == BenchWhat::Train,
+        "--preset chooses the model of `bench train`; `bench {}` has its own shapes",
+        format!("{what:?}").to_lowercase()
+    );
     if let crate::device::Compute::Cuda(n) = compute {
         return run_cuda(what, json, n);
     }
@@ -91,7 +97,10 @@ pub fn run(
         )?)?,
         BenchWhat::Train => {
             crate::cli::train::tune_allocator();
-            serde_json::to_value(crate::bench::train::train_report(threads, 8, 256, 8)?)?
+            let preset = preset.unwrap_or("tritter-tiny");
+            serde_json::to_value(crate::bench::train::train_report(
+                preset, threads, 8, 256, 8,
+            )?)?
         }
         BenchWhat::Variants => anyhow::bail!(
             "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"

@@ -30,6 +30,7 @@ pub struct Phases {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     pub cpu: String,
+    pub preset: String,
     pub threads: usize,
     pub batch: usize,
     pub seq: usize,
@@ -57,17 +58,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// The model of the benchmark: `tritter-tiny` with the PyTorch script's vocabulary.
-pub fn bench_config() -> Config {
-    let mut cfg = Config::tritter_tiny();
+/// The model of the benchmark: a preset (`tritter-tiny` or `tritter-small`) with the PyTorch
+/// script's vocabulary.
+pub fn bench_config(preset: &str) -> Result<Config> {
+    anyhow::ensure!(
+        matches!(preset, "tritter-tiny" | "tritter-small"),
+        "bench train --preset {preset}: expected tritter-tiny or tritter-small"
+    );
+    let mut cfg = Config::preset(preset)?;
     cfg.vocab_size = 8014;
-    cfg
+    Ok(cfg)
 }
 
 /// Times `steps` training steps (after two warm-up steps) of batch × seq random tokens.
-pub fn train_report(threads: usize, batch: usize, seq: usize, steps: usize) -> Result<TrainReport> {
+pub fn train_report(
+    preset: &str,
+    threads: usize,
+    batch: usize,
+    seq: usize,
+    steps: usize,
+) -> Result<TrainReport> {
     let dev = Device::Cpu;
-    let cfg = bench_config();
+    let cfg = bench_config(preset)?;
     let params = Params::init(&cfg, 0, 0.02, &dev)?;
     let hp = AdamWParams {
         beta1: 0.9,
@@ -117,6 +129,7 @@ pub fn train_report(threads: usize, batch: usize, seq: usize, steps: usize) -> R
     let [b, f, bw, g, a, st] = rec.map(median);
     Ok(TrainReport {
         cpu: cpu_name(),
+        preset: preset.to_string(),
         threads,
         batch,
         seq,
@@ -140,16 +153,18 @@ mod tests {
 
     #[test]
     fn the_phases_make_up_the_step() {
-        let r = train_report(1, 2, 16, 3).unwrap();
+        let cfg = bench_config("tritter-tiny").unwrap();
+        let r = train_report("tritter-tiny", 1, 2, 16, 3).unwrap();
         let p = &r.phases_ms;
         let parts = p.build_model + p.forward_loss + p.backward + p.grads_clip + p.adamw;
         // Medians of the parts need not sum to the median step exactly, but to its size.
         assert!(parts > 0.5 * p.step && parts < 2.0 * p.step, "{p:?}");
         assert!(r.tokens_per_s > 0.0);
-        let want: usize = tritter_model::weights::param_shapes(&bench_config())
+        let want: usize = tritter_model::weights::param_shapes(&cfg)
             .iter()
             .map(|(_, s)| s.iter().product::<usize>())
             .sum();
         assert_eq!(r.params, want);
+        assert!(bench_config("tritter-7b").is_err());
     }
 }

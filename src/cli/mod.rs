@@ -119,6 +119,10 @@ pub enum Command {
         /// Worker threads (default: every core).
         #[arg(long)]
         threads: Option<usize>,
+        /// train: the model preset (tritter-tiny, the default, or tritter-small), with the
+        /// PyTorch script's 8014-token vocabulary.
+        #[arg(long)]
+        preset: Option<String>,
     },
     /// Write what the image path computes for one image (conformance probe): `pixel_values`,
     /// `last_hidden_state`, `projected`, and `codes` when the model has a VQ tokenizer.
@@ -303,7 +307,14 @@ fn run_command(cli: &Cli, cmd: &Command) -> Result<()> {
             what,
             json,
             threads,
-        } => crate::bench::run(*what, *json, *threads, parse_compute(device)?),
+            preset,
+        } => crate::bench::run(
+            *what,
+            *json,
+            *threads,
+            preset.as_deref(),
+            parse_compute(device)?,
+        ),
         Command::Eval {
             data,
             mode,

@@ -110,7 +110,7 @@ pub fn attention_prefill_blocks(
     }
     let group = heads / kv_heads;
     let (tq, tk) = (bm.tile_q, bm.tile_k);
-    let kern = tile::kernels();
+    let (kern, softmax_row) = (tile::kernels(), fused::kernels().softmax_row);
     out.par_chunks_mut(q_len * d)
         .enumerate()
         .for_each(|(h, out_h)| {
@@ -146,12 +146,7 @@ pub fn attention_prefill_blocks(
                             }
                         }
                         for (i, sr) in s.chunks_exact_mut(kn).enumerate() {
-                            tile::online_softmax_row(
-                                &mut m[i],
-                                &mut l[i],
-                                &mut acc[i * d..][..d],
-                                sr,
-                            );
+                            softmax_row(&mut m[i], &mut l[i], &mut acc[i * d..][..d], sr);
                         }
                         (kern.accumulate)(s, vals, d, acc);
                     }
@@ -271,7 +266,7 @@ struct DecodeState {
     l: Vec<f32>,
     s: Vec<f32>,
     accp: Vec<f32>,
-    buf: Vec<f32>,
+    scratch: fused::Int4Scratch,
 }
 
 impl DecodeState {
@@ -281,7 +276,7 @@ impl DecodeState {
             l: vec![0.0; rows],
             s: Vec::new(),
             accp: vec![0.0; accp],
-            buf: Vec::new(),
+            scratch: fused::Int4Scratch::default(),
         }
     }
 
@@ -303,16 +298,11 @@ impl DecodeState {
         match &tile {
             RawTile::F32 { k, .. } => (kern.scores)(q, k, d, scale, s),
             RawTile::F16 { k, .. } => (fk.scores_f16)(q, k, d, scale, s),
-            RawTile::Int4(t) => (fk.scores_int4)(q, t, d, scale, s, &mut self.buf),
+            RawTile::Int4(t) => (fk.scores_int4)(q, t, d, scale, s, &mut self.scratch),
         }
         mask(s, kn);
         for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
-            let corr = tile::online_softmax_row(
-                &mut self.m[r],
-                &mut self.l[r],
-                &mut acc[r * d..][..d],
-                sr,
-            );
+            let corr = (fk.softmax_row)(&mut self.m[r], &mut self.l[r], &mut acc[r * d..][..d], sr);
             if corr != 1.0 && !self.accp.is_empty() {
                 self.accp[r * d..][..d].iter_mut().for_each(|a| *a *= corr);
             }
@@ -320,7 +310,9 @@ impl DecodeState {
         match &tile {
             RawTile::F32 { v, .. } => (kern.accumulate)(s, v, d, acc),
             RawTile::F16 { v, .. } => (fk.accumulate_f16)(s, v, d, acc),
-            RawTile::Int4(t) => (fk.accumulate_int4)(s, t, d, &mut self.accp, acc, &mut self.buf),
+            RawTile::Int4(t) => {
+                (fk.accumulate_int4)(s, t, d, &mut self.accp, acc, &mut self.scratch)
+            }
         }
     }
 

@@ -89,11 +89,12 @@ fn run_int4(k: &FusedKernels, rows: usize, t: &Tile, d: usize) -> (Vec<f32>, Vec
     let n = t.kc.len() * 2 / d;
     let q = data(rows * d, 11);
     let mut s = vec![0f32; rows * n];
-    (k.scores_int4)(&q, &t.view(), d, 0.125, &mut s, &mut Vec::new());
+    let mut scratch = Int4Scratch::default();
+    (k.scores_int4)(&q, &t.view(), d, 0.125, &mut s, &mut scratch);
     let p = probs(rows, n, 12);
     let mut acc = data(rows * d, 13);
     let mut accp = data(rows * d, 14);
-    (k.accumulate_int4)(&p, &t.view(), d, &mut accp, &mut acc, &mut Vec::new());
+    (k.accumulate_int4)(&p, &t.view(), d, &mut accp, &mut acc, &mut scratch);
     merge_permuted(&accp, &mut acc, d);
     (s, acc)
 }
@@ -110,12 +111,26 @@ fn run_f16(k: &FusedKernels, rows: usize, n: usize, d: usize) -> (Vec<f32>, Vec<
     (s, acc)
 }
 
+/// The generic INT4 scores with fused multiply-adds.
+fn generic_fma_scores_int4(
+    q: &[f32],
+    t: &Int4Tile<'_>,
+    d: usize,
+    scale: f32,
+    s: &mut [f32],
+    scratch: &mut Int4Scratch,
+) {
+    let dot = crate::attn::fused_int4::dot_codes_generic;
+    scores_int4::<Lanes<true>, true>(dot, q, t, d, scale, s, scratch)
+}
+
 /// The generic build with fused multiply-adds: what every SIMD build must equal.
 const GENERIC_FMA: FusedKernels = FusedKernels {
     scores_f16: scores_f16::<Lanes<true>>,
     accumulate_f16: accumulate_f16::<Lanes<true>>,
-    scores_int4: scores_int4::<Lanes<true>, true>,
-    accumulate_int4: accumulate_int4::<Lanes<true>, true>,
+    scores_int4: generic_fma_scores_int4,
+    accumulate_int4: accumulate_int4::<Lanes<true>>,
+    softmax_row: crate::attn::tile::online_softmax_row,
     name: "generic-fma",
 };
 
@@ -137,6 +152,25 @@ fn every_build_equals_the_generic_one_bit_for_bit() {
                 "{} f16 {rows}x{n}x{d}",
                 b.name
             );
+        }
+    }
+    // The online softmax step, on rows with masked (−inf) scores and a running state.
+    for b in &builds {
+        for n in [1usize, 15, 16, 64, 77] {
+            let mut s0: Vec<f32> = data(n, 40 + n as u64).iter().map(|x| 4.0 * x).collect();
+            s0[n / 2] = f32::NEG_INFINITY;
+            let acc0 = data(64, 41);
+            let run = |f: crate::attn::fused::SoftmaxRow| {
+                let (mut m, mut l, mut acc, mut s) = (0.5f32, 2.0f32, acc0.clone(), s0.clone());
+                let corr = f(&mut m, &mut l, &mut acc, &mut s);
+                (m, l, acc, s, corr)
+            };
+            let want = run(GENERIC_FMA.softmax_row);
+            assert_eq!(run(b.softmax_row), want, "{} softmax {n}", b.name);
+            // The sum is the exact one up to rounding.
+            let exact: f64 =
+                want.3.iter().map(|&x| f64::from(x)).sum::<f64>() + 2.0 * f64::from(want.4);
+            assert!((f64::from(want.1) - exact).abs() < 1e-5 * exact, "sum {n}");
         }
     }
     // The chosen build is one of them (or the generic one on a CPU without AVX2 + FMA + F16C).
@@ -186,11 +220,17 @@ fn int4_kernels_equal_the_dequantised_product() {
                     let dot: f64 = (0..d)
                         .map(|c| f64::from(q[r * d + c]) * f64::from(t.k[j * d + c]))
                         .sum();
+                    // The i16 rounding of the scaled query costs at most S/2 per code unit.
+                    let amax = (0..d)
+                        .map(|c| (q[r * d + c] * t.ks[c].to_f32()).abs())
+                        .fold(0f32, f32::max);
+                    let codes: f64 = (0..d)
+                        .map(|c| f64::from((t.kc[j * d / 2 + c / 2] >> (4 * (c % 2))) & 15))
+                        .sum();
+                    let bound = 0.125 * f64::from(amax) / 32767.0 / 2.0 * codes;
                     let got = f64::from(s[r * n + j]);
-                    assert!(
-                        (got - dot * 0.125).abs() < 2e-5 * (1.0 + dot.abs()),
-                        "score"
-                    );
+                    let e = (got - dot * 0.125).abs();
+                    assert!(e < bound + 2e-5 * (1.0 + dot.abs()), "score {e} > {bound}");
                 }
                 for c in 0..d {
                     let perm = if c % 2 == 0 { c / 2 } else { d / 2 + c / 2 };

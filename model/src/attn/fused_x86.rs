@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::fused::{self, FusedKernels, V16};
+use super::fused::{self, FusedKernels, Int4Scratch, V16};
 use super::kv::Int4Tile;
 
 /// Sixteen lanes in one AVX-512 register. Only used inside the `avx512f` build below.
@@ -199,7 +199,14 @@ impl V16 for Y {
 }
 
 macro_rules! fused_build {
-    ($v:ty, $feat:literal, $sf:ident, $af:ident, $si:ident, $ai:ident) => {
+    ($v:ty, $feat:literal, $sf:ident, $af:ident, $si:ident, $ai:ident, $sm:ident, $dot:ident) => {
+        /// # Safety
+        /// The CPU must support
+        #[doc = $feat]
+        #[target_feature(enable = $feat)]
+        unsafe fn $sm(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) -> f32 {
+            super::tile::online_softmax_row(m, l, acc, s)
+        }
         /// # Safety
         /// The CPU must support
         #[doc = $feat]
@@ -224,9 +231,9 @@ macro_rules! fused_build {
             d: usize,
             scale: f32,
             s: &mut [f32],
-            buf: &mut Vec<f32>,
+            scratch: &mut Int4Scratch,
         ) {
-            fused::scores_int4::<$v, true>(q, t, d, scale, s, buf)
+            fused::scores_int4::<$v, true>($dot, q, t, d, scale, s, scratch)
         }
         /// # Safety
         /// The CPU must support
@@ -238,19 +245,163 @@ macro_rules! fused_build {
             d: usize,
             accp: &mut [f32],
             acc: &mut [f32],
-            buf: &mut Vec<f32>,
+            scratch: &mut Int4Scratch,
         ) {
-            fused::accumulate_int4::<$v, true>(p, t, d, accp, acc, buf)
+            fused::accumulate_int4::<$v>(p, t, d, accp, acc, scratch)
         }
     };
 }
 
-fused_build!(Z, "avx512f,avx2,fma,f16c", sf_512, af_512, si_512, ai_512);
-fused_build!(Y, "avx2,fma,f16c", sf_256, af_256, si_256, ai_256);
+fused_build!(
+    Z,
+    "avx512f,avx2,fma,f16c",
+    sf_512,
+    af_512,
+    si_512,
+    ai_512,
+    sm_512,
+    dot_512
+);
+fused_build!(
+    Y,
+    "avx2,fma,f16c",
+    sf_256,
+    af_256,
+    si_256,
+    ai_256,
+    sm_256,
+    dot_256
+);
+
+/// The AVX-512 build's integer dot: `vpdpwssd` where the CPU has AVX-512 VNNI (and BW), else
+/// the AVX2 one.
+fn dot_512(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+        // SAFETY: the features were just detected.
+        unsafe { dot_vnni(qi, codes, d, out) }
+    } else {
+        dot_256(qi, codes, d, out)
+    }
+}
+
+/// The AVX2 build's integer dot.
+fn dot_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    // SAFETY: only handed to the builds, which run after AVX2 was detected.
+    unsafe { dot_avx2(qi, codes, d, out) }
+}
+
+/// `[Σ a0, Σ a1, Σ a2, Σ a3]` of four vectors of 16 i32 lanes (shuffles shared among them).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce4_512(a: [__m512i; 4]) -> __m128i {
+    // 256-bit halves added: a0's 8 partials then a1's; a2's then a3's.
+    let u01 = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x44>(a[0], a[1]),
+        _mm512_shuffle_i32x4::<0xEE>(a[0], a[1]),
+    );
+    let u23 = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x44>(a[2], a[3]),
+        _mm512_shuffle_i32x4::<0xEE>(a[2], a[3]),
+    );
+    // 128-bit block r holds row r's four partials.
+    let v = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x88>(u01, u23),
+        _mm512_shuffle_i32x4::<0xDD>(u01, u23),
+    );
+    let w = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0x4E>(v));
+    let x = _mm512_add_epi32(w, _mm512_shuffle_epi32::<0xB1>(w));
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, x))
+}
+
+/// [`DotCodes`](super::fused_int4::DotCodes) with `vpdpwssd`: 32 codes per register (zero-extended bytes, low and high
+/// nibbles), four query rows per pass over a key's codes.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    let (h, rows) = (d / 2, qi.len() / d);
+    let n = codes.len() / h;
+    assert!(h.is_multiple_of(32) && qi.len() == rows * d && out.len() >= rows * n);
+    let m = _mm512_set1_epi16(15);
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
+        for (j, cj) in codes.chunks_exact(h).enumerate() {
+            let mut a = [_mm512_setzero_si512(); 4];
+            for c in (0..h).step_by(32) {
+                // SAFETY: c + 32 <= h bytes of key j's codes; c + 32 <= h and h + c + 32 <= d
+                // i16 of each query row (asserted shapes).
+                unsafe {
+                    let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(cj.as_ptr().add(c).cast()));
+                    let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
+                    for (ar, qr) in a.iter_mut().zip(q) {
+                        let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
+                        let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
+                        *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
+                    }
+                }
+            }
+            let mut sums = [0i32; 4];
+            // SAFETY: 16 bytes into a 16-byte array.
+            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), reduce4_512(a)) };
+            for (r, &v) in sums.iter().enumerate().take(rb) {
+                out[(r0 + r) * n + j] = v;
+            }
+        }
+    }
+}
+
+/// [`DotCodes`](super::fused_int4::DotCodes) with `vpmaddwd`: 16 codes per register.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    let (h, rows) = (d / 2, qi.len() / d);
+    let n = codes.len() / h;
+    assert!(h.is_multiple_of(16) && qi.len() == rows * d && out.len() >= rows * n);
+    let m = _mm256_set1_epi16(15);
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
+        for (j, cj) in codes.chunks_exact(h).enumerate() {
+            let mut a = [_mm256_setzero_si256(); 4];
+            for c in (0..h).step_by(16) {
+                // SAFETY: c + 16 <= h bytes of key j's codes; c + 16 <= h and h + c + 16 <= d
+                // i16 of each query row (asserted shapes).
+                unsafe {
+                    let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(cj.as_ptr().add(c).cast()));
+                    let (lo, hi) = (_mm256_and_si256(b, m), _mm256_srli_epi16::<4>(b));
+                    for (ar, qr) in a.iter_mut().zip(q) {
+                        let ql = _mm256_loadu_si256(qr.as_ptr().add(c).cast());
+                        let qh = _mm256_loadu_si256(qr.as_ptr().add(h + c).cast());
+                        let x =
+                            _mm256_add_epi32(_mm256_madd_epi16(lo, ql), _mm256_madd_epi16(hi, qh));
+                        *ar = _mm256_add_epi32(*ar, x);
+                    }
+                }
+            }
+            let t = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+            let mut sums = [0i32; 4];
+            // SAFETY: 16 bytes into a 16-byte array.
+            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), s) };
+            for (r, &v) in sums.iter().enumerate().take(rb) {
+                out[(r0 + r) * n + j] = v;
+            }
+        }
+    }
+}
 
 /// Safe entry points over one build's functions; only called after detecting its features.
 macro_rules! safe_kernels {
-    ($sf:ident, $af:ident, $si:ident, $ai:ident, $name:literal) => {{
+    ($sf:ident, $af:ident, $si:ident, $ai:ident, $sm:ident, $name:literal) => {{
+        fn sm(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) -> f32 {
+            // SAFETY: handed out by `available` only after its features were detected.
+            unsafe { $sm(m, l, acc, s) }
+        }
         fn sf(q: &[f32], k: &[f16], d: usize, sc: f32, s: &mut [f32]) {
             // SAFETY: handed out by `available` only after its features were detected.
             unsafe { $sf(q, k, d, sc, s) }
@@ -259,7 +410,7 @@ macro_rules! safe_kernels {
             // SAFETY: as above.
             unsafe { $af(p, v, d, a) }
         }
-        fn si(q: &[f32], t: &Int4Tile<'_>, d: usize, sc: f32, s: &mut [f32], b: &mut Vec<f32>) {
+        fn si(q: &[f32], t: &Int4Tile<'_>, d: usize, sc: f32, s: &mut [f32], b: &mut Int4Scratch) {
             // SAFETY: as above.
             unsafe { $si(q, t, d, sc, s, b) }
         }
@@ -269,7 +420,7 @@ macro_rules! safe_kernels {
             d: usize,
             ap: &mut [f32],
             a: &mut [f32],
-            b: &mut Vec<f32>,
+            b: &mut Int4Scratch,
         ) {
             // SAFETY: as above.
             unsafe { $ai(p, t, d, ap, a, b) }
@@ -279,6 +430,7 @@ macro_rules! safe_kernels {
             accumulate_f16: af,
             scores_int4: si,
             accumulate_int4: ai,
+            softmax_row: sm,
             name: $name,
         }
     }};
@@ -296,10 +448,14 @@ pub(crate) fn available() -> Vec<FusedKernels> {
         && is_x86_feature_detected!("f16c");
     let mut v = Vec::new();
     if avx2 && is_x86_feature_detected!("avx512f") {
-        v.push(safe_kernels!(sf_512, af_512, si_512, ai_512, "avx512"));
+        v.push(safe_kernels!(
+            sf_512, af_512, si_512, ai_512, sm_512, "avx512"
+        ));
     }
     if avx2 {
-        v.push(safe_kernels!(sf_256, af_256, si_256, ai_256, "avx2"));
+        v.push(safe_kernels!(
+            sf_256, af_256, si_256, ai_256, sm_256, "avx2"
+        ));
     }
     v
 }

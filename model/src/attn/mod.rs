@@ -15,8 +15,10 @@ mod fused_arch;
 #[cfg(not(target_arch = "x86_64"))]
 #[path = "fused_other.rs"]
 mod fused_arch;
+mod fused_int4;
 pub mod int4;
 pub mod kv;
+mod lanes;
 pub mod mask;
 pub mod mode;
 pub mod packed;

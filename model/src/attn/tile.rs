@@ -107,9 +107,12 @@ pub(crate) fn accumulate_generic<const FMA: bool>(
 /// accumulator `acc` (rescaled when the max grows); leaves the probabilities `exp(s - m)` in `s`
 /// for [`AccumulateFn`]. FlashAttention-2's online softmax. Returns the factor `acc` was rescaled
 /// by (1 when it was not), for callers that keep a second accumulator.
-#[inline]
+///
+/// The maximum and the sum run in 16 lanes (element `j` in lane `j % 16`; the sum then halves as
+/// `dot_generic` does), so the loops vectorise and every build adds in the same order.
+#[inline(always)]
 pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) -> f32 {
-    let tile_max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let tile_max = lane_max(s);
     if tile_max == f32::NEG_INFINITY {
         s.fill(0.0);
         return 1.0;
@@ -126,8 +129,50 @@ pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &
         let e = exp_nonpositive(*x - m_new);
         *x = if *x == f32::NEG_INFINITY { 0.0 } else { e };
     }
-    *l += s.iter().sum::<f32>();
+    *l += lane_sum(s);
     corr
+}
+
+/// The largest element (exact in any order; 16 lanes so it vectorises).
+#[inline(always)]
+fn lane_max(s: &[f32]) -> f32 {
+    let mut mx = [f32::NEG_INFINITY; 16];
+    let chunks = s.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in mx.iter_mut().zip(c) {
+            *m = m.max(x);
+        }
+    }
+    for (m, &x) in mx.iter_mut().zip(tail) {
+        *m = m.max(x);
+    }
+    mx.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The sum in 16 lanes (element `j` into lane `j % 16`), then halving: lanes `l + 8`, `+ 4`,
+/// `+ 2`, `+ 1`.
+#[inline(always)]
+fn lane_sum(s: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = s.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(tail) {
+        *a += x;
+    }
+    let mut w = 8;
+    while w > 0 {
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+        w /= 2;
+    }
+    acc[0]
 }
 
 /// `exp(x)` for `x <= 0` (inputs below -87 give ≈1e-38 instead of underflowing), branch-free so
