@@ -18,6 +18,7 @@
 //! statistics, the attention softmax, the logits and the loss are computed in f32. In f32 every
 //! cast is a no-op. Nothing here assumes the CPU: the same code runs on any candle device.
 
+use crate::attn::train_op::{KeyMask, TrainMask};
 use crate::bitlinear::BitWeights;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -232,10 +233,15 @@ impl Transformer {
         x: &Tensor,
         blocked: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.hidden_with_mask(x, blocked.map(KeyMask::Blocked))
+    }
+
+    /// [`Transformer::hidden_from_embeds`] with `mask` in place of the built-in one.
+    fn hidden_with_mask(&self, x: &Tensor, mask: Option<KeyMask>) -> Result<Tensor> {
         self.check_channels(x)?;
         let mut h = self.enter(x)?;
         for l in self.cfg.layer_schedule(self.iterations) {
-            h = self.blocks[l].forward(&h, &self.rope, 0, None, blocked)?;
+            h = self.blocks[l].forward(&h, &self.rope, 0, None, mask)?;
         }
         self.norm.forward(&h)
     }
@@ -326,9 +332,33 @@ impl Transformer {
         flags: Option<&Tensor>,
     ) -> Result<Tensor> {
         let x = self.embed(ids)?;
-        let mask = self.packed_mask(docs, flags)?;
-        let h = self.hidden_from_embeds_masked(&x, Some(&mask))?;
+        let mask = self.train_mask(docs, flags)?;
+        let h = self.hidden_with_mask(&x, Some(KeyMask::Train(&mask)))?;
         self.logits_from_hidden(&h)
+    }
+
+    /// The mask of packed rows as the layers take it: a description (the fused CPU attention
+    /// reads it; the composed path builds [`Self::packed_mask`]'s tensor from it).
+    fn train_mask(&self, docs: &Tensor, flags: Option<&Tensor>) -> Result<TrainMask> {
+        let b = docs.dim(0)?;
+        let docs = docs.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let flags = match flags {
+            Some(f) => f.to_dtype(DType::U32)?.to_vec2::<u32>()?,
+            None => vec![vec![]; b],
+        };
+        TrainMask::packed(self.packed_spec(), &docs, &flags)
+    }
+
+    fn packed_spec(&self) -> crate::attn::packed::PackedSpec {
+        crate::attn::packed::PackedSpec {
+            mode: self.cfg.attention_mode,
+            window: self.cfg.sliding_window_size,
+            sinks: if self.cfg.use_attention_sinks {
+                crate::config::ATTENTION_SINKS
+            } else {
+                0
+            },
+        }
     }
 
     /// The whole attention mask `[B, T, T]` (u8, 1 = hidden) of packed rows with document ids
@@ -341,15 +371,7 @@ impl Transformer {
             Some(f) => f.to_dtype(DType::U32)?.to_vec2::<u32>()?,
             None => vec![vec![]; b],
         };
-        let spec = crate::attn::packed::PackedSpec {
-            mode: self.cfg.attention_mode,
-            window: self.cfg.sliding_window_size,
-            sinks: if self.cfg.use_attention_sinks {
-                crate::config::ATTENTION_SINKS
-            } else {
-                0
-            },
-        };
+        let spec = self.packed_spec();
         let mut out = Vec::with_capacity(b * t * t);
         for (d, f) in docs.iter().zip(&flags) {
             out.extend(
