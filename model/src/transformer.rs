@@ -324,7 +324,8 @@ impl Transformer {
 
     /// [`Transformer::forward_docs`] with per-token flags `[B, T]` (the shards' flag channel):
     /// under `prefix_lm` each document's [`FLAG_PREFIX`](crate::data::chat::FLAG_PREFIX) tokens
-    /// attend bidirectionally; the window and sinks of the config apply ([`Self::packed_mask`]).
+    /// attend bidirectionally; the window and sinks of the config apply (the mask of
+    /// [`Self::packed_mask`], passed to the layers as a [`TrainMask`]).
     pub fn forward_packed(
         &self,
         ids: &Tensor,
@@ -496,8 +497,8 @@ pub fn candle_only_features(cfg: &Config) -> String {
 
 /// The document mask of packed sequences: `[B, T, T]` u8, 1 where query `i` and key `j` belong to
 /// different documents (`docs` `[B, T]` u32, one id per position, as the shard format stores them).
-/// The packed forward uses [`Transformer::packed_mask`], which adds the causal part and the
-/// window.
+/// The packed forward masks with [`TrainMask::packed`] instead, which adds the causal part and
+/// the window (and equals [`Transformer::packed_mask`]).
 pub fn document_mask(docs: &Tensor) -> Result<Tensor> {
     let (b, t) = docs.dims2()?;
     let q = docs.unsqueeze(2)?.broadcast_as((b, t, t))?;
