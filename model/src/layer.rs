@@ -12,6 +12,8 @@
 //! candle form (training and the reference), and [`LayerView`] is how the inference paths (CPU
 //! slices, the GPU upload, byte counts) read the loaded weights.
 
+use crate::attn::train_op::{self, builtin_mask, KeyMask, TrainMask};
+use crate::attn::AttentionMode;
 use crate::bitlinear::{BitLinear, BitWeights};
 use crate::config::{Activation, Config, LayerKind, MlpLayout, NormPlacement, QkNormKind};
 use crate::error::{Error, Result};
@@ -21,7 +23,7 @@ pub use crate::layer_cache::TensorKvCache;
 use crate::norm::{HeadLayerNorm, QkNorm, RmsNorm, CHAMELEON_QK_EPS};
 use crate::rope::Rope;
 use crate::source::WeightSource;
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 /// One layer's weights as the inference paths read them (shapes from the config).
 #[derive(Clone, Copy)]
@@ -178,39 +180,42 @@ impl Attention {
         })
     }
 
-    /// The mask `[T, S]` (1 = hidden) of `t` queries after `s - t` cached keys: causal (unless
-    /// the mode is bidirectional), and the sliding window with its sinks when it binds, as
-    /// [`crate::attn::MaskSpec`] states them for the inference path. `None`: nothing is hidden.
-    fn builtin_mask(&self, t: usize, s: usize) -> Option<Result<Vec<u8>>> {
-        let past = s - t;
-        let band = self.window > 0 && s > self.window.saturating_sub(self.sinks);
-        if !band {
-            return (self.causal && t > 1).then(|| {
-                Ok((0..t)
-                    .flat_map(|i| (0..s).map(move |j| u8::from(j > i + past)))
-                    .collect())
-            });
+    /// Attention `[B, H, T, D]` of q `[B, H, T, D]` over k, v `[B, H_kv, S, D]`: the fused op
+    /// (`attn::train_op`) without a cache on the CPU in f32 — the training path —, the composed
+    /// candle ops otherwise (CUDA, bf16, a decode step with a cache).
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<KeyMask>,
+        cached: bool,
+    ) -> Result<Tensor> {
+        let (t, s) = (q.dim(2)?, k.dim(2)?);
+        let fused = !cached && q.device().is_cpu() && q.dtype() == DType::F32;
+        let composed =
+            |builtin, blocked| train_op::composed_attention(q, k, v, self.scale, builtin, blocked);
+        match mask {
+            Some(KeyMask::Blocked(m)) => composed(None, Some(m)),
+            Some(KeyMask::Train(m)) if fused => train_op::attention(q, k, v, self.scale, m),
+            Some(KeyMask::Train(m)) => composed(None, Some(&m.blocked(q.dim(0)?, q.device())?)),
+            None if fused => {
+                let m = TrainMask::single(self.mode(), self.window, self.sinks, t)?;
+                train_op::attention(q, k, v, self.scale, &m)
+            }
+            None => composed(
+                builtin_mask(self.causal, self.window, self.sinks, t, s).transpose()?,
+                None,
+            ),
         }
-        let spec = crate::attn::MaskSpec {
-            mode: match self.causal {
-                true => crate::attn::AttentionMode::Causal,
-                false => crate::attn::AttentionMode::Bidirectional,
-            },
-            window: self.window,
-            sinks: self.sinks,
-            prefix_len: 0,
-            doc_ids: None,
-        };
-        Some(match spec.mask() {
-            Ok(m) => Ok((0..t)
-                .flat_map(|i| {
-                    (0..s)
-                        .map(|j| u8::from(!m.allowed(i + past, j)))
-                        .collect::<Vec<_>>()
-                })
-                .collect()),
-            Err(e) => Err(Error::Invalid(e.to_string())),
-        })
+    }
+
+    /// The built-in mask's mode: causal, or both ways (`bidirectional`, `embedding`).
+    fn mode(&self) -> AttentionMode {
+        match self.causal {
+            true => AttentionMode::Causal,
+            false => AttentionMode::Bidirectional,
+        }
     }
 
     fn forward(
@@ -219,7 +224,7 @@ impl Attention {
         rope: &Rope,
         offset: usize,
         cache: Option<(&mut TensorKvCache, usize)>,
-        blocked: Option<&Tensor>,
+        mask: Option<KeyMask>,
     ) -> Result<Tensor> {
         let (b, t, _c) = x.dims3()?;
         let (h, hkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -241,42 +246,13 @@ impl Attention {
             false => (q, k),
         };
         let v = v.transpose(1, 2)?.contiguous()?;
+        let cache_used = cache.is_some();
         let (k, v) = match cache {
             Some((c, layer)) => c.append(layer, &k, &v)?,
             None => (k, v),
         };
-        let s = k.dim(2)?;
-        let rep = h / hkv;
-        // Queries grouped by their key/value head, `[B, H_kv, rep·T, D]` (head `g·rep + r` is
-        // group `g`, rows `r·T..`): keys and values are read where they are, never copied per
-        // query head or transposed, and a decode step reads the cache once.
-        let qg = q.reshape((b, hkv, rep * t, d))?;
-        let scores = k
-            .matmul(&qg.t()?)?
-            .transpose(2, 3)?
-            .contiguous()?
-            .reshape((b, h, t, s))?;
-        // Scores, mask and softmax in f32; the weighted sum in the compute dtype.
-        let mut att = (scores.to_dtype(DType::F32)? * self.scale)?;
-        if let Some(mask) = self.builtin_mask(t, s).filter(|_| blocked.is_none()) {
-            let mask = Tensor::from_vec(mask?, (t, s), x.device())?.broadcast_as(att.shape())?;
-            let neg = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(att.shape())?;
-            att = mask.where_cond(&neg, &att)?;
-        }
-        if let Some(m) = blocked {
-            // `[B, T, S]` → every head: 1 hides the key from the query; the whole mask (a packed
-            // batch's, `attn::packed`), in place of the built-in one.
-            let m = m.unsqueeze(1)?.broadcast_as(att.shape())?;
-            let neg = Tensor::new(f32::NEG_INFINITY, x.device())?.broadcast_as(att.shape())?;
-            att = m.where_cond(&neg, &att)?;
-        }
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?.to_dtype(v.dtype())?;
-        let y = att
-            .reshape((b, hkv, rep * t, s))?
-            .matmul(&v)?
-            .reshape((b, h, t, d))?
-            .transpose(1, 2)?
-            .reshape((b, t, h * d))?;
+        let y = self.attend(&q, &k, &v, mask, cache_used)?;
+        let y = y.transpose(1, 2)?.reshape((b, t, h * d))?;
         let y = match &self.sub_norm {
             Some(n) => n.forward(&y)?,
             None => y,
@@ -446,10 +422,10 @@ impl Mixer {
         rope: &Rope,
         offset: usize,
         cache: Option<(&mut TensorKvCache, usize)>,
-        blocked: Option<&Tensor>,
+        mask: Option<KeyMask>,
     ) -> Result<Tensor> {
         let recurrent = !matches!(self, Mixer::Attention(_));
-        if recurrent && blocked.is_some() {
+        if recurrent && mask.is_some() {
             return Err(Error::Invalid(
                 "a document mask cannot stop a recurrent (Mamba-2 / Gated DeltaNet) layer's \
                  state from crossing packed documents; train hybrid models with \
@@ -459,7 +435,7 @@ impl Mixer {
         }
         let one = x.dim(1)? == 1;
         match (self, cache) {
-            (Mixer::Attention(a), cache) => a.forward(x, rope, offset, cache, blocked),
+            (Mixer::Attention(a), cache) => a.forward(x, rope, offset, cache, mask),
             (Mixer::Mamba2(m), None) => Ok(m.forward(x, None)?.0),
             (Mixer::Mamba2(m), Some((c, l))) => {
                 let (y, s) = match one {
@@ -564,27 +540,27 @@ impl Block {
     }
 
     /// The candle forward of `x` `[B, T, C]` at positions `offset..`, appending to layer `l` of
-    /// a tensor cache when given; `blocked` `[B, T, S]` (u8, 1 = hidden) hides keys from queries
-    /// on top of the causal mask.
+    /// a tensor cache when given; `mask` (a packed batch's) replaces the built-in causal (and
+    /// window) mask.
     pub(crate) fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
         offset: usize,
         cache: Option<(&mut TensorKvCache, usize)>,
-        blocked: Option<&Tensor>,
+        mask: Option<KeyMask>,
     ) -> Result<Tensor> {
         match self.placement {
             NormPlacement::Pre | NormPlacement::Subln => {
-                let y =
-                    self.mixer
-                        .forward(&self.norm1.forward(x)?, rope, offset, cache, blocked)?;
+                let y = self
+                    .mixer
+                    .forward(&self.norm1.forward(x)?, rope, offset, cache, mask)?;
                 let h = (x + self.scaled(y)?)?;
                 let y = self.mlp.forward(&self.norm2.forward(&h)?)?;
                 Ok((&h + self.scaled(y)?)?)
             }
             NormPlacement::SwinNorm => {
-                let y = self.mixer.forward(x, rope, offset, cache, blocked)?;
+                let y = self.mixer.forward(x, rope, offset, cache, mask)?;
                 let h = (x + self.scaled(self.norm1.forward(&y)?)?)?;
                 let y = self.norm2.forward(&self.mlp.forward(&h)?)?;
                 Ok((&h + self.scaled(y)?)?)

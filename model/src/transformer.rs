@@ -18,6 +18,7 @@
 //! statistics, the attention softmax, the logits and the loss are computed in f32. In f32 every
 //! cast is a no-op. Nothing here assumes the CPU: the same code runs on any candle device.
 
+use crate::attn::train_op::{KeyMask, TrainMask};
 use crate::bitlinear::BitWeights;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -232,10 +233,15 @@ impl Transformer {
         x: &Tensor,
         blocked: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.hidden_with_mask(x, blocked.map(KeyMask::Blocked))
+    }
+
+    /// [`Transformer::hidden_from_embeds`] with `mask` in place of the built-in one.
+    fn hidden_with_mask(&self, x: &Tensor, mask: Option<KeyMask>) -> Result<Tensor> {
         self.check_channels(x)?;
         let mut h = self.enter(x)?;
         for l in self.cfg.layer_schedule(self.iterations) {
-            h = self.blocks[l].forward(&h, &self.rope, 0, None, blocked)?;
+            h = self.blocks[l].forward(&h, &self.rope, 0, None, mask)?;
         }
         self.norm.forward(&h)
     }
@@ -318,7 +324,8 @@ impl Transformer {
 
     /// [`Transformer::forward_docs`] with per-token flags `[B, T]` (the shards' flag channel):
     /// under `prefix_lm` each document's [`FLAG_PREFIX`](crate::data::chat::FLAG_PREFIX) tokens
-    /// attend bidirectionally; the window and sinks of the config apply ([`Self::packed_mask`]).
+    /// attend bidirectionally; the window and sinks of the config apply (the mask of
+    /// [`Self::packed_mask`], passed to the layers as a [`TrainMask`]).
     pub fn forward_packed(
         &self,
         ids: &Tensor,
@@ -326,9 +333,33 @@ impl Transformer {
         flags: Option<&Tensor>,
     ) -> Result<Tensor> {
         let x = self.embed(ids)?;
-        let mask = self.packed_mask(docs, flags)?;
-        let h = self.hidden_from_embeds_masked(&x, Some(&mask))?;
+        let mask = self.train_mask(docs, flags)?;
+        let h = self.hidden_with_mask(&x, Some(KeyMask::Train(&mask)))?;
         self.logits_from_hidden(&h)
+    }
+
+    /// The mask of packed rows as the layers take it: a description (the fused CPU attention
+    /// reads it; the composed path builds [`Self::packed_mask`]'s tensor from it).
+    fn train_mask(&self, docs: &Tensor, flags: Option<&Tensor>) -> Result<TrainMask> {
+        let b = docs.dim(0)?;
+        let docs = docs.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let flags = match flags {
+            Some(f) => f.to_dtype(DType::U32)?.to_vec2::<u32>()?,
+            None => vec![vec![]; b],
+        };
+        TrainMask::packed(self.packed_spec(), &docs, &flags)
+    }
+
+    fn packed_spec(&self) -> crate::attn::packed::PackedSpec {
+        crate::attn::packed::PackedSpec {
+            mode: self.cfg.attention_mode,
+            window: self.cfg.sliding_window_size,
+            sinks: if self.cfg.use_attention_sinks {
+                crate::config::ATTENTION_SINKS
+            } else {
+                0
+            },
+        }
     }
 
     /// The whole attention mask `[B, T, T]` (u8, 1 = hidden) of packed rows with document ids
@@ -341,15 +372,7 @@ impl Transformer {
             Some(f) => f.to_dtype(DType::U32)?.to_vec2::<u32>()?,
             None => vec![vec![]; b],
         };
-        let spec = crate::attn::packed::PackedSpec {
-            mode: self.cfg.attention_mode,
-            window: self.cfg.sliding_window_size,
-            sinks: if self.cfg.use_attention_sinks {
-                crate::config::ATTENTION_SINKS
-            } else {
-                0
-            },
-        };
+        let spec = self.packed_spec();
         let mut out = Vec::with_capacity(b * t * t);
         for (d, f) in docs.iter().zip(&flags) {
             out.extend(
@@ -474,8 +497,8 @@ pub fn candle_only_features(cfg: &Config) -> String {
 
 /// The document mask of packed sequences: `[B, T, T]` u8, 1 where query `i` and key `j` belong to
 /// different documents (`docs` `[B, T]` u32, one id per position, as the shard format stores them).
-/// The packed forward uses [`Transformer::packed_mask`], which adds the causal part and the
-/// window.
+/// The packed forward masks with [`TrainMask::packed`] instead, which adds the causal part and
+/// the window (and equals [`Transformer::packed_mask`]).
 pub fn document_mask(docs: &Tensor) -> Result<Tensor> {
     let (b, t) = docs.dims2()?;
     let q = docs.unsqueeze(2)?.broadcast_as((b, t, t))?;

@@ -1,7 +1,8 @@
 //! Attention machinery on plain `f32` slices: composable masks and block masks ([`mask`]), the
 //! fused tiled online-softmax kernels for prefill and decode ([`flash`]), per-layer KV caches with
 //! rolling sink windows and a KIVI-style INT4 kind ([`kv`], [`int4`]), attention modes from the
-//! model config ([`mode`]) and a naive reference used by the tests ([`reference`]).
+//! model config ([`mode`]), a naive reference used by the tests ([`reference`]) and the fused
+//! differentiable attention of CPU training ([`train_op`]).
 //!
 //! Everything here works on row-major slices with explicit shape arguments so that the candle
 //! transformer can wrap it; no candle types appear in the hot paths. The kernels must equal the
@@ -31,6 +32,8 @@ mod tile_arch;
 #[cfg(not(target_arch = "x86_64"))]
 #[path = "tile_other.rs"]
 mod tile_arch;
+pub mod train_op;
+mod train_op_kernel;
 
 pub use flash::{
     attention_cached, attention_decode, attention_prefill, attention_prefill_blocks, AttnShape,
