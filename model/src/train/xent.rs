@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use crate::vision::cpu::exp;
+use crate::vision::cpu::{exp, row_max};
 
 /// Whether the fused op runs: f32 logits `[N, V]` on the CPU, contiguous.
 pub fn fits(logits: &Tensor) -> bool {
@@ -87,18 +87,7 @@ fn u32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
 /// `log Σ exp(row)`: the maximum in 16 lanes, then `Σ exp(x − max)` in 16 lanes.
 #[inline(always)]
 fn log_sum_exp(row: &[f32]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; 16];
-    let mut chunks = row.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &v) in m.iter_mut().zip(c) {
-            *a = if v > *a { v } else { *a };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&m)
-        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    let max = row_max(row);
     let mut acc = [0f32; 16];
     let mut chunks = row.chunks_exact(16);
     for c in &mut chunks {

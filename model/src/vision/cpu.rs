@@ -171,22 +171,28 @@ pub(crate) fn exp(x: f32) -> f32 {
     p * f32::from_bits(pow2)
 }
 
+/// The largest element of `row` (−inf when empty), in 16 lanes so the loop vectorises.
+#[inline(always)]
+pub(crate) fn row_max(row: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &v) in m.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .chain(&m)
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a })
+}
+
 /// Softmax of every `n`-long row of `s`, in place.
 pub(crate) fn softmax_rows(s: &mut [f32], n: usize) {
     pulp::Arch::new().dispatch(|| {
         for row in s.chunks_exact_mut(n) {
-            let mut m = [f32::NEG_INFINITY; 16];
-            let mut chunks = row.chunks_exact(16);
-            for c in &mut chunks {
-                for (a, v) in m.iter_mut().zip(c) {
-                    *a = if *v > *a { *v } else { *a };
-                }
-            }
-            let max = chunks
-                .remainder()
-                .iter()
-                .chain(&m)
-                .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+            let max = row_max(row);
             let mut acc = [0f32; 16];
             let mut chunks = row.chunks_exact_mut(16);
             for c in &mut chunks {
