@@ -20,6 +20,7 @@ pub mod generation;
 #[cfg(feature = "cuda")]
 pub mod gpu;
 pub mod gpu_scope;
+pub(crate) mod hostgemm;
 pub mod hybrid;
 pub mod infer;
 pub mod latent;

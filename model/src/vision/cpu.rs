@@ -7,6 +7,7 @@
 //! [`VisionPath::Fused`]: crate::vision::VisionPath::Fused
 
 use crate::error::{Error, Result};
+use crate::hostgemm::gemm_f32_avx2;
 use candle_core::{CpuStorage, Storage, StorageRef, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -95,7 +96,9 @@ pub(crate) fn parallelism() -> Parallelism {
 }
 
 /// `dst ← (dst if accumulate, else 0) + scale · lhs · rhs`; `dst` is `lhs.rows × rhs.cols`,
-/// row-major with row stride `dst_rs`, at the start of the slice.
+/// row-major with row stride `dst_rs`, at the start of the slice. On gemm's AVX2 kernels, which
+/// are faster than its AVX-512 ones at the vision tower's and EnCodec's shapes
+/// ([`crate::hostgemm`]).
 pub(crate) fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
@@ -127,25 +130,16 @@ pub(crate) fn matmul(
     // r < rows, c < cols, strides non-negative) inside its slice; `dst` is borrowed mutably, so
     // it overlaps neither operand.
     unsafe {
-        gemm::gemm(
+        gemm_f32_avx2(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
+            (dst.as_mut_ptr(), 1, dst_rs as isize),
             accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
+            (lhs.data.as_ptr(), lhs.cs as isize, lhs.rs as isize),
+            (rhs.data.as_ptr(), rhs.cs as isize, rhs.rs as isize),
             1.0,
             scale,
-            false,
-            false,
-            false,
             par,
         );
     }
