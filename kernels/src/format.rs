@@ -30,6 +30,7 @@
 //! weight row `i·R + r`, column `c` (transformers `integrations/bitnet.py`, `pack_weights`).
 
 use crate::KernelError;
+use rayon::prelude::*;
 
 /// Rows per panel (output features sharing one block).
 pub const PANEL_ROWS: usize = 16;
@@ -199,7 +200,6 @@ impl TernaryMatrix {
                 got: w.len(),
             });
         }
-        let mut m = Self::zeros(n, k)?;
         let mut sum = 0f64;
         for (index, &v) in w.iter().enumerate() {
             if !v.is_finite() {
@@ -209,11 +209,57 @@ impl TernaryMatrix {
         }
         let mean = (sum / w.len() as f64) as f32;
         let scale = 1.0 / mean.max(1e-5);
-        for (index, &v) in w.iter().enumerate() {
-            let q = (v * scale).round_ties_even().clamp(-1.0, 1.0) as i8;
-            m.set_code(index / k, index % k, (q + 1) as u8);
+        Ok((Self::from_f32_scaled(w, n, k, scale)?, scale))
+    }
+
+    /// Quantises latent f32 weights (row-major `n · k`) with a given `weight_scale`:
+    /// `W_q = round_ties_even(W · weight_scale)` clamped to -1..=1 (the second half of
+    /// [`Self::from_f32_absmean`]), one panel of rows per rayon task. A non-finite weight is an
+    /// error.
+    pub fn from_f32_scaled(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        weight_scale: f32,
+    ) -> Result<Self, KernelError> {
+        if w.len() != n * k {
+            return Err(KernelError::BadLength {
+                what: "w",
+                expected: n * k,
+                got: w.len(),
+            });
         }
-        Ok((m, scale))
+        let mut m = Self::zeros(n, k)?;
+        let nb = m.nb;
+        if nb == 0 {
+            return Ok(m);
+        }
+        m.blocks
+            .par_chunks_mut(nb)
+            .enumerate()
+            .try_for_each(|(p, panel)| {
+                let rows = (p * PANEL_ROWS)..((p + 1) * PANEL_ROWS).min(n);
+                for (r, row) in rows.clone().zip(0..) {
+                    let src = &w[r * k..(r + 1) * k];
+                    for (b, cols) in src.chunks(BLOCK_K).enumerate() {
+                        let bytes = &mut panel[b].qs[row * 4..row * 4 + 4];
+                        let mut packed = [0x55u8; 4];
+                        for (c, &v) in cols.iter().enumerate() {
+                            if !v.is_finite() {
+                                let index = r * k + b * BLOCK_K + c;
+                                return Err(KernelError::NotFinite { index, value: v });
+                            }
+                            let q = (v * weight_scale).round_ties_even().clamp(-1.0, 1.0) as i8;
+                            let shift = 2 * (c / 4);
+                            let slot = &mut packed[c % 4];
+                            *slot = (*slot & !(3 << shift)) | (((q + 1) as u8) << shift);
+                        }
+                        bytes.copy_from_slice(&packed);
+                    }
+                }
+                Ok(())
+            })?;
+        Ok(m)
     }
 
     /// The weights as row-major ternary values (`n · k`).
@@ -404,5 +450,31 @@ mod tests {
         let (z, zscale) = TernaryMatrix::from_f32_absmean(&[0.0; 4], 2, 2).unwrap();
         assert_eq!(zscale, 1.0 / 1e-5f32);
         assert_eq!(z.to_ternary(), vec![0; 4]);
+    }
+
+    /// The panel-parallel packer equals packing element by element (`from_ternary`, one
+    /// `set_code` per weight) on ragged shapes: partial panels, partial blocks, ties.
+    #[test]
+    fn scaled_packer_matches_elementwise_packing() {
+        for &(n, k) in &[(1, 1), (5, 7), (16, 16), (17, 33), (45, 50), (64, 100)] {
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 37 + 11) % 29) as f32 / 7.0 - 2.0)
+                .collect();
+            let scale = 1.25f32;
+            let want: Vec<i8> = w
+                .iter()
+                .map(|v| (v * scale).round_ties_even().clamp(-1.0, 1.0) as i8)
+                .collect();
+            let got = TernaryMatrix::from_f32_scaled(&w, n, k, scale).unwrap();
+            assert_eq!(
+                got,
+                TernaryMatrix::from_ternary(&want, n, k).unwrap(),
+                "{n}x{k}"
+            );
+        }
+        assert!(matches!(
+            TernaryMatrix::from_f32_scaled(&[0.0, 1.0, f32::INFINITY], 1, 3, 1.0),
+            Err(KernelError::NotFinite { index: 2, .. })
+        ));
     }
 }

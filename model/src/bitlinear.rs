@@ -3,7 +3,8 @@
 //! Two forms:
 //! - **Latent** (training and QAT): full-precision master weights `[out, in]`; the forward uses
 //!   absmean ternary weights and per-token absmax int8 activations, fake-quantised, with
-//!   straight-through gradients (HF `AutoBitLinear`, `online`).
+//!   straight-through gradients (HF `AutoBitLinear`, `online`). For f32 CPU tensors the whole
+//!   product is one op (`fused::bitlinear`: integer forward by the packed kernels, STE backward).
 //! - **Packed** (inference): 2-bit weights held by `tritter_kernels::TernaryMatrix` and never
 //!   expanded to floats; `y = (x_q · W_q) / (s_x · weight_scale)` (HF `BitLinear`, `offline`).
 //!   For HF `autobitlinear` / `offline` checkpoints (`y = x_q·W_q / s_x · weight_scale`) the loader
@@ -129,6 +130,10 @@ impl BitLinear {
         };
         match &self.weights {
             BitWeights::Packed(p) => p.forward(x),
+            BitWeights::Latent(w) if crate::fused::applies(x) && crate::fused::applies(w) => {
+                // f32 on the CPU: one op, the product in integers (`fused::bitlinear`).
+                crate::fused::bitlinear(x, w)
+            }
             BitWeights::Latent(w) => {
                 // Quantised in f32 from the master weights, multiplied in the activations' dtype.
                 let xq = quant::act_quant_ste(x)?;

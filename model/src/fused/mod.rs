@@ -6,6 +6,8 @@
 //!   bit for bit in the forward value (same f32 operations in the same order), gradient identity;
 //! - [`rms_norm`]: `norm::RmsNorm::forward` in f32 (within rounding of the row sums), with `dx`
 //!   and `dg`;
+//! - [`bitlinear`]: `act_quant_ste(x) · weight_quant_ste(w)ᵀ` with the forward in integers
+//!   (the inference kernels) and the STE backward as two matmuls, within f32 rounding;
 //! - [`relu2`] / [`gated_relu2`]: the MLP's squared ReLU `relu(x)²` and `relu(g)²·u`, bit for bit
 //!   with the composed ops, forward and gradients.
 //!
@@ -13,12 +15,14 @@
 //! the callers (`quant`, `norm`, `layer`) fall back to the composed ops otherwise.
 
 mod act;
+mod bitlinear;
 mod quant;
 mod rms;
 #[cfg(test)]
 mod tests;
 
 pub use act::{gated_relu2, gated_relu2_or_composed, relu2, relu2_or_composed};
+pub use bitlinear::bitlinear;
 pub use quant::{act_quant_ste, weight_quant_ste};
 pub use rms::rms_norm;
 

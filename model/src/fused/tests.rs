@@ -253,3 +253,65 @@ fn other_tensors_keep_the_composed_ops() {
         "bf16 rms",
     );
 }
+
+/// The composed BitLinear product the fused op replaces (the specification).
+fn bitlinear_composed(x: &Tensor, w: &Tensor) -> Tensor {
+    let xq = quant::act_quant_ste_composed(x).unwrap();
+    let wq = quant::weight_quant_ste_composed(w).unwrap();
+    xq.broadcast_matmul(&wq.t().unwrap()).unwrap()
+}
+
+/// Forward within f32 rounding of the composed sums (the fused sum is exact in integers) and
+/// both gradients within the rounding of the matmuls' summation order, on odd shapes (partial
+/// panels and blocks of the packed weights), an all-zero row and rounding ties.
+#[test]
+fn bitlinear_matches_the_composed_ops() {
+    for (i, &(xs, n)) in [
+        (&[3usize, 5, 37][..], 45usize),
+        (&[4, 1], 3),
+        (&[2, 41, 200], 70),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let k = *xs.last().unwrap();
+        let x = with_zero_and_tie_rows(xs, 21 + i as u64);
+        let w = tensor(vals(n * k, 31 + i as u64, 0.05), &[n, k]);
+        let got = bitlinear(&x, &w).unwrap();
+        let want = bitlinear_composed(&x, &w);
+        assert_close(&got, &want, n, 2e-6, &format!("bitlinear {xs:?}×{n}"));
+        let mut os = xs.to_vec();
+        *os.last_mut().unwrap() = n;
+        let r = tensor(vals(x.elem_count() / k * n, 7, 1.0), &os);
+        let (gx, gw) = grad2(&x, &w, &r, |a, b| bitlinear(a, b).unwrap());
+        let (wx, ww) = grad2(&x, &w, &r, bitlinear_composed);
+        assert_close(&gx, &wx, k, 1e-5, "bitlinear dx");
+        assert_close(&gw, &ww, k, 1e-5, "bitlinear dw");
+    }
+}
+
+/// The integer forward is the exact product of the quantised operands: against an f64 sum of
+/// the codes, one rounding.
+#[test]
+fn bitlinear_forward_is_the_exact_quantised_product() {
+    let (m, k, n) = (6, 70, 20);
+    let x = with_zero_and_tie_rows(&[m, k], 3);
+    let w = tensor(vals(n * k, 4, 0.1), &[n, k]);
+    let (xq, sx) = quant::act_quant(&x).unwrap();
+    let (wq, sw) = quant::ternarize(&w).unwrap();
+    let (xq, sx, wq) = (flat(&xq), flat(&sx), flat(&wq));
+    let got = flat(&bitlinear(&x, &w).unwrap());
+    for r in 0..m {
+        for c in 0..n {
+            let acc: f64 = (0..k)
+                .map(|j| f64::from(xq[r * k + j]) * f64::from(wq[c * k + j]))
+                .sum();
+            let want = acc / (f64::from(sx[r]) * f64::from(sw));
+            let g = f64::from(got[r * n + c]);
+            assert!(
+                (g - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                "({r},{c}): {g} vs {want}"
+            );
+        }
+    }
+}
