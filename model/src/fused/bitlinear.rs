@@ -40,7 +40,7 @@ impl CustomOp2 for BitLinearOp {
                 self.name()
             );
         }
-        let m = if k == 0 { 0 } else { x.len() / k };
+        let m = x.len().checked_div(k).unwrap_or(0);
         let mut dims = xl.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = n;
