@@ -42,9 +42,10 @@ fn cost_within(m: &ChatMessage, count: &TokenCounter, limit: usize) -> Option<us
 }
 
 /// The longest whole-line prefix of `text` that counts at most `budget` tokens. Byte-level BPE
-/// gives at most one token per byte, so every line ending within `budget` bytes fits; the search
-/// then doubles the span it tries from there before bisecting, so a megabyte paste costs a few
-/// counts of what fits, not ~20 counts of the whole paste.
+/// gives at most one token per byte, so the lines ending within `budget` bytes usually fit (that
+/// guess is checked, not assumed); the search then doubles the span it tries from there before
+/// bisecting, so a megabyte paste costs a few counts of what fits, not ~20 counts of the whole
+/// paste.
 fn fit_lines(text: &str, count: &TokenCounter, budget: usize) -> usize {
     let mut ends: Vec<usize> = text.match_indices('\n').map(|(i, _)| i + 1).collect();
     if !text.is_empty() && !text.ends_with('\n') {
@@ -52,7 +53,14 @@ fn fit_lines(text: &str, count: &TokenCounter, budget: usize) -> usize {
     }
     let fits = |n: usize| n == 0 || count(&text[..ends[n - 1]]) <= budget;
     let lines_within = |bytes: usize| ends.partition_point(|&e| e <= bytes);
-    let (mut lo, mut hi) = (lines_within(budget), ends.len());
+    // A first guess, checked: tokenizers that add a prefix or fall back to bytes can count more
+    // than one token per byte, so even the lines within `budget` bytes may not fit.
+    let guess = lines_within(budget);
+    let (mut lo, mut hi) = if fits(guess) {
+        (guess, ends.len())
+    } else {
+        (0, guess - 1)
+    };
     let mut span = budget.max(1);
     while lo < hi {
         span = span.saturating_mul(2);
@@ -264,6 +272,19 @@ mod tests {
             .rev()
             .find(|&k| count(&lines[..k].concat()) <= budget)
             .unwrap_or(0)
+    }
+
+    /// A counter with more tokens than bytes (as a tokenizer that adds a prefix token has): the
+    /// lines within `budget` bytes are checked, not assumed to fit. Found by the property below.
+    #[test]
+    fn more_tokens_than_bytes_still_gives_the_longest_fitting_prefix() {
+        for budget in 0..8 {
+            assert_eq!(
+                fit_lines(" \n", &words(), budget),
+                naive_fit_lines(" \n", &words(), budget),
+                "budget {budget}"
+            );
+        }
     }
 
     proptest::proptest! {
