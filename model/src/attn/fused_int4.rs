@@ -98,13 +98,15 @@ pub(crate) fn scores_int4<V: V16, const FMA: bool>(
         let mut mx = [0f32; L];
         for c in qp.chunks_exact(L) {
             for (m, &x) in mx.iter_mut().zip(c) {
-                *m = m.max(x.abs());
+                // A plain compare so it vectorises (like `f32::max` here: a NaN never replaces m).
+                let a = x.abs();
+                *m = if a > *m { a } else { *m };
             }
         }
         let mut w = L / 2;
         while w > 0 {
             for l in 0..w {
-                mx[l] = mx[l].max(mx[l + w]);
+                mx[l] = if mx[l + w] > mx[l] { mx[l + w] } else { mx[l] };
             }
             w /= 2;
         }

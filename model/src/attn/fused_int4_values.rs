@@ -24,12 +24,14 @@ use super::lanes::{L, V16};
 /// are taken this many tokens at a time, each with its own weight step.
 pub(crate) const MAX_TOKENS: usize = 2048;
 
-/// i16 weights past the last ones that the SIMD builds may read (one 64-byte load).
+/// Zero i16 weights after the rows' (room for wider loads; the current builds read only inside
+/// the rows).
 pub(crate) const WEIGHT_PAD: usize = 32;
 
-/// `isum[r][vpos(c)] = Σ_j wq(r, j, group(c)) · code_j[c]` for `rows` rows: `wq` `[rows][n.div_ceil(2)]
-/// [groups][2]` (tokens `2p` and `2p + 1` side by side per group, the missing token of an odd `n`
-/// weighted 0) followed by [`WEIGHT_PAD`] zeros, `codes` `[n][d / 2]`, `isum` `[rows][d]`.
+/// `isum[r][vpos(c)] = Σ_j wq[r][group(c)][j] · code_j[c]` for `rows` rows: `wq` `[rows][groups]
+/// [np]` with `np = n` rounded up to even (an odd `n`'s missing token weighted 0, so tokens `2p`
+/// and `2p + 1` of a group form one 32-bit pair) followed by [`WEIGHT_PAD`] zeros, `codes` `[n][d
+/// / 2]`, `isum` `[rows][d]`.
 pub(crate) type ValueCodes = fn(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]);
 
 /// Position of channel `c` (of `d`) in the value lane order: byte `b = c / 2` of a token's codes
@@ -49,93 +51,33 @@ pub(crate) fn vpos(d: usize, c: usize) -> usize {
 pub(crate) fn value_codes_generic(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
     let (h, groups) = (d / 2, d / vg);
     let n = codes.len() / h;
-    let per_row = n.div_ceil(2) * groups * 2;
+    let np = n + n % 2;
     for (r, out) in isum.chunks_exact_mut(d).enumerate() {
-        let w = &wq[r * per_row..][..per_row];
+        let w = &wq[r * groups * np..][..groups * np];
         for c in 0..d {
-            let g = c / vg;
+            let wg = &w[c / vg * np..][..n];
             let mut acc = 0i32;
-            for (j, cj) in codes.chunks_exact(h).enumerate() {
+            for (cj, &wj) in codes.chunks_exact(h).zip(wg) {
                 let code = (cj[c / 2] >> (4 * (c % 2))) & 15;
-                acc += i32::from(w[((j / 2) * groups + g) * 2 + j % 2]) * i32::from(code);
+                acc += i32::from(wj) * i32::from(code);
             }
             out[vpos(d, c)] = acc;
         }
     }
 }
 
-/// `w[i] = p[i / G] · x[i]` (0 where that `p` is 0) over `[n][G]` entries.
+/// `dst[g][j] = src[j][g]` for `src` `[n][groups]` into `dst` `[groups][stride]`, zeros past `n`.
 #[inline(always)]
-fn weigh<const G: usize>(p: &[f32], x: &[f32], w: &mut [f32]) {
-    for ((wj, xj), &pj) in w.chunks_exact_mut(G).zip(x.chunks_exact(G)).zip(p) {
-        for (o, &v) in wj.iter_mut().zip(xj) {
-            *o = if pj == 0.0 { 0.0 } else { pj * v };
+fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
+    for (g, row) in dst.chunks_exact_mut(stride).enumerate().take(groups) {
+        let n = src.len() / groups;
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = if j < n { src[j * groups + g] } else { 0.0 };
         }
     }
 }
 
-/// Σ_j of `[n][G]` entries per group `g`: entry `i` into lane `i % 16`, then lanes halved while
-/// more than `G` remain (lane `l` holds group `l % G`).
-#[inline(always)]
-fn group_sums<const G: usize>(u: &[f32], out: &mut [f32]) {
-    let mut lanes = [0f32; L];
-    let chunks = u.chunks_exact(L);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, &x) in lanes.iter_mut().zip(c) {
-            *a += x;
-        }
-    }
-    for (a, &x) in lanes.iter_mut().zip(tail) {
-        *a += x;
-    }
-    let mut w = L / 2;
-    while w >= G {
-        for l in 0..w {
-            lanes[l] += lanes[l + w];
-        }
-        w /= 2;
-    }
-    out[..G].copy_from_slice(&lanes[..G]);
-}
-
-/// [`weigh`] and [`group_sums`] for `groups` ∈ {1, 2, 4, 8} (what `d ≤ 256` with `vg % 32 == 0`
-/// allows; larger counts run the same loops unrolled less).
-#[inline(always)]
-fn weigh_any(groups: usize, p: &[f32], x: &[f32], w: &mut [f32], sums: Option<&mut [f32]>) {
-    match groups {
-        1 => weigh::<1>(p, x, w),
-        2 => weigh::<2>(p, x, w),
-        4 => weigh::<4>(p, x, w),
-        8 => weigh::<8>(p, x, w),
-        _ => {
-            for ((wj, xj), &pj) in w
-                .chunks_exact_mut(groups)
-                .zip(x.chunks_exact(groups))
-                .zip(p)
-            {
-                for (o, &v) in wj.iter_mut().zip(xj) {
-                    *o = if pj == 0.0 { 0.0 } else { pj * v };
-                }
-            }
-        }
-    }
-    if let Some(out) = sums {
-        match groups {
-            1 => group_sums::<1>(w, out),
-            2 => group_sums::<2>(w, out),
-            4 => group_sums::<4>(w, out),
-            8 => group_sums::<8>(w, out),
-            _ => {
-                for (g, o) in out.iter_mut().enumerate().take(groups) {
-                    *o = w.iter().skip(g).step_by(groups).sum();
-                }
-            }
-        }
-    }
-}
-
-/// The largest of `w` (exact in any order; 16 lanes so it vectorises).
+/// The largest `|w|` (exact in any order; a plain compare so it vectorises).
 #[inline(always)]
 fn lane_max(w: &[f32]) -> f32 {
     let mut mx = [0f32; L];
@@ -143,91 +85,15 @@ fn lane_max(w: &[f32]) -> f32 {
     let tail = chunks.remainder();
     for c in chunks {
         for (m, &x) in mx.iter_mut().zip(c) {
-            *m = m.max(x.abs());
+            let a = x.abs();
+            *m = if a > *m { a } else { *m };
         }
     }
     for (m, &x) in mx.iter_mut().zip(tail) {
-        *m = m.max(x.abs());
+        let a = x.abs();
+        *m = if a > *m { a } else { *m };
     }
-    mx.iter().copied().fold(0.0, f32::max)
-}
-
-/// `sp[(p · G + g) · 2 + t] = s[(2p + t) · G + g]`: the per-token steps `[n][G]` in the weight
-/// pair order `[n.div_ceil(2)][G][2]` (an odd `n`'s missing token 0).
-#[inline(always)]
-fn pair_steps<const G: usize>(s: &[f32], sp: &mut [f32]) {
-    for (o, pair) in sp.chunks_exact_mut(2 * G).zip(s.chunks(2 * G)) {
-        for g in 0..G {
-            o[2 * g] = pair[g];
-            o[2 * g + 1] = pair.get(G + g).copied().unwrap_or(0.0);
-        }
-    }
-}
-
-/// `w = p · sp` in the weight pair order (0 where that `p` is 0), `sp` from [`pair_steps`].
-#[inline(always)]
-fn weigh_pairs<const G: usize>(p: &[f32], sp: &[f32], w: &mut [f32]) {
-    if G == 1 {
-        // The pair order is the token order.
-        let (head, tail) = w.split_at_mut(p.len());
-        for ((o, &s), &pj) in head.iter_mut().zip(sp).zip(p) {
-            *o = if pj == 0.0 { 0.0 } else { pj * s };
-        }
-        tail.fill(0.0);
-        return;
-    }
-    let pairs = p.chunks_exact(2);
-    let tail = pairs.remainder();
-    let mut wo = w.chunks_exact_mut(2 * G).zip(sp.chunks_exact(2 * G));
-    for (pj, (o, s)) in pairs.zip(&mut wo) {
-        for g in 0..G {
-            for t in 0..2 {
-                o[2 * g + t] = if pj[t] == 0.0 {
-                    0.0
-                } else {
-                    pj[t] * s[2 * g + t]
-                };
-            }
-        }
-    }
-    if let (Some(&p0), Some((o, s))) = (tail.first(), wo.next()) {
-        for g in 0..G {
-            o[2 * g] = if p0 == 0.0 { 0.0 } else { p0 * s[2 * g] };
-            o[2 * g + 1] = 0.0;
-        }
-    }
-}
-
-/// [`pair_steps`] (`p == None`) or [`weigh_pairs`] for `groups` ∈ {1, 2, 4, 8} (see
-/// [`weigh_any`]); larger counts run the generic-size loops.
-#[inline(always)]
-fn pairs_any(groups: usize, p: Option<&[f32]>, x: &[f32], out: &mut [f32]) {
-    macro_rules! go {
-        ($g:literal) => {
-            match p {
-                None => pair_steps::<$g>(x, out),
-                Some(p) => weigh_pairs::<$g>(p, x, out),
-            }
-        };
-    }
-    match groups {
-        1 => go!(1),
-        2 => go!(2),
-        4 => go!(4),
-        8 => go!(8),
-        _ => {
-            let n = x.len() / groups;
-            for (i, o) in out.iter_mut().enumerate() {
-                let (pp, g, t) = (i / (2 * groups), i / 2 % groups, i % 2);
-                let j = 2 * pp + t;
-                *o = match p {
-                    None if j < n => x[j * groups + g],
-                    Some(p) if j < p.len() && p[j] != 0.0 => p[j] * x[i],
-                    _ => 0.0,
-                };
-            }
-        }
-    }
+    mx.iter().fold(0f32, |m, &x| if x > m { x } else { m })
 }
 
 /// Rounds the weights `w` to i16 in `wq` (same order); returns their step `S` (`w ≈ S · q16`).
@@ -239,6 +105,17 @@ fn quantise_weights(w: &[f32], wq: &mut [i16]) -> f32 {
         *o = (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i32 as i16;
     }
     amax / Q16
+}
+
+/// `Σ a · b` over equally long slices whose length is a multiple of 16, in 16 lanes with the
+/// build's multiply-add, then [`V16::reduce`].
+#[inline(always)]
+fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = V::zero();
+    for (x, y) in a.chunks_exact(L).zip(b.chunks_exact(L)) {
+        acc = V::load(x).madd(V::load(y), acc);
+    }
+    acc.reduce()
 }
 
 /// Accumulation of INT4 values (module docs): `accp` `[rows][d]` in the value lane order gets the
@@ -285,29 +162,35 @@ fn accumulate_part<V: V16>(
 ) {
     let (rows, h, vg) = (acc.len() / d, d / 2, t.vg);
     let (n, groups) = (t.vc.len() / h, d / vg);
-    let ng = n * groups;
-    let per_row = n.div_ceil(2) * groups * 2;
+    let (ng, np, n16) = (n * groups, n + n % 2, n.div_ceil(L) * L);
+    let per_row = groups * np;
     let Int4Scratch { f, q16, dots, .. } = scratch;
-    f.resize(2 * per_row + 2 * ng + groups + rows, 0.0);
-    let (w, rest) = f.split_at_mut(per_row);
-    let (sp, rest) = rest.split_at_mut(per_row);
-    let (mins, rest) = rest.split_at_mut(ng);
+    f.resize(3 * ng + 2 * per_row + groups * n16 + n16 + rows, 0.0);
+    let (mins, rest) = f.split_at_mut(ng);
     let (steps, rest) = rest.split_at_mut(ng);
-    let (sums, step16) = rest.split_at_mut(groups);
-    q16.resize(rows * per_row + WEIGHT_PAD, 0);
-    q16[rows * per_row..].fill(0);
+    let (st, rest) = rest.split_at_mut(per_row);
+    let (w, rest) = rest.split_at_mut(per_row);
+    let (mt, rest) = rest.split_at_mut(groups * n16);
+    let (pp, step16) = rest.split_at_mut(n16);
     to_f32::<V>(t.vm, mins);
     to_f32::<V>(t.vs, steps);
-    pairs_any(groups, None, steps, sp);
-    // The steps are in `sp` now; their buffer holds the minima's weights.
-    let u = steps;
+    // Group-major, so each row's weights and minima are plain element-wise products.
+    transpose(steps, groups, np, st);
+    transpose(mins, groups, n16, mt);
+    q16.resize(rows * per_row + WEIGHT_PAD, 0);
+    q16[rows * per_row..].fill(0);
     for r in 0..rows {
-        let pr = &p[r * n_all + j0..][..n];
-        pairs_any(groups, Some(pr), sp, w);
+        pp[..n].copy_from_slice(&p[r * n_all + j0..][..n]);
+        pp[n..].fill(0.0);
+        for (wg, sg) in w.chunks_exact_mut(np).zip(st.chunks_exact(np)) {
+            for ((o, &s), &pj) in wg.iter_mut().zip(sg).zip(&*pp) {
+                *o = if pj == 0.0 { 0.0 } else { pj * s };
+            }
+        }
         step16[r] = quantise_weights(w, &mut q16[r * per_row..][..per_row]);
         // The minima: Σ_j p_j m_jg, added to the group's channels.
-        weigh_any(groups, pr, mins, u, Some(sums));
-        for (g, &b) in sums.iter().enumerate().take(groups) {
+        for (g, mg) in mt.chunks_exact(n16).enumerate() {
+            let b = dot16::<V>(pp, mg);
             acc[r * d + g * vg..][..vg].iter_mut().for_each(|a| *a += b);
         }
     }

@@ -287,7 +287,7 @@ fn value_codes_equal_the_portable_sums() {
         (5, 8, 192, 64),
         (1, 1, 256, 32),
     ] {
-        let per_row = n.div_ceil(2) * (d / vg) * 2;
+        let per_row = (n + n % 2) * (d / vg);
         let mut wq: Vec<i16> = data(rows * per_row, 51)
             .iter()
             .map(|x| (x * 32767.0) as i16)

@@ -49,7 +49,7 @@ fn check_values(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &[i32]) {
     let n = codes.len() / h;
     assert!(h.is_multiple_of(32) && vg.is_multiple_of(32) && d.is_multiple_of(vg));
     assert!(codes.len() == n * h && isum.len() == rows * d);
-    assert!(wq.len() >= rows * n.div_ceil(2) * (d / vg) * 2 + WEIGHT_PAD);
+    assert!(wq.len() >= rows * (n + n % 2) * (d / vg) + WEIGHT_PAD);
 }
 
 /// `[Σ a0, Σ a1, Σ a2, Σ a3]` of four vectors of 16 i32 lanes (shuffles shared among them).
@@ -160,7 +160,7 @@ unsafe fn dot_avx2(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
 /// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpdpwssd`: per 64-byte chunk of the
 /// codes and token pair, the two tokens' bytes interleaved and zero-extended so each 32-bit lane
 /// holds one channel's two codes; every 128-bit block (16 bytes, one value group) gets its
-/// group's weight pair. Two passes per chunk (4-byte groups m = 0, 1 and m = 2, 3) keep the
+/// group's weight pair ([`weights_512`]). Two passes per chunk (4-byte groups m = 0, 1 and m = 2, 3) keep the
 /// sixteen accumulators of four rows in registers; a trailing 32-byte chunk runs the AVX2 code.
 ///
 /// # Safety
@@ -199,23 +199,20 @@ unsafe fn values_vnni_pass<const HI: bool>(
 ) {
     let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
     let n = codes.len() / h;
-    let per_row = n.div_ceil(2) * groups * 2;
-    // Lane l's group, relative to the chunk's first: its 16-byte block is l / 4.
-    let g0 = 128 * chunk / vg;
-    let gi: [i32; 16] = std::array::from_fn(|l| ((128 * chunk + 32 * (l / 4)) / vg - g0) as i32);
-    // SAFETY: 64 bytes from a 16-element i32 array.
-    let idx = unsafe { _mm512_loadu_si512(gi.as_ptr().cast()) };
+    let np = n + n % 2;
+    let per_row = groups * np;
+    // The group of each 16-byte block of the chunk, as an i32 offset of its weight pairs.
+    let gi: [usize; 4] = std::array::from_fn(|k| (128 * chunk + 32 * k) / vg * np / 2);
     let (m15, zero) = (_mm512_set1_epi16(15), _mm512_setzero_si512());
     let cp = codes.as_ptr().wrapping_add(64 * chunk);
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
-        let wr: [*const i16; 4] =
-            [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row + 2 * g0..].as_ptr());
+        let wr: [*const i32; 4] =
+            [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row..].as_ptr().cast::<i32>());
         let mut a = [[_mm512_setzero_si512(); 4]; 4];
         for p in 0..n.div_ceil(2) {
             // SAFETY: token 2p (and 2p + 1 when it exists) has h ≥ 64 · chunk + 64 bytes of
-            // codes; each weight load reads 16 i32 from pair p's first group of the chunk, at
-            // most 15 past the rows' last weight, inside the WEIGHT_PAD zeros.
+            // codes; pair p's weights lie inside each row's `per_row` (checked).
             unsafe {
                 let x = _mm512_loadu_si512(cp.add(2 * p * h).cast());
                 let y = if 2 * p + 1 < n {
@@ -236,8 +233,7 @@ unsafe fn values_vnni_pass<const HI: bool>(
                     _mm512_srli_epi16::<4>(w1),
                 ];
                 for (ar, &w) in a.iter_mut().zip(&wr) {
-                    let wv = _mm512_loadu_si512(w.add(p * groups * 2).cast());
-                    let wv = _mm512_permutexvar_epi32(idx, wv);
+                    let wv = weights_512(w.add(p), gi);
                     for (ak, &ck) in ar.iter_mut().zip(&c) {
                         *ak = _mm512_dpwssd_epi32(*ak, ck, wv);
                     }
@@ -251,6 +247,29 @@ unsafe fn values_vnni_pass<const HI: bool>(
                 unsafe { _mm512_storeu_si512(isum[at..at + 16].as_mut_ptr().cast(), *ak) };
             }
         }
+    }
+}
+
+/// The weight operand of one row and token pair: 128-bit block `k` holds the pair at `w +
+/// gi[k]` (its group's) in all four lanes.
+///
+/// # Safety
+/// The CPU must support AVX-512F; `w + gi[k]` is readable for every `k`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn weights_512(w: *const i32, gi: [usize; 4]) -> __m512i {
+    // SAFETY: the caller's promise.
+    let at = |k: usize| unsafe { w.add(gi[k]).read_unaligned() };
+    if gi[0] == gi[3] {
+        _mm512_set1_epi32(at(0))
+    } else if gi[0] == gi[1] && gi[2] == gi[3] {
+        let lo = _mm512_castsi256_si512(_mm256_set1_epi32(at(0)));
+        _mm512_inserti64x4::<1>(lo, _mm256_set1_epi32(at(2)))
+    } else {
+        let v = _mm512_castsi128_si512(_mm_set1_epi32(at(0)));
+        let v = _mm512_inserti32x4::<1>(v, _mm_set1_epi32(at(1)));
+        let v = _mm512_inserti32x4::<2>(v, _mm_set1_epi32(at(2)));
+        _mm512_inserti32x4::<3>(v, _mm_set1_epi32(at(3)))
     }
 }
 
@@ -272,15 +291,16 @@ unsafe fn values_avx2(
 ) {
     let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
     let n = codes.len() / h;
-    let per_row = n.div_ceil(2) * groups * 2;
+    let np = n + n % 2;
+    let per_row = groups * np;
     let m15 = _mm256_set1_epi16(15);
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
-        // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at p · groups + g).
+        // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at g · np / 2 + p).
         let wr: [*const i32; 4] =
             [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row..].as_ptr().cast::<i32>());
         for blk in block0..h / 16 {
-            let g = 32 * blk / vg;
+            let g = 32 * blk / vg * np / 2;
             for half in 0..2 {
                 let cp = codes.as_ptr().wrapping_add(16 * blk + 8 * half);
                 let mut a = [[_mm256_setzero_si256(); 2]; 4];
@@ -297,7 +317,7 @@ unsafe fn values_avx2(
                         let w = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(x, y));
                         let c = [_mm256_and_si256(w, m15), _mm256_srli_epi16::<4>(w)];
                         for (ar, &wp) in a.iter_mut().zip(&wr) {
-                            let wv = _mm256_set1_epi32(wp.add(p * groups + g).read_unaligned());
+                            let wv = _mm256_set1_epi32(wp.add(g + p).read_unaligned());
                             ar[0] = _mm256_add_epi32(ar[0], _mm256_madd_epi16(c[0], wv));
                             ar[1] = _mm256_add_epi32(ar[1], _mm256_madd_epi16(c[1], wv));
                         }
