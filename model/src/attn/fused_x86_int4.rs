@@ -1,7 +1,7 @@
 //! x86-64 integer kernels of the INT4 decode path: the key dot products
 //! ([`DotCodes`](super::fused_int4::DotCodes), `fused_int4`) and the value sums
-//! ([`ValueCodes`](super::fused_int4_values::ValueCodes), `fused_int4_values`), each with
-//! `vpdpwssd` (AVX-512 F/BW/VNNI) or `vpmaddwd` (AVX2). Integer sums are exact in any order, so
+//! ([`ValueCodes`](super::fused_int4_values::ValueCodes), `fused_int4_values`): the dots with
+//! `vpdpwssd` (AVX-512 F/BW/VNNI) or `vpmaddwd` (AVX2), the value sums with `vpmaddwd` in both. Integer sums are exact in any order, so
 //! each equals its portable version exactly (tests compare the whole kernels bit for bit).
 
 use std::arch::x86_64::*;
@@ -25,18 +25,8 @@ pub(super) fn dot_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
     unsafe { dot_avx2(qi, codes, d, out) }
 }
 
-/// The AVX-512 build's value sums: `vpdpwssd` where the CPU has AVX-512 VNNI (and BW), else the
-/// AVX2 ones.
-pub(super) fn values_512(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
-    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
-        // SAFETY: the features were just detected.
-        unsafe { values_vnni(wq, codes, d, vg, isum) }
-    } else {
-        values_256(wq, codes, d, vg, isum)
-    }
-}
-
-/// The AVX2 build's value sums.
+/// The value sums of both builds (`vpmaddwd`). A `vpdpwssd` variant (AVX-512 VNNI) is not shipped
+/// until it has run on an AVX-512 host; the AVX-512 build uses these sums, exact there too.
 pub(super) fn values_256(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
     check_values(wq, codes, d, vg, isum);
     // SAFETY: only handed to the builds, which run after AVX2 was detected; shapes checked.
@@ -154,122 +144,6 @@ unsafe fn dot_avx2(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
                 out[(r0 + r) * n + j] = v;
             }
         }
-    }
-}
-
-/// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpdpwssd`: per 64-byte chunk of the
-/// codes and token pair, the two tokens' bytes interleaved and zero-extended so each 32-bit lane
-/// holds one channel's two codes; every 128-bit block (16 bytes, one value group) gets its
-/// group's weight pair ([`weights_512`]). Two passes per chunk (4-byte groups m = 0, 1 and m = 2, 3) keep the
-/// sixteen accumulators of four rows in registers; a trailing 32-byte chunk runs the AVX2 code.
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW/VNNI.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
-    check_values(wq, codes, d, vg, isum);
-    let h = d / 2;
-    for chunk in 0..h / 64 {
-        // SAFETY: shapes checked above; the chunk's 64 bytes lie inside every token's codes.
-        unsafe {
-            values_vnni_pass::<false>(wq, codes, d, vg, chunk, isum);
-            values_vnni_pass::<true>(wq, codes, d, vg, chunk, isum);
-        }
-    }
-    if h % 64 == 32 {
-        // SAFETY: AVX2 is implied by this function's features; shapes checked above.
-        unsafe { values_avx2(wq, codes, d, vg, (h - 32) / 16, isum) }
-    }
-}
-
-/// One pass of [`values_vnni`]: registers `4·HI .. 4·HI + 4` of 64-byte chunk `chunk`.
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW/VNNI; the shapes passed [`check_values`] and
-/// `64 · chunk + 64 <= d / 2`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn values_vnni_pass<const HI: bool>(
-    wq: &[i16],
-    codes: &[u8],
-    d: usize,
-    vg: usize,
-    chunk: usize,
-    isum: &mut [i32],
-) {
-    let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
-    let n = codes.len() / h;
-    let np = n + n % 2;
-    let per_row = groups * np;
-    // The group of each 16-byte block of the chunk, as an i32 offset of its weight pairs.
-    let gi: [usize; 4] = std::array::from_fn(|k| (128 * chunk + 32 * k) / vg * np / 2);
-    let (m15, zero) = (_mm512_set1_epi16(15), _mm512_setzero_si512());
-    let cp = codes.as_ptr().wrapping_add(64 * chunk);
-    for r0 in (0..rows).step_by(4) {
-        let rb = (rows - r0).min(4);
-        let wr: [*const i32; 4] =
-            [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row..].as_ptr().cast::<i32>());
-        let mut a = [[_mm512_setzero_si512(); 4]; 4];
-        for p in 0..n.div_ceil(2) {
-            // SAFETY: token 2p (and 2p + 1 when it exists) has h ≥ 64 · chunk + 64 bytes of
-            // codes; pair p's weights lie inside each row's `per_row` (checked).
-            unsafe {
-                let x = _mm512_loadu_si512(cp.add(2 * p * h).cast());
-                let y = if 2 * p + 1 < n {
-                    _mm512_loadu_si512(cp.add((2 * p + 1) * h).cast())
-                } else {
-                    zero
-                };
-                let u = if HI {
-                    _mm512_unpackhi_epi8(x, y)
-                } else {
-                    _mm512_unpacklo_epi8(x, y)
-                };
-                let (w0, w1) = (_mm512_unpacklo_epi8(u, zero), _mm512_unpackhi_epi8(u, zero));
-                let c = [
-                    _mm512_and_si512(w0, m15),
-                    _mm512_srli_epi16::<4>(w0),
-                    _mm512_and_si512(w1, m15),
-                    _mm512_srli_epi16::<4>(w1),
-                ];
-                for (ar, &w) in a.iter_mut().zip(&wr) {
-                    let wv = weights_512(w.add(p), gi);
-                    for (ak, &ck) in ar.iter_mut().zip(&c) {
-                        *ak = _mm512_dpwssd_epi32(*ak, ck, wv);
-                    }
-                }
-            }
-        }
-        for (r, ar) in a.iter().enumerate().take(rb) {
-            for (k, ak) in ar.iter().enumerate() {
-                let at = (r0 + r) * d + 128 * chunk + (4 * usize::from(HI) + k) * 16;
-                // SAFETY: 16 i32 of row r0 + r's d, inside the chunk's 128 positions.
-                unsafe { _mm512_storeu_si512(isum[at..at + 16].as_mut_ptr().cast(), *ak) };
-            }
-        }
-    }
-}
-
-/// The weight operand of one row and token pair: 128-bit block `k` holds the pair at `w +
-/// gi[k]` (its group's) in all four lanes.
-///
-/// # Safety
-/// The CPU must support AVX-512F; `w + gi[k]` is readable for every `k`.
-#[inline]
-#[target_feature(enable = "avx512f,avx2")]
-unsafe fn weights_512(w: *const i32, gi: [usize; 4]) -> __m512i {
-    // SAFETY: the caller's promise.
-    let at = |k: usize| unsafe { w.add(gi[k]).read_unaligned() };
-    if gi[0] == gi[3] {
-        _mm512_set1_epi32(at(0))
-    } else if gi[0] == gi[1] && gi[2] == gi[3] {
-        let lo = _mm512_castsi256_si512(_mm256_set1_epi32(at(0)));
-        _mm512_inserti64x4::<1>(lo, _mm256_set1_epi32(at(2)))
-    } else {
-        let v = _mm512_castsi128_si512(_mm_set1_epi32(at(0)));
-        let v = _mm512_inserti32x4::<1>(v, _mm_set1_epi32(at(1)));
-        let v = _mm512_inserti32x4::<2>(v, _mm_set1_epi32(at(2)));
-        _mm512_inserti32x4::<3>(v, _mm_set1_epi32(at(3)))
     }
 }
 
