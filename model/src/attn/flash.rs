@@ -260,7 +260,7 @@ pub fn attention_cached(
 }
 
 /// Per-kv-head state of [`attention_cached`]: running max and sum per query row, the score
-/// buffer, the even/odd-ordered accumulator of INT4 values and the fused kernels' scratch.
+/// buffer, the INT4 values' code-term accumulator (value lane order) and the fused kernels' scratch.
 struct DecodeState {
     m: Vec<f32>,
     l: Vec<f32>,
@@ -319,7 +319,7 @@ impl DecodeState {
     /// Merges the INT4 accumulator and divides by the softmax sums.
     fn finish(&self, acc: &mut [f32], d: usize) {
         if !self.accp.is_empty() {
-            fused::merge_permuted(&self.accp, acc, d);
+            fused::merge_values(&self.accp, acc, d);
         }
         finish_rows(acc, &self.l, d);
     }

@@ -10,13 +10,14 @@
 //!
 //! - f16: `scores_f16` / `accumulate_f16` equal `tile::scores_generic` / `accumulate_generic`
 //!   on the keys/values converted to f32, bit for bit (f16 → f32 is exact, the order is the same).
-//! - INT4 keys and values: `fused_int4` (keys as exact integer dot products of an
-//!   i16-rounded scaled query with the codes; values with each group's step folded into the
-//!   probability), and the online-softmax step (`tile::online_softmax_row`) built per
-//!   instruction set too.
+//! - INT4 keys: `fused_int4`, exact integer dot products of an i16-rounded scaled query with the
+//!   codes (error bounded and tested).
+//! - INT4 values: `fused_int4_values`, exact integer sums of the codes weighted by i16-rounded
+//!   `p · step` over token pairs (error bounded and tested); the online-softmax step
+//!   (`tile::online_softmax_row`) is built per instruction set too.
 //!
 //! Shapes the fused kernels take (others use the f32 path): `head_dim % 64 == 0`, and for INT4
-//! a value group `vg % 32 == 0` (16 lanes of one nibble half stay in one group); the decode path
+//! a value group `vg % 32 == 0` (16 bytes of a token's codes stay in one group); the decode path
 //! uses them for at most [`MAX_ROWS`] query rows per kv head.
 
 use std::sync::OnceLock;
@@ -24,7 +25,9 @@ use std::sync::OnceLock;
 use half::f16;
 
 use super::fused_int4::dot_codes_generic;
-pub(crate) use super::fused_int4::{accumulate_int4, scores_int4, Int4Scratch};
+pub(crate) use super::fused_int4::{scores_int4, Int4Scratch};
+use super::fused_int4_values::value_codes_generic;
+pub(crate) use super::fused_int4_values::{accumulate_int4, merge_values};
 use super::kv::Int4Tile;
 pub(crate) use super::lanes::{row, Lanes, L, ROWS, V16};
 
@@ -39,8 +42,8 @@ pub(crate) type AccumulateF16 = fn(p: &[f32], vals: &[f16], d: usize, acc: &mut 
 /// Scores of INT4 keys (`fused_int4::scores_int4`).
 pub(crate) type ScoresInt4 =
     fn(q: &[f32], t: &Int4Tile<'_>, d: usize, scale: f32, s: &mut [f32], scratch: &mut Int4Scratch);
-/// Accumulation of INT4 values into `accp` (even/odd order) and `acc` (natural order, the
-/// minima) (`fused_int4::accumulate_int4`).
+/// Accumulation of INT4 values into `accp` (the value lane order of `fused_int4_values`) and
+/// `acc` (natural order, the minima) (`fused_int4_values::accumulate_int4`).
 pub(crate) type AccumulateInt4 = fn(
     p: &[f32],
     t: &Int4Tile<'_>,
@@ -70,10 +73,22 @@ pub(crate) const GENERIC: FusedKernels = FusedKernels {
     scores_f16: scores_f16::<Lanes<false>>,
     accumulate_f16: accumulate_f16::<Lanes<false>>,
     scores_int4: generic_scores_int4,
-    accumulate_int4: accumulate_int4::<Lanes<false>>,
+    accumulate_int4: generic_accumulate_int4,
     softmax_row: super::tile::online_softmax_row,
     name: "generic",
 };
+
+/// The generic INT4 value accumulation (portable integer sums, no FMA).
+fn generic_accumulate_int4(
+    p: &[f32],
+    t: &Int4Tile<'_>,
+    d: usize,
+    accp: &mut [f32],
+    acc: &mut [f32],
+    scratch: &mut Int4Scratch,
+) {
+    accumulate_int4::<Lanes<false>>(value_codes_generic, p, t, d, accp, acc, scratch)
+}
 
 /// The generic INT4 scores (portable integer dot, no FMA).
 fn generic_scores_int4(
@@ -174,17 +189,6 @@ pub(crate) fn accumulate_f16<V: V16>(p: &[f32], vals: &[f16], d: usize, acc: &mu
                     ab.store(&mut acc[(r0 + r) * d + c + b * L..]);
                 }
             }
-        }
-    }
-}
-
-/// Adds the even/odd-ordered `accp` `[rows][d]` into the natural-order `acc`.
-pub(crate) fn merge_permuted(accp: &[f32], acc: &mut [f32], d: usize) {
-    let h = d / 2;
-    for (ap, a) in accp.chunks_exact(d).zip(acc.chunks_exact_mut(d)) {
-        for i in 0..h {
-            a[2 * i] += ap[i];
-            a[2 * i + 1] += ap[h + i];
         }
     }
 }

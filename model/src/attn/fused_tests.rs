@@ -75,7 +75,7 @@ fn probs(rows: usize, n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-const SHAPES: [(usize, usize, usize, usize); 6] = [
+const SHAPES: [(usize, usize, usize, usize); 8] = [
     // (rows, n, d, vg)
     (4, 64, 128, 64),
     (1, 7, 64, 32),
@@ -83,6 +83,9 @@ const SHAPES: [(usize, usize, usize, usize); 6] = [
     (5, 64, 128, 32),
     (8, 1, 64, 64),
     (4, 16, 256, 64),
+    (2, 9, 192, 64),
+    // Longer than one integer pass (`fused_int4_values::MAX_TOKENS`).
+    (1, 2100, 64, 64),
 ];
 
 fn run_int4(k: &FusedKernels, rows: usize, t: &Tile, d: usize) -> (Vec<f32>, Vec<f32>) {
@@ -95,7 +98,7 @@ fn run_int4(k: &FusedKernels, rows: usize, t: &Tile, d: usize) -> (Vec<f32>, Vec
     let mut acc = data(rows * d, 13);
     let mut accp = data(rows * d, 14);
     (k.accumulate_int4)(&p, &t.view(), d, &mut accp, &mut acc, &mut scratch);
-    merge_permuted(&accp, &mut acc, d);
+    merge_values(&accp, &mut acc, d);
     (s, acc)
 }
 
@@ -124,12 +127,25 @@ fn generic_fma_scores_int4(
     scores_int4::<Lanes<true>, true>(dot, q, t, d, scale, s, scratch)
 }
 
+/// The generic INT4 value accumulation with fused multiply-adds.
+fn generic_fma_accumulate_int4(
+    p: &[f32],
+    t: &Int4Tile<'_>,
+    d: usize,
+    accp: &mut [f32],
+    acc: &mut [f32],
+    scratch: &mut Int4Scratch,
+) {
+    let codes = crate::attn::fused_int4_values::value_codes_generic;
+    accumulate_int4::<Lanes<true>>(codes, p, t, d, accp, acc, scratch)
+}
+
 /// The generic build with fused multiply-adds: what every SIMD build must equal.
 const GENERIC_FMA: FusedKernels = FusedKernels {
     scores_f16: scores_f16::<Lanes<true>>,
     accumulate_f16: accumulate_f16::<Lanes<true>>,
     scores_int4: generic_fma_scores_int4,
-    accumulate_int4: accumulate_int4::<Lanes<true>>,
+    accumulate_int4: generic_fma_accumulate_int4,
     softmax_row: crate::attn::tile::online_softmax_row,
     name: "generic-fma",
 };
@@ -232,17 +248,62 @@ fn int4_kernels_equal_the_dequantised_product() {
                     let e = (got - dot * 0.125).abs();
                     assert!(e < bound + 2e-5 * (1.0 + dot.abs()), "score {e} > {bound}");
                 }
+                // The i16 rounding of the weights p · step costs at most S/2 per code unit.
+                let wmax = (0..n)
+                    .flat_map(|j| (0..d / vg).map(move |g| (j, g)))
+                    .map(|(j, g)| p[r * n + j] * t.vs[j * (d / vg) + g].to_f32())
+                    .fold(0f32, f32::max);
                 for c in 0..d {
-                    let perm = if c % 2 == 0 { c / 2 } else { d / 2 + c / 2 };
+                    let perm = crate::attn::fused_int4_values::vpos(d, c);
                     let sum: f64 = (0..n)
                         .map(|j| f64::from(p[r * n + j]) * f64::from(t.v[j * d + c]))
                         .sum();
+                    let codes: f64 = (0..n)
+                        .map(|j| f64::from((t.vc[j * d / 2 + c / 2] >> (4 * (c % 2))) & 15))
+                        .sum();
+                    let bound = f64::from(wmax) / 32767.0 / 2.0 * codes;
                     let w = f64::from(want[r * d + c]) + f64::from(accp0[r * d + perm]) + sum;
                     want[r * d + c] = w as f32;
                     let e = (f64::from(acc[r * d + c]) - w).abs();
-                    assert!(e < 2e-5 * (1.0 + w.abs()), "{} value {r} {c}: {e}", k.name);
+                    let tol = bound + 2e-5 * (1.0 + w.abs());
+                    assert!(e < tol, "{} value {r} {c}: {e} > {bound}", k.name);
                 }
             }
+        }
+    }
+}
+
+/// The SIMD integer value sums equal the portable ones exactly, over the whole i16 range of
+/// weights (negative too), odd token counts and head sizes with a trailing 32-byte chunk.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn value_codes_equal_the_portable_sums() {
+    use crate::attn::fused_int4_values::{value_codes_generic, ValueCodes, WEIGHT_PAD};
+    use crate::attn::fused_x86_int4::values_256;
+    let builds: [(&str, ValueCodes); 1] = [("256", values_256)];
+    for (rows, n, d, vg) in [
+        (4usize, 64usize, 128usize, 64usize),
+        (3, 5, 64, 32),
+        (5, 8, 192, 64),
+        (1, 1, 256, 32),
+    ] {
+        let per_row = (n + n % 2) * (d / vg);
+        let mut wq: Vec<i16> = data(rows * per_row, 51)
+            .iter()
+            .map(|x| (x * 32767.0) as i16)
+            .collect();
+        wq[0] = i16::MIN + 1;
+        wq.resize(rows * per_row + WEIGHT_PAD, 0);
+        let codes: Vec<u8> = data(n * d / 2, 52)
+            .iter()
+            .map(|x| (x.abs() * 256.0) as u8)
+            .collect();
+        let mut want = vec![0i32; rows * d];
+        value_codes_generic(&wq, &codes, d, vg, &mut want);
+        for (name, f) in builds {
+            let mut got = vec![7i32; rows * d];
+            f(&wq, &codes, d, vg, &mut got);
+            assert_eq!(got, want, "{name} {rows}x{n}x{d}/{vg}");
         }
     }
 }

@@ -1,14 +1,16 @@
 //! x86-64 builds of the fused decode kernels of [`super::fused`]: the same bodies run on
 //! [`V16`] implementations in AVX-512F registers ([`Z`]) or pairs of AVX2 registers ([`Y`]),
 //! each operation computing every lane exactly as the generic [`Lanes`](super::fused::Lanes)
-//! with fused multiply-adds does (f16 → f32 and u8 → f32 conversions are exact; the reduction
-//! adds lanes in the same order), so every build equals the generic one bit for bit.
+//! with fused multiply-adds does (f16 → f32 is exact, i32 → f32 rounds to nearest even as `as`
+//! does; the reduction adds lanes in the same order), so every build equals the generic one bit
+//! for bit. The integer kernels they call are in `fused_x86_int4`.
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
 use super::fused::{self, FusedKernels, Int4Scratch, V16};
+use super::fused_x86_int4::{dot_256, dot_512, values_256};
 use super::kv::Int4Tile;
 
 /// Sixteen lanes in one AVX-512 register. Only used inside the `avx512f` build below.
@@ -33,8 +35,8 @@ fn reduce8(v: __m256) -> f32 {
 
 // SAFETY (every `unsafe` block of the two impls): the impls are only instantiated inside the
 // `#[target_feature]` functions of `fused_build!`, which `detect`/`available` hand out only
-// after detecting those features; every pointer read or written covers 16 elements (8 bytes
-// for nibbles of a half), and each method asserts the slice is that long.
+// after detecting those features; every pointer read or written covers 16 elements, and each
+// method asserts the slice is that long.
 impl V16 for Z {
     #[inline(always)]
     fn zero() -> Self {
@@ -59,18 +61,10 @@ impl V16 for Z {
         Z(unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().cast())) })
     }
     #[inline(always)]
-    fn nibbles(bytes: &[u8], high: bool) -> Self {
-        assert!(bytes.len() >= 16);
+    fn load_i32(src: &[i32]) -> Self {
+        assert!(src.len() >= 16);
         // SAFETY: see the impl comment.
-        unsafe {
-            let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(bytes.as_ptr().cast()));
-            let c = if high {
-                _mm512_srli_epi32(b, 4)
-            } else {
-                _mm512_and_si512(b, _mm512_set1_epi32(15))
-            };
-            Z(_mm512_cvtepi32_ps(c))
-        }
+        Z(unsafe { _mm512_cvtepi32_ps(_mm512_loadu_si512(src.as_ptr().cast())) })
     }
     #[inline(always)]
     fn madd(self, b: Self, c: Self) -> Self {
@@ -155,21 +149,14 @@ impl V16 for Y {
         }
     }
     #[inline(always)]
-    fn nibbles(bytes: &[u8], high: bool) -> Self {
-        assert!(bytes.len() >= 16);
+    fn load_i32(src: &[i32]) -> Self {
+        assert!(src.len() >= 16);
         // SAFETY: see the impl comment of `Z`.
         unsafe {
-            let p = bytes.as_ptr();
-            let lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast()));
-            let hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(8).cast()));
-            let f = |b: __m256i| {
-                if high {
-                    _mm256_srli_epi32(b, 4)
-                } else {
-                    _mm256_and_si256(b, _mm256_set1_epi32(15))
-                }
-            };
-            Y(_mm256_cvtepi32_ps(f(lo)), _mm256_cvtepi32_ps(f(hi)))
+            Y(
+                _mm256_cvtepi32_ps(_mm256_loadu_si256(src.as_ptr().cast())),
+                _mm256_cvtepi32_ps(_mm256_loadu_si256(src.as_ptr().add(8).cast())),
+            )
         }
     }
     #[inline(always)]
@@ -199,7 +186,7 @@ impl V16 for Y {
 }
 
 macro_rules! fused_build {
-    ($v:ty, $feat:literal, $sf:ident, $af:ident, $si:ident, $ai:ident, $sm:ident, $dot:ident) => {
+    ($v:ty, $feat:literal, $sf:ident, $af:ident, $si:ident, $ai:ident, $sm:ident, $dot:ident, $vals:ident) => {
         /// # Safety
         /// The CPU must support
         #[doc = $feat]
@@ -247,7 +234,7 @@ macro_rules! fused_build {
             acc: &mut [f32],
             scratch: &mut Int4Scratch,
         ) {
-            fused::accumulate_int4::<$v>(p, t, d, accp, acc, scratch)
+            fused::accumulate_int4::<$v>($vals, p, t, d, accp, acc, scratch)
         }
     };
 }
@@ -260,7 +247,8 @@ fused_build!(
     si_512,
     ai_512,
     sm_512,
-    dot_512
+    dot_512,
+    values_256
 );
 fused_build!(
     Y,
@@ -270,130 +258,9 @@ fused_build!(
     si_256,
     ai_256,
     sm_256,
-    dot_256
+    dot_256,
+    values_256
 );
-
-/// The AVX-512 build's integer dot: `vpdpwssd` where the CPU has AVX-512 VNNI (and BW), else
-/// the AVX2 one.
-fn dot_512(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
-        // SAFETY: the features were just detected.
-        unsafe { dot_vnni(qi, codes, d, out) }
-    } else {
-        dot_256(qi, codes, d, out)
-    }
-}
-
-/// The AVX2 build's integer dot.
-fn dot_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    // SAFETY: only handed to the builds, which run after AVX2 was detected.
-    unsafe { dot_avx2(qi, codes, d, out) }
-}
-
-/// `[Σ a0, Σ a1, Σ a2, Σ a3]` of four vectors of 16 i32 lanes (shuffles shared among them).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn reduce4_512(a: [__m512i; 4]) -> __m128i {
-    // 256-bit halves added: a0's 8 partials then a1's; a2's then a3's.
-    let u01 = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0x44>(a[0], a[1]),
-        _mm512_shuffle_i32x4::<0xEE>(a[0], a[1]),
-    );
-    let u23 = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0x44>(a[2], a[3]),
-        _mm512_shuffle_i32x4::<0xEE>(a[2], a[3]),
-    );
-    // 128-bit block r holds row r's four partials.
-    let v = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0x88>(u01, u23),
-        _mm512_shuffle_i32x4::<0xDD>(u01, u23),
-    );
-    let w = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0x4E>(v));
-    let x = _mm512_add_epi32(w, _mm512_shuffle_epi32::<0xB1>(w));
-    let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, x))
-}
-
-/// [`DotCodes`](super::fused_int4::DotCodes) with `vpdpwssd`: 32 codes per register (zero-extended bytes, low and high
-/// nibbles), four query rows per pass over a key's codes.
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW/VNNI.
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    let (h, rows) = (d / 2, qi.len() / d);
-    let n = codes.len() / h;
-    assert!(h.is_multiple_of(32) && qi.len() == rows * d && out.len() >= rows * n);
-    let m = _mm512_set1_epi16(15);
-    for r0 in (0..rows).step_by(4) {
-        let rb = (rows - r0).min(4);
-        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
-        for (j, cj) in codes.chunks_exact(h).enumerate() {
-            let mut a = [_mm512_setzero_si512(); 4];
-            for c in (0..h).step_by(32) {
-                // SAFETY: c + 32 <= h bytes of key j's codes; c + 32 <= h and h + c + 32 <= d
-                // i16 of each query row (asserted shapes).
-                unsafe {
-                    let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(cj.as_ptr().add(c).cast()));
-                    let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
-                    for (ar, qr) in a.iter_mut().zip(q) {
-                        let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
-                        let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
-                        *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
-                    }
-                }
-            }
-            let mut sums = [0i32; 4];
-            // SAFETY: 16 bytes into a 16-byte array.
-            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), reduce4_512(a)) };
-            for (r, &v) in sums.iter().enumerate().take(rb) {
-                out[(r0 + r) * n + j] = v;
-            }
-        }
-    }
-}
-
-/// [`DotCodes`](super::fused_int4::DotCodes) with `vpmaddwd`: 16 codes per register.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    let (h, rows) = (d / 2, qi.len() / d);
-    let n = codes.len() / h;
-    assert!(h.is_multiple_of(16) && qi.len() == rows * d && out.len() >= rows * n);
-    let m = _mm256_set1_epi16(15);
-    for r0 in (0..rows).step_by(4) {
-        let rb = (rows - r0).min(4);
-        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
-        for (j, cj) in codes.chunks_exact(h).enumerate() {
-            let mut a = [_mm256_setzero_si256(); 4];
-            for c in (0..h).step_by(16) {
-                // SAFETY: c + 16 <= h bytes of key j's codes; c + 16 <= h and h + c + 16 <= d
-                // i16 of each query row (asserted shapes).
-                unsafe {
-                    let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(cj.as_ptr().add(c).cast()));
-                    let (lo, hi) = (_mm256_and_si256(b, m), _mm256_srli_epi16::<4>(b));
-                    for (ar, qr) in a.iter_mut().zip(q) {
-                        let ql = _mm256_loadu_si256(qr.as_ptr().add(c).cast());
-                        let qh = _mm256_loadu_si256(qr.as_ptr().add(h + c).cast());
-                        let x =
-                            _mm256_add_epi32(_mm256_madd_epi16(lo, ql), _mm256_madd_epi16(hi, qh));
-                        *ar = _mm256_add_epi32(*ar, x);
-                    }
-                }
-            }
-            let t = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-            let s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
-            let mut sums = [0i32; 4];
-            // SAFETY: 16 bytes into a 16-byte array.
-            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), s) };
-            for (r, &v) in sums.iter().enumerate().take(rb) {
-                out[(r0 + r) * n + j] = v;
-            }
-        }
-    }
-}
 
 /// Safe entry points over one build's functions; only called after detecting its features.
 macro_rules! safe_kernels {

@@ -23,8 +23,8 @@ pub(crate) trait V16: Copy {
     fn load(src: &[f32]) -> Self;
     /// `src[..16]` converted from f16 (exact).
     fn load_f16(src: &[f16]) -> Self;
-    /// The low (`high == false`) or high nibbles of `bytes[..16]` as f32.
-    fn nibbles(bytes: &[u8], high: bool) -> Self;
+    /// `src[..16]` converted from i32 (rounded to nearest, ties to even, as `as f32`).
+    fn load_i32(src: &[i32]) -> Self;
     /// `self · b + c` per lane (fused where the build fuses).
     fn madd(self, b: Self, c: Self) -> Self;
     /// Stores the lanes into `dst[..16]`.
@@ -65,10 +65,10 @@ impl<const FMA: bool> V16 for Lanes<FMA> {
         Lanes(x)
     }
     #[inline(always)]
-    fn nibbles(bytes: &[u8], high: bool) -> Self {
+    fn load_i32(src: &[i32]) -> Self {
         let mut x = [0.0; L];
-        for (o, &b) in x.iter_mut().zip(&bytes[..L]) {
-            *o = f32::from(if high { b >> 4 } else { b & 15 });
+        for (o, &i) in x.iter_mut().zip(&src[..L]) {
+            *o = i as f32;
         }
         Lanes(x)
     }

@@ -17,6 +17,9 @@ mod fused_arch;
 #[path = "fused_other.rs"]
 mod fused_arch;
 mod fused_int4;
+mod fused_int4_values;
+#[cfg(target_arch = "x86_64")]
+mod fused_x86_int4;
 pub mod int4;
 pub mod kv;
 mod lanes;

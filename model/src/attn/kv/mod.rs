@@ -336,11 +336,11 @@ impl KvCache {
                 let (group, residual) = self.int4_params();
                 let vg = group.min(d);
                 let per_tok = d / vg;
-                for (i, blk) in q.blocks.iter().enumerate() {
-                    let (s, e) = q.live(i, group);
+                let tile = |i: usize| {
+                    let (blk, (s, e)) = (&q.blocks[i], q.live(i, group));
                     let codes = head * group * d / 2;
                     let vp = head * group * per_tok;
-                    f(RawTile::Int4(Int4Tile {
+                    Int4Tile {
                         kc: &blk.kc[codes + s * d / 2..codes + e * d / 2],
                         km: &blk.km[head * d..][..d],
                         ks: &blk.ks[head * d..][..d],
@@ -348,7 +348,14 @@ impl KvCache {
                         vm: &blk.vm[vp + s * per_tok..vp + e * per_tok],
                         vs: &blk.vs[vp + s * per_tok..vp + e * per_tok],
                         vg,
-                    }));
+                    }
+                };
+                for i in 0..q.blocks.len() {
+                    // Each block is its own allocation: ask for the next one while this one runs.
+                    if i + 1 < q.blocks.len() {
+                        tile(i + 1).prefetch();
+                    }
+                    f(RawTile::Int4(tile(i)));
                 }
                 if *tail_len > 0 {
                     let base = head * residual * d;

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
+use super::raw::prefetch;
 use super::{RawBuffers, RawTile, FLOAT_BLOCK};
 use crate::attn::int4;
 
@@ -172,10 +173,19 @@ pub(super) fn visit_float<T: Elem>(
     buf: &mut RawBuffers,
     f: &mut dyn FnMut(RawTile<'_>),
 ) {
-    for (i, blk) in b.blocks.iter().enumerate() {
+    let range = |i: usize| {
         let (s, e) = b.live(i, FLOAT_BLOCK);
-        let range = (head * FLOAT_BLOCK + s) * d..(head * FLOAT_BLOCK + e) * d;
-        f(T::raw(&blk.k[range.clone()], &blk.v[range], buf));
+        (head * FLOAT_BLOCK + s) * d..(head * FLOAT_BLOCK + e) * d
+    };
+    for (i, blk) in b.blocks.iter().enumerate() {
+        // Each block is its own allocation: ask for the next one while this one runs.
+        if let Some(next) = b.blocks.get(i + 1) {
+            let r = range(i + 1);
+            prefetch(&next.k[r.clone()]);
+            prefetch(&next.v[r]);
+        }
+        let r = range(i);
+        f(T::raw(&blk.k[r.clone()], &blk.v[r], buf));
     }
 }
 

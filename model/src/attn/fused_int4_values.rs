@@ -1,0 +1,218 @@
+//! The value side of the INT4 decode kernels of `fused`: `Σ_j p_j v̂_j` over a tile of INT4 values
+//! (per-token groups of `vg` channels, `v̂ = step · code + min`) as exact integer sums. Per row
+//! and tile the weights `w_jg = p_j · step_jg` are rounded to i16 with one step `S = max w /
+//! 32767`, so `Σ_j w_jg code_j = S · Σ_j q16_jg code_j` up to that rounding, and the integer sums
+//! run on `vpmaddwd` (AVX2, in both x86 builds) over token pairs: a 32-bit lane holds one
+//! channel's codes of tokens `2p` and `2p + 1`, the weight operand the two tokens' `q16` of that
+//! channel's group. The minima `Σ_j p_j m_jg` stay in f32 (summed in 16 lanes) and go straight into
+//! the natural-order accumulator.
+//!
+//! What every build must match: the integer sums are exact in any order and the f32 steps are the
+//! same operations per element, so every build equals the generic one bit for bit (tests). Against
+//! the product over the dequantised values the code terms of channel `c` differ by at most
+//! `S/2 · Σ_j code_jc` (the i16 rounding; tests check the bound) plus f32 rounding.
+//!
+//! The integer sums and the code-term accumulator (`accp`) are kept in the *value lane order*
+//! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
+//! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
+
+use super::fused_int4::{to_f32, Int4Scratch, Q16, ROUND};
+use super::kv::Int4Tile;
+use super::lanes::{L, V16};
+
+/// Most tokens of one integer pass: `|Σ q16 · code| ≤ 32767 · 15 · 2048 < 2^31`. Longer tiles
+/// are taken this many tokens at a time, each with its own weight step.
+pub(crate) const MAX_TOKENS: usize = 2048;
+
+/// Zero i16 weights after the rows' (room for wider loads; the current builds read only inside
+/// the rows).
+pub(crate) const WEIGHT_PAD: usize = 32;
+
+/// `isum[r][vpos(c)] = Σ_j wq[r][group(c)][j] · code_j[c]` for `rows` rows: `wq` `[rows][groups]
+/// [np]` with `np = n` rounded up to even (an odd `n`'s missing token weighted 0, so tokens `2p`
+/// and `2p + 1` of a group form one 32-bit pair) followed by [`WEIGHT_PAD`] zeros, `codes` `[n][d
+/// / 2]`, `isum` `[rows][d]`.
+pub(crate) type ValueCodes = fn(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]);
+
+/// Position of channel `c` (of `d`) in the value lane order: byte `b = c / 2` of a token's codes
+/// lies in 64-byte chunk `b / 64` (the last one 32 bytes when `d % 128 == 64`); within it, its
+/// 16-byte block `k`, 4-byte group `m` and byte `i` give register `2m + (c odd)` of the chunk and
+/// lane `4k + i` in it.
+#[inline(always)]
+pub(crate) fn vpos(d: usize, c: usize) -> usize {
+    let (h, b, nib) = (d / 2, c / 2, c % 2);
+    let (chunk, within) = (b / 64, b % 64);
+    let lanes = (h - 64 * chunk).min(64) / 4;
+    let (k, m, i) = (within / 16, within % 16 / 4, within % 4);
+    128 * chunk + (2 * m + nib) * lanes + 4 * k + i
+}
+
+/// The portable [`ValueCodes`].
+pub(crate) fn value_codes_generic(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+    let (h, groups) = (d / 2, d / vg);
+    let n = codes.len() / h;
+    let np = n + n % 2;
+    for (r, out) in isum.chunks_exact_mut(d).enumerate() {
+        let w = &wq[r * groups * np..][..groups * np];
+        for c in 0..d {
+            let wg = &w[c / vg * np..][..n];
+            let mut acc = 0i32;
+            for (cj, &wj) in codes.chunks_exact(h).zip(wg) {
+                let code = (cj[c / 2] >> (4 * (c % 2))) & 15;
+                acc += i32::from(wj) * i32::from(code);
+            }
+            out[vpos(d, c)] = acc;
+        }
+    }
+}
+
+/// `dst[g][j] = src[j][g]` for `src` `[n][groups]` into `dst` `[groups][stride]`, zeros past `n`.
+#[inline(always)]
+fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
+    for (g, row) in dst.chunks_exact_mut(stride).enumerate().take(groups) {
+        let n = src.len() / groups;
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = if j < n { src[j * groups + g] } else { 0.0 };
+        }
+    }
+}
+
+/// The largest `|w|` (exact in any order; a plain compare so it vectorises).
+#[inline(always)]
+fn lane_max(w: &[f32]) -> f32 {
+    let mut mx = [0f32; L];
+    let chunks = w.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in mx.iter_mut().zip(c) {
+            let a = x.abs();
+            *m = if a > *m { a } else { *m };
+        }
+    }
+    for (m, &x) in mx.iter_mut().zip(tail) {
+        let a = x.abs();
+        *m = if a > *m { a } else { *m };
+    }
+    mx.iter().fold(0f32, |m, &x| if x > m { x } else { m })
+}
+
+/// Rounds the weights `w` to i16 in `wq` (same order); returns their step `S` (`w ≈ S · q16`).
+#[inline(always)]
+fn quantise_weights(w: &[f32], wq: &mut [i16]) -> f32 {
+    let amax = lane_max(w);
+    let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
+    for (o, &x) in wq.iter_mut().zip(w) {
+        *o = (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i32 as i16;
+    }
+    amax / Q16
+}
+
+/// `Σ a · b` over equally long slices whose length is a multiple of 16, in 16 lanes with the
+/// build's multiply-add, then [`V16::reduce`].
+#[inline(always)]
+fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = V::zero();
+    for (x, y) in a.chunks_exact(L).zip(b.chunks_exact(L)) {
+        acc = V::load(x).madd(V::load(y), acc);
+    }
+    acc.reduce()
+}
+
+/// Accumulation of INT4 values (module docs): `accp` `[rows][d]` in the value lane order gets the
+/// code terms, `acc` `[rows][d]` (channel order) the minima; `codes` is the build's integer sum.
+#[inline(always)]
+pub(crate) fn accumulate_int4<V: V16>(
+    codes: ValueCodes,
+    p: &[f32],
+    t: &Int4Tile<'_>,
+    d: usize,
+    accp: &mut [f32],
+    acc: &mut [f32],
+    scratch: &mut Int4Scratch,
+) {
+    let (h, vg) = (d / 2, t.vg);
+    let (n, groups) = (t.vc.len() / h, d / vg);
+    let mut j0 = 0;
+    while j0 < n {
+        let j1 = n.min(j0 + MAX_TOKENS);
+        let part = Int4Tile {
+            vc: &t.vc[j0 * h..j1 * h],
+            vm: &t.vm[j0 * groups..j1 * groups],
+            vs: &t.vs[j0 * groups..j1 * groups],
+            ..*t
+        };
+        accumulate_part::<V>(codes, p, n, j0, &part, d, accp, acc, scratch);
+        j0 = j1;
+    }
+}
+
+/// [`accumulate_int4`] over tokens `j0..` (at most [`MAX_TOKENS`]) of a tile of `n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accumulate_part<V: V16>(
+    codes: ValueCodes,
+    p: &[f32],
+    n_all: usize,
+    j0: usize,
+    t: &Int4Tile<'_>,
+    d: usize,
+    accp: &mut [f32],
+    acc: &mut [f32],
+    scratch: &mut Int4Scratch,
+) {
+    let (rows, h, vg) = (acc.len() / d, d / 2, t.vg);
+    let (n, groups) = (t.vc.len() / h, d / vg);
+    let (ng, np, n16) = (n * groups, n + n % 2, n.div_ceil(L) * L);
+    let per_row = groups * np;
+    let Int4Scratch { f, q16, dots, .. } = scratch;
+    f.resize(3 * ng + 2 * per_row + groups * n16 + n16 + rows, 0.0);
+    let (mins, rest) = f.split_at_mut(ng);
+    let (steps, rest) = rest.split_at_mut(ng);
+    let (st, rest) = rest.split_at_mut(per_row);
+    let (w, rest) = rest.split_at_mut(per_row);
+    let (mt, rest) = rest.split_at_mut(groups * n16);
+    let (pp, step16) = rest.split_at_mut(n16);
+    to_f32::<V>(t.vm, mins);
+    to_f32::<V>(t.vs, steps);
+    // Group-major, so each row's weights and minima are plain element-wise products.
+    transpose(steps, groups, np, st);
+    transpose(mins, groups, n16, mt);
+    q16.resize(rows * per_row + WEIGHT_PAD, 0);
+    q16[rows * per_row..].fill(0);
+    for r in 0..rows {
+        pp[..n].copy_from_slice(&p[r * n_all + j0..][..n]);
+        pp[n..].fill(0.0);
+        for (wg, sg) in w.chunks_exact_mut(np).zip(st.chunks_exact(np)) {
+            for ((o, &s), &pj) in wg.iter_mut().zip(sg).zip(&*pp) {
+                *o = if pj == 0.0 { 0.0 } else { pj * s };
+            }
+        }
+        step16[r] = quantise_weights(w, &mut q16[r * per_row..][..per_row]);
+        // The minima: Σ_j p_j m_jg, added to the group's channels.
+        for (g, mg) in mt.chunks_exact(n16).enumerate() {
+            let b = dot16::<V>(pp, mg);
+            acc[r * d + g * vg..][..vg].iter_mut().for_each(|a| *a += b);
+        }
+    }
+    dots.resize(rows * d, 0);
+    codes(q16, t.vc, d, vg, dots);
+    for (r, (ap, ir)) in accp
+        .chunks_exact_mut(d)
+        .zip(dots.chunks_exact(d))
+        .enumerate()
+    {
+        let s = V::splat(step16[r]);
+        for (a, i) in ap.chunks_exact_mut(L).zip(ir.chunks_exact(L)) {
+            s.madd(V::load_i32(i), V::load(a)).store(a);
+        }
+    }
+}
+
+/// Adds `accp` `[rows][d]` (value lane order) into the channel-order `acc`.
+pub(crate) fn merge_values(accp: &[f32], acc: &mut [f32], d: usize) {
+    for (ap, a) in accp.chunks_exact(d).zip(acc.chunks_exact_mut(d)) {
+        for (c, x) in a.iter_mut().enumerate() {
+            *x += ap[vpos(d, c)];
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! x86-64 integer kernels of the INT4 decode path: the key dot products
+//! ([`DotCodes`](super::fused_int4::DotCodes), `fused_int4`) and the value sums
+//! ([`ValueCodes`](super::fused_int4_values::ValueCodes), `fused_int4_values`): the dots with
+//! `vpdpwssd` (AVX-512 F/BW/VNNI) or `vpmaddwd` (AVX2), the value sums with `vpmaddwd` in both. Integer sums are exact in any order, so
+//! each equals its portable version exactly (tests compare the whole kernels bit for bit).
+
+use std::arch::x86_64::*;
+
+use super::fused_int4_values::{vpos, WEIGHT_PAD};
+
+/// The AVX-512 build's integer dot: `vpdpwssd` where the CPU has AVX-512 VNNI (and BW), else
+/// the AVX2 one.
+pub(super) fn dot_512(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+        // SAFETY: the features were just detected.
+        unsafe { dot_vnni(qi, codes, d, out) }
+    } else {
+        dot_256(qi, codes, d, out)
+    }
+}
+
+/// The AVX2 build's integer dot.
+pub(super) fn dot_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    // SAFETY: only handed to the builds, which run after AVX2 was detected.
+    unsafe { dot_avx2(qi, codes, d, out) }
+}
+
+/// The value sums of both builds (`vpmaddwd`). A `vpdpwssd` variant (AVX-512 VNNI) is not shipped
+/// until it has run on an AVX-512 host; the AVX-512 build uses these sums, exact there too.
+pub(super) fn values_256(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+    check_values(wq, codes, d, vg, isum);
+    // SAFETY: only handed to the builds, which run after AVX2 was detected; shapes checked.
+    unsafe { values_avx2(wq, codes, d, vg, 0, isum) }
+}
+
+/// The shapes the value kernels rely on (`ValueCodes`' contract).
+fn check_values(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &[i32]) {
+    let (h, rows) = (d / 2, isum.len() / d);
+    let n = codes.len() / h;
+    assert!(h.is_multiple_of(32) && vg.is_multiple_of(32) && d.is_multiple_of(vg));
+    assert!(codes.len() == n * h && isum.len() == rows * d);
+    assert!(wq.len() >= rows * (n + n % 2) * (d / vg) + WEIGHT_PAD);
+}
+
+/// `[Σ a0, Σ a1, Σ a2, Σ a3]` of four vectors of 16 i32 lanes (shuffles shared among them).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce4_512(a: [__m512i; 4]) -> __m128i {
+    // 256-bit halves added: a0's 8 partials then a1's; a2's then a3's.
+    let u01 = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x44>(a[0], a[1]),
+        _mm512_shuffle_i32x4::<0xEE>(a[0], a[1]),
+    );
+    let u23 = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x44>(a[2], a[3]),
+        _mm512_shuffle_i32x4::<0xEE>(a[2], a[3]),
+    );
+    // 128-bit block r holds row r's four partials.
+    let v = _mm512_add_epi32(
+        _mm512_shuffle_i32x4::<0x88>(u01, u23),
+        _mm512_shuffle_i32x4::<0xDD>(u01, u23),
+    );
+    let w = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0x4E>(v));
+    let x = _mm512_add_epi32(w, _mm512_shuffle_epi32::<0xB1>(w));
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, x))
+}
+
+/// [`DotCodes`](super::fused_int4::DotCodes) with `vpdpwssd`: 32 codes per register (zero-extended bytes, low and high
+/// nibbles), four query rows per pass over a key's codes.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    let (h, rows) = (d / 2, qi.len() / d);
+    let n = codes.len() / h;
+    assert!(h.is_multiple_of(32) && qi.len() == rows * d && out.len() >= rows * n);
+    let m = _mm512_set1_epi16(15);
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
+        for (j, cj) in codes.chunks_exact(h).enumerate() {
+            let mut a = [_mm512_setzero_si512(); 4];
+            for c in (0..h).step_by(32) {
+                // SAFETY: c + 32 <= h bytes of key j's codes; c + 32 <= h and h + c + 32 <= d
+                // i16 of each query row (asserted shapes).
+                unsafe {
+                    let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(cj.as_ptr().add(c).cast()));
+                    let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
+                    for (ar, qr) in a.iter_mut().zip(q) {
+                        let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
+                        let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
+                        *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
+                    }
+                }
+            }
+            let mut sums = [0i32; 4];
+            // SAFETY: 16 bytes into a 16-byte array.
+            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), reduce4_512(a)) };
+            for (r, &v) in sums.iter().enumerate().take(rb) {
+                out[(r0 + r) * n + j] = v;
+            }
+        }
+    }
+}
+
+/// [`DotCodes`](super::fused_int4::DotCodes) with `vpmaddwd`: 16 codes per register.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn dot_avx2(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+    let (h, rows) = (d / 2, qi.len() / d);
+    let n = codes.len() / h;
+    assert!(h.is_multiple_of(16) && qi.len() == rows * d && out.len() >= rows * n);
+    let m = _mm256_set1_epi16(15);
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
+        for (j, cj) in codes.chunks_exact(h).enumerate() {
+            let mut a = [_mm256_setzero_si256(); 4];
+            for c in (0..h).step_by(16) {
+                // SAFETY: c + 16 <= h bytes of key j's codes; c + 16 <= h and h + c + 16 <= d
+                // i16 of each query row (asserted shapes).
+                unsafe {
+                    let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(cj.as_ptr().add(c).cast()));
+                    let (lo, hi) = (_mm256_and_si256(b, m), _mm256_srli_epi16::<4>(b));
+                    for (ar, qr) in a.iter_mut().zip(q) {
+                        let ql = _mm256_loadu_si256(qr.as_ptr().add(c).cast());
+                        let qh = _mm256_loadu_si256(qr.as_ptr().add(h + c).cast());
+                        let x =
+                            _mm256_add_epi32(_mm256_madd_epi16(lo, ql), _mm256_madd_epi16(hi, qh));
+                        *ar = _mm256_add_epi32(*ar, x);
+                    }
+                }
+            }
+            let t = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+            let mut sums = [0i32; 4];
+            // SAFETY: 16 bytes into a 16-byte array.
+            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), s) };
+            for (r, &v) in sums.iter().enumerate().take(rb) {
+                out[(r0 + r) * n + j] = v;
+            }
+        }
+    }
+}
+
+/// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpmaddwd`, from 16-byte block
+/// `block0` of every token's codes on: per block (one value group), half block (8 bytes) and
+/// token pair, the two tokens' bytes interleaved and zero-extended so each 32-bit lane holds one
+/// channel's two codes, times the group's broadcast weight pair; eight accumulators for four rows.
+///
+/// # Safety
+/// The CPU must support AVX2; the shapes passed [`check_values`] and `16 · block0 <= d / 2`.
+#[target_feature(enable = "avx2")]
+unsafe fn values_avx2(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    block0: usize,
+    isum: &mut [i32],
+) {
+    let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
+    let n = codes.len() / h;
+    let np = n + n % 2;
+    let per_row = groups * np;
+    let m15 = _mm256_set1_epi16(15);
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at g · np / 2 + p).
+        let wr: [*const i32; 4] =
+            [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row..].as_ptr().cast::<i32>());
+        for blk in block0..h / 16 {
+            let g = 32 * blk / vg * np / 2;
+            for half in 0..2 {
+                let cp = codes.as_ptr().wrapping_add(16 * blk + 8 * half);
+                let mut a = [[_mm256_setzero_si256(); 2]; 4];
+                for p in 0..n.div_ceil(2) {
+                    // SAFETY: token 2p (and 2p + 1 when it exists) has 16 · blk + 16 <= h bytes
+                    // of codes; pair p's weights lie inside each row's `per_row` (checked).
+                    unsafe {
+                        let x = _mm_loadl_epi64(cp.add(2 * p * h).cast());
+                        let y = if 2 * p + 1 < n {
+                            _mm_loadl_epi64(cp.add((2 * p + 1) * h).cast())
+                        } else {
+                            _mm_setzero_si128()
+                        };
+                        let w = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(x, y));
+                        let c = [_mm256_and_si256(w, m15), _mm256_srli_epi16::<4>(w)];
+                        for (ar, &wp) in a.iter_mut().zip(&wr) {
+                            let wv = _mm256_set1_epi32(wp.add(g + p).read_unaligned());
+                            ar[0] = _mm256_add_epi32(ar[0], _mm256_madd_epi16(c[0], wv));
+                            ar[1] = _mm256_add_epi32(ar[1], _mm256_madd_epi16(c[1], wv));
+                        }
+                    }
+                }
+                // Lanes 0..4 and 4..8 are two runs of four in the value lane order.
+                let b = 16 * blk + 8 * half;
+                for (r, ar) in a.iter().enumerate().take(rb) {
+                    for (nib, an) in ar.iter().enumerate() {
+                        let row = &mut isum[(r0 + r) * d..][..d];
+                        let (lo, hi) = (vpos(d, 2 * b + nib), vpos(d, 2 * (b + 4) + nib));
+                        // SAFETY: four i32 at each position, inside the row (value lane order
+                        // keeps runs of four bytes together).
+                        unsafe {
+                            _mm_storeu_si128(
+                                row[lo..lo + 4].as_mut_ptr().cast(),
+                                _mm256_castsi256_si128(*an),
+                            );
+                            _mm_storeu_si128(
+                                row[hi..hi + 4].as_mut_ptr().cast(),
+                                _mm256_extracti128_si256::<1>(*an),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
