@@ -27,7 +27,7 @@ use crate::layer::{Block, LayerView};
 use crate::norm::RmsNorm;
 use crate::rope::Rope;
 use crate::source::WeightSource;
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 /// The decoder-only transformer with its LM head (cloning shares the weight tensors).
 #[derive(Clone)]
@@ -332,10 +332,14 @@ impl Transformer {
         docs: &Tensor,
         flags: Option<&Tensor>,
     ) -> Result<Tensor> {
+        self.logits_from_hidden(&self.hidden_packed(ids, docs, flags)?)
+    }
+
+    /// The final hidden states `[B, T, C]` of [`Self::forward_packed`].
+    fn hidden_packed(&self, ids: &Tensor, docs: &Tensor, flags: Option<&Tensor>) -> Result<Tensor> {
         let x = self.embed(ids)?;
         let mask = self.train_mask(docs, flags)?;
-        let h = self.hidden_with_mask(&x, Some(KeyMask::Train(&mask)))?;
-        self.logits_from_hidden(&h)
+        self.hidden_with_mask(&x, Some(KeyMask::Train(&mask)))
     }
 
     /// The mask of packed rows as the layers take it: a description (the fused CPU attention
@@ -381,82 +385,6 @@ impl Transformer {
             );
         }
         Ok(Tensor::from_vec(out, (b, t, t), &self.device)?)
-    }
-
-    /// Mean next-token cross-entropy of packed ids `[B, T]` with document ids and flags `[B, T]`
-    /// ([`Self::forward_packed`]) over the targets flagged
-    /// [`FLAG_TARGET`](crate::data::chat::FLAG_TARGET) — under `prefix_lm` less those inside a
-    /// prefix, which the positions before them see — normalised by their number.
-    pub fn loss_packed(&self, ids: &Tensor, docs: &Tensor, flags: &Tensor) -> Result<Tensor> {
-        use crate::data::chat::{FLAG_PREFIX, FLAG_TARGET};
-        let (b, t) = ids.dims2()?;
-        if t < 2 {
-            return Err(Error::Invalid(
-                "loss needs at least 2 tokens per sequence".into(),
-            ));
-        }
-        let flags = flags.to_dtype(DType::U32)?;
-        let logits = self.forward_packed(
-            &ids.narrow(1, 0, t - 1)?,
-            &docs.narrow(1, 0, t - 1)?,
-            Some(&flags.narrow(1, 0, t - 1)?),
-        )?;
-        let targets = ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
-        let prefix_lm = self.cfg.attention_mode == crate::attn::AttentionMode::PrefixLm;
-        let weights: Vec<f32> = flags
-            .narrow(1, 1, t - 1)?
-            .flatten_all()?
-            .to_vec1::<u32>()?
-            .into_iter()
-            .map(|f| {
-                let hidden = prefix_lm && f & FLAG_PREFIX != 0;
-                f32::from(u8::from(f & FLAG_TARGET != 0 && !hidden))
-            })
-            .collect();
-        cross_entropy_weighted(
-            &logits.reshape((b * (t - 1), self.cfg.vocab_size))?,
-            &targets.flatten_all()?,
-            &Tensor::from_vec(weights, b * (t - 1), &self.device)?,
-        )
-    }
-
-    /// [`Transformer::loss`] of packed sequences: attention within each document
-    /// ([`Transformer::forward_docs`]), and no loss on targets that are padding (document id
-    /// `pad_doc`). A position still predicts the next document's first token from its own
-    /// (the end-of-document token is followed by the next document, as when run one by one).
-    pub fn loss_docs(&self, ids: &Tensor, docs: &Tensor, pad_doc: u32) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        if t < 2 {
-            return Err(Error::Invalid(
-                "loss needs at least 2 tokens per sequence".into(),
-            ));
-        }
-        let docs = docs.to_dtype(DType::U32)?;
-        let logits = self.forward_docs(&ids.narrow(1, 0, t - 1)?, &docs.narrow(1, 0, t - 1)?)?;
-        let targets = ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
-        let pad = Tensor::full(pad_doc, (b, t - 1), ids.device())?;
-        let weights = docs.narrow(1, 1, t - 1)?.ne(&pad)?.to_dtype(DType::F32)?;
-        cross_entropy_weighted(
-            &logits.reshape((b * (t - 1), self.cfg.vocab_size))?,
-            &targets.flatten_all()?,
-            &weights.flatten_all()?,
-        )
-    }
-
-    /// Mean next-token cross-entropy of ids `[B, T]` (HF causal-LM loss: labels = ids shifted).
-    pub fn loss(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        if t < 2 {
-            return Err(Error::Invalid(
-                "loss needs at least 2 tokens per sequence".into(),
-            ));
-        }
-        let logits = self.forward(&ids.narrow(1, 0, t - 1)?)?;
-        let targets = ids.narrow(1, 1, t - 1)?.to_dtype(DType::U32)?;
-        cross_entropy(
-            &logits.reshape((b * (t - 1), self.cfg.vocab_size))?,
-            &targets.flatten_all()?,
-        )
     }
 }
 
@@ -506,64 +434,10 @@ pub fn document_mask(docs: &Tensor) -> Result<Tensor> {
     Ok(q.ne(&k)?)
 }
 
-/// `log p(target)` of each row of logits `[N, V]` for targets `[N]`: `[N, 1]`, in f32 whatever
-/// the logits' dtype (differentiable).
-fn target_log_probs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logits = logits.to_dtype(DType::F32)?;
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let logp = shifted.broadcast_sub(&lse)?;
-    Ok(logp.gather(&targets.unsqueeze(1)?, 1)?)
-}
-
-/// Mean cross-entropy of logits `[N, V]` against targets `[N]` over the rows where `weights`
-/// `[N]` (f32, 0 or 1) is 1: the fused op ([`crate::train::xent`]) for f32 CPU logits, else
-/// [`cross_entropy_weighted_composed`].
-pub fn cross_entropy_weighted(
-    logits: &Tensor,
-    targets: &Tensor,
-    weights: &Tensor,
-) -> Result<Tensor> {
-    if crate::train::xent::fits(logits) {
-        return Ok(crate::train::xent::cross_entropy(
-            logits,
-            targets,
-            Some(weights),
-        )?);
-    }
-    cross_entropy_weighted_composed(logits, targets, weights)
-}
-
-/// [`cross_entropy_weighted`] from differentiable candle ops (CUDA, bf16; the reference of the
-/// fused op).
-pub fn cross_entropy_weighted_composed(
-    logits: &Tensor,
-    targets: &Tensor,
-    weights: &Tensor,
-) -> Result<Tensor> {
-    let picked = target_log_probs(logits, targets)?.squeeze(1)?;
-    let n = weights.sum_all()?.to_scalar::<f32>()?;
-    if n <= 0.0 {
-        return Err(Error::Invalid("a batch with no position to predict".into()));
-    }
-    Ok(((picked * weights)?.sum_all()? / f64::from(n))?.neg()?)
-}
-
-/// Mean cross-entropy of logits `[N, V]` against targets `[N]`, in f32 whatever the logits'
-/// dtype: the fused op ([`crate::train::xent`]) for f32 CPU logits, else
-/// [`cross_entropy_composed`].
-pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if crate::train::xent::fits(logits) {
-        return Ok(crate::train::xent::cross_entropy(logits, targets, None)?);
-    }
-    cross_entropy_composed(logits, targets)
-}
-
-/// [`cross_entropy`] from differentiable candle ops (CUDA, bf16; the reference of the fused op).
-pub fn cross_entropy_composed(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    Ok(target_log_probs(logits, targets)?.mean_all()?.neg()?)
-}
+mod loss;
+pub use loss::{
+    cross_entropy, cross_entropy_composed, cross_entropy_weighted, cross_entropy_weighted_composed,
+};
 
 #[cfg(test)]
 mod doc_tests;

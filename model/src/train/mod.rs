@@ -13,6 +13,7 @@ pub(crate) mod batch;
 pub mod codec;
 pub mod codec_distill;
 pub mod config;
+pub mod head_xent;
 pub mod image_text;
 pub mod latent;
 pub mod latent_loop;

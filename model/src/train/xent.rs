@@ -77,7 +77,7 @@ fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
 }
 
 /// A contiguous u32 slice of CPU storage.
-fn u32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
+pub(crate) fn u32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::U32(v), Some((a, b))) => Ok(&v[a..b]),
         _ => bail!("cross-entropy: targets must be contiguous u32"),
@@ -86,7 +86,7 @@ fn u32s<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u32]> {
 
 /// `log Σ exp(row)`: the maximum in 16 lanes, then `Σ exp(x − max)` in 16 lanes.
 #[inline(always)]
-fn log_sum_exp(row: &[f32]) -> f32 {
+pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row_max(row);
     let mut acc = [0f32; 16];
     let mut chunks = row.chunks_exact(16);
@@ -100,7 +100,7 @@ fn log_sum_exp(row: &[f32]) -> f32 {
 }
 
 /// The target of a row, checked against the vocabulary.
-fn target(targets: &[u32], row: usize, v: usize) -> Result<usize> {
+pub(crate) fn target(targets: &[u32], row: usize, v: usize) -> Result<usize> {
     let t = targets[row] as usize;
     if t >= v {
         bail!("cross-entropy: target {t} of row {row} is outside the vocabulary of {v}");
