@@ -2,8 +2,8 @@
 //! f32 accumulation) in three precisions: f16 (half the bytes of f32), f32, and int8 with one
 //! scale per row ([`I8Rows`], a quarter). Decode reads the head once per token, so these are
 //! bandwidth kernels: rows in parallel (rayon), with an inner loop per row chosen once per
-//! process: the SIMD loops of the architecture back end (`x86/head.rs`: AVX-512F, or for f16
-//! AVX2 with F16C and FMA) where the CPU has them, else the portable loops here. Each must
+//! process: the SIMD loops of the architecture back end (`x86/head.rs`: AVX-512F, or AVX2 with
+//! FMA, and F16C for f16) where the CPU has them, else the portable loops here. Each must
 //! match its in-order scalar spec ([`gemv_f16_scalar`], [`gemv_i8_scalar`], the naive sum) up
 //! to summation order (tests bound the difference).
 
@@ -47,7 +47,7 @@ pub fn gemv_f16_isa() -> &'static str {
     dots().f16_name
 }
 
-/// f32 head GEMV `out[r] = Σ_c w[r, c] · x[c]`, rows in parallel (AVX-512F when available).
+/// f32 head GEMV `out[r] = Σ_c w[r, c] · x[c]`, rows in parallel (AVX-512F or AVX2 + FMA when available).
 pub fn gemv_f32(w: &[f32], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
     check(w, x, out)?;
     rows_par(dots().f32, w, x, out);

@@ -1,6 +1,7 @@
 //! x86-64 inner loops of the LM-head GEMVs (`crate::head`): the row dot product
 //! `Σ_c w[c] · x[c]` with f32 activations and f32 accumulation, over f16 weights (AVX-512F, or
-//! AVX2 + F16C + FMA), f32 and int8 weights (AVX-512F). Each must equal the portable loop and
+//! AVX2 + F16C + FMA), f32 and int8 weights (AVX-512F, or AVX2 + FMA). Each must equal the
+//! portable loop and
 //! the in-order scalar spec of `crate::head` up to summation order (property tests there).
 //!
 //! The `pick_head_*` functions are the only way out of this module: they hand a loop out only
@@ -30,6 +31,9 @@ pub(crate) fn pick_head_f32() -> Option<RowDot<f32>> {
     if is_x86_feature_detected!("avx512f") {
         return Some(dot_f32_avx512);
     }
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        return Some(dot_f32_avx2);
+    }
     None
 }
 
@@ -37,6 +41,9 @@ pub(crate) fn pick_head_f32() -> Option<RowDot<f32>> {
 pub(crate) fn pick_head_i8() -> Option<RowDot<i8>> {
     if is_x86_feature_detected!("avx512f") {
         return Some(dot_i8_avx512);
+    }
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        return Some(dot_i8_avx2);
     }
     None
 }
@@ -58,6 +65,18 @@ fn dot_f16_avx2(w: &[f16], x: &[f32]) -> f32 {
     // SAFETY: handed out only by `pick_head_f16` after avx2, f16c and fma were detected; equal
     // lengths.
     unsafe { dot_f16_avx2_impl(w, x) }
+}
+
+fn dot_f32_avx2(w: &[f32], x: &[f32]) -> f32 {
+    let (w, x) = same_len(w, x);
+    // SAFETY: handed out only by `pick_head_f32` after avx2 and fma were detected; equal lengths.
+    unsafe { dot_f32_avx2_impl(w, x) }
+}
+
+fn dot_i8_avx2(w: &[i8], x: &[f32]) -> f32 {
+    let (w, x) = same_len(w, x);
+    // SAFETY: handed out only by `pick_head_i8` after avx2 and fma were detected; equal lengths.
+    unsafe { dot_i8_avx2_impl(w, x) }
 }
 
 fn dot_f32_avx512(w: &[f32], x: &[f32]) -> f32 {
@@ -98,31 +117,109 @@ unsafe fn dot_f16_avx512_impl(w: &[f16], x: &[f32]) -> f32 {
     s
 }
 
+/// Four independent FMA chains of 8 lanes, 32 weights per iteration.
+///
 /// # Safety
 /// CPU has AVX2, F16C and FMA; `w.len() == x.len()`.
 #[target_feature(enable = "avx2,f16c,fma")]
 unsafe fn dot_f16_avx2_impl(w: &[f16], x: &[f32]) -> f32 {
-    let n = w.len() / 16 * 16;
-    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let n = w.len() / 32 * 32;
+    let mut a = [_mm256_setzero_ps(); 4];
     let wp = w.as_ptr() as *const u16;
     let xp = x.as_ptr();
     let mut i = 0;
     while i < n {
-        // SAFETY: i + 16 <= n <= w.len() == x.len(); unaligned loads; f16 is a u16 bit pattern.
-        unsafe {
-            let h0 = _mm_loadu_si128(wp.add(i) as *const __m128i);
-            let h1 = _mm_loadu_si128(wp.add(i + 8) as *const __m128i);
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(h0), _mm256_loadu_ps(xp.add(i)), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(h1), _mm256_loadu_ps(xp.add(i + 8)), a1);
+        for (j, aj) in a.iter_mut().enumerate() {
+            // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads; f16 is a u16 bit
+            // pattern.
+            unsafe {
+                let at = i + 8 * j;
+                let h = _mm_loadu_si128(wp.add(at) as *const __m128i);
+                *aj = _mm256_fmadd_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(xp.add(at)), *aj);
+            }
         }
-        i += 16;
+        i += 32;
     }
-    let mut lanes = [0f32; 8];
-    // SAFETY: `lanes` holds 8 f32.
-    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a0, a1)) };
-    let mut s: f32 = lanes.iter().sum();
+    let mut s = sum4_256(a);
     for j in n..w.len() {
         s += w[j].to_f32() * x[j];
+    }
+    s
+}
+
+/// The sum of four 8-lane accumulators' lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sum4_256(a: [__m256; 4]) -> f32 {
+    let v = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` holds 8 f32.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+    lanes.iter().sum()
+}
+
+/// Four independent FMA chains of 8 lanes, 32 weights per iteration.
+///
+/// # Safety
+/// CPU has AVX2 and FMA; `w.len() == x.len()`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32_avx2_impl(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len() / 32 * 32;
+    let mut a = [_mm256_setzero_ps(); 4];
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut i = 0;
+    while i < n {
+        for (j, aj) in a.iter_mut().enumerate() {
+            // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads.
+            unsafe {
+                let at = i + 8 * j;
+                *aj = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(wp.add(at)),
+                    _mm256_loadu_ps(xp.add(at)),
+                    *aj,
+                );
+            }
+        }
+        i += 32;
+    }
+    let mut s = sum4_256(a);
+    for j in n..w.len() {
+        s += w[j] * x[j];
+    }
+    s
+}
+
+/// Four independent FMA chains of 8 lanes, 32 codes (sign-extended to i32, then f32) per
+/// iteration.
+///
+/// # Safety
+/// CPU has AVX2 and FMA; `w.len() == x.len()`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_i8_avx2_impl(w: &[i8], x: &[f32]) -> f32 {
+    let n = w.len() / 32 * 32;
+    let mut a = [_mm256_setzero_ps(); 4];
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i + 32 <= n <= w.len() == x.len(); 32-byte unaligned load of i8.
+        let b = unsafe { _mm256_loadu_si256(wp.add(i) as *const __m256i) };
+        let halves = [_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b)];
+        for (j, aj) in a.iter_mut().enumerate() {
+            let h = halves[j / 2];
+            let q = if j % 2 == 0 {
+                h
+            } else {
+                _mm_srli_si128::<8>(h)
+            };
+            let f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+            // SAFETY: i + 8j + 8 <= n <= x.len(); unaligned load.
+            *aj = _mm256_fmadd_ps(f, unsafe { _mm256_loadu_ps(xp.add(i + 8 * j)) }, *aj);
+        }
+        i += 32;
+    }
+    let mut s = sum4_256(a);
+    for j in n..w.len() {
+        s += w[j] as f32 * x[j];
     }
     s
 }
