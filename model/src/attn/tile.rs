@@ -185,13 +185,17 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 0.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+    // `n` as an integer from `t`'s bits (`t` keeps ROUND's exponent for n in [-126, 0]): the
+    // same value as `n as i32`, whose saturating conversion LLVM does not vectorise.
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
     p * scale
 }
 
@@ -220,6 +224,20 @@ mod tests {
         assert!(worst < 3e-7, "relative error {worst}");
         assert_eq!(exp_nonpositive(0.0), 1.0);
         assert!(exp_nonpositive(-1000.0) < 1e-37);
+    }
+
+    /// The exponent taken from `t`'s bits equals the saturating cast it replaced, over every
+    /// 97th f32 in [-87, 0] (and the ends).
+    #[test]
+    fn integer_exponent_equals_the_cast() {
+        const ROUND: f32 = 12_582_912.0;
+        let (lo, hi) = ((-87f32).to_bits(), (-0f32).to_bits());
+        for b in (hi..=lo).step_by(97).chain([lo, hi, 0]) {
+            let x = f32::from_bits(b).clamp(-87.0, 0.0);
+            let t = x * std::f32::consts::LOG2_E + ROUND;
+            let cast = (t - ROUND) as i32;
+            assert_eq!(t.to_bits() as i32 - ROUND.to_bits() as i32, cast, "x = {x}");
+        }
     }
 
     #[test]
