@@ -28,9 +28,18 @@ fn min_step(lo: f32, hi: f32) -> (f16, f16) {
     (min_h, step_h)
 }
 
-#[inline]
+/// `round((x − base) · inv_step)` clamped to `0..=15` (NaN → 0), branch-free so the quantisers'
+/// loops vectorise: equal to `(v.round().clamp(0.0, 15.0)) as u8` (tested), without the libm
+/// `roundf` call and the saturating `as u8` that kept them scalar. The clamp comes first (it
+/// commutes with rounding here; `max` maps NaN to 0); adding 1.5·2^23 rounds half to even, and
+/// a tie that went down is moved up, as `f32::round` rounds half away from zero.
+#[inline(always)]
 fn code(x: f32, base: f32, inv_step: f32) -> u8 {
-    ((x - base) * inv_step).round().clamp(0.0, LEVELS) as u8
+    const ROUND: f32 = 12_582_912.0;
+    let v = ((x - base) * inv_step).max(0.0).min(LEVELS);
+    let t = v + ROUND;
+    let up = i32::from(v - (t - ROUND) == 0.5);
+    (t.to_bits() as i32 - ROUND.to_bits() as i32 + up) as u8
 }
 
 #[inline]
@@ -45,23 +54,28 @@ fn inv(step: f32) -> f32 {
 /// Quantises a key group `src` `[g][d]` per channel into `codes` `[g][d/2]`, `mins`/`steps` `[d]`.
 pub fn quantize_keys(src: &[f32], d: usize, codes: &mut [u8], mins: &mut [f16], steps: &mut [f16]) {
     let g = src.len() / d;
-    for c in 0..d {
-        let (lo, hi) = (0..g)
-            .map(|t| src[t * d + c])
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), x| {
-                (a.min(x), b.max(x))
-            });
-        let (m, s) = min_step(lo, hi);
-        mins[c] = m;
-        steps[c] = s;
+    // Per channel, over the tokens in order (row by row, so the loop runs along the channels).
+    let (mut lo, mut hi) = (vec![f32::INFINITY; d], vec![f32::NEG_INFINITY; d]);
+    for row in src.chunks_exact(d).take(g) {
+        for ((l, h), &x) in lo.iter_mut().zip(hi.iter_mut()).zip(row) {
+            (*l, *h) = (l.min(x), h.max(x));
+        }
     }
+    for c in 0..d {
+        (mins[c], steps[c]) = min_step(lo[c], hi[c]);
+    }
+    // The f32 minima and inverse steps, once per group rather than per code.
+    for (c, (b, is)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+        (*b, *is) = (mins[c].to_f32(), inv(steps[c].to_f32()));
+    }
+    let (base, inv_step) = (lo, hi);
     for t in 0..g {
         let row = &src[t * d..][..d];
         let out = &mut codes[t * d / 2..][..d / 2];
         for (i, o) in out.iter_mut().enumerate() {
             let (c0, c1) = (2 * i, 2 * i + 1);
-            let a = code(row[c0], mins[c0].to_f32(), inv(steps[c0].to_f32()));
-            let b = code(row[c1], mins[c1].to_f32(), inv(steps[c1].to_f32()));
+            let a = code(row[c0], base[c0], inv_step[c0]);
+            let b = code(row[c1], base[c1], inv_step[c1]);
             *o = a | (b << 4);
         }
     }
@@ -114,10 +128,17 @@ pub fn quantize_values(
             steps[t * per_tok + gi] = s;
         }
         let out = &mut codes[t * d / 2..][..d / 2];
-        for (i, o) in out.iter_mut().enumerate() {
-            let gi = t * per_tok + 2 * i / vg; // vg is even, so both channels share a group
+        // vg is even, so both channels of a byte share a group.
+        for (gi, (o, x)) in out
+            .chunks_exact_mut(vg / 2)
+            .zip(row.chunks_exact(vg))
+            .enumerate()
+        {
+            let gi = t * per_tok + gi;
             let (base, is) = (mins[gi].to_f32(), inv(steps[gi].to_f32()));
-            *o = code(row[2 * i], base, is) | (code(row[2 * i + 1], base, is) << 4);
+            for (o, x) in o.iter_mut().zip(x.chunks_exact(2)) {
+                *o = code(x[0], base, is) | (code(x[1], base, is) << 4);
+            }
         }
     }
 }
@@ -176,6 +197,41 @@ mod tests {
     /// |x - x̂| ≤ step/2 + f16 rounding of the minimum (half an f16 ulp, ≤ 2^-11 relative).
     fn bound(step: f16, min: f16) -> f32 {
         step.to_f32() * 0.5 * (1.0 + 1e-5) + min.to_f32().abs() * 2f32.powi(-11) + 1e-6
+    }
+
+    /// The branch-free code equals `round`, clamp and cast on ties, near-ties, both ends,
+    /// outside the range, negative zero, infinities and NaN.
+    #[test]
+    fn code_equals_round_clamp_and_cast() {
+        let spec = |v: f32| v.round().clamp(0.0, LEVELS) as u8;
+        let mut vals: Vec<f32> = (-40..=400).map(|i| i as f32 / 16.0).collect();
+        for k in -2..=18 {
+            let t = k as f32 + 0.5;
+            vals.extend([
+                t,
+                f32::from_bits(t.to_bits() - 1),
+                f32::from_bits(t.to_bits() + 1),
+            ]);
+        }
+        vals.extend([
+            0.499_999_97,
+            -0.0,
+            15.499_999,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ]);
+        vals.extend(data(10_000, 3).iter().map(|x| x * 40.0));
+        for v in vals {
+            assert_eq!(code(v, 0.0, 1.0), spec(v), "v = {v}");
+        }
+        for (x, base, step) in [
+            (0.3f32, -1.7f32, 0.13f32),
+            (2.0, 0.1, 0.37),
+            (-5.0, -5.2, 0.05),
+        ] {
+            assert_eq!(code(x, base, 1.0 / step), spec((x - base) * (1.0 / step)));
+        }
     }
 
     #[test]
