@@ -36,6 +36,8 @@ fn min_step(lo: f32, hi: f32) -> (f16, f16) {
 #[inline(always)]
 fn code(x: f32, base: f32, inv_step: f32) -> u8 {
     const ROUND: f32 = 12_582_912.0;
+    // Not `clamp`: that keeps NaN, and the bit trick below needs a number (`max` gives 0).
+    #[allow(clippy::manual_clamp)]
     let v = ((x - base) * inv_step).max(0.0).min(LEVELS);
     let t = v + ROUND;
     let up = i32::from(v - (t - ROUND) == 0.5);
