@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::xent::{log_sum_exp, target};
+use super::xent::{log_sum_exp, row_weights, target};
 use crate::fused::{cpu_slice, op_slice};
 use crate::vision::cpu::{exp, matmul, parallelism, Mat};
 
@@ -71,17 +71,13 @@ pub(crate) fn head_cross_entropy_chunked(
         );
     }
     let n = h.dim(0)?;
-    let weights = match weights {
-        Some(t) => Some(t.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-        None => None,
-    };
-    if weights.as_ref().is_some_and(|t| t.len() != n) || targets.dims1()? != n {
-        bail!("fused head cross-entropy: {n} rows of hidden states but other lengths of targets or weights");
-    }
-    let count = weights.as_ref().map_or(n as f32, |t| t.iter().sum::<f32>());
-    if count <= 0.0 {
-        bail!("cross-entropy: a batch with no position to predict");
-    }
+    let (weights, count) = row_weights(
+        "fused head cross-entropy",
+        "hidden states",
+        n,
+        targets,
+        weights,
+    )?;
     let op = HeadCrossEntropy {
         weights,
         count,

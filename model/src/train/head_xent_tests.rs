@@ -4,22 +4,8 @@
 //! divide the rows, a second backward, and the errors.
 
 use super::*;
+use crate::train::xent::tests::{targets, values};
 use candle_core::{Device, Var};
-
-/// Deterministic values spread over about ±`spread`.
-fn values(len: usize, seed: u32, spread: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-            (x as f32 / 16_777_216.0 - 0.5) * 2.0 * spread
-        })
-        .collect()
-}
-
-fn targets(n: usize, v: usize) -> Tensor {
-    let t: Vec<u32> = (0..n).map(|i| ((i * 7919 + 3) % v) as u32).collect();
-    Tensor::from_vec(t, n, &Device::Cpu).unwrap()
-}
 
 /// Loss (times 0.5, so the upstream gradient is not 1) and the gradients of `h` and `W`.
 fn value_and_grads(

@@ -35,23 +35,37 @@ pub fn cross_entropy(
     weights: Option<&Tensor>,
 ) -> Result<Tensor> {
     let (n, _) = logits.dims2()?;
-    let weights = match weights {
-        Some(w) => Some(w.to_dtype(DType::F32)?.to_vec1::<f32>()?),
-        None => None,
-    };
-    if weights.as_ref().is_some_and(|w| w.len() != n) || targets.dims1()? != n {
-        bail!("cross-entropy: {n} rows of logits but other lengths of targets or weights");
-    }
-    let count = weights.as_ref().map_or(n as f32, |w| w.iter().sum::<f32>());
-    if count <= 0.0 {
-        bail!("cross-entropy: a batch with no position to predict");
-    }
+    let (weights, count) = row_weights("cross-entropy", "logits", n, targets, weights)?;
     let op = CrossEntropy {
         weights,
         count,
         lse: Mutex::new(None),
     };
     logits.apply_op2(&targets.to_dtype(DType::U32)?.contiguous()?, op)
+}
+
+/// The row weights of a loss over `n` rows (`None`: every row counts) and their sum, checked:
+/// `targets` `[n]` and `weights` `[n]`, and at least one weighted row. Errors name the loss
+/// (`what`) and what its rows are (`rows`).
+pub(crate) fn row_weights(
+    what: &str,
+    rows: &str,
+    n: usize,
+    targets: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<(Option<Vec<f32>>, f32)> {
+    let weights = match weights {
+        Some(w) => Some(w.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+        None => None,
+    };
+    if weights.as_ref().is_some_and(|w| w.len() != n) || targets.dims1()? != n {
+        bail!("{what}: {n} rows of {rows} but other lengths of targets or weights");
+    }
+    let count = weights.as_ref().map_or(n as f32, |w| w.iter().sum::<f32>());
+    if count <= 0.0 {
+        bail!("{what}: a batch with no position to predict");
+    }
+    Ok((weights, count))
 }
 
 /// The op: weights and their sum, and each row's log-sum-exp from the forward for the backward.
@@ -193,4 +207,4 @@ impl CustomOp2 for CrossEntropy {
 
 #[cfg(test)]
 #[path = "xent_tests.rs"]
-mod tests;
+pub(super) mod tests;

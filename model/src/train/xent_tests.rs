@@ -5,9 +5,9 @@ use super::*;
 use crate::transformer::{cross_entropy_composed, cross_entropy_weighted_composed};
 use candle_core::{Device, Var};
 
-/// Deterministic logits spread over about ±`spread`.
-fn logits(n: usize, v: usize, seed: u32, spread: f32) -> Vec<f32> {
-    (0..n * v)
+/// Deterministic values spread over about ±`spread` (also used by `head_xent`'s tests).
+pub(in crate::train) fn values(len: usize, seed: u32, spread: f32) -> Vec<f32> {
+    (0..len)
         .map(|i| {
             let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
             (h as f32 / 16_777_216.0 - 0.5) * 2.0 * spread
@@ -15,7 +15,8 @@ fn logits(n: usize, v: usize, seed: u32, spread: f32) -> Vec<f32> {
         .collect()
 }
 
-fn targets(n: usize, v: usize) -> Tensor {
+/// Targets `[n]` spread over the vocabulary `v` (also used by `head_xent`'s tests).
+pub(in crate::train) fn targets(n: usize, v: usize) -> Tensor {
     let t: Vec<u32> = (0..n).map(|i| ((i * 7919 + 3) % v) as u32).collect();
     Tensor::from_vec(t, n, &Device::Cpu).unwrap()
 }
@@ -51,7 +52,7 @@ fn assert_close(what: &str, (va, ga): (f32, Vec<f32>), (vb, gb): (f32, Vec<f32>)
 #[test]
 fn unweighted_matches_the_composed_ops() {
     for (n, v, spread) in [(1, 1, 1.0), (3, 17, 4.0), (37, 1001, 8.0), (64, 8014, 20.0)] {
-        let x = logits(n, v, n as u32, spread);
+        let x = values(n * v, n as u32, spread);
         let t = targets(n, v);
         let fused = value_and_grad(&x, n, v, |l| cross_entropy(l, &t, None).unwrap());
         let composed = value_and_grad(&x, n, v, |l| cross_entropy_composed(l, &t).unwrap());
@@ -62,7 +63,7 @@ fn unweighted_matches_the_composed_ops() {
 #[test]
 fn weighted_matches_the_composed_ops() {
     for (n, v) in [(5, 33), (29, 515), (41, 8014)] {
-        let x = logits(n, v, 7, 6.0);
+        let x = values(n * v, 7, 6.0);
         let t = targets(n, v);
         let w: Vec<f32> = (0..n).map(|i| f32::from(u8::from(i % 3 != 1))).collect();
         let w = Tensor::from_vec(w, n, &Device::Cpu).unwrap();
@@ -79,7 +80,7 @@ fn weighted_matches_the_composed_ops() {
 #[test]
 fn the_public_losses_dispatch_to_the_fused_op_on_cpu_f32() {
     let (n, v) = (9, 70);
-    let x = Tensor::from_vec(logits(n, v, 3, 5.0), (n, v), &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(values(n * v, 3, 5.0), (n, v), &Device::Cpu).unwrap();
     let t = targets(n, v);
     assert!(fits(&x));
     let a = crate::transformer::cross_entropy(&x, &t).unwrap();
