@@ -22,6 +22,22 @@ pub(crate) const Q16: f32 = 32767.0;
 /// 1.5 · 2^23: adding then subtracting it rounds an f32 below 2^22 to an integer, half to even.
 pub(crate) const ROUND: f32 = 12_582_912.0;
 
+/// `x · inv` rounded half to even, clamped to ±[`Q16`] (NaN → 0), as i16: equal to
+/// `((x · inv + ROUND) − ROUND).clamp(−Q16, Q16) as i16`, but the integer comes from the bits of
+/// `v + ROUND` (its exponent is 2^23 for |v| ≤ 2^22, so the low bits are `round(v)`) rather than
+/// a saturating float-to-int cast, which LLVM leaves scalar; so loops over it vectorise.
+/// Clamping before rounding is the same as after: the bounds are integers.
+#[inline(always)]
+pub(crate) fn round_q16(x: f32, inv: f32) -> i16 {
+    let v = (x * inv).clamp(-Q16, Q16);
+    let i = (v + ROUND).to_bits() as i32 - ROUND.to_bits() as i32;
+    if v.is_nan() {
+        0
+    } else {
+        i as i16
+    }
+}
+
 /// `out[r · n + j] = Σ_c qi[r][c] · code_j[c]` for i16 queries `qi` `[rows][d]` in even/odd
 /// order and the INT4 codes `[n][d / 2]` of `n` keys (exact in i32: |Σ| ≤ 32767 · 15 · d).
 pub(crate) type DotCodes = fn(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]);
@@ -113,7 +129,7 @@ pub(crate) fn scores_int4<V: V16, const FMA: bool>(
         let amax = mx[0];
         let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
         for (o, &x) in scratch.q16[r * d..][..d].iter_mut().zip(qp.iter()) {
-            *o = (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i16;
+            *o = round_q16(x, inv);
         }
         step16[r] = amax / Q16;
         bias[r] = dot_generic::<FMA>(qr, mins);

@@ -16,7 +16,7 @@
 //! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
 //! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
 
-use super::fused_int4::{to_f32, Int4Scratch, Q16, ROUND};
+use super::fused_int4::{round_q16, to_f32, Int4Scratch, Q16};
 use super::kv::Int4Tile;
 use super::lanes::{L, V16};
 
@@ -69,11 +69,13 @@ pub(crate) fn value_codes_generic(wq: &[i16], codes: &[u8], d: usize, vg: usize,
 /// `dst[g][j] = src[j][g]` for `src` `[n][groups]` into `dst` `[groups][stride]`, zeros past `n`.
 #[inline(always)]
 fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
+    let n = src.len() / groups;
     for (g, row) in dst.chunks_exact_mut(stride).enumerate().take(groups) {
-        let n = src.len() / groups;
-        for (j, o) in row.iter_mut().enumerate() {
-            *o = if j < n { src[j * groups + g] } else { 0.0 };
+        let (head, tail) = row.split_at_mut(n);
+        for (o, &x) in head.iter_mut().zip(src[g..].iter().step_by(groups)) {
+            *o = x;
         }
+        tail.fill(0.0);
     }
 }
 
@@ -102,7 +104,7 @@ fn quantise_weights(w: &[f32], wq: &mut [i16]) -> f32 {
     let amax = lane_max(w);
     let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
     for (o, &x) in wq.iter_mut().zip(w) {
-        *o = (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i32 as i16;
+        *o = round_q16(x, inv);
     }
     amax / Q16
 }

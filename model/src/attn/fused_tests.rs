@@ -307,3 +307,30 @@ fn value_codes_equal_the_portable_sums() {
         }
     }
 }
+
+/// The vectorisable rounding equals the rounded, clamped cast it replaces (`round_q16`'s
+/// docs), on ties, near-ties, both bounds, beyond them, infinities and NaN.
+#[test]
+fn round_q16_equals_the_clamped_cast() {
+    use crate::attn::fused_int4::{round_q16, Q16, ROUND};
+    let spec = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i16;
+    let mut xs = vec![
+        0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999997, 32766.5, -32766.5,
+    ];
+    xs.extend([
+        Q16,
+        -Q16,
+        32767.5,
+        40000.0,
+        -1e9,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ]);
+    xs.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 3.37 + 0.5));
+    for &inv in &[1.0f32, 0.37, 2.0, 1e-3] {
+        for &x in &xs {
+            assert_eq!(round_q16(x, inv), spec(x, inv), "x = {x}, inv = {inv}");
+        }
+    }
+}
