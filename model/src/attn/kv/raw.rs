@@ -60,14 +60,21 @@ impl Int4Tile<'_> {
     }
 }
 
-/// Prefetches every 64-byte line of `s` into the cache (a hint: no effect on results; nothing
-/// off x86-64).
+/// 64-byte lines [`prefetch`] asks for at the start of a slice.
+const LEAD_LINES: usize = 8;
+
+/// Prefetches the first [`LEAD_LINES`] 64-byte lines of `s` into the cache (a hint: no effect
+/// on results; nothing off x86-64). Only a lead: the hardware prefetcher follows a sequential
+/// stream once it has started, while asking for a whole 32 KB f16 tile at once fills the
+/// core's miss queue and stalls the kernel running on the current tile (Zen 3, 2 threads:
+/// f16 decode attention at 64K tokens 26.7 ms with whole-tile prefetches, 21.9 ms with this
+/// lead, 21.8 ms with none; INT4 within noise).
 pub(super) fn prefetch<T>(s: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = s.as_ptr().cast::<i8>();
-        for off in (0..std::mem::size_of_val(s)).step_by(64) {
+        for off in (0..std::mem::size_of_val(s)).step_by(64).take(LEAD_LINES) {
             // SAFETY: a prefetch never faults; the address lies inside `s`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
         }
