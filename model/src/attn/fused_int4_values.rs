@@ -67,15 +67,30 @@ pub(crate) fn value_codes_generic(wq: &[i16], codes: &[u8], d: usize, vg: usize,
 }
 
 /// `dst[g][j] = src[j][g]` for `src` `[n][groups]` into `dst` `[groups][stride]`, zeros past `n`.
+/// One and two groups (the default `head_dim / vg`) have loops of their own that vectorise (a copy,
+/// a de-interleave); the strided loop of other counts stays scalar.
 #[inline(always)]
 fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
     let n = src.len() / groups;
-    for (g, row) in dst.chunks_exact_mut(stride).enumerate().take(groups) {
-        let (head, tail) = row.split_at_mut(n);
-        for (o, &x) in head.iter_mut().zip(src[g..].iter().step_by(groups)) {
-            *o = x;
+    match groups {
+        1 => dst[..n].copy_from_slice(src),
+        2 => {
+            let (r0, r1) = dst[..2 * stride].split_at_mut(stride);
+            for ((a, b), pair) in r0.iter_mut().zip(r1.iter_mut()).zip(src.chunks_exact(2)) {
+                *a = pair[0];
+                *b = pair[1];
+            }
         }
-        tail.fill(0.0);
+        _ => {
+            for (g, row) in dst.chunks_exact_mut(stride).enumerate().take(groups) {
+                for (o, &x) in row.iter_mut().zip(src[g..].iter().step_by(groups)) {
+                    *o = x;
+                }
+            }
+        }
+    }
+    for row in dst.chunks_exact_mut(stride).take(groups) {
+        row[n..].fill(0.0);
     }
 }
 
