@@ -66,11 +66,14 @@ proptest! {
 #[test]
 fn extreme_activations_do_not_overflow() {
     // All weights +1 / -1 against all activations -128: the largest |partial sums| per lane.
-    let (n, k, m) = (33, 1000, 17);
-    for wv in [1i8, -1] {
-        let w = vec![wv; n * k];
-        check_gemm(n, k, m, &w, &vec![-128i8; m * k]);
-        check_gemm(n, k, m, &w, &vec![127i8; m * k]);
+    // k spans several 16-block runs of i16 sums; m covers every token-tile width up to 8.
+    let (n, k) = (33, 1000);
+    for m in [17, 15, 6] {
+        for wv in [1i8, -1] {
+            let w = vec![wv; n * k];
+            check_gemm(n, k, m, &w, &vec![-128i8; m * k]);
+            check_gemm(n, k, m, &w, &vec![127i8; m * k]);
+        }
     }
 }
 

@@ -18,10 +18,17 @@ fn planes(v: __m256i) -> [__m256i; 4] {
     ]
 }
 
-/// One panel × `M` tokens (M ≤ 4 keeps 2·M accumulators in the 16 ymm registers).
+/// Blocks summed in i16 lanes before they are widened to i32 (see [`tile`]).
+const FLUSH: usize = 16;
+
+/// One panel × `M` tokens (M ≤ 8).
 ///
-/// Overflow: `vpmaddubsw` sums two products `c·x` (`c ≤ 2`, `|x| ≤ 128`): ≤ 512, no
-/// saturation; four planes add to ≤ 2048 in i16, then `vpmaddwd` widens to i32.
+/// Overflow: `vpmaddubsw` sums two products `c·x` (`c ≤ 2`, `−128 ≤ x ≤ 127`) into
+/// [−512, 508], no saturation; the four planes of a block add to [−2048, 2032] per i16 lane, so
+/// [`FLUSH`] = 16 blocks stay in [−32768, 32512] and the wrapping i16 adds are exact. Only then
+/// does `vpmaddwd` widen them into the i32 accumulators: one widening per 16 blocks instead of
+/// one per block. For M > 2 the two 32-byte halves (rows 0..8, 8..16) are taken in turn over
+/// each run of 16 blocks (the second pass finds the run's blocks and activations in L1).
 ///
 /// # Safety
 /// CPU has AVX2; `blocks` points to `nb` blocks; `xp` to `nb · M · 16` bytes in the packed tile
@@ -35,30 +42,67 @@ pub(crate) unsafe fn tile<const M: usize>(
 ) -> [[i32; 16]; M] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_si256(); 2]; M];
-    let mut xb = xp;
-    for b in 0..nb {
-        // SAFETY: b < nb; each block is 64 aligned bytes, read as two 32-byte halves.
-        let (lo, hi) = unsafe {
-            let p = blocks.add(b).cast::<__m256i>();
-            (_mm256_load_si256(p), _mm256_load_si256(p.add(1)))
-        };
-        let (pl_lo, pl_hi) = (planes(lo), planes(hi));
-        for (t, a) in acc.iter_mut().enumerate() {
-            let mut s_lo = _mm256_setzero_si256();
-            let mut s_hi = _mm256_setzero_si256();
-            for i in 0..4 {
-                // SAFETY: (i·M + t)·4 + 4 ≤ M·16 bytes of this block's activations.
-                let xv = _mm256_set1_epi32(unsafe {
-                    xb.add((i * M + t) * 4).cast::<i32>().read_unaligned()
-                });
-                s_lo = _mm256_add_epi16(s_lo, _mm256_maddubs_epi16(pl_lo[i], xv));
-                s_hi = _mm256_add_epi16(s_hi, _mm256_maddubs_epi16(pl_hi[i], xv));
+    let mut b0 = 0;
+    while b0 < nb {
+        let b1 = nb.min(b0 + FLUSH);
+        if M <= 2 {
+            // Few tokens: both halves per broadcast (2·M sums + 8 planes fit the registers).
+            let mut s16 = [[_mm256_setzero_si256(); 2]; M];
+            for b in b0..b1 {
+                // SAFETY: b < nb; each block is 64 aligned bytes, read as two 32-byte halves.
+                let (lo, hi) = unsafe {
+                    let p = blocks.add(b).cast::<__m256i>();
+                    (
+                        planes(_mm256_load_si256(p)),
+                        planes(_mm256_load_si256(p.add(1))),
+                    )
+                };
+                // SAFETY: b < nb; the tile holds M · 16 activation bytes per block.
+                let xb = unsafe { xp.add(b * M * BLOCK_K) };
+                for (t, s) in s16.iter_mut().enumerate() {
+                    for i in 0..4 {
+                        // SAFETY: (i·M + t)·4 + 4 ≤ M·16 bytes of this block's activations.
+                        let xv = _mm256_set1_epi32(unsafe {
+                            xb.add((i * M + t) * 4).cast::<i32>().read_unaligned()
+                        });
+                        s[0] = _mm256_add_epi16(s[0], _mm256_maddubs_epi16(lo[i], xv));
+                        s[1] = _mm256_add_epi16(s[1], _mm256_maddubs_epi16(hi[i], xv));
+                    }
+                }
             }
-            a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(s_lo, ones));
-            a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(s_hi, ones));
+            for (a, s) in acc.iter_mut().zip(&s16) {
+                a[0] = _mm256_add_epi32(a[0], _mm256_madd_epi16(s[0], ones));
+                a[1] = _mm256_add_epi32(a[1], _mm256_madd_epi16(s[1], ones));
+            }
+            b0 = b1;
+            continue;
         }
-        // SAFETY: stays within (or one past) the tile.
-        xb = unsafe { xb.add(M * BLOCK_K) };
+        // More tokens: one half at a time over the run. A broadcast then serves one half only,
+        // so the compiler has no reason to keep 4·M of them alive across halves (it spilled
+        // them), and M sums + 4 planes + a broadcast fit the 16 registers up to M = 8.
+        for half in 0..2 {
+            let mut s16 = [_mm256_setzero_si256(); M];
+            for b in b0..b1 {
+                // SAFETY: b < nb; each block is 64 aligned bytes, read as two 32-byte halves.
+                let pl =
+                    planes(unsafe { _mm256_load_si256(blocks.add(b).cast::<__m256i>().add(half)) });
+                // SAFETY: b < nb; the tile holds M · 16 activation bytes per block.
+                let xb = unsafe { xp.add(b * M * BLOCK_K) };
+                for (t, s) in s16.iter_mut().enumerate() {
+                    for (i, plane) in pl.iter().enumerate() {
+                        // SAFETY: (i·M + t)·4 + 4 ≤ M·16 bytes of this block's activations.
+                        let xv = _mm256_set1_epi32(unsafe {
+                            xb.add((i * M + t) * 4).cast::<i32>().read_unaligned()
+                        });
+                        *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(*plane, xv));
+                    }
+                }
+            }
+            for (a, s) in acc.iter_mut().zip(&s16) {
+                a[half] = _mm256_add_epi32(a[half], _mm256_madd_epi16(*s, ones));
+            }
+        }
+        b0 = b1;
     }
     let mut out = [[0i32; 16]; M];
     for t in 0..M {

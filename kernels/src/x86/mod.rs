@@ -34,7 +34,7 @@ pub(crate) fn detect() -> Vec<Isa> {
 pub(crate) fn tile_tokens(isa: Isa) -> usize {
     match isa {
         Isa::Scalar | Isa::Portable => 1,
-        Isa::Avx2 => 4,
+        Isa::Avx2 => 8,
         Isa::Avx512 | Isa::Avx512Vnni => 16,
     }
 }
@@ -113,6 +113,10 @@ pub(crate) unsafe fn run_tile<S: Sink>(
         (Isa::Avx2, 2) => go!(2, avx2::tile::<2>),
         (Isa::Avx2, 3) => go!(3, avx2::tile::<3>),
         (Isa::Avx2, 4) => go!(4, avx2::tile::<4>),
+        (Isa::Avx2, 5) => go!(5, avx2::tile::<5>),
+        (Isa::Avx2, 6) => go!(6, avx2::tile::<6>),
+        (Isa::Avx2, 7) => go!(7, avx2::tile::<7>),
+        (Isa::Avx2, 8) => go!(8, avx2::tile::<8>),
         (Isa::Avx512Vnni, 1) => go!(1, avx512::tile_vnni_gemv),
         (Isa::Avx512Vnni, 2) => go!(2, avx512::tile_vnni::<2, 2>),
         (Isa::Avx512Vnni, 3) => go!(3, avx512::tile_vnni::<3, 2>),
