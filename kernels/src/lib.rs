@@ -12,6 +12,7 @@
 //! - [`matmul`]: integer [`gemv`]/[`gemm`] over T2 matrices, the f32 BitLinear product
 //!   [`ternary_matmul`], the run-time instruction-set choice ([`Isa`]) and forced-ISA variants
 //!   for tests and benchmarks.
+//! - [`tuning`]: per-microarchitecture choices made at run time (software prefetch distance).
 
 mod autovec;
 #[cfg(feature = "cuda")]
@@ -23,6 +24,7 @@ pub mod head;
 pub mod matmul;
 pub mod quant;
 mod scalar;
+pub mod tuning;
 
 #[cfg(target_arch = "x86_64")]
 #[path = "x86/mod.rs"]

@@ -20,7 +20,7 @@ const FLAGS: [&str; 11] = [
 ];
 
 /// `{cpu, flags, logical_cpus, threads, arch, kernels: {ternary, ternary_available, head_f16,
-/// attention_tiles, attention_fused}}` for a run on `threads` threads.
+/// attention_tiles, attention_fused}, tuning: {vendor, prefetch_bytes, prefetch_source}}` for a run on `threads` threads.
 pub fn host_json(threads: usize) -> Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |names: &[&str]| {
@@ -37,6 +37,7 @@ pub fn host_json(threads: usize) -> Value {
             FLAGS.iter().copied().filter(|x| have.contains(x)).collect()
         })
         .unwrap_or_default();
+    let tuning = tritter_kernels::tuning::tuning();
     let logical = std::thread::available_parallelism().map_or(0, |n| n.get());
     json!({
         "cpu": cpu,
@@ -53,6 +54,11 @@ pub fn host_json(threads: usize) -> Value {
             "head_f16": tritter_kernels::head::gemv_f16_isa(),
             "attention_tiles": tritter_model::attn::tile_kernel_name(),
             "attention_fused": tritter_model::attn::fused_kernel_name(),
+        },
+        "tuning": {
+            "vendor": tuning.vendor,
+            "prefetch_bytes": tuning.prefetch_bytes,
+            "prefetch_source": tuning.source,
         },
     })
 }

@@ -4,6 +4,7 @@
 use std::arch::x86_64::*;
 
 use crate::format::{BlockT2, BLOCK_K};
+use crate::tuning::prefetch_bytes;
 
 /// Code planes of one 32-byte half block: plane `i` = codes of columns `4i..4i+4`, 8 rows.
 #[inline]
@@ -48,7 +49,10 @@ pub(crate) unsafe fn tile<const M: usize>(
         if M <= 2 {
             // Few tokens: both halves per broadcast (2·M sums + 8 planes fit the registers).
             let mut s16 = [[_mm256_setzero_si256(); 2]; M];
+            let pf = prefetch_bytes();
             for b in b0..b1 {
+                // The weights stream once per call here: ask for them ahead (`crate::tuning`).
+                super::prefetch_ahead(blocks.wrapping_add(b), pf);
                 // SAFETY: b < nb; each block is 64 aligned bytes, read as two 32-byte halves.
                 let (lo, hi) = unsafe {
                     let p = blocks.add(b).cast::<__m256i>();

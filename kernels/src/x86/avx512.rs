@@ -9,6 +9,7 @@
 use std::arch::x86_64::*;
 
 use crate::format::{BlockT2, BLOCK_K};
+use crate::tuning::prefetch_bytes;
 
 /// Splits a block into its four code planes: plane `i` = codes of columns `4i..4i+4` for the
 /// 16 rows, one u8 each (0..=2).
@@ -100,7 +101,10 @@ pub(crate) unsafe fn tile_vnni_gemv(
 ) -> [[i32; 16]; 1] {
     let masks = [0x03u8, 0x0c, 0x30, 0xc0].map(|m| _mm512_set1_epi8(m as i8));
     let mut acc = [_mm512_setzero_si512(); 4];
+    let pf = prefetch_bytes();
     for b in 0..nb {
+        // The weights stream once per call: ask for them ahead (`crate::tuning`).
+        super::prefetch_ahead(blocks.wrapping_add(b), pf);
         // SAFETY: b < nb blocks, each 64-byte aligned.
         let v = unsafe { _mm512_load_si512(blocks.add(b).cast()) };
         for (i, (a, mask)) in acc.iter_mut().zip(&masks).enumerate() {

@@ -11,6 +11,9 @@ use half::f16;
 use std::arch::x86_64::*;
 
 use crate::head::RowDot;
+use crate::tuning::prefetch_bytes;
+
+use super::prefetch_ahead;
 
 /// The f16 row dot for this CPU and its name, or `None` when only the portable loop runs here.
 pub(crate) fn pick_head_f16() -> Option<(RowDot<f16>, &'static str)> {
@@ -57,50 +60,51 @@ fn same_len<'a, T>(w: &'a [T], x: &'a [f32]) -> (&'a [T], &'a [f32]) {
 fn dot_f16_avx512(w: &[f16], x: &[f32]) -> f32 {
     let (w, x) = same_len(w, x);
     // SAFETY: handed out only by `pick_head_f16` after avx512f was detected; equal lengths.
-    unsafe { dot_f16_avx512_impl(w, x) }
+    unsafe { dot_f16_avx512_impl(w, x, prefetch_bytes()) }
 }
 
 fn dot_f16_avx2(w: &[f16], x: &[f32]) -> f32 {
     let (w, x) = same_len(w, x);
     // SAFETY: handed out only by `pick_head_f16` after avx2, f16c and fma were detected; equal
     // lengths.
-    unsafe { dot_f16_avx2_impl(w, x) }
+    unsafe { dot_f16_avx2_impl(w, x, prefetch_bytes()) }
 }
 
 fn dot_f32_avx2(w: &[f32], x: &[f32]) -> f32 {
     let (w, x) = same_len(w, x);
     // SAFETY: handed out only by `pick_head_f32` after avx2 and fma were detected; equal lengths.
-    unsafe { dot_f32_avx2_impl(w, x) }
+    unsafe { dot_f32_avx2_impl(w, x, prefetch_bytes()) }
 }
 
 fn dot_i8_avx2(w: &[i8], x: &[f32]) -> f32 {
     let (w, x) = same_len(w, x);
     // SAFETY: handed out only by `pick_head_i8` after avx2 and fma were detected; equal lengths.
-    unsafe { dot_i8_avx2_impl(w, x) }
+    unsafe { dot_i8_avx2_impl(w, x, prefetch_bytes()) }
 }
 
 fn dot_f32_avx512(w: &[f32], x: &[f32]) -> f32 {
     let (w, x) = same_len(w, x);
     // SAFETY: handed out only by `pick_head_f32` after avx512f was detected; equal lengths.
-    unsafe { dot_f32_avx512_impl(w, x) }
+    unsafe { dot_f32_avx512_impl(w, x, prefetch_bytes()) }
 }
 
 fn dot_i8_avx512(w: &[i8], x: &[f32]) -> f32 {
     let (w, x) = same_len(w, x);
     // SAFETY: handed out only by `pick_head_i8` after avx512f was detected; equal lengths.
-    unsafe { dot_i8_avx512_impl(w, x) }
+    unsafe { dot_i8_avx512_impl(w, x, prefetch_bytes()) }
 }
 
 /// # Safety
 /// CPU has AVX-512F; `w.len() == x.len()`.
 #[target_feature(enable = "avx512f")]
-unsafe fn dot_f16_avx512_impl(w: &[f16], x: &[f32]) -> f32 {
+unsafe fn dot_f16_avx512_impl(w: &[f16], x: &[f32], pf: usize) -> f32 {
     let n = w.len() / 32 * 32;
     let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let wp = w.as_ptr() as *const u16;
     let xp = x.as_ptr();
     let mut i = 0;
     while i < n {
+        prefetch_ahead(wp.wrapping_add(i), pf);
         // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads; f16 is a u16 bit pattern.
         unsafe {
             let h0 = _mm256_loadu_si256(wp.add(i) as *const __m256i);
@@ -122,13 +126,14 @@ unsafe fn dot_f16_avx512_impl(w: &[f16], x: &[f32]) -> f32 {
 /// # Safety
 /// CPU has AVX2, F16C and FMA; `w.len() == x.len()`.
 #[target_feature(enable = "avx2,f16c,fma")]
-unsafe fn dot_f16_avx2_impl(w: &[f16], x: &[f32]) -> f32 {
+unsafe fn dot_f16_avx2_impl(w: &[f16], x: &[f32], pf: usize) -> f32 {
     let n = w.len() / 32 * 32;
     let mut a = [_mm256_setzero_ps(); 4];
     let wp = w.as_ptr() as *const u16;
     let xp = x.as_ptr();
     let mut i = 0;
     while i < n {
+        prefetch_ahead(wp.wrapping_add(i), pf);
         for (j, aj) in a.iter_mut().enumerate() {
             // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads; f16 is a u16 bit
             // pattern.
@@ -163,12 +168,14 @@ fn sum4_256(a: [__m256; 4]) -> f32 {
 /// # Safety
 /// CPU has AVX2 and FMA; `w.len() == x.len()`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_f32_avx2_impl(w: &[f32], x: &[f32]) -> f32 {
+unsafe fn dot_f32_avx2_impl(w: &[f32], x: &[f32], pf: usize) -> f32 {
     let n = w.len() / 32 * 32;
     let mut a = [_mm256_setzero_ps(); 4];
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut i = 0;
     while i < n {
+        prefetch_ahead(wp.wrapping_add(i), pf);
+        prefetch_ahead(wp.wrapping_add(i + 16), pf);
         for (j, aj) in a.iter_mut().enumerate() {
             // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads.
             unsafe {
@@ -195,12 +202,16 @@ unsafe fn dot_f32_avx2_impl(w: &[f32], x: &[f32]) -> f32 {
 /// # Safety
 /// CPU has AVX2 and FMA; `w.len() == x.len()`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_i8_avx2_impl(w: &[i8], x: &[f32]) -> f32 {
+unsafe fn dot_i8_avx2_impl(w: &[i8], x: &[f32], pf: usize) -> f32 {
     let n = w.len() / 32 * 32;
     let mut a = [_mm256_setzero_ps(); 4];
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut i = 0;
     while i < n {
+        // One line per two iterations (32 codes each); a second hint to the same line is wasted.
+        if i % 64 == 0 {
+            prefetch_ahead(wp.wrapping_add(i), pf);
+        }
         // SAFETY: i + 32 <= n <= w.len() == x.len(); 32-byte unaligned load of i8.
         let b = unsafe { _mm256_loadu_si256(wp.add(i) as *const __m256i) };
         let halves = [_mm256_castsi256_si128(b), _mm256_extracti128_si256::<1>(b)];
@@ -227,12 +238,14 @@ unsafe fn dot_i8_avx2_impl(w: &[i8], x: &[f32]) -> f32 {
 /// # Safety
 /// CPU has AVX-512F; `w.len() == x.len()`.
 #[target_feature(enable = "avx512f")]
-unsafe fn dot_f32_avx512_impl(w: &[f32], x: &[f32]) -> f32 {
+unsafe fn dot_f32_avx512_impl(w: &[f32], x: &[f32], pf: usize) -> f32 {
     let n = w.len() / 32 * 32;
     let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut i = 0;
     while i < n {
+        prefetch_ahead(wp.wrapping_add(i), pf);
+        prefetch_ahead(wp.wrapping_add(i + 16), pf);
         // SAFETY: i + 32 <= n <= w.len() == x.len(); unaligned loads.
         unsafe {
             a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wp.add(i)), _mm512_loadu_ps(xp.add(i)), a0);
@@ -254,12 +267,15 @@ unsafe fn dot_f32_avx512_impl(w: &[f32], x: &[f32]) -> f32 {
 /// # Safety
 /// CPU has AVX-512F; `w.len() == x.len()`.
 #[target_feature(enable = "avx512f")]
-unsafe fn dot_i8_avx512_impl(w: &[i8], x: &[f32]) -> f32 {
+unsafe fn dot_i8_avx512_impl(w: &[i8], x: &[f32], pf: usize) -> f32 {
     let n = w.len() / 32 * 32;
     let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     let mut i = 0;
     while i < n {
+        if i % 64 == 0 {
+            prefetch_ahead(wp.wrapping_add(i), pf);
+        }
         // SAFETY: i + 32 <= n <= w.len() == x.len(); 16-byte unaligned loads of i8.
         unsafe {
             let b0 = _mm_loadu_si128(wp.add(i) as *const __m128i);

@@ -30,6 +30,21 @@ pub(crate) fn detect() -> Vec<Isa> {
     isas
 }
 
+/// Asks for the cache line `pf` bytes past `p` when `pf > 0` (`crate::tuning`): a hint that
+/// never faults and never changes a result.
+#[inline(always)]
+pub(crate) fn prefetch_ahead<T>(p: *const T, pf: usize) {
+    if pf > 0 {
+        // SAFETY: a prefetch only hints the cache and never faults, even for an address past
+        // the slice; `wrapping_add` makes no in-bounds claim.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                p.cast::<i8>().wrapping_add(pf),
+            )
+        }
+    }
+}
+
 /// Tokens per GEMM tile for `isa` (the activation packing in `crate::matmul` follows it).
 pub(crate) fn tile_tokens(isa: Isa) -> usize {
     match isa {
