@@ -2,7 +2,7 @@
 //! (per-token groups of `vg` channels, `v̂ = step · code + min`) as exact integer sums. Per row
 //! and tile the weights `w_jg = p_j · step_jg` are rounded to i16 with one step `S = max w /
 //! 32767`, so `Σ_j w_jg code_j = S · Σ_j q16_jg code_j` up to that rounding, and the integer sums
-//! run on `vpmaddwd` (AVX2, in both x86 builds) over token pairs: a 32-bit lane holds one
+//! run on `vpmaddwd` (AVX2) or `vpdpwssd` (AVX-512 VNNI) over token pairs: a 32-bit lane holds one
 //! channel's codes of tokens `2p` and `2p + 1`, the weight operand the two tokens' `q16` of that
 //! channel's group. The minima `Σ_j p_j m_jg` stay in f32 (summed in 16 lanes) and go straight into
 //! the natural-order accumulator.

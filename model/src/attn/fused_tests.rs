@@ -279,8 +279,9 @@ fn int4_kernels_equal_the_dequantised_product() {
 #[test]
 fn value_codes_equal_the_portable_sums() {
     use crate::attn::fused_int4_values::{value_codes_generic, ValueCodes, WEIGHT_PAD};
-    use crate::attn::fused_x86_int4::values_256;
-    let builds: [(&str, ValueCodes); 1] = [("256", values_256)];
+    use crate::attn::fused_x86_int4::{values_256, values_512};
+    // values_512 runs the VNNI kernel where the CPU has it (else the AVX2 one again).
+    let builds: [(&str, ValueCodes); 2] = [("256", values_256), ("512", values_512)];
     for (rows, n, d, vg) in [
         (4usize, 64usize, 128usize, 64usize),
         (3, 5, 64, 32),

@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::fused::{self, FusedKernels, Int4Scratch, V16};
-use super::fused_x86_int4::{dot_256, dot_512, values_256};
+use super::fused_x86_int4::{dot_256, dot_512, values_256, values_512};
 use super::kv::Int4Tile;
 
 /// Sixteen lanes in one AVX-512 register. Only used inside the `avx512f` build below.
@@ -248,7 +248,7 @@ fused_build!(
     ai_512,
     sm_512,
     dot_512,
-    values_256
+    values_512
 );
 fused_build!(
     Y,

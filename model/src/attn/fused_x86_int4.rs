@@ -1,7 +1,8 @@
 //! x86-64 integer kernels of the INT4 decode path: the key dot products
 //! ([`DotCodes`](super::fused_int4::DotCodes), `fused_int4`) and the value sums
 //! ([`ValueCodes`](super::fused_int4_values::ValueCodes), `fused_int4_values`): the dots with
-//! `vpdpwssd` (AVX-512 F/BW/VNNI) or `vpmaddwd` (AVX2), the value sums with `vpmaddwd` in both. Integer sums are exact in any order, so
+//! `vpdpwssd` (AVX-512 F/BW/VNNI) or `vpmaddwd` (AVX2), the value sums likewise (`vpdpwssd` over a
+//! whole 16-byte block per register, or `vpmaddwd` over half blocks). Integer sums are exact in any order, so
 //! each equals its portable version exactly (tests compare the whole kernels bit for bit).
 
 use std::arch::x86_64::*;
@@ -25,8 +26,20 @@ pub(super) fn dot_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
     unsafe { dot_avx2(qi, codes, d, out) }
 }
 
-/// The value sums of both builds (`vpmaddwd`). A `vpdpwssd` variant (AVX-512 VNNI) is not shipped
-/// until it has run on an AVX-512 host; the AVX-512 build uses these sums, exact there too.
+/// The AVX-512 build's value sums: `vpdpwssd` over whole 16-byte blocks where the CPU has
+/// AVX-512 VNNI (and BW), else the AVX2 ones.
+pub(super) fn values_512(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+    check_values(wq, codes, d, vg, isum);
+    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+        // SAFETY: the features were just detected; shapes checked.
+        unsafe { values_vnni(wq, codes, d, vg, isum) }
+    } else {
+        // SAFETY: the AVX-512 build runs only after AVX2 was detected; shapes checked.
+        unsafe { values_avx2(wq, codes, d, vg, 0, isum) }
+    }
+}
+
+/// The AVX2 build's value sums (`vpmaddwd`).
 pub(super) fn values_256(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
     check_values(wq, codes, d, vg, isum);
     // SAFETY: only handed to the builds, which run after AVX2 was detected; shapes checked.
@@ -215,6 +228,68 @@ unsafe fn values_avx2(
                                 _mm256_extracti128_si256::<1>(*an),
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpdpwssd`: per 16-byte block (one
+/// value group, as `vg` is a multiple of 32) and token pair, the two tokens' 16 bytes interleaved
+/// and zero-extended so each of the 16 lanes holds one channel pair's codes of both tokens; the
+/// group's weight pair is broadcast from memory into the multiply-add. Eight accumulators for four
+/// rows. Equal to [`values_avx2`] (the same exact i32 sums, `vpdpwssd` does not saturate).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI; the shapes passed [`check_values`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+    let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
+    let n = codes.len() / h;
+    let np = n + n % 2;
+    let per_row = groups * np;
+    let m15 = _mm512_set1_epi16(15);
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at g · np / 2 + p).
+        let wr: [*const i32; 4] =
+            [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row..].as_ptr().cast::<i32>());
+        for blk in 0..h / 16 {
+            let g = 32 * blk / vg * np / 2;
+            let cp = codes.as_ptr().wrapping_add(16 * blk);
+            let mut a = [[_mm512_setzero_si512(); 2]; 4];
+            for p in 0..n.div_ceil(2) {
+                // SAFETY: token 2p (and 2p + 1 when it exists) has 16 · blk + 16 <= h bytes of
+                // codes; pair p's weights lie inside each row's `per_row` (checked).
+                unsafe {
+                    let x = _mm_loadu_si128(cp.add(2 * p * h).cast());
+                    let y = if 2 * p + 1 < n {
+                        _mm_loadu_si128(cp.add((2 * p + 1) * h).cast())
+                    } else {
+                        _mm_setzero_si128()
+                    };
+                    let xy = _mm256_set_m128i(_mm_unpackhi_epi8(x, y), _mm_unpacklo_epi8(x, y));
+                    let w = _mm512_cvtepu8_epi16(xy);
+                    let c = [_mm512_and_si512(w, m15), _mm512_srli_epi16::<4>(w)];
+                    for (ar, &wp) in a.iter_mut().zip(&wr) {
+                        let wv = _mm512_set1_epi32(wp.add(g + p).read_unaligned());
+                        ar[0] = _mm512_dpwssd_epi32(ar[0], c[0], wv);
+                        ar[1] = _mm512_dpwssd_epi32(ar[1], c[1], wv);
+                    }
+                }
+            }
+            // Lane l holds byte 16 · blk + l; runs of four lanes go to their value-lane places.
+            let b = 16 * blk;
+            for (r, ar) in a.iter().enumerate().take(rb) {
+                let row = &mut isum[(r0 + r) * d..][..d];
+                for (nib, an) in ar.iter().enumerate() {
+                    let mut lanes = [0i32; 16];
+                    // SAFETY: 64 bytes into a 16-lane i32 array.
+                    unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *an) };
+                    for (q, run) in lanes.chunks_exact(4).enumerate() {
+                        let at = vpos(d, 2 * (b + 4 * q) + nib);
+                        row[at..at + 4].copy_from_slice(run);
                     }
                 }
             }
