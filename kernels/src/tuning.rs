@@ -2,9 +2,10 @@
 //! (in bytes) the weight-streaming loops — the LM-head row dots and the one-token ternary GEMV
 //! tile — ask for their data with software prefetches.
 //!
-//! Measured (docs/BENCHMARKS.md): on an Intel Xeon (Sapphire/Emerald Rapids class) one core's
-//! hardware prefetchers keep too few lines in flight to stream from DRAM at the memory's speed,
-//! and a `prefetcht0` per 64-byte line a few KB ahead took the f16 head from 0.64 to ≈ 0.9 of
+//! Measured (docs/BENCHMARKS.md): on an Intel Xeon (CPU family 6 model 207, AVX-512 VNNI) one
+//! core's hardware prefetchers keep too few lines in flight to stream from DRAM at the memory's
+//! speed; a `prefetcht0` per 64-byte line 4 KB ahead took the 2B4T-shaped ternary GEMVs, run cold
+//! from DRAM, from 10.9–12.1 to 16.2–21.1 GB/s and the f16 head from 0.71–0.86 to 0.80–1.02 of
 //! the copy bandwidth; on AMD Zen 3 the hardware prefetchers alone already stream at the copy
 //! bandwidth, so AMD (and every CPU not known to gain) gets no software prefetch. The
 //! environment variable `TRITTER_PREFETCH_BYTES` overrides the choice (0 turns it off), for
@@ -24,8 +25,8 @@ pub struct Tuning {
     pub source: &'static str,
 }
 
-/// Prefetch distance on Intel: 4 KB (the sweep in docs/BENCHMARKS.md: 2–16 KB all within noise
-/// of each other, none 0.65–0.7× as fast).
+/// Prefetch distance on Intel: 4 KB (the sweep in docs/BENCHMARKS.md, cold ternary GEMVs in GB/s:
+/// 1 KB 12.6–14.7, 2 KB 15.0–15.9, 4 KB 18.4–21.1, 8 KB 16.5–21.7, 16 KB 15.2–17.5, none 10.9–12.1).
 const INTEL_PREFETCH_BYTES: usize = 4096;
 
 /// Largest accepted override (1 MB): anything further is certainly a typo.
