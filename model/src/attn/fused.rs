@@ -99,7 +99,7 @@ fn generic_scores_int4(
     s: &mut [f32],
     scratch: &mut Int4Scratch,
 ) {
-    scores_int4::<Lanes<false>, false>(dot_codes_generic, q, t, d, scale, s, scratch)
+    scores_int4::<Lanes<false>>(dot_codes_generic, q, t, d, scale, s, scratch)
 }
 
 /// Detected once per process.

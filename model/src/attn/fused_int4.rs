@@ -15,7 +15,6 @@ use half::f16;
 
 use super::kv::Int4Tile;
 use super::lanes::{L, V16};
-use super::tile::dot_generic;
 
 /// Largest magnitude of a quantised query element.
 pub(crate) const Q16: f32 = 32767.0;
@@ -80,10 +79,21 @@ pub(crate) fn to_f32<V: V16>(src: &[f16], dst: &mut [f32]) {
     }
 }
 
+/// `Σ a · b` over equally long slices whose length is a multiple of 16, in 16 lanes with the
+/// build's multiply-add, then [`V16::reduce`].
+#[inline(always)]
+pub(crate) fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = V::zero();
+    for (x, y) in a.chunks_exact(L).zip(b.chunks_exact(L)) {
+        acc = V::load(x).madd(V::load(y), acc);
+    }
+    acc.reduce()
+}
+
 /// Scores against INT4 keys (module docs); `dot` is the build's integer dot product.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn scores_int4<V: V16, const FMA: bool>(
+pub(crate) fn scores_int4<V: V16>(
     dot: DotCodes,
     q: &[f32],
     t: &Int4Tile<'_>,
@@ -104,20 +114,25 @@ pub(crate) fn scores_int4<V: V16, const FMA: bool>(
     to_f32::<V>(t.ks, steps);
     scratch.q16.resize(rows * d, 0);
     for (r, qr) in q.chunks_exact(d).enumerate() {
-        for ((o, &x), &st) in qs.iter_mut().zip(qr).zip(steps.iter()) {
-            *o = x * st;
-        }
-        for (i, pair) in qs.chunks_exact(2).enumerate() {
-            qp[i] = pair[0];
-            qp[h + i] = pair[1];
-        }
+        // The scaled query and the lanes' largest |q'| in one pass (the same values as after
+        // the even/odd split below, so the same maximum).
         let mut mx = [0f32; L];
-        for c in qp.chunks_exact(L) {
-            for (m, &x) in mx.iter_mut().zip(c) {
+        for ((o, x), st) in qs
+            .chunks_exact_mut(L)
+            .zip(qr.chunks_exact(L))
+            .zip(steps.chunks_exact(L))
+        {
+            for (((o, &x), &st), m) in o.iter_mut().zip(x).zip(st).zip(mx.iter_mut()) {
+                *o = x * st;
                 // A plain compare so it vectorises (like `f32::max` here: a NaN never replaces m).
-                let a = x.abs();
+                let a = o.abs();
                 *m = if a > *m { a } else { *m };
             }
+        }
+        let (even, odd) = qp.split_at_mut(h);
+        for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(qs.chunks_exact(2)) {
+            *e = pair[0];
+            *o = pair[1];
         }
         let mut w = L / 2;
         while w > 0 {
@@ -132,7 +147,7 @@ pub(crate) fn scores_int4<V: V16, const FMA: bool>(
             *o = round_q16(x, inv);
         }
         step16[r] = amax / Q16;
-        bias[r] = dot_generic::<FMA>(qr, mins);
+        bias[r] = dot16::<V>(qr, mins);
     }
     scratch.dots.resize(rows * n, 0);
     dot(&scratch.q16, t.kc, d, &mut scratch.dots);

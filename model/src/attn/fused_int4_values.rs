@@ -16,7 +16,7 @@
 //! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
 //! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
 
-use super::fused_int4::{round_q16, to_f32, Int4Scratch, Q16};
+use super::fused_int4::{dot16, round_q16, to_f32, Int4Scratch, Q16};
 use super::kv::Int4Tile;
 use super::lanes::{L, V16};
 
@@ -110,7 +110,14 @@ fn lane_max(w: &[f32]) -> f32 {
         let a = x.abs();
         *m = if a > *m { a } else { *m };
     }
-    mx.iter().fold(0f32, |m, &x| if x > m { x } else { m })
+    let mut w = L / 2;
+    while w > 0 {
+        for l in 0..w {
+            mx[l] = if mx[l + w] > mx[l] { mx[l + w] } else { mx[l] };
+        }
+        w /= 2;
+    }
+    mx[0]
 }
 
 /// Rounds the weights `w` to i16 in `wq` (same order); returns their step `S` (`w ≈ S · q16`).
@@ -122,17 +129,6 @@ fn quantise_weights(w: &[f32], wq: &mut [i16]) -> f32 {
         *o = round_q16(x, inv);
     }
     amax / Q16
-}
-
-/// `Σ a · b` over equally long slices whose length is a multiple of 16, in 16 lanes with the
-/// build's multiply-add, then [`V16::reduce`].
-#[inline(always)]
-fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = V::zero();
-    for (x, y) in a.chunks_exact(L).zip(b.chunks_exact(L)) {
-        acc = V::load(x).madd(V::load(y), acc);
-    }
-    acc.reduce()
 }
 
 /// Accumulation of INT4 values (module docs): `accp` `[rows][d]` in the value lane order gets the

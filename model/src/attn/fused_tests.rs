@@ -124,7 +124,7 @@ fn generic_fma_scores_int4(
     scratch: &mut Int4Scratch,
 ) {
     let dot = crate::attn::fused_int4::dot_codes_generic;
-    scores_int4::<Lanes<true>, true>(dot, q, t, d, scale, s, scratch)
+    scores_int4::<Lanes<true>>(dot, q, t, d, scale, s, scratch)
 }
 
 /// The generic INT4 value accumulation with fused multiply-adds.
@@ -332,6 +332,40 @@ fn round_q16_equals_the_clamped_cast() {
     for &inv in &[1.0f32, 0.37, 2.0, 1e-3] {
         for &x in &xs {
             assert_eq!(round_q16(x, inv), spec(x, inv), "x = {x}, inv = {inv}");
+        }
+    }
+}
+
+/// The SIMD integer key dots equal the portable ones exactly, over the whole i16 range of the
+/// query and every code byte, for key counts that are and are not multiples of the four-key pass.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn dot_codes_equal_the_portable_dots() {
+    use crate::attn::fused_int4::{dot_codes_generic, DotCodes};
+    use crate::attn::fused_x86_int4::{dot_256, dot_512};
+    // dot_512 runs the VNNI kernel where the CPU has it (else the AVX2 one again).
+    let builds: [(&str, DotCodes); 2] = [("256", dot_256), ("512", dot_512)];
+    for (rows, n, d) in [
+        (4usize, 64usize, 128usize),
+        (4, 67, 128),
+        (3, 5, 64),
+        (8, 3, 192),
+        (1, 1, 256),
+        (5, 9, 64),
+    ] {
+        let mut qi: Vec<i16> = data(rows * d, 61)
+            .iter()
+            .map(|x| (x * 32767.0) as i16)
+            .collect();
+        qi[0] = i16::MIN + 1;
+        qi[d - 1] = i16::MAX;
+        let codes: Vec<u8> = (0..n * d / 2).map(|i| (i * 97 % 256) as u8).collect();
+        let mut want = vec![0i32; rows * n];
+        dot_codes_generic(&qi, &codes, d, &mut want);
+        for (name, f) in builds {
+            let mut got = vec![7i32; rows * n];
+            f(&qi, &codes, d, &mut got);
+            assert_eq!(got, want, "{name} {rows}x{n}x{d}");
         }
     }
 }

@@ -220,7 +220,7 @@ macro_rules! fused_build {
             s: &mut [f32],
             scratch: &mut Int4Scratch,
         ) {
-            fused::scores_int4::<$v, true>($dot, q, t, d, scale, s, scratch)
+            fused::scores_int4::<$v>($dot, q, t, d, scale, s, scratch)
         }
         /// # Safety
         /// The CPU must support

@@ -79,8 +79,24 @@ fn reduce4_512(a: [__m512i; 4]) -> __m128i {
     _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, x))
 }
 
+/// Bytes of key codes [`dot_vnni`] asks the CPU to fetch ahead of the four keys it is on: a
+/// tile's codes are one stream, but a short one (64 keys) that the hardware prefetcher has barely
+/// picked up before it ends.
+const DOT_AHEAD: usize = 1024;
+
+/// Asks the CPU to fetch the 64-byte lines of `len` bytes from `p` (a hint: no effect on results).
+#[inline(always)]
+fn prefetch_lines(p: *const u8, len: usize) {
+    for off in (0..len).step_by(64) {
+        // SAFETY: a prefetch never faults, whatever the address (past a slice's end included);
+        // the pointer is only formed with wrapping arithmetic.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast()) };
+    }
+}
+
 /// [`DotCodes`](super::fused_int4::DotCodes) with `vpdpwssd`: 32 codes per register (zero-extended bytes, low and high
-/// nibbles), four query rows per pass over a key's codes.
+/// nibbles), four query rows × four keys per pass over the codes, so the sixteen sums come out of
+/// one shared reduction ([`reduce16_512`]); the last `n % 4` keys one at a time.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VNNI.
@@ -93,11 +109,38 @@ unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
         let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
-        for (j, cj) in codes.chunks_exact(h).enumerate() {
+        let quads = n / 4;
+        for j4 in 0..quads {
+            let kp = codes.as_ptr().wrapping_add(4 * j4 * h);
+            prefetch_lines(kp.wrapping_add(DOT_AHEAD), 4 * h);
+            // a[k][r]: key 4·j4 + k, row r.
+            let mut a = [[_mm512_setzero_si512(); 4]; 4];
+            for c in (0..h).step_by(32) {
+                for (k, ak) in a.iter_mut().enumerate() {
+                    // SAFETY: key 4·j4 + k < n has h bytes of codes from kp + k·h, c + 32 <= h;
+                    // c + 32 <= h and h + c + 32 <= d i16 of each query row (asserted shapes).
+                    unsafe {
+                        let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(kp.add(k * h + c).cast()));
+                        let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
+                        for (ar, qr) in ak.iter_mut().zip(q) {
+                            let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
+                            let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
+                            *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
+                        }
+                    }
+                }
+            }
+            let mut sums = [0i32; 16];
+            // SAFETY: 64 bytes into a 16-lane i32 array.
+            unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), reduce16_512(a)) };
+            for (r, run) in sums.chunks_exact(4).enumerate().take(rb) {
+                out[(r0 + r) * n + 4 * j4..][..4].copy_from_slice(run);
+            }
+        }
+        for (j, cj) in codes.chunks_exact(h).enumerate().skip(4 * quads) {
             let mut a = [_mm512_setzero_si512(); 4];
             for c in (0..h).step_by(32) {
-                // SAFETY: c + 32 <= h bytes of key j's codes; c + 32 <= h and h + c + 32 <= d
-                // i16 of each query row (asserted shapes).
+                // SAFETY: as above, for key j.
                 unsafe {
                     let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(cj.as_ptr().add(c).cast()));
                     let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
@@ -116,6 +159,35 @@ unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
             }
         }
     }
+}
+
+/// The sums of sixteen vectors of 16 i32 lanes, `a[k][r]` → lane `4r + k` (128-bit block `r`
+/// holds row `r`'s four keys): 256-bit halves, then 128-bit blocks, then lanes, each step halving
+/// the vectors while it adds, so the shuffles are shared among all sixteen.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce16_512(a: [[__m512i; 4]; 4]) -> __m512i {
+    // Halves: [x0 + x2, x1 + x3, y0 + y2, y1 + y3] in 128-bit blocks.
+    let halves = |x: __m512i, y: __m512i| {
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x44>(x, y),
+            _mm512_shuffle_i32x4::<0xEE>(x, y),
+        )
+    };
+    // Blocks: p_k's block r = four partial sums of a[k][r].
+    let p = a.map(|ak| {
+        let (x, y) = (halves(ak[0], ak[1]), halves(ak[2], ak[3]));
+        _mm512_add_epi32(
+            _mm512_shuffle_i32x4::<0x88>(x, y),
+            _mm512_shuffle_i32x4::<0xDD>(x, y),
+        )
+    });
+    // Lanes, within every block: lane k = Σ of p_k's four lanes there.
+    let pair = |x: __m512i, y: __m512i| {
+        _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y))
+    };
+    let (u, v) = (pair(p[0], p[1]), pair(p[2], p[3]));
+    _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v))
 }
 
 /// [`DotCodes`](super::fused_int4::DotCodes) with `vpmaddwd`: 16 codes per register.
