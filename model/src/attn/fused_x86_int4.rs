@@ -307,11 +307,12 @@ unsafe fn values_avx2(
     }
 }
 
-/// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpdpwssd`: per 16-byte block (one
-/// value group, as `vg` is a multiple of 32) and token pair, the two tokens' 16 bytes interleaved
-/// and zero-extended so each of the 16 lanes holds one channel pair's codes of both tokens; the
-/// group's weight pair is broadcast from memory into the multiply-add. Eight accumulators for four
-/// rows. Equal to [`values_avx2`] (the same exact i32 sums, `vpdpwssd` does not saturate).
+/// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpdpwssd`: per pair of 16-byte
+/// blocks (32 bytes of each token's codes, read once per pass) and token pair, the two tokens'
+/// bytes interleaved and zero-extended so each of a block's 16 lanes holds one channel pair's codes
+/// of both tokens; each block's group weight pair (one value group per block, as `vg` is a multiple
+/// of 32) is broadcast into the multiply-add. Sixteen accumulators for four rows. Equal to
+/// [`values_avx2`] (the same exact i32 sums, `vpdpwssd` does not saturate).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VNNI; the shapes passed [`check_values`].
@@ -327,35 +328,49 @@ unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut 
         // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at g · np / 2 + p).
         let wr: [*const i32; 4] =
             [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row..].as_ptr().cast::<i32>());
-        for blk in 0..h / 16 {
-            let g = 32 * blk / vg * np / 2;
-            let cp = codes.as_ptr().wrapping_add(16 * blk);
-            let mut a = [[_mm512_setzero_si512(); 2]; 4];
+        for bp in 0..h / 32 {
+            let g = [2 * bp, 2 * bp + 1].map(|blk| 32 * blk / vg * np / 2);
+            let cp = codes.as_ptr().wrapping_add(32 * bp);
+            // a[r][2 · block + nibble]
+            let mut a = [[_mm512_setzero_si512(); 4]; 4];
             for p in 0..n.div_ceil(2) {
-                // SAFETY: token 2p (and 2p + 1 when it exists) has 16 · blk + 16 <= h bytes of
+                // SAFETY: token 2p (and 2p + 1 when it exists) has 32 · bp + 32 <= h bytes of
                 // codes; pair p's weights lie inside each row's `per_row` (checked).
                 unsafe {
-                    let x = _mm_loadu_si128(cp.add(2 * p * h).cast());
+                    let x = _mm256_loadu_si256(cp.add(2 * p * h).cast());
                     let y = if 2 * p + 1 < n {
-                        _mm_loadu_si128(cp.add((2 * p + 1) * h).cast())
+                        _mm256_loadu_si256(cp.add((2 * p + 1) * h).cast())
                     } else {
-                        _mm_setzero_si128()
+                        _mm256_setzero_si256()
                     };
-                    let xy = _mm256_set_m128i(_mm_unpackhi_epi8(x, y), _mm_unpacklo_epi8(x, y));
-                    let w = _mm512_cvtepu8_epi16(xy);
-                    let c = [_mm512_and_si512(w, m15), _mm512_srli_epi16::<4>(w)];
+                    let (lo, hi) = (_mm256_unpacklo_epi8(x, y), _mm256_unpackhi_epi8(x, y));
+                    // Block 0 = the low 128-bit lanes of both, block 1 the high ones.
+                    let w = [
+                        _mm512_cvtepu8_epi16(_mm256_permute2x128_si256::<0x20>(lo, hi)),
+                        _mm512_cvtepu8_epi16(_mm256_permute2x128_si256::<0x31>(lo, hi)),
+                    ];
+                    let c = [
+                        _mm512_and_si512(w[0], m15),
+                        _mm512_srli_epi16::<4>(w[0]),
+                        _mm512_and_si512(w[1], m15),
+                        _mm512_srli_epi16::<4>(w[1]),
+                    ];
                     for (ar, &wp) in a.iter_mut().zip(&wr) {
-                        let wv = _mm512_set1_epi32(wp.add(g + p).read_unaligned());
-                        ar[0] = _mm512_dpwssd_epi32(ar[0], c[0], wv);
-                        ar[1] = _mm512_dpwssd_epi32(ar[1], c[1], wv);
+                        let w0 = _mm512_set1_epi32(wp.add(g[0] + p).read_unaligned());
+                        let w1 = _mm512_set1_epi32(wp.add(g[1] + p).read_unaligned());
+                        ar[0] = _mm512_dpwssd_epi32(ar[0], c[0], w0);
+                        ar[1] = _mm512_dpwssd_epi32(ar[1], c[1], w0);
+                        ar[2] = _mm512_dpwssd_epi32(ar[2], c[2], w1);
+                        ar[3] = _mm512_dpwssd_epi32(ar[3], c[3], w1);
                     }
                 }
             }
-            // Lane l holds byte 16 · blk + l; runs of four lanes go to their value-lane places.
-            let b = 16 * blk;
+            // In block k's registers lane l holds byte 32 · bp + 16k + l; runs of four lanes go
+            // to their value-lane places.
             for (r, ar) in a.iter().enumerate().take(rb) {
                 let row = &mut isum[(r0 + r) * d..][..d];
-                for (nib, an) in ar.iter().enumerate() {
+                for (i, an) in ar.iter().enumerate() {
+                    let (b, nib) = (32 * bp + 16 * (i / 2), i % 2);
                     let mut lanes = [0i32; 16];
                     // SAFETY: 64 bytes into a 16-lane i32 array.
                     unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *an) };
