@@ -133,7 +133,9 @@ pub(crate) fn online_softmax_row(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &
     corr
 }
 
-/// The largest element (exact in any order; 16 lanes so it vectorises).
+/// The largest element (exact in any order; 16 lanes so it vectorises). A plain compare rather
+/// than `f32::max`, whose NaN rule costs a compare and a blend per vector: the lanes start at
+/// `-inf` and only take values greater than themselves, so a NaN is skipped either way.
 #[inline(always)]
 fn lane_max(s: &[f32]) -> f32 {
     let mut mx = [f32::NEG_INFINITY; 16];
@@ -141,13 +143,20 @@ fn lane_max(s: &[f32]) -> f32 {
     let tail = chunks.remainder();
     for c in chunks {
         for (m, &x) in mx.iter_mut().zip(c) {
-            *m = m.max(x);
+            *m = if x > *m { x } else { *m };
         }
     }
     for (m, &x) in mx.iter_mut().zip(tail) {
-        *m = m.max(x);
+        *m = if x > *m { x } else { *m };
     }
-    mx.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+    let mut w = 8;
+    while w > 0 {
+        for l in 0..w {
+            mx[l] = if mx[l + w] > mx[l] { mx[l + w] } else { mx[l] };
+        }
+        w /= 2;
+    }
+    mx[0]
 }
 
 /// The sum in 16 lanes (element `j` into lane `j % 16`), then halving: lanes `l + 8`, `+ 4`,
