@@ -49,6 +49,17 @@ pub(crate) struct Int4Scratch {
     pub(crate) dots: Vec<i32>,
 }
 
+/// The first `len` elements of `v`, which grows to hold them but never shrinks: the key and value
+/// sides share the scratch with different lengths, and shrinking then growing it again wrote the
+/// difference over with zeros, one element at a time, on every tile. Callers write every element
+/// they read.
+pub(crate) fn scratch_slice<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+    &mut v[..len]
+}
+
 /// The portable [`DotCodes`].
 pub(crate) fn dot_codes_generic(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
     let h = d / 2;
@@ -104,28 +115,25 @@ pub(crate) fn scores_int4<V: V16>(
 ) {
     let (rows, h) = (q.len() / d, d / 2);
     let n = t.kc.len() / h;
-    scratch.f.resize(4 * d + 2 * rows, 0.0);
-    let (mins, rest) = scratch.f.split_at_mut(d);
+    let f = scratch_slice(&mut scratch.f, 4 * d + 2 * rows);
+    let (mins, rest) = f.split_at_mut(d);
     let (steps, rest) = rest.split_at_mut(d);
     let (qs, rest) = rest.split_at_mut(d);
     let (qp, rest) = rest.split_at_mut(d);
     let (bias, step16) = rest.split_at_mut(rows);
     to_f32::<V>(t.km, mins);
     to_f32::<V>(t.ks, steps);
-    scratch.q16.resize(rows * d, 0);
+    let q16 = scratch_slice(&mut scratch.q16, rows * d);
     for (r, qr) in q.chunks_exact(d).enumerate() {
-        // The scaled query and the lanes' largest |q'| in one pass (the same values as after
-        // the even/odd split below, so the same maximum).
+        for ((o, &x), &st) in qs.iter_mut().zip(qr).zip(steps.iter()) {
+            *o = x * st;
+        }
+        // The largest |q'| (over the same values as after the even/odd split below).
         let mut mx = [0f32; L];
-        for ((o, x), st) in qs
-            .chunks_exact_mut(L)
-            .zip(qr.chunks_exact(L))
-            .zip(steps.chunks_exact(L))
-        {
-            for (((o, &x), &st), m) in o.iter_mut().zip(x).zip(st).zip(mx.iter_mut()) {
-                *o = x * st;
+        for c in qs.chunks_exact(L) {
+            for (m, &x) in mx.iter_mut().zip(c) {
                 // A plain compare so it vectorises (like `f32::max` here: a NaN never replaces m).
-                let a = o.abs();
+                let a = x.abs();
                 *m = if a > *m { a } else { *m };
             }
         }
@@ -143,19 +151,15 @@ pub(crate) fn scores_int4<V: V16>(
         }
         let amax = mx[0];
         let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
-        for (o, &x) in scratch.q16[r * d..][..d].iter_mut().zip(qp.iter()) {
+        for (o, &x) in q16[r * d..][..d].iter_mut().zip(qp.iter()) {
             *o = round_q16(x, inv);
         }
         step16[r] = amax / Q16;
         bias[r] = dot16::<V>(qr, mins);
     }
-    scratch.dots.resize(rows * n, 0);
-    dot(&scratch.q16, t.kc, d, &mut scratch.dots);
-    for (r, (sr, dr)) in s
-        .chunks_exact_mut(n)
-        .zip(scratch.dots.chunks_exact(n))
-        .enumerate()
-    {
+    let dots = scratch_slice(&mut scratch.dots, rows * n);
+    dot(q16, t.kc, d, dots);
+    for (r, (sr, dr)) in s.chunks_exact_mut(n).zip(dots.chunks_exact(n)).enumerate() {
         let (st, b) = (step16[r], bias[r]);
         for (o, &i) in sr.iter_mut().zip(dr) {
             *o = (i as f32 * st + b) * scale;

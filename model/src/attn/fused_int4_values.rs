@@ -16,7 +16,7 @@
 //! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
 //! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
 
-use super::fused_int4::{dot16, round_q16, to_f32, Int4Scratch, Q16};
+use super::fused_int4::{dot16, round_q16, scratch_slice, to_f32, Int4Scratch, Q16};
 use super::kv::Int4Tile;
 use super::lanes::{L, V16};
 
@@ -94,7 +94,8 @@ fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
     }
 }
 
-/// The largest `|w|` (exact in any order; a plain compare so it vectorises).
+/// The largest `|w|` (exact in any order; a plain compare so it vectorises): 16 lanes over the
+/// whole chunks, the tail apart (folding it into the lanes keeps LLVM from vectorising the loop).
 #[inline(always)]
 fn lane_max(w: &[f32]) -> f32 {
     let mut mx = [0f32; L];
@@ -106,9 +107,10 @@ fn lane_max(w: &[f32]) -> f32 {
             *m = if a > *m { a } else { *m };
         }
     }
-    for (m, &x) in mx.iter_mut().zip(tail) {
+    let mut t = 0f32;
+    for &x in tail {
         let a = x.abs();
-        *m = if a > *m { a } else { *m };
+        t = if a > t { a } else { t };
     }
     let mut w = L / 2;
     while w > 0 {
@@ -117,7 +119,11 @@ fn lane_max(w: &[f32]) -> f32 {
         }
         w /= 2;
     }
-    mx[0]
+    if t > mx[0] {
+        t
+    } else {
+        mx[0]
+    }
 }
 
 /// Rounds the weights `w` to i16 in `wq` (same order); returns their step `S` (`w ≈ S · q16`).
@@ -178,7 +184,7 @@ fn accumulate_part<V: V16>(
     let (ng, np, n16) = (n * groups, n + n % 2, n.div_ceil(L) * L);
     let per_row = groups * np;
     let Int4Scratch { f, q16, dots, .. } = scratch;
-    f.resize(3 * ng + 2 * per_row + groups * n16 + n16 + rows, 0.0);
+    let f = scratch_slice(f, 3 * ng + 2 * per_row + groups * n16 + n16 + rows);
     let (mins, rest) = f.split_at_mut(ng);
     let (steps, rest) = rest.split_at_mut(ng);
     let (st, rest) = rest.split_at_mut(per_row);
@@ -190,7 +196,7 @@ fn accumulate_part<V: V16>(
     // Group-major, so each row's weights and minima are plain element-wise products.
     transpose(steps, groups, np, st);
     transpose(mins, groups, n16, mt);
-    q16.resize(rows * per_row + WEIGHT_PAD, 0);
+    let q16 = scratch_slice(q16, rows * per_row + WEIGHT_PAD);
     q16[rows * per_row..].fill(0);
     for r in 0..rows {
         pp[..n].copy_from_slice(&p[r * n_all + j0..][..n]);
@@ -207,7 +213,7 @@ fn accumulate_part<V: V16>(
             acc[r * d + g * vg..][..vg].iter_mut().for_each(|a| *a += b);
         }
     }
-    dots.resize(rows * d, 0);
+    let dots = scratch_slice(dots, rows * d);
     codes(q16, t.vc, d, vg, dots);
     for (r, (ap, ir)) in accp
         .chunks_exact_mut(d)
