@@ -22,6 +22,13 @@
 //! activations: [`Steps::expand`] makes them once per call (eight 8-lane vectors per block,
 //! repeating every two lanes) and every panel reuses them. Row `r` is lanes `2r` and `2r + 1`
 //! summed, minus `Σ x` (codes are weights + 1).
+//!
+//! Each run of [`FLUSH`] blocks is one out-of-line call ([`window`]) whose block loop keeps
+//! the 32 lanes in registers; see there for why it is shaped so. On x86-64's baseline (SSE2)
+//! a block is 92 vector ALU operations (32 `pmullw`, 28 `psrlw`, 32 `paddw`) against about 30
+//! for the AVX2 tile on 256-bit registers, which caps this formulation near 0.35 of the AVX2
+//! path; measured 0.27–0.33 at 1 thread on an Intel Xeon (family 6 model 207). Figures, and
+//! the SSSE3 `pmaddubsw` formulation that was tried and not kept, in `kernels/README.md`.
 
 use crate::format::{BlockT2, BLOCK_K, PANEL_ROWS};
 
@@ -62,19 +69,27 @@ impl Steps {
     }
 }
 
-/// Adds one block's fields to the lanes of `acc` (module docs).
+/// Adds the fields of a run of (at most [`FLUSH`]) blocks to the lanes of `acc` (module docs).
 ///
-/// Kept out of line on purpose: a call per block keeps every loop that LLVM's loop
-/// vectoriser could take (the chunks of a block, the blocks of a panel) out of its reach, so
-/// the straight-line body is vectorised across the 8 lanes of each chunk — otherwise it may
-/// vectorise across chunks or blocks with gathers, 3–5× slower (seen on x86-64).
+/// Out of line, with an optimisation barrier after each block, on purpose: LLVM's loop
+/// vectoriser would otherwise take the block loop (one block per vector lane, the lanes
+/// gathered with `pinsrw`, 3–5× slower on x86-64) instead of leaving the straight-line block
+/// body to the SLP vectoriser, which vectorises it across the 8 lanes of each chunk. The
+/// barrier (`black_box(())`, an empty asm statement: no instruction) only stops the loop
+/// vectoriser; the lanes stay in registers across the run, and the 8 `z` vectors of a block
+/// are loaded once and serve its 4 chunks.
 #[inline(never)]
-fn block(acc: &mut [[i16; W]; 4], qs: &[u8; 64], s: &BlockSteps) {
-    let [a0, a1, a2, a3] = acc;
-    chunk(a0, &qs[..16], s);
-    chunk(a1, &qs[16..32], s);
-    chunk(a2, &qs[32..48], s);
-    chunk(a3, &qs[48..], s);
+fn window(acc: &mut [[i16; W]; 4], blocks: &[BlockT2], steps: &[BlockSteps]) {
+    let mut a = *acc;
+    for (blk, s) in blocks.iter().zip(steps) {
+        let [a0, a1, a2, a3] = &mut a;
+        chunk(a0, &blk.qs[..16], s);
+        chunk(a1, &blk.qs[16..32], s);
+        chunk(a2, &blk.qs[32..48], s);
+        chunk(a3, &blk.qs[48..], s);
+        std::hint::black_box(());
+    }
+    *acc = a;
 }
 
 /// One chunk of 8 lanes (16 bytes, 4 rows) of a block: eight shift · multiply · add steps.
@@ -99,9 +114,7 @@ pub(crate) fn tile(blocks: &[BlockT2], steps: &Steps, x_sum: i32) -> [i32; PANEL
     let mut wide = [0i32; LANES];
     for (bs, ss) in blocks.chunks(FLUSH).zip(steps.0.chunks(FLUSH)) {
         let mut acc = [[0i16; W]; 4];
-        for (blk, s) in bs.iter().zip(ss) {
-            block(&mut acc, &blk.qs, s);
-        }
+        window(&mut acc, bs, ss);
         for (wc, ac) in wide.chunks_exact_mut(W).zip(&acc) {
             for (w, a) in wc.iter_mut().zip(ac) {
                 *w += i32::from(*a);
