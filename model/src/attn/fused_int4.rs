@@ -101,6 +101,38 @@ pub(crate) fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
     acc.reduce()
 }
 
+/// The largest `|w|` (exact in any order): 16 lanes of the build's registers over the whole
+/// chunks ([`V16::max_abs`]: left to itself LLVM split this loop into 2-lane pieces), the tail
+/// apart, then a halving reduction.
+#[inline(always)]
+pub(crate) fn lane_max<V: V16>(w: &[f32]) -> f32 {
+    let chunks = w.chunks_exact(L);
+    let tail = chunks.remainder();
+    let mut acc = V::zero();
+    for c in chunks {
+        acc = acc.max_abs(V::load(c));
+    }
+    let mut mx = [0f32; L];
+    acc.store(&mut mx);
+    let mut t = 0f32;
+    for &x in tail {
+        let a = x.abs();
+        t = if a > t { a } else { t };
+    }
+    let mut w = L / 2;
+    while w > 0 {
+        for l in 0..w {
+            mx[l] = if mx[l + w] > mx[l] { mx[l + w] } else { mx[l] };
+        }
+        w /= 2;
+    }
+    if t > mx[0] {
+        t
+    } else {
+        mx[0]
+    }
+}
+
 /// Scores against INT4 keys (module docs); `dot` is the build's integer dot product.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -129,27 +161,12 @@ pub(crate) fn scores_int4<V: V16>(
             *o = x * st;
         }
         // The largest |q'| (over the same values as after the even/odd split below).
-        let mut mx = [0f32; L];
-        for c in qs.chunks_exact(L) {
-            for (m, &x) in mx.iter_mut().zip(c) {
-                // A plain compare so it vectorises (like `f32::max` here: a NaN never replaces m).
-                let a = x.abs();
-                *m = if a > *m { a } else { *m };
-            }
-        }
+        let amax = lane_max::<V>(qs);
         let (even, odd) = qp.split_at_mut(h);
         for ((e, o), pair) in even.iter_mut().zip(odd.iter_mut()).zip(qs.chunks_exact(2)) {
             *e = pair[0];
             *o = pair[1];
         }
-        let mut w = L / 2;
-        while w > 0 {
-            for l in 0..w {
-                mx[l] = if mx[l + w] > mx[l] { mx[l + w] } else { mx[l] };
-            }
-            w /= 2;
-        }
-        let amax = mx[0];
         let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
         for (o, &x) in q16[r * d..][..d].iter_mut().zip(qp.iter()) {
             *o = round_q16(x, inv);

@@ -16,7 +16,7 @@
 //! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
 //! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
 
-use super::fused_int4::{dot16, round_q16, scratch_slice, to_f32, Int4Scratch, Q16};
+use super::fused_int4::{dot16, lane_max, round_q16, scratch_slice, to_f32, Int4Scratch, Q16};
 use super::kv::Int4Tile;
 use super::lanes::{L, V16};
 
@@ -94,42 +94,10 @@ fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
     }
 }
 
-/// The largest `|w|` (exact in any order; a plain compare so it vectorises): 16 lanes over the
-/// whole chunks, the tail apart (folding it into the lanes keeps LLVM from vectorising the loop).
-#[inline(always)]
-fn lane_max(w: &[f32]) -> f32 {
-    let mut mx = [0f32; L];
-    let chunks = w.chunks_exact(L);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (m, &x) in mx.iter_mut().zip(c) {
-            let a = x.abs();
-            *m = if a > *m { a } else { *m };
-        }
-    }
-    let mut t = 0f32;
-    for &x in tail {
-        let a = x.abs();
-        t = if a > t { a } else { t };
-    }
-    let mut w = L / 2;
-    while w > 0 {
-        for l in 0..w {
-            mx[l] = if mx[l + w] > mx[l] { mx[l + w] } else { mx[l] };
-        }
-        w /= 2;
-    }
-    if t > mx[0] {
-        t
-    } else {
-        mx[0]
-    }
-}
-
 /// Rounds the weights `w` to i16 in `wq` (same order); returns their step `S` (`w ≈ S · q16`).
 #[inline(always)]
-fn quantise_weights(w: &[f32], wq: &mut [i16]) -> f32 {
-    let amax = lane_max(w);
+fn quantise_weights<V: V16>(w: &[f32], wq: &mut [i16]) -> f32 {
+    let amax = lane_max::<V>(w);
     let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
     for (o, &x) in wq.iter_mut().zip(w) {
         *o = round_q16(x, inv);
@@ -206,7 +174,7 @@ fn accumulate_part<V: V16>(
                 *o = if pj == 0.0 { 0.0 } else { pj * s };
             }
         }
-        step16[r] = quantise_weights(w, &mut q16[r * per_row..][..per_row]);
+        step16[r] = quantise_weights::<V>(w, &mut q16[r * per_row..][..per_row]);
         // The minima: Σ_j p_j m_jg, added to the group's channels.
         for (g, mg) in mt.chunks_exact(n16).enumerate() {
             let b = dot16::<V>(pp, mg);

@@ -78,6 +78,12 @@ impl V16 for Z {
         unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), self.0) }
     }
     #[inline(always)]
+    fn max_abs(self, x: Self) -> Self {
+        // `vmaxps a, b` is `a > b ? a : b` per lane (b when either is NaN), as in `Lanes`.
+        // SAFETY: see the impl comment.
+        Z(unsafe { _mm512_max_ps(_mm512_abs_ps(x.0), self.0) })
+    }
+    #[inline(always)]
     fn reduce(self) -> f32 {
         // SAFETY: see the impl comment.
         unsafe {
@@ -176,6 +182,18 @@ impl V16 for Y {
         unsafe {
             _mm256_storeu_ps(dst.as_mut_ptr(), self.0);
             _mm256_storeu_ps(dst.as_mut_ptr().add(8), self.1);
+        }
+    }
+    #[inline(always)]
+    fn max_abs(self, x: Self) -> Self {
+        // As `Z::max_abs`; |x| by clearing the sign bit.
+        // SAFETY: see the impl comment of `Z`.
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            Y(
+                _mm256_max_ps(_mm256_andnot_ps(sign, x.0), self.0),
+                _mm256_max_ps(_mm256_andnot_ps(sign, x.1), self.1),
+            )
         }
     }
     #[inline(always)]

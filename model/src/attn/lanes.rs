@@ -29,6 +29,8 @@ pub(crate) trait V16: Copy {
     fn madd(self, b: Self, c: Self) -> Self;
     /// Stores the lanes into `dst[..16]`.
     fn store(self, dst: &mut [f32]);
+    /// Per lane `if |x| > self { |x| } else { self }` (a NaN in `x` leaves the lane as it was).
+    fn max_abs(self, x: Self) -> Self;
     /// The halving reduction of `tile::dot_generic` (lanes l and l + 8, then + 4, + 2, + 1),
     /// plus its empty tail (`+ 0.0`).
     fn reduce(self) -> f32;
@@ -82,6 +84,14 @@ impl<const FMA: bool> V16 for Lanes<FMA> {
     #[inline(always)]
     fn store(self, dst: &mut [f32]) {
         dst[..L].copy_from_slice(&self.0);
+    }
+    #[inline(always)]
+    fn max_abs(mut self, x: Self) -> Self {
+        for (m, &v) in self.0.iter_mut().zip(&x.0) {
+            let a = v.abs();
+            *m = if a > *m { a } else { *m };
+        }
+        self
     }
     #[inline(always)]
     fn reduce(self) -> f32 {
