@@ -6,21 +6,10 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
-use tritter_kernels::{best_isa, quantize_row_i8, ternary_matmul, TernaryMatrix};
+use tritter_kernels::{best_isa, quantize_row_i8, ternary_matmul};
 
-/// Deterministic ternary weights (a fixed LCG; the values do not affect the kernels' speed).
-fn weights(n: usize, k: usize) -> TernaryMatrix {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64 ^ (n * k) as u64;
-    let v: Vec<i8> = (0..n * k)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((s >> 33) % 3) as i8 - 1
-        })
-        .collect();
-    TernaryMatrix::from_ternary(&v, n, k).unwrap()
-}
+mod common;
+use common::weights;
 
 fn activations(len: usize) -> Vec<f32> {
     (0..len)

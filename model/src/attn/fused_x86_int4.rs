@@ -105,7 +105,6 @@ unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
     let (h, rows) = (d / 2, qi.len() / d);
     let n = codes.len() / h;
     assert!(h.is_multiple_of(32) && qi.len() == rows * d && out.len() >= rows * n);
-    let m = _mm512_set1_epi16(15);
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
         let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
@@ -118,16 +117,8 @@ unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
             for c in (0..h).step_by(32) {
                 for (k, ak) in a.iter_mut().enumerate() {
                     // SAFETY: key 4·j4 + k < n has h bytes of codes from kp + k·h, c + 32 <= h;
-                    // c + 32 <= h and h + c + 32 <= d i16 of each query row (asserted shapes).
-                    unsafe {
-                        let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(kp.add(k * h + c).cast()));
-                        let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
-                        for (ar, qr) in ak.iter_mut().zip(q) {
-                            let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
-                            let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
-                            *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
-                        }
-                    }
+                    // the query rows are d = 2h long (asserted shapes).
+                    unsafe { key_chunk(ak, kp.add(k * h + c), &q, c, h) };
                 }
             }
             let mut sums = [0i32; 16];
@@ -141,15 +132,7 @@ unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
             let mut a = [_mm512_setzero_si512(); 4];
             for c in (0..h).step_by(32) {
                 // SAFETY: as above, for key j.
-                unsafe {
-                    let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(cj.as_ptr().add(c).cast()));
-                    let (lo, hi) = (_mm512_and_si512(b, m), _mm512_srli_epi16::<4>(b));
-                    for (ar, qr) in a.iter_mut().zip(q) {
-                        let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
-                        let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
-                        *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
-                    }
-                }
+                unsafe { key_chunk(&mut a, cj.as_ptr().add(c), &q, c, h) };
             }
             let mut sums = [0i32; 4];
             // SAFETY: 16 bytes into a 16-byte array.
@@ -157,6 +140,30 @@ unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
             for (r, &v) in sums.iter().enumerate().take(rb) {
                 out[(r0 + r) * n + j] = v;
             }
+        }
+    }
+}
+
+/// Adds 32 codes of one key (`kc`: its bytes `c .. c + 32`, low and high nibbles) times four query
+/// rows' matching i16 elements (`c ..` and `h + c ..` of each row) into `acc[r]`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI; `kc` must point at 32 readable bytes and every row of
+/// `q` hold at least `h + c + 32` elements with `c + 32 <= h`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+unsafe fn key_chunk(acc: &mut [__m512i; 4], kc: *const u8, q: &[&[i16]; 4], c: usize, h: usize) {
+    // SAFETY: the caller guarantees the 32 code bytes and the row lengths.
+    unsafe {
+        let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(kc.cast()));
+        let (lo, hi) = (
+            _mm512_and_si512(b, _mm512_set1_epi16(15)),
+            _mm512_srli_epi16::<4>(b),
+        );
+        for (ar, qr) in acc.iter_mut().zip(q) {
+            let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
+            let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
+            *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
         }
     }
 }
