@@ -27,10 +27,13 @@ pub(super) fn dot_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
 }
 
 /// The AVX-512 build's value sums: `vpdpwssd` over whole 16-byte blocks where the CPU has
-/// AVX-512 VNNI (and BW), else the AVX2 ones.
+/// AVX-512 VNNI (and BW, VL), else the AVX2 ones.
 pub(super) fn values_512(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
     check_values(wq, codes, d, vg, isum);
-    if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
+    if is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+    {
         // SAFETY: the features were just detected; shapes checked.
         unsafe { values_vnni(wq, codes, d, vg, isum) }
     } else {
@@ -319,11 +322,14 @@ unsafe fn values_avx2(
 /// bytes interleaved and zero-extended so each of a block's 16 lanes holds one channel pair's codes
 /// of both tokens; each block's group weight pair (one value group per block, as `vg` is a multiple
 /// of 32) is broadcast into the multiply-add. Sixteen accumulators for four rows. Equal to
-/// [`values_avx2`] (the same exact i32 sums, `vpdpwssd` does not saturate).
+/// [`values_avx2`] (the same exact i32 sums, `vpdpwssd` does not saturate). Built with AVX-512 VL
+/// as well: without it the 256-bit temporaries of the byte interleave may only live in registers
+/// 0–15, which the sixteen accumulators need, and LLVM kept four of them on the stack, a store and
+/// a reload per token pair (Zen 4: the kernel's share of a profile 0.76–0.87× with VL).
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VNNI; the shapes passed [`check_values`].
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
+/// The CPU must support AVX-512 F/BW/VL/VNNI; the shapes passed [`check_values`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
 unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
     let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
     let n = codes.len() / h;
@@ -340,36 +346,22 @@ unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut 
             let cp = codes.as_ptr().wrapping_add(32 * bp);
             // a[r][2 · block + nibble]
             let mut a = [[_mm512_setzero_si512(); 4]; 4];
-            for p in 0..n.div_ceil(2) {
-                // SAFETY: token 2p (and 2p + 1 when it exists) has 32 · bp + 32 <= h bytes of
-                // codes; pair p's weights lie inside each row's `per_row` (checked).
+            for p in 0..n / 2 {
+                // SAFETY: tokens 2p and 2p + 1 < n have 32 · bp + 32 <= h bytes of codes each;
+                // pair p's weights lie inside each row's `per_row` (checked).
                 unsafe {
                     let x = _mm256_loadu_si256(cp.add(2 * p * h).cast());
-                    let y = if 2 * p + 1 < n {
-                        _mm256_loadu_si256(cp.add((2 * p + 1) * h).cast())
-                    } else {
-                        _mm256_setzero_si256()
-                    };
-                    let (lo, hi) = (_mm256_unpacklo_epi8(x, y), _mm256_unpackhi_epi8(x, y));
-                    // Block 0 = the low 128-bit lanes of both, block 1 the high ones.
-                    let w = [
-                        _mm512_cvtepu8_epi16(_mm256_permute2x128_si256::<0x20>(lo, hi)),
-                        _mm512_cvtepu8_epi16(_mm256_permute2x128_si256::<0x31>(lo, hi)),
-                    ];
-                    let c = [
-                        _mm512_and_si512(w[0], m15),
-                        _mm512_srli_epi16::<4>(w[0]),
-                        _mm512_and_si512(w[1], m15),
-                        _mm512_srli_epi16::<4>(w[1]),
-                    ];
-                    for (ar, &wp) in a.iter_mut().zip(&wr) {
-                        let w0 = _mm512_set1_epi32(wp.add(g[0] + p).read_unaligned());
-                        let w1 = _mm512_set1_epi32(wp.add(g[1] + p).read_unaligned());
-                        ar[0] = _mm512_dpwssd_epi32(ar[0], c[0], w0);
-                        ar[1] = _mm512_dpwssd_epi32(ar[1], c[1], w0);
-                        ar[2] = _mm512_dpwssd_epi32(ar[2], c[2], w1);
-                        ar[3] = _mm512_dpwssd_epi32(ar[3], c[3], w1);
-                    }
+                    let y = _mm256_loadu_si256(cp.add((2 * p + 1) * h).cast());
+                    pair_blocks(&mut a, x, y, &wr, g, p, m15);
+                }
+            }
+            if n % 2 == 1 {
+                let p = n / 2;
+                // SAFETY: token 2p = n - 1 has 32 · bp + 32 <= h bytes of codes; its pair's
+                // weights (the missing token's weighted 0) lie inside `per_row` (checked).
+                unsafe {
+                    let x = _mm256_loadu_si256(cp.add(2 * p * h).cast());
+                    pair_blocks(&mut a, x, _mm256_setzero_si256(), &wr, g, p, m15);
                 }
             }
             // In block k's registers lane l holds byte 32 · bp + 16k + l; runs of four lanes go
@@ -388,5 +380,49 @@ unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut 
                 }
             }
         }
+    }
+}
+
+/// One token pair of [`values_vnni`]: the 32 code bytes `x` and `y` of tokens `2p` and `2p + 1`
+/// interleaved and zero-extended (block 0 = the low 16 bytes of both, block 1 the high), nibbles
+/// split, times each row's broadcast weight pair of the block's group, into `a[r]`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI; every `wr[r]` must have readable i32 pairs at
+/// `g[0] + p` and `g[1] + p`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+unsafe fn pair_blocks(
+    a: &mut [[__m512i; 4]; 4],
+    x: __m256i,
+    y: __m256i,
+    wr: &[*const i32; 4],
+    g: [usize; 2],
+    p: usize,
+    m15: __m512i,
+) {
+    let (lo, hi) = (_mm256_unpacklo_epi8(x, y), _mm256_unpackhi_epi8(x, y));
+    let w = [
+        _mm512_cvtepu8_epi16(_mm256_permute2x128_si256::<0x20>(lo, hi)),
+        _mm512_cvtepu8_epi16(_mm256_permute2x128_si256::<0x31>(lo, hi)),
+    ];
+    let c = [
+        _mm512_and_si512(w[0], m15),
+        _mm512_srli_epi16::<4>(w[0]),
+        _mm512_and_si512(w[1], m15),
+        _mm512_srli_epi16::<4>(w[1]),
+    ];
+    for (ar, &wp) in a.iter_mut().zip(wr) {
+        // SAFETY: the caller guarantees both weight pairs are readable.
+        let (w0, w1) = unsafe {
+            (
+                _mm512_set1_epi32(wp.add(g[0] + p).read_unaligned()),
+                _mm512_set1_epi32(wp.add(g[1] + p).read_unaligned()),
+            )
+        };
+        ar[0] = _mm512_dpwssd_epi32(ar[0], c[0], w0);
+        ar[1] = _mm512_dpwssd_epi32(ar[1], c[1], w0);
+        ar[2] = _mm512_dpwssd_epi32(ar[2], c[2], w1);
+        ar[3] = _mm512_dpwssd_epi32(ar[3], c[3], w1);
     }
 }
