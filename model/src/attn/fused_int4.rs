@@ -15,6 +15,7 @@ use half::f16;
 
 use super::kv::Int4Tile;
 use super::lanes::{L, V16};
+use super::tile::max16;
 
 /// Largest magnitude of a quantised query element.
 pub(crate) const Q16: f32 = 32767.0;
@@ -103,7 +104,7 @@ pub(crate) fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
 
 /// The largest `|w|` (exact in any order): 16 lanes of the build's registers over the whole
 /// chunks ([`V16::max_abs`]: left to itself LLVM split this loop into 2-lane pieces), the tail
-/// apart, then a halving reduction.
+/// apart, then [`max16`].
 #[inline(always)]
 pub(crate) fn lane_max<V: V16>(w: &[f32]) -> f32 {
     let chunks = w.chunks_exact(L);
@@ -119,17 +120,11 @@ pub(crate) fn lane_max<V: V16>(w: &[f32]) -> f32 {
         let a = x.abs();
         t = if a > t { a } else { t };
     }
-    let mut w = L / 2;
-    while w > 0 {
-        for l in 0..w {
-            mx[l] = if mx[l + w] > mx[l] { mx[l + w] } else { mx[l] };
-        }
-        w /= 2;
-    }
-    if t > mx[0] {
+    let m = max16(mx);
+    if t > m {
         t
     } else {
-        mx[0]
+        m
     }
 }
 

@@ -149,6 +149,13 @@ fn lane_max(s: &[f32]) -> f32 {
     for (m, &x) in mx.iter_mut().zip(tail) {
         *m = if x > *m { x } else { *m };
     }
+    max16(mx)
+}
+
+/// The largest of 16 lanes by halving (lanes `l + 8`, `+ 4`, `+ 2`, `+ 1`), with plain compares
+/// (a NaN lane never replaces a number; exact in any order otherwise).
+#[inline(always)]
+pub(crate) fn max16(mut mx: [f32; 16]) -> f32 {
     let mut w = 8;
     while w > 0 {
         for l in 0..w {
