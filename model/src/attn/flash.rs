@@ -110,7 +110,7 @@ pub fn attention_prefill_blocks(
     }
     let group = heads / kv_heads;
     let (tq, tk) = (bm.tile_q, bm.tile_k);
-    let (kern, softmax_row) = (tile::kernels(), fused::kernels().softmax_row);
+    let (kern, softmax_rows) = (tile::kernels(), fused::kernels().softmax_rows);
     out.par_chunks_mut(q_len * d)
         .enumerate()
         .for_each(|(h, out_h)| {
@@ -128,6 +128,7 @@ pub fn attention_prefill_blocks(
                     acc.fill(0.0);
                     let mut m = vec![f32::NEG_INFINITY; rows];
                     let mut l = vec![0f32; rows];
+                    let mut corr = vec![0f32; rows];
                     let mut s_buf = vec![0f32; rows * tk];
                     for e in bm.row(qt) {
                         let k0 = e.k_tile as usize * tk;
@@ -145,9 +146,7 @@ pub fn attention_prefill_blocks(
                                 }
                             }
                         }
-                        for (i, sr) in s.chunks_exact_mut(kn).enumerate() {
-                            softmax_row(&mut m[i], &mut l[i], &mut acc[i * d..][..d], sr);
-                        }
+                        softmax_rows(&mut m, &mut l, acc, s, &mut corr);
                         (kern.accumulate)(s, vals, d, acc);
                     }
                     finish_rows(acc, &l, d);
@@ -264,6 +263,8 @@ pub fn attention_cached(
 struct DecodeState {
     m: Vec<f32>,
     l: Vec<f32>,
+    /// Each row's rescaling factor of the last tile.
+    corr: Vec<f32>,
     s: Vec<f32>,
     accp: Vec<f32>,
     scratch: fused::Int4Scratch,
@@ -274,6 +275,7 @@ impl DecodeState {
         DecodeState {
             m: vec![f32::NEG_INFINITY; rows],
             l: vec![0.0; rows],
+            corr: vec![1.0; rows],
             s: Vec::new(),
             accp: vec![0.0; accp],
             scratch: fused::Int4Scratch::default(),
@@ -301,10 +303,12 @@ impl DecodeState {
             RawTile::Int4(t) => (fk.scores_int4)(q, t, d, scale, s, &mut self.scratch),
         }
         mask(s, kn);
-        for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
-            let corr = (fk.softmax_row)(&mut self.m[r], &mut self.l[r], &mut acc[r * d..][..d], sr);
-            if corr != 1.0 && !self.accp.is_empty() {
-                self.accp[r * d..][..d].iter_mut().for_each(|a| *a *= corr);
+        (fk.softmax_rows)(&mut self.m, &mut self.l, acc, s, &mut self.corr);
+        if !self.accp.is_empty() {
+            for (ap, &c) in self.accp.chunks_exact_mut(d).zip(&self.corr) {
+                if c != 1.0 {
+                    ap.iter_mut().for_each(|a| *a *= c);
+                }
             }
         }
         match &tile {

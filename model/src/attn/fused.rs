@@ -14,7 +14,7 @@
 //!   codes (error bounded and tested).
 //! - INT4 values: `fused_int4_values`, exact integer sums of the codes weighted by i16-rounded
 //!   `p · step` over token pairs (error bounded and tested); the online-softmax step
-//!   (`tile::online_softmax_row`) is built per instruction set too.
+//!   (`tile::online_softmax_rows`) is built per instruction set too.
 //!
 //! Shapes the fused kernels take (others use the f32 path): `head_dim % 64 == 0`, and for INT4
 //! a value group `vg % 32 == 0` (16 bytes of a token's codes stay in one group); the decode path
@@ -53,9 +53,10 @@ pub(crate) type AccumulateInt4 = fn(
     scratch: &mut Int4Scratch,
 );
 
-/// One row's online-softmax step over a tile's scores (`tile::online_softmax_row`), built for
+/// The rows' online-softmax step over a tile's scores (`tile::online_softmax_rows`), built for
 /// the same instruction set as the kernels around it.
-pub(crate) type SoftmaxRow = fn(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) -> f32;
+pub(crate) type SoftmaxRows =
+    fn(m: &mut [f32], l: &mut [f32], acc: &mut [f32], s: &mut [f32], corr: &mut [f32]);
 
 /// The fused kernels chosen for this CPU.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +65,7 @@ pub(crate) struct FusedKernels {
     pub accumulate_f16: AccumulateF16,
     pub scores_int4: ScoresInt4,
     pub accumulate_int4: AccumulateInt4,
-    pub softmax_row: SoftmaxRow,
+    pub softmax_rows: SoftmaxRows,
     pub name: &'static str,
 }
 
@@ -74,7 +75,7 @@ pub(crate) const GENERIC: FusedKernels = FusedKernels {
     accumulate_f16: accumulate_f16::<Lanes<false>>,
     scores_int4: generic_scores_int4,
     accumulate_int4: generic_accumulate_int4,
-    softmax_row: super::tile::online_softmax_row,
+    softmax_rows: super::tile::online_softmax_rows,
     name: "generic",
 };
 

@@ -35,16 +35,14 @@ pub(crate) const WEIGHT_PAD: usize = 32;
 pub(crate) type ValueCodes = fn(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]);
 
 /// Position of channel `c` (of `d`) in the value lane order: byte `b = c / 2` of a token's codes
-/// lies in 64-byte chunk `b / 64` (the last one 32 bytes when `d % 128 == 64`); within it, its
-/// 16-byte block `k`, 4-byte group `m` and byte `i` give register `2m + (c odd)` of the chunk and
-/// lane `4k + i` in it.
+/// lies in 32-byte run `b / 32`, which takes 64 places: first its 32 low nibbles (even channels),
+/// then its 32 high nibbles, each in byte order. So a SIMD register holding the sums of
+/// consecutive bytes' low (or high) nibbles is stored with one plain store.
 #[inline(always)]
 pub(crate) fn vpos(d: usize, c: usize) -> usize {
-    let (h, b, nib) = (d / 2, c / 2, c % 2);
-    let (chunk, within) = (b / 64, b % 64);
-    let lanes = (h - 64 * chunk).min(64) / 4;
-    let (k, m, i) = (within / 16, within % 16 / 4, within % 4);
-    128 * chunk + (2 * m + nib) * lanes + 4 * k + i
+    debug_assert!(c < d);
+    let (b, nib) = (c / 2, c % 2);
+    64 * (b / 32) + 32 * nib + b % 32
 }
 
 /// The portable [`ValueCodes`].
@@ -152,34 +150,44 @@ fn accumulate_part<V: V16>(
     let (ng, np, n16) = (n * groups, n + n % 2, n.div_ceil(L) * L);
     let per_row = groups * np;
     let Int4Scratch { f, q16, dots, .. } = scratch;
-    let f = scratch_slice(f, 3 * ng + 2 * per_row + groups * n16 + n16 + rows);
+    let f = scratch_slice(f, 2 * ng + per_row + groups * n16 + rows * (per_row + 1));
     let (mins, rest) = f.split_at_mut(ng);
     let (steps, rest) = rest.split_at_mut(ng);
     let (st, rest) = rest.split_at_mut(per_row);
-    let (w, rest) = rest.split_at_mut(per_row);
     let (mt, rest) = rest.split_at_mut(groups * n16);
-    let (pp, step16) = rest.split_at_mut(n16);
+    let (w, step16) = rest.split_at_mut(rows * per_row);
     to_f32::<V>(t.vm, mins);
     to_f32::<V>(t.vs, steps);
     // Group-major, so each row's weights and minima are plain element-wise products.
     transpose(steps, groups, np, st);
     transpose(mins, groups, n16, mt);
-    let q16 = scratch_slice(q16, rows * per_row + WEIGHT_PAD);
-    q16[rows * per_row..].fill(0);
-    for r in 0..rows {
-        pp[..n].copy_from_slice(&p[r * n_all + j0..][..n]);
-        pp[n..].fill(0.0);
-        for (wg, sg) in w.chunks_exact_mut(np).zip(st.chunks_exact(np)) {
-            for ((o, &s), &pj) in wg.iter_mut().zip(sg).zip(&*pp) {
+    // In phases over the rows (each row's weights, then each row's minima, then each row's
+    // rounding), reading the probabilities where they are.
+    for (r, wr) in w.chunks_exact_mut(per_row).enumerate() {
+        let pr = &p[r * n_all + j0..][..n];
+        for (wg, sg) in wr.chunks_exact_mut(np).zip(st.chunks_exact(np)) {
+            for ((o, &s), &pj) in wg.iter_mut().zip(sg).zip(pr) {
                 *o = if pj == 0.0 { 0.0 } else { pj * s };
             }
+            wg[n..].fill(0.0);
         }
-        step16[r] = quantise_weights::<V>(w, &mut q16[r * per_row..][..per_row]);
-        // The minima: Σ_j p_j m_jg, added to the group's channels.
-        for (g, mg) in mt.chunks_exact(n16).enumerate() {
-            let b = dot16::<V>(pp, mg);
-            acc[r * d + g * vg..][..vg].iter_mut().for_each(|a| *a += b);
+    }
+    // The minima: Σ_j p_j m_jg, added to the group's channels.
+    for (r, ar) in acc.chunks_exact_mut(d).enumerate() {
+        let pr = &p[r * n_all + j0..][..n];
+        for (mg, ag) in mt.chunks_exact(n16).zip(ar.chunks_exact_mut(vg)) {
+            let b = dot_tail::<V>(pr, &mg[..n]);
+            ag.iter_mut().for_each(|a| *a += b);
         }
+    }
+    let q16 = scratch_slice(q16, rows * per_row + WEIGHT_PAD);
+    q16[rows * per_row..].fill(0);
+    for ((wr, qr), sr) in w
+        .chunks_exact(per_row)
+        .zip(q16.chunks_exact_mut(per_row))
+        .zip(step16.iter_mut())
+    {
+        *sr = quantise_weights::<V>(wr, qr);
     }
     let dots = scratch_slice(dots, rows * d);
     codes(q16, t.vc, d, vg, dots);
@@ -193,6 +201,18 @@ fn accumulate_part<V: V16>(
             s.madd(V::load_i32(i), V::load(a)).store(a);
         }
     }
+}
+
+/// `Σ a · b` over equally long slices: [`dot16`] over the whole 16-element chunks, then the
+/// remaining products added in order.
+#[inline(always)]
+fn dot_tail<V: V16>(a: &[f32], b: &[f32]) -> f32 {
+    let split = a.len() / L * L;
+    let mut sum = dot16::<V>(&a[..split], &b[..split]);
+    for (x, y) in a[split..].iter().zip(&b[split..]) {
+        sum += x * y;
+    }
+    sum
 }
 
 /// Adds `accp` `[rows][d]` (value lane order) into the channel-order `acc`.

@@ -146,7 +146,7 @@ const GENERIC_FMA: FusedKernels = FusedKernels {
     accumulate_f16: accumulate_f16::<Lanes<true>>,
     scores_int4: generic_fma_scores_int4,
     accumulate_int4: generic_fma_accumulate_int4,
-    softmax_row: crate::attn::tile::online_softmax_row,
+    softmax_rows: crate::attn::tile::online_softmax_rows,
     name: "generic-fma",
 };
 
@@ -170,23 +170,47 @@ fn every_build_equals_the_generic_one_bit_for_bit() {
             );
         }
     }
-    // The online softmax step, on rows with masked (−inf) scores and a running state.
+    // The online softmax step, on rows with masked (−inf) scores and a running state: rows whose
+    // maximum grows, rows whose maximum stays, a fully masked row, a row never seen before.
     for b in &builds {
         for n in [1usize, 15, 16, 64, 77] {
-            let mut s0: Vec<f32> = data(n, 40 + n as u64).iter().map(|x| 4.0 * x).collect();
+            let rows = 5;
+            let mut s0: Vec<f32> = data(rows * n, 40 + n as u64)
+                .iter()
+                .map(|x| 4.0 * x)
+                .collect();
             s0[n / 2] = f32::NEG_INFINITY;
-            let acc0 = data(64, 41);
-            let run = |f: crate::attn::fused::SoftmaxRow| {
-                let (mut m, mut l, mut acc, mut s) = (0.5f32, 2.0f32, acc0.clone(), s0.clone());
-                let corr = f(&mut m, &mut l, &mut acc, &mut s);
+            s0[3 * n..4 * n].fill(f32::NEG_INFINITY);
+            let acc0 = data(rows * 64, 41);
+            let m0 = [0.5f32, 9.0, -1.0, 0.25, f32::NEG_INFINITY];
+            let l0 = [2.0f32, 1.5, 0.5, 3.0, 0.0];
+            let run = |f: crate::attn::fused::SoftmaxRows| {
+                let (mut m, mut l, mut acc, mut s) = (m0, l0, acc0.clone(), s0.clone());
+                let mut corr = [0f32; 5];
+                f(&mut m, &mut l, &mut acc, &mut s, &mut corr);
                 (m, l, acc, s, corr)
             };
-            let want = run(GENERIC_FMA.softmax_row);
-            assert_eq!(run(b.softmax_row), want, "{} softmax {n}", b.name);
-            // The sum is the exact one up to rounding.
-            let exact: f64 =
-                want.3.iter().map(|&x| f64::from(x)).sum::<f64>() + 2.0 * f64::from(want.4);
-            assert!((f64::from(want.1) - exact).abs() < 1e-5 * exact, "sum {n}");
+            let want = run(GENERIC_FMA.softmax_rows);
+            assert_eq!(run(b.softmax_rows), want, "{} softmax {n}", b.name);
+            // The rows at once equal the one-row specification row by row, bit for bit.
+            for r in 0..rows {
+                let (mut m, mut l) = (m0[r], l0[r]);
+                let mut acc = acc0[r * 64..][..64].to_vec();
+                let mut s = s0[r * n..][..n].to_vec();
+                let corr = crate::attn::tile::online_softmax_row(&mut m, &mut l, &mut acc, &mut s);
+                let got = (
+                    want.0[r],
+                    want.1[r],
+                    &want.2[r * 64..][..64],
+                    &want.3[r * n..][..n],
+                );
+                assert_eq!((m, l, &acc[..], &s[..]), got, "row {r} of {n}");
+                assert_eq!(corr, want.4[r], "row {r} of {n}");
+                // The sum is the exact one up to rounding.
+                let exact: f64 = s.iter().map(|&x| f64::from(x)).sum::<f64>()
+                    + f64::from(l0[r]) * f64::from(corr);
+                assert!((f64::from(l) - exact).abs() <= 1e-5 * exact, "sum {n}");
+            }
         }
     }
     // The chosen build is one of them (or the generic one on a CPU without AVX2 + FMA + F16C).

@@ -209,8 +209,8 @@ macro_rules! fused_build {
         /// The CPU must support
         #[doc = $feat]
         #[target_feature(enable = $feat)]
-        unsafe fn $sm(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) -> f32 {
-            super::tile::online_softmax_row(m, l, acc, s)
+        unsafe fn $sm(m: &mut [f32], l: &mut [f32], acc: &mut [f32], s: &mut [f32], c: &mut [f32]) {
+            super::tile::online_softmax_rows(m, l, acc, s, c)
         }
         /// # Safety
         /// The CPU must support
@@ -283,9 +283,9 @@ fused_build!(
 /// Safe entry points over one build's functions; only called after detecting its features.
 macro_rules! safe_kernels {
     ($sf:ident, $af:ident, $si:ident, $ai:ident, $sm:ident, $name:literal) => {{
-        fn sm(m: &mut f32, l: &mut f32, acc: &mut [f32], s: &mut [f32]) -> f32 {
+        fn sm(m: &mut [f32], l: &mut [f32], acc: &mut [f32], s: &mut [f32], c: &mut [f32]) {
             // SAFETY: handed out by `available` only after its features were detected.
-            unsafe { $sm(m, l, acc, s) }
+            unsafe { $sm(m, l, acc, s, c) }
         }
         fn sf(q: &[f32], k: &[f16], d: usize, sc: f32, s: &mut [f32]) {
             // SAFETY: handed out by `available` only after its features were detected.
@@ -315,7 +315,7 @@ macro_rules! safe_kernels {
             accumulate_f16: af,
             scores_int4: si,
             accumulate_int4: ai,
-            softmax_row: sm,
+            softmax_rows: sm,
             name: $name,
         }
     }};

@@ -292,24 +292,15 @@ unsafe fn values_avx2(
                         }
                     }
                 }
-                // Lanes 0..4 and 4..8 are two runs of four in the value lane order.
+                // Lane i of `an` holds byte b + i (b = 16 · blk + 8 · half), eight consecutive
+                // places in the value lane order.
                 let b = 16 * blk + 8 * half;
                 for (r, ar) in a.iter().enumerate().take(rb) {
                     for (nib, an) in ar.iter().enumerate() {
-                        let row = &mut isum[(r0 + r) * d..][..d];
-                        let (lo, hi) = (vpos(d, 2 * b + nib), vpos(d, 2 * (b + 4) + nib));
-                        // SAFETY: four i32 at each position, inside the row (value lane order
-                        // keeps runs of four bytes together).
-                        unsafe {
-                            _mm_storeu_si128(
-                                row[lo..lo + 4].as_mut_ptr().cast(),
-                                _mm256_castsi256_si128(*an),
-                            );
-                            _mm_storeu_si128(
-                                row[hi..hi + 4].as_mut_ptr().cast(),
-                                _mm256_extracti128_si256::<1>(*an),
-                            );
-                        }
+                        let at = vpos(d, 2 * b + nib);
+                        let dst = &mut isum[(r0 + r) * d + at..][..8];
+                        // SAFETY: eight i32 inside the row (checked by the slice above).
+                        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), *an) };
                     }
                 }
             }
@@ -364,19 +355,14 @@ unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut 
                     pair_blocks(&mut a, x, _mm256_setzero_si256(), &wr, g, p, m15);
                 }
             }
-            // In block k's registers lane l holds byte 32 · bp + 16k + l; runs of four lanes go
-            // to their value-lane places.
+            // In block k's registers lane l holds byte 32 · bp + 16k + l: sixteen consecutive
+            // places in the value lane order.
             for (r, ar) in a.iter().enumerate().take(rb) {
-                let row = &mut isum[(r0 + r) * d..][..d];
                 for (i, an) in ar.iter().enumerate() {
-                    let (b, nib) = (32 * bp + 16 * (i / 2), i % 2);
-                    let mut lanes = [0i32; 16];
-                    // SAFETY: 64 bytes into a 16-lane i32 array.
-                    unsafe { _mm512_storeu_si512(lanes.as_mut_ptr().cast(), *an) };
-                    for (q, run) in lanes.chunks_exact(4).enumerate() {
-                        let at = vpos(d, 2 * (b + 4 * q) + nib);
-                        row[at..at + 4].copy_from_slice(run);
-                    }
+                    let at = vpos(d, 2 * (32 * bp + 16 * (i / 2)) + i % 2);
+                    let dst = &mut isum[(r0 + r) * d + at..][..16];
+                    // SAFETY: sixteen i32 inside the row (checked by the slice above).
+                    unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), *an) };
                 }
             }
         }

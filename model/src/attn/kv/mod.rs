@@ -213,14 +213,7 @@ impl KvCache {
             Recent::Int4 {
                 q, tail_k, tail_v, ..
             } => {
-                let one = |x: &QBlock| {
-                    x.kc.capacity()
-                        + x.vc.capacity()
-                        + 2 * (x.km.capacity()
-                            + x.ks.capacity()
-                            + x.vm.capacity()
-                            + x.vs.capacity())
-                };
+                let one = |x: &QBlock| x.bytes();
                 q.blocks.iter().map(one).sum::<usize>()
                     + q.spare.as_ref().map_or(0, one)
                     + 4 * (tail_k.capacity() + tail_v.capacity())
@@ -338,15 +331,14 @@ impl KvCache {
                 let per_tok = d / vg;
                 let tile = |i: usize| {
                     let (blk, (s, e)) = (&q.blocks[i], q.live(i, group));
-                    let codes = head * group * d / 2;
-                    let vp = head * group * per_tok;
+                    let part = blk.head(head, d, group);
                     Int4Tile {
-                        kc: &blk.kc[codes + s * d / 2..codes + e * d / 2],
-                        km: &blk.km[head * d..][..d],
-                        ks: &blk.ks[head * d..][..d],
-                        vc: &blk.vc[codes + s * d / 2..codes + e * d / 2],
-                        vm: &blk.vm[vp + s * per_tok..vp + e * per_tok],
-                        vs: &blk.vs[vp + s * per_tok..vp + e * per_tok],
+                        kc: &part.kc[s * d / 2..e * d / 2],
+                        km: part.km,
+                        ks: part.ks,
+                        vc: &part.vc[s * d / 2..e * d / 2],
+                        vm: &part.vm[s * per_tok..e * per_tok],
+                        vs: &part.vs[s * per_tok..e * per_tok],
                         vg,
                     }
                 };

@@ -107,14 +107,82 @@ pub(super) struct FBlock<T> {
     pub(super) v: Vec<T>,
 }
 
+/// One INT4 block: `group` tokens of every kv head, laid out head by head so that one head's
+/// tile is two contiguous runs, its codes `[keys: group · d/2 | values: group · d/2]` in `codes`
+/// and its group parameters `[key min: d | key step: d | value min: group · d/vg | value step:
+/// group · d/vg]` in `params` (a head's arrays in six separate allocations meant six pages to
+/// find per tile, and six short streams).
 #[derive(Debug)]
 pub(super) struct QBlock {
-    pub(super) kc: Vec<u8>,
-    pub(super) km: Vec<f16>,
-    pub(super) ks: Vec<f16>,
-    pub(super) vc: Vec<u8>,
-    pub(super) vm: Vec<f16>,
-    pub(super) vs: Vec<f16>,
+    codes: Vec<u8>,
+    params: Vec<f16>,
+}
+
+/// One head's part of a [`QBlock`]: its codes (`C`) and parameters (`P`), shared or mutable slices.
+pub(super) struct QHead<C, P> {
+    pub(super) kc: C,
+    pub(super) vc: C,
+    pub(super) km: P,
+    pub(super) ks: P,
+    pub(super) vm: P,
+    pub(super) vs: P,
+}
+
+impl<C, P> QHead<C, P> {
+    fn new((kc, vc): (C, C), (km, ks): (P, P), (vm, vs): (P, P)) -> Self {
+        QHead {
+            kc,
+            vc,
+            km,
+            ks,
+            vm,
+            vs,
+        }
+    }
+}
+
+/// Elements per head in a [`QBlock`]: codes, parameters.
+fn per_head(d: usize, group: usize) -> (usize, usize) {
+    (group * d, 2 * (d + group * (d / group.min(d))))
+}
+
+impl QBlock {
+    fn new(h: usize, d: usize, group: usize) -> Self {
+        let (nc, np) = per_head(d, group);
+        QBlock {
+            codes: vec![0; h * nc],
+            params: vec![f16::ZERO; h * np],
+        }
+    }
+
+    /// Bytes held.
+    pub(super) fn bytes(&self) -> usize {
+        self.codes.capacity() + 2 * self.params.capacity()
+    }
+
+    /// Head `hh`'s codes and parameters.
+    pub(super) fn head(&self, hh: usize, d: usize, group: usize) -> QHead<&[u8], &[f16]> {
+        let (nc, np) = per_head(d, group);
+        let (k, v) = self.params[hh * np..][..np].split_at(2 * d);
+        let half = v.len() / 2;
+        QHead::new(
+            self.codes[hh * nc..][..nc].split_at(nc / 2),
+            k.split_at(d),
+            v.split_at(half),
+        )
+    }
+
+    /// Head `hh`'s codes and parameters, to write.
+    fn head_mut(&mut self, hh: usize, d: usize, group: usize) -> QHead<&mut [u8], &mut [f16]> {
+        let (nc, np) = per_head(d, group);
+        let (k, v) = self.params[hh * np..][..np].split_at_mut(2 * d);
+        let half = v.len() / 2;
+        QHead::new(
+            self.codes[hh * nc..][..nc].split_at_mut(nc / 2),
+            k.split_at_mut(d),
+            v.split_at_mut(half),
+        )
+    }
 }
 
 #[derive(Debug)]
@@ -201,33 +269,24 @@ pub(super) fn flush_group(
     residual: usize,
 ) {
     let vg = group.min(d);
-    let per_tok = d / vg;
-    let mut blk = q.spare.take().unwrap_or_else(|| QBlock {
-        kc: vec![0; h * group * d / 2],
-        km: vec![f16::ZERO; h * d],
-        ks: vec![f16::ZERO; h * d],
-        vc: vec![0; h * group * d / 2],
-        vm: vec![f16::ZERO; h * group * per_tok],
-        vs: vec![f16::ZERO; h * group * per_tok],
-    });
+    let mut blk = q.spare.take().unwrap_or_else(|| QBlock::new(h, d, group));
     for hh in 0..h {
         let base = hh * residual * d;
-        let cr = hh * group * d / 2..(hh + 1) * group * d / 2;
-        let vr = hh * group * per_tok..(hh + 1) * group * per_tok;
+        let part = blk.head_mut(hh, d, group);
         int4::quantize_keys(
             &tail_k[base..base + group * d],
             d,
-            &mut blk.kc[cr.clone()],
-            &mut blk.km[hh * d..(hh + 1) * d],
-            &mut blk.ks[hh * d..(hh + 1) * d],
+            part.kc,
+            part.km,
+            part.ks,
         );
         int4::quantize_values(
             &tail_v[base..base + group * d],
             d,
             vg,
-            &mut blk.vc[cr],
-            &mut blk.vm[vr.clone()],
-            &mut blk.vs[vr],
+            part.vc,
+            part.vm,
+            part.vs,
         );
         tail_k.copy_within(base + group * d..base + residual * d, base);
         tail_v.copy_within(base + group * d..base + residual * d, base);
