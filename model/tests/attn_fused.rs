@@ -1,6 +1,7 @@
 //! Decode and chunked prefill over f16 and INT4 caches at head dimensions the fused kernels take
-//! (`head_dim % 64 == 0`): equal to naive attention over what the cache holds (its f32 view),
-//! with and without a rolling window and sinks, across block boundaries. Up to two queries per
+//! (`head_dim % 64 == 0`): equal to naive attention over what the cache holds (its f32 view;
+//! INT4 within the i8 rounding of the query in its key scores), with and without a rolling window
+//! and sinks, across block boundaries. Up to two queries per
 //! kv-head group (8 rows) run the fused kernels, longer chunks the f32 tiles.
 
 use tritter_model::attn::reference::attention_naive;
@@ -115,8 +116,12 @@ fn fused_cache_kernels_match_naive_over_the_cache() {
             ] {
                 let (got, want) = run(kind, d, window, sinks, t, b);
                 let e = max_err(&got, &want);
+                // INT4: the fused scores round the scaled query to i8 per 32-channel block (each
+                // score's error bounded in the crate's `fused_tests`); here that moves outputs by
+                // up to 4e-4. A misplaced token or group moves them by 1e-2 and more.
+                let tol = if kind == KvKind::F16 { 2e-5 } else { 2e-3 };
                 assert!(
-                    e < 2e-5,
+                    e < tol,
                     "{kind:?} d {d} window {window} t {t} b {b}: err {e}"
                 );
             }

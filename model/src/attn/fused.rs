@@ -10,8 +10,8 @@
 //!
 //! - f16: `scores_f16` / `accumulate_f16` equal `tile::scores_generic` / `accumulate_generic`
 //!   on the keys/values converted to f32, bit for bit (f16 → f32 is exact, the order is the same).
-//! - INT4 keys: `fused_int4`, exact integer dot products of an i16-rounded scaled query with the
-//!   codes (error bounded and tested).
+//! - INT4 keys: `fused_int4`, exact integer dot products of the scaled query, rounded to i8 per
+//!   block of 32 channels, with the codes (token-lane key chunks; error bounded and tested).
 //! - INT4 values: `fused_int4_values`, exact integer sums of the codes weighted by i16-rounded
 //!   `p · step` over token pairs (error bounded and tested); the online-softmax step
 //!   (`tile::online_softmax_rows`) is built per instruction set too.

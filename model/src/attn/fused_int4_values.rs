@@ -31,8 +31,10 @@ pub(crate) const WEIGHT_PAD: usize = 32;
 /// `isum[r][vpos(c)] = Σ_j wq[r][group(c)][j] · code_j[c]` for `rows` rows: `wq` `[rows][groups]
 /// [np]` with `np = n` rounded up to even (an odd `n`'s missing token weighted 0, so tokens `2p`
 /// and `2p + 1` of a group form one 32-bit pair) followed by [`WEIGHT_PAD`] zeros, `codes` `[n][d
-/// / 2]`, `isum` `[rows][d]`.
-pub(crate) type ValueCodes = fn(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]);
+/// / 2]`, `isum` `[rows][d]`; `ahead`: bytes to ask the CPU to fetch while it works (a hint: the
+/// second half of the next tile's codes, its values).
+pub(crate) type ValueCodes =
+    fn(wq: &[i16], codes: &[u8], d: usize, vg: usize, ahead: &[u8], isum: &mut [i32]);
 
 /// Position of channel `c` (of `d`) in the value lane order: byte `b = c / 2` of a token's codes
 /// lies in 32-byte run `b / 32`, which takes 64 places: first its 32 low nibbles (even channels),
@@ -46,7 +48,14 @@ pub(crate) fn vpos(d: usize, c: usize) -> usize {
 }
 
 /// The portable [`ValueCodes`].
-pub(crate) fn value_codes_generic(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+pub(crate) fn value_codes_generic(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    _ahead: &[u8],
+    isum: &mut [i32],
+) {
     let (h, groups) = (d / 2, d / vg);
     let n = codes.len() / h;
     let np = n + n % 2;
@@ -190,7 +199,7 @@ fn accumulate_part<V: V16>(
         *sr = quantise_weights::<V>(wr, qr);
     }
     let dots = scratch_slice(dots, rows * d);
-    codes(q16, t.vc, d, vg, dots);
+    codes(q16, t.vc, d, vg, &t.next[t.next.len() / 2..], dots);
     for (r, (ap, ir)) in accp
         .chunks_exact_mut(d)
         .zip(dots.chunks_exact(d))

@@ -21,6 +21,7 @@ struct Tile {
     vm: Vec<f16>,
     vs: Vec<f16>,
     vg: usize,
+    d: usize,
     k: Vec<f32>,
     v: Vec<f32>,
 }
@@ -36,13 +37,14 @@ impl Tile {
         let v = data(n * d, seed + 1);
         let g = d / vg;
         let mut t = Tile {
-            kc: vec![0; n * d / 2],
+            kc: vec![0; int4::key_code_bytes(n, d)],
             km: vec![f16::ZERO; d],
             ks: vec![f16::ZERO; d],
             vc: vec![0; n * d / 2],
             vm: vec![f16::ZERO; n * g],
             vs: vec![f16::ZERO; n * g],
             vg,
+            d,
             k: vec![0.0; n * d],
             v: vec![0.0; n * d],
         };
@@ -53,15 +55,23 @@ impl Tile {
         t
     }
 
-    fn view(&self) -> Int4Tile<'_> {
+    /// Tokens `s..` (a dead prefix in the cache's oldest block): the chunks from the one holding
+    /// token `s`, which sits at place `s % 16` of it.
+    fn view_from(&self, s: usize) -> Int4Tile<'_> {
+        let d = self.d;
+        let cb = int4::key_chunk_bytes(d);
+        let per_tok = d / self.vg;
         Int4Tile {
-            kc: &self.kc,
+            kc: &self.kc[s / 16 * cb..],
+            k0: s % 16,
             km: &self.km,
             ks: &self.ks,
-            vc: &self.vc,
-            vm: &self.vm,
-            vs: &self.vs,
+            vc: &self.vc[s * d / 2..],
+            vm: &self.vm[s * per_tok..],
+            vs: &self.vs[s * per_tok..],
             vg: self.vg,
+            // Only a prefetch hint: any slice will do (these are the key codes again).
+            next: &self.kc,
         }
     }
 }
@@ -88,16 +98,24 @@ const SHAPES: [(usize, usize, usize, usize); 8] = [
     (1, 2100, 64, 64),
 ];
 
-fn run_int4(k: &FusedKernels, rows: usize, t: &Tile, d: usize) -> (Vec<f32>, Vec<f32>) {
-    let n = t.kc.len() * 2 / d;
+/// Scores and accumulation over tokens `from..` of the tile.
+fn run_int4(
+    k: &FusedKernels,
+    rows: usize,
+    t: &Tile,
+    d: usize,
+    from: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = t.k.len() / d - from;
     let q = data(rows * d, 11);
     let mut s = vec![0f32; rows * n];
     let mut scratch = Int4Scratch::default();
-    (k.scores_int4)(&q, &t.view(), d, 0.125, &mut s, &mut scratch);
+    let view = t.view_from(from);
+    (k.scores_int4)(&q, &view, d, 0.125, &mut s, &mut scratch);
     let p = probs(rows, n, 12);
     let mut acc = data(rows * d, 13);
     let mut accp = data(rows * d, 14);
-    (k.accumulate_int4)(&p, &t.view(), d, &mut accp, &mut acc, &mut scratch);
+    (k.accumulate_int4)(&p, &view, d, &mut accp, &mut acc, &mut scratch);
     merge_values(&accp, &mut acc, d);
     (s, acc)
 }
@@ -156,12 +174,14 @@ fn every_build_equals_the_generic_one_bit_for_bit() {
     for b in &builds {
         for (rows, n, d, vg) in SHAPES {
             let t = Tile::new(n, d, vg, 1);
-            assert_eq!(
-                run_int4(b, rows, &t, d),
-                run_int4(&GENERIC_FMA, rows, &t, d),
-                "{} int4 {rows}x{n}x{d}/{vg}",
-                b.name
-            );
+            for from in [0, n / 3, n - 1] {
+                assert_eq!(
+                    run_int4(b, rows, &t, d, from),
+                    run_int4(&GENERIC_FMA, rows, &t, d, from),
+                    "{} int4 {rows}x{n}x{d}/{vg} from {from}",
+                    b.name
+                );
+            }
             assert_eq!(
                 run_f16(b, rows, n, d),
                 run_f16(&GENERIC_FMA, rows, n, d),
@@ -247,52 +267,69 @@ fn f16_kernels_equal_the_f32_tile_spec_on_converted_data() {
 
 #[test]
 fn int4_kernels_equal_the_dequantised_product() {
-    for (rows, n, d, vg) in SHAPES {
-        let t = Tile::new(n, d, vg, 2);
-        for k in [&GENERIC, kernels()] {
-            let (s, acc) = run_int4(k, rows, &t, d);
-            let q = data(rows * d, 11);
-            let p = probs(rows, n, 12);
-            let mut want = data(rows * d, 13);
-            let accp0 = data(rows * d, 14);
-            for r in 0..rows {
-                for j in 0..n {
-                    let dot: f64 = (0..d)
-                        .map(|c| f64::from(q[r * d + c]) * f64::from(t.k[j * d + c]))
-                        .sum();
-                    // The i16 rounding of the scaled query costs at most S/2 per code unit.
-                    let amax = (0..d)
+    for (rows, n_all, d, vg) in SHAPES {
+        let t = Tile::new(n_all, d, vg, 2);
+        for from in [0, n_all / 2] {
+            for k in [&GENERIC, kernels()] {
+                check_int4(k, &t, rows, d, from);
+            }
+        }
+    }
+}
+
+/// One build's INT4 scores and accumulation over tokens `from..` of `t` against the f64 product
+/// over the dequantised tile, within the bounds of the i8 query and i16 weight rounding.
+fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
+    let vg = t.vg;
+    let n = t.k.len() / d - from;
+    let (s, acc) = run_int4(k, rows, t, d, from);
+    let q = data(rows * d, 11);
+    let p = probs(rows, n, 12);
+    let mut want = data(rows * d, 13);
+    let accp0 = data(rows * d, 14);
+    let code = |j: usize, c: usize| {
+        let (at, shift) = int4::key_code_at(from + j, c, d);
+        f64::from((t.kc[at] >> shift) & 15)
+    };
+    for r in 0..rows {
+        for j in 0..n {
+            let dot: f64 = (0..d)
+                .map(|c| f64::from(q[r * d + c]) * f64::from(t.k[(from + j) * d + c]))
+                .sum();
+            // The i8 rounding of the scaled query costs at most S_b/2 per code unit of block b.
+            let bound: f64 = (0..d / 32)
+                .map(|b| {
+                    let amax = (32 * b..32 * b + 32)
                         .map(|c| (q[r * d + c] * t.ks[c].to_f32()).abs())
                         .fold(0f32, f32::max);
-                    let codes: f64 = (0..d)
-                        .map(|c| f64::from((t.kc[j * d / 2 + c / 2] >> (4 * (c % 2))) & 15))
-                        .sum();
-                    let bound = 0.125 * f64::from(amax) / 32767.0 / 2.0 * codes;
-                    let got = f64::from(s[r * n + j]);
-                    let e = (got - dot * 0.125).abs();
-                    assert!(e < bound + 2e-5 * (1.0 + dot.abs()), "score {e} > {bound}");
-                }
-                // The i16 rounding of the weights p · step costs at most S/2 per code unit.
-                let wmax = (0..n)
-                    .flat_map(|j| (0..d / vg).map(move |g| (j, g)))
-                    .map(|(j, g)| p[r * n + j] * t.vs[j * (d / vg) + g].to_f32())
-                    .fold(0f32, f32::max);
-                for c in 0..d {
-                    let perm = crate::attn::fused_int4_values::vpos(d, c);
-                    let sum: f64 = (0..n)
-                        .map(|j| f64::from(p[r * n + j]) * f64::from(t.v[j * d + c]))
-                        .sum();
-                    let codes: f64 = (0..n)
-                        .map(|j| f64::from((t.vc[j * d / 2 + c / 2] >> (4 * (c % 2))) & 15))
-                        .sum();
-                    let bound = f64::from(wmax) / 32767.0 / 2.0 * codes;
-                    let w = f64::from(want[r * d + c]) + f64::from(accp0[r * d + perm]) + sum;
-                    want[r * d + c] = w as f32;
-                    let e = (f64::from(acc[r * d + c]) - w).abs();
-                    let tol = bound + 2e-5 * (1.0 + w.abs());
-                    assert!(e < tol, "{} value {r} {c}: {e} > {bound}", k.name);
-                }
-            }
+                    let codes: f64 = (32 * b..32 * b + 32).map(|c| code(j, c)).sum();
+                    0.125 * f64::from(amax) / 127.0 / 2.0 * codes
+                })
+                .sum();
+            let got = f64::from(s[r * n + j]);
+            let e = (got - dot * 0.125).abs();
+            assert!(e < bound + 2e-5 * (1.0 + dot.abs()), "score {e} > {bound}");
+        }
+        // The i16 rounding of the weights p · step costs at most S/2 per code unit.
+        let per_tok = d / vg;
+        let wmax = (0..n)
+            .flat_map(|j| (0..per_tok).map(move |g| (j, g)))
+            .map(|(j, g)| p[r * n + j] * t.vs[(from + j) * per_tok + g].to_f32())
+            .fold(0f32, f32::max);
+        for c in 0..d {
+            let perm = crate::attn::fused_int4_values::vpos(d, c);
+            let sum: f64 = (0..n)
+                .map(|j| f64::from(p[r * n + j]) * f64::from(t.v[(from + j) * d + c]))
+                .sum();
+            let codes: f64 = (0..n)
+                .map(|j| f64::from((t.vc[(from + j) * d / 2 + c / 2] >> (4 * (c % 2))) & 15))
+                .sum();
+            let bound = f64::from(wmax) / 32767.0 / 2.0 * codes;
+            let w = f64::from(want[r * d + c]) + f64::from(accp0[r * d + perm]) + sum;
+            want[r * d + c] = w as f32;
+            let e = (f64::from(acc[r * d + c]) - w).abs();
+            let tol = bound + 2e-5 * (1.0 + w.abs());
+            assert!(e < tol, "{} value {r} {c}: {e} > {bound}", k.name);
         }
     }
 }
@@ -324,10 +361,10 @@ fn value_codes_equal_the_portable_sums() {
             .map(|x| (x.abs() * 256.0) as u8)
             .collect();
         let mut want = vec![0i32; rows * d];
-        value_codes_generic(&wq, &codes, d, vg, &mut want);
+        value_codes_generic(&wq, &codes, d, vg, &[], &mut want);
         for (name, f) in builds {
             let mut got = vec![7i32; rows * d];
-            f(&wq, &codes, d, vg, &mut got);
+            f(&wq, &codes, d, vg, &codes, &mut got);
             assert_eq!(got, want, "{name} {rows}x{n}x{d}/{vg}");
         }
     }
@@ -337,10 +374,12 @@ fn value_codes_equal_the_portable_sums() {
 /// docs), on ties, near-ties, both bounds, beyond them, infinities and NaN.
 #[test]
 fn round_q16_equals_the_clamped_cast() {
-    use crate::attn::fused_int4::{round_q16, Q16, ROUND};
+    use crate::attn::fused_int4::{round_q16, round_q8, Q16, Q8, ROUND};
     let spec = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i16;
+    let spec8 = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(-Q8, Q8) as i8;
     let mut xs = vec![
-        0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999997, 32766.5, -32766.5,
+        0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999997, 32766.5, -32766.5, 126.5, -126.5, 127.0,
+        127.5, -128.0,
     ];
     xs.extend([
         Q16,
@@ -356,40 +395,87 @@ fn round_q16_equals_the_clamped_cast() {
     for &inv in &[1.0f32, 0.37, 2.0, 1e-3] {
         for &x in &xs {
             assert_eq!(round_q16(x, inv), spec(x, inv), "x = {x}, inv = {inv}");
+            assert_eq!(round_q8(x, inv), spec8(x, inv), "x = {x}, inv = {inv} (i8)");
         }
     }
 }
 
-/// The SIMD integer key dots equal the portable ones exactly, over the whole i16 range of the
-/// query and every code byte, for key counts that are and are not multiples of the four-key pass.
+/// The SIMD key scores equal the portable ones exactly, over the whole i8 range of the query
+/// and every code byte, for one and several chunks, one to eight rows, head sizes 64–256; and
+/// the portable ones equal the contract's arithmetic through the layout's index function.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn dot_codes_equal_the_portable_dots() {
-    use crate::attn::fused_int4::{dot_codes_generic, DotCodes};
+    use crate::attn::fused_int4::{dot_codes_generic, DotCodes, KeyDots};
     use crate::attn::fused_x86_int4::{dot_256, dot_512};
     // dot_512 runs the VNNI kernel where the CPU has it (else the AVX2 one again).
     let builds: [(&str, DotCodes); 2] = [("256", dot_256), ("512", dot_512)];
-    for (rows, n, d) in [
-        (4usize, 64usize, 128usize),
-        (4, 67, 128),
-        (3, 5, 64),
-        (8, 3, 192),
+    for (rows, chunks, d) in [
+        (4usize, 4usize, 128usize),
+        (4, 5, 128),
+        (3, 1, 64),
+        (8, 2, 192),
         (1, 1, 256),
-        (5, 9, 64),
+        (5, 3, 64),
     ] {
-        let mut qi: Vec<i16> = data(rows * d, 61)
+        let blocks = d / 32;
+        let mut q8: Vec<i8> = data(rows * d, 61)
             .iter()
-            .map(|x| (x * 32767.0) as i16)
+            .map(|x| (x * 128.0) as i8)
             .collect();
-        qi[0] = i16::MIN + 1;
-        qi[d - 1] = i16::MAX;
-        let codes: Vec<u8> = (0..n * d / 2).map(|i| (i * 97 % 256) as u8).collect();
-        let mut want = vec![0i32; rows * n];
-        dot_codes_generic(&qi, &codes, d, &mut want);
+        q8[0] = i8::MIN;
+        q8[d - 1] = i8::MAX;
+        let codes: Vec<u8> = (0..chunks * int4::key_chunk_bytes(d))
+            .map(|i| (i * 97 % 256) as u8)
+            .collect();
+        let st: Vec<f32> = data(rows * blocks, 62).iter().map(|x| x * 1e-3).collect();
+        let bias = data(rows, 63);
+        let m = chunks * 16;
+        let mut want = vec![0f32; rows * m];
+        dot_codes_generic(KeyDots {
+            q8: &q8,
+            codes: &codes,
+            d,
+            st: &st,
+            bias: &bias,
+            scale: 0.3,
+            ahead: &[],
+            out: &mut want,
+        });
+        for r in 0..rows {
+            for tok in 0..m {
+                let mut x = 0f32;
+                for b in 0..blocks {
+                    let dot: i32 = (32 * b..32 * b + 32)
+                        .map(|c| {
+                            let (at, shift) = int4::key_code_at(tok, c, d);
+                            i32::from(q8[r * d + c]) * i32::from((codes[at] >> shift) & 15)
+                        })
+                        .sum();
+                    let y = dot as f32 * st[r * blocks + b];
+                    x = if b == 0 { y } else { x + y };
+                }
+                let spec = (x + bias[r]) * 0.3;
+                assert_eq!(
+                    want[r * m + tok].to_bits(),
+                    spec.to_bits(),
+                    "spec {r} {tok}"
+                );
+            }
+        }
         for (name, f) in builds {
-            let mut got = vec![7i32; rows * n];
-            f(&qi, &codes, d, &mut got);
-            assert_eq!(got, want, "{name} {rows}x{n}x{d}");
+            let mut got = vec![7f32; want.len()];
+            f(KeyDots {
+                q8: &q8,
+                codes: &codes,
+                d,
+                st: &st,
+                bias: &bias,
+                scale: 0.3,
+                ahead: &codes,
+                out: &mut got,
+            });
+            assert_eq!(got, want, "{name} {rows}x{chunks}x{d}");
         }
     }
 }

@@ -1,52 +1,72 @@
 //! x86-64 integer kernels of the INT4 decode path: the key dot products
 //! ([`DotCodes`](super::fused_int4::DotCodes), `fused_int4`) and the value sums
 //! ([`ValueCodes`](super::fused_int4_values::ValueCodes), `fused_int4_values`): the dots with
-//! `vpdpwssd` (AVX-512 F/BW/VNNI) or `vpmaddwd` (AVX2), the value sums likewise (`vpdpwssd` over a
-//! whole 16-byte block per register, or `vpmaddwd` over half blocks). Integer sums are exact in any order, so
+//! `vpdpbusd` (AVX-512 F/BW/VNNI) or `vpmaddubsw` (AVX2) on the token-lane key chunks, one token
+//! per 32-bit lane, the value sums with `vpdpwssd` over a whole 16-byte block per register, or
+//! `vpmaddwd` over half blocks. Integer sums are exact in any order, so
 //! each equals its portable version exactly (tests compare the whole kernels bit for bit).
 
 use std::arch::x86_64::*;
 
+use super::fused_int4::{KeyDots, QBLOCK};
 use super::fused_int4_values::{vpos, WEIGHT_PAD};
+use super::int4::{key_chunk_bytes, KEY_CHUNK};
 
-/// The AVX-512 build's integer dot: `vpdpwssd` where the CPU has AVX-512 VNNI (and BW), else
-/// the AVX2 one.
-pub(super) fn dot_512(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
+/// The AVX-512 build's key scores: `vpdpbusd` where the CPU has AVX-512 VNNI (and BW), else
+/// the AVX2 ones.
+pub(super) fn dot_512(k: KeyDots<'_>) {
+    let (rows, m) = k.shape();
     if is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni") {
-        // SAFETY: the features were just detected.
-        unsafe { dot_vnni(qi, codes, d, out) }
+        // SAFETY: the features were just detected; shapes checked.
+        unsafe { dot_vnni(k, rows, m) }
     } else {
-        dot_256(qi, codes, d, out)
+        // SAFETY: the AVX-512 build runs only after AVX2 was detected; shapes checked.
+        unsafe { dot_avx2(k, rows, m) }
     }
 }
 
-/// The AVX2 build's integer dot.
-pub(super) fn dot_256(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    // SAFETY: only handed to the builds, which run after AVX2 was detected.
-    unsafe { dot_avx2(qi, codes, d, out) }
+/// The AVX2 build's key scores.
+pub(super) fn dot_256(k: KeyDots<'_>) {
+    let (rows, m) = k.shape();
+    // SAFETY: only handed to the builds, which run after AVX2 was detected; shapes checked.
+    unsafe { dot_avx2(k, rows, m) }
 }
 
 /// The AVX-512 build's value sums: `vpdpwssd` over whole 16-byte blocks where the CPU has
 /// AVX-512 VNNI (and BW, VL), else the AVX2 ones.
-pub(super) fn values_512(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+pub(super) fn values_512(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    ahead: &[u8],
+    isum: &mut [i32],
+) {
     check_values(wq, codes, d, vg, isum);
     if is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vnni")
     {
         // SAFETY: the features were just detected; shapes checked.
-        unsafe { values_vnni(wq, codes, d, vg, isum) }
+        unsafe { values_vnni(wq, codes, d, vg, ahead, isum) }
     } else {
         // SAFETY: the AVX-512 build runs only after AVX2 was detected; shapes checked.
-        unsafe { values_avx2(wq, codes, d, vg, 0, isum) }
+        unsafe { values_avx2(wq, codes, d, vg, ahead, isum) }
     }
 }
 
 /// The AVX2 build's value sums (`vpmaddwd`).
-pub(super) fn values_256(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+pub(super) fn values_256(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    ahead: &[u8],
+    isum: &mut [i32],
+) {
     check_values(wq, codes, d, vg, isum);
     // SAFETY: only handed to the builds, which run after AVX2 was detected; shapes checked.
-    unsafe { values_avx2(wq, codes, d, vg, 0, isum) }
+    unsafe { values_avx2(wq, codes, d, vg, ahead, isum) }
 }
 
 /// The shapes the value kernels rely on (`ValueCodes`' contract).
@@ -58,204 +78,187 @@ fn check_values(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &[i32]) {
     assert!(wq.len() >= rows * (n + n % 2) * (d / vg) + WEIGHT_PAD);
 }
 
-/// `[Σ a0, Σ a1, Σ a2, Σ a3]` of four vectors of 16 i32 lanes (shuffles shared among them).
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn reduce4_512(a: [__m512i; 4]) -> __m128i {
-    // 256-bit halves added: a0's 8 partials then a1's; a2's then a3's.
-    let u01 = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0x44>(a[0], a[1]),
-        _mm512_shuffle_i32x4::<0xEE>(a[0], a[1]),
-    );
-    let u23 = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0x44>(a[2], a[3]),
-        _mm512_shuffle_i32x4::<0xEE>(a[2], a[3]),
-    );
-    // 128-bit block r holds row r's four partials.
-    let v = _mm512_add_epi32(
-        _mm512_shuffle_i32x4::<0x88>(u01, u23),
-        _mm512_shuffle_i32x4::<0xDD>(u01, u23),
-    );
-    let w = _mm512_add_epi32(v, _mm512_shuffle_epi32::<0x4E>(v));
-    let x = _mm512_add_epi32(w, _mm512_shuffle_epi32::<0xB1>(w));
-    let idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    _mm512_castsi512_si128(_mm512_permutexvar_epi32(idx, x))
-}
-
-/// Bytes of key codes [`dot_vnni`] asks the CPU to fetch ahead of the four keys it is on: a
-/// tile's codes are one stream, but a short one (64 keys) that the hardware prefetcher has barely
-/// picked up before it ends.
-const DOT_AHEAD: usize = 1024;
-
-/// Asks the CPU to fetch the 64-byte lines of `len` bytes from `p` (a hint: no effect on results).
+/// Asks the CPU to fetch part `i` of `parts` of `ahead`'s 64-byte lines (a hint: no effect on
+/// results). The kernels spread the next tile's lines over their passes this way, a few per
+/// step, so the fetches overlap the work without filling the core's miss queue at once (a
+/// tile's 8 KB asked for in one go stalls the kernel; the hardware prefetcher alone restarts at
+/// every 4 KB page and every block, and left INT4 attention waiting on DRAM from 16K tokens).
 #[inline(always)]
-fn prefetch_lines(p: *const u8, len: usize) {
-    for off in (0..len).step_by(64) {
-        // SAFETY: a prefetch never faults, whatever the address (past a slice's end included);
-        // the pointer is only formed with wrapping arithmetic.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast()) };
+fn prefetch_part(ahead: &[u8], i: usize, parts: usize) {
+    let lines = ahead.len().div_ceil(64);
+    let (a, b) = (i * lines / parts, (i + 1) * lines / parts);
+    for l in a..b {
+        // SAFETY: a prefetch never faults; the address lies inside `ahead` (l < lines).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(64 * l).cast()) };
     }
 }
 
-/// [`DotCodes`](super::fused_int4::DotCodes) with `vpdpwssd`: 32 codes per register (zero-extended bytes, low and high
-/// nibbles), four query rows × four keys per pass over the codes, so the sixteen sums come out of
-/// one shared reduction ([`reduce16_512`]); the last `n % 4` keys one at a time.
+/// [`DotCodes`](super::fused_int4::DotCodes) with `vpdpbusd`: per chunk of 16 tokens and block
+/// of 32 channels ([`vnni_block`]), four rows' exact sums, converted and scaled into four rows of
+/// f32 lanes (the contract's order of steps), stored once per chunk.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VNNI.
+/// The CPU must support AVX-512 F/BW/VNNI; `rows` and `m` come from [`KeyDots::shape`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn dot_vnni(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    let (h, rows) = (d / 2, qi.len() / d);
-    let n = codes.len() / h;
-    assert!(h.is_multiple_of(32) && qi.len() == rows * d && out.len() >= rows * n);
+unsafe fn dot_vnni(k: KeyDots<'_>, rows: usize, m: usize) {
+    let d = k.d;
+    let (cb, blocks) = (key_chunk_bytes(d), d / QBLOCK);
+    let scale = _mm512_set1_ps(k.scale);
+    // Rows past the last of a group of four write here, over and over.
+    let mut spare = [0f32; KEY_CHUNK];
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
-        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
-        let quads = n / 4;
-        for j4 in 0..quads {
-            let kp = codes.as_ptr().wrapping_add(4 * j4 * h);
-            prefetch_lines(kp.wrapping_add(DOT_AHEAD), 4 * h);
-            // a[k][r]: key 4·j4 + k, row r.
-            let mut a = [[_mm512_setzero_si512(); 4]; 4];
-            for c in (0..h).step_by(32) {
-                for (k, ak) in a.iter_mut().enumerate() {
-                    // SAFETY: key 4·j4 + k < n has h bytes of codes from kp + k·h, c + 32 <= h;
-                    // the query rows are d = 2h long (asserted shapes).
-                    unsafe { key_chunk(ak, kp.add(k * h + c), &q, c, h) };
+        let row = |r: usize| r0 + r.min(rb - 1);
+        // Row r's query as i32 quadruples (channels 4i..4i + 4 at i), its steps and bias.
+        let q: [*const i32; 4] = [0, 1, 2, 3].map(|r| k.q8[row(r) * d..].as_ptr().cast());
+        let st: [&[f32]; 4] = [0, 1, 2, 3].map(|r| &k.st[row(r) * blocks..][..blocks]);
+        let bias = [0, 1, 2, 3].map(|r| _mm512_set1_ps(k.bias[row(r)]));
+        // Row r's first score, and whether the row exists (else every store goes to `spare`).
+        let dst: [(*mut f32, usize); 4] = [0, 1, 2, 3].map(|r| {
+            if r < rb {
+                (k.out[(r0 + r) * m..].as_mut_ptr(), 1)
+            } else {
+                (spare.as_mut_ptr(), 0)
+            }
+        });
+        for ch in 0..m / KEY_CHUNK {
+            // Opaque to the optimiser, so the query broadcasts stay memory operands of the
+            // multiply-adds: hoisted out of the chunk loop, 64 of them spilled to the stack.
+            let q = std::hint::black_box(q);
+            let cp = k.codes.as_ptr().wrapping_add(ch * cb);
+            if r0 == 0 {
+                prefetch_part(k.ahead, ch, m / KEY_CHUNK);
+            }
+            let mut x = [_mm512_setzero_ps(); 4];
+            for b in 0..blocks {
+                // SAFETY: chunk ch has d / 8 octets of 64 bytes (shapes checked), block b covers
+                // octets 4b..4b + 4 and quadruples 8b..8b + 8 of each row.
+                let a = unsafe { vnni_block(cp.add(256 * b), q, 8 * b) };
+                for ((xr, ar), sr) in x.iter_mut().zip(a).zip(&st) {
+                    let y = _mm512_mul_ps(_mm512_cvtepi32_ps(ar), _mm512_set1_ps(sr[b]));
+                    *xr = if b == 0 { y } else { _mm512_add_ps(*xr, y) };
                 }
             }
-            let mut sums = [0i32; 16];
-            // SAFETY: 64 bytes into a 16-lane i32 array.
-            unsafe { _mm512_storeu_si512(sums.as_mut_ptr().cast(), reduce16_512(a)) };
-            for (r, run) in sums.chunks_exact(4).enumerate().take(rb) {
-                out[(r0 + r) * n + 4 * j4..][..4].copy_from_slice(run);
-            }
-        }
-        for (j, cj) in codes.chunks_exact(h).enumerate().skip(4 * quads) {
-            let mut a = [_mm512_setzero_si512(); 4];
-            for c in (0..h).step_by(32) {
-                // SAFETY: as above, for key j.
-                unsafe { key_chunk(&mut a, cj.as_ptr().add(c), &q, c, h) };
-            }
-            let mut sums = [0i32; 4];
-            // SAFETY: 16 bytes into a 16-byte array.
-            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), reduce4_512(a)) };
-            for (r, &v) in sums.iter().enumerate().take(rb) {
-                out[(r0 + r) * n + j] = v;
+            for ((&(p, live), xr), br) in dst.iter().zip(x).zip(bias) {
+                let v = _mm512_mul_ps(_mm512_add_ps(xr, br), scale);
+                // SAFETY: a live row's 16 scores of chunk ch lie inside `out` (checked shapes);
+                // a missing row's store goes to the 16 lanes of `spare`.
+                unsafe { _mm512_storeu_ps(p.add(ch * KEY_CHUNK * live), v) };
             }
         }
     }
 }
 
-/// Adds 32 codes of one key (`kc`: its bytes `c .. c + 32`, low and high nibbles) times four query
-/// rows' matching i16 elements (`c ..` and `h + c ..` of each row) into `acc[r]`.
+/// One block of 32 channels of one 16-token chunk (`cp`: its four octets of 64 bytes) times four
+/// query rows (quadruples `i0..i0 + 8` of each): low and high nibbles in their own accumulators,
+/// eight independent chains of four multiply-adds, added at the end.
 ///
 /// # Safety
-/// The CPU must support AVX-512 F/BW/VNNI; `kc` must point at 32 readable bytes and every row of
-/// `q` hold at least `h + c + 32` elements with `c + 32 <= h`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2")]
-unsafe fn key_chunk(acc: &mut [__m512i; 4], kc: *const u8, q: &[&[i16]; 4], c: usize, h: usize) {
-    // SAFETY: the caller guarantees the 32 code bytes and the row lengths.
+/// The CPU must support AVX-512 F/BW/VNNI; `cp` must point at 256 readable bytes and every
+/// `q[r]` at `i0 + 8` readable i32.
+#[inline(always)]
+unsafe fn vnni_block(cp: *const u8, q: [*const i32; 4], i0: usize) -> [__m512i; 4] {
+    // SAFETY: the caller guarantees the bytes and quadruples read.
     unsafe {
-        let b = _mm512_cvtepu8_epi16(_mm256_loadu_si256(kc.cast()));
-        let (lo, hi) = (
-            _mm512_and_si512(b, _mm512_set1_epi16(15)),
-            _mm512_srli_epi16::<4>(b),
-        );
-        for (ar, qr) in acc.iter_mut().zip(q) {
-            let ql = _mm512_loadu_si512(qr.as_ptr().add(c).cast());
-            let qh = _mm512_loadu_si512(qr.as_ptr().add(h + c).cast());
-            *ar = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(*ar, lo, ql), hi, qh);
+        let m4 = _mm512_set1_epi8(15);
+        let mut lo = [_mm512_setzero_si512(); 4];
+        let mut hi = [_mm512_setzero_si512(); 4];
+        for i in 0..4 {
+            let x = _mm512_loadu_si512(cp.add(64 * i).cast());
+            let (cl, chh) = (
+                _mm512_and_si512(x, m4),
+                _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4),
+            );
+            for r in 0..4 {
+                let ql = _mm512_set1_epi32(q[r].add(i0 + 2 * i).read_unaligned());
+                let qh = _mm512_set1_epi32(q[r].add(i0 + 2 * i + 1).read_unaligned());
+                lo[r] = _mm512_dpbusd_epi32(lo[r], cl, ql);
+                hi[r] = _mm512_dpbusd_epi32(hi[r], chh, qh);
+            }
         }
+        [0, 1, 2, 3].map(|r| _mm512_add_epi32(lo[r], hi[r]))
     }
 }
 
-/// The sums of sixteen vectors of 16 i32 lanes, `a[k][r]` → lane `4r + k` (128-bit block `r`
-/// holds row `r`'s four keys): 256-bit halves, then 128-bit blocks, then lanes, each step halving
-/// the vectors while it adds, so the shuffles are shared among all sixteen.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn reduce16_512(a: [[__m512i; 4]; 4]) -> __m512i {
-    // Halves: [x0 + x2, x1 + x3, y0 + y2, y1 + y3] in 128-bit blocks.
-    let halves = |x: __m512i, y: __m512i| {
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0x44>(x, y),
-            _mm512_shuffle_i32x4::<0xEE>(x, y),
-        )
-    };
-    // Blocks: p_k's block r = four partial sums of a[k][r].
-    let p = a.map(|ak| {
-        let (x, y) = (halves(ak[0], ak[1]), halves(ak[2], ak[3]));
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0x88>(x, y),
-            _mm512_shuffle_i32x4::<0xDD>(x, y),
-        )
-    });
-    // Lanes, within every block: lane k = Σ of p_k's four lanes there.
-    let pair = |x: __m512i, y: __m512i| {
-        _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y))
-    };
-    let (u, v) = (pair(p[0], p[1]), pair(p[2], p[3]));
-    _mm512_add_epi32(_mm512_unpacklo_epi64(u, v), _mm512_unpackhi_epi64(u, v))
-}
-
-/// [`DotCodes`](super::fused_int4::DotCodes) with `vpmaddwd`: 16 codes per register.
+/// [`DotCodes`](super::fused_int4::DotCodes) with `vpmaddubsw`: per half chunk (8 tokens) and
+/// block, each octet's 32 bytes split into nibbles, times four rows' broadcast quadruples; the
+/// block's eight products per pair summed in i16 (exact: each is at most 2 · 15 · 128 = 3840 in
+/// magnitude, eight of them 30720), widened with `vpmaddwd` by ones, converted and scaled as the
+/// contract orders.
 ///
 /// # Safety
-/// The CPU must support AVX2.
+/// The CPU must support AVX2; `rows` and `m` come from [`KeyDots::shape`].
 #[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(qi: &[i16], codes: &[u8], d: usize, out: &mut [i32]) {
-    let (h, rows) = (d / 2, qi.len() / d);
-    let n = codes.len() / h;
-    assert!(h.is_multiple_of(16) && qi.len() == rows * d && out.len() >= rows * n);
-    let m = _mm256_set1_epi16(15);
+unsafe fn dot_avx2(k: KeyDots<'_>, rows: usize, m: usize) {
+    let d = k.d;
+    let (cb, blocks) = (key_chunk_bytes(d), d / QBLOCK);
+    let (m4, ones) = (_mm256_set1_epi8(15), _mm256_set1_epi16(1));
+    let scale = _mm256_set1_ps(k.scale);
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
-        let q: [&[i16]; 4] = [0, 1, 2, 3].map(|r| &qi[(r0 + r.min(rb - 1)) * d..][..d]);
-        for (j, cj) in codes.chunks_exact(h).enumerate() {
-            let mut a = [_mm256_setzero_si256(); 4];
-            for c in (0..h).step_by(16) {
-                // SAFETY: c + 16 <= h bytes of key j's codes; c + 16 <= h and h + c + 16 <= d
-                // i16 of each query row (asserted shapes).
-                unsafe {
-                    let b = _mm256_cvtepu8_epi16(_mm_loadu_si128(cj.as_ptr().add(c).cast()));
-                    let (lo, hi) = (_mm256_and_si256(b, m), _mm256_srli_epi16::<4>(b));
-                    for (ar, qr) in a.iter_mut().zip(q) {
-                        let ql = _mm256_loadu_si256(qr.as_ptr().add(c).cast());
-                        let qh = _mm256_loadu_si256(qr.as_ptr().add(h + c).cast());
-                        let x =
-                            _mm256_add_epi32(_mm256_madd_epi16(lo, ql), _mm256_madd_epi16(hi, qh));
-                        *ar = _mm256_add_epi32(*ar, x);
+        let row = |r: usize| r0 + r.min(rb - 1);
+        let q: [*const i32; 4] = [0, 1, 2, 3].map(|r| k.q8[row(r) * d..].as_ptr().cast());
+        for ch in 0..m / KEY_CHUNK {
+            let q = std::hint::black_box(q);
+            if r0 == 0 {
+                prefetch_part(k.ahead, ch, m / KEY_CHUNK);
+            }
+            for half in 0..2 {
+                let cp = k.codes.as_ptr().wrapping_add(ch * cb + 32 * half);
+                let mut x = [_mm256_setzero_ps(); 4];
+                for b in 0..blocks {
+                    let mut a = [_mm256_setzero_si256(); 4];
+                    for o in 4 * b..4 * b + 4 {
+                        // SAFETY: octet o < d / 8 of chunk ch has 64 bytes at ch · cb + 64 · o,
+                        // of which this half reads 32; 2o + 1 < d / 4 quadruples per row.
+                        unsafe {
+                            let y = _mm256_loadu_si256(cp.add(64 * o).cast());
+                            let lo = _mm256_and_si256(y, m4);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(y), m4);
+                            for (ar, &qr) in a.iter_mut().zip(&q) {
+                                let ql = _mm256_set1_epi32(qr.add(2 * o).read_unaligned());
+                                let qh = _mm256_set1_epi32(qr.add(2 * o + 1).read_unaligned());
+                                let p = _mm256_add_epi16(
+                                    _mm256_maddubs_epi16(lo, ql),
+                                    _mm256_maddubs_epi16(hi, qh),
+                                );
+                                *ar = _mm256_add_epi16(*ar, p);
+                            }
+                        }
+                    }
+                    for (r, (xr, ar)) in x.iter_mut().zip(a).enumerate() {
+                        let i = _mm256_madd_epi16(ar, ones);
+                        let sb = _mm256_set1_ps(k.st[row(r) * blocks + b]);
+                        let y = _mm256_mul_ps(_mm256_cvtepi32_ps(i), sb);
+                        *xr = if b == 0 { y } else { _mm256_add_ps(*xr, y) };
                     }
                 }
-            }
-            let t = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-            let s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
-            let mut sums = [0i32; 4];
-            // SAFETY: 16 bytes into a 16-byte array.
-            unsafe { _mm_storeu_si128(sums.as_mut_ptr().cast(), s) };
-            for (r, &v) in sums.iter().enumerate().take(rb) {
-                out[(r0 + r) * n + j] = v;
+                for (r, xr) in x.iter().enumerate().take(rb) {
+                    let br = _mm256_set1_ps(k.bias[r0 + r]);
+                    let v = _mm256_mul_ps(_mm256_add_ps(*xr, br), scale);
+                    let dst = &mut k.out[(r0 + r) * m + ch * KEY_CHUNK + 8 * half..][..8];
+                    // SAFETY: eight f32 (checked by the slice above).
+                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
+                }
             }
         }
     }
 }
 
 /// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpmaddwd`, from 16-byte block
-/// `block0` of every token's codes on: per block (one value group), half block (8 bytes) and
+/// every token's codes: per block (one value group), half block (8 bytes) and
 /// token pair, the two tokens' bytes interleaved and zero-extended so each 32-bit lane holds one
 /// channel's two codes, times the group's broadcast weight pair; eight accumulators for four rows.
 ///
 /// # Safety
-/// The CPU must support AVX2; the shapes passed [`check_values`] and `16 · block0 <= d / 2`.
+/// The CPU must support AVX2; the shapes passed [`check_values`].
 #[target_feature(enable = "avx2")]
 unsafe fn values_avx2(
     wq: &[i16],
     codes: &[u8],
     d: usize,
     vg: usize,
-    block0: usize,
+    ahead: &[u8],
     isum: &mut [i32],
 ) {
     let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
@@ -268,12 +271,15 @@ unsafe fn values_avx2(
         // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at g · np / 2 + p).
         let wr: [*const i32; 4] =
             [0, 1, 2, 3].map(|r| wq[(r0 + r.min(rb - 1)) * per_row..].as_ptr().cast::<i32>());
-        for blk in block0..h / 16 {
+        for blk in 0..h / 16 {
             let g = 32 * blk / vg * np / 2;
             for half in 0..2 {
                 let cp = codes.as_ptr().wrapping_add(16 * blk + 8 * half);
                 let mut a = [[_mm256_setzero_si256(); 2]; 4];
                 for p in 0..n.div_ceil(2) {
+                    if r0 == 0 && blk == 0 && half == 0 {
+                        prefetch_part(ahead, p, n.div_ceil(2));
+                    }
                     // SAFETY: token 2p (and 2p + 1 when it exists) has 16 · blk + 16 <= h bytes
                     // of codes; pair p's weights lie inside each row's `per_row` (checked).
                     unsafe {
@@ -321,7 +327,14 @@ unsafe fn values_avx2(
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI; the shapes passed [`check_values`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+unsafe fn values_vnni(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    ahead: &[u8],
+    isum: &mut [i32],
+) {
     let (h, groups, rows) = (d / 2, d / vg, isum.len() / d);
     let n = codes.len() / h;
     let np = n + n % 2;
@@ -338,6 +351,9 @@ unsafe fn values_vnni(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &mut 
             // a[r][2 · block + nibble]
             let mut a = [[_mm512_setzero_si512(); 4]; 4];
             for p in 0..n / 2 {
+                if r0 == 0 && bp == 0 {
+                    prefetch_part(ahead, p, n / 2);
+                }
                 // SAFETY: tokens 2p and 2p + 1 < n have 32 · bp + 32 <= h bytes of codes each;
                 // pair p's weights lie inside each row's `per_row` (checked).
                 unsafe {

@@ -2,9 +2,17 @@
 //! Asymmetric 2bit Quantization for KV Cache", 2024, here at 4 bits): keys are quantised per
 //! channel over a group of `G` tokens (outlier channels get their own range), values per token
 //! over groups of `vg` channels. Each group stores an f16 minimum and an f16 step; codes are
-//! `round((x - min) / step)` in `0..=15`, two per byte (low nibble = even channel). The f16
-//! rounding of min/step is folded into the codes, so every element is reconstructed within
-//! `step / 2` plus the f16 rounding of the minimum (tests check that bound).
+//! `round((x - min) / step)` in `0..=15`, two per byte. The f16 rounding of min/step is folded
+//! into the codes, so every element is reconstructed within `step / 2` plus the f16 rounding of
+//! the minimum (tests check that bound).
+//!
+//! Layouts. Values: token by token, `d / 2` bytes each, low nibble = even channel. Keys: in
+//! *token-lane chunks* of [`KEY_CHUNK`] tokens, so a SIMD register holds one channel octet of 16
+//! tokens and the decode kernels' key dots come out one token per lane, with no horizontal sums:
+//! a chunk is `[octet: ⌈d/8⌉][token: 16][byte: 4]`, and byte `b` of token `t`'s octet `o` holds
+//! channel `8o + b` in its low nibble and `8o + 4 + b` in its high one (so each nibble half of a
+//! 32-bit lane is four consecutive channels). A group of `g` tokens takes [`key_code_bytes`];
+//! tokens past `g` in the last chunk and channels past `d` in the last octet are zero.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -53,7 +61,34 @@ fn inv(step: f32) -> f32 {
     }
 }
 
-/// Quantises a key group `src` `[g][d]` per channel into `codes` `[g][d/2]`, `mins`/`steps` `[d]`.
+/// Tokens per chunk of the key code layout (module docs).
+pub const KEY_CHUNK: usize = 16;
+
+/// Bytes of one token's key codes in a chunk: four per channel octet.
+pub fn key_token_bytes(d: usize) -> usize {
+    4 * d.div_ceil(8)
+}
+
+/// Bytes of one chunk of [`KEY_CHUNK`] tokens' key codes.
+pub fn key_chunk_bytes(d: usize) -> usize {
+    KEY_CHUNK * key_token_bytes(d)
+}
+
+/// Bytes of the key codes of a group of `g` tokens (whole chunks).
+pub fn key_code_bytes(g: usize, d: usize) -> usize {
+    g.div_ceil(KEY_CHUNK) * key_chunk_bytes(d)
+}
+
+/// Byte index and nibble shift of token `t`, channel `c` in the key code layout.
+#[inline(always)]
+pub fn key_code_at(t: usize, c: usize, d: usize) -> (usize, u32) {
+    let (o, w) = (c / 8, c % 8);
+    let at = t / KEY_CHUNK * key_chunk_bytes(d) + o * 4 * KEY_CHUNK + t % KEY_CHUNK * 4 + w % 4;
+    (at, 4 * (w / 4) as u32)
+}
+
+/// Quantises a key group `src` `[g][d]` per channel into `codes` (the chunked layout of the module
+/// docs, [`key_code_bytes`] long), `mins`/`steps` `[d]`.
 pub fn quantize_keys(src: &[f32], d: usize, codes: &mut [u8], mins: &mut [f16], steps: &mut [f16]) {
     let g = src.len() / d;
     // Per channel, over the tokens in order (row by row, so the loop runs along the channels).
@@ -71,14 +106,21 @@ pub fn quantize_keys(src: &[f32], d: usize, codes: &mut [u8], mins: &mut [f16], 
         (*b, *is) = (mins[c].to_f32(), inv(steps[c].to_f32()));
     }
     let (base, inv_step) = (lo, hi);
+    let codes = &mut codes[..key_code_bytes(g, d)];
+    codes.fill(0);
+    // One token's codes in channel order (padded to whole octets with zeros), then packed.
+    let mut one = vec![0u8; 8 * d.div_ceil(8)];
     for t in 0..g {
         let row = &src[t * d..][..d];
-        let out = &mut codes[t * d / 2..][..d / 2];
-        for (i, o) in out.iter_mut().enumerate() {
-            let (c0, c1) = (2 * i, 2 * i + 1);
-            let a = code(row[c0], base[c0], inv_step[c0]);
-            let b = code(row[c1], base[c1], inv_step[c1]);
-            *o = a | (b << 4);
+        for (((o, &x), &b), &is) in one.iter_mut().zip(row).zip(&base).zip(&inv_step) {
+            *o = code(x, b, is);
+        }
+        let first = t / KEY_CHUNK * key_chunk_bytes(d) + t % KEY_CHUNK * 4;
+        for (o, oct) in one.chunks_exact(8).enumerate() {
+            let out = &mut codes[first + o * 4 * KEY_CHUNK..][..4];
+            for (b, byte) in out.iter_mut().enumerate() {
+                *byte = oct[b] | (oct[4 + b] << 4);
+            }
         }
     }
 }
@@ -99,10 +141,9 @@ pub fn dequantize_keys(
     mins.convert_to_f32_slice(m);
     steps.convert_to_f32_slice(s);
     for (t, row) in dst.chunks_exact_mut(d).enumerate() {
-        let src = &codes[(from + t) * d / 2..][..d / 2];
-        for (i, &b) in src.iter().enumerate() {
-            row[2 * i] = (b & 15) as f32 * s[2 * i] + m[2 * i];
-            row[2 * i + 1] = (b >> 4) as f32 * s[2 * i + 1] + m[2 * i + 1];
+        for (c, x) in row.iter_mut().enumerate() {
+            let (at, shift) = key_code_at(from + t, c, d);
+            *x = ((codes[at] >> shift) & 15) as f32 * s[c] + m[c];
         }
     }
 }
@@ -240,7 +281,7 @@ mod tests {
     fn key_roundtrip_error_is_bounded_per_channel() {
         let (g, d) = (32, 16);
         let x = data(g * d, 7);
-        let mut codes = vec![0u8; g * d / 2];
+        let mut codes = vec![0u8; key_code_bytes(g, d)];
         let (mut mins, mut steps) = (vec![f16::ZERO; d], vec![f16::ZERO; d]);
         quantize_keys(&x, d, &mut codes, &mut mins, &mut steps);
         let mut y = vec![0f32; g * d];
@@ -257,6 +298,38 @@ mod tests {
         let mut z = vec![0f32; (g - 5) * d];
         dequantize_keys(&codes, d, &mins, &steps, 5, &mut z, &mut Vec::new());
         assert_eq!(&y[5 * d..], &z[..]);
+    }
+
+    /// The key layout gives every token and channel a nibble of its own, in whole chunks, with
+    /// the padding (tokens past the group, channels past `d`) zero; odd group sizes and a head
+    /// dimension that is not a multiple of 8 round-trip within the bound.
+    #[test]
+    fn key_layout_is_one_nibble_per_element_with_zero_padding() {
+        for (g, d) in [(37usize, 20usize), (16, 8), (1, 64), (65, 128)] {
+            let bytes = key_code_bytes(g, d);
+            assert_eq!(bytes, g.div_ceil(16) * 16 * 4 * d.div_ceil(8));
+            let mut seen = vec![0u8; bytes];
+            for t in 0..g {
+                for c in 0..d {
+                    let (at, shift) = key_code_at(t, c, d);
+                    assert_eq!(seen[at] & (15 << shift), 0, "t{t} c{c} shares a nibble");
+                    seen[at] |= 15 << shift;
+                }
+            }
+            let x = data(g * d, 11);
+            let mut codes = vec![0xAAu8; bytes];
+            let (mut mins, mut steps) = (vec![f16::ZERO; d], vec![f16::ZERO; d]);
+            quantize_keys(&x, d, &mut codes, &mut mins, &mut steps);
+            for (i, (&b, &used)) in codes.iter().zip(&seen).enumerate() {
+                assert_eq!(b & !used, 0, "padding byte {i} of {g}x{d}");
+            }
+            let mut y = vec![0f32; g * d];
+            dequantize_keys(&codes, d, &mins, &steps, 0, &mut y, &mut Vec::new());
+            for (i, (a, b)) in x.iter().zip(&y).enumerate() {
+                let c = i % d;
+                assert!((a - b).abs() <= bound(steps[c], mins[c]), "{g}x{d} at {i}");
+            }
+        }
     }
 
     #[test]
@@ -286,7 +359,7 @@ mod tests {
     #[test]
     fn constant_groups_are_exact_up_to_f16() {
         let x = vec![0.25f32; 4 * 8];
-        let mut codes = vec![0u8; 16];
+        let mut codes = vec![0u8; key_code_bytes(4, 8)];
         let (mut m, mut s) = (vec![f16::ZERO; 8], vec![f16::ZERO; 8]);
         quantize_keys(&x, 8, &mut codes, &mut m, &mut s);
         let mut y = vec![0f32; 32];

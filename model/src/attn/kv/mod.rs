@@ -26,6 +26,7 @@ mod store;
 pub use kind::KvKind;
 pub use raw::{Int4Tile, RawBuffers, RawTile};
 
+use super::int4;
 use super::rope::RopeShift;
 use super::{check_len, config_err, Result};
 use store::{flush_group, push_float, reset, visit_float, Blocks, FBlock, QBlock, Recent};
@@ -332,14 +333,21 @@ impl KvCache {
                 let tile = |i: usize| {
                     let (blk, (s, e)) = (&q.blocks[i], q.live(i, group));
                     let part = blk.head(head, d, group);
+                    let kcb = int4::key_chunk_bytes(d);
+                    let k16 = int4::KEY_CHUNK;
                     Int4Tile {
-                        kc: &part.kc[s * d / 2..e * d / 2],
+                        kc: &part.kc[s / k16 * kcb..e.div_ceil(k16) * kcb],
+                        k0: s % k16,
                         km: part.km,
                         ks: part.ks,
                         vc: &part.vc[s * d / 2..e * d / 2],
                         vm: &part.vm[s * per_tok..e * per_tok],
                         vs: &part.vs[s * per_tok..e * per_tok],
                         vg,
+                        next: q
+                            .blocks
+                            .get(i + 1)
+                            .map_or(&[], |b| b.head_codes(head, d, group)),
                     }
                 };
                 for i in 0..q.blocks.len() {

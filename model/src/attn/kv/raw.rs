@@ -32,8 +32,11 @@ pub enum RawTile<'a> {
 /// The INT4 codes and group parameters of `n` tokens of one kv head.
 #[derive(Clone, Copy, Debug)]
 pub struct Int4Tile<'a> {
-    /// Key codes `[n][head_dim / 2]`, low nibble = even channel.
+    /// Key codes in the chunked layout of `attn::int4`: the whole chunks of 16 tokens that hold
+    /// the tile's tokens, the first of them at place [`Int4Tile::k0`] of the first chunk.
     pub kc: &'a [u8],
+    /// Place of the tile's first token in the first chunk of `kc` (`< 16`).
+    pub k0: usize,
     /// Key minimum per channel `[head_dim]` (one group of tokens shares it).
     pub km: &'a [f16],
     /// Key step per channel `[head_dim]`.
@@ -46,13 +49,17 @@ pub struct Int4Tile<'a> {
     pub vs: &'a [f16],
     /// Channels per value group.
     pub vg: usize,
+    /// The codes of the tile the visitor hands out next (empty if none), which the x86 kernels
+    /// ask the CPU to fetch a few lines at a time while they work on this one: keys during the
+    /// scores, values during the value sums.
+    pub next: &'a [u8],
 }
 
 impl Int4Tile<'_> {
-    /// Asks the CPU to start loading the tile's codes and group parameters (see [`prefetch`]).
+    /// Asks the CPU to start loading the tile's group parameters (see [`prefetch`]); its codes
+    /// are fetched by the kernels of the tile before it, through [`Int4Tile::next`], a few lines
+    /// at a time.
     pub(super) fn prefetch(&self) {
-        prefetch(self.kc);
-        prefetch(self.vc);
         prefetch(self.km);
         prefetch(self.ks);
         prefetch(self.vm);
@@ -89,7 +96,7 @@ impl RawTile<'_> {
         match self {
             RawTile::F32 { k, .. } => k.len() / d,
             RawTile::F16 { k, .. } => k.len() / d,
-            RawTile::Int4(t) => t.kc.len() * 2 / d,
+            RawTile::Int4(t) => t.vc.len() * 2 / d,
         }
     }
 
@@ -98,7 +105,7 @@ impl RawTile<'_> {
         match self {
             RawTile::F32 { k, .. } => k.is_empty(),
             RawTile::F16 { k, .. } => k.is_empty(),
-            RawTile::Int4(t) => t.kc.is_empty(),
+            RawTile::Int4(t) => t.vc.is_empty(),
         }
     }
 }
@@ -134,10 +141,10 @@ pub(super) fn to_f32<'a>(
             (&buf.k, &buf.v)
         }
         RawTile::Int4(t) => {
-            let n = t.kc.len() * 2 / d;
+            let n = t.vc.len() * 2 / d;
             buf.k.resize(n * d, 0.0);
             buf.v.resize(n * d, 0.0);
-            int4::dequantize_keys(t.kc, d, t.km, t.ks, 0, &mut buf.k, &mut buf.tmp);
+            int4::dequantize_keys(t.kc, d, t.km, t.ks, t.k0, &mut buf.k, &mut buf.tmp);
             int4::dequantize_values(t.vc, d, t.vg, t.vm, t.vs, 0, &mut buf.v);
             (&buf.k, &buf.v)
         }

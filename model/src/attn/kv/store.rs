@@ -108,7 +108,8 @@ pub(super) struct FBlock<T> {
 }
 
 /// One INT4 block: `group` tokens of every kv head, laid out head by head so that one head's
-/// tile is two contiguous runs, its codes `[keys: group · d/2 | values: group · d/2]` in `codes`
+/// tile is two contiguous runs, its codes `[keys: int4::key_code_bytes(group, d) | values: group
+/// · d/2]` in `codes`
 /// and its group parameters `[key min: d | key step: d | value min: group · d/vg | value step:
 /// group · d/vg]` in `params` (a head's arrays in six separate allocations meant six pages to
 /// find per tile, and six short streams).
@@ -141,16 +142,17 @@ impl<C, P> QHead<C, P> {
     }
 }
 
-/// Elements per head in a [`QBlock`]: codes, parameters.
-fn per_head(d: usize, group: usize) -> (usize, usize) {
-    (group * d, 2 * (d + group * (d / group.min(d))))
+/// Elements per head in a [`QBlock`]: key codes, value codes, parameters.
+fn per_head(d: usize, group: usize) -> (usize, usize, usize) {
+    let params = 2 * (d + group * (d / group.min(d)));
+    (int4::key_code_bytes(group, d), group * d / 2, params)
 }
 
 impl QBlock {
     fn new(h: usize, d: usize, group: usize) -> Self {
-        let (nc, np) = per_head(d, group);
+        let (nk, nv, np) = per_head(d, group);
         QBlock {
-            codes: vec![0; h * nc],
+            codes: vec![0; h * (nk + nv)],
             params: vec![f16::ZERO; h * np],
         }
     }
@@ -162,23 +164,29 @@ impl QBlock {
 
     /// Head `hh`'s codes and parameters.
     pub(super) fn head(&self, hh: usize, d: usize, group: usize) -> QHead<&[u8], &[f16]> {
-        let (nc, np) = per_head(d, group);
+        let (nk, nv, np) = per_head(d, group);
         let (k, v) = self.params[hh * np..][..np].split_at(2 * d);
         let half = v.len() / 2;
         QHead::new(
-            self.codes[hh * nc..][..nc].split_at(nc / 2),
+            self.codes[hh * (nk + nv)..][..nk + nv].split_at(nk),
             k.split_at(d),
             v.split_at(half),
         )
     }
 
+    /// Head `hh`'s codes, keys then values, as one run.
+    pub(super) fn head_codes(&self, hh: usize, d: usize, group: usize) -> &[u8] {
+        let (nk, nv, _) = per_head(d, group);
+        &self.codes[hh * (nk + nv)..][..nk + nv]
+    }
+
     /// Head `hh`'s codes and parameters, to write.
     fn head_mut(&mut self, hh: usize, d: usize, group: usize) -> QHead<&mut [u8], &mut [f16]> {
-        let (nc, np) = per_head(d, group);
+        let (nk, nv, np) = per_head(d, group);
         let (k, v) = self.params[hh * np..][..np].split_at_mut(2 * d);
         let half = v.len() / 2;
         QHead::new(
-            self.codes[hh * nc..][..nc].split_at_mut(nc / 2),
+            self.codes[hh * (nk + nv)..][..nk + nv].split_at_mut(nk),
             k.split_at_mut(d),
             v.split_at_mut(half),
         )
