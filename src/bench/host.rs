@@ -1,4 +1,6 @@
-//! The host a benchmark ran on, reported in every CPU benchmark's JSON (`host`): CPU model, the
+//! The host a benchmark ran on, reported in every CPU benchmark's JSON (`host`): CPU model (its
+//! name, and the family / model / stepping numbers with the core generation they name, since a
+//! virtual machine's name can be as bare as `AMD EPYC` for Zen 3, 4 and 5 alike), the
 //! instruction-set flags the kernels dispatch on, logical CPUs and the threads used, and the
 //! kernel path each family chose at run time — so a figure is never read without its machine.
 
@@ -19,8 +21,34 @@ const FLAGS: [&str; 11] = [
     "sve",
 ];
 
-/// `{cpu, flags, logical_cpus, threads, arch, kernels: {ternary, ternary_available, head_f16,
-/// attention_tiles, attention_fused}, tuning: {vendor, prefetch_bytes, prefetch_source}}` for a run on `threads` threads.
+/// The core generation that x86 `cpuid` family and model numbers name (AMD's and Intel's published
+/// numbers for the server and desktop parts; `None` for one not listed here).
+fn microarch(vendor: &str, family: u32, model: u32) -> Option<&'static str> {
+    match (vendor, family) {
+        ("AuthenticAMD", 0x17) => Some(if model >= 0x30 { "Zen 2" } else { "Zen / Zen+" }),
+        ("AuthenticAMD", 0x19) => match model {
+            0x00..=0x0f | 0x20..=0x2f | 0x40..=0x5f => Some("Zen 3"),
+            0x10..=0x1f | 0x60..=0x7f | 0xa0..=0xaf => Some("Zen 4"),
+            _ => None,
+        },
+        ("AuthenticAMD", 0x1a) => Some("Zen 5"),
+        ("GenuineIntel", 6) => match model {
+            0x55 => Some("Skylake-SP / Cascade Lake"),
+            0x6a | 0x6c => Some("Ice Lake-SP"),
+            0x8f => Some("Sapphire Rapids"),
+            0xcf => Some("Emerald Rapids"),
+            0xad | 0xae => Some("Granite Rapids"),
+            0xaf => Some("Sierra Forest"),
+            0x97 | 0x9a | 0xb7 | 0xba | 0xbf => Some("Alder / Raptor Lake"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `{cpu, cpu_id: {vendor, family, model, stepping, microarch}, flags, logical_cpus, threads,
+/// arch, kernels: {ternary, ternary_available, head_f16, attention_tiles, attention_fused},
+/// tuning: {vendor, family, prefetch_bytes, prefetch_source}}` for a run on `threads` threads.
 pub fn host_json(threads: usize) -> Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |names: &[&str]| {
@@ -38,9 +66,19 @@ pub fn host_json(threads: usize) -> Value {
         })
         .unwrap_or_default();
     let tuning = tritter_kernels::tuning::tuning();
+    let num = |name: &str| field(&[name]).and_then(|v| v.parse::<u32>().ok());
+    let (family, model) = (num("cpu family"), num("model"));
+    let cpu_id = json!({
+        "vendor": field(&["vendor_id"]),
+        "family": family,
+        "model": model,
+        "stepping": num("stepping"),
+        "microarch": family.zip(model).and_then(|(f, m)| microarch(tuning.vendor, f, m)),
+    });
     let logical = std::thread::available_parallelism().map_or(0, |n| n.get());
     json!({
         "cpu": cpu,
+        "cpu_id": cpu_id,
         "arch": std::env::consts::ARCH,
         "flags": present,
         "logical_cpus": logical,
@@ -57,6 +95,7 @@ pub fn host_json(threads: usize) -> Value {
         },
         "tuning": {
             "vendor": tuning.vendor,
+            "family": tuning.family,
             "prefetch_bytes": tuning.prefetch_bytes,
             "prefetch_source": tuning.source,
         },
@@ -80,9 +119,26 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert_ne!(h["cpu"], "unknown");
         }
+        if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+            assert!(h["cpu_id"]["family"].is_u64(), "{}", h["cpu_id"]);
+        }
         // Every flag reported is one the kernels dispatch on.
         for f in h["flags"].as_array().unwrap() {
             assert!(FLAGS.contains(&f.as_str().unwrap()));
         }
+    }
+
+    #[test]
+    fn family_and_model_name_the_core_generation() {
+        // Hosts these benchmarks ran on (docs/BENCHMARKS.md) and the vendors' published numbers.
+        assert_eq!(microarch("AuthenticAMD", 25, 1), Some("Zen 3"));
+        assert_eq!(microarch("AuthenticAMD", 25, 17), Some("Zen 4"));
+        assert_eq!(microarch("AuthenticAMD", 26, 2), Some("Zen 5"));
+        assert_eq!(microarch("AuthenticAMD", 23, 49), Some("Zen 2"));
+        assert_eq!(microarch("GenuineIntel", 6, 207), Some("Emerald Rapids"));
+        assert_eq!(microarch("GenuineIntel", 6, 143), Some("Sapphire Rapids"));
+        assert_eq!(microarch("GenuineIntel", 6, 1), None);
+        assert_eq!(microarch("AuthenticAMD", 25, 0x80), None);
+        assert_eq!(microarch("unknown", 26, 2), None);
     }
 }

@@ -299,7 +299,7 @@ impl DecodeState {
         let s = &mut self.s[..rows * kn];
         match &tile {
             RawTile::F32 { k, .. } => (kern.scores)(q, k, d, scale, s),
-            RawTile::F16 { k, .. } => (fk.scores_f16)(q, k, d, scale, s),
+            RawTile::F16 { k, next, .. } => (fk.scores_f16)(q, k, d, scale, s, next.0),
             RawTile::Int4(t) => (fk.scores_int4)(q, t, d, scale, s, &mut self.scratch),
         }
         mask(s, kn);
@@ -313,7 +313,7 @@ impl DecodeState {
         }
         match &tile {
             RawTile::F32 { v, .. } => (kern.accumulate)(s, v, d, acc),
-            RawTile::F16 { v, .. } => (fk.accumulate_f16)(s, v, d, acc),
+            RawTile::F16 { v, next, .. } => (fk.accumulate_f16)(s, v, d, acc, next.1),
             RawTile::Int4(t) => {
                 (fk.accumulate_int4)(s, t, d, &mut self.accp, acc, &mut self.scratch)
             }

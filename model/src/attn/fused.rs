@@ -28,17 +28,21 @@ use super::fused_int4::dot_codes_generic;
 pub(crate) use super::fused_int4::{scores_int4, Int4Scratch};
 use super::fused_int4_values::value_codes_generic;
 pub(crate) use super::fused_int4_values::{accumulate_int4, merge_values};
-use super::kv::Int4Tile;
+use super::kv::{lines_per_part, prefetch_lines, Int4Tile};
 pub(crate) use super::lanes::{row, Lanes, L, ROWS, V16};
 
 /// Most query rows the decode path gives these kernels: they decode each key once per four rows,
 /// so past this a tile converted to f32 once is cheaper.
 pub(crate) const MAX_ROWS: usize = 8;
 
-/// `s[r * n + j] = scale · q[r] · k[j]`, f16 keys `[n][d]`.
-pub(crate) type ScoresF16 = fn(q: &[f32], keys: &[f16], d: usize, scale: f32, s: &mut [f32]);
-/// `acc[r] += Σ_j p[r * n + j] · v[j]`, f16 values `[n][d]`.
-pub(crate) type AccumulateF16 = fn(p: &[f32], vals: &[f16], d: usize, acc: &mut [f32]);
+/// `s[r * n + j] = scale · q[r] · k[j]`, f16 keys `[n][d]`; `ahead` (the next tile's keys) is
+/// fetched a few lines per key (a hint, see [`prefetch_lines`]).
+pub(crate) type ScoresF16 =
+    fn(q: &[f32], keys: &[f16], d: usize, scale: f32, s: &mut [f32], ahead: &[f16]);
+/// `acc[r] += Σ_j p[r * n + j] · v[j]`, f16 values `[n][d]`; `ahead` (the next tile's values)
+/// is fetched a few lines per value.
+pub(crate) type AccumulateF16 =
+    fn(p: &[f32], vals: &[f16], d: usize, acc: &mut [f32], ahead: &[f16]);
 /// Scores of INT4 keys (`fused_int4::scores_int4`).
 pub(crate) type ScoresInt4 =
     fn(q: &[f32], t: &Int4Tile<'_>, d: usize, scale: f32, s: &mut [f32], scratch: &mut Int4Scratch);
@@ -116,12 +120,23 @@ pub(crate) fn takes(d: usize, vg: usize) -> bool {
 
 /// Scores against f16 keys: equals `tile::scores_generic::<FMA>` on the keys as f32.
 #[inline(always)]
-pub(crate) fn scores_f16<V: V16>(q: &[f32], keys: &[f16], d: usize, scale: f32, s: &mut [f32]) {
+pub(crate) fn scores_f16<V: V16>(
+    q: &[f32],
+    keys: &[f16],
+    d: usize,
+    scale: f32,
+    s: &mut [f32],
+    ahead: &[f16],
+) {
     let (rows, n) = (q.len() / d, keys.len() / d);
+    let per = lines_per_part(ahead, n);
     for r0 in (0..rows).step_by(ROWS) {
         let rb = (rows - r0).min(ROWS);
         let qr: [&[f32]; ROWS] = [0, 1, 2, 3].map(|r| &q[row(r0, r, rb) * d..][..d]);
         for (j, k) in keys.chunks_exact(d).enumerate() {
+            if r0 == 0 {
+                prefetch_lines(ahead, j * per, per);
+            }
             let mut acc = [V::zero(); ROWS];
             for (x, qc) in k.chunks_exact(L).zip(quad_chunks(&qr)) {
                 let x = V::load_f16(x);
@@ -156,8 +171,15 @@ fn madd4<V: V16>(acc: &mut [V; ROWS], q: [&[f32]; ROWS], x: V) {
 /// Accumulation of f16 values: equals `tile::accumulate_generic::<FMA>` on the values as f32
 /// (64 columns of [`ROWS`] rows held across all values; a zero probability is skipped).
 #[inline(always)]
-pub(crate) fn accumulate_f16<V: V16>(p: &[f32], vals: &[f16], d: usize, acc: &mut [f32]) {
+pub(crate) fn accumulate_f16<V: V16>(
+    p: &[f32],
+    vals: &[f16],
+    d: usize,
+    acc: &mut [f32],
+    ahead: &[f16],
+) {
     let (rows, n) = (acc.len() / d, vals.len() / d);
+    let per = lines_per_part(ahead, n);
     for r0 in (0..rows).step_by(ROWS) {
         let rb = (rows - r0).min(ROWS);
         for c in (0..d).step_by(4 * L) {
@@ -168,6 +190,9 @@ pub(crate) fn accumulate_f16<V: V16>(p: &[f32], vals: &[f16], d: usize, acc: &mu
                 }
             }
             for (j, v) in vals.chunks_exact(d).enumerate() {
+                if r0 == 0 && c == 0 {
+                    prefetch_lines(ahead, j * per, per);
+                }
                 let x = [
                     V::load_f16(&v[c..]),
                     V::load_f16(&v[c + L..]),

@@ -125,10 +125,11 @@ fn run_f16(k: &FusedKernels, rows: usize, n: usize, d: usize) -> (Vec<f32>, Vec<
     let keys: Vec<f16> = data(n * d, 22).iter().map(|&x| f16::from_f32(x)).collect();
     let vals: Vec<f16> = data(n * d, 23).iter().map(|&x| f16::from_f32(x)).collect();
     let mut s = vec![0f32; rows * n];
-    (k.scores_f16)(&q, &keys, d, 0.3, &mut s);
+    // The other slice stands in for the next tile: a prefetch hint must not change a result.
+    (k.scores_f16)(&q, &keys, d, 0.3, &mut s, &vals);
     let p = probs(rows, n, 24);
     let mut acc = data(rows * d, 25);
-    (k.accumulate_f16)(&p, &vals, d, &mut acc);
+    (k.accumulate_f16)(&p, &vals, d, &mut acc, &keys);
     (s, acc)
 }
 
@@ -249,14 +250,14 @@ fn f16_kernels_equal_the_f32_tile_spec_on_converted_data() {
             let (mut s1, mut s2) = (vec![0f32; rows * n], vec![0f32; rows * n]);
             let (mut a1, mut a2) = (acc0.clone(), acc0.clone());
             if fma {
-                scores_f16::<Lanes<true>>(&q, &keys, d, 0.7, &mut s1);
+                scores_f16::<Lanes<true>>(&q, &keys, d, 0.7, &mut s1, &[]);
                 scores_generic::<true>(&q, &kf, d, 0.7, &mut s2);
-                accumulate_f16::<Lanes<true>>(&p, &keys, d, &mut a1);
+                accumulate_f16::<Lanes<true>>(&p, &keys, d, &mut a1, &keys);
                 accumulate_generic::<true>(&p, &kf, d, &mut a2);
             } else {
-                scores_f16::<Lanes<false>>(&q, &keys, d, 0.7, &mut s1);
+                scores_f16::<Lanes<false>>(&q, &keys, d, 0.7, &mut s1, &[]);
                 scores_generic::<false>(&q, &kf, d, 0.7, &mut s2);
-                accumulate_f16::<Lanes<false>>(&p, &keys, d, &mut a1);
+                accumulate_f16::<Lanes<false>>(&p, &keys, d, &mut a1, &keys);
                 accumulate_generic::<false>(&p, &kf, d, &mut a2);
             }
             assert_eq!(s1, s2, "scores {rows}x{n}x{d} fma {fma}");

@@ -216,15 +216,15 @@ macro_rules! fused_build {
         /// The CPU must support
         #[doc = $feat]
         #[target_feature(enable = $feat)]
-        unsafe fn $sf(q: &[f32], keys: &[f16], d: usize, scale: f32, s: &mut [f32]) {
-            fused::scores_f16::<$v>(q, keys, d, scale, s)
+        unsafe fn $sf(q: &[f32], keys: &[f16], d: usize, scale: f32, s: &mut [f32], ahead: &[f16]) {
+            fused::scores_f16::<$v>(q, keys, d, scale, s, ahead)
         }
         /// # Safety
         /// The CPU must support
         #[doc = $feat]
         #[target_feature(enable = $feat)]
-        unsafe fn $af(p: &[f32], vals: &[f16], d: usize, acc: &mut [f32]) {
-            fused::accumulate_f16::<$v>(p, vals, d, acc)
+        unsafe fn $af(p: &[f32], vals: &[f16], d: usize, acc: &mut [f32], ahead: &[f16]) {
+            fused::accumulate_f16::<$v>(p, vals, d, acc, ahead)
         }
         /// # Safety
         /// The CPU must support
@@ -287,13 +287,13 @@ macro_rules! safe_kernels {
             // SAFETY: handed out by `available` only after its features were detected.
             unsafe { $sm(m, l, acc, s, c) }
         }
-        fn sf(q: &[f32], k: &[f16], d: usize, sc: f32, s: &mut [f32]) {
+        fn sf(q: &[f32], k: &[f16], d: usize, sc: f32, s: &mut [f32], ah: &[f16]) {
             // SAFETY: handed out by `available` only after its features were detected.
-            unsafe { $sf(q, k, d, sc, s) }
+            unsafe { $sf(q, k, d, sc, s, ah) }
         }
-        fn af(p: &[f32], v: &[f16], d: usize, a: &mut [f32]) {
+        fn af(p: &[f32], v: &[f16], d: usize, a: &mut [f32], ah: &[f16]) {
             // SAFETY: as above.
-            unsafe { $af(p, v, d, a) }
+            unsafe { $af(p, v, d, a, ah) }
         }
         fn si(q: &[f32], t: &Int4Tile<'_>, d: usize, sc: f32, s: &mut [f32], b: &mut Int4Scratch) {
             // SAFETY: as above.

@@ -11,6 +11,7 @@ use std::arch::x86_64::*;
 use super::fused_int4::{KeyDots, QBLOCK};
 use super::fused_int4_values::{vpos, WEIGHT_PAD};
 use super::int4::{key_chunk_bytes, KEY_CHUNK};
+use super::kv::prefetch_part;
 
 /// The AVX-512 build's key scores: `vpdpbusd` where the CPU has AVX-512 VNNI (and BW), else
 /// the AVX2 ones.
@@ -76,21 +77,6 @@ fn check_values(wq: &[i16], codes: &[u8], d: usize, vg: usize, isum: &[i32]) {
     assert!(h.is_multiple_of(32) && vg.is_multiple_of(32) && d.is_multiple_of(vg));
     assert!(codes.len() == n * h && isum.len() == rows * d);
     assert!(wq.len() >= rows * (n + n % 2) * (d / vg) + WEIGHT_PAD);
-}
-
-/// Asks the CPU to fetch part `i` of `parts` of `ahead`'s 64-byte lines (a hint: no effect on
-/// results). The kernels spread the next tile's lines over their passes this way, a few per
-/// step, so the fetches overlap the work without filling the core's miss queue at once (a
-/// tile's 8 KB asked for in one go stalls the kernel; the hardware prefetcher alone restarts at
-/// every 4 KB page and every block, and left INT4 attention waiting on DRAM from 16K tokens).
-#[inline(always)]
-fn prefetch_part(ahead: &[u8], i: usize, parts: usize) {
-    let lines = ahead.len().div_ceil(64);
-    let (a, b) = (i * lines / parts, (i + 1) * lines / parts);
-    for l in a..b {
-        // SAFETY: a prefetch never faults; the address lies inside `ahead` (l < lines).
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr().add(64 * l).cast()) };
-    }
 }
 
 /// [`DotCodes`](super::fused_int4::DotCodes) with `vpdpbusd`: per chunk of 16 tokens and block

@@ -24,6 +24,10 @@ pub enum RawTile<'a> {
         k: &'a [f16],
         /// Values `[n][head_dim]`.
         v: &'a [f16],
+        /// The keys and values of the tile the visitor hands out next (empty if none), which
+        /// the kernels ask the CPU to fetch a few lines at a time while they work on this one
+        /// (see [`prefetch_part`]).
+        next: (&'a [f16], &'a [f16]),
     },
     /// Tokens of one INT4 group block (see `attn::int4` for the code layout).
     Int4(Int4Tile<'a>),
@@ -90,6 +94,60 @@ pub(super) fn prefetch<T>(s: &[T]) {
     let _ = s;
 }
 
+/// Asks the CPU to fetch part `i` of `parts` of `ahead`'s 64-byte lines (a hint: no effect on
+/// results; nothing off x86-64). The decode kernels spread the next tile's lines over their
+/// passes this way, a few per step, so the fetches overlap the work without filling the core's
+/// miss queue at once (a tile asked for in one go stalls the kernel; the hardware prefetcher
+/// alone restarts at every 4 KB page and every block, and left decode attention waiting on DRAM
+/// once the cache outgrows the L3).
+#[inline(always)]
+pub(crate) fn prefetch_part<T>(ahead: &[T], i: usize, parts: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let lines = std::mem::size_of_val(ahead).div_ceil(64);
+        let (a, b) = (i * lines / parts.max(1), (i + 1) * lines / parts.max(1));
+        let p = ahead.as_ptr().cast::<i8>();
+        for l in a..b.min(lines) {
+            // SAFETY: a prefetch never faults; the address lies inside `ahead` (l < lines).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(64 * l)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ahead, i, parts);
+}
+
+/// Lines of `ahead` each of `parts` steps asks for with [`prefetch_lines`] to cover it all
+/// (one division per tile, so the steps need none).
+#[inline(always)]
+pub(crate) fn lines_per_part<T>(ahead: &[T], parts: usize) -> usize {
+    std::mem::size_of_val(ahead)
+        .div_ceil(64)
+        .div_ceil(parts.max(1))
+}
+
+/// Asks the CPU to fetch `count` 64-byte lines of `ahead` from line `first` on, those that lie
+/// inside it (a hint, as [`prefetch_part`]; for kernels whose steps are too short to afford its
+/// divisions: the f16 kernels take one step per token).
+#[inline(always)]
+pub(crate) fn prefetch_lines<T>(ahead: &[T], first: usize, count: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let bytes = std::mem::size_of_val(ahead);
+        let p = ahead.as_ptr().cast::<i8>();
+        for l in first..first + count {
+            if 64 * l >= bytes {
+                break;
+            }
+            // SAFETY: a prefetch never faults; the address lies inside `ahead` (64 l < bytes).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(64 * l)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (ahead, first, count);
+}
+
 impl RawTile<'_> {
     /// Tokens in the tile, for head dimension `d`.
     pub fn len(&self, d: usize) -> usize {
@@ -133,7 +191,7 @@ pub(super) fn to_f32<'a>(
 ) -> (&'a [f32], &'a [f32]) {
     match tile {
         RawTile::F32 { k, v } => (k, v),
-        RawTile::F16 { k, v } => {
+        RawTile::F16 { k, v, .. } => {
             buf.k.resize(k.len(), 0.0);
             buf.v.resize(v.len(), 0.0);
             k.convert_to_f32_slice(&mut buf.k);

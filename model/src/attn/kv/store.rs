@@ -15,15 +15,21 @@ use crate::attn::int4;
 /// Conversion of a storage element type from/to f32 slices.
 pub(super) trait Elem: Copy + Default + Send + Sync + 'static {
     fn store(src: &[f32], dst: &mut [Self]);
-    /// Keys `k` and values `v` as a raw tile (bf16 converted into `buf`).
-    fn raw<'a>(k: &'a [Self], v: &'a [Self], buf: &'a mut RawBuffers) -> RawTile<'a>;
+    /// Keys `k` and values `v` as a raw tile (bf16 converted into `buf`); `next` holds the keys
+    /// and values of the tile handed out after it, for kernels that fetch ahead.
+    fn raw<'a>(
+        k: &'a [Self],
+        v: &'a [Self],
+        next: (&'a [Self], &'a [Self]),
+        buf: &'a mut RawBuffers,
+    ) -> RawTile<'a>;
 }
 
 impl Elem for f32 {
     fn store(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
-    fn raw<'a>(k: &'a [f32], v: &'a [f32], _: &'a mut RawBuffers) -> RawTile<'a> {
+    fn raw<'a>(k: &'a [f32], v: &'a [f32], _: (&[f32], &[f32]), _: &mut RawBuffers) -> RawTile<'a> {
         RawTile::F32 { k, v }
     }
 }
@@ -32,8 +38,13 @@ impl Elem for f16 {
     fn store(src: &[f32], dst: &mut [f16]) {
         dst.convert_from_f32_slice(src);
     }
-    fn raw<'a>(k: &'a [f16], v: &'a [f16], _: &'a mut RawBuffers) -> RawTile<'a> {
-        RawTile::F16 { k, v }
+    fn raw<'a>(
+        k: &'a [f16],
+        v: &'a [f16],
+        next: (&'a [f16], &'a [f16]),
+        _: &'a mut RawBuffers,
+    ) -> RawTile<'a> {
+        RawTile::F16 { k, v, next }
     }
 }
 
@@ -41,7 +52,12 @@ impl Elem for bf16 {
     fn store(src: &[f32], dst: &mut [bf16]) {
         dst.convert_from_f32_slice(src);
     }
-    fn raw<'a>(k: &'a [bf16], v: &'a [bf16], buf: &'a mut RawBuffers) -> RawTile<'a> {
+    fn raw<'a>(
+        k: &'a [bf16],
+        v: &'a [bf16],
+        _: (&[bf16], &[bf16]),
+        buf: &'a mut RawBuffers,
+    ) -> RawTile<'a> {
         buf.k.resize(k.len(), 0.0);
         buf.v.resize(v.len(), 0.0);
         k.convert_to_f32_slice(&mut buf.k);
@@ -254,14 +270,16 @@ pub(super) fn visit_float<T: Elem>(
         (head * FLOAT_BLOCK + s) * d..(head * FLOAT_BLOCK + e) * d
     };
     for (i, blk) in b.blocks.iter().enumerate() {
-        // Each block is its own allocation: ask for the next one while this one runs.
-        if let Some(next) = b.blocks.get(i + 1) {
+        // Each block is its own allocation: ask for the start of the next one while this one
+        // runs (the f16 kernels fetch the rest of it, a few lines per step).
+        let next = b.blocks.get(i + 1).map_or((&[][..], &[][..]), |nb| {
             let r = range(i + 1);
-            prefetch(&next.k[r.clone()]);
-            prefetch(&next.v[r]);
-        }
+            (&nb.k[r.clone()], &nb.v[r])
+        });
+        prefetch(next.0);
+        prefetch(next.1);
         let r = range(i);
-        f(T::raw(&blk.k[r.clone()], &blk.v[r], buf));
+        f(T::raw(&blk.k[r.clone()], &blk.v[r], next, buf));
     }
 }
 
