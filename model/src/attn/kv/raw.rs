@@ -81,17 +81,7 @@ const LEAD_LINES: usize = 8;
 /// f16 decode attention at 64K tokens 26.7 ms with whole-tile prefetches, 21.9 ms with this
 /// lead, 21.8 ms with none; INT4 within noise).
 pub(super) fn prefetch<T>(s: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = s.as_ptr().cast::<i8>();
-        for off in (0..std::mem::size_of_val(s)).step_by(64).take(LEAD_LINES) {
-            // SAFETY: a prefetch never faults; the address lies inside `s`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(off)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = s;
+    prefetch_lines(s, 0, LEAD_LINES);
 }
 
 /// Asks the CPU to fetch part `i` of `parts` of `ahead`'s 64-byte lines (a hint: no effect on
@@ -102,19 +92,9 @@ pub(super) fn prefetch<T>(s: &[T]) {
 /// once the cache outgrows the L3).
 #[inline(always)]
 pub(crate) fn prefetch_part<T>(ahead: &[T], i: usize, parts: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let lines = std::mem::size_of_val(ahead).div_ceil(64);
-        let (a, b) = (i * lines / parts.max(1), (i + 1) * lines / parts.max(1));
-        let p = ahead.as_ptr().cast::<i8>();
-        for l in a..b.min(lines) {
-            // SAFETY: a prefetch never faults; the address lies inside `ahead` (l < lines).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(64 * l)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (ahead, i, parts);
+    let lines = std::mem::size_of_val(ahead).div_ceil(64);
+    let (a, b) = (i * lines / parts.max(1), (i + 1) * lines / parts.max(1));
+    prefetch_lines(ahead, a, b - a);
 }
 
 /// Lines of `ahead` each of `parts` steps asks for with [`prefetch_lines`] to cover it all
@@ -127,8 +107,9 @@ pub(crate) fn lines_per_part<T>(ahead: &[T], parts: usize) -> usize {
 }
 
 /// Asks the CPU to fetch `count` 64-byte lines of `ahead` from line `first` on, those that lie
-/// inside it (a hint, as [`prefetch_part`]; for kernels whose steps are too short to afford its
-/// divisions: the f16 kernels take one step per token).
+/// inside it (a hint: no effect on results; nothing off x86-64). The other prefetches go through
+/// it; kernels whose steps are too short to afford [`prefetch_part`]'s divisions (the f16 ones
+/// take one step per token) call it with [`lines_per_part`].
 #[inline(always)]
 pub(crate) fn prefetch_lines<T>(ahead: &[T], first: usize, count: usize) {
     #[cfg(target_arch = "x86_64")]
