@@ -19,45 +19,10 @@ use half::f16;
 
 use super::int4::{key_chunk_bytes, KEY_CHUNK};
 use super::kv::Int4Tile;
-use super::lanes::{L, V16};
-use super::tile::max16;
+use super::lanes::{L, Q8, V16};
 
-/// Largest magnitude of an i16-rounded value weight (`fused_int4_values`).
-pub(crate) const Q16: f32 = 32767.0;
-/// Largest magnitude of an i8-rounded query element.
-pub(crate) const Q8: f32 = 127.0;
 /// Channels per step of the i8 query.
 pub(crate) const QBLOCK: usize = 32;
-/// 1.5 · 2^23: adding then subtracting it rounds an f32 below 2^22 to an integer, half to even.
-pub(crate) const ROUND: f32 = 12_582_912.0;
-
-/// `x · inv` rounded half to even, clamped to ±`lim` (an integer; NaN → 0): equal to
-/// `((x · inv + ROUND) − ROUND).clamp(−lim, lim) as i32`, but the integer comes from the bits of
-/// `v + ROUND` (its exponent is 2^23 for |v| ≤ 2^22, so the low bits are `round(v)`) rather than
-/// a saturating float-to-int cast, which LLVM leaves scalar; so loops over it vectorise.
-/// Clamping before rounding is the same as after: the bounds are integers.
-#[inline(always)]
-fn round_to(x: f32, inv: f32, lim: f32) -> i32 {
-    let v = (x * inv).clamp(-lim, lim);
-    let i = (v + ROUND).to_bits() as i32 - ROUND.to_bits() as i32;
-    if v.is_nan() {
-        0
-    } else {
-        i
-    }
-}
-
-/// [`round_to`] ±[`Q16`], as i16.
-#[inline(always)]
-pub(crate) fn round_q16(x: f32, inv: f32) -> i16 {
-    round_to(x, inv, Q16) as i16
-}
-
-/// [`round_to`] ±[`Q8`], as i8.
-#[inline(always)]
-pub(crate) fn round_q8(x: f32, inv: f32) -> i8 {
-    round_to(x, inv, Q8) as i8
-}
 
 /// A [`DotCodes`]'s inputs and output: the key scores of `m = 16 · chunks` tokens, `out[r · m +
 /// t] = (Σ_b st[r · blocks + b] · dot[r][b][t] + bias[r]) · scale` with `dot[r][b][t] =
@@ -187,8 +152,8 @@ pub(crate) fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// The largest `|w|` (exact in any order): 16 lanes of the build's registers over the whole
-/// chunks ([`V16::max_abs`]: left to itself LLVM split this loop into 2-lane pieces), the tail
-/// apart, then [`max16`].
+/// chunks ([`V16::max_abs`]: left to itself LLVM split this loop into 2-lane pieces) and their
+/// halving ([`V16::hmax`]), the tail apart.
 #[inline(always)]
 pub(crate) fn lane_max<V: V16>(w: &[f32]) -> f32 {
     let chunks = w.chunks_exact(L);
@@ -197,14 +162,12 @@ pub(crate) fn lane_max<V: V16>(w: &[f32]) -> f32 {
     for c in chunks {
         acc = acc.max_abs(V::load(c));
     }
-    let mut mx = [0f32; L];
-    acc.store(&mut mx);
     let mut t = 0f32;
     for &x in tail {
         let a = x.abs();
         t = if a > t { a } else { t };
     }
-    let m = max16(mx);
+    let m = acc.hmax();
     if t > m {
         t
     } else {
@@ -212,9 +175,9 @@ pub(crate) fn lane_max<V: V16>(w: &[f32]) -> f32 {
     }
 }
 
-/// Scores against INT4 keys (module docs); `dot` is the build's integer dot product. In phases
-/// over all rows, so no row waits on another's division: the scaled queries, every block's
-/// largest magnitude, their steps, the rounding, the biases.
+/// Scores against INT4 keys (module docs); `dot` is the build's integer dot product. Per row and
+/// block of [`QBLOCK`] channels the scaled query stays in registers from the product to the
+/// rounding (its largest magnitude by [`V16::hmax`], its i8 values by [`V16::store_q8`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn scores_int4<V: V16>(
@@ -230,38 +193,50 @@ pub(crate) fn scores_int4<V: V16>(
     let n = t.vc.len() / (d / 2);
     let m = t.kc.len() / key_chunk_bytes(d) * KEY_CHUNK;
     let rbk = rows * blocks;
-    let f = scratch_slice(&mut scratch.f, 2 * d + rows * d + 2 * rbk + rows);
+    let f = scratch_slice(&mut scratch.f, 2 * d + rbk + rows);
     let (mins, rest) = f.split_at_mut(d);
     let (steps, rest) = rest.split_at_mut(d);
-    let (qs, rest) = rest.split_at_mut(rows * d);
-    let (amax, rest) = rest.split_at_mut(rbk);
-    let (inv, bias) = rest.split_at_mut(rbk);
+    let (amax, bias) = rest.split_at_mut(rbk);
     to_f32::<V>(t.km, mins);
     to_f32::<V>(t.ks, steps);
-    for (qsr, qr) in qs.chunks_exact_mut(d).zip(q.chunks_exact(d)) {
-        for ((o, &x), &st) in qsr.iter_mut().zip(qr).zip(steps.iter()) {
-            *o = x * st;
-        }
-    }
-    for (a, qb) in amax.iter_mut().zip(qs.chunks_exact(QBLOCK)) {
-        *a = lane_max::<V>(qb);
-    }
-    for (i, a) in inv.iter_mut().zip(amax.iter_mut()) {
-        *i = if *a > 0.0 { Q8 / *a } else { 0.0 };
-        *a /= Q8;
-    }
+    // Per row and block: the scaled query in registers, its largest magnitude, the rounding.
     let q8 = scratch_slice(&mut scratch.q8, rows * d);
-    for ((ob, qb), &ib) in q8
-        .chunks_exact_mut(QBLOCK)
-        .zip(qs.chunks_exact(QBLOCK))
-        .zip(inv.iter())
+    for ((qr, q8r), ar) in q
+        .chunks_exact(d)
+        .zip(q8.chunks_exact_mut(d))
+        .zip(amax.chunks_exact_mut(blocks))
     {
-        for (o, &x) in ob.iter_mut().zip(qb) {
-            *o = round_q8(x, ib);
+        for (b, a) in ar.iter_mut().enumerate() {
+            let c = b * QBLOCK;
+            let x: [V; QBLOCK / L] = std::array::from_fn(|i| {
+                V::load(&qr[c + i * L..]).mul(V::load(&steps[c + i * L..]))
+            });
+            let m = x.iter().fold(V::zero(), |m, &xi| m.max_abs(xi)).hmax();
+            let inv = if m > 0.0 { Q8 / m } else { 0.0 };
+            *a = m / Q8;
+            for (i, xi) in x.iter().enumerate() {
+                xi.store_q8(inv, &mut q8r[c + i * L..]);
+            }
         }
     }
     for (b, qr) in bias.iter_mut().zip(q.chunks_exact(d)) {
         *b = dot16::<V>(qr, mins);
+    }
+    let ahead = &t.next[..t.next.len() / 2];
+    if t.k0 == 0 && m == n {
+        // Whole chunks from the first: the scores go straight to `s`.
+        let (st, out) = (amax, s);
+        dot(KeyDots {
+            q8,
+            codes: t.kc,
+            d,
+            st,
+            bias,
+            scale,
+            ahead,
+            out,
+        });
+        return;
     }
     let out = scratch_slice(&mut scratch.scores, rows * m);
     dot(KeyDots {
@@ -271,7 +246,7 @@ pub(crate) fn scores_int4<V: V16>(
         st: amax,
         bias,
         scale,
-        ahead: &t.next[..t.next.len() / 2],
+        ahead,
         out,
     });
     for (sr, or) in s.chunks_exact_mut(n).zip(out.chunks_exact(m)) {

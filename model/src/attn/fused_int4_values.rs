@@ -16,8 +16,9 @@
 //! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
 //! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
 
-use super::fused_int4::{dot16, lane_max, round_q16, scratch_slice, to_f32, Int4Scratch, Q16};
+use super::fused_int4::{lane_max, scratch_slice, to_f32, Int4Scratch};
 use super::kv::Int4Tile;
+use super::lanes::{round_q16, Q16};
 use super::lanes::{L, V16};
 
 /// Most tokens of one integer pass: `|Σ q16 · code| ≤ 32767 · 15 · 2048 < 2^31`. Longer tiles
@@ -106,7 +107,11 @@ fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
 fn quantise_weights<V: V16>(w: &[f32], wq: &mut [i16]) -> f32 {
     let amax = lane_max::<V>(w);
     let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
-    for (o, &x) in wq.iter_mut().zip(w) {
+    let split = w.len() / L * L;
+    for (o, x) in wq[..split].chunks_exact_mut(L).zip(w.chunks_exact(L)) {
+        V::load(x).store_q16(inv, o);
+    }
+    for (o, &x) in wq[split..].iter_mut().zip(&w[split..]) {
         *o = round_q16(x, inv);
     }
     amax / Q16
@@ -170,23 +175,37 @@ fn accumulate_part<V: V16>(
     // Group-major, so each row's weights and minima are plain element-wise products.
     transpose(steps, groups, np, st);
     transpose(mins, groups, n16, mt);
-    // In phases over the rows (each row's weights, then each row's minima, then each row's
-    // rounding), reading the probabilities where they are.
-    for (r, wr) in w.chunks_exact_mut(per_row).enumerate() {
+    // Per row and group, in one pass over the probabilities: the weights `p · step` and the
+    // minima `Σ_j p_j m_jg`, added to the group's channels.
+    let split = n / L * L;
+    for (r, (wr, ar)) in w
+        .chunks_exact_mut(per_row)
+        .zip(acc.chunks_exact_mut(d))
+        .enumerate()
+    {
         let pr = &p[r * n_all + j0..][..n];
-        for (wg, sg) in wr.chunks_exact_mut(np).zip(st.chunks_exact(np)) {
-            for ((o, &s), &pj) in wg.iter_mut().zip(sg).zip(pr) {
-                *o = if pj == 0.0 { 0.0 } else { pj * s };
+        for ((wg, sg), (mg, ag)) in wr
+            .chunks_exact_mut(np)
+            .zip(st.chunks_exact(np))
+            .zip(mt.chunks_exact(n16).zip(ar.chunks_exact_mut(vg)))
+        {
+            let mut sum = V::zero();
+            for i in (0..split).step_by(L) {
+                let pv = V::load(&pr[i..]);
+                pv.mul_nz(V::load(&sg[i..])).store(&mut wg[i..]);
+                sum = pv.madd(V::load(&mg[i..]), sum);
+            }
+            let mut b = sum.reduce();
+            for i in split..n {
+                let pj = pr[i];
+                wg[i] = if pj == 0.0 { 0.0 } else { pj * sg[i] };
+                b += pj * mg[i];
             }
             wg[n..].fill(0.0);
-        }
-    }
-    // The minima: Σ_j p_j m_jg, added to the group's channels.
-    for (r, ar) in acc.chunks_exact_mut(d).enumerate() {
-        let pr = &p[r * n_all + j0..][..n];
-        for (mg, ag) in mt.chunks_exact(n16).zip(ar.chunks_exact_mut(vg)) {
-            let b = dot_tail::<V>(pr, &mg[..n]);
-            ag.iter_mut().for_each(|a| *a += b);
+            let bv = V::splat(b);
+            for a in ag.chunks_exact_mut(L) {
+                V::load(a).add(bv).store(a);
+            }
         }
     }
     let q16 = scratch_slice(q16, rows * per_row + WEIGHT_PAD);
@@ -210,18 +229,6 @@ fn accumulate_part<V: V16>(
             s.madd(V::load_i32(i), V::load(a)).store(a);
         }
     }
-}
-
-/// `Σ a · b` over equally long slices: [`dot16`] over the whole 16-element chunks, then the
-/// remaining products added in order.
-#[inline(always)]
-fn dot_tail<V: V16>(a: &[f32], b: &[f32]) -> f32 {
-    let split = a.len() / L * L;
-    let mut sum = dot16::<V>(&a[..split], &b[..split]);
-    for (x, y) in a[split..].iter().zip(&b[split..]) {
-        sum += x * y;
-    }
-    sum
 }
 
 /// Adds `accp` `[rows][d]` (value lane order) into the channel-order `acc`.

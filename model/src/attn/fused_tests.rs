@@ -375,7 +375,7 @@ fn value_codes_equal_the_portable_sums() {
 /// docs), on ties, near-ties, both bounds, beyond them, infinities and NaN.
 #[test]
 fn round_q16_equals_the_clamped_cast() {
-    use crate::attn::fused_int4::{round_q16, round_q8, Q16, Q8, ROUND};
+    use crate::attn::lanes::{round_q16, round_q8, Q16, Q8, ROUND};
     let spec = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i16;
     let spec8 = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(-Q8, Q8) as i8;
     let mut xs = vec![

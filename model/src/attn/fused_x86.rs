@@ -12,6 +12,7 @@ use half::f16;
 use super::fused::{self, FusedKernels, Int4Scratch, V16};
 use super::fused_x86_int4::{dot_256, dot_512, values_256, values_512};
 use super::kv::Int4Tile;
+use super::lanes::{Q16, Q8, ROUND};
 
 /// Sixteen lanes in one AVX-512 register. Only used inside the `avx512f` build below.
 #[derive(Clone, Copy)]
@@ -30,6 +31,58 @@ fn reduce8(v: __m256) -> f32 {
         let b = _mm_add_ps(a, _mm_movehl_ps(a, a));
         let c = _mm_add_ss(b, _mm_shuffle_ps(b, b, 1));
         _mm_cvtss_f32(c)
+    }
+}
+
+/// The largest of four lanes by halving (lanes l and l + 2, then l + 1; `vmaxps a, b` is
+/// `a > b ? a : b`, so `max(upper, lower)` is `max16`'s step exactly, NaN included).
+#[inline(always)]
+fn hmax4(m4: __m128) -> f32 {
+    // SAFETY: only reached from the builds below, which run after AVX2 was detected.
+    unsafe {
+        let m2 = _mm_max_ps(_mm_movehl_ps(m4, m4), m4);
+        _mm_cvtss_f32(_mm_max_ss(_mm_shuffle_ps::<1>(m2, m2), m2))
+    }
+}
+
+/// `lanes::round_to`'s integers of eight lanes: `x · inv` clamped to ±`lim`, rounded
+/// half to even by adding and subtracting 1.5 · 2^23 in the bits, NaN → 0.
+#[inline(always)]
+fn round8(x: __m256, inv: f32, lim: f32) -> __m256i {
+    // SAFETY: only reached from the AVX2 build, which runs after AVX2 was detected.
+    unsafe {
+        let v = _mm256_mul_ps(x, _mm256_set1_ps(inv));
+        let c = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-lim)), _mm256_set1_ps(lim));
+        let r = _mm256_set1_ps(ROUND);
+        let i = _mm256_sub_epi32(
+            _mm256_castps_si256(_mm256_add_ps(c, r)),
+            _mm256_castps_si256(r),
+        );
+        _mm256_and_si256(i, _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(v, v)))
+    }
+}
+
+/// Sixteen i32 (two registers of eight) as i16, in order (exact for values in i16 range).
+#[inline(always)]
+fn pack16(a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: only reached from the AVX2 build, which runs after AVX2 was detected.
+    unsafe { _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(a, b)) }
+}
+
+/// `round_to`'s integers of sixteen lanes (see [`round8`]).
+#[inline(always)]
+fn round16(x: __m512, inv: f32, lim: f32) -> __m512i {
+    // SAFETY: only reached from the AVX-512 build, which runs after AVX-512F was detected.
+    unsafe {
+        let v = _mm512_mul_ps(x, _mm512_set1_ps(inv));
+        let c = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-lim)), _mm512_set1_ps(lim));
+        let r = _mm512_set1_ps(ROUND);
+        let ord = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+        _mm512_maskz_sub_epi32(
+            ord,
+            _mm512_castps_si512(_mm512_add_ps(c, r)),
+            _mm512_castps_si512(r),
+        )
     }
 }
 
@@ -82,6 +135,55 @@ impl V16 for Z {
         // `vmaxps a, b` is `a > b ? a : b` per lane (b when either is NaN), as in `Lanes`.
         // SAFETY: see the impl comment.
         Z(unsafe { _mm512_max_ps(_mm512_abs_ps(x.0), self.0) })
+    }
+    #[inline(always)]
+    fn mul(self, b: Self) -> Self {
+        // SAFETY: see the impl comment.
+        Z(unsafe { _mm512_mul_ps(self.0, b.0) })
+    }
+    #[inline(always)]
+    fn mul_nz(self, b: Self) -> Self {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(self.0, _mm512_setzero_ps());
+            Z(_mm512_maskz_mul_ps(nz, self.0, b.0))
+        }
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        // SAFETY: see the impl comment.
+        Z(unsafe { _mm512_add_ps(self.0, b.0) })
+    }
+    #[inline(always)]
+    fn hmax(self) -> f32 {
+        // SAFETY: see the impl comment.
+        unsafe {
+            let lo = _mm512_castps512_ps256(self.0);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(self.0), 1));
+            let m8 = _mm256_max_ps(hi, lo);
+            hmax4(_mm_max_ps(
+                _mm256_extractf128_ps(m8, 1),
+                _mm256_castps256_ps128(m8),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn store_q8(self, inv: f32, dst: &mut [i8]) {
+        assert!(dst.len() >= 16);
+        // SAFETY: see the impl comment.
+        unsafe {
+            let i = _mm512_cvtepi32_epi8(round16(self.0, inv, Q8));
+            _mm_storeu_si128(dst.as_mut_ptr().cast(), i);
+        }
+    }
+    #[inline(always)]
+    fn store_q16(self, inv: f32, dst: &mut [i16]) {
+        assert!(dst.len() >= 16);
+        // SAFETY: see the impl comment.
+        unsafe {
+            let i = _mm512_cvtepi32_epi16(round16(self.0, inv, Q16));
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), i);
+        }
     }
     #[inline(always)]
     fn reduce(self) -> f32 {
@@ -195,6 +297,56 @@ impl V16 for Y {
                 _mm256_max_ps(_mm256_andnot_ps(sign, x.1), self.1),
             )
         }
+    }
+    #[inline(always)]
+    fn mul(self, b: Self) -> Self {
+        // SAFETY: see the impl comment of `Z`.
+        unsafe { Y(_mm256_mul_ps(self.0, b.0), _mm256_mul_ps(self.1, b.1)) }
+    }
+    #[inline(always)]
+    fn mul_nz(self, b: Self) -> Self {
+        // `x · b` where `x != 0` (unordered: a NaN weight stays NaN), else +0.
+        // SAFETY: see the impl comment of `Z`.
+        unsafe {
+            let z = _mm256_setzero_ps();
+            let f = |x: __m256, y: __m256| {
+                _mm256_and_ps(_mm256_mul_ps(x, y), _mm256_cmp_ps::<_CMP_NEQ_UQ>(x, z))
+            };
+            Y(f(self.0, b.0), f(self.1, b.1))
+        }
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        // SAFETY: see the impl comment of `Z`.
+        unsafe { Y(_mm256_add_ps(self.0, b.0), _mm256_add_ps(self.1, b.1)) }
+    }
+    #[inline(always)]
+    fn hmax(self) -> f32 {
+        // SAFETY: see the impl comment of `Z`.
+        unsafe {
+            let m8 = _mm256_max_ps(self.1, self.0);
+            hmax4(_mm_max_ps(
+                _mm256_extractf128_ps(m8, 1),
+                _mm256_castps256_ps128(m8),
+            ))
+        }
+    }
+    #[inline(always)]
+    fn store_q8(self, inv: f32, dst: &mut [i8]) {
+        assert!(dst.len() >= 16);
+        let w = pack16(round8(self.0, inv, Q8), round8(self.1, inv, Q8));
+        // SAFETY: see the impl comment of `Z`.
+        unsafe {
+            let i = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            _mm_storeu_si128(dst.as_mut_ptr().cast(), i);
+        }
+    }
+    #[inline(always)]
+    fn store_q16(self, inv: f32, dst: &mut [i16]) {
+        assert!(dst.len() >= 16);
+        let w = pack16(round8(self.0, inv, Q16), round8(self.1, inv, Q16));
+        // SAFETY: see the impl comment of `Z`.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), w) };
     }
     #[inline(always)]
     fn reduce(self) -> f32 {
@@ -343,4 +495,84 @@ pub(crate) fn available() -> Vec<FusedKernels> {
         ));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attn::fused::Lanes;
+
+    /// What the element-wise operations of a build give on `x`, `y` (and `inv`).
+    type Ops = ([f32; 16], [f32; 16], [f32; 16], f32, [i8; 16], [i16; 16]);
+
+    #[inline(always)]
+    fn ops<V: V16>(x: &[f32; 16], y: &[f32; 16], inv: f32) -> Ops {
+        let (a, b) = (V::load(x), V::load(y));
+        let (mut m, mut mz, mut s) = ([0f32; 16], [0f32; 16], [0f32; 16]);
+        a.mul(b).store(&mut m);
+        a.mul_nz(b).store(&mut mz);
+        a.add(b).store(&mut s);
+        let (mut q8, mut q16) = ([0i8; 16], [0i16; 16]);
+        a.store_q8(inv, &mut q8);
+        a.store_q16(inv, &mut q16);
+        (m, mz, s, a.hmax(), q8, q16)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn ops_z(x: &[f32; 16], y: &[f32; 16], inv: f32) -> Ops {
+        ops::<Z>(x, y, inv)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn ops_y(x: &[f32; 16], y: &[f32; 16], inv: f32) -> Ops {
+        ops::<Y>(x, y, inv)
+    }
+
+    /// Bit patterns, so NaN lanes compare equal to themselves.
+    fn bits(o: &Ops) -> (Vec<u32>, u32, Vec<i32>) {
+        let f = [o.0, o.1, o.2]
+            .concat()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        let i = o.4.iter().map(|&v| i32::from(v));
+        (
+            f,
+            o.3.to_bits(),
+            i.chain(o.5.iter().map(|&v| v.into())).collect(),
+        )
+    }
+
+    /// The rounding, zero-skipping, sums and lane maxima of both x86 builds equal the spec lane
+    /// for lane on ties, limits, infinities, NaN and signed zeros (the kernels' inputs cover
+    /// ordinary values only).
+    #[test]
+    fn vector_steps_equal_the_spec_on_special_values() {
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        let specials = [
+            0.5, 1.5, 2.5, -0.5, -1.5, 126.5, 127.5, -127.5, 300.0, -300.0, 40000.0, -40000.0, inf,
+            -inf, nan, 0.0, -0.0, 1e-40, -3.25, 7.0,
+        ];
+        let mut cases = Vec::new();
+        for shift in 0..specials.len() {
+            let x: [f32; 16] = std::array::from_fn(|l| specials[(l + shift) % specials.len()]);
+            let y: [f32; 16] = std::array::from_fn(|l| specials[(3 * l + shift + 1) % 20]);
+            for inv in [1.0, 0.5, 2.0, 0.0, 127.0 / 300.0] {
+                cases.push((x, y, inv));
+            }
+        }
+        for (x, y, inv) in &cases {
+            let want = bits(&ops::<Lanes<true>>(x, y, *inv));
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                // SAFETY: the features were just detected.
+                let got = bits(&unsafe { ops_y(x, y, *inv) });
+                assert_eq!(got, want, "avx2: x {x:?} y {y:?} inv {inv}");
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: as above.
+                    let got = bits(&unsafe { ops_z(x, y, *inv) });
+                    assert_eq!(got, want, "avx512: x {x:?} y {y:?} inv {inv}");
+                }
+            }
+        }
+    }
 }

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use super::fused_int4::{KeyDots, QBLOCK};
 use super::fused_int4_values::{vpos, WEIGHT_PAD};
 use super::int4::{key_chunk_bytes, KEY_CHUNK};
-use super::kv::prefetch_part;
+use super::kv::{lines_per_part, prefetch_lines};
 
 /// The AVX-512 build's key scores: `vpdpbusd` where the CPU has AVX-512 VNNI (and BW), else
 /// the AVX2 ones.
@@ -92,6 +92,7 @@ unsafe fn dot_vnni(k: KeyDots<'_>, rows: usize, m: usize) {
     let scale = _mm512_set1_ps(k.scale);
     // Rows past the last of a group of four write here, over and over.
     let mut spare = [0f32; KEY_CHUNK];
+    let per = lines_per_part(k.ahead, m / KEY_CHUNK);
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
         let row = |r: usize| r0 + r.min(rb - 1);
@@ -113,7 +114,7 @@ unsafe fn dot_vnni(k: KeyDots<'_>, rows: usize, m: usize) {
             let q = std::hint::black_box(q);
             let cp = k.codes.as_ptr().wrapping_add(ch * cb);
             if r0 == 0 {
-                prefetch_part(k.ahead, ch, m / KEY_CHUNK);
+                prefetch_lines(k.ahead, ch * per, per);
             }
             let mut x = [_mm512_setzero_ps(); 4];
             for b in 0..blocks {
@@ -180,6 +181,7 @@ unsafe fn dot_avx2(k: KeyDots<'_>, rows: usize, m: usize) {
     let (cb, blocks) = (key_chunk_bytes(d), d / QBLOCK);
     let (m4, ones) = (_mm256_set1_epi8(15), _mm256_set1_epi16(1));
     let scale = _mm256_set1_ps(k.scale);
+    let per = lines_per_part(k.ahead, m / KEY_CHUNK);
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
         let row = |r: usize| r0 + r.min(rb - 1);
@@ -187,7 +189,7 @@ unsafe fn dot_avx2(k: KeyDots<'_>, rows: usize, m: usize) {
         for ch in 0..m / KEY_CHUNK {
             let q = std::hint::black_box(q);
             if r0 == 0 {
-                prefetch_part(k.ahead, ch, m / KEY_CHUNK);
+                prefetch_lines(k.ahead, ch * per, per);
             }
             for half in 0..2 {
                 let cp = k.codes.as_ptr().wrapping_add(ch * cb + 32 * half);
@@ -252,6 +254,7 @@ unsafe fn values_avx2(
     let np = n + n % 2;
     let per_row = groups * np;
     let m15 = _mm256_set1_epi16(15);
+    let per = lines_per_part(ahead, n.div_ceil(2));
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
         // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at g · np / 2 + p).
@@ -264,7 +267,7 @@ unsafe fn values_avx2(
                 let mut a = [[_mm256_setzero_si256(); 2]; 4];
                 for p in 0..n.div_ceil(2) {
                     if r0 == 0 && blk == 0 && half == 0 {
-                        prefetch_part(ahead, p, n.div_ceil(2));
+                        prefetch_lines(ahead, p * per, per);
                     }
                     // SAFETY: token 2p (and 2p + 1 when it exists) has 16 · blk + 16 <= h bytes
                     // of codes; pair p's weights lie inside each row's `per_row` (checked).
@@ -326,6 +329,7 @@ unsafe fn values_vnni(
     let np = n + n % 2;
     let per_row = groups * np;
     let m15 = _mm512_set1_epi16(15);
+    let per = lines_per_part(ahead, n / 2);
     for r0 in (0..rows).step_by(4) {
         let rb = (rows - r0).min(4);
         // Row r's weights as i32 pairs (tokens 2p, 2p + 1 of group g at g · np / 2 + p).
@@ -338,7 +342,7 @@ unsafe fn values_vnni(
             let mut a = [[_mm512_setzero_si512(); 4]; 4];
             for p in 0..n / 2 {
                 if r0 == 0 && bp == 0 {
-                    prefetch_part(ahead, p, n / 2);
+                    prefetch_lines(ahead, p * per, per);
                 }
                 // SAFETY: tokens 2p and 2p + 1 < n have 32 · bp + 32 <= h bytes of codes each;
                 // pair p's weights lie inside each row's `per_row` (checked).

@@ -1,11 +1,13 @@
 //! Sixteen f32 lanes ([`V16`]) and their specification ([`Lanes`], plain arrays): the vector
 //! type the fused decode kernels (`fused`, `fused_int4`) are written over. Every implementation
 //! (`fused_x86`'s AVX-512 and AVX2 ones) must compute each lane exactly as [`Lanes`] does.
+//! Also the scalar rounding to i8 / i16 of the INT4 kernels ([`round_q8`], [`round_q16`]), which
+//! [`V16::store_q8`] and [`V16::store_q16`] must equal.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::tile::madd;
+use super::tile::{madd, max16};
 
 /// Rows of queries sharing one decoded key or value.
 pub(crate) const ROWS: usize = 4;
@@ -31,6 +33,19 @@ pub(crate) trait V16: Copy {
     fn store(self, dst: &mut [f32]);
     /// Per lane `if |x| > self { |x| } else { self }` (a NaN in `x` leaves the lane as it was).
     fn max_abs(self, x: Self) -> Self;
+    /// `self · b` per lane (rounded, never fused).
+    fn mul(self, b: Self) -> Self;
+    /// Per lane `if self == 0 { 0 } else { self · b }` (a zero weight stays zero whatever `b`).
+    fn mul_nz(self, b: Self) -> Self;
+    /// `self + b` per lane.
+    fn add(self, b: Self) -> Self;
+    /// The largest lane by halving, as `tile::max16` (lane `l` against `l + 8`, `+ 4`, `+ 2`,
+    /// `+ 1`, each step `if upper > lower { upper } else { lower }`).
+    fn hmax(self) -> f32;
+    /// Each lane rounded as [`round_q8`]`(x, inv)`, into `dst[..16]`.
+    fn store_q8(self, inv: f32, dst: &mut [i8]);
+    /// Each lane rounded as [`round_q16`]`(x, inv)`, into `dst[..16]`.
+    fn store_q16(self, inv: f32, dst: &mut [i16]);
     /// The halving reduction of `tile::dot_generic` (lanes l and l + 8, then + 4, + 2, + 1),
     /// plus its empty tail (`+ 0.0`).
     fn reduce(self) -> f32;
@@ -94,6 +109,43 @@ impl<const FMA: bool> V16 for Lanes<FMA> {
         self
     }
     #[inline(always)]
+    fn mul(mut self, b: Self) -> Self {
+        for (x, &y) in self.0.iter_mut().zip(&b.0) {
+            *x *= y;
+        }
+        self
+    }
+    #[inline(always)]
+    fn mul_nz(mut self, b: Self) -> Self {
+        for (x, &y) in self.0.iter_mut().zip(&b.0) {
+            *x = if *x == 0.0 { 0.0 } else { *x * y };
+        }
+        self
+    }
+    #[inline(always)]
+    fn add(mut self, b: Self) -> Self {
+        for (x, &y) in self.0.iter_mut().zip(&b.0) {
+            *x += y;
+        }
+        self
+    }
+    #[inline(always)]
+    fn hmax(self) -> f32 {
+        max16(self.0)
+    }
+    #[inline(always)]
+    fn store_q8(self, inv: f32, dst: &mut [i8]) {
+        for (o, &x) in dst[..L].iter_mut().zip(&self.0) {
+            *o = round_q8(x, inv);
+        }
+    }
+    #[inline(always)]
+    fn store_q16(self, inv: f32, dst: &mut [i16]) {
+        for (o, &x) in dst[..L].iter_mut().zip(&self.0) {
+            *o = round_q16(x, inv);
+        }
+    }
+    #[inline(always)]
     fn reduce(self) -> f32 {
         let mut lanes = self.0;
         let mut w = L / 2;
@@ -105,6 +157,41 @@ impl<const FMA: bool> V16 for Lanes<FMA> {
         }
         lanes[0] + 0.0
     }
+}
+
+/// Largest magnitude of an i16-rounded value weight (`fused_int4_values`).
+pub(crate) const Q16: f32 = 32767.0;
+/// Largest magnitude of an i8-rounded query element.
+pub(crate) const Q8: f32 = 127.0;
+/// 1.5 · 2^23: adding then subtracting it rounds an f32 below 2^22 to an integer, half to even.
+pub(crate) const ROUND: f32 = 12_582_912.0;
+
+/// `x · inv` rounded half to even, clamped to ±`lim` (an integer; NaN → 0): equal to
+/// `((x · inv + ROUND) − ROUND).clamp(−lim, lim) as i32`, but the integer comes from the bits of
+/// `v + ROUND` (its exponent is 2^23 for |v| ≤ 2^22, so the low bits are `round(v)`) rather than
+/// a saturating float-to-int cast, which LLVM leaves scalar; so loops over it vectorise.
+/// Clamping before rounding is the same as after: the bounds are integers.
+#[inline(always)]
+fn round_to(x: f32, inv: f32, lim: f32) -> i32 {
+    let v = (x * inv).clamp(-lim, lim);
+    let i = (v + ROUND).to_bits() as i32 - ROUND.to_bits() as i32;
+    if v.is_nan() {
+        0
+    } else {
+        i
+    }
+}
+
+/// [`round_to`] ±[`Q16`], as i16.
+#[inline(always)]
+pub(crate) fn round_q16(x: f32, inv: f32) -> i16 {
+    round_to(x, inv, Q16) as i16
+}
+
+/// [`round_to`] ±[`Q8`], as i8.
+#[inline(always)]
+pub(crate) fn round_q8(x: f32, inv: f32) -> i8 {
+    round_to(x, inv, Q8) as i8
 }
 
 /// Row `r0 + r` of a block of `rb` rows, repeating the last one to fill [`ROWS`].

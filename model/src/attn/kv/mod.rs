@@ -24,7 +24,7 @@ mod raw;
 mod store;
 
 pub use kind::KvKind;
-pub(crate) use raw::{lines_per_part, prefetch_lines, prefetch_part};
+pub(crate) use raw::{lines_per_part, prefetch_lines};
 pub use raw::{Int4Tile, RawBuffers, RawTile};
 
 use super::int4;

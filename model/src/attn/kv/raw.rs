@@ -26,7 +26,7 @@ pub enum RawTile<'a> {
         v: &'a [f16],
         /// The keys and values of the tile the visitor hands out next (empty if none), which
         /// the kernels ask the CPU to fetch a few lines at a time while they work on this one
-        /// (see [`prefetch_part`]).
+        /// (see [`prefetch_lines`]).
         next: (&'a [f16], &'a [f16]),
     },
     /// Tokens of one INT4 group block (see `attn::int4` for the code layout).
@@ -84,19 +84,6 @@ pub(super) fn prefetch<T>(s: &[T]) {
     prefetch_lines(s, 0, LEAD_LINES);
 }
 
-/// Asks the CPU to fetch part `i` of `parts` of `ahead`'s 64-byte lines (a hint: no effect on
-/// results; nothing off x86-64). The decode kernels spread the next tile's lines over their
-/// passes this way, a few per step, so the fetches overlap the work without filling the core's
-/// miss queue at once (a tile asked for in one go stalls the kernel; the hardware prefetcher
-/// alone restarts at every 4 KB page and every block, and left decode attention waiting on DRAM
-/// once the cache outgrows the L3).
-#[inline(always)]
-pub(crate) fn prefetch_part<T>(ahead: &[T], i: usize, parts: usize) {
-    let lines = std::mem::size_of_val(ahead).div_ceil(64);
-    let (a, b) = (i * lines / parts.max(1), (i + 1) * lines / parts.max(1));
-    prefetch_lines(ahead, a, b - a);
-}
-
 /// Lines of `ahead` each of `parts` steps asks for with [`prefetch_lines`] to cover it all
 /// (one division per tile, so the steps need none).
 #[inline(always)]
@@ -107,9 +94,12 @@ pub(crate) fn lines_per_part<T>(ahead: &[T], parts: usize) -> usize {
 }
 
 /// Asks the CPU to fetch `count` 64-byte lines of `ahead` from line `first` on, those that lie
-/// inside it (a hint: no effect on results; nothing off x86-64). The other prefetches go through
-/// it; kernels whose steps are too short to afford [`prefetch_part`]'s divisions (the f16 ones
-/// take one step per token) call it with [`lines_per_part`].
+/// inside it (a hint: no effect on results; nothing off x86-64). The decode kernels spread the
+/// next tile's lines over their steps this way, [`lines_per_part`] lines per step (one division
+/// per tile), so the fetches overlap the work without filling the core's miss queue at once (a
+/// tile asked for in one go stalls the kernel; the hardware prefetcher alone restarts at every
+/// 4 KB page and every block, and left decode attention waiting on DRAM once the cache outgrows
+/// the L3). [`prefetch`] goes through it too.
 #[inline(always)]
 pub(crate) fn prefetch_lines<T>(ahead: &[T], first: usize, count: usize) {
     #[cfg(target_arch = "x86_64")]
