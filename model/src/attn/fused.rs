@@ -107,10 +107,16 @@ fn generic_scores_int4(
     scores_int4::<Lanes<false>>(dot_codes_generic, q, t, d, scale, s, scratch)
 }
 
-/// Detected once per process.
+/// Detected once per process: the best build this CPU supports within [`super::kernel_cap`].
 pub(crate) fn kernels() -> &'static FusedKernels {
     static K: OnceLock<FusedKernels> = OnceLock::new();
-    K.get_or_init(|| super::fused_arch::detect().unwrap_or(GENERIC))
+    K.get_or_init(|| {
+        let cap = super::kernel_cap();
+        let best = super::fused_arch::available()
+            .into_iter()
+            .find(|k| super::kernel_level(k.name) <= cap);
+        best.unwrap_or(GENERIC)
+    })
 }
 
 /// Whether the fused kernels take this shape (else the f32 path runs).

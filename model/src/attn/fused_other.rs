@@ -3,13 +3,7 @@
 
 use super::fused::FusedKernels;
 
-/// Always `None` here.
-pub(crate) fn detect() -> Option<FusedKernels> {
-    None
-}
-
 /// No specialised builds here.
-#[cfg(test)]
 pub(crate) fn available() -> Vec<FusedKernels> {
     Vec::new()
 }

@@ -473,11 +473,6 @@ macro_rules! safe_kernels {
     }};
 }
 
-/// The best build this CPU supports, or `None` for the generic one.
-pub(crate) fn detect() -> Option<FusedKernels> {
-    available().into_iter().next()
-}
-
 /// Every build this CPU supports, best first (tests check each against the generic one).
 pub(crate) fn available() -> Vec<FusedKernels> {
     let avx2 = is_x86_feature_detected!("avx2")

@@ -91,6 +91,36 @@ pub(crate) fn config_err(what: &'static str, why: impl Into<String>) -> AttnErro
     }
 }
 
+/// Environment variable capping the attention kernels' instruction set, for measuring the
+/// builds other CPUs run on this one: `avx2` (as on CPUs without AVX-512) or `scalar` (the
+/// portable code). Unset or any other value: the best build the CPU supports. Read once per
+/// process; [`tile_kernel_name`] and [`fused_kernel_name`] say what was chosen.
+pub const KERNELS_VAR: &str = "TRITTER_ATTN_KERNELS";
+
+/// The level [`KERNELS_VAR`] allows (see [`kernel_level`]), read once.
+pub(crate) fn kernel_cap() -> u8 {
+    static CAP: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| cap_of(std::env::var(KERNELS_VAR).ok().as_deref()))
+}
+
+/// The level a value of [`KERNELS_VAR`] allows.
+fn cap_of(value: Option<&str>) -> u8 {
+    match value {
+        Some("avx2") => 1,
+        Some("scalar") => 0,
+        _ => 2,
+    }
+}
+
+/// Level of a kernel build's name: AVX-512 2, AVX2 1, portable code 0.
+pub(crate) fn kernel_level(name: &str) -> u8 {
+    match name {
+        "avx512" => 2,
+        "avx2" => 1,
+        _ => 0,
+    }
+}
+
 /// Name of the tile kernels chosen for this CPU (`avx512`, `avx2` or `scalar`).
 pub fn tile_kernel_name() -> &'static str {
     tile::kernels().name
@@ -99,4 +129,30 @@ pub fn tile_kernel_name() -> &'static str {
 /// Name of the fused decode kernels (f16 and INT4 caches read in registers) chosen for this CPU.
 pub fn fused_kernel_name() -> &'static str {
     fused::kernels().name
+}
+
+#[cfg(test)]
+mod kernel_choice_tests {
+    use super::*;
+
+    /// The cap admits exactly the builds at or below it, by name, and unknown values change
+    /// nothing.
+    #[test]
+    fn the_cap_admits_the_builds_at_or_below_it() {
+        let names = ["avx512", "avx2", "scalar", "generic"];
+        let admitted = |v: Option<&str>| -> Vec<&str> {
+            let cap = cap_of(v);
+            names
+                .into_iter()
+                .filter(|n| kernel_level(n) <= cap)
+                .collect()
+        };
+        assert_eq!(admitted(None), names);
+        assert_eq!(admitted(Some("AVX2")), names);
+        assert_eq!(admitted(Some("avx2")), ["avx2", "scalar", "generic"]);
+        assert_eq!(admitted(Some("scalar")), ["scalar", "generic"]);
+        // Whatever the cap, the choice made in this process is one the cap admits.
+        assert!(kernel_level(tile_kernel_name()) <= kernel_cap());
+        assert!(kernel_level(fused_kernel_name()) <= kernel_cap());
+    }
 }

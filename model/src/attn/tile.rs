@@ -19,11 +19,15 @@ pub(crate) struct Kernels {
     pub name: &'static str,
 }
 
-/// Detected once per process.
+/// Detected once per process: the best set this CPU supports within [`super::kernel_cap`].
 pub(crate) fn kernels() -> &'static Kernels {
     static K: OnceLock<Kernels> = OnceLock::new();
     K.get_or_init(|| {
-        super::tile_arch::detect().unwrap_or(Kernels {
+        let cap = super::kernel_cap();
+        let best = super::tile_arch::available()
+            .into_iter()
+            .find(|k| super::kernel_level(k.name) <= cap);
+        best.unwrap_or(Kernels {
             scores: scores_generic::<false>,
             accumulate: accumulate_generic::<false>,
             name: "scalar",

@@ -341,28 +341,7 @@ tile_fns!(
     "avx2,fma"
 );
 
-/// The best kernels this CPU supports, or `None` for the generic scalar build.
-pub(crate) fn detect() -> Option<Kernels> {
-    let fma = is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2");
-    if fma && is_x86_feature_detected!("avx512f") {
-        return Some(Kernels {
-            scores: scores_avx512,
-            accumulate: accumulate_avx512,
-            name: "avx512",
-        });
-    }
-    if fma {
-        return Some(Kernels {
-            scores: scores_avx2,
-            accumulate: accumulate_avx2,
-            name: "avx2",
-        });
-    }
-    None
-}
-
-/// Every kernel set this CPU supports (tests check each against the generic spec).
-#[cfg(test)]
+/// Every kernel set this CPU supports, best first (tests check each against the generic spec).
 pub(crate) fn available() -> Vec<Kernels> {
     let fma = is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2");
     let mut v = Vec::new();
