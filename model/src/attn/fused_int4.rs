@@ -222,23 +222,13 @@ pub(crate) fn scores_int4<V: V16>(
     for (b, qr) in bias.iter_mut().zip(q.chunks_exact(d)) {
         *b = dot16::<V>(qr, mins);
     }
-    let ahead = &t.next[..t.next.len() / 2];
-    if t.k0 == 0 && m == n {
-        // Whole chunks from the first: the scores go straight to `s`.
-        let (st, out) = (amax, s);
-        dot(KeyDots {
-            q8,
-            codes: t.kc,
-            d,
-            st,
-            bias,
-            scale,
-            ahead,
-            out,
-        });
-        return;
-    }
-    let out = scratch_slice(&mut scratch.scores, rows * m);
+    // Whole chunks from the first: the scores go straight to `s`; else through the scratch.
+    let direct = t.k0 == 0 && m == n;
+    let out = if direct {
+        &mut *s
+    } else {
+        scratch_slice(&mut scratch.scores, rows * m)
+    };
     dot(KeyDots {
         q8,
         codes: t.kc,
@@ -246,10 +236,12 @@ pub(crate) fn scores_int4<V: V16>(
         st: amax,
         bias,
         scale,
-        ahead,
+        ahead: &t.next[..t.next.len() / 2],
         out,
     });
-    for (sr, or) in s.chunks_exact_mut(n).zip(out.chunks_exact(m)) {
-        sr.copy_from_slice(&or[t.k0..][..n]);
+    if !direct {
+        for (sr, or) in s.chunks_exact_mut(n).zip(scratch.scores.chunks_exact(m)) {
+            sr.copy_from_slice(&or[t.k0..][..n]);
+        }
     }
 }

@@ -34,6 +34,18 @@ fn reduce8(v: __m256) -> f32 {
     }
 }
 
+/// Lanes 0..8 and 8..16 of an AVX-512 register.
+#[inline(always)]
+fn halves(v: __m512) -> (__m256, __m256) {
+    // SAFETY: only reached from the AVX-512 build, which runs after AVX-512F was detected.
+    unsafe {
+        (
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+        )
+    }
+}
+
 /// The largest of four lanes by halving (lanes l and l + 2, then l + 1; `vmaxps a, b` is
 /// `a > b ? a : b`, so `max(upper, lower)` is `max16`'s step exactly, NaN included).
 #[inline(always)]
@@ -158,8 +170,7 @@ impl V16 for Z {
     fn hmax(self) -> f32 {
         // SAFETY: see the impl comment.
         unsafe {
-            let lo = _mm512_castps512_ps256(self.0);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(self.0), 1));
+            let (lo, hi) = halves(self.0);
             let m8 = _mm256_max_ps(hi, lo);
             hmax4(_mm_max_ps(
                 _mm256_extractf128_ps(m8, 1),
@@ -189,8 +200,7 @@ impl V16 for Z {
     fn reduce(self) -> f32 {
         // SAFETY: see the impl comment.
         unsafe {
-            let lo = _mm512_castps512_ps256(self.0);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(self.0), 1));
+            let (lo, hi) = halves(self.0);
             reduce8(_mm256_add_ps(lo, hi)) + 0.0
         }
     }
