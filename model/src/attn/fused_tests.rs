@@ -341,9 +341,14 @@ fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
 #[test]
 fn value_codes_equal_the_portable_sums() {
     use crate::attn::fused_int4_values::{value_codes_generic, ValueCodes, WEIGHT_PAD};
-    use crate::attn::fused_x86_int4::{values_256, values_512};
-    // values_512 runs the VNNI kernel where the CPU has it (else the AVX2 one again).
-    let builds: [(&str, ValueCodes); 2] = [("256", values_256), ("512", values_512)];
+    use crate::attn::fused_x86_int4::{values_256, values_256_madd, values_512};
+    // values_512 runs the VNNI kernel where the CPU has it (else the AVX2 one again), values_256
+    // the AVX-VNNI one where the CPU has it, values_256_madd never.
+    let builds: [(&str, ValueCodes); 3] = [
+        ("256", values_256),
+        ("256 madd", values_256_madd),
+        ("512", values_512),
+    ];
     for (rows, n, d, vg) in [
         (4usize, 64usize, 128usize, 64usize),
         (3, 5, 64, 32),

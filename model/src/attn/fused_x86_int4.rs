@@ -3,8 +3,9 @@
 //! ([`ValueCodes`](super::fused_int4_values::ValueCodes), `fused_int4_values`): the dots with
 //! `vpdpbusd` (AVX-512 F/BW/VNNI) or `vpmaddubsw` (AVX2) on the token-lane key chunks, one token
 //! per 32-bit lane, the value sums with `vpdpwssd` over a whole 16-byte block per register, or
-//! `vpmaddwd` over half blocks. Integer sums are exact in any order, so
-//! each equals its portable version exactly (tests compare the whole kernels bit for bit).
+//! over half blocks with `vpdpwssd` on 256-bit registers (AVX-VNNI) or `vpmaddwd` + `vpaddd`.
+//! Integer sums are exact in any order, so each equals its portable version exactly (tests
+//! compare the whole kernels bit for bit).
 
 use std::arch::x86_64::*;
 
@@ -51,12 +52,12 @@ pub(super) fn values_512(
         // SAFETY: the features were just detected; shapes checked.
         unsafe { values_vnni(wq, codes, d, vg, ahead, isum) }
     } else {
-        // SAFETY: the AVX-512 build runs only after AVX2 was detected; shapes checked.
-        unsafe { values_avx2(wq, codes, d, vg, ahead, isum) }
+        values_256(wq, codes, d, vg, ahead, isum)
     }
 }
 
-/// The AVX2 build's value sums (`vpmaddwd`).
+/// The AVX2 build's value sums: `vpdpwssd` on 256-bit registers where the CPU has AVX-VNNI, else
+/// `vpmaddwd` and an add.
 pub(super) fn values_256(
     wq: &[i16],
     codes: &[u8],
@@ -66,7 +67,27 @@ pub(super) fn values_256(
     isum: &mut [i32],
 ) {
     check_values(wq, codes, d, vg, isum);
-    // SAFETY: only handed to the builds, which run after AVX2 was detected; shapes checked.
+    if is_x86_feature_detected!("avxvnni") {
+        // SAFETY: AVX-VNNI was just detected, AVX2 before the build ran; shapes checked.
+        unsafe { values_avx_vnni(wq, codes, d, vg, ahead, isum) }
+    } else {
+        // SAFETY: only handed to the builds, which run after AVX2 was detected; shapes checked.
+        unsafe { values_avx2(wq, codes, d, vg, ahead, isum) }
+    }
+}
+
+/// [`values_256`] without AVX-VNNI, whatever the CPU has (tests compare both).
+#[cfg(test)]
+pub(super) fn values_256_madd(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    ahead: &[u8],
+    isum: &mut [i32],
+) {
+    check_values(wq, codes, d, vg, isum);
+    // SAFETY: the tests call it only where AVX2 was detected; shapes checked.
     unsafe { values_avx2(wq, codes, d, vg, ahead, isum) }
 }
 
@@ -233,15 +254,67 @@ unsafe fn dot_avx2(k: KeyDots<'_>, rows: usize, m: usize) {
     }
 }
 
-/// [`ValueCodes`](super::fused_int4_values::ValueCodes) with `vpmaddwd`, from 16-byte block
-/// every token's codes: per block (one value group), half block (8 bytes) and
-/// token pair, the two tokens' bytes interleaved and zero-extended so each 32-bit lane holds one
-/// channel's two codes, times the group's broadcast weight pair; eight accumulators for four rows.
+/// [`values_pairs`] with `vpmaddwd` and `vpaddd`.
 ///
 /// # Safety
 /// The CPU must support AVX2; the shapes passed [`check_values`].
 #[target_feature(enable = "avx2")]
 unsafe fn values_avx2(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    ahead: &[u8],
+    isum: &mut [i32],
+) {
+    // SAFETY: as this function's.
+    unsafe { values_pairs::<false>(wq, codes, d, vg, ahead, isum) }
+}
+
+/// [`values_pairs`] with `vpdpwssd` on 256-bit registers (AVX-VNNI: the multiply and the add in
+/// one instruction, the same exact i32 sums).
+///
+/// # Safety
+/// The CPU must support AVX2 and AVX-VNNI; the shapes passed [`check_values`].
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn values_avx_vnni(
+    wq: &[i16],
+    codes: &[u8],
+    d: usize,
+    vg: usize,
+    ahead: &[u8],
+    isum: &mut [i32],
+) {
+    // SAFETY: as this function's.
+    unsafe { values_pairs::<true>(wq, codes, d, vg, ahead, isum) }
+}
+
+/// `acc + Σ pairs c · w` per 32-bit lane: `vpdpwssd` (AVX-VNNI) or `vpmaddwd` + `vpaddd`; exact
+/// either way (no pair reaches the one `vpmaddwd` overflow, −32768 · −32768 twice).
+///
+/// # Safety
+/// The CPU must support AVX2, and AVX-VNNI when `VNNI`.
+#[inline(always)]
+unsafe fn madd_acc<const VNNI: bool>(acc: __m256i, c: __m256i, w: __m256i) -> __m256i {
+    // SAFETY: the caller guarantees the features.
+    unsafe {
+        if VNNI {
+            _mm256_dpwssd_avx_epi32(acc, c, w)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(c, w))
+        }
+    }
+}
+
+/// [`ValueCodes`](super::fused_int4_values::ValueCodes) on 256-bit registers, from 16-byte block
+/// every token's codes: per block (one value group), half block (8 bytes) and
+/// token pair, the two tokens' bytes interleaved and zero-extended so each 32-bit lane holds one
+/// channel's two codes, times the group's broadcast weight pair; eight accumulators for four rows.
+///
+/// # Safety
+/// The CPU must support AVX2 (and AVX-VNNI when `VNNI`); the shapes passed [`check_values`].
+#[inline(always)]
+unsafe fn values_pairs<const VNNI: bool>(
     wq: &[i16],
     codes: &[u8],
     d: usize,
@@ -282,8 +355,8 @@ unsafe fn values_avx2(
                         let c = [_mm256_and_si256(w, m15), _mm256_srli_epi16::<4>(w)];
                         for (ar, &wp) in a.iter_mut().zip(&wr) {
                             let wv = _mm256_set1_epi32(wp.add(g + p).read_unaligned());
-                            ar[0] = _mm256_add_epi32(ar[0], _mm256_madd_epi16(c[0], wv));
-                            ar[1] = _mm256_add_epi32(ar[1], _mm256_madd_epi16(c[1], wv));
+                            ar[0] = madd_acc::<VNNI>(ar[0], c[0], wv);
+                            ar[1] = madd_acc::<VNNI>(ar[1], c[1], wv);
                         }
                     }
                 }
