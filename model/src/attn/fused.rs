@@ -12,8 +12,8 @@
 //!   on the keys/values converted to f32, bit for bit (f16 → f32 is exact, the order is the same).
 //! - INT4 keys: `fused_int4`, exact integer dot products of the scaled query, rounded to i8 per
 //!   block of 32 channels, with the codes (token-lane key chunks; error bounded and tested).
-//! - INT4 values: `fused_int4_values`, exact integer sums of the codes weighted by i16-rounded
-//!   `p · step` over token pairs (error bounded and tested); the online-softmax step
+//! - INT4 values: `fused_int4_values`, exact integer sums of the codes centred on 8 weighted by
+//!   u8-rounded `p · step` over token quads (error bounded and tested); the online-softmax step
 //!   (`tile::online_softmax_rows`) is built per instruction set too.
 //!
 //! Shapes the fused kernels take (others use the f32 path): `head_dim % 64 == 0`, and for INT4

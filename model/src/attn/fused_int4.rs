@@ -62,7 +62,7 @@ pub(crate) type DotCodes = fn(KeyDots<'_>);
 #[derive(Default)]
 pub(crate) struct Int4Scratch {
     pub(crate) f: Vec<f32>,
-    pub(crate) q16: Vec<i16>,
+    pub(crate) wq: Vec<u8>,
     pub(crate) q8: Vec<i8>,
     pub(crate) dots: Vec<i32>,
     pub(crate) scores: Vec<f32>,

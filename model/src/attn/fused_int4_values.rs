@@ -1,16 +1,20 @@
 //! The value side of the INT4 decode kernels of `fused`: `Σ_j p_j v̂_j` over a tile of INT4 values
-//! (per-token groups of `vg` channels, `v̂ = step · code + min`) as exact integer sums. Per row
-//! and tile the weights `w_jg = p_j · step_jg` are rounded to i16 with one step `S = max w /
-//! 32767`, so `Σ_j w_jg code_j = S · Σ_j q16_jg code_j` up to that rounding, and the integer sums
-//! run on `vpmaddwd` (AVX2) or `vpdpwssd` (AVX-512 VNNI) over token pairs: a 32-bit lane holds one
-//! channel's codes of tokens `2p` and `2p + 1`, the weight operand the two tokens' `q16` of that
-//! channel's group. The minima `Σ_j p_j m_jg` stay in f32 (summed in 16 lanes) and go straight into
-//! the natural-order accumulator.
+//! (per-token groups of `vg` channels, `v̂ = step · code + min`) as exact integer sums. The codes
+//! are taken as centred on 8, `v̂ = step · (code − 8) + (min + 8 · step)`, and per row and tile
+//! the weights `w_jg = p_j · step_jg` (never negative) are rounded to u8 with one step `S = max w
+//! / 255`, so `Σ_j w_jg (code_j − 8) ≈ S · Σ_j u8_jg (code_j − 8)`: byte dot products on
+//! `vpdpbusd` (AVX-512 VNNI, AVX-VNNI) or `vpmaddubsw` (AVX2) over token quads (a 32-bit lane
+//! holds one channel's centred codes of four tokens, the weight operand the four tokens' u8 of
+//! that channel's group). The minima `Σ_j p_j (m_jg + 8 s_jg)` stay in f32 (summed in 16 lanes)
+//! and go straight into the natural-order accumulator.
 //!
 //! What every build must match: the integer sums are exact in any order and the f32 steps are the
 //! same operations per element, so every build equals the generic one bit for bit (tests). Against
 //! the product over the dequantised values the code terms of channel `c` differ by at most
-//! `S/2 · Σ_j code_jc` (the i16 rounding; tests check the bound) plus f32 rounding.
+//! `S/2 · Σ_j |code_jc − 8|` (the u8 rounding, centred; tests check the bound) plus f32 rounding.
+//! The u8 weights take four tokens per multiply-add where i16 ones took two. Their rounding adds
+//! about 2% to the INT4 values' own error variance where one token holds a tile's whole weight
+//! (64 tokens: `64 · E[(code − 8)²] / 255² ≈ 0.02` against `1`), less where the weight is spread.
 //!
 //! The integer sums and the code-term accumulator (`accp`) are kept in the *value lane order*
 //! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
@@ -18,39 +22,48 @@
 
 use super::fused_int4::{lane_max, scratch_slice, to_f32, Int4Scratch};
 use super::kv::Int4Tile;
-use super::lanes::{round_q16, Q16};
+use super::lanes::{round_u8, QU8};
 use super::lanes::{L, V16};
 
-/// Most tokens of one integer pass: `|Σ q16 · code| ≤ 32767 · 15 · 2048 < 2^31`. Longer tiles
+/// Most tokens of one integer pass (`|Σ u8 · (code − 8)| ≤ 255 · 8 · 2048 < 2^31`); longer tiles
 /// are taken this many tokens at a time, each with its own weight step.
 pub(crate) const MAX_TOKENS: usize = 2048;
 
-/// Zero i16 weights after the rows' (room for wider loads; the current builds read only inside
+/// Zero u8 weights after the rows' (room for wider loads; the current builds read only inside
 /// the rows).
 pub(crate) const WEIGHT_PAD: usize = 32;
 
-/// `isum[r][vpos(c)] = Σ_j wq[r][group(c)][j] · code_j[c]` for `rows` rows: `wq` `[rows][groups]
-/// [np]` with `np = n` rounded up to even (an odd `n`'s missing token weighted 0, so tokens `2p`
-/// and `2p + 1` of a group form one 32-bit pair) followed by [`WEIGHT_PAD`] zeros, `codes` `[n][d
-/// / 2]`, `isum` `[rows][d]`; `ahead`: bytes to ask the CPU to fetch while it works (a hint: the
-/// second half of the next tile's codes, its values).
+/// `isum[r][vpos(c)] = Σ_j wq[r][group(c)][j] · (code_j[c] − 8)` for `rows` rows: `wq` `[rows][groups]
+/// [nq]` with `nq = n` rounded up to a multiple of 4 (the missing tokens weighted 0, so tokens
+/// `4i..4i + 4` of a group form one 32-bit quad) followed by [`WEIGHT_PAD`] zeros, `codes` `[n][d
+/// / 2]`, `isum` `[rows][d]` (`d % 64 == 0`); `ahead`: bytes to ask the CPU to fetch while it works
+/// (a hint: the second half of the next tile's codes, its values).
 pub(crate) type ValueCodes =
-    fn(wq: &[i16], codes: &[u8], d: usize, vg: usize, ahead: &[u8], isum: &mut [i32]);
+    fn(wq: &[u8], codes: &[u8], d: usize, vg: usize, ahead: &[u8], isum: &mut [i32]);
 
-/// Position of channel `c` (of `d`) in the value lane order: byte `b = c / 2` of a token's codes
-/// lies in 32-byte run `b / 32`, which takes 64 places: first its 32 low nibbles (even channels),
-/// then its 32 high nibbles, each in byte order. So a SIMD register holding the sums of
-/// consecutive bytes' low (or high) nibbles is stored with one plain store.
+/// Weights per row and group for `n` tokens: `n` rounded up to whole quads.
+#[inline(always)]
+pub(crate) fn quad_len(n: usize) -> usize {
+    n.div_ceil(4) * 4
+}
+
+/// Position of channel `c` (of `d`) in the value lane order. Byte `b = c / 2` of a token's codes
+/// lies in 32-byte chunk `b / 32`, which takes 64 places: four runs of 16, one per register of
+/// the AVX-512 kernel, `2R + nibble` (low nibble = even channel), where run `R` holds the bytes
+/// `y` of each 16-byte block with `y / 4` of parity `R`; inside a run, 128-bit lane `k + 2 (y /
+/// 8)` (block `k` of the chunk) and place `y % 4`. That is the order `vpunpck{l,h}bw` and
+/// `vpunpck{l,h}wd` leave four tokens' bytes in; the AVX2 kernel stores half runs.
 #[inline(always)]
 pub(crate) fn vpos(d: usize, c: usize) -> usize {
     debug_assert!(c < d);
     let (b, nib) = (c / 2, c % 2);
-    64 * (b / 32) + 32 * nib + b % 32
+    let (chunk, k, y) = (b / 32, b % 32 / 16, b % 16);
+    64 * chunk + 16 * (2 * (y / 4 % 2) + nib) + 4 * (k + 2 * (y / 8)) + y % 4
 }
 
 /// The portable [`ValueCodes`].
 pub(crate) fn value_codes_generic(
-    wq: &[i16],
+    wq: &[u8],
     codes: &[u8],
     d: usize,
     vg: usize,
@@ -59,15 +72,15 @@ pub(crate) fn value_codes_generic(
 ) {
     let (h, groups) = (d / 2, d / vg);
     let n = codes.len() / h;
-    let np = n + n % 2;
+    let nq = quad_len(n);
     for (r, out) in isum.chunks_exact_mut(d).enumerate() {
-        let w = &wq[r * groups * np..][..groups * np];
+        let w = &wq[r * groups * nq..][..groups * nq];
         for c in 0..d {
-            let wg = &w[c / vg * np..][..n];
+            let wg = &w[c / vg * nq..][..n];
             let mut acc = 0i32;
             for (cj, &wj) in codes.chunks_exact(h).zip(wg) {
                 let code = (cj[c / 2] >> (4 * (c % 2))) & 15;
-                acc += i32::from(wj) * i32::from(code);
+                acc += i32::from(wj) * (i32::from(code) - 8);
             }
             out[vpos(d, c)] = acc;
         }
@@ -102,19 +115,19 @@ fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
     }
 }
 
-/// Rounds the weights `w` to i16 in `wq` (same order); returns their step `S` (`w ≈ S · q16`).
+/// Rounds the weights `w` to u8 in `wq` (same order); returns their step `S` (`w ≈ S · u8`).
 #[inline(always)]
-fn quantise_weights<V: V16>(w: &[f32], wq: &mut [i16]) -> f32 {
+fn quantise_weights<V: V16>(w: &[f32], wq: &mut [u8]) -> f32 {
     let amax = lane_max::<V>(w);
-    let inv = if amax > 0.0 { Q16 / amax } else { 0.0 };
+    let inv = if amax > 0.0 { QU8 / amax } else { 0.0 };
     let split = w.len() / L * L;
     for (o, x) in wq[..split].chunks_exact_mut(L).zip(w.chunks_exact(L)) {
-        V::load(x).store_q16(inv, o);
+        V::load(x).store_u8(inv, o);
     }
     for (o, &x) in wq[split..].iter_mut().zip(&w[split..]) {
-        *o = round_q16(x, inv);
+        *o = round_u8(x, inv);
     }
-    amax / Q16
+    amax / QU8
 }
 
 /// Accumulation of INT4 values (module docs): `accp` `[rows][d]` in the value lane order gets the
@@ -161,22 +174,31 @@ fn accumulate_part<V: V16>(
 ) {
     let (rows, h, vg) = (acc.len() / d, d / 2, t.vg);
     let (n, groups) = (t.vc.len() / h, d / vg);
-    let (ng, np, n16) = (n * groups, n + n % 2, n.div_ceil(L) * L);
-    let per_row = groups * np;
-    let Int4Scratch { f, q16, dots, .. } = scratch;
+    let (ng, nq, n16) = (n * groups, quad_len(n), n.div_ceil(L) * L);
+    let per_row = groups * nq;
+    let Int4Scratch { f, wq, dots, .. } = scratch;
     let f = scratch_slice(f, 2 * ng + per_row + groups * n16 + rows * (per_row + 1));
     let (mins, rest) = f.split_at_mut(ng);
     let (steps, rest) = rest.split_at_mut(ng);
     let (st, rest) = rest.split_at_mut(per_row);
     let (mt, rest) = rest.split_at_mut(groups * n16);
-    let (w, step16) = rest.split_at_mut(rows * per_row);
+    let (w, step8) = rest.split_at_mut(rows * per_row);
     to_f32::<V>(t.vm, mins);
     to_f32::<V>(t.vs, steps);
+    // The centred codes' minima `m + 8 s` (8 s is exact; one rounding, never fused).
+    let split = ng / L * L;
+    let eight = V::splat(8.0);
+    for (m, s) in mins[..split].chunks_exact_mut(L).zip(steps.chunks_exact(L)) {
+        V::load(m).add(V::load(s).mul(eight)).store(m);
+    }
+    for (m, &s) in mins[split..].iter_mut().zip(&steps[split..]) {
+        *m += s * 8.0;
+    }
     // Group-major, so each row's weights and minima are plain element-wise products.
-    transpose(steps, groups, np, st);
+    transpose(steps, groups, nq, st);
     transpose(mins, groups, n16, mt);
     // Per row and group, in one pass over the probabilities: the weights `p · step` and the
-    // minima `Σ_j p_j m_jg`, added to the group's channels.
+    // minima `Σ_j p_j (m_jg + 8 s_jg)`, added to the group's channels.
     let split = n / L * L;
     for (r, (wr, ar)) in w
         .chunks_exact_mut(per_row)
@@ -185,8 +207,8 @@ fn accumulate_part<V: V16>(
     {
         let pr = &p[r * n_all + j0..][..n];
         for ((wg, sg), (mg, ag)) in wr
-            .chunks_exact_mut(np)
-            .zip(st.chunks_exact(np))
+            .chunks_exact_mut(nq)
+            .zip(st.chunks_exact(nq))
             .zip(mt.chunks_exact(n16).zip(ar.chunks_exact_mut(vg)))
         {
             let mut sum = V::zero();
@@ -208,23 +230,23 @@ fn accumulate_part<V: V16>(
             }
         }
     }
-    let q16 = scratch_slice(q16, rows * per_row + WEIGHT_PAD);
-    q16[rows * per_row..].fill(0);
+    let wq = scratch_slice(wq, rows * per_row + WEIGHT_PAD);
+    wq[rows * per_row..].fill(0);
     for ((wr, qr), sr) in w
         .chunks_exact(per_row)
-        .zip(q16.chunks_exact_mut(per_row))
-        .zip(step16.iter_mut())
+        .zip(wq.chunks_exact_mut(per_row))
+        .zip(step8.iter_mut())
     {
         *sr = quantise_weights::<V>(wr, qr);
     }
     let dots = scratch_slice(dots, rows * d);
-    codes(q16, t.vc, d, vg, &t.next[t.next.len() / 2..], dots);
+    codes(wq, t.vc, d, vg, &t.next[t.next.len() / 2..], dots);
     for (r, (ap, ir)) in accp
         .chunks_exact_mut(d)
         .zip(dots.chunks_exact(d))
         .enumerate()
     {
-        let s = V::splat(step16[r]);
+        let s = V::splat(step8[r]);
         for (a, i) in ap.chunks_exact_mut(L).zip(ir.chunks_exact(L)) {
             s.madd(V::load_i32(i), V::load(a)).store(a);
         }

@@ -279,7 +279,7 @@ fn int4_kernels_equal_the_dequantised_product() {
 }
 
 /// One build's INT4 scores and accumulation over tokens `from..` of `t` against the f64 product
-/// over the dequantised tile, within the bounds of the i8 query and i16 weight rounding.
+/// over the dequantised tile, within the bounds of the i8 query and u8 weight rounding.
 fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
     let vg = t.vg;
     let n = t.k.len() / d - from;
@@ -311,7 +311,7 @@ fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
             let e = (got - dot * 0.125).abs();
             assert!(e < bound + 2e-5 * (1.0 + dot.abs()), "score {e} > {bound}");
         }
-        // The i16 rounding of the weights p · step costs at most S/2 per code unit.
+        // The u8 rounding of the weights p · step costs at most S/2 per unit of |code − 8|.
         let per_tok = d / vg;
         let wmax = (0..n)
             .flat_map(|j| (0..per_tok).map(move |g| (j, g)))
@@ -323,9 +323,12 @@ fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
                 .map(|j| f64::from(p[r * n + j]) * f64::from(t.v[(from + j) * d + c]))
                 .sum();
             let codes: f64 = (0..n)
-                .map(|j| f64::from((t.vc[(from + j) * d / 2 + c / 2] >> (4 * (c % 2))) & 15))
+                .map(|j| {
+                    let code = (t.vc[(from + j) * d / 2 + c / 2] >> (4 * (c % 2))) & 15;
+                    (f64::from(code) - 8.0).abs()
+                })
                 .sum();
-            let bound = f64::from(wmax) / 32767.0 / 2.0 * codes;
+            let bound = f64::from(wmax) / 255.0 / 2.0 * codes;
             let w = f64::from(want[r * d + c]) + f64::from(accp0[r * d + perm]) + sum;
             want[r * d + c] = w as f32;
             let e = (f64::from(acc[r * d + c]) - w).abs();
@@ -335,13 +338,14 @@ fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
     }
 }
 
-/// The SIMD integer value sums equal the portable ones exactly, over the whole i16 range of
-/// weights (negative too), odd token counts and head sizes with a trailing 32-byte chunk.
+/// The SIMD integer value sums equal the portable ones exactly, over the whole u8 range of
+/// weights, token counts that end in a partial quad, one and two groups per 32-byte chunk, and
+/// head sizes with several chunks.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn value_codes_equal_the_portable_sums() {
-    use crate::attn::fused_int4_values::{value_codes_generic, ValueCodes, WEIGHT_PAD};
-    use crate::attn::fused_x86_int4::{values_256, values_256_madd, values_512};
+    use crate::attn::fused_int4_values::{quad_len, value_codes_generic, ValueCodes, WEIGHT_PAD};
+    use crate::attn::fused_x86_values::{values_256, values_256_madd, values_512};
     // values_512 runs the VNNI kernel where the CPU has it (else the AVX2 one again), values_256
     // the AVX-VNNI one where the CPU has it, values_256_madd never.
     let builds: [(&str, ValueCodes); 3] = [
@@ -354,18 +358,26 @@ fn value_codes_equal_the_portable_sums() {
         (3, 5, 64, 32),
         (5, 8, 192, 64),
         (1, 1, 256, 32),
+        (4, 66, 128, 32),
+        (2, 7, 256, 128),
     ] {
-        let per_row = (n + n % 2) * (d / vg);
-        let mut wq: Vec<i16> = data(rows * per_row, 51)
-            .iter()
-            .map(|x| (x * 32767.0) as i16)
-            .collect();
-        wq[0] = i16::MIN + 1;
-        wq.resize(rows * per_row + WEIGHT_PAD, 0);
-        let codes: Vec<u8> = data(n * d / 2, 52)
+        let per_row = quad_len(n) * (d / vg);
+        let mut wq: Vec<u8> = data(rows * per_row, 51)
             .iter()
             .map(|x| (x.abs() * 256.0) as u8)
             .collect();
+        wq[0] = 255;
+        // The contract: tokens past n (to the end of the last quad) weigh 0.
+        for g in wq.chunks_exact_mut(quad_len(n)) {
+            g[n..].fill(0);
+        }
+        wq[n - 1] = 255;
+        wq.resize(rows * per_row + WEIGHT_PAD, 0);
+        let mut codes: Vec<u8> = data(n * d / 2, 52)
+            .iter()
+            .map(|x| (x.abs() * 256.0) as u8)
+            .collect();
+        codes[0] = 255;
         let mut want = vec![0i32; rows * d];
         value_codes_generic(&wq, &codes, d, vg, &[], &mut want);
         for (name, f) in builds {
@@ -376,21 +388,21 @@ fn value_codes_equal_the_portable_sums() {
     }
 }
 
-/// The vectorisable rounding equals the rounded, clamped cast it replaces (`round_q16`'s
+/// The vectorisable rounding equals the rounded, clamped cast it replaces (`round_to`'s
 /// docs), on ties, near-ties, both bounds, beyond them, infinities and NaN.
 #[test]
-fn round_q16_equals_the_clamped_cast() {
-    use crate::attn::lanes::{round_q16, round_q8, Q16, Q8, ROUND};
-    let spec = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(-Q16, Q16) as i16;
+fn rounding_equals_the_clamped_cast() {
+    use crate::attn::lanes::{round_q8, round_u8, Q8, QU8, ROUND};
+    let spec = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(0.0, QU8) as u8;
     let spec8 = |x: f32, inv: f32| (((x * inv) + ROUND) - ROUND).clamp(-Q8, Q8) as i8;
     let mut xs = vec![
-        0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999997, 32766.5, -32766.5, 126.5, -126.5, 127.0,
+        0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999997, 254.5, -254.5, 126.5, -126.5, 127.0,
         127.5, -128.0,
     ];
     xs.extend([
-        Q16,
-        -Q16,
-        32767.5,
+        QU8,
+        -QU8,
+        255.5,
         40000.0,
         -1e9,
         f32::INFINITY,
@@ -400,7 +412,7 @@ fn round_q16_equals_the_clamped_cast() {
     xs.extend((0..20_000).map(|i| (i as f32 - 10_000.0) * 3.37 + 0.5));
     for &inv in &[1.0f32, 0.37, 2.0, 1e-3] {
         for &x in &xs {
-            assert_eq!(round_q16(x, inv), spec(x, inv), "x = {x}, inv = {inv}");
+            assert_eq!(round_u8(x, inv), spec(x, inv), "x = {x}, inv = {inv}");
             assert_eq!(round_q8(x, inv), spec8(x, inv), "x = {x}, inv = {inv} (i8)");
         }
     }

@@ -3,16 +3,17 @@
 //! each operation computing every lane exactly as the generic [`Lanes`](super::fused::Lanes)
 //! with fused multiply-adds does (f16 → f32 is exact, i32 → f32 rounds to nearest even as `as`
 //! does; the reduction adds lanes in the same order), so every build equals the generic one bit
-//! for bit. The integer kernels they call are in `fused_x86_int4`.
+//! for bit. The integer kernels they call are in `fused_x86_int4` (keys) and `fused_x86_values`.
 
 use std::arch::x86_64::*;
 
 use half::f16;
 
 use super::fused::{self, FusedKernels, Int4Scratch, V16};
-use super::fused_x86_int4::{dot_256, dot_512, values_256, values_512};
+use super::fused_x86_int4::{dot_256, dot_512};
+use super::fused_x86_values::{values_256, values_512};
 use super::kv::Int4Tile;
-use super::lanes::{Q16, Q8, ROUND};
+use super::lanes::{Q8, QU8, ROUND};
 
 /// Sixteen lanes in one AVX-512 register. Only used inside the `avx512f` build below.
 #[derive(Clone, Copy)]
@@ -188,12 +189,12 @@ impl V16 for Z {
         }
     }
     #[inline(always)]
-    fn store_q16(self, inv: f32, dst: &mut [i16]) {
+    fn store_u8(self, inv: f32, dst: &mut [u8]) {
         assert!(dst.len() >= 16);
         // SAFETY: see the impl comment.
         unsafe {
-            let i = _mm512_cvtepi32_epi16(round16(self.0, inv, Q16));
-            _mm256_storeu_si256(dst.as_mut_ptr().cast(), i);
+            let i = _mm512_max_epi32(round16(self.0, inv, QU8), _mm512_setzero_si512());
+            _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(i));
         }
     }
     #[inline(always)]
@@ -352,11 +353,15 @@ impl V16 for Y {
         }
     }
     #[inline(always)]
-    fn store_q16(self, inv: f32, dst: &mut [i16]) {
+    fn store_u8(self, inv: f32, dst: &mut [u8]) {
         assert!(dst.len() >= 16);
-        let w = pack16(round8(self.0, inv, Q16), round8(self.1, inv, Q16));
+        // Sixteen i16 in order; the unsigned narrowing takes negatives to 0 (all are ±255 at most).
+        let w = pack16(round8(self.0, inv, QU8), round8(self.1, inv, QU8));
         // SAFETY: see the impl comment of `Z`.
-        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), w) };
+        unsafe {
+            let i = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+            _mm_storeu_si128(dst.as_mut_ptr().cast(), i);
+        }
     }
     #[inline(always)]
     fn reduce(self) -> f32 {
@@ -508,7 +513,7 @@ mod tests {
     use crate::attn::fused::Lanes;
 
     /// What the element-wise operations of a build give on `x`, `y` (and `inv`).
-    type Ops = ([f32; 16], [f32; 16], [f32; 16], f32, [i8; 16], [i16; 16]);
+    type Ops = ([f32; 16], [f32; 16], [f32; 16], f32, [i8; 16], [u8; 16]);
 
     #[inline(always)]
     fn ops<V: V16>(x: &[f32; 16], y: &[f32; 16], inv: f32) -> Ops {
@@ -517,10 +522,10 @@ mod tests {
         a.mul(b).store(&mut m);
         a.mul_nz(b).store(&mut mz);
         a.add(b).store(&mut s);
-        let (mut q8, mut q16) = ([0i8; 16], [0i16; 16]);
+        let (mut q8, mut u8s) = ([0i8; 16], [0u8; 16]);
         a.store_q8(inv, &mut q8);
-        a.store_q16(inv, &mut q16);
-        (m, mz, s, a.hmax(), q8, q16)
+        a.store_u8(inv, &mut u8s);
+        (m, mz, s, a.hmax(), q8, u8s)
     }
 
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
@@ -556,12 +561,13 @@ mod tests {
         let (nan, inf) = (f32::NAN, f32::INFINITY);
         let specials = [
             0.5, 1.5, 2.5, -0.5, -1.5, 126.5, 127.5, -127.5, 300.0, -300.0, 40000.0, -40000.0, inf,
-            -inf, nan, 0.0, -0.0, 1e-40, -3.25, 7.0,
+            -inf, nan, 0.0, -0.0, 1e-40, -3.25, 7.0, 254.5, 255.5,
         ];
         let mut cases = Vec::new();
         for shift in 0..specials.len() {
             let x: [f32; 16] = std::array::from_fn(|l| specials[(l + shift) % specials.len()]);
-            let y: [f32; 16] = std::array::from_fn(|l| specials[(3 * l + shift + 1) % 20]);
+            let y: [f32; 16] =
+                std::array::from_fn(|l| specials[(3 * l + shift + 1) % specials.len()]);
             for inv in [1.0, 0.5, 2.0, 0.0, 127.0 / 300.0] {
                 cases.push((x, y, inv));
             }

@@ -1,8 +1,8 @@
 //! Sixteen f32 lanes ([`V16`]) and their specification ([`Lanes`], plain arrays): the vector
 //! type the fused decode kernels (`fused`, `fused_int4`) are written over. Every implementation
 //! (`fused_x86`'s AVX-512 and AVX2 ones) must compute each lane exactly as [`Lanes`] does.
-//! Also the scalar rounding to i8 / i16 of the INT4 kernels ([`round_q8`], [`round_q16`]), which
-//! [`V16::store_q8`] and [`V16::store_q16`] must equal.
+//! Also the scalar rounding to i8 / u8 of the INT4 kernels ([`round_q8`], [`round_u8`]), which
+//! [`V16::store_q8`] and [`V16::store_u8`] must equal.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -44,8 +44,8 @@ pub(crate) trait V16: Copy {
     fn hmax(self) -> f32;
     /// Each lane rounded as [`round_q8`]`(x, inv)`, into `dst[..16]`.
     fn store_q8(self, inv: f32, dst: &mut [i8]);
-    /// Each lane rounded as [`round_q16`]`(x, inv)`, into `dst[..16]`.
-    fn store_q16(self, inv: f32, dst: &mut [i16]);
+    /// Each lane rounded as [`round_u8`]`(x, inv)`, into `dst[..16]`.
+    fn store_u8(self, inv: f32, dst: &mut [u8]);
     /// The halving reduction of `tile::dot_generic` (lanes l and l + 8, then + 4, + 2, + 1),
     /// plus its empty tail (`+ 0.0`).
     fn reduce(self) -> f32;
@@ -140,9 +140,9 @@ impl<const FMA: bool> V16 for Lanes<FMA> {
         }
     }
     #[inline(always)]
-    fn store_q16(self, inv: f32, dst: &mut [i16]) {
+    fn store_u8(self, inv: f32, dst: &mut [u8]) {
         for (o, &x) in dst[..L].iter_mut().zip(&self.0) {
-            *o = round_q16(x, inv);
+            *o = round_u8(x, inv);
         }
     }
     #[inline(always)]
@@ -159,8 +159,8 @@ impl<const FMA: bool> V16 for Lanes<FMA> {
     }
 }
 
-/// Largest magnitude of an i16-rounded value weight (`fused_int4_values`).
-pub(crate) const Q16: f32 = 32767.0;
+/// Largest u8-rounded value weight (`fused_int4_values`).
+pub(crate) const QU8: f32 = 255.0;
 /// Largest magnitude of an i8-rounded query element.
 pub(crate) const Q8: f32 = 127.0;
 /// 1.5 · 2^23: adding then subtracting it rounds an f32 below 2^22 to an integer, half to even.
@@ -182,10 +182,10 @@ fn round_to(x: f32, inv: f32, lim: f32) -> i32 {
     }
 }
 
-/// [`round_to`] ±[`Q16`], as i16.
+/// [`round_to`] ±[`QU8`], negatives to 0, as u8.
 #[inline(always)]
-pub(crate) fn round_q16(x: f32, inv: f32) -> i16 {
-    round_to(x, inv, Q16) as i16
+pub(crate) fn round_u8(x: f32, inv: f32) -> u8 {
+    round_to(x, inv, QU8).max(0) as u8
 }
 
 /// [`round_to`] ±[`Q8`], as i8.

@@ -20,6 +20,8 @@ mod fused_int4;
 mod fused_int4_values;
 #[cfg(target_arch = "x86_64")]
 mod fused_x86_int4;
+#[cfg(target_arch = "x86_64")]
+mod fused_x86_values;
 pub mod int4;
 pub mod kv;
 mod lanes;
@@ -92,9 +94,10 @@ pub(crate) fn config_err(what: &'static str, why: impl Into<String>) -> AttnErro
 }
 
 /// Environment variable capping the attention kernels' instruction set, for measuring the
-/// builds other CPUs run on this one: `avx2` (as on CPUs without AVX-512) or `scalar` (the
-/// portable code). Unset or any other value: the best build the CPU supports. Read once per
-/// process; [`tile_kernel_name`] and [`fused_kernel_name`] say what was chosen.
+/// builds other CPUs run on this one: `avx2` (as on CPUs without AVX-512), `avx2-plain` (the
+/// same without AVX-VNNI in the INT4 value sums, as on CPUs before Alder Lake and Zen 5) or
+/// `scalar` (the portable code). Unset or any other value: the best build the CPU supports.
+/// Read once per process; [`tile_kernel_name`] and [`fused_kernel_name`] say what was chosen.
 pub const KERNELS_VAR: &str = "TRITTER_ATTN_KERNELS";
 
 /// The level [`KERNELS_VAR`] allows (see [`kernel_level`]), read once.
@@ -103,10 +106,18 @@ pub(crate) fn kernel_cap() -> u8 {
     *CAP.get_or_init(|| cap_of(std::env::var(KERNELS_VAR).ok().as_deref()))
 }
 
+/// Whether the AVX2 build's INT4 value sums may use AVX-VNNI where the CPU has it (not under
+/// `avx2-plain`, see [`KERNELS_VAR`]), read once.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx_vnni_allowed() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| std::env::var(KERNELS_VAR).ok().as_deref() != Some("avx2-plain"))
+}
+
 /// The level a value of [`KERNELS_VAR`] allows.
 fn cap_of(value: Option<&str>) -> u8 {
     match value {
-        Some("avx2") => 1,
+        Some("avx2" | "avx2-plain") => 1,
         Some("scalar") => 0,
         _ => 2,
     }
@@ -150,6 +161,7 @@ mod kernel_choice_tests {
         assert_eq!(admitted(None), names);
         assert_eq!(admitted(Some("AVX2")), names);
         assert_eq!(admitted(Some("avx2")), ["avx2", "scalar", "generic"]);
+        assert_eq!(admitted(Some("avx2-plain")), ["avx2", "scalar", "generic"]);
         assert_eq!(admitted(Some("scalar")), ["scalar", "generic"]);
         // Whatever the cap, the choice made in this process is one the cap admits.
         assert!(kernel_level(tile_kernel_name()) <= kernel_cap());
