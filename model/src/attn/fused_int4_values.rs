@@ -61,7 +61,11 @@ pub(crate) fn vpos(d: usize, c: usize) -> usize {
     64 * chunk + 16 * (2 * (y / 4 % 2) + nib) + 4 * (k + 2 * (y / 8)) + y % 4
 }
 
-/// The portable [`ValueCodes`].
+/// The portable [`ValueCodes`], written for the compiler's vectoriser (what CPUs without the
+/// x86 builds run): per row and 32-byte chunk of the codes, token by token, each byte's two
+/// centred nibbles times the token's weight of the byte's block, summed in i16 over runs of
+/// [`I16_RUN`] tokens (exact: `|u8 · (code − 8)| ≤ 2040`, sixteen of them 32640) and widened into
+/// i32. Equal to the contract's per-channel sums (tests compare it with them).
 pub(crate) fn value_codes_generic(
     wq: &[u8],
     codes: &[u8],
@@ -75,17 +79,42 @@ pub(crate) fn value_codes_generic(
     let nq = quad_len(n);
     for (r, out) in isum.chunks_exact_mut(d).enumerate() {
         let w = &wq[r * groups * nq..][..groups * nq];
-        for c in 0..d {
-            let wg = &w[c / vg * nq..][..n];
-            let mut acc = 0i32;
-            for (cj, &wj) in codes.chunks_exact(h).zip(wg) {
-                let code = (cj[c / 2] >> (4 * (c % 2))) & 15;
-                acc += i32::from(wj) * (i32::from(code) - 8);
+        for ch in 0..h / 32 {
+            // The weights of the chunk's two 16-byte blocks (one group each).
+            let wb = [64 * ch / vg, (64 * ch + 32) / vg].map(|g| &w[g * nq..][..n]);
+            let mut acc = [[0i32; 32]; 2];
+            for j0 in (0..n).step_by(I16_RUN) {
+                let j1 = n.min(j0 + I16_RUN);
+                let mut run = [[0i16; 32]; 2];
+                for j in j0..j1 {
+                    let bytes = &codes[j * h + 32 * ch..][..32];
+                    for (k, (bk, wk)) in bytes.chunks_exact(16).zip(wb).enumerate() {
+                        let wj = i16::from(wk[j]);
+                        let (lo, hi) = run.split_at_mut(1);
+                        let (lo, hi) = (&mut lo[0][16 * k..][..16], &mut hi[0][16 * k..][..16]);
+                        for ((l, h), &y) in lo.iter_mut().zip(hi.iter_mut()).zip(bk) {
+                            *l += wj * (i16::from(y & 15) - 8);
+                            *h += wj * (i16::from(y >> 4) - 8);
+                        }
+                    }
+                }
+                for (a, r) in acc.iter_mut().zip(&run) {
+                    for (x, &y) in a.iter_mut().zip(r) {
+                        *x += i32::from(y);
+                    }
+                }
             }
-            out[vpos(d, c)] = acc;
+            for (b, (&l, &h)) in acc[0].iter().zip(&acc[1]).enumerate() {
+                let c = 2 * (32 * ch + b);
+                out[vpos(d, c)] = l;
+                out[vpos(d, c + 1)] = h;
+            }
         }
     }
 }
+
+/// Tokens the portable value sums add in i16 before widening.
+const I16_RUN: usize = 16;
 
 /// `dst[g][j] = src[j][g]` for `src` `[n][groups]` into `dst` `[groups][stride]`, zeros past `n`.
 /// One and two groups (the default `head_dim / vg`) have loops of their own that vectorise (a copy,

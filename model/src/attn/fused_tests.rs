@@ -338,13 +338,87 @@ fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
     }
 }
 
-/// The SIMD integer value sums equal the portable ones exactly, over the whole u8 range of
-/// weights, token counts that end in a partial quad, one and two groups per 32-byte chunk, and
-/// head sizes with several chunks.
+/// `ValueCodes`' contract as written: per row and channel, the sum over tokens of the weight of
+/// the channel's group times the centred code, stored at the channel's place in the lane order.
+fn value_codes_naive(wq: &[u8], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
+    use crate::attn::fused_int4_values::{quad_len, vpos};
+    let (h, groups) = (d / 2, d / vg);
+    let n = codes.len() / h;
+    let nq = quad_len(n);
+    for (r, out) in isum.chunks_exact_mut(d).enumerate() {
+        for c in 0..d {
+            let wg = &wq[(r * groups + c / vg) * nq..][..n];
+            let mut acc = 0i32;
+            for (cj, &wj) in codes.chunks_exact(h).zip(wg) {
+                let code = (cj[c / 2] >> (4 * (c % 2))) & 15;
+                acc += i32::from(wj) * (i32::from(code) - 8);
+            }
+            out[vpos(d, c)] = acc;
+        }
+    }
+}
+
+/// Value-sum inputs: `(rows, n, d, vg, weights, codes)` over the whole u8 range of weights
+/// (tokens past `n` weighted 0, as the contract asks), token counts that end in a partial quad
+/// or pass the i16 runs of the portable sums, one and two groups per 32-byte chunk, and head
+/// sizes with several chunks.
+#[allow(clippy::type_complexity)]
+fn value_cases() -> Vec<(usize, usize, usize, usize, Vec<u8>, Vec<u8>)> {
+    use crate::attn::fused_int4_values::{quad_len, WEIGHT_PAD};
+    let shapes = [
+        (4usize, 64usize, 128usize, 64usize),
+        (3, 5, 64, 32),
+        (5, 8, 192, 64),
+        (1, 1, 256, 32),
+        (4, 66, 128, 32),
+        (2, 7, 256, 128),
+        (1, 37, 64, 64),
+    ];
+    shapes
+        .into_iter()
+        .map(|(rows, n, d, vg)| {
+            let per_row = quad_len(n) * (d / vg);
+            let mut wq: Vec<u8> = data(rows * per_row, 51)
+                .iter()
+                .map(|x| (x.abs() * 256.0) as u8)
+                .collect();
+            for g in wq.chunks_exact_mut(quad_len(n)) {
+                g[n..].fill(0);
+            }
+            // Extreme runs: the largest weight with every code 0 (and 15) on the first row.
+            wq[..n].fill(255);
+            wq.resize(rows * per_row + WEIGHT_PAD, 0);
+            let mut codes: Vec<u8> = data(n * d / 2, 52)
+                .iter()
+                .map(|x| (x.abs() * 256.0) as u8)
+                .collect();
+            for (j, cj) in codes.chunks_exact_mut(d / 2).enumerate() {
+                cj[0] = if j % 2 == 0 { 0 } else { 255 };
+                cj[1] = 0;
+            }
+            (rows, n, d, vg, wq, codes)
+        })
+        .collect()
+}
+
+/// The portable integer value sums equal the contract's (`value_codes_naive`) exactly.
+#[test]
+fn portable_value_codes_equal_the_contract() {
+    use crate::attn::fused_int4_values::value_codes_generic;
+    for (rows, n, d, vg, wq, codes) in value_cases() {
+        let mut want = vec![0i32; rows * d];
+        value_codes_naive(&wq, &codes, d, vg, &mut want);
+        let mut got = vec![7i32; rows * d];
+        value_codes_generic(&wq, &codes, d, vg, &[], &mut got);
+        assert_eq!(got, want, "{rows}x{n}x{d}/{vg}");
+    }
+}
+
+/// The SIMD integer value sums equal the contract's exactly (`value_cases`).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn value_codes_equal_the_portable_sums() {
-    use crate::attn::fused_int4_values::{quad_len, value_codes_generic, ValueCodes, WEIGHT_PAD};
+    use crate::attn::fused_int4_values::ValueCodes;
     use crate::attn::fused_x86_values::{values_256, values_256_madd, values_512};
     // values_512 runs the VNNI kernel where the CPU has it (else the AVX2 one again), values_256
     // the AVX-VNNI one where the CPU has it, values_256_madd never.
@@ -353,33 +427,9 @@ fn value_codes_equal_the_portable_sums() {
         ("256 madd", values_256_madd),
         ("512", values_512),
     ];
-    for (rows, n, d, vg) in [
-        (4usize, 64usize, 128usize, 64usize),
-        (3, 5, 64, 32),
-        (5, 8, 192, 64),
-        (1, 1, 256, 32),
-        (4, 66, 128, 32),
-        (2, 7, 256, 128),
-    ] {
-        let per_row = quad_len(n) * (d / vg);
-        let mut wq: Vec<u8> = data(rows * per_row, 51)
-            .iter()
-            .map(|x| (x.abs() * 256.0) as u8)
-            .collect();
-        wq[0] = 255;
-        // The contract: tokens past n (to the end of the last quad) weigh 0.
-        for g in wq.chunks_exact_mut(quad_len(n)) {
-            g[n..].fill(0);
-        }
-        wq[n - 1] = 255;
-        wq.resize(rows * per_row + WEIGHT_PAD, 0);
-        let mut codes: Vec<u8> = data(n * d / 2, 52)
-            .iter()
-            .map(|x| (x.abs() * 256.0) as u8)
-            .collect();
-        codes[0] = 255;
+    for (rows, n, d, vg, wq, codes) in value_cases() {
         let mut want = vec![0i32; rows * d];
-        value_codes_generic(&wq, &codes, d, vg, &[], &mut want);
+        value_codes_naive(&wq, &codes, d, vg, &mut want);
         for (name, f) in builds {
             let mut got = vec![7i32; rows * d];
             f(&wq, &codes, d, vg, &codes, &mut got);
