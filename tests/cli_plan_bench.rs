@@ -64,6 +64,19 @@ fn bad_flags_are_named() {
         err.contains("--device cuda") && err.lines().count() == 1,
         "{err}"
     );
+    // A misspelt kernel cap is one line naming the variable and its value, not a silent
+    // fallback to the best kernels.
+    let out = Command::new(env!("CARGO_BIN_EXE_tritter"))
+        .args(["plan", "--preset", "tritter-7b", "--context", "1024"])
+        .env("TRITTER_KERNELS", "AVX-2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TRITTER_KERNELS=\"AVX-2\"") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]

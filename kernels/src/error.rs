@@ -6,6 +6,14 @@ use crate::Isa;
 /// What went wrong in a `tritter-kernels` call.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum KernelError {
+    /// The kernel cap variable named no instruction set.
+    #[error("{var}={value:?} is not one of scalar, portable, avx2, avx512, avx512vnni")]
+    BadKernelCap {
+        /// The environment variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// A matrix dimension was zero or too large for the kernels' i32 accumulators.
     #[error("invalid matrix shape {n}x{k}: {reason}")]
     BadShape {

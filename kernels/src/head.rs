@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::{arch, KernelError};
+use crate::{arch, Isa, KernelError};
 
 /// The specification: one row at a time, in order, f32 accumulation.
 pub fn gemv_f16_scalar(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
@@ -137,16 +137,18 @@ struct Dots {
 }
 
 /// The inner loops, chosen on the first call (CPU features are detected once, as for
-/// [`crate::best_isa`]): the back end's SIMD loop where it has one, else the portable one.
+/// [`crate::best_isa`], within its cap `TRITTER_KERNELS`): the back end's SIMD loop where it has
+/// one, else the portable one.
 fn dots() -> &'static Dots {
     static DOTS: OnceLock<Dots> = OnceLock::new();
     DOTS.get_or_init(|| {
-        let (f16, f16_name) = arch::pick_head_f16().unwrap_or((dot_f16_portable, "portable"));
+        let cap = crate::isa_cap().ok().flatten().unwrap_or(Isa::Avx512Vnni);
+        let (f16, f16_name) = arch::pick_head_f16(cap).unwrap_or((dot_f16_portable, "portable"));
         Dots {
             f16,
             f16_name,
-            f32: arch::pick_head_f32().unwrap_or(dot_f32_portable),
-            i8: arch::pick_head_i8().unwrap_or(dot_i8_portable),
+            f32: arch::pick_head_f32(cap).unwrap_or(dot_f32_portable),
+            i8: arch::pick_head_i8(cap).unwrap_or(dot_i8_portable),
         }
     })
 }

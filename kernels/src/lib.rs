@@ -42,7 +42,7 @@ pub use head::{
     gemv_f16, gemv_f16_isa, gemv_f16_scalar, gemv_f32, gemv_i8, gemv_i8_scalar, I8Rows,
 };
 pub use matmul::{
-    available_isas, best_isa, gemm, gemm_with, gemv, gemv_with, ternary_matmul,
-    ternary_matmul_with, Isa,
+    available_isas, best_isa, gemm, gemm_with, gemv, gemv_with, isa_cap, ternary_matmul,
+    ternary_matmul_with, Isa, KERNELS_VAR,
 };
 pub use quant::{quantize_row_i8, quantize_row_i8_scalar};

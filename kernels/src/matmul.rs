@@ -49,9 +49,52 @@ pub fn available_isas() -> &'static [Isa] {
     })
 }
 
-/// The instruction set the plain entry points use: the best available.
+/// Environment variable capping the instruction set of the ternary kernels, the activation
+/// quantiser and the LM-head loops, for measuring on one CPU what others run: `scalar` (the
+/// specification), `portable` (the code non-x86 CPUs run), `avx2`, `avx512` or `avx512vnni`.
+/// Unset: the best the CPU supports. Read once per process; [`isa_cap`] parses it.
+pub const KERNELS_VAR: &str = "TRITTER_KERNELS";
+
+/// The cap [`KERNELS_VAR`] sets (`None` when unset), or the error naming a value it does not take.
+pub fn isa_cap() -> Result<Option<Isa>, KernelError> {
+    static CAP: OnceLock<Result<Option<Isa>, KernelError>> = OnceLock::new();
+    CAP.get_or_init(|| parse_cap(std::env::var(KERNELS_VAR).ok().as_deref()))
+        .clone()
+}
+
+/// The cap a value of [`KERNELS_VAR`] names.
+pub(crate) fn parse_cap(value: Option<&str>) -> Result<Option<Isa>, KernelError> {
+    let Some(v) = value else { return Ok(None) };
+    let isa = match v {
+        "scalar" => Isa::Scalar,
+        "portable" => Isa::Portable,
+        "avx2" => Isa::Avx2,
+        "avx512" => Isa::Avx512,
+        "avx512vnni" => Isa::Avx512Vnni,
+        _ => {
+            return Err(KernelError::BadKernelCap {
+                var: KERNELS_VAR,
+                value: v.to_string(),
+            })
+        }
+    };
+    Ok(Some(isa))
+}
+
+/// The best of `isas` (in increasing order of preference) at or below `cap`.
+pub(crate) fn best_under(isas: &[Isa], cap: Option<Isa>) -> Isa {
+    let cap = cap.unwrap_or(Isa::Avx512Vnni);
+    isas.iter()
+        .copied()
+        .rfind(|&i| i <= cap)
+        .unwrap_or(Isa::Scalar)
+}
+
+/// The instruction set the plain entry points use: the best available within [`KERNELS_VAR`]'s
+/// cap (an invalid cap is ignored here; [`isa_cap`] reports it).
 pub fn best_isa() -> Isa {
-    available_isas().last().copied().unwrap_or(Isa::Scalar)
+    static BEST: OnceLock<Isa> = OnceLock::new();
+    *BEST.get_or_init(|| best_under(available_isas(), isa_cap().ok().flatten()))
 }
 
 /// Receives one panel's 16 results for one token.

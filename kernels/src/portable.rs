@@ -46,16 +46,16 @@ pub(crate) unsafe fn run_tile<S: Sink>(
 }
 
 /// No SIMD f16 head loop here: `crate::head` runs its portable one.
-pub(crate) fn pick_head_f16() -> Option<(RowDot<f16>, &'static str)> {
+pub(crate) fn pick_head_f16(_cap: Isa) -> Option<(RowDot<f16>, &'static str)> {
     None
 }
 
 /// No SIMD f32 head loop here: `crate::head` runs its portable one.
-pub(crate) fn pick_head_f32() -> Option<RowDot<f32>> {
+pub(crate) fn pick_head_f32(_cap: Isa) -> Option<RowDot<f32>> {
     None
 }
 
 /// No SIMD int8 head loop here: `crate::head` runs its portable one.
-pub(crate) fn pick_head_i8() -> Option<RowDot<i8>> {
+pub(crate) fn pick_head_i8(_cap: Isa) -> Option<RowDot<i8>> {
     None
 }

@@ -155,5 +155,37 @@ fn isas_are_ordered_and_detected() {
     let isas = available_isas();
     assert_eq!(isas[0], Isa::Scalar);
     assert!(isas.windows(2).all(|p| p[0] < p[1]));
-    assert_eq!(best_isa(), *isas.last().unwrap());
+    let cap = crate::isa_cap().ok().flatten();
+    assert_eq!(best_isa(), crate::matmul::best_under(isas, cap));
+    if cap.is_none() {
+        assert_eq!(best_isa(), *isas.last().unwrap());
+    }
+}
+
+/// `TRITTER_KERNELS` names one instruction set or is an error naming the value; the cap picks
+/// the best set at or below it, the scalar specification when nothing is.
+#[test]
+fn the_kernel_cap_takes_the_best_set_at_or_below_it() {
+    use crate::matmul::{best_under, parse_cap};
+    assert_eq!(parse_cap(None), Ok(None));
+    assert_eq!(parse_cap(Some("portable")), Ok(Some(Isa::Portable)));
+    assert_eq!(parse_cap(Some("avx512vnni")), Ok(Some(Isa::Avx512Vnni)));
+    let err = parse_cap(Some("AVX2")).unwrap_err().to_string();
+    assert!(
+        err.contains("TRITTER_KERNELS=\"AVX2\"") && err.contains("portable"),
+        "{err}"
+    );
+    let all = [
+        Isa::Scalar,
+        Isa::Portable,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Vnni,
+    ];
+    let avx2_host = [Isa::Scalar, Isa::Portable, Isa::Avx2];
+    assert_eq!(best_under(&all, None), Isa::Avx512Vnni);
+    assert_eq!(best_under(&all, Some(Isa::Avx2)), Isa::Avx2);
+    assert_eq!(best_under(&all, Some(Isa::Portable)), Isa::Portable);
+    assert_eq!(best_under(&avx2_host, Some(Isa::Avx512)), Isa::Avx2);
+    assert_eq!(best_under(&avx2_host, Some(Isa::Scalar)), Isa::Scalar);
 }

@@ -30,6 +30,9 @@ struct ReportConfig {
     batch: usize,
     /// Minimum measuring time per figure.
     min_time: Duration,
+    /// Bytes of packed weights the memory-resident GEMV paths cycle through (several times the
+    /// last-level cache, so each call reads its matrix from memory, as decode does).
+    stream_bytes: usize,
 }
 
 impl ReportConfig {
@@ -42,6 +45,7 @@ impl ReportConfig {
             gemm: vec![(2560, 2560), (6912, 2560), (2560, 6912)],
             batch: 512,
             min_time: Duration::from_millis(500),
+            stream_bytes: 256 << 20,
         }
     }
 }
@@ -116,11 +120,16 @@ fn report(threads: usize, cfg: &ReportConfig) -> Result<Value> {
 
 /// The integer GEMV on every instruction-set path this CPU has (the scalar specification, the
 /// portable path the compiler vectorises, the SIMD tiles) at the projection shapes, with each
-/// path's speed relative to the AVX2 tile (`vs_avx2`, when present) and to the scalar one.
+/// path's speed relative to the AVX2 tile (`vs_avx2`, when present) and to the scalar one. Two
+/// residences: `us` with the matrix in cache (one matrix, called again and again: the kernels'
+/// compute speed), `us_memory` / `vs_avx2_memory` with each call reading a different copy out of
+/// [`ReportConfig::stream_bytes`] of them (the weights from memory, as in decode).
 fn gemv_paths(cfg: &ReportConfig) -> Result<Vec<Value>> {
     let mut rows = Vec::new();
     for &(n, k) in cfg.gemm.iter() {
         let w = random_ternary(n, k)?;
+        let copies = (cfg.stream_bytes / w.packed_bytes().max(1)).max(2);
+        let ws = (0..copies).map(|_| w.clone()).collect::<Vec<_>>();
         let x: Vec<i8> = (0..k)
             .map(|i| ((i * 7919 % 255) as i32 - 127) as i8)
             .collect();
@@ -128,16 +137,24 @@ fn gemv_paths(cfg: &ReportConfig) -> Result<Vec<Value>> {
         let mut us = Vec::new();
         for &isa in available_isas() {
             let (best, _) = time_us(cfg.min_time, || gemv_with(isa, &w, &x, &mut y))?;
-            us.push((isa, best));
+            let mut next = 0;
+            let (mem, _) = time_us(cfg.min_time, || {
+                next = (next + 1) % copies;
+                gemv_with(isa, &ws[next], &x, &mut y)
+            })?;
+            us.push((isa, best, mem));
         }
-        let of = |want: Isa| us.iter().find(|(i, _)| *i == want).map(|(_, t)| *t);
-        for &(isa, t) in &us {
+        let of = |want: Isa| us.iter().find(|u| u.0 == want).map(|u| (u.1, u.2));
+        for &(isa, t, mem) in &us {
             rows.push(json!({
                 "shape": [n, k],
                 "isa": format!("{isa:?}"),
                 "us": t,
-                "vs_avx2": of(Isa::Avx2).map(|a| a / t),
-                "vs_scalar": of(Isa::Scalar).map(|a| a / t),
+                "vs_avx2": of(Isa::Avx2).map(|a| a.0 / t),
+                "vs_scalar": of(Isa::Scalar).map(|a| a.0 / t),
+                "us_memory": mem,
+                "vs_avx2_memory": of(Isa::Avx2).map(|a| a.1 / mem),
+                "copies": copies,
             }));
         }
     }
@@ -224,6 +241,7 @@ mod tests {
             gemm: vec![(32, 40)],
             batch: 9,
             min_time: Duration::from_millis(1),
+            stream_bytes: 1 << 16,
         };
         let r = report(1, &cfg).unwrap();
         assert_eq!(r["threads"], 1);
@@ -254,6 +272,12 @@ mod tests {
         assert!(paths.iter().any(|p| p["isa"] == "Portable"));
         let scalar = paths.iter().find(|p| p["isa"] == "Scalar").unwrap();
         assert!((scalar["vs_scalar"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+        // 32 × 40 packs to 2 panels of 3 blocks (384 bytes): 170 copies fill 64 KiB.
+        assert!(paths.iter().all(|p| p["copies"] == 170));
+        assert!(paths.iter().all(|p| p["us_memory"].as_f64().unwrap() > 0.0));
+        if let Some(a) = paths.iter().find(|p| p["isa"] == "Avx2") {
+            assert!((a["vs_avx2_memory"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+        }
     }
 
     /// The published measurement, until `tritter bench kernels --json` is wired:

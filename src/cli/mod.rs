@@ -203,6 +203,8 @@ pub enum Command {
 /// Runs what the command line asks for: `--train`, a subcommand, `-p`, or the TUI. The clap
 /// structs end here: everything below takes typed options.
 pub fn run(cli: Cli) -> Result<()> {
+    // A misspelt kernel cap would otherwise be ignored and measure the wrong kernels.
+    tritter_kernels::isa_cap()?;
     if let Some(config) = &cli.train {
         if !cli.prepare_only && !cli.plot {
             train::tune_allocator();

@@ -12,15 +12,18 @@ use std::arch::x86_64::*;
 
 use crate::head::RowDot;
 use crate::tuning::prefetch_bytes;
+use crate::Isa;
 
 use super::prefetch_ahead;
 
-/// The f16 row dot for this CPU and its name, or `None` when only the portable loop runs here.
-pub(crate) fn pick_head_f16() -> Option<(RowDot<f16>, &'static str)> {
-    if is_x86_feature_detected!("avx512f") {
+/// The f16 row dot for this CPU within `cap` and its name, or `None` when only the portable
+/// loop runs here.
+pub(crate) fn pick_head_f16(cap: Isa) -> Option<(RowDot<f16>, &'static str)> {
+    if cap >= Isa::Avx512 && is_x86_feature_detected!("avx512f") {
         return Some((dot_f16_avx512, "avx512f"));
     }
-    if is_x86_feature_detected!("avx2")
+    if cap >= Isa::Avx2
+        && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("f16c")
         && is_x86_feature_detected!("fma")
     {
@@ -29,23 +32,23 @@ pub(crate) fn pick_head_f16() -> Option<(RowDot<f16>, &'static str)> {
     None
 }
 
-/// The f32 row dot for this CPU, or `None` when only the portable loop runs here.
-pub(crate) fn pick_head_f32() -> Option<RowDot<f32>> {
-    if is_x86_feature_detected!("avx512f") {
+/// The f32 row dot for this CPU within `cap`, or `None` when only the portable loop runs here.
+pub(crate) fn pick_head_f32(cap: Isa) -> Option<RowDot<f32>> {
+    if cap >= Isa::Avx512 && is_x86_feature_detected!("avx512f") {
         return Some(dot_f32_avx512);
     }
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if cap >= Isa::Avx2 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         return Some(dot_f32_avx2);
     }
     None
 }
 
-/// The int8 row dot for this CPU, or `None` when only the portable loop runs here.
-pub(crate) fn pick_head_i8() -> Option<RowDot<i8>> {
-    if is_x86_feature_detected!("avx512f") {
+/// The int8 row dot for this CPU within `cap`, or `None` when only the portable loop runs here.
+pub(crate) fn pick_head_i8(cap: Isa) -> Option<RowDot<i8>> {
+    if cap >= Isa::Avx512 && is_x86_feature_detected!("avx512f") {
         return Some(dot_i8_avx512);
     }
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+    if cap >= Isa::Avx2 && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         return Some(dot_i8_avx2);
     }
     None
