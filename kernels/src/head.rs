@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::{arch, Isa, KernelError};
+use crate::{arch, KernelError};
 
 /// The specification: one row at a time, in order, f32 accumulation.
 pub fn gemv_f16_scalar(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
@@ -142,7 +142,7 @@ struct Dots {
 fn dots() -> &'static Dots {
     static DOTS: OnceLock<Dots> = OnceLock::new();
     DOTS.get_or_init(|| {
-        let cap = crate::isa_cap().ok().flatten().unwrap_or(Isa::Avx512Vnni);
+        let cap = crate::matmul::isa_ceiling();
         let (f16, f16_name) = arch::pick_head_f16(cap).unwrap_or((dot_f16_portable, "portable"));
         Dots {
             f16,

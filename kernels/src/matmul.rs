@@ -81,7 +81,13 @@ pub(crate) fn parse_cap(value: Option<&str>) -> Result<Option<Isa>, KernelError>
     Ok(Some(isa))
 }
 
-/// The best of `isas` (in increasing order of preference) at or below `cap`.
+/// The highest set the kernels may use: [`KERNELS_VAR`]'s cap, the top one when it is unset
+/// (an invalid cap is ignored here; [`isa_cap`] reports it).
+pub(crate) fn isa_ceiling() -> Isa {
+    isa_cap().ok().flatten().unwrap_or(Isa::Avx512Vnni)
+}
+
+/// The best of `isas` (in increasing order of preference) at or below `cap` (any when `None`).
 pub(crate) fn best_under(isas: &[Isa], cap: Option<Isa>) -> Isa {
     let cap = cap.unwrap_or(Isa::Avx512Vnni);
     isas.iter()
@@ -94,7 +100,7 @@ pub(crate) fn best_under(isas: &[Isa], cap: Option<Isa>) -> Isa {
 /// cap (an invalid cap is ignored here; [`isa_cap`] reports it).
 pub fn best_isa() -> Isa {
     static BEST: OnceLock<Isa> = OnceLock::new();
-    *BEST.get_or_init(|| best_under(available_isas(), isa_cap().ok().flatten()))
+    *BEST.get_or_init(|| best_under(available_isas(), Some(isa_ceiling())))
 }
 
 /// Receives one panel's 16 results for one token.
