@@ -156,30 +156,6 @@ pub(crate) fn dot16<V: V16>(a: &[f32], b: &[f32]) -> f32 {
     acc.reduce()
 }
 
-/// The largest `|w|` (exact in any order): 16 lanes of the build's registers over the whole
-/// chunks ([`V16::max_abs`]: left to itself LLVM split this loop into 2-lane pieces) and their
-/// halving ([`V16::hmax`]), the tail apart.
-#[inline(always)]
-pub(crate) fn lane_max<V: V16>(w: &[f32]) -> f32 {
-    let chunks = w.chunks_exact(L);
-    let tail = chunks.remainder();
-    let mut acc = V::zero();
-    for c in chunks {
-        acc = acc.max_abs(V::load(c));
-    }
-    let mut t = 0f32;
-    for &x in tail {
-        let a = x.abs();
-        t = if a > t { a } else { t };
-    }
-    let m = acc.hmax();
-    if t > m {
-        t
-    } else {
-        m
-    }
-}
-
 /// Scores against INT4 keys (module docs); `dot` is the build's integer dot product. Per row and
 /// block of [`QBLOCK`] channels the scaled query stays in registers from the product to the
 /// rounding (its largest magnitude by [`V16::hmax`], its i8 values by [`V16::store_q8`]).

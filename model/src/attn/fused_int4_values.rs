@@ -20,7 +20,7 @@
 //! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
 //! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
 
-use super::fused_int4::{lane_max, scratch_slice, to_f32, Int4Scratch};
+use super::fused_int4::{scratch_slice, to_f32, Int4Scratch};
 use super::kv::Int4Tile;
 use super::lanes::{round_u8, QU8};
 use super::lanes::{L, V16};
@@ -144,16 +144,20 @@ fn transpose(src: &[f32], groups: usize, stride: usize, dst: &mut [f32]) {
     }
 }
 
-/// Rounds the weights `w` to u8 in `wq` (same order); returns their step `S` (`w ≈ S · u8`).
+/// Rounds the weights `w` to u8 in `wq` (same order), `amax` their largest magnitude; returns
+/// their step `S` (`w ≈ S · u8`). Four vectors at a time ([`V16::store_u8x4`]), then single ones.
 #[inline(always)]
-fn quantise_weights<V: V16>(w: &[f32], wq: &mut [u8]) -> f32 {
-    let amax = lane_max::<V>(w);
+fn quantise_weights<V: V16>(w: &[f32], amax: f32, wq: &mut [u8]) -> f32 {
     let inv = if amax > 0.0 { QU8 / amax } else { 0.0 };
-    let split = w.len() / L * L;
-    for (o, x) in wq[..split].chunks_exact_mut(L).zip(w.chunks_exact(L)) {
+    let (s4, s1) = (w.len() / (4 * L) * 4 * L, w.len() / L * L);
+    for (o, x) in wq[..s4].chunks_exact_mut(4 * L).zip(w.chunks_exact(4 * L)) {
+        let v = [0, 1, 2, 3].map(|i| V::load(&x[i * L..]));
+        V::store_u8x4(v, inv, o);
+    }
+    for (o, x) in wq[s4..s1].chunks_exact_mut(L).zip(w[s4..].chunks_exact(L)) {
         V::load(x).store_u8(inv, o);
     }
-    for (o, &x) in wq[split..].iter_mut().zip(&w[split..]) {
+    for (o, &x) in wq[s1..].iter_mut().zip(&w[s1..]) {
         *o = round_u8(x, inv);
     }
     amax / QU8
@@ -228,13 +232,17 @@ fn accumulate_part<V: V16>(
     transpose(mins, groups, n16, mt);
     // Per row and group, in one pass over the probabilities: the weights `p · step` and the
     // minima `Σ_j p_j (m_jg + 8 s_jg)`, added to the group's channels.
+    // The largest weight of each row is taken on the way (the weights are never negative, the
+    // padding is 0), so the rounding needs no pass of its own.
     let split = n / L * L;
-    for (r, (wr, ar)) in w
+    for (r, ((wr, ar), mr)) in w
         .chunks_exact_mut(per_row)
         .zip(acc.chunks_exact_mut(d))
+        .zip(step8.iter_mut())
         .enumerate()
     {
         let pr = &p[r * n_all + j0..][..n];
+        let (mut mx, mut mt_) = (V::zero(), 0f32);
         for ((wg, sg), (mg, ag)) in wr
             .chunks_exact_mut(nq)
             .zip(st.chunks_exact(nq))
@@ -243,13 +251,17 @@ fn accumulate_part<V: V16>(
             let mut sum = V::zero();
             for i in (0..split).step_by(L) {
                 let pv = V::load(&pr[i..]);
-                pv.mul_nz(V::load(&sg[i..])).store(&mut wg[i..]);
+                let wv = pv.mul_nz(V::load(&sg[i..]));
+                wv.store(&mut wg[i..]);
+                mx = mx.max_abs(wv);
                 sum = pv.madd(V::load(&mg[i..]), sum);
             }
             let mut b = sum.reduce();
             for i in split..n {
                 let pj = pr[i];
                 wg[i] = if pj == 0.0 { 0.0 } else { pj * sg[i] };
+                let a = wg[i].abs();
+                mt_ = if a > mt_ { a } else { mt_ };
                 b += pj * mg[i];
             }
             wg[n..].fill(0.0);
@@ -258,6 +270,8 @@ fn accumulate_part<V: V16>(
                 V::load(a).add(bv).store(a);
             }
         }
+        let m = mx.hmax();
+        *mr = if mt_ > m { mt_ } else { m };
     }
     let wq = scratch_slice(wq, rows * per_row + WEIGHT_PAD);
     wq[rows * per_row..].fill(0);
@@ -266,7 +280,7 @@ fn accumulate_part<V: V16>(
         .zip(wq.chunks_exact_mut(per_row))
         .zip(step8.iter_mut())
     {
-        *sr = quantise_weights::<V>(wr, qr);
+        *sr = quantise_weights::<V>(wr, *sr, qr);
     }
     let dots = scratch_slice(dots, rows * d);
     codes(wq, t.vc, d, vg, &t.next[t.next.len() / 2..], dots);

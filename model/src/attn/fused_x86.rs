@@ -1,5 +1,5 @@
 //! x86-64 builds of the fused decode kernels of [`super::fused`]: the same bodies run on
-//! [`V16`] implementations in AVX-512F registers ([`Z`]) or pairs of AVX2 registers ([`Y`]),
+//! [`V16`] implementations in AVX-512 F/BW registers ([`Z`]) or pairs of AVX2 registers ([`Y`]),
 //! each operation computing every lane exactly as the generic [`Lanes`](super::fused::Lanes)
 //! with fused multiply-adds does (f16 → f32 is exact, i32 → f32 rounds to nearest even as `as`
 //! does; the reduction adds lanes in the same order), so every build equals the generic one bit
@@ -15,7 +15,7 @@ use super::fused_x86_values::{values_256, values_512};
 use super::kv::Int4Tile;
 use super::lanes::{Q8, QU8, ROUND};
 
-/// Sixteen lanes in one AVX-512 register. Only used inside the `avx512f` build below.
+/// Sixteen lanes in one AVX-512 register. Only used inside the AVX-512 F/BW build below.
 #[derive(Clone, Copy)]
 struct Z(__m512);
 
@@ -96,6 +96,19 @@ fn round16(x: __m512, inv: f32, lim: f32) -> __m512i {
             _mm512_castps_si512(_mm512_add_ps(c, r)),
             _mm512_castps_si512(r),
         )
+    }
+}
+
+/// `round_u8`'s integers of sixteen lanes before the narrowing: `min(255, x · inv)` (a NaN
+/// stays NaN: `vminps` returns its second operand then) converted half to even, so a NaN, `-inf`
+/// or anything below -2^31 becomes `i32::MIN`, which the saturating packs of
+/// [`V16::store_u8x4`] take to 0, and every other value below 0 packs to 0 too.
+#[inline(always)]
+fn cvt_u8_bound(x: __m512, inv: f32) -> __m512i {
+    // SAFETY: only reached from the AVX-512 build, which runs after AVX-512F was detected.
+    unsafe {
+        let v = _mm512_min_ps(_mm512_set1_ps(QU8), _mm512_mul_ps(x, _mm512_set1_ps(inv)));
+        _mm512_cvtps_epi32(v)
     }
 }
 
@@ -195,6 +208,22 @@ impl V16 for Z {
         unsafe {
             let i = _mm512_max_epi32(round16(self.0, inv, QU8), _mm512_setzero_si512());
             _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm512_cvtepi32_epi8(i));
+        }
+    }
+    #[inline(always)]
+    fn store_u8x4(v: [Self; 4], inv: f32, dst: &mut [u8]) {
+        assert!(dst.len() >= 64);
+        // SAFETY: see the impl comment.
+        unsafe {
+            let i = v.map(|x| cvt_u8_bound(x.0, inv));
+            // Saturating packs (i32 → i16 signed, i16 → u8 unsigned) leave 128-bit lane k
+            // holding lanes 4k..4k + 4 of each input in turn; the permute puts them in order.
+            let b = _mm512_packus_epi16(
+                _mm512_packs_epi32(i[0], i[1]),
+                _mm512_packs_epi32(i[2], i[3]),
+            );
+            let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), _mm512_permutexvar_epi32(order, b));
         }
     }
     #[inline(always)]
@@ -426,7 +455,7 @@ macro_rules! fused_build {
 
 fused_build!(
     Z,
-    "avx512f,avx2,fma,f16c",
+    "avx512f,avx512bw,avx2,fma,f16c",
     sf_512,
     af_512,
     si_512,
@@ -494,7 +523,7 @@ pub(crate) fn available() -> Vec<FusedKernels> {
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c");
     let mut v = Vec::new();
-    if avx2 && is_x86_feature_detected!("avx512f") {
+    if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
         v.push(safe_kernels!(
             sf_512, af_512, si_512, ai_512, sm_512, "avx512"
         ));
@@ -508,82 +537,5 @@ pub(crate) fn available() -> Vec<FusedKernels> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::attn::fused::Lanes;
-
-    /// What the element-wise operations of a build give on `x`, `y` (and `inv`).
-    type Ops = ([f32; 16], [f32; 16], [f32; 16], f32, [i8; 16], [u8; 16]);
-
-    #[inline(always)]
-    fn ops<V: V16>(x: &[f32; 16], y: &[f32; 16], inv: f32) -> Ops {
-        let (a, b) = (V::load(x), V::load(y));
-        let (mut m, mut mz, mut s) = ([0f32; 16], [0f32; 16], [0f32; 16]);
-        a.mul(b).store(&mut m);
-        a.mul_nz(b).store(&mut mz);
-        a.add(b).store(&mut s);
-        let (mut q8, mut u8s) = ([0i8; 16], [0u8; 16]);
-        a.store_q8(inv, &mut q8);
-        a.store_u8(inv, &mut u8s);
-        (m, mz, s, a.hmax(), q8, u8s)
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn ops_z(x: &[f32; 16], y: &[f32; 16], inv: f32) -> Ops {
-        ops::<Z>(x, y, inv)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn ops_y(x: &[f32; 16], y: &[f32; 16], inv: f32) -> Ops {
-        ops::<Y>(x, y, inv)
-    }
-
-    /// Bit patterns, so NaN lanes compare equal to themselves.
-    fn bits(o: &Ops) -> (Vec<u32>, u32, Vec<i32>) {
-        let f = [o.0, o.1, o.2]
-            .concat()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
-        let i = o.4.iter().map(|&v| i32::from(v));
-        (
-            f,
-            o.3.to_bits(),
-            i.chain(o.5.iter().map(|&v| v.into())).collect(),
-        )
-    }
-
-    /// The rounding, zero-skipping, sums and lane maxima of both x86 builds equal the spec lane
-    /// for lane on ties, limits, infinities, NaN and signed zeros (the kernels' inputs cover
-    /// ordinary values only).
-    #[test]
-    fn vector_steps_equal_the_spec_on_special_values() {
-        let (nan, inf) = (f32::NAN, f32::INFINITY);
-        let specials = [
-            0.5, 1.5, 2.5, -0.5, -1.5, 126.5, 127.5, -127.5, 300.0, -300.0, 40000.0, -40000.0, inf,
-            -inf, nan, 0.0, -0.0, 1e-40, -3.25, 7.0, 254.5, 255.5,
-        ];
-        let mut cases = Vec::new();
-        for shift in 0..specials.len() {
-            let x: [f32; 16] = std::array::from_fn(|l| specials[(l + shift) % specials.len()]);
-            let y: [f32; 16] =
-                std::array::from_fn(|l| specials[(3 * l + shift + 1) % specials.len()]);
-            for inv in [1.0, 0.5, 2.0, 0.0, 127.0 / 300.0] {
-                cases.push((x, y, inv));
-            }
-        }
-        for (x, y, inv) in &cases {
-            let want = bits(&ops::<Lanes<true>>(x, y, *inv));
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                // SAFETY: the features were just detected.
-                let got = bits(&unsafe { ops_y(x, y, *inv) });
-                assert_eq!(got, want, "avx2: x {x:?} y {y:?} inv {inv}");
-                if is_x86_feature_detected!("avx512f") {
-                    // SAFETY: as above.
-                    let got = bits(&unsafe { ops_z(x, y, *inv) });
-                    assert_eq!(got, want, "avx512: x {x:?} y {y:?} inv {inv}");
-                }
-            }
-        }
-    }
-}
+#[path = "fused_x86_tests.rs"]
+mod tests;

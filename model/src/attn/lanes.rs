@@ -46,6 +46,14 @@ pub(crate) trait V16: Copy {
     fn store_q8(self, inv: f32, dst: &mut [i8]);
     /// Each lane rounded as [`round_u8`]`(x, inv)`, into `dst[..16]`.
     fn store_u8(self, inv: f32, dst: &mut [u8]);
+    /// [`V16::store_u8`] of four vectors into `dst[..64]` (the AVX-512 build narrows them
+    /// together, with saturating packs).
+    #[inline(always)]
+    fn store_u8x4(v: [Self; 4], inv: f32, dst: &mut [u8]) {
+        for (x, o) in v.iter().zip(dst[..4 * L].chunks_exact_mut(L)) {
+            x.store_u8(inv, o);
+        }
+    }
     /// The halving reduction of `tile::dot_generic` (lanes l and l + 8, then + 4, + 2, + 1),
     /// plus its empty tail (`+ 0.0`).
     fn reduce(self) -> f32;
