@@ -329,6 +329,8 @@ mod tests {
             (1, 1, 2),
             (2, 7, 32),
             (5, 9, 96),
+            (3, 10, 128),
+            (6, 5, 64),
         ] {
             let q = data(rows * d, 1);
             let keys = data(n * d, 2);
@@ -353,15 +355,27 @@ mod tests {
                     assert!((s1[r * n + j] as f64 - want).abs() < 1e-4);
                 }
             }
-            let p = data(rows * n, 3);
+            // Some probabilities 0, one of them on an infinite value: skipped, not multiplied
+            // (0 · inf would be NaN).
+            let mut p = data(rows * n, 3);
+            p.iter_mut().step_by(5).for_each(|x| *x = 0.0);
+            let mut vals = data(n * d, 5);
+            vals[d / 2] = f32::INFINITY;
+            p[0] = 0.0;
+            (1..rows).for_each(|r| p[r * n] = 0.0);
             let mut a1 = data(rows * d, 4);
             let mut a2 = a1.clone();
-            (k.accumulate)(&p, &keys, d, &mut a1);
+            (k.accumulate)(&p, &vals, d, &mut a1);
             if fma {
-                accumulate_generic::<true>(&p, &keys, d, &mut a2);
+                accumulate_generic::<true>(&p, &vals, d, &mut a2);
             } else {
-                accumulate_generic::<false>(&p, &keys, d, &mut a2);
+                accumulate_generic::<false>(&p, &vals, d, &mut a2);
             }
+            assert!(
+                a1.iter().all(|x| x.is_finite()),
+                "{} skips zero weights",
+                k.name
+            );
             assert_eq!(a1, a2, "{} accumulate bit-exact", k.name);
         }
     }

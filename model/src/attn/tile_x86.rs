@@ -133,126 +133,247 @@ fn reduce16(acc: __m512) -> f32 {
     reduce8(_mm256_add_ps(lo, hi))
 }
 
-/// Scores of each query row against four keys at a time (each query chunk loaded once for four
-/// keys); per pair the same lane order as [`dot_avx512`]. Needs `d % 16 == 0`.
+/// Scores of up to four query rows against four keys at a time, a 4 × 4 block of accumulators:
+/// each key chunk is loaded once for the four rows and each query chunk once for the four keys
+/// (a decode step's rows share every key, so the keys are read once per group of four rows, not
+/// once per row); per pair the same lane order as [`dot_avx512`]. Needs `d % 16 == 0`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and FMA; `q` is `[rows][d]`, `keys` `[n][d]`, `s` `[rows][n]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn scores_blocked_avx512(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]) {
-    let n = keys.len() / d;
+    let (rows, n) = (q.len() / d, keys.len() / d);
     let n4 = n / 4 * 4;
-    for (r, qr) in q.chunks_exact(d).enumerate() {
-        let sr = &mut s[r * n..(r + 1) * n];
-        let mut j = 0;
-        while j < n4 {
-            let (mut a0, mut a1, mut a2, mut a3) = (
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-                _mm512_setzero_ps(),
-            );
-            let k = keys.as_ptr();
-            let mut c = 0;
-            while c < d {
-                // SAFETY: c + 16 <= d and j + 3 < n, so every load stays inside `qr` / `keys`.
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        // Missing rows repeat the last one; their scores are not stored.
+        let row = |r: usize| &q[(r0 + r.min(rb - 1)) * d..][..d];
+        let qp = [
+            row(0).as_ptr(),
+            row(1).as_ptr(),
+            row(2).as_ptr(),
+            row(3).as_ptr(),
+        ];
+        let k = keys.as_ptr();
+        for j in (0..n4).step_by(4) {
+            let mut a = [[_mm512_setzero_ps(); 4]; 4];
+            for c in (0..d).step_by(16) {
+                // SAFETY: c + 16 <= d and j + 3 < n, so every load stays inside its query row
+                // or `keys`.
                 unsafe {
-                    let qv = _mm512_loadu_ps(qr.as_ptr().add(c));
-                    a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add(j * d + c)), a0);
-                    a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add((j + 1) * d + c)), a1);
-                    a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add((j + 2) * d + c)), a2);
-                    a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k.add((j + 3) * d + c)), a3);
+                    let kv = [
+                        _mm512_loadu_ps(k.add(j * d + c)),
+                        _mm512_loadu_ps(k.add((j + 1) * d + c)),
+                        _mm512_loadu_ps(k.add((j + 2) * d + c)),
+                        _mm512_loadu_ps(k.add((j + 3) * d + c)),
+                    ];
+                    for (ar, &qr) in a.iter_mut().zip(&qp) {
+                        let qv = _mm512_loadu_ps(qr.add(c));
+                        for (x, &kx) in ar.iter_mut().zip(&kv) {
+                            *x = _mm512_fmadd_ps(qv, kx, *x);
+                        }
+                    }
                 }
-                c += 16;
             }
-            sr[j] = reduce16(a0) * scale;
-            sr[j + 1] = reduce16(a1) * scale;
-            sr[j + 2] = reduce16(a2) * scale;
-            sr[j + 3] = reduce16(a3) * scale;
-            j += 4;
+            for (r, ar) in a.iter().enumerate().take(rb) {
+                for (i, &x) in ar.iter().enumerate() {
+                    s[(r0 + r) * n + j + i] = reduce16(x) * scale;
+                }
+            }
         }
-        for (jj, x) in sr.iter_mut().enumerate().skip(n4) {
-            // SAFETY: same features as this function; both slices are `d` long.
-            *x = unsafe { dot_avx512(qr, &keys[jj * d..(jj + 1) * d]) } * scale;
+        for r in 0..rb {
+            for jj in n4..n {
+                // SAFETY: same features as this function; both slices are `d` long.
+                let x = unsafe { dot_avx512(row(r), &keys[jj * d..(jj + 1) * d]) };
+                s[(r0 + r) * n + jj] = x * scale;
+            }
         }
     }
 }
 
-/// `acc[r] += Σ_j p[r][j] · v[j]` with 64 columns of a row held in four registers across all keys
-/// (same per-element operation order as the generic spec). Needs `d % 64 == 0`.
+/// `acc[r] += Σ_j p[r][j] · v[j]` for up to four rows at a time, 64 columns of each held in four
+/// registers across all keys, so each value chunk is loaded once for the four rows (same
+/// per-element operation order as the generic spec: a zero probability is skipped). Needs
+/// `d % 64 == 0`.
 ///
 /// # Safety
 /// The CPU must support AVX-512F and FMA; `acc` is `[rows][d]`, `vals` `[n][d]`, `p` `[rows][n]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn accumulate_blocked_avx512(p: &[f32], vals: &[f32], d: usize, acc: &mut [f32]) {
-    let n = vals.len() / d;
-    for (r, row) in acc.chunks_exact_mut(d).enumerate() {
-        let pr = &p[r * n..(r + 1) * n];
-        for c in (0..d).step_by(64) {
-            let a = row[c..c + 64].as_mut_ptr();
-            // SAFETY: `a` points at 64 floats of `row`; every `v` pointer at 64 floats of `vals`
-            // (c + 64 <= d, j < n).
-            unsafe {
-                let mut r0 = _mm512_loadu_ps(a);
-                let mut r1 = _mm512_loadu_ps(a.add(16));
-                let mut r2 = _mm512_loadu_ps(a.add(32));
-                let mut r3 = _mm512_loadu_ps(a.add(48));
-                for (j, &pj) in pr.iter().enumerate() {
-                    if pj == 0.0 {
-                        continue;
-                    }
-                    let pv = _mm512_set1_ps(pj);
-                    let v = vals.as_ptr().add(j * d + c);
-                    r0 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v), r0);
-                    r1 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v.add(16)), r1);
-                    r2 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v.add(32)), r2);
-                    r3 = _mm512_fmadd_ps(pv, _mm512_loadu_ps(v.add(48)), r3);
-                }
-                _mm512_storeu_ps(a, r0);
-                _mm512_storeu_ps(a.add(16), r1);
-                _mm512_storeu_ps(a.add(32), r2);
-                _mm512_storeu_ps(a.add(48), r3);
+    let rows = acc.len() / d;
+    for r0 in (0..rows).step_by(4) {
+        // SAFETY: same features and shapes as this function.
+        unsafe {
+            match (rows - r0).min(4) {
+                4 => accumulate_rows_avx512::<4>(p, vals, d, acc, r0),
+                3 => accumulate_rows_avx512::<3>(p, vals, d, acc, r0),
+                2 => accumulate_rows_avx512::<2>(p, vals, d, acc, r0),
+                _ => accumulate_rows_avx512::<1>(p, vals, d, acc, r0),
             }
         }
     }
 }
 
-/// AVX2 form of [`accumulate_blocked_avx512`]: 32 columns in four registers. Needs `d % 32 == 0`.
+/// Rows `r0..r0 + R` of [`accumulate_blocked_avx512`].
+///
+/// # Safety
+/// As [`accumulate_blocked_avx512`], with `r0 + R <= rows`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn accumulate_rows_avx512<const R: usize>(
+    p: &[f32],
+    vals: &[f32],
+    d: usize,
+    acc: &mut [f32],
+    r0: usize,
+) {
+    let n = vals.len() / d;
+    let pr: [&[f32]; R] = std::array::from_fn(|r| &p[(r0 + r) * n..][..n]);
+    for c in (0..d).step_by(64) {
+        let rp: [*mut f32; R] = std::array::from_fn(|r| acc[(r0 + r) * d + c..][..64].as_mut_ptr());
+        // SAFETY: every `rp` points at 64 floats of its row; every `v` at 64 floats of `vals`
+        // (c + 64 <= d, j < n).
+        unsafe {
+            let mut a = [[_mm512_setzero_ps(); 4]; R];
+            for (ar, &ap) in a.iter_mut().zip(&rp) {
+                for (b, x) in ar.iter_mut().enumerate() {
+                    *x = _mm512_loadu_ps(ap.add(16 * b));
+                }
+            }
+            for j in 0..n {
+                let v = vals.as_ptr().add(j * d + c);
+                let x = [
+                    _mm512_loadu_ps(v),
+                    _mm512_loadu_ps(v.add(16)),
+                    _mm512_loadu_ps(v.add(32)),
+                    _mm512_loadu_ps(v.add(48)),
+                ];
+                for (ar, prr) in a.iter_mut().zip(&pr) {
+                    let pj = prr[j];
+                    if pj == 0.0 {
+                        continue;
+                    }
+                    let pv = _mm512_set1_ps(pj);
+                    for (y, &xb) in ar.iter_mut().zip(&x) {
+                        *y = _mm512_fmadd_ps(pv, xb, *y);
+                    }
+                }
+            }
+            for (ar, &ap) in a.iter().zip(&rp) {
+                for (b, &x) in ar.iter().enumerate() {
+                    _mm512_storeu_ps(ap.add(16 * b), x);
+                }
+            }
+        }
+    }
+}
+
+/// AVX2 form of [`scores_blocked_avx512`]: one key at a time against up to four query rows (two
+/// registers of eight lanes per pair, [`dot_avx2`]'s order), so each key chunk is loaded once for
+/// the four rows. Needs `d % 16 == 0`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; shapes as for [`scores_blocked_avx512`].
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scores_blocked_avx2(q: &[f32], keys: &[f32], d: usize, scale: f32, s: &mut [f32]) {
+    let (rows, n) = (q.len() / d, keys.len() / d);
+    for r0 in (0..rows).step_by(4) {
+        let rb = (rows - r0).min(4);
+        // Missing rows repeat the last one; their scores are not stored.
+        let row = |r: usize| &q[(r0 + r.min(rb - 1)) * d..][..d];
+        let qp = [
+            row(0).as_ptr(),
+            row(1).as_ptr(),
+            row(2).as_ptr(),
+            row(3).as_ptr(),
+        ];
+        for j in 0..n {
+            let k = keys[j * d..][..d].as_ptr();
+            let mut a = [[_mm256_setzero_ps(); 2]; 4];
+            for c in (0..d).step_by(16) {
+                // SAFETY: c + 16 <= d: every load stays inside its query row or key.
+                unsafe {
+                    let (k0, k1) = (_mm256_loadu_ps(k.add(c)), _mm256_loadu_ps(k.add(c + 8)));
+                    for (ar, &qr) in a.iter_mut().zip(&qp) {
+                        ar[0] = _mm256_fmadd_ps(_mm256_loadu_ps(qr.add(c)), k0, ar[0]);
+                        ar[1] = _mm256_fmadd_ps(_mm256_loadu_ps(qr.add(c + 8)), k1, ar[1]);
+                    }
+                }
+            }
+            for (r, ar) in a.iter().enumerate().take(rb) {
+                // The empty tail of `dot_avx2` adds 0.
+                s[(r0 + r) * n + j] = (reduce8(_mm256_add_ps(ar[0], ar[1])) + 0.0) * scale;
+            }
+        }
+    }
+}
+
+/// AVX2 form of [`accumulate_blocked_avx512`]: 16 columns of up to four rows in eight registers
+/// per pass. Needs `d % 16 == 0`.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; shapes as for [`accumulate_blocked_avx512`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate_blocked_avx2(p: &[f32], vals: &[f32], d: usize, acc: &mut [f32]) {
+    let rows = acc.len() / d;
+    for r0 in (0..rows).step_by(4) {
+        // SAFETY: same features and shapes as this function.
+        unsafe {
+            match (rows - r0).min(4) {
+                4 => accumulate_rows_avx2::<4>(p, vals, d, acc, r0),
+                3 => accumulate_rows_avx2::<3>(p, vals, d, acc, r0),
+                2 => accumulate_rows_avx2::<2>(p, vals, d, acc, r0),
+                _ => accumulate_rows_avx2::<1>(p, vals, d, acc, r0),
+            }
+        }
+    }
+}
+
+/// Rows `r0..r0 + R` of [`accumulate_blocked_avx2`].
+///
+/// # Safety
+/// As [`accumulate_blocked_avx2`], with `r0 + R <= rows`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_rows_avx2<const R: usize>(
+    p: &[f32],
+    vals: &[f32],
+    d: usize,
+    acc: &mut [f32],
+    r0: usize,
+) {
     let n = vals.len() / d;
-    for (r, row) in acc.chunks_exact_mut(d).enumerate() {
-        let pr = &p[r * n..(r + 1) * n];
-        for c in (0..d).step_by(32) {
-            let a = row[c..c + 32].as_mut_ptr();
-            // SAFETY: `a` points at 32 floats of `row`; every `v` pointer at 32 floats of `vals`
-            // (c + 32 <= d, j < n).
-            unsafe {
-                let mut r0 = _mm256_loadu_ps(a);
-                let mut r1 = _mm256_loadu_ps(a.add(8));
-                let mut r2 = _mm256_loadu_ps(a.add(16));
-                let mut r3 = _mm256_loadu_ps(a.add(24));
-                for (j, &pj) in pr.iter().enumerate() {
+    let pr: [&[f32]; R] = std::array::from_fn(|r| &p[(r0 + r) * n..][..n]);
+    for c in (0..d).step_by(16) {
+        let rp: [*mut f32; R] = std::array::from_fn(|r| acc[(r0 + r) * d + c..][..16].as_mut_ptr());
+        // SAFETY: every `rp` points at 16 floats of its row; every `v` at 16 floats of `vals`
+        // (c + 16 <= d, j < n).
+        unsafe {
+            let mut a = [[_mm256_setzero_ps(); 2]; R];
+            for (ar, &ap) in a.iter_mut().zip(&rp) {
+                ar[0] = _mm256_loadu_ps(ap);
+                ar[1] = _mm256_loadu_ps(ap.add(8));
+            }
+            for j in 0..n {
+                let v = vals.as_ptr().add(j * d + c);
+                let (x0, x1) = (_mm256_loadu_ps(v), _mm256_loadu_ps(v.add(8)));
+                for (ar, prr) in a.iter_mut().zip(&pr) {
+                    let pj = prr[j];
                     if pj == 0.0 {
                         continue;
                     }
                     let pv = _mm256_set1_ps(pj);
-                    let v = vals.as_ptr().add(j * d + c);
-                    r0 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v), r0);
-                    r1 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(8)), r1);
-                    r2 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(16)), r2);
-                    r3 = _mm256_fmadd_ps(pv, _mm256_loadu_ps(v.add(24)), r3);
+                    ar[0] = _mm256_fmadd_ps(pv, x0, ar[0]);
+                    ar[1] = _mm256_fmadd_ps(pv, x1, ar[1]);
                 }
-                _mm256_storeu_ps(a, r0);
-                _mm256_storeu_ps(a.add(8), r1);
-                _mm256_storeu_ps(a.add(16), r2);
-                _mm256_storeu_ps(a.add(24), r3);
+            }
+            for (ar, &ap) in a.iter().zip(&rp) {
+                _mm256_storeu_ps(ap, ar[0]);
+                _mm256_storeu_ps(ap.add(8), ar[1]);
             }
         }
     }
@@ -336,8 +457,8 @@ tile_fns!(
     dot_avx2,
     axpy_avx2,
     accumulate_blocked_avx2,
-    32,
-    None::<unsafe fn(&[f32], &[f32], usize, f32, &mut [f32])>,
+    16,
+    Some(scores_blocked_avx2 as unsafe fn(&[f32], &[f32], usize, f32, &mut [f32])),
     "avx2,fma"
 );
 
