@@ -34,7 +34,10 @@ def run_once(spec, threads):
     if not words:
         raise SystemExit(f"bench_rounds: no binary in {spec!r}")
     cmd = words + ["bench", "attention", "--json", "--threads", str(threads)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    try:
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise SystemExit(f"bench_rounds: cannot run {words[0]}: {e.strerror}") from None
     if res.returncode != 0:
         raise SystemExit(f"bench_rounds: {' '.join(cmd)} failed: {res.stderr.strip()}")
     return json.loads(res.stdout)

@@ -1,5 +1,7 @@
 //! `tritter plan`, `tritter bench` and `tritter embed` on the command line: the plan is one JSON object with the
-//! library planner's figures, bad flags give a one-line error naming them.
+//! library planner's figures, bad flags give a one-line error naming them. Also the unit tests of
+//! `scripts/bench_rounds.py`, which summarises `tritter bench attention` over several runs
+//! (Python 3: `$TRITTER_PYTHON`, else `python3`; skipped with a note without it, except under CI).
 
 use std::process::Command;
 
@@ -96,4 +98,30 @@ fn embed_prints_one_json_object_with_the_model_width() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("empty"));
+}
+
+/// `scripts/test_bench_rounds.py`: `bench_rounds.py` against a fake `tritter` with canned reports
+/// (median, range and goal count worked out by hand; binaries alternated run by run; a binary
+/// that cannot run is a one-line error).
+#[test]
+fn bench_rounds_script_tests_pass() {
+    let py = std::env::var_os("TRITTER_PYTHON").unwrap_or_else(|| "python3".into());
+    let ok = Command::new(&py)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        assert!(!ci, "no Python ($TRITTER_PYTHON or python3), and CI is set");
+        eprintln!("skipped: no Python ($TRITTER_PYTHON or python3)");
+        return;
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/test_bench_rounds.py");
+    let out = Command::new(&py).arg(script).arg("-v").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
