@@ -226,36 +226,72 @@ pub fn attention_cached(
         .for_each(|(kvh, acc)| {
             acc.fill(0.0);
             let qg = &q[kvh * rows * d..][..rows * d];
-            let mut st = DecodeState::new(rows, if int4 { rows * d } else { 0 });
-            let mut raw = RawBuffers::default();
-            let mut conv = TileScratch::default();
-            cache.visit_head_raw(kvh, &mut raw, sink_table.as_deref(), &mut |tile, k0| {
-                let tile = if fused_ok {
-                    tile
-                } else {
-                    let (k, v) = conv.convert(tile, d);
-                    RawTile::F32 { k, v }
-                };
-                let mask = |s: &mut [f32], kn: usize| {
-                    // Row r is query (r % n) of its head; the newest query sees every key.
-                    if n > 1 {
-                        for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
-                            let qp = q_first + r % n;
-                            for (j, x) in sr.iter_mut().enumerate() {
-                                let kp = k0 + j;
-                                let sink = kp < n_sinks;
-                                if kp > qp || (!sink && qp - kp >= recent) {
-                                    *x = f32::NEG_INFINITY;
+            with_worker(rows, if int4 { rows * d } else { 0 }, |w| {
+                let Worker { st, raw, conv } = w;
+                cache.visit_head_raw(kvh, raw, sink_table.as_deref(), &mut |tile, k0| {
+                    let tile = if fused_ok {
+                        tile
+                    } else {
+                        let (k, v) = conv.convert(tile, d);
+                        RawTile::F32 { k, v }
+                    };
+                    let mask = |s: &mut [f32], kn: usize| {
+                        // Row r is query (r % n) of its head; the newest query sees every key.
+                        if n > 1 {
+                            for (r, sr) in s.chunks_exact_mut(kn).enumerate() {
+                                let qp = q_first + r % n;
+                                for (j, x) in sr.iter_mut().enumerate() {
+                                    let kp = k0 + j;
+                                    let sink = kp < n_sinks;
+                                    if kp > qp || (!sink && qp - kp >= recent) {
+                                        *x = f32::NEG_INFINITY;
+                                    }
                                 }
                             }
                         }
-                    }
-                };
-                st.tile(qg, tile, d, scale, acc, mask);
+                    };
+                    st.tile(qg, tile, d, scale, acc, mask);
+                });
+                st.finish(acc, d);
             });
-            st.finish(acc, d);
         });
     Ok(())
+}
+
+/// The buffers one kv head's decode pass works in. Kept per thread across calls (rayon's workers
+/// live as long as the pool), so after a thread's first step a decode step allocates and zeroes
+/// nothing but its state: at 1K tokens a fresh set per kv head and call was a measurable share of
+/// the step (the INT4 scratch grows on the first tile).
+struct Worker {
+    st: DecodeState,
+    raw: RawBuffers,
+    conv: TileScratch,
+}
+
+thread_local! {
+    static WORKER: std::cell::RefCell<Option<Worker>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's [`Worker`], its state reset for `rows` query rows and an INT4
+/// accumulator of `accp` elements (fresh buffers if the thread's are in use, which no caller
+/// does today: `f` never re-enters).
+fn with_worker(rows: usize, accp: usize, f: impl FnOnce(&mut Worker)) {
+    WORKER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut slot) => {
+            let w = slot.get_or_insert_with(|| Worker {
+                st: DecodeState::new(0, 0),
+                raw: RawBuffers::default(),
+                conv: TileScratch::default(),
+            });
+            w.st.reset(rows, accp);
+            f(w)
+        }
+        Err(_) => f(&mut Worker {
+            st: DecodeState::new(rows, accp),
+            raw: RawBuffers::default(),
+            conv: TileScratch::default(),
+        }),
+    })
 }
 
 /// Per-kv-head state of [`attention_cached`]: running max and sum per query row, the score
@@ -271,6 +307,20 @@ struct DecodeState {
 }
 
 impl DecodeState {
+    /// Back to the state [`DecodeState::new`] makes, keeping the buffers.
+    fn reset(&mut self, rows: usize, accp: usize) {
+        for (v, x) in [
+            (&mut self.m, f32::NEG_INFINITY),
+            (&mut self.l, 0.0),
+            (&mut self.corr, 1.0),
+        ] {
+            v.clear();
+            v.resize(rows, x);
+        }
+        self.accp.clear();
+        self.accp.resize(accp, 0.0);
+    }
+
     fn new(rows: usize, accp: usize) -> Self {
         DecodeState {
             m: vec![f32::NEG_INFINITY; rows],
