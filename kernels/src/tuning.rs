@@ -58,6 +58,7 @@ pub fn tuning() -> &'static Tuning {
 }
 
 /// The prefetch distance in bytes the streaming loops use (0: none).
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn prefetch_bytes() -> usize {
     tuning().prefetch_bytes
@@ -124,6 +125,7 @@ fn family() -> u32 {
 }
 
 /// The family encoded in `cpuid` leaf 1's `eax`.
+#[cfg(any(target_arch = "x86_64", test))]
 fn family_of(eax: u32) -> u32 {
     let base = (eax >> 8) & 0xf;
     if base == 0xf {

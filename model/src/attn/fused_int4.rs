@@ -39,6 +39,8 @@ pub(crate) struct KeyDots<'a> {
     pub(crate) st: &'a [f32],
     pub(crate) bias: &'a [f32],
     pub(crate) scale: f32,
+    /// Only the x86 builds ask for the bytes; the generic build has no portable prefetch.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) ahead: &'a [u8],
     pub(crate) out: &'a mut [f32],
 }
@@ -85,6 +87,7 @@ pub(crate) fn scratch_slice<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &m
 /// channels (a pattern of period 4), summed over the block's octets (exact: `|q8 · code| ≤ 127 ·
 /// 15`, eight of them per lane 15240), then each token's four lanes widened and added.
 pub(crate) fn dot_codes_generic(k: KeyDots<'_>) {
+    let (_, m) = k.shape();
     let KeyDots {
         q8,
         codes,
@@ -95,8 +98,7 @@ pub(crate) fn dot_codes_generic(k: KeyDots<'_>) {
         out,
         ..
     } = k;
-    let cb = key_chunk_bytes(d);
-    let (blocks, m) = (d / QBLOCK, codes.len() / cb * KEY_CHUNK);
+    let (cb, blocks) = (key_chunk_bytes(d), d / QBLOCK);
     for (r, qr) in q8.chunks_exact(d).enumerate() {
         for (ch, cc) in codes.chunks_exact(cb).enumerate() {
             let mut x = [0f32; KEY_CHUNK];
