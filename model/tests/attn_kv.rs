@@ -398,3 +398,115 @@ fn bad_configs_and_shapes_are_rejected() {
     assert_eq!(KvKind::parse("bf16").unwrap(), KvKind::Bf16);
     assert!(KvKind::parse("int3").is_err());
 }
+
+/// One visited tile, enough to tell tiles apart: (position, tokens, where its data lies).
+fn tile_id(
+    t: &tritter_model::attn::kv::RawTile<'_>,
+    pos: usize,
+    d: usize,
+) -> (usize, usize, usize) {
+    use tritter_model::attn::kv::RawTile;
+    let at = match t {
+        RawTile::F32 { k, .. } => k.as_ptr() as usize,
+        RawTile::F16 { k, .. } => k.as_ptr() as usize,
+        RawTile::Int4(q) => q.vc.as_ptr() as usize,
+    };
+    (pos, t.len(d), at)
+}
+
+#[test]
+fn visiting_several_heads_gives_each_head_its_own_tiles() {
+    use tritter_model::attn::kv::RawBuffers;
+    let (h, d) = (3, 64);
+    for (kind, window, sinks) in [
+        (KvKind::INT4, 0, 0),
+        (KvKind::INT4, 200, 4),
+        (KvKind::F16, 200, 4),
+    ] {
+        let mut cache = KvCache::new(KvCacheConfig {
+            kv_heads: h,
+            head_dim: d,
+            kind,
+            window,
+            sinks,
+            rope_theta: Some(10_000.0),
+        })
+        .unwrap();
+        let n = 333;
+        cache
+            .append(&rand_vec(h * n * d, 1), &rand_vec(h * n * d, 2), n)
+            .unwrap();
+        let table = cache.sink_rotation();
+        let mut buf = RawBuffers::default();
+        let one: Vec<Vec<_>> = (0..h)
+            .map(|head| {
+                let mut v = Vec::new();
+                cache.visit_head_raw(head, &mut buf, table.as_deref(), &mut |t, pos| {
+                    v.push(tile_id(&t, pos, d));
+                });
+                v
+            })
+            .collect();
+        let mut all: Vec<Vec<_>> = vec![Vec::new(); h];
+        let mut order = Vec::new();
+        cache.visit_heads_raw(0..h + 2, &mut buf, table.as_deref(), &mut |head, t, pos| {
+            if t.len(d) > 0 && matches!(t, tritter_model::attn::kv::RawTile::Int4(_)) {
+                order.push(head);
+            }
+            all[head].push(tile_id(&t, pos, d));
+        });
+        // Sink tiles are rotated into the shared buffer: compare them by position and length.
+        let strip = |v: &Vec<(usize, usize, usize)>| -> Vec<(usize, usize, Option<usize>)> {
+            v.iter()
+                .map(|&(p, l, a)| (p, l, (sinks == 0 || p > 0).then_some(a)))
+                .collect()
+        };
+        for head in 0..h {
+            assert!(one[head].len() > 2, "{kind:?}: head {head} has tiles");
+            assert_eq!(
+                strip(&all[head]),
+                strip(&one[head]),
+                "{kind:?} window {window}: head {head}"
+            );
+        }
+        // INT4 blocks go block by block: heads 0, 1, 2, 0, 1, 2, …
+        for (i, &head) in order.iter().enumerate() {
+            assert_eq!(head, i % h, "{kind:?}: INT4 tile {i} is of head {head}");
+        }
+    }
+}
+
+#[test]
+fn decode_is_the_same_on_any_number_of_threads() {
+    let (kvh, heads, d, n) = (5, 20, 64, 300);
+    for kind in [KvKind::INT4, KvKind::F16] {
+        let mut cache = KvCache::new(KvCacheConfig {
+            kv_heads: kvh,
+            head_dim: d,
+            kind,
+            window: 0,
+            sinks: 0,
+            rope_theta: None,
+        })
+        .unwrap();
+        cache
+            .append(&rand_vec(kvh * n * d, 3), &rand_vec(kvh * n * d, 4), n)
+            .unwrap();
+        let q = rand_vec(heads * d, 5);
+        let outs: Vec<Vec<f32>> = [1, 2, 3]
+            .iter()
+            .map(|&t| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0f32; heads * d];
+                pool.install(|| attention_decode(&q, heads, &cache, 0.125, &mut out))
+                    .unwrap();
+                out
+            })
+            .collect();
+        assert_eq!(outs[0], outs[1], "{kind:?}: 1 vs 2 threads");
+        assert_eq!(outs[0], outs[2], "{kind:?}: 1 vs 3 threads");
+    }
+}

@@ -221,14 +221,18 @@ pub fn attention_cached(
     // tile to f32 once and let the blocked f32 kernels share it among the rows.
     let fused_ok = fused::takes(d, vg) && rows <= fused::MAX_ROWS;
     let int4 = matches!(cfg.kind, KvKind::Int4 { .. }) && fused_ok;
-    out.par_chunks_mut(rows * d)
+    // Each task takes a run of kv heads, one per thread at most, so that it can read INT4
+    // blocks in memory order (`KvCache::visit_heads_raw`).
+    let per = kv_heads.div_ceil(rayon::current_num_threads().max(1));
+    out.par_chunks_mut(per * rows * d)
         .enumerate()
-        .for_each(|(kvh, acc)| {
-            acc.fill(0.0);
-            let qg = &q[kvh * rows * d..][..rows * d];
-            with_worker(rows, if int4 { rows * d } else { 0 }, |w| {
+        .for_each(|(c, accs)| {
+            accs.fill(0.0);
+            let (h0, nh) = (c * per, accs.len() / (rows * d));
+            with_worker(nh, rows, if int4 { rows * d } else { 0 }, |w| {
                 let Worker { st, raw, conv } = w;
-                cache.visit_head_raw(kvh, raw, sink_table.as_deref(), &mut |tile, k0| {
+                let heads = h0..h0 + nh;
+                cache.visit_heads_raw(heads, raw, sink_table.as_deref(), &mut |kvh, tile, k0| {
                     let tile = if fused_ok {
                         tile
                     } else {
@@ -250,9 +254,14 @@ pub fn attention_cached(
                             }
                         }
                     };
-                    st.tile(qg, tile, d, scale, acc, mask);
+                    let i = kvh - h0;
+                    let qg = &q[kvh * rows * d..][..rows * d];
+                    let acc = &mut accs[i * rows * d..][..rows * d];
+                    st[i].tile(qg, tile, d, scale, acc, mask);
                 });
-                st.finish(acc, d);
+                for (sti, acc) in st.iter().zip(accs.chunks_exact_mut(rows * d)) {
+                    sti.finish(acc, d);
+                }
             });
         });
     Ok(())
@@ -263,7 +272,8 @@ pub fn attention_cached(
 /// nothing but its state: at 1K tokens a fresh set per kv head and call was a measurable share of
 /// the step (the INT4 scratch grows on the first tile).
 struct Worker {
-    st: DecodeState,
+    /// One state per kv head of the task.
+    st: Vec<DecodeState>,
     raw: RawBuffers,
     conv: TileScratch,
 }
@@ -272,22 +282,27 @@ thread_local! {
     static WORKER: std::cell::RefCell<Option<Worker>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Runs `f` on this thread's [`Worker`], its state reset for `rows` query rows and an INT4
-/// accumulator of `accp` elements (fresh buffers if the thread's are in use, which no caller
-/// does today: `f` never re-enters).
-fn with_worker(rows: usize, accp: usize, f: impl FnOnce(&mut Worker)) {
+/// Runs `f` on this thread's [`Worker`], with `heads` states reset for `rows` query rows and an
+/// INT4 accumulator of `accp` elements each (fresh buffers if the thread's are in use, which no
+/// caller does today: `f` never re-enters).
+fn with_worker(heads: usize, rows: usize, accp: usize, f: impl FnOnce(&mut Worker)) {
     WORKER.with(|cell| match cell.try_borrow_mut() {
         Ok(mut slot) => {
             let w = slot.get_or_insert_with(|| Worker {
-                st: DecodeState::new(0, 0),
+                st: Vec::new(),
                 raw: RawBuffers::default(),
                 conv: TileScratch::default(),
             });
-            w.st.reset(rows, accp);
+            if w.st.len() < heads {
+                w.st.resize_with(heads, || DecodeState::new(0, 0));
+            }
+            for st in &mut w.st[..heads] {
+                st.reset(rows, accp);
+            }
             f(w)
         }
         Err(_) => f(&mut Worker {
-            st: DecodeState::new(rows, accp),
+            st: (0..heads).map(|_| DecodeState::new(rows, accp)).collect(),
             raw: RawBuffers::default(),
             conv: TileScratch::default(),
         }),

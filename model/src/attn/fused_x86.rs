@@ -215,7 +215,14 @@ impl V16 for Z {
         assert!(dst.len() >= 64);
         // SAFETY: see the impl comment.
         unsafe {
-            let i = v.map(|x| cvt_u8_bound(x.0, inv));
+            // Element by element, not `map`: its closure runs outside this build's target
+            // features when the caller is large, and then every intrinsic is a call.
+            let i = [
+                cvt_u8_bound(v[0].0, inv),
+                cvt_u8_bound(v[1].0, inv),
+                cvt_u8_bound(v[2].0, inv),
+                cvt_u8_bound(v[3].0, inv),
+            ];
             // Saturating packs (i32 → i16 signed, i16 → u8 unsigned) leave 128-bit lane k
             // holding lanes 4k..4k + 4 of each input in turn; the permute puts them in order.
             let b = _mm512_packus_epi16(
@@ -240,7 +247,7 @@ impl V16 for Z {
         // with the four vectors' 128-bit quarters shuffled side by side.
         // SAFETY: see the impl comment.
         unsafe {
-            let [a, b, c, d] = v.map(|x| x.0);
+            let [a, b, c, d] = [v[0].0, v[1].0, v[2].0, v[3].0];
             let ab = _mm512_add_ps(
                 _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
                 _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
