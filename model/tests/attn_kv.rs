@@ -399,6 +399,29 @@ fn bad_configs_and_shapes_are_rejected() {
     assert!(KvKind::parse("int3").is_err());
 }
 
+/// A cache of `kv_heads × d` holding `n` random tokens, `(window, sinks)` as given.
+fn filled_cache(
+    kind: KvKind,
+    kv_heads: usize,
+    d: usize,
+    (window, sinks): (usize, usize),
+    rope_theta: Option<f32>,
+    n: usize,
+) -> KvCache {
+    let mut cache = KvCache::new(KvCacheConfig {
+        kv_heads,
+        head_dim: d,
+        kind,
+        window,
+        sinks,
+        rope_theta,
+    })
+    .unwrap();
+    let (k, v) = (rand_vec(kv_heads * n * d, 1), rand_vec(kv_heads * n * d, 2));
+    cache.append(&k, &v, n).unwrap();
+    cache
+}
+
 /// One visited tile, enough to tell tiles apart: (position, tokens, where its data lies).
 fn tile_id(
     t: &tritter_model::attn::kv::RawTile<'_>,
@@ -423,19 +446,7 @@ fn visiting_several_heads_gives_each_head_its_own_tiles() {
         (KvKind::INT4, 200, 4),
         (KvKind::F16, 200, 4),
     ] {
-        let mut cache = KvCache::new(KvCacheConfig {
-            kv_heads: h,
-            head_dim: d,
-            kind,
-            window,
-            sinks,
-            rope_theta: Some(10_000.0),
-        })
-        .unwrap();
-        let n = 333;
-        cache
-            .append(&rand_vec(h * n * d, 1), &rand_vec(h * n * d, 2), n)
-            .unwrap();
+        let cache = filled_cache(kind, h, d, (window, sinks), Some(10_000.0), 333);
         let table = cache.sink_rotation();
         let mut buf = RawBuffers::default();
         let one: Vec<Vec<_>> = (0..h)
@@ -480,18 +491,7 @@ fn visiting_several_heads_gives_each_head_its_own_tiles() {
 fn decode_is_the_same_on_any_number_of_threads() {
     let (kvh, heads, d, n) = (5, 20, 64, 300);
     for kind in [KvKind::INT4, KvKind::F16] {
-        let mut cache = KvCache::new(KvCacheConfig {
-            kv_heads: kvh,
-            head_dim: d,
-            kind,
-            window: 0,
-            sinks: 0,
-            rope_theta: None,
-        })
-        .unwrap();
-        cache
-            .append(&rand_vec(kvh * n * d, 3), &rand_vec(kvh * n * d, 4), n)
-            .unwrap();
+        let cache = filled_cache(kind, kvh, d, (0, 0), None, n);
         let q = rand_vec(heads * d, 5);
         let outs: Vec<Vec<f32>> = [1, 2, 3]
             .iter()

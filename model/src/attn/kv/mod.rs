@@ -30,7 +30,7 @@ pub use raw::{Int4Tile, RawBuffers, RawTile};
 use super::int4;
 use super::rope::RopeShift;
 use super::{check_len, config_err, Result};
-use store::{flush_group, push_float, reset, visit_float, Blocks, FBlock, QBlock, Recent};
+use store::{flush_group, push_float, reset, visit_float, Blocks, Elem, FBlock, QBlock, Recent};
 
 /// Tokens per block of the float kinds.
 pub const FLOAT_BLOCK: usize = 64;
@@ -316,9 +316,9 @@ impl KvCache {
             self.visit_sinks(head, buf, sink_table, &mut |t| f(head, t, 0));
         }
         match &self.recent {
-            Recent::F32(b) => float_heads(b, heads, d, start, buf, f, visit_float),
-            Recent::F16(b) => float_heads(b, heads, d, start, buf, f, visit_float),
-            Recent::Bf16(b) => float_heads(b, heads, d, start, buf, f, visit_float),
+            Recent::F32(b) => float_heads(b, heads, d, start, buf, f),
+            Recent::F16(b) => float_heads(b, heads, d, start, buf, f),
+            Recent::Bf16(b) => float_heads(b, heads, d, start, buf, f),
             Recent::Int4 {
                 q,
                 tail_k,
@@ -479,18 +479,17 @@ impl KvCache {
 
 /// The float kinds' tiles of `heads`, head by head (each head's part of a float block is one
 /// contiguous run), positions from `start`.
-fn float_heads<B>(
-    b: &B,
+fn float_heads<T: Elem>(
+    b: &Blocks<FBlock<T>>,
     heads: std::ops::Range<usize>,
     d: usize,
     start: usize,
     buf: &mut RawBuffers,
     f: &mut HeadsTileVisitor<'_>,
-    visit: impl Fn(&B, usize, usize, &mut RawBuffers, &mut dyn FnMut(RawTile<'_>)),
 ) {
     for head in heads {
         let mut pos = start;
-        visit(b, head, d, buf, &mut |t: RawTile<'_>| {
+        visit_float(b, head, d, buf, &mut |t: RawTile<'_>| {
             let n = t.len(d);
             f(head, t, pos);
             pos += n;
