@@ -173,7 +173,7 @@ pub(crate) fn scores_int4<V: V16>(
     scratch: &mut Int4Scratch,
 ) {
     let (rows, blocks) = (q.len() / d, d / QBLOCK);
-    let n = t.vc.len() / (d / 2);
+    let n = t.vm.len() / (d / t.vg);
     let m = t.kc.len() / key_chunk_bytes(d) * KEY_CHUNK;
     let rbk = rows * blocks;
     let f = scratch_slice(&mut scratch.f, 2 * d + rbk + rows);

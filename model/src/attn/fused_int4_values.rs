@@ -3,10 +3,11 @@
 //! are taken as centred on 8, `v̂ = step · (code − 8) + (min + 8 · step)`, and per row and tile
 //! the weights `w_jg = p_j · step_jg` (never negative) are rounded to u8 with one step `S = max w
 //! / 255`, so `Σ_j w_jg (code_j − 8) ≈ S · Σ_j u8_jg (code_j − 8)`: byte dot products on
-//! `vpdpbusd` (AVX-512 VNNI, AVX-VNNI) or `vpmaddubsw` (AVX2) over token quads (a 32-bit lane
-//! holds one channel's centred codes of four tokens, the weight operand the four tokens' u8 of
-//! that channel's group). The minima `Σ_j p_j (m_jg + 8 s_jg)` stay in f32 (summed in 16 lanes)
-//! and go straight into the natural-order accumulator.
+//! `vpdpbusd` (AVX-512 VNNI, AVX-VNNI) or `vpmaddubsw` (AVX2) over the token quads of the cache
+//! (`attn::int4`: a 32-bit lane holds one code byte of four tokens, the weight operand the four
+//! tokens' u8 of that byte's group). The minima `Σ_j p_j
+//! (m_jg + 8 s_jg)` stay in f32 (summed in 16 lanes) and go straight into the natural-order
+//! accumulator.
 //!
 //! What every build must match: the integer sums are exact in any order and the f32 steps are the
 //! same operations per element, so every build equals the generic one bit for bit (tests). Against
@@ -17,27 +18,27 @@
 //! (64 tokens: `64 · E[(code − 8)²] / 255² ≈ 0.02` against `1`), less where the weight is spread.
 //!
 //! The integer sums and the code-term accumulator (`accp`) are kept in the *value lane order*
-//! ([`vpos`]): the order in which the SIMD builds' registers come out of the byte interleave, so
-//! they store their sums without a shuffle; [`merge_values`] puts them back in channel order.
+//! ([`vpos`]): the order in which the SIMD builds' registers hold a quad's code bytes, low
+//! nibbles and high nibbles in registers of their own, so they store their sums without a
+//! shuffle; [`merge_values`] puts them back in channel order.
 
 use super::fused_int4::{scratch_slice, to_f32, Int4Scratch};
 use super::kv::Int4Tile;
 use super::lanes::{round_u8, QU8};
 use super::lanes::{L, V16};
 
-/// Most tokens of one integer pass (`|Σ u8 · (code − 8)| ≤ 255 · 8 · 2048 < 2^31`); longer tiles
-/// are taken this many tokens at a time, each with its own weight step.
+/// Most tokens of one integer pass (`|Σ u8 · (code − 8)| ≤ 255 · 8 · 2048 < 2^23`: exact in i32
+/// and in f32); longer tiles are taken this many tokens at a time, each with its own weight step.
 pub(crate) const MAX_TOKENS: usize = 2048;
 
 /// Zero u8 weights after the rows' (room for wider loads; the current builds read only inside
 /// the rows).
 pub(crate) const WEIGHT_PAD: usize = 32;
 
-/// `isum[r][vpos(c)] = Σ_j wq[r][group(c)][j] · (code_j[c] − 8)` for `rows` rows: `wq` `[rows][groups]
-/// [nq]` with `nq = n` rounded up to a multiple of 4 (the missing tokens weighted 0, so tokens
-/// `4i..4i + 4` of a group form one 32-bit quad) followed by [`WEIGHT_PAD`] zeros, `codes` `[n][d
-/// / 2]`, `isum` `[rows][d]` (`d % 64 == 0`); `ahead`: bytes to ask the CPU to fetch while it works
-/// (a hint: the second half of the next tile's codes, its values).
+/// `isum[r][vpos(c)] = Σ_j wq[r][group(c)][j] · (code_j[c] − 8)` for `rows` rows: `codes` whole token quads (`attn::int4`'s value layout, `nq` tokens), `wq` `[rows][groups]
+/// [nq]` (tokens the tile does not hold weighted 0) followed by [`WEIGHT_PAD`] zeros, `isum`
+/// `[rows][d]` (`d % 64 == 0`); `ahead`: bytes to ask the CPU to fetch while it works (a hint: the
+/// second half of the next tile's codes, its values).
 pub(crate) type ValueCodes =
     fn(wq: &[u8], codes: &[u8], d: usize, vg: usize, ahead: &[u8], isum: &mut [i32]);
 
@@ -48,24 +49,22 @@ pub(crate) fn quad_len(n: usize) -> usize {
 }
 
 /// Position of channel `c` (of `d`) in the value lane order. Byte `b = c / 2` of a token's codes
-/// lies in 32-byte chunk `b / 32`, which takes 64 places: four runs of 16, one per register of
-/// the AVX-512 kernel, `2R + nibble` (low nibble = even channel), where run `R` holds the bytes
-/// `y` of each 16-byte block with `y / 4` of parity `R`; inside a run, 128-bit lane `k + 2 (y /
-/// 8)` (block `k` of the chunk) and place `y % 4`. That is the order `vpunpck{l,h}bw` and
-/// `vpunpck{l,h}wd` leave four tokens' bytes in; the AVX2 kernel stores half runs.
+/// lies in 32-byte chunk `b / 32`, which takes 64 places: two blocks of 16 bytes (one register of
+/// a quad's 64 code bytes each in the AVX-512 kernel), each the 16 low nibbles then the 16 high
+/// ones in byte order.
 #[inline(always)]
 pub(crate) fn vpos(d: usize, c: usize) -> usize {
     debug_assert!(c < d);
     let (b, nib) = (c / 2, c % 2);
-    let (chunk, k, y) = (b / 32, b % 32 / 16, b % 16);
-    64 * chunk + 16 * (2 * (y / 4 % 2) + nib) + 4 * (k + 2 * (y / 8)) + y % 4
+    64 * (b / 32) + 32 * (b % 32 / 16) + 16 * nib + b % 16
 }
 
 /// The portable [`ValueCodes`], written for the compiler's vectoriser (what CPUs without the
-/// x86 builds run): per row and 32-byte chunk of the codes, token by token, each byte's two
-/// centred nibbles times the token's weight of the byte's block, summed in i16 over runs of
-/// [`I16_RUN`] tokens (exact: `|u8 · (code − 8)| ≤ 2040`, sixteen of them 32640) and widened into
-/// i32. Equal to the contract's per-channel sums (tests compare it with them).
+/// x86 builds run): per row and 32-byte chunk of the codes, quad by quad, the quad's bytes put
+/// token by token (a transpose of 4-byte lanes; `ld4` on NEON), then each byte's two nibbles
+/// centred, times the token's weight of the byte's block, summed in i16 over runs of [`I16_RUN`]
+/// tokens (exact: `|u8 · (code − 8)| ≤ 2040`, sixteen of them 32640) and widened into i32. Equal to the
+/// contract's per-channel sums (tests compare it with them).
 pub(crate) fn value_codes_generic(
     wq: &[u8],
     codes: &[u8],
@@ -74,27 +73,34 @@ pub(crate) fn value_codes_generic(
     _ahead: &[u8],
     isum: &mut [i32],
 ) {
-    let (h, groups) = (d / 2, d / vg);
-    let n = codes.len() / h;
-    let nq = quad_len(n);
+    let (qb, groups) = (2 * d, d / vg);
+    let nq = codes.len() / qb * 4;
     for (r, out) in isum.chunks_exact_mut(d).enumerate() {
         let w = &wq[r * groups * nq..][..groups * nq];
-        for ch in 0..h / 32 {
+        for ch in 0..d / 64 {
             // The weights of the chunk's two 16-byte blocks (one group each).
-            let wb = [64 * ch / vg, (64 * ch + 32) / vg].map(|g| &w[g * nq..][..n]);
+            let wb = [64 * ch / vg, (64 * ch + 32) / vg].map(|g| &w[g * nq..][..nq]);
             let mut acc = [[0i32; 32]; 2];
-            for j0 in (0..n).step_by(I16_RUN) {
-                let j1 = n.min(j0 + I16_RUN);
+            for q0 in (0..nq / 4).step_by(I16_RUN / 4) {
+                let q1 = (nq / 4).min(q0 + I16_RUN / 4);
                 let mut run = [[0i16; 32]; 2];
-                for j in j0..j1 {
-                    let bytes = &codes[j * h + 32 * ch..][..32];
-                    for (k, (bk, wk)) in bytes.chunks_exact(16).zip(wb).enumerate() {
-                        let wj = i16::from(wk[j]);
-                        let (lo, hi) = run.split_at_mut(1);
-                        let (lo, hi) = (&mut lo[0][16 * k..][..16], &mut hi[0][16 * k..][..16]);
-                        for ((l, h), &y) in lo.iter_mut().zip(hi.iter_mut()).zip(bk) {
-                            *l += wj * (i16::from(y & 15) - 8);
-                            *h += wj * (i16::from(y >> 4) - 8);
+                for q in q0..q1 {
+                    let quad = &codes[q * qb + 128 * ch..][..128];
+                    let mut tok = [[0u8; 32]; 4];
+                    for (b, lane) in quad.chunks_exact(4).enumerate() {
+                        for (t, &y) in lane.iter().enumerate() {
+                            tok[t][b] = y;
+                        }
+                    }
+                    for (t, bytes) in tok.iter().enumerate() {
+                        for (k, (bk, wk)) in bytes.chunks_exact(16).zip(wb).enumerate() {
+                            let wj = i16::from(wk[4 * q + t]);
+                            let (lo, hi) = run.split_at_mut(1);
+                            let (lo, hi) = (&mut lo[0][16 * k..][..16], &mut hi[0][16 * k..][..16]);
+                            for ((l, h), &y) in lo.iter_mut().zip(hi.iter_mut()).zip(bk) {
+                                *l += wj * (i16::from(y & 15) - 8);
+                                *h += wj * (i16::from(y >> 4) - 8);
+                            }
                         }
                     }
                 }
@@ -175,23 +181,33 @@ pub(crate) fn accumulate_int4<V: V16>(
     acc: &mut [f32],
     scratch: &mut Int4Scratch,
 ) {
-    let (h, vg) = (d / 2, t.vg);
-    let (n, groups) = (t.vc.len() / h, d / vg);
-    let mut j0 = 0;
-    while j0 < n {
-        let j1 = n.min(j0 + MAX_TOKENS);
+    let (qb, groups) = (2 * d, d / t.vg);
+    let n = t.vm.len() / groups;
+    if n == 0 {
+        return;
+    }
+    // Places in the quads: the tile's tokens are `v0..v0 + n`; each part starts on a quad.
+    let end = t.v0 + n;
+    let mut a = 0;
+    while a < end {
+        let b = end.min(a + MAX_TOKENS);
+        let first = a.max(t.v0);
+        let (j0, j1) = (first - t.v0, b - t.v0);
         let part = Int4Tile {
-            vc: &t.vc[j0 * h..j1 * h],
+            vc: &t.vc[a / 4 * qb..quad_len(b) / 4 * qb],
+            v0: first - a,
             vm: &t.vm[j0 * groups..j1 * groups],
             vs: &t.vs[j0 * groups..j1 * groups],
             ..*t
         };
         accumulate_part::<V>(codes, p, n, j0, &part, d, accp, acc, scratch);
-        j0 = j1;
+        a = b;
     }
 }
 
-/// [`accumulate_int4`] over tokens `j0..` (at most [`MAX_TOKENS`]) of a tile of `n`.
+/// [`accumulate_int4`] over tokens `j0..` (at most [`MAX_TOKENS`] places of whole quads) of a tile
+/// of `n_all`: the weights of each row and group are laid out as the tile's quads, zero at the
+/// places before `v0` and after its last token.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn accumulate_part<V: V16>(
@@ -205,15 +221,16 @@ fn accumulate_part<V: V16>(
     acc: &mut [f32],
     scratch: &mut Int4Scratch,
 ) {
-    let (rows, h, vg) = (acc.len() / d, d / 2, t.vg);
-    let (n, groups) = (t.vc.len() / h, d / vg);
-    let (ng, nq, n16) = (n * groups, quad_len(n), n.div_ceil(L) * L);
+    let (rows, vg, v0) = (acc.len() / d, t.vg, t.v0);
+    let groups = d / vg;
+    let n = t.vm.len() / groups;
+    let (ng, nq, n16) = (n * groups, quad_len(v0 + n), n.div_ceil(L) * L);
     let per_row = groups * nq;
     let Int4Scratch { f, wq, dots, .. } = scratch;
-    let f = scratch_slice(f, 2 * ng + per_row + groups * n16 + rows * (per_row + 1));
+    let f = scratch_slice(f, 2 * ng + 2 * groups * n16 + rows * (per_row + 1));
     let (mins, rest) = f.split_at_mut(ng);
     let (steps, rest) = rest.split_at_mut(ng);
-    let (st, rest) = rest.split_at_mut(per_row);
+    let (st, rest) = rest.split_at_mut(groups * n16);
     let (mt, rest) = rest.split_at_mut(groups * n16);
     let (w, step8) = rest.split_at_mut(rows * per_row);
     to_f32::<V>(t.vm, mins);
@@ -228,12 +245,12 @@ fn accumulate_part<V: V16>(
         *m += s * 8.0;
     }
     // Group-major, so each row's weights and minima are plain element-wise products.
-    transpose(steps, groups, nq, st);
+    transpose(steps, groups, n16, st);
     transpose(mins, groups, n16, mt);
-    // Per row and group, in one pass over the probabilities: the weights `p · step` and the
-    // minima `Σ_j p_j (m_jg + 8 s_jg)`, added to the group's channels.
-    // The largest weight of each row is taken on the way (the weights are never negative, the
-    // padding is 0), so the rounding needs no pass of its own.
+    // Per row and group, in one pass over the probabilities: the weights `p · step` (at the
+    // tokens' places in the quads) and the minima `Σ_j p_j (m_jg + 8 s_jg)`, added to the
+    // group's channels. The largest weight of each row is taken on the way (the weights are
+    // never negative, the padding is 0), so the rounding needs no pass of its own.
     let split = n / L * L;
     for (r, ((wr, ar), mr)) in w
         .chunks_exact_mut(per_row)
@@ -243,11 +260,13 @@ fn accumulate_part<V: V16>(
     {
         let pr = &p[r * n_all + j0..][..n];
         let (mut mx, mut mt_) = (V::zero(), 0f32);
-        for ((wg, sg), (mg, ag)) in wr
+        for ((wq_, sg), (mg, ag)) in wr
             .chunks_exact_mut(nq)
-            .zip(st.chunks_exact(nq))
+            .zip(st.chunks_exact(n16))
             .zip(mt.chunks_exact(n16).zip(ar.chunks_exact_mut(vg)))
         {
+            let (lead, wg) = wq_.split_at_mut(v0);
+            lead.fill(0.0);
             let mut sum = V::zero();
             for i in (0..split).step_by(L) {
                 let pv = V::load(&pr[i..]);
@@ -284,12 +303,11 @@ fn accumulate_part<V: V16>(
     }
     let dots = scratch_slice(dots, rows * d);
     codes(wq, t.vc, d, vg, &t.next[t.next.len() / 2..], dots);
-    for (r, (ap, ir)) in accp
+    for (ap, (ir, &s)) in accp
         .chunks_exact_mut(d)
-        .zip(dots.chunks_exact(d))
-        .enumerate()
+        .zip(dots.chunks_exact(d).zip(step8.iter()))
     {
-        let s = V::splat(step8[r]);
+        let s = V::splat(s);
         for (a, i) in ap.chunks_exact_mut(L).zip(ir.chunks_exact(L)) {
             s.madd(V::load_i32(i), V::load(a)).store(a);
         }

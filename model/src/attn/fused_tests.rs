@@ -40,7 +40,7 @@ impl Tile {
             kc: vec![0; int4::key_code_bytes(n, d)],
             km: vec![f16::ZERO; d],
             ks: vec![f16::ZERO; d],
-            vc: vec![0; n * d / 2],
+            vc: vec![0; int4::value_code_bytes(n, d)],
             vm: vec![f16::ZERO; n * g],
             vs: vec![f16::ZERO; n * g],
             vg,
@@ -55,8 +55,9 @@ impl Tile {
         t
     }
 
-    /// Tokens `s..` (a dead prefix in the cache's oldest block): the chunks from the one holding
-    /// token `s`, which sits at place `s % 16` of it.
+    /// Tokens `s..` (a dead prefix in the cache's oldest block): the key chunks from the one
+    /// holding token `s`, which sits at place `s % 16` of it, and the value quads from the one
+    /// holding it, at place `s % 4`.
     fn view_from(&self, s: usize) -> Int4Tile<'_> {
         let d = self.d;
         let cb = int4::key_chunk_bytes(d);
@@ -66,7 +67,8 @@ impl Tile {
             k0: s % 16,
             km: &self.km,
             ks: &self.ks,
-            vc: &self.vc[s * d / 2..],
+            vc: &self.vc[s / 4 * 2 * d..],
+            v0: s % 4,
             vm: &self.vm[s * per_tok..],
             vs: &self.vs[s * per_tok..],
             vg: self.vg,
@@ -324,7 +326,8 @@ fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
                 .sum();
             let codes: f64 = (0..n)
                 .map(|j| {
-                    let code = (t.vc[(from + j) * d / 2 + c / 2] >> (4 * (c % 2))) & 15;
+                    let at = int4::value_code_at(from + j, c / 2, d);
+                    let code = (t.vc[at] >> (4 * (c % 2))) & 15;
                     (f64::from(code) - 8.0).abs()
                 })
                 .sum();
@@ -338,19 +341,18 @@ fn check_int4(k: &FusedKernels, t: &Tile, rows: usize, d: usize, from: usize) {
     }
 }
 
-/// `ValueCodes`' contract as written: per row and channel, the sum over tokens of the weight of
-/// the channel's group times the centred code, stored at the channel's place in the lane order.
+/// `ValueCodes`' contract as written: per row and channel, the sum over the quads' tokens of the
+/// weight of the channel's group times the centred code, stored at the channel's place in the lane order.
 fn value_codes_naive(wq: &[u8], codes: &[u8], d: usize, vg: usize, isum: &mut [i32]) {
-    use crate::attn::fused_int4_values::{quad_len, vpos};
-    let (h, groups) = (d / 2, d / vg);
-    let n = codes.len() / h;
-    let nq = quad_len(n);
+    use crate::attn::fused_int4_values::vpos;
+    let groups = d / vg;
+    let nq = codes.len() / (2 * d) * 4;
     for (r, out) in isum.chunks_exact_mut(d).enumerate() {
         for c in 0..d {
-            let wg = &wq[(r * groups + c / vg) * nq..][..n];
+            let wg = &wq[(r * groups + c / vg) * nq..][..nq];
             let mut acc = 0i32;
-            for (cj, &wj) in codes.chunks_exact(h).zip(wg) {
-                let code = (cj[c / 2] >> (4 * (c % 2))) & 15;
+            for (j, &wj) in wg.iter().enumerate() {
+                let code = (codes[int4::value_code_at(j, c / 2, d)] >> (4 * (c % 2))) & 15;
                 acc += i32::from(wj) * (i32::from(code) - 8);
             }
             out[vpos(d, c)] = acc;
@@ -358,10 +360,10 @@ fn value_codes_naive(wq: &[u8], codes: &[u8], d: usize, vg: usize, isum: &mut [i
     }
 }
 
-/// Value-sum inputs: `(rows, n, d, vg, weights, codes)` over the whole u8 range of weights
-/// (tokens past `n` weighted 0, as the contract asks), token counts that end in a partial quad
-/// or pass the i16 runs of the portable sums, one and two groups per 32-byte chunk, and head
-/// sizes with several chunks.
+/// Value-sum inputs: `(rows, n, d, vg, weights, codes)` over the whole u8 range of weights and
+/// codes (the places past `n` in the last quad weighted 0, their codes not zero), token counts
+/// that end in a partial quad or pass the i16 runs of the portable sums, one and two groups per
+/// 32-byte chunk, and head sizes with several chunks.
 #[allow(clippy::type_complexity)]
 fn value_cases() -> Vec<(usize, usize, usize, usize, Vec<u8>, Vec<u8>)> {
     use crate::attn::fused_int4_values::{quad_len, WEIGHT_PAD};
@@ -388,13 +390,13 @@ fn value_cases() -> Vec<(usize, usize, usize, usize, Vec<u8>, Vec<u8>)> {
             // Extreme runs: the largest weight with every code 0 (and 15) on the first row.
             wq[..n].fill(255);
             wq.resize(rows * per_row + WEIGHT_PAD, 0);
-            let mut codes: Vec<u8> = data(n * d / 2, 52)
+            let mut codes: Vec<u8> = data(int4::value_code_bytes(n, d), 52)
                 .iter()
                 .map(|x| (x.abs() * 256.0) as u8)
                 .collect();
-            for (j, cj) in codes.chunks_exact_mut(d / 2).enumerate() {
-                cj[0] = if j % 2 == 0 { 0 } else { 255 };
-                cj[1] = 0;
+            for j in 0..n {
+                codes[int4::value_code_at(j, 0, d)] = if j % 2 == 0 { 0 } else { 255 };
+                codes[int4::value_code_at(j, 1, d)] = 0;
             }
             (rows, n, d, vg, wq, codes)
         })

@@ -6,7 +6,11 @@
 //! into the codes, so every element is reconstructed within `step / 2` plus the f16 rounding of
 //! the minimum (tests check that bound).
 //!
-//! Layouts. Values: token by token, `d / 2` bytes each, low nibble = even channel. Keys: in
+//! Layouts. Values: in *token quads* of [`VALUE_QUAD`] tokens, so a 32-bit lane holds one code
+//! byte of four tokens and the decode kernels' value sums need no byte interleave: a quad is
+//! `[byte: d/2][token: 4]`, byte `b` holding channel `2b` in its low nibble and `2b + 1` in its
+//! high one; a group of `g` tokens takes [`value_code_bytes`] (whole quads, tokens past `g`
+//! zero). Keys: in
 //! *token-lane chunks* of [`KEY_CHUNK`] tokens, so a SIMD register holds one channel octet of 16
 //! tokens and the decode kernels' key dots come out one token per lane, with no horizontal sums:
 //! a chunk is `[octet: ⌈d/8⌉][token: 16][byte: 4]`, and byte `b` of token `t`'s octet `o` holds
@@ -87,6 +91,20 @@ pub fn key_code_at(t: usize, c: usize, d: usize) -> (usize, u32) {
     (at, 4 * (w / 4) as u32)
 }
 
+/// Tokens per quad of the value code layout (module docs).
+pub const VALUE_QUAD: usize = 4;
+
+/// Bytes of the value codes of a group of `g` tokens (whole quads).
+pub fn value_code_bytes(g: usize, d: usize) -> usize {
+    g.div_ceil(VALUE_QUAD) * VALUE_QUAD * (d / 2)
+}
+
+/// Index of code byte `b` (channels `2b`, `2b + 1`) of token `t` in the value code layout.
+#[inline(always)]
+pub fn value_code_at(t: usize, b: usize, d: usize) -> usize {
+    t / VALUE_QUAD * (VALUE_QUAD * d / 2) + VALUE_QUAD * b + t % VALUE_QUAD
+}
+
 /// Quantises a key group `src` `[g][d]` per channel into `codes` (the chunked layout of the module
 /// docs, [`key_code_bytes`] long), `mins`/`steps` `[d]`.
 pub fn quantize_keys(src: &[f32], d: usize, codes: &mut [u8], mins: &mut [f16], steps: &mut [f16]) {
@@ -148,8 +166,8 @@ pub fn dequantize_keys(
     }
 }
 
-/// Quantises value tokens `src` `[g][d]` per token in groups of `vg` channels into `codes`
-/// `[g][d/2]`, `mins`/`steps` `[g][d/vg]`.
+/// Quantises value tokens `src` `[g][d]` per token in groups of `vg` channels into `codes` (the
+/// quad layout of the module docs, [`value_code_bytes`] long), `mins`/`steps` `[g][d/vg]`.
 pub fn quantize_values(
     src: &[f32],
     d: usize,
@@ -159,6 +177,8 @@ pub fn quantize_values(
     steps: &mut [f16],
 ) {
     let per_tok = d / vg;
+    let g = src.len() / d;
+    codes[..value_code_bytes(g, d)].fill(0);
     for (t, row) in src.chunks_exact(d).enumerate() {
         for (gi, chunk) in row.chunks_exact(vg).enumerate() {
             let (lo, hi) = chunk
@@ -170,44 +190,34 @@ pub fn quantize_values(
             mins[t * per_tok + gi] = m;
             steps[t * per_tok + gi] = s;
         }
-        let out = &mut codes[t * d / 2..][..d / 2];
         // vg is even, so both channels of a byte share a group.
-        for (gi, (o, x)) in out
-            .chunks_exact_mut(vg / 2)
-            .zip(row.chunks_exact(vg))
-            .enumerate()
-        {
-            let gi = t * per_tok + gi;
+        for (b, x) in row.chunks_exact(2).enumerate() {
+            let gi = t * per_tok + 2 * b / vg;
             let (base, is) = (mins[gi].to_f32(), inv(steps[gi].to_f32()));
-            for (o, x) in o.iter_mut().zip(x.chunks_exact(2)) {
-                *o = code(x[0], base, is) | (code(x[1], base, is) << 4);
-            }
+            codes[value_code_at(t, b, d)] = code(x[0], base, is) | (code(x[1], base, is) << 4);
         }
     }
 }
 
-/// Inverse of [`quantize_values`] for tokens `from..g`, into `dst` `[(g-from)][d]`.
+/// Inverse of [`quantize_values`] for `n = dst.len() / d` tokens whose codes are tokens `v0..v0 +
+/// n` of `codes` (a run of whole quads) and whose minima and steps are `mins`/`steps` `[n][d/vg]`,
+/// into `dst` `[n][d]`.
 pub fn dequantize_values(
     codes: &[u8],
     d: usize,
     vg: usize,
     mins: &[f16],
     steps: &[f16],
-    from: usize,
+    v0: usize,
     dst: &mut [f32],
 ) {
     let per_tok = d / vg;
     for (t, row) in dst.chunks_exact_mut(d).enumerate() {
-        let tok = from + t;
-        let src = &codes[tok * d / 2..][..d / 2];
-        for (gi, (out, bytes)) in row
-            .chunks_exact_mut(vg)
-            .zip(src.chunks_exact(vg / 2))
-            .enumerate()
-        {
-            let m = mins[tok * per_tok + gi].to_f32();
-            let s = steps[tok * per_tok + gi].to_f32();
-            for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        for (gi, out) in row.chunks_exact_mut(vg).enumerate() {
+            let m = mins[t * per_tok + gi].to_f32();
+            let s = steps[t * per_tok + gi].to_f32();
+            for (i, pair) in out.chunks_exact_mut(2).enumerate() {
+                let b = codes[value_code_at(v0 + t, gi * vg / 2 + i, d)];
                 pair[0] = (b & 15) as f32 * s + m;
                 pair[1] = (b >> 4) as f32 * s + m;
             }
@@ -333,10 +343,50 @@ mod tests {
     }
 
     #[test]
+    fn value_layout_is_one_byte_per_channel_pair_with_zero_padding() {
+        for (g, d, vg) in [
+            (7usize, 20usize, 10usize),
+            (64, 128, 64),
+            (1, 64, 32),
+            (6, 8, 2),
+        ] {
+            let bytes = value_code_bytes(g, d);
+            assert_eq!(bytes, g.div_ceil(4) * 4 * d / 2);
+            let mut seen = vec![false; bytes];
+            for t in 0..g {
+                for b in 0..d / 2 {
+                    let at = value_code_at(t, b, d);
+                    assert!(!seen[at], "t{t} b{b} shares a byte");
+                    seen[at] = true;
+                }
+            }
+            let x = data(g * d, 12);
+            let mut codes = vec![0xAAu8; bytes];
+            let n = g * d / vg;
+            let (mut mins, mut steps) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
+            quantize_values(&x, d, vg, &mut codes, &mut mins, &mut steps);
+            for (i, (&b, &used)) in codes.iter().zip(&seen).enumerate() {
+                assert!(used || b == 0, "padding byte {i} of {g}x{d}");
+            }
+            // Tokens v0.. of the quads, as a tile that starts inside a quad reads them.
+            for v0 in 0..g.min(4) {
+                let mut y = vec![0f32; (g - v0) * d];
+                let (m, s) = (&mins[v0 * d / vg..], &steps[v0 * d / vg..]);
+                dequantize_values(&codes, d, vg, m, s, v0, &mut y);
+                for (i, (a, b)) in x[v0 * d..].iter().zip(&y).enumerate() {
+                    let gi = v0 * d / vg + i / vg;
+                    let e = (a - b).abs();
+                    assert!(e <= bound(steps[gi], mins[gi]), "{g}x{d} from {v0} at {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn value_roundtrip_error_is_bounded_per_token_group() {
         let (g, d, vg) = (8, 32, 16);
         let x: Vec<f32> = data(g * d, 9).iter().map(|v| v * 0.1).collect();
-        let mut codes = vec![0u8; g * d / 2];
+        let mut codes = vec![0u8; value_code_bytes(g, d)];
         let n = g * d / vg;
         let (mut mins, mut steps) = (vec![f16::ZERO; n], vec![f16::ZERO; n]);
         quantize_values(&x, d, vg, &mut codes, &mut mins, &mut steps);

@@ -45,8 +45,11 @@ pub struct Int4Tile<'a> {
     pub km: &'a [f16],
     /// Key step per channel `[head_dim]`.
     pub ks: &'a [f16],
-    /// Value codes `[n][head_dim / 2]`, low nibble = even channel.
+    /// Value codes in the token quads of `attn::int4`: the whole quads that hold the tile's
+    /// tokens, the first of them at place [`Int4Tile::v0`] of the first quad.
     pub vc: &'a [u8],
+    /// Place of the tile's first token in the first quad of `vc` (`< 4`).
+    pub v0: usize,
     /// Value minimum per token and channel group `[n][head_dim / vg]`.
     pub vm: &'a [f16],
     /// Value step per token and channel group `[n][head_dim / vg]`.
@@ -130,7 +133,7 @@ impl RawTile<'_> {
         match self {
             RawTile::F32 { k, .. } => k.len() / d,
             RawTile::F16 { k, .. } => k.len() / d,
-            RawTile::Int4(t) => t.vc.len() * 2 / d,
+            RawTile::Int4(t) => t.vm.len() / (d / t.vg),
         }
     }
 
@@ -139,7 +142,7 @@ impl RawTile<'_> {
         match self {
             RawTile::F32 { k, .. } => k.is_empty(),
             RawTile::F16 { k, .. } => k.is_empty(),
-            RawTile::Int4(t) => t.vc.is_empty(),
+            RawTile::Int4(t) => t.vm.is_empty(),
         }
     }
 }
@@ -175,11 +178,11 @@ pub(super) fn to_f32<'a>(
             (&buf.k, &buf.v)
         }
         RawTile::Int4(t) => {
-            let n = t.vc.len() * 2 / d;
+            let n = t.vm.len() / (d / t.vg);
             buf.k.resize(n * d, 0.0);
             buf.v.resize(n * d, 0.0);
             int4::dequantize_keys(t.kc, d, t.km, t.ks, t.k0, &mut buf.k, &mut buf.tmp);
-            int4::dequantize_values(t.vc, d, t.vg, t.vm, t.vs, 0, &mut buf.v);
+            int4::dequantize_values(t.vc, d, t.vg, t.vm, t.vs, t.v0, &mut buf.v);
             (&buf.k, &buf.v)
         }
     }

@@ -124,8 +124,8 @@ pub(super) struct FBlock<T> {
 }
 
 /// One INT4 block: `group` tokens of every kv head, laid out head by head so that one head's
-/// tile is two contiguous runs, its codes `[keys: int4::key_code_bytes(group, d) | values: group
-/// · d/2]` in `codes`
+/// tile is two contiguous runs, its codes `[keys: int4::key_code_bytes(group, d) | values:
+/// int4::value_code_bytes(group, d)]` in `codes`
 /// and its group parameters `[key min: d | key step: d | value min: group · d/vg | value step:
 /// group · d/vg]` in `params` (a head's arrays in six separate allocations meant six pages to
 /// find per tile, and six short streams).
@@ -161,7 +161,11 @@ impl<C, P> QHead<C, P> {
 /// Elements per head in a [`QBlock`]: key codes, value codes, parameters.
 fn per_head(d: usize, group: usize) -> (usize, usize, usize) {
     let params = 2 * (d + group * (d / group.min(d)));
-    (int4::key_code_bytes(group, d), group * d / 2, params)
+    (
+        int4::key_code_bytes(group, d),
+        int4::value_code_bytes(group, d),
+        params,
+    )
 }
 
 impl QBlock {
