@@ -179,6 +179,7 @@ pub fn quantize_values(
     let per_tok = d / vg;
     let g = src.len() / d;
     codes[..value_code_bytes(g, d)].fill(0);
+    let mut one = vec![0u8; d / 2];
     for (t, row) in src.chunks_exact(d).enumerate() {
         for (gi, chunk) in row.chunks_exact(vg).enumerate() {
             let (lo, hi) = chunk
@@ -190,11 +191,22 @@ pub fn quantize_values(
             mins[t * per_tok + gi] = m;
             steps[t * per_tok + gi] = s;
         }
-        // vg is even, so both channels of a byte share a group.
-        for (b, x) in row.chunks_exact(2).enumerate() {
-            let gi = t * per_tok + 2 * b / vg;
+        // vg is even, so both channels of a byte share a group. The token's bytes in order
+        // (a loop that vectorises), then each to its place in the quad.
+        for (gi, (o, x)) in one
+            .chunks_exact_mut(vg / 2)
+            .zip(row.chunks_exact(vg))
+            .enumerate()
+        {
+            let gi = t * per_tok + gi;
             let (base, is) = (mins[gi].to_f32(), inv(steps[gi].to_f32()));
-            codes[value_code_at(t, b, d)] = code(x[0], base, is) | (code(x[1], base, is) << 4);
+            for (o, x) in o.iter_mut().zip(x.chunks_exact(2)) {
+                *o = code(x[0], base, is) | (code(x[1], base, is) << 4);
+            }
+        }
+        let first = value_code_at(t, 0, d);
+        for (b, &y) in one.iter().enumerate() {
+            codes[first + VALUE_QUAD * b] = y;
         }
     }
 }
