@@ -157,7 +157,14 @@ fn quantise_weights<V: V16>(w: &[f32], amax: f32, wq: &mut [u8]) -> f32 {
     let inv = if amax > 0.0 { QU8 / amax } else { 0.0 };
     let (s4, s1) = (w.len() / (4 * L) * 4 * L, w.len() / L * L);
     for (o, x) in wq[..s4].chunks_exact_mut(4 * L).zip(w.chunks_exact(4 * L)) {
-        let v = [0, 1, 2, 3].map(|i| V::load(&x[i * L..]));
+        // Element by element, not `array::map`: its closure may be compiled out of line, outside
+        // the build's target features, and then every vector operation in it is a call.
+        let v = [
+            V::load(x),
+            V::load(&x[L..]),
+            V::load(&x[2 * L..]),
+            V::load(&x[3 * L..]),
+        ];
         V::store_u8x4(v, inv, o);
     }
     for (o, x) in wq[s4..s1].chunks_exact_mut(L).zip(w[s4..].chunks_exact(L)) {

@@ -50,7 +50,13 @@ unsafe fn dot_vnni(k: KeyDots<'_>, rows: usize, m: usize) {
         // Row r's query as i32 quadruples (channels 4i..4i + 4 at i), its steps and bias.
         let q: [*const i32; 4] = [0, 1, 2, 3].map(|r| k.q8[row(r) * d..].as_ptr().cast());
         let st: [&[f32]; 4] = [0, 1, 2, 3].map(|r| &k.st[row(r) * blocks..][..blocks]);
-        let bias = [0, 1, 2, 3].map(|r| _mm512_set1_ps(k.bias[row(r)]));
+        // Not `array::map` for registers: its closure may lose the target features (a call each).
+        let bias = [
+            _mm512_set1_ps(k.bias[row(0)]),
+            _mm512_set1_ps(k.bias[row(1)]),
+            _mm512_set1_ps(k.bias[row(2)]),
+            _mm512_set1_ps(k.bias[row(3)]),
+        ];
         // Row r's first score, and whether the row exists (else every store goes to `spare`).
         let dst: [(*mut f32, usize); 4] = [0, 1, 2, 3].map(|r| {
             if r < rb {
@@ -114,7 +120,12 @@ unsafe fn vnni_block(cp: *const u8, q: [*const i32; 4], i0: usize) -> [__m512i; 
                 hi[r] = _mm512_dpbusd_epi32(hi[r], chh, qh);
             }
         }
-        [0, 1, 2, 3].map(|r| _mm512_add_epi32(lo[r], hi[r]))
+        [
+            _mm512_add_epi32(lo[0], hi[0]),
+            _mm512_add_epi32(lo[1], hi[1]),
+            _mm512_add_epi32(lo[2], hi[2]),
+            _mm512_add_epi32(lo[3], hi[3]),
+        ]
     }
 }
 
