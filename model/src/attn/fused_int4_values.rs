@@ -23,6 +23,7 @@
 //! shuffle; [`merge_values`] puts them back in channel order.
 
 use super::fused_int4::{scratch_slice, to_f32, Int4Scratch};
+use super::int4::value_code_bytes;
 use super::kv::Int4Tile;
 use super::lanes::{round_u8, QU8};
 use super::lanes::{L, V16};
@@ -188,7 +189,7 @@ pub(crate) fn accumulate_int4<V: V16>(
     acc: &mut [f32],
     scratch: &mut Int4Scratch,
 ) {
-    let (qb, groups) = (2 * d, d / t.vg);
+    let groups = d / t.vg;
     let n = t.vm.len() / groups;
     if n == 0 {
         return;
@@ -201,7 +202,7 @@ pub(crate) fn accumulate_int4<V: V16>(
         let first = a.max(t.v0);
         let (j0, j1) = (first - t.v0, b - t.v0);
         let part = Int4Tile {
-            vc: &t.vc[a / 4 * qb..quad_len(b) / 4 * qb],
+            vc: &t.vc[value_code_bytes(a, d)..value_code_bytes(b, d)],
             v0: first - a,
             vm: &t.vm[j0 * groups..j1 * groups],
             vs: &t.vs[j0 * groups..j1 * groups],
@@ -267,12 +268,12 @@ fn accumulate_part<V: V16>(
     {
         let pr = &p[r * n_all + j0..][..n];
         let (mut mx, mut mt_) = (V::zero(), 0f32);
-        for ((wq_, sg), (mg, ag)) in wr
+        for ((wp, sg), (mg, ag)) in wr
             .chunks_exact_mut(nq)
             .zip(st.chunks_exact(n16))
             .zip(mt.chunks_exact(n16).zip(ar.chunks_exact_mut(vg)))
         {
-            let (lead, wg) = wq_.split_at_mut(v0);
+            let (lead, wg) = wp.split_at_mut(v0);
             lead.fill(0.0);
             let mut sum = V::zero();
             for i in (0..split).step_by(L) {

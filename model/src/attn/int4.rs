@@ -225,11 +225,14 @@ pub fn dequantize_values(
 ) {
     let per_tok = d / vg;
     for (t, row) in dst.chunks_exact_mut(d).enumerate() {
+        // The token's bytes, one every VALUE_QUAD from its first.
+        let mut bytes = codes[value_code_at(v0 + t, 0, d)..]
+            .iter()
+            .step_by(VALUE_QUAD);
         for (gi, out) in row.chunks_exact_mut(vg).enumerate() {
             let m = mins[t * per_tok + gi].to_f32();
             let s = steps[t * per_tok + gi].to_f32();
-            for (i, pair) in out.chunks_exact_mut(2).enumerate() {
-                let b = codes[value_code_at(v0 + t, gi * vg / 2 + i, d)];
+            for (pair, &b) in out.chunks_exact_mut(2).zip(bytes.by_ref()) {
                 pair[0] = (b & 15) as f32 * s + m;
                 pair[1] = (b >> 4) as f32 * s + m;
             }

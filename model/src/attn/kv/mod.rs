@@ -333,13 +333,15 @@ impl KvCache {
                     let part = blk.head(head, d, group);
                     let kcb = int4::key_chunk_bytes(d);
                     let k16 = int4::KEY_CHUNK;
+                    let v0 = s % int4::VALUE_QUAD;
                     Int4Tile {
                         kc: &part.kc[s / k16 * kcb..e.div_ceil(k16) * kcb],
                         k0: s % k16,
                         km: part.km,
                         ks: part.ks,
-                        vc: &part.vc[s / 4 * 2 * d..int4::value_code_bytes(e, d)],
-                        v0: s % 4,
+                        vc: &part.vc
+                            [int4::value_code_bytes(s - v0, d)..int4::value_code_bytes(e, d)],
+                        v0,
                         vm: &part.vm[s * per_tok..e * per_tok],
                         vs: &part.vs[s * per_tok..e * per_tok],
                         vg,
