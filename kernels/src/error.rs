@@ -52,6 +52,14 @@ pub enum KernelError {
         /// Weight column the code belongs to.
         col: usize,
     },
+    /// A buffer whose byte size does not fit the address space.
+    #[error("`{what}` of {len} elements is too large to allocate")]
+    TooLarge {
+        /// What was being allocated.
+        what: &'static str,
+        /// Elements asked for.
+        len: usize,
+    },
     /// A float weight that is NaN or infinite.
     #[error("weight at index {index} is not finite ({value})")]
     NotFinite {

@@ -29,7 +29,7 @@
 //! uint8 `[n/4, k]`; with `R = n/4`, the byte at `[r, c]` holds in bits `2i..2i+1` the code of
 //! weight row `i·R + r`, column `c` (transformers `integrations/bitnet.py`, `pack_weights`).
 
-use crate::KernelError;
+use crate::{HugeBuf, KernelError};
 use rayon::prelude::*;
 
 /// Rows per panel (output features sharing one block).
@@ -67,8 +67,8 @@ pub struct TernaryMatrix {
     nb: usize,
     /// Panels: `ceil(n / 16)`.
     panels: usize,
-    /// `panels · nb` blocks, panel-major.
-    blocks: Vec<BlockT2>,
+    /// `panels · nb` blocks, panel-major (on huge pages when large: `crate::huge`).
+    blocks: HugeBuf<BlockT2>,
 }
 
 /// Byte and bit position of weight `(row, col)`: (block index, byte in block, shift).
@@ -112,7 +112,7 @@ impl TernaryMatrix {
             k,
             nb,
             panels,
-            blocks: vec![ZERO_BLOCK; count],
+            blocks: HugeBuf::filled(ZERO_BLOCK, count)?,
         })
     }
 

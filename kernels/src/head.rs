@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::{arch, KernelError};
+use crate::{arch, HugeBuf, KernelError};
 
 /// The specification: one row at a time, in order, f32 accumulation.
 pub fn gemv_f16_scalar(w: &[f16], x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
@@ -57,8 +57,8 @@ pub fn gemv_f32(w: &[f32], x: &[f32], out: &mut [f32]) -> Result<(), KernelError
 /// A head quantised to int8 per row: `w[r, c] ≈ scale[r] · q[r, c]`, `scale = absmax / 127`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct I8Rows {
-    /// Codes, row-major `[rows, k]`.
-    pub q: Vec<i8>,
+    /// Codes, row-major `[rows, k]` (on huge pages when large: `crate::huge`).
+    pub q: HugeBuf<i8>,
     /// One scale per row.
     pub scale: Vec<f32>,
     /// Row length.
@@ -75,7 +75,7 @@ impl I8Rows {
                 got: w.len(),
             });
         }
-        let mut q = vec![0i8; w.len()];
+        let mut q = HugeBuf::filled(0i8, w.len())?;
         let scale: Vec<f32> = w
             .par_chunks(k)
             .zip(q.par_chunks_mut(k))

@@ -21,6 +21,7 @@ mod error;
 pub mod format;
 pub mod gpu_ref;
 pub mod head;
+pub mod huge;
 pub mod matmul;
 pub mod quant;
 mod scalar;
@@ -41,6 +42,7 @@ pub use format::{BlockT2, TernaryMatrix};
 pub use head::{
     gemv_f16, gemv_f16_isa, gemv_f16_scalar, gemv_f32, gemv_i8, gemv_i8_scalar, I8Rows,
 };
+pub use huge::HugeBuf;
 pub use matmul::{
     available_isas, best_isa, gemm, gemm_with, gemv, gemv_with, isa_cap, ternary_matmul,
     ternary_matmul_with, Isa, KERNELS_VAR,

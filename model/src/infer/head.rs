@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use candle_core::{DType, Tensor};
 use half::f16;
+use tritter_kernels::HugeBuf;
 
 /// Precision of the LM head on the CPU inference path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -54,8 +55,8 @@ impl std::str::FromStr for HeadKind {
 pub enum Head {
     /// The model's weights (shared with it).
     F32(Tensor),
-    /// An f16 copy `[V, C]`.
-    F16(Vec<f16>),
+    /// An f16 copy `[V, C]` (on huge pages: `tritter_kernels::huge`).
+    F16(HugeBuf<f16>),
     /// An int8 copy with one scale per row.
     Int8(tritter_kernels::I8Rows),
 }
@@ -70,7 +71,12 @@ impl Head {
     pub fn new(w: &Tensor, kind: HeadKind, hidden: usize) -> Result<Self> {
         Ok(match kind {
             HeadKind::F32 => Head::F32(w.clone()),
-            HeadKind::F16 => Head::F16(w.to_dtype(DType::F16)?.flatten_all()?.to_vec1::<f16>()?),
+            HeadKind::F16 => {
+                let v = w.to_dtype(DType::F16)?.flatten_all()?.to_vec1::<f16>()?;
+                Head::F16(
+                    HugeBuf::from_slice(&v).map_err(|e| Error::Kernel(format!("f16 head: {e}")))?,
+                )
+            }
             HeadKind::Int8 => {
                 let v = w.flatten_all()?.to_vec1::<f32>()?;
                 Head::Int8(
