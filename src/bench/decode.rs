@@ -4,7 +4,9 @@
 //! (`copy_gbps`, `gemv`, `gemm`) so the bandwidth bound is measured in the same sitting.
 //!
 //! The bound: bytes read per decoded token (packed ternary weights, the LM head at its precision
-//! and the KV cache) ÷ copy bandwidth (STREAM copy, read + write counted, as in the kernel report).
+//! and the KV cache) ÷ copy bandwidth (STREAM copy, read + write counted, as in the kernel report,
+//! on small pages); `ratio_to_huge_page_bound` holds the same step to the copy of buffers on huge
+//! pages, where the weights and heads live (`tritter_kernels::huge`).
 //! Prefill and decode figures are the best of a few repetitions (shared, noisy machines).
 
 use std::time::Instant;
@@ -46,12 +48,25 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Resident memory of this process in bytes (`VmRSS` of `/proc/self/status`), if available.
-pub fn rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+/// A `kB` figure of a `/proc/self` file (`key:` at the start of a line), in bytes, if available.
+fn proc_kb(file: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(file).ok()?;
+    let line = s
+        .lines()
+        .find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Resident memory of this process in bytes (`VmRSS` of `/proc/self/status`), if available.
+pub fn rss_bytes() -> Option<u64> {
+    proc_kb("/proc/self/status", "VmRSS")
+}
+
+/// Bytes of this process on transparent huge pages (`AnonHugePages` of
+/// `/proc/self/smaps_rollup`), if available.
+fn anon_huge_bytes() -> Option<u64> {
+    proc_kb("/proc/self/smaps_rollup", "AnonHugePages")
 }
 
 /// A deterministic prompt of `n` ids below `vocab` (`salt` varies it between repetitions).
@@ -82,7 +97,7 @@ fn speed(m: &mut CpuModel, c: &Case) -> Result<(f64, f64, usize)> {
     Ok((pre, dec, kv))
 }
 
-fn decode_rows(bw_gbps: f64, threads: usize) -> Result<Vec<Value>> {
+fn decode_rows(bw_gbps: f64, bw_huge_gbps: f64, threads: usize) -> Result<Vec<Value>> {
     let mut rows = vec![];
     for c in cases() {
         let rss0 = rss_bytes();
@@ -110,11 +125,13 @@ fn decode_rows(bw_gbps: f64, threads: usize) -> Result<Vec<Value>> {
                 "prefill_tokens_per_s": pre,
                 "bound_tokens_per_s": bound,
                 "ratio_to_bound": dec / bound,
+                "ratio_to_huge_page_bound": dec * bytes as f64 / (bw_huge_gbps * 1e9),
                 "bytes_per_token": bytes,
                 "packed_weight_bytes": packed,
                 "dense_weight_bytes": dense,
                 "kv_bytes": kv,
                 "rss_model_bytes": rss_model,
+                "huge_page_bytes": anon_huge_bytes(),
                 "build_s": build_s,
                 "prompt_tokens": c.prompt,
                 "decode_tokens": c.decode,
@@ -137,7 +154,8 @@ pub fn decode_report(threads: usize) -> Result<Value> {
         .num_threads(threads.max(1))
         .build()
         .context("building the benchmark thread pool")?;
-    let rows = pool.install(|| decode_rows(bw, threads))?;
+    let bw_huge = report["copy_gbps_huge_pages"].as_f64().unwrap_or(f64::NAN);
+    let rows = pool.install(|| decode_rows(bw, bw_huge, threads))?;
     // The step the profile is compared with: the 2B4T decode with the f16 head.
     let step = rows
         .iter()

@@ -46,9 +46,18 @@ fn microarch(vendor: &str, family: u32, model: u32) -> Option<&'static str> {
     }
 }
 
+/// The system's transparent huge page mode (`always`, `madvise` or `never`: the bracketed word
+/// of `/sys/kernel/mm/transparent_hugepage/enabled`), if it has one.
+fn thp_mode() -> Option<String> {
+    let s = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    let (_, rest) = s.split_once('[')?;
+    Some(rest.split_once(']')?.0.to_string())
+}
+
 /// `{cpu, cpu_id: {vendor, family, model, stepping, microarch}, flags, logical_cpus, threads,
 /// arch, kernels: {ternary, ternary_available, head_f16, attention_tiles, attention_fused},
-/// tuning: {vendor, family, prefetch_bytes, prefetch_source}}` for a run on `threads` threads.
+/// huge_pages: {advised, thp}, tuning: {vendor, family, prefetch_bytes, prefetch_source}}` for a
+/// run on `threads` threads.
 pub fn host_json(threads: usize) -> Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |names: &[&str]| {
@@ -94,6 +103,10 @@ pub fn host_json(threads: usize) -> Value {
             "attention_tiles": tritter_model::attn::tile_kernel_name(),
             "attention_fused": tritter_model::attn::fused_kernel_name(),
         },
+        "huge_pages": {
+            "advised": tritter_kernels::huge::huge_pages_enabled(),
+            "thp": thp_mode(),
+        },
         "tuning": {
             "vendor": tuning.vendor,
             "family": tuning.family,
@@ -122,6 +135,13 @@ mod tests {
         assert!(avail.iter().any(|x| x == "Portable"));
         if cfg!(target_os = "linux") {
             assert_ne!(h["cpu"], "unknown");
+            assert_eq!(
+                h["huge_pages"]["advised"],
+                tritter_kernels::huge::huge_pages_enabled()
+            );
+            if let Some(mode) = h["huge_pages"]["thp"].as_str() {
+                assert!(["always", "madvise", "never"].contains(&mode), "{mode}");
+            }
         }
         if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
             assert!(h["cpu_id"]["family"].is_u64(), "{}", h["cpu_id"]);
