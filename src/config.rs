@@ -10,6 +10,8 @@ use serde::Deserialize;
 pub const CONFIG_DIR_VAR: &str = "TRITTER_CONFIG_DIR";
 /// Overrides the data folder where sessions are saved.
 pub const DATA_DIR_VAR: &str = "TRITTER_DATA_DIR";
+/// Overrides the cache folder (measurements of this machine: `bench tune`'s choice).
+pub const CACHE_DIR_VAR: &str = "TRITTER_CACHE_DIR";
 
 /// The default of `latent_min_cosine` (see `engine::model::latent`; not calibrated on a
 /// latent-trained model yet: the built-in model's fed-back states, which it was not trained on,
@@ -129,32 +131,34 @@ impl Config {
     }
 }
 
-fn project_dirs() -> Option<directories::ProjectDirs> {
+/// The folder named by `var`, else the platform's one that `pick` takes from the project's
+/// folders; `what` names its use in the error when neither exists.
+fn folder(
+    var: &str,
+    pick: fn(&directories::ProjectDirs) -> &Path,
+    what: &str,
+) -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os(var) {
+        return Ok(PathBuf::from(d));
+    }
     directories::ProjectDirs::from("", "", "tritter")
+        .map(|p| pick(&p).to_path_buf())
+        .ok_or_else(|| anyhow::anyhow!("cannot find a home folder for {what}; set {var}"))
 }
 
 /// The config folder: `$TRITTER_CONFIG_DIR`, else the platform's (e.g. `~/.config/tritter`).
 pub fn config_dir() -> anyhow::Result<PathBuf> {
-    if let Some(d) = std::env::var_os(CONFIG_DIR_VAR) {
-        return Ok(PathBuf::from(d));
-    }
-    project_dirs()
-        .map(|p| p.config_dir().to_path_buf())
-        .ok_or_else(|| {
-            anyhow::anyhow!("cannot find a home folder for the config; set {CONFIG_DIR_VAR}")
-        })
+    folder(CONFIG_DIR_VAR, |p| p.config_dir(), "the config")
 }
 
 /// The data folder: `$TRITTER_DATA_DIR`, else the platform's (e.g. `~/.local/share/tritter`).
 pub fn data_dir() -> anyhow::Result<PathBuf> {
-    if let Some(d) = std::env::var_os(DATA_DIR_VAR) {
-        return Ok(PathBuf::from(d));
-    }
-    project_dirs()
-        .map(|p| p.data_dir().to_path_buf())
-        .ok_or_else(|| {
-            anyhow::anyhow!("cannot find a home folder for sessions; set {DATA_DIR_VAR}")
-        })
+    folder(DATA_DIR_VAR, |p| p.data_dir(), "sessions")
+}
+
+/// The cache folder: `$TRITTER_CACHE_DIR`, else the platform's (e.g. `~/.cache/tritter`).
+pub fn cache_dir() -> anyhow::Result<PathBuf> {
+    folder(CACHE_DIR_VAR, |p| p.cache_dir(), "the cache")
 }
 
 #[cfg(test)]

@@ -1,8 +1,25 @@
 //! Reading source files for the code pane and the prompt context: size limit, binary detection
 //! (a NUL byte in the first 8 KiB, as git does), UTF-8 validation with the offset of the first bad
-//! byte, and `@path` / path completion helpers.
+//! byte, and `@path` / path completion helpers; [`write_atomic`] for files whose loss would hurt.
 
 use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` through the temporary file `tmp` (in the same folder): written in
+/// full and flushed to disk before the rename, so a crash leaves the old file or the new one,
+/// never a torn one. A failed write (a full disk) removes the temporary file and leaves the old
+/// file as it was.
+pub fn write_atomic(path: &Path, tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let written = std::fs::File::create(tmp).and_then(|mut f| {
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        // Best effort: the write error is the one to report.
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
+    std::fs::rename(tmp, path)
+}
 
 /// At most this much of a file is read: a larger file is cut to its first whole lines within it
 /// (the model's context could never hold more; the prompt cuts it further to the budget).

@@ -68,20 +68,8 @@ pub fn save(data_dir: &Path, name: &str, messages: &[SavedMessage]) -> anyhow::R
         messages: messages.to_vec(),
     };
     let text = serde_json::to_string_pretty(&file)?;
-    // Written in full and flushed to disk before the rename, so a crash leaves the old session
-    // or the new one, never a torn file. A failed write (a full disk) removes the temporary file
-    // and leaves the old session as it was.
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        std::io::Write::write_all(&mut f, text.as_bytes())?;
-        f.sync_all()
-    });
-    if let Err(e) = written {
-        // Best effort: the write error is the one to report.
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::bail!("cannot save session {name:?} to {}: {e}", path.display());
-    }
-    std::fs::rename(&tmp, &path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    crate::files::write_atomic(&path, &tmp, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot save session {name:?} to {}: {e}", path.display()))?;
     Ok(path)
 }
 
