@@ -125,3 +125,44 @@ fn bench_rounds_script_tests_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `bench tune` sweeps the prefetch distances, caches its choice under this CPU's key, and the
+/// next run starts with the cached distance (`host.tuning`); a cache that cannot be read gives a
+/// one-line warning and the CPU's default.
+#[test]
+fn bench_tune_caches_its_choice_and_later_runs_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tune = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tritter"))
+            .args(["bench", "tune", "--json", "--threads", "2"])
+            .env("TRITTER_CACHE_DIR", dir.path())
+            .env_remove("TRITTER_PREFETCH_BYTES")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (report, String::from_utf8(out.stderr).unwrap())
+    };
+    let path = dir.path().join("tuning.json");
+    let (first, _) = tune();
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(cached["prefetch_bytes"], first["chosen_prefetch_bytes"]);
+    assert_eq!(cached["cpu"]["name"], first["host"]["cpu"]);
+    let swept: Vec<_> = first["candidates"].as_array().unwrap().iter().collect();
+    assert!(swept.len() >= 6 && swept.iter().all(|c| c["gbps_median"].as_f64() > Some(0.0)));
+
+    // A distance no sweep would pick, to see it come back.
+    let mut edited = cached.clone();
+    edited["prefetch_bytes"] = 3072.into();
+    std::fs::write(&path, edited.to_string()).unwrap();
+    let (second, _) = tune();
+    assert_eq!(second["host"]["tuning"]["prefetch_bytes"], 3072);
+    assert_eq!(second["host"]["tuning"]["prefetch_source"], "tuned");
+
+    std::fs::write(&path, "{not json").unwrap();
+    let (third, err) = tune();
+    assert_eq!(third["host"]["tuning"]["prefetch_source"], "cpu default");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("ignoring the tuning cache"), "{err}");
+}

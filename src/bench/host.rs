@@ -4,6 +4,7 @@
 //! instruction-set flags the kernels dispatch on, logical CPUs and the threads used, and the
 //! kernel path each family chose at run time — so a figure is never read without its machine.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Flags the kernels look at, in `/proc/cpuinfo` spelling (x86) or the Arm names.
@@ -54,39 +55,70 @@ fn thp_mode() -> Option<String> {
     Some(rest.split_once(']')?.0.to_string())
 }
 
+/// Which CPU this is, as `/proc/cpuinfo` names it (empty off Linux): the key under which
+/// measurements of this machine are cached (`bench tune`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuKey {
+    pub name: String,
+    pub vendor: Option<String>,
+    pub family: Option<u32>,
+    pub model: Option<u32>,
+    pub stepping: Option<u32>,
+}
+
+impl CpuKey {
+    /// This machine's key.
+    pub fn current() -> Self {
+        Self::parse(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+    }
+
+    /// The key in `/proc/cpuinfo` text (its first processor's lines).
+    fn parse(info: &str) -> Self {
+        let field = |name: &str| cpuinfo_field(info, &[name]);
+        let num = |name: &str| field(name).and_then(|v| v.parse::<u32>().ok());
+        Self {
+            name: cpuinfo_field(info, &["model name", "Model", "Hardware", "cpu model"])
+                .unwrap_or_else(|| "unknown".into()),
+            vendor: field("vendor_id"),
+            family: num("cpu family"),
+            model: num("model"),
+            stepping: num("stepping"),
+        }
+    }
+}
+
+/// The first value of any of `names` in `/proc/cpuinfo` text.
+fn cpuinfo_field(info: &str, names: &[&str]) -> Option<String> {
+    info.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        names.contains(&k.trim()).then(|| v.trim().to_string())
+    })
+}
+
 /// `{cpu, cpu_id: {vendor, family, model, stepping, microarch}, flags, logical_cpus, threads,
 /// arch, kernels: {ternary, ternary_available, head_f16, attention_tiles, attention_fused},
 /// huge_pages: {advised, thp}, tuning: {vendor, family, prefetch_bytes, prefetch_source}}` for a
 /// run on `threads` threads.
 pub fn host_json(threads: usize) -> Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |names: &[&str]| {
-        info.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            names.contains(&k.trim()).then(|| v.trim().to_string())
-        })
-    };
-    let cpu = field(&["model name", "Model", "Hardware", "cpu model"])
-        .unwrap_or_else(|| "unknown".into());
-    let present: Vec<&str> = field(&["flags", "Features"])
+    let key = CpuKey::parse(&info);
+    let present: Vec<&str> = cpuinfo_field(&info, &["flags", "Features"])
         .map(|f| {
             let have: Vec<&str> = f.split_whitespace().collect();
             FLAGS.iter().copied().filter(|x| have.contains(x)).collect()
         })
         .unwrap_or_default();
     let tuning = tritter_kernels::tuning::tuning();
-    let num = |name: &str| field(&[name]).and_then(|v| v.parse::<u32>().ok());
-    let (family, model) = (num("cpu family"), num("model"));
     let cpu_id = json!({
-        "vendor": field(&["vendor_id"]),
-        "family": family,
-        "model": model,
-        "stepping": num("stepping"),
-        "microarch": family.zip(model).and_then(|(f, m)| microarch(tuning.vendor, f, m)),
+        "vendor": key.vendor,
+        "family": key.family,
+        "model": key.model,
+        "stepping": key.stepping,
+        "microarch": key.family.zip(key.model).and_then(|(f, m)| microarch(tuning.vendor, f, m)),
     });
     let logical = std::thread::available_parallelism().map_or(0, |n| n.get());
     json!({
-        "cpu": cpu,
+        "cpu": key.name,
         "cpu_id": cpu_id,
         "arch": std::env::consts::ARCH,
         "flags": present,
@@ -150,6 +182,24 @@ mod tests {
         for f in h["flags"].as_array().unwrap() {
             assert!(FLAGS.contains(&f.as_str().unwrap()));
         }
+    }
+
+    #[test]
+    fn the_cpu_key_reads_the_first_processor() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n\
+                    model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\nmodel\t\t: 99\n";
+        let k = CpuKey::parse(info);
+        assert_eq!(
+            k,
+            CpuKey {
+                name: "AMD EPYC".into(),
+                vendor: Some("AuthenticAMD".into()),
+                family: Some(25),
+                model: Some(17),
+                stepping: Some(1),
+            }
+        );
+        assert_eq!(CpuKey::parse("").name, "unknown");
     }
 
     #[test]

@@ -231,7 +231,7 @@ fn candle_matmul_us(m: usize, n: usize, k: usize, min_time: Duration) -> Result<
 }
 
 /// Deterministic pseudo-random ternary weights, built from Hugging Face packed bytes.
-fn random_ternary(n: usize, k: usize) -> Result<TernaryMatrix> {
+pub(crate) fn random_ternary(n: usize, k: usize) -> Result<TernaryMatrix> {
     let mut s = 0x2545_F491_4F6C_DD1Du64 ^ (n * k) as u64;
     let packed: Vec<u8> = (0..n / 4 * k)
         .map(|_| {

@@ -1,6 +1,6 @@
-//! `tritter bench kernels|decode|attention|vision|audio|train|repomap [--json] [--threads N]`:
+//! `tritter bench kernels|decode|attention|vision|audio|train|repomap|tune [--json] [--threads N]`:
 //! runs one of the benchmark reports (`kernels`, `decode`, `attention`, `vision`, `audio`, `train`,
-//! `repomap`) and prints it as one JSON object or as indented
+//! `repomap`, `tune`: the prefetch sweep that also caches its choice) and prints it as one JSON object or as indented
 //! JSON / a short table for people. With `--device cuda` the GPU reports run instead (`cuda`), and
 //! `bench variants --device cuda` prints JSON lines as its measurements complete
 //! (`cuda_variants`). This file is the binary's one place that names the `cuda` feature: the
@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod profile;
 pub mod repomap;
 pub mod train;
+pub mod tune;
 pub mod vision;
 
 use anyhow::Result;
@@ -46,6 +47,9 @@ pub enum BenchWhat {
     /// The repo map: build, rebuild and render times and map size, on the current folder and a
     /// synthetic 1,000-file tree (CPU only).
     Repomap,
+    /// Sweeps the weight-streaming kernels' prefetch distance on this machine and caches the
+    /// fastest in the cache folder's `tuning.json`, which later runs use (CPU only).
+    Tune,
 }
 
 /// Threads to use: the flag, or every core.
@@ -106,6 +110,7 @@ pub fn run(
             "`bench variants` measures the CUDA path's speed variants: run it with --device cuda"
         ),
         BenchWhat::Repomap => crate::bench::repomap::repomap_report(1000)?,
+        BenchWhat::Tune => crate::bench::tune::tune_report(threads)?,
     };
     if let Some(obj) = report.as_object_mut() {
         obj.insert("host".into(), crate::bench::host::host_json(threads));
@@ -139,6 +144,7 @@ fn run_cuda(what: BenchWhat, json: bool, ordinal: usize) -> Result<()> {
             "`bench train` times the CPU trainer; on a GPU, `tritter --train --device cuda` reports tokens/s"
         ),
         BenchWhat::Repomap => anyhow::bail!("`bench repomap` runs on the CPU only"),
+        BenchWhat::Tune => anyhow::bail!("`bench tune` tunes the CPU kernels: run it without --device cuda"),
         BenchWhat::Variants => {
             // One JSON line per measurement, flushed, whatever `--json` says.
             return crate::bench::cuda_variants::variants_report(ordinal, &mut |line| {

@@ -205,6 +205,10 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     // A misspelt kernel cap would otherwise be ignored and measure the wrong kernels.
     tritter_kernels::isa_cap()?;
+    // Before any kernel runs: the prefetch distance measured on this machine, if cached.
+    if let Some(warning) = crate::bench::tune::apply_cached() {
+        eprintln!("tritter: {warning}");
+    }
     if let Some(config) = &cli.train {
         if !cli.prepare_only && !cli.plot {
             train::tune_allocator();
