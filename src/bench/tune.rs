@@ -11,7 +11,8 @@
 //! rounds of its speed relative to the CPU's default *in the same round* (the machines are
 //! shared and noisy: only ratios within a round mean anything). A candidate replaces the default
 //! only when that median gain is at least [`MIN_GAIN`]; otherwise the default is cached, so a
-//! noisy sweep does not move a measured default.
+//! noisy sweep does not move a measured default. The report's `host.tuning` is what this run
+//! started with (an earlier cache, if any); `chosen_prefetch_bytes` is what later runs get.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
