@@ -40,19 +40,6 @@ pub struct TrainReport {
     pub phases_ms: Phases,
 }
 
-/// The CPU's model name (`/proc/cpuinfo`), or `unknown`.
-pub fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -128,7 +115,7 @@ pub fn train_report(
     }
     let [b, f, bw, g, a, st] = rec.map(median);
     Ok(TrainReport {
-        cpu: cpu_name(),
+        cpu: crate::bench::host::CpuKey::current().name,
         preset: preset.to_string(),
         threads,
         batch,

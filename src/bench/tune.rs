@@ -171,11 +171,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The decode-like pass the sweep times: every FFN copy once, then the head.
+/// The decode-like pass the sweep times: every FFN copy once, then the head; with the pass's
+/// activations and outputs made once, so a pass times only the kernels.
 struct Workload {
     ffn: Vec<TernaryMatrix>,
     head: HugeBuf<f16>,
-    width: usize,
+    /// int8 activations and i32 outputs for the widest FFN matrix (sliced per shape).
+    x8: Vec<i8>,
+    y: Vec<i32>,
+    /// The head's f32 activations and logits.
+    xf: Vec<f32>,
+    logits: Vec<f32>,
 }
 
 impl Workload {
@@ -192,10 +198,16 @@ impl Workload {
         for (i, w) in head.iter_mut().enumerate() {
             *w = f16::from_f32(((i * 7919 % 1013) as f32 - 506.0) / 4096.0);
         }
+        let wide = cfg.ffn.max(cfg.width);
         Ok(Self {
             ffn,
             head,
-            width: cfg.width,
+            x8: (0..wide)
+                .map(|i| ((i * 31 % 255) as i32 - 127) as i8)
+                .collect(),
+            y: vec![0; wide],
+            xf: (0..cfg.width).map(|i| (i % 17) as f32 / 17.0).collect(),
+            logits: vec![0.0; cfg.head_rows],
         })
     }
 
@@ -208,21 +220,14 @@ impl Workload {
     }
 
     /// One pass; returns its wall time in seconds.
-    fn pass(&self) -> Result<f64> {
+    fn pass(&mut self) -> Result<f64> {
         let start = Instant::now();
         for w in &self.ffn {
-            let (n, k) = (w.n(), w.k());
-            let x: Vec<i8> = (0..k)
-                .map(|i| ((i * 31 % 255) as i32 - 127) as i8)
-                .collect();
-            let mut y = vec![0i32; n];
-            gemv(w, &x, &mut y)?;
-            std::hint::black_box(&y);
+            gemv(w, &self.x8[..w.k()], &mut self.y[..w.n()])?;
+            std::hint::black_box(&self.y);
         }
-        let x: Vec<f32> = (0..self.width).map(|i| (i % 17) as f32 / 17.0).collect();
-        let mut out = vec![0f32; self.head.len() / self.width];
-        tritter_kernels::head::gemv_f16(&self.head, &x, &mut out)?;
-        std::hint::black_box(&out);
+        tritter_kernels::head::gemv_f16(&self.head, &self.xf, &mut self.logits)?;
+        std::hint::black_box(&self.logits);
         Ok(start.elapsed().as_secs_f64())
     }
 }
@@ -240,7 +245,7 @@ fn sweep(cfg: &TuneConfig, threads: usize, cache: Option<&Path>) -> Result<Value
         cands.push(default);
     }
     let d = cands.iter().position(|&c| c == default).unwrap_or(0);
-    let work = Workload::new(cfg)?;
+    let mut work = Workload::new(cfg)?;
     let times = pool.install(|| -> Result<Vec<Vec<f64>>> {
         work.pass()?; // warm-up: page faults, thread start
         let mut times = Vec::new();
@@ -262,12 +267,12 @@ fn sweep(cfg: &TuneConfig, threads: usize, cache: Option<&Path>) -> Result<Value
     set_sweep_prefetch(None);
     let times = times?;
     let (chosen, medians) = pick(&times, d);
-    let bytes = work.bytes() as f64;
+    let bytes = work.bytes();
     let rows: Vec<Value> = cands
         .iter()
         .enumerate()
         .map(|(c, &b)| {
-            let gbps = median(times.iter().map(|r| bytes / r[c] / 1e9).collect());
+            let gbps = median(times.iter().map(|r| bytes as f64 / r[c] / 1e9).collect());
             json!({"prefetch_bytes": b, "gbps_median": gbps, "speed_vs_default_median": medians[c]})
         })
         .collect();
@@ -284,7 +289,7 @@ fn sweep(cfg: &TuneConfig, threads: usize, cache: Option<&Path>) -> Result<Value
     Ok(json!({
         "threads": threads,
         "rounds": cfg.rounds,
-        "bytes_per_pass": work.bytes(),
+        "bytes_per_pass": bytes,
         "min_gain": MIN_GAIN,
         "cpu_default_prefetch_bytes": default,
         "candidates": rows,
